@@ -1,0 +1,143 @@
+"""Satchel's wiring: routes, the authorizer and the workflow's Lambda functions.
+
+Each entry point parses, calls one chalicelib function, and shapes the answer.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
+
+from chalicelib import auth, downloadtypes, service, workflow
+from chalicelib.http import error_response, json_body, respond
+from chalicelib.models import Principal
+from chalicelib.runtime import Runtime
+
+app = Chalice(app_name="satchel")
+
+
+@app.authorizer(ttl_seconds=60)
+def api_key(request: AuthRequest) -> AuthResponse:
+    principal = auth.authenticate(Runtime.from_env().keys, request.token)
+    if principal is None:
+        return AuthResponse(routes=[], principal_id="anonymous")
+    return AuthResponse(
+        routes=["*"],
+        principal_id=f"{principal.tenant}/{principal.user_id}",
+        context=auth.to_context(principal),
+    )
+
+
+def api(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Answer domain errors with their status and `{"Code", "Message"}`."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return view(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - error_response logs and 500s the unknown
+            return error_response(error)
+
+    return wrapper
+
+
+def request() -> Request:
+    current = app.current_request
+    assert current is not None, "only called while a route runs"
+    return current
+
+
+def caller() -> Principal:
+    return auth.from_context(request().context)
+
+
+def _download(runtime: Runtime, download: Any, status: int = 200, **headers: str) -> Response:
+    return respond(download.to_api(runtime.settings.api_prefix), status, headers)
+
+
+@app.route("/health", methods=["GET"])
+@api
+def health() -> Response:
+    return respond({"status": "ok"})
+
+
+@app.route("/types", methods=["GET"], authorizer=api_key)
+@api
+def list_types() -> Response:
+    return respond({"items": [kind.describe() for kind in downloadtypes.all_types()]})
+
+
+@app.route("/downloads", methods=["POST"], authorizer=api_key)
+@api
+def create_download() -> Response:
+    runtime = Runtime.from_env()
+    download = service.create(runtime, caller(), json_body(request().raw_body))
+    location = f"{runtime.settings.api_prefix}/downloads/{download.id}"
+    return _download(runtime, download, 202, Location=location)
+
+
+@app.route("/downloads", methods=["GET"], authorizer=api_key)
+@api
+def list_downloads() -> Response:
+    runtime = Runtime.from_env()
+    page = service.list_own(runtime, caller(), dict(request().query_params or {}))
+    items = [item.to_api(runtime.settings.api_prefix) for item in page.items]
+    return respond({"items": items, "next_cursor": page.next_cursor})
+
+
+@app.route("/downloads/{download_id}", methods=["GET"], authorizer=api_key)
+@api
+def get_download(download_id: str) -> Response:
+    runtime = Runtime.from_env()
+    return _download(runtime, service.get(runtime, caller(), download_id))
+
+
+@app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=api_key)
+@api
+def delete_download(download_id: str) -> Response:
+    runtime = Runtime.from_env()
+    cancelled = service.cancel_or_delete(runtime, caller(), download_id)
+    if cancelled is None:
+        return Response(body="", status_code=204)
+    return _download(runtime, cancelled, 202)
+
+
+@app.route("/downloads/{download_id}/file", methods=["GET"], authorizer=api_key)
+@api
+def download_file(download_id: str) -> Response:
+    runtime = Runtime.from_env()
+    ttl = runtime.settings.file_url_ttl_seconds
+    url = service.file_url(runtime, caller(), download_id, ttl)
+    return Response(body="", status_code=302, headers={"Location": url.url, "Cache-Control": "no-store"})
+
+
+@app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=api_key)
+@api
+def download_url(download_id: str) -> Response:
+    runtime = Runtime.from_env()
+    url = service.file_url(runtime, caller(), download_id, runtime.settings.json_url_ttl_seconds)
+    return respond({"url": url.url, "expires_at": url.expires_at}, headers={"Cache-Control": "no-store"})
+
+
+# The workflow's steps; statemachine/download.asl.json names them by placeholder.
+@app.lambda_function(name="prepare")
+def prepare(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return workflow.prepare(Runtime.from_env(), event)
+
+
+@app.lambda_function(name="build")
+def build(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return workflow.build(Runtime.from_env(), event)
+
+
+@app.lambda_function(name="finalize")
+def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return workflow.finalize(Runtime.from_env(), event)
+
+
+@app.lambda_function(name="fail")
+def fail(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return workflow.fail(Runtime.from_env(), event)

@@ -1,0 +1,1 @@
+"""Satchel: serverless downloads and exports. Logic lives here; app.py only wires it."""

@@ -1,0 +1,80 @@
+"""Objects Satchel owns in the artifact bucket: where they live, how they are handed out,
+and how every trace of a download is removed."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import quote
+
+from botocore.exceptions import ClientError
+
+ARTIFACTS_PREFIX = "artifacts/"
+TEMPORARY_PREFIX = "tmp/"
+
+
+def artifact_key(download_id: str) -> str:
+    return f"{ARTIFACTS_PREFIX}{download_id}"
+
+
+def temporary_prefix(download_id: str) -> str:
+    return f"{TEMPORARY_PREFIX}{download_id}/"
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266 `attachment` with an ASCII fallback and a UTF-8 `filename*`; never CR/LF."""
+    visible = "".join(ch for ch in filename if not unicodedata.category(ch).startswith("C"))
+    ascii_name = unicodedata.normalize("NFKD", visible).encode("ascii", "ignore").decode()
+    ascii_name = re.sub(r'["\\]', "_", ascii_name).strip() or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(visible, safe='')}"
+
+
+def presign(s3: Any, bucket: str, key: str, *, filename: str, content_type: str, ttl_seconds: int) -> str:
+    url: str = s3.generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": bucket,
+            "Key": key,
+            "ResponseContentDisposition": content_disposition(filename),
+            "ResponseContentType": content_type,
+        },
+        ExpiresIn=ttl_seconds,
+    )
+    return url
+
+
+def abort_uploads(s3: Any, bucket: str, download_id: str) -> int:
+    """Abort every multipart upload still open for this download's artifact; count them."""
+    aborted = 0
+    paginator = s3.get_paginator("list_multipart_uploads")
+    for page in paginator.paginate(Bucket=bucket, Prefix=artifact_key(download_id)):
+        for upload in page.get("Uploads", []):
+            if upload["Key"] != artifact_key(download_id):
+                continue
+            try:
+                s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "NoSuchUpload":
+                    raise
+            aborted += 1
+    return aborted
+
+
+def remove_temporary(s3: Any, bucket: str, download_id: str) -> None:
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=temporary_prefix(download_id)):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+def remove_artifact(s3: Any, bucket: str, download_id: str) -> None:
+    s3.delete_object(Bucket=bucket, Key=artifact_key(download_id))
+
+
+def remove_everything(s3: Any, bucket: str, download_id: str) -> None:
+    """Leave nothing of this download in the bucket: uploads, temporary objects, artifact."""
+    abort_uploads(s3, bucket, download_id)
+    remove_temporary(s3, bucket, download_id)
+    remove_artifact(s3, bucket, download_id)

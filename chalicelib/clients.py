@@ -1,0 +1,51 @@
+"""AWS clients, built on first use (never at import) and shared within a process.
+
+Everything that talks to AWS takes its client as an argument; these getters are what the
+Lambda entry points hand in. boto3 honours AWS_ENDPOINT_URL, which is how the local stack
+points them at the embedded emulator.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+from botocore.config import Config
+
+_lock = threading.Lock()
+_RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
+
+
+@cache
+def _client(service: str) -> Any:
+    import boto3  # deferred: keeps importing app.py cheap (a Lambda cold start)
+
+    with _lock:  # boto3's default session is not safe to use from threads at once
+        return boto3.session.Session().client(service, config=_RETRIES)
+
+
+@cache
+def _table(name: str) -> Any:
+    import boto3
+
+    with _lock:
+        return boto3.session.Session().resource("dynamodb", config=_RETRIES).Table(name)
+
+
+def s3() -> Any:
+    return _client("s3")
+
+
+def stepfunctions() -> Any:
+    return _client("stepfunctions")
+
+
+def table(name: str) -> Any:
+    return _table(name)
+
+
+def reset() -> None:
+    """Forget cached clients (tests and the local stack re-point the endpoint)."""
+    _client.cache_clear()
+    _table.cache_clear()

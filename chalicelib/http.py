@@ -1,0 +1,41 @@
+"""HTTP shapes: JSON bodies in, JSON answers and `{"Code", "Message"}` errors out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from chalice.app import Response
+
+from chalicelib.errors import MalformedRequest, SatchelError
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 256 * 1024
+
+
+def json_body(raw: str | bytes | None) -> Any:
+    if not raw:
+        raise MalformedRequest("the request needs a JSON body")
+    if len(raw) > MAX_BODY_BYTES:
+        raise MalformedRequest(f"the request body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedRequest(f"the request body is not valid JSON: {error}") from None
+
+
+def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        body=body,
+        status_code=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def error_response(error: Exception) -> Response:
+    """Domain errors answer with their own status and code; anything else is a 500."""
+    if isinstance(error, SatchelError):
+        return respond(error.body(), error.status)
+    log.exception("unhandled error")
+    return respond({"Code": "InternalError", "Message": "an internal error occurred"}, 500)

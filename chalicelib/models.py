@@ -1,0 +1,165 @@
+"""The download resource: its states, its record in DynamoDB, and its API shape."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+ACTIVE_STATES = frozenset({State.PENDING, State.RUNNING})
+TERMINAL_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED, State.EXPIRED})
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    user_id: str
+    roles: frozenset[str] = frozenset()
+
+    ADMIN_ROLE = "admin"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.ADMIN_ROLE in self.roles
+
+
+@dataclass(frozen=True)
+class Progress:
+    files_done: int = 0
+    files_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
+@dataclass(frozen=True)
+class Artifact:
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Download:
+    id: str
+    type: str
+    params: dict[str, Any]
+    filename: str
+    tenant: str
+    user_id: str
+    state: State
+    created_at: str
+    retention_seconds: int
+    progress: Progress = field(default_factory=Progress)
+    artifact: Artifact | None = None
+    error: ErrorInfo | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    expires_at: str | None = None
+    execution_arn: str | None = None
+
+    def with_state(self, state: State, **changes: Any) -> Download:
+        return replace(self, state=state, **changes)
+
+    def to_api(self, api_prefix: str = "") -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "params": self.params,
+            "filename": self.filename,
+            "tenant": self.tenant,
+            "user_id": self.user_id,
+            "state": self.state.value,
+            "progress": asdict(self.progress),
+            "artifact": (
+                None
+                if self.artifact is None
+                else {
+                    "size": self.artifact.size,
+                    "sha256": self.artifact.sha256,
+                    "content_type": self.artifact.content_type,
+                }
+            ),
+            "error": None if self.error is None else asdict(self.error),
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "expires_at": self.expires_at,
+            "url": f"{api_prefix}/downloads/{self.id}/file" if self.state is State.DONE else None,
+        }
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "params": self.params,
+            "filename": self.filename,
+            "tenant": self.tenant,
+            "user_id": self.user_id,
+            "state": self.state.value,
+            "created_at": self.created_at,
+            "retention_seconds": self.retention_seconds,
+            "progress": asdict(self.progress),
+        }
+        optional = {
+            "artifact": None if self.artifact is None else asdict(self.artifact),
+            "error": None if self.error is None else asdict(self.error),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "expires_at": self.expires_at,
+            "execution_arn": self.execution_arn,
+        }
+        item.update({k: v for k, v in optional.items() if v is not None})
+        return item
+
+    @classmethod
+    def from_item(cls, raw: dict[str, Any]) -> Download:
+        item = plain(raw)
+        artifact = item.get("artifact")
+        error = item.get("error")
+        return cls(
+            id=item["id"],
+            type=item["type"],
+            params=item["params"],
+            filename=item["filename"],
+            tenant=item["tenant"],
+            user_id=item["user_id"],
+            state=State(item["state"]),
+            created_at=item["created_at"],
+            retention_seconds=int(item["retention_seconds"]),
+            progress=Progress(**item.get("progress", {})),
+            artifact=Artifact(**artifact) if artifact else None,
+            error=ErrorInfo(**error) if error else None,
+            started_at=item.get("started_at"),
+            finished_at=item.get("finished_at"),
+            expires_at=item.get("expires_at"),
+            execution_arn=item.get("execution_arn"),
+        )
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB hands numbers back as Decimal; Satchel stores only integers."""
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value

@@ -1,0 +1,52 @@
+"""Progress of a running build, written to the record as it goes.
+
+Each write is conditional on the download still RUNNING, which is also how a build learns
+that it was cancelled: the write fails and the build stops.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from chalicelib.errors import Cancelled
+from chalicelib.models import Progress
+from chalicelib.store import DownloadStore
+
+_MAX_SECONDS_BETWEEN_WRITES = 2.0
+
+
+class ProgressTracker:
+    def __init__(
+        self,
+        downloads: DownloadStore,
+        download_id: str,
+        totals: Progress,
+        every_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._downloads = downloads
+        self._download_id = download_id
+        self.current = replace(totals, files_done=0, bytes_done=0)
+        self._every_bytes = every_bytes
+        self._clock = clock
+        self._written_bytes = 0
+        self._written_at = clock()
+
+    def advance(self, *, files: int = 0, bytes_: int = 0) -> None:
+        self.current = replace(
+            self.current,
+            files_done=self.current.files_done + files,
+            bytes_done=self.current.bytes_done + bytes_,
+        )
+        due = self.current.bytes_done - self._written_bytes >= self._every_bytes
+        stale = self._clock() - self._written_at >= _MAX_SECONDS_BETWEEN_WRITES
+        if due or stale:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._downloads.record_progress(self._download_id, self.current):
+            raise Cancelled("the download was cancelled while it was being built")
+        self._written_bytes = self.current.bytes_done
+        self._written_at = self._clock()

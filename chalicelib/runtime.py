@@ -1,0 +1,35 @@
+"""What a handler needs to do its work: settings and the clients built from them.
+
+Built per invocation from the environment (cheap: clients are cached), so a handler
+always sees the current configuration and tests can hand in their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib import clients
+from chalicelib.settings import Settings
+from chalicelib.store import DownloadStore, KeyStore
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    s3: Any
+    stepfunctions: Any
+    downloads: DownloadStore
+    keys: KeyStore
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        settings = Settings.from_env()
+        table = clients.table(settings.table)
+        return cls(
+            settings=settings,
+            s3=clients.s3(),
+            stepfunctions=clients.stepfunctions(),
+            downloads=DownloadStore(table),
+            keys=KeyStore(table),
+        )

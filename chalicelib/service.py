@@ -1,0 +1,213 @@
+"""The download lifecycle as the API sees it: create, read, list, cancel or delete, fetch.
+
+Every function takes the caller's principal and checks access itself: another tenant's
+download does not exist (404); another user's is forbidden (403) unless the caller is
+the tenant's admin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+from jsonschema import Draft202012Validator
+
+from chalicelib import artifacts, clock, downloadtypes
+from chalicelib.errors import (
+    DownloadExpired,
+    DownloadNotFound,
+    DownloadNotReady,
+    Forbidden,
+    InvalidParams,
+    InvalidQuery,
+    MalformedRequest,
+    StartFailed,
+)
+from chalicelib.models import ACTIVE_STATES, Download, ErrorInfo, Principal, State
+from chalicelib.names import safe_filename
+from chalicelib.runtime import Runtime
+from chalicelib.store import StateConflict
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "minLength": 1, "maxLength": 64},
+        "params": {"type": "object"},
+        "filename": {"type": "string", "minLength": 1, "maxLength": 255},
+        "expires_in": {"type": "integer", "minimum": 1},
+    },
+}
+_request_validator = Draft202012Validator(REQUEST_SCHEMA)
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)  # 128 random bits
+
+
+def _check_request(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise MalformedRequest("the request body must be a JSON object")
+    error = next(iter(_request_validator.iter_errors(body)), None)
+    if error is not None:
+        path = "/".join(str(part) for part in error.absolute_path) or "(root)"
+        raise InvalidParams(f"{path}: {error.message}", path=path)
+    return body
+
+
+def create(runtime: Runtime, principal: Principal, body: Any) -> Download:
+    request = _check_request(body)
+    settings = runtime.settings
+    kind = downloadtypes.get(request["type"])
+    params = kind.validate(request.get("params", {}), principal, settings.source_bucket)
+    retention = request.get("expires_in", settings.retention_default_seconds)
+    if not settings.retention_min_seconds <= retention <= settings.retention_max_seconds:
+        raise InvalidParams(
+            f"expires_in must lie between {settings.retention_min_seconds} and "
+            f"{settings.retention_max_seconds} seconds",
+            path="expires_in",
+        )
+    download_id = new_id()
+    download = Download(
+        id=download_id,
+        type=kind.name,
+        params=params,
+        filename=safe_filename(request.get("filename"), kind.default_filename(download_id), kind.extension),
+        tenant=principal.tenant,
+        user_id=principal.user_id,
+        state=State.PENDING,
+        created_at=clock.iso(clock.now()),
+        retention_seconds=retention,
+    )
+    runtime.downloads.create(download)
+    try:
+        runtime.stepfunctions.start_execution(
+            stateMachineArn=settings.state_machine_arn,
+            name=download_id,
+            input=json.dumps({"download_id": download_id}),
+        )
+    except ClientError as error:
+        failure = ErrorInfo("StartFailed", f"the workflow could not be started: {error}")
+        runtime.downloads.transition(
+            download_id,
+            [State.PENDING],
+            State.FAILED,
+            error=failure.__dict__,
+            finished_at=clock.iso(clock.now()),
+        )
+        raise StartFailed("the download could not be started; try again") from error
+    return download
+
+
+def get(runtime: Runtime, principal: Principal, download_id: str) -> Download:
+    download = runtime.downloads.get(download_id) if _ID.match(download_id) else None
+    if download is None or download.tenant != principal.tenant:
+        raise DownloadNotFound(f"no download {download_id}")
+    if download.user_id != principal.user_id and not principal.is_admin:
+        raise Forbidden("this download belongs to another user")
+    return download
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Download]
+    next_cursor: str | None
+
+
+def list_own(runtime: Runtime, principal: Principal, query: dict[str, str]) -> Page:
+    unknown = set(query) - {"state", "limit", "cursor"}
+    if unknown:
+        raise InvalidQuery(f"unknown query parameters: {', '.join(sorted(unknown))}")
+    state = None
+    if "state" in query:
+        try:
+            state = State(query["state"].upper())
+        except ValueError:
+            raise InvalidQuery(f"state must be one of {', '.join(s.value for s in State)}") from None
+    raw_limit = query.get("limit", str(DEFAULT_PAGE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise InvalidQuery(f"limit must be an integer from 1 to {MAX_PAGE}")
+    items, cursor = runtime.downloads.list_owned(
+        principal.tenant, principal.user_id, state=state, limit=int(raw_limit), cursor=query.get("cursor")
+    )
+    return Page(items, cursor)
+
+
+def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -> Download | None:
+    """Cancel a download that has not finished (returns it), or delete a finished one's
+    artifact (returns None). The record stays, for audit."""
+    download = get(runtime, principal, download_id)
+    if download.state in ACTIVE_STATES:
+        try:
+            cancelled = runtime.downloads.transition(
+                download_id, ACTIVE_STATES, State.CANCELLED, finished_at=clock.iso(clock.now())
+            )
+        except StateConflict as conflict:
+            download = conflict.current or download  # it finished meanwhile: delete instead
+        else:
+            _stop_execution(runtime, download_id)
+            return cancelled
+    if download.state is State.DONE:
+        # Expired meanwhile (StateConflict)? The artifact goes all the same.
+        with contextlib.suppress(StateConflict):
+            runtime.downloads.transition(download_id, [State.DONE], State.EXPIRED)
+    artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
+    return None
+
+
+def _stop_execution(runtime: Runtime, download_id: str) -> None:
+    arn = execution_arn(runtime.settings.state_machine_arn, download_id)
+    try:
+        runtime.stepfunctions.stop_execution(
+            executionArn=arn, error="Cancelled", cause="cancelled by its owner"
+        )
+    except ClientError as error:
+        # Already finished or never started: the build notices the state change anyway.
+        if error.response["Error"]["Code"] not in ("ExecutionDoesNotExist", "ValidationException"):
+            raise
+
+
+def execution_arn(state_machine_arn: str, download_id: str) -> str:
+    return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+
+
+@dataclass(frozen=True)
+class FileUrl:
+    url: str
+    expires_at: str
+
+
+def file_url(runtime: Runtime, principal: Principal, download_id: str, ttl_seconds: int) -> FileUrl:
+    """A presigned GET of the artifact, valid `ttl_seconds` at most and never past expiry."""
+    download = get(runtime, principal, download_id)
+    now = clock.now()
+    if download.state is State.EXPIRED or (
+        download.state is State.DONE and download.expires_at and clock.parse(download.expires_at) <= now
+    ):
+        raise DownloadExpired("the download has expired and its file was deleted", state=State.EXPIRED.value)
+    if download.state is not State.DONE:
+        raise DownloadNotReady("download state is not DONE", state=download.state.value)
+    if download.artifact is None:
+        raise DownloadNotReady("download is DONE but has no artifact", state=download.state.value)
+    remaining = int((clock.parse(download.expires_at or clock.iso(now)) - now).total_seconds())
+    ttl = max(1, min(ttl_seconds, remaining))
+    url = artifacts.presign(
+        runtime.s3,
+        runtime.settings.artifact_bucket,
+        download.artifact.key,
+        filename=download.filename,
+        content_type=download.artifact.content_type,
+        ttl_seconds=ttl,
+    )
+    return FileUrl(url=url, expires_at=clock.iso(now + timedelta(seconds=ttl)))

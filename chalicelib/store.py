@@ -1,0 +1,190 @@
+"""DynamoDB records: downloads and API keys, in one table.
+
+Every state change is a conditional write naming the states it may start from, so a
+terminal state is never overwritten (DONE -> EXPIRED is the only exit from one).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import InvalidCursor
+from chalicelib.models import Download, Principal, Progress, State
+
+OWNER_INDEX = "by_owner"
+_DOWNLOAD_SK = "DOWNLOAD"
+_KEY_SK = "APIKEY"
+
+
+class StateConflict(Exception):
+    """A conditional write found the download in a state it may not move from."""
+
+    def __init__(self, current: Download | None) -> None:
+        super().__init__(f"download is {current.state if current else 'missing'}")
+        self.current = current
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class DownloadStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    @staticmethod
+    def _key(download_id: str) -> dict[str, str]:
+        return {"pk": f"DOWNLOAD#{download_id}", "sk": _DOWNLOAD_SK}
+
+    @staticmethod
+    def _owner(tenant: str, user_id: str) -> str:
+        return f"OWNER#{tenant}#{user_id}"
+
+    def create(self, download: Download) -> None:
+        item = {
+            **self._key(download.id),
+            **download.to_item(),
+            "gsi1pk": self._owner(download.tenant, download.user_id),
+            "gsi1sk": f"{download.created_at}#{download.id}",
+        }
+        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+
+    def get(self, download_id: str) -> Download | None:
+        item = self._table.get_item(Key=self._key(download_id), ConsistentRead=True).get("Item")
+        return Download.from_item(item) if item else None
+
+    def transition(
+        self, download_id: str, allowed_from: Iterable[State], to: State, **fields: Any
+    ) -> Download:
+        """Move a download to `to` if it is in one of `allowed_from`; raise StateConflict if not."""
+        sources = list(allowed_from)
+        names = {"#state": "state"}
+        values: dict[str, Any] = {":to": to.value}
+        sets = ["#state = :to"]
+        removes = []
+        for index, (name, value) in enumerate(fields.items()):
+            names[f"#f{index}"] = name
+            if value is None:
+                removes.append(f"#f{index}")
+            else:
+                values[f":f{index}"] = value
+                sets.append(f"#f{index} = :f{index}")
+        for index, state in enumerate(sources):
+            values[f":s{index}"] = state.value
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        condition = "#state IN (" + ", ".join(f":s{i}" for i in range(len(sources))) + ")"
+        try:
+            result = self._table.update_item(
+                Key=self._key(download_id),
+                UpdateExpression=expression,
+                ConditionExpression=f"attribute_exists(pk) AND {condition}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise StateConflict(self.get(download_id)) from None
+            raise
+        return Download.from_item(result["Attributes"])
+
+    def record_progress(self, download_id: str, progress: Progress) -> bool:
+        """Write progress while RUNNING. False means the download left RUNNING (cancelled)."""
+        try:
+            self._table.update_item(
+                Key=self._key(download_id),
+                UpdateExpression="SET progress = :p",
+                ConditionExpression="#state = :running",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":p": asdict(progress), ":running": State.RUNNING.value},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def list_owned(
+        self, tenant: str, user_id: str, *, state: State | None, limit: int, cursor: str | None
+    ) -> tuple[list[Download], str | None]:
+        """The owner's downloads, newest first, `limit` at a time."""
+        owner = self._owner(tenant, user_id)
+        start = _decode_cursor(cursor, owner) if cursor else None
+        found: list[Download] = []
+        while len(found) < limit:
+            query: dict[str, Any] = {
+                "IndexName": OWNER_INDEX,
+                "KeyConditionExpression": "gsi1pk = :owner",
+                "ExpressionAttributeValues": {":owner": owner},
+                "ScanIndexForward": False,
+                "Limit": limit - len(found),
+            }
+            if state is not None:
+                query["FilterExpression"] = "#state = :state"
+                query["ExpressionAttributeNames"] = {"#state": "state"}
+                query["ExpressionAttributeValues"][":state"] = state.value
+            if start:
+                query["ExclusiveStartKey"] = start
+            page = self._table.query(**query)
+            found.extend(Download.from_item(item) for item in page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return found, None
+        last = found[-1]
+        return found, _encode_cursor(
+            {**self._key(last.id), "gsi1pk": owner, "gsi1sk": f"{last.created_at}#{last.id}"}
+        )
+
+
+def _encode_cursor(key: Mapping[str, str]) -> str:
+    payload = json.dumps({"k": key["gsi1sk"], "i": key["pk"]}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, owner: str) -> dict[str, str]:
+    """Rebuild the start key from the cursor; the owner always comes from the caller."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        sort_key, pk = data["k"], data["i"]
+        if not (isinstance(sort_key, str) and isinstance(pk, str) and pk.startswith("DOWNLOAD#")):
+            raise ValueError("cursor fields")
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("cursor is not one this API returned") from None
+    return {"pk": pk, "sk": _DOWNLOAD_SK, "gsi1pk": owner, "gsi1sk": sort_key}
+
+
+class KeyStore:
+    """API keys, stored by their SHA-256: a leaked table does not leak usable keys."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def principal_for(self, api_key: str) -> Principal | None:
+        item = self._table.get_item(Key={"pk": f"APIKEY#{hash_secret(api_key)}", "sk": _KEY_SK}).get("Item")
+        if not item or item.get("disabled"):
+            return None
+        return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))
+
+    def add(self, api_key: str, principal: Principal) -> None:
+        self._table.put_item(
+            Item={
+                "pk": f"APIKEY#{hash_secret(api_key)}",
+                "sk": _KEY_SK,
+                "tenant": principal.tenant,
+                "user_id": principal.user_id,
+                "roles": sorted(principal.roles),
+            }
+        )

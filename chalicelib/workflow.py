@@ -1,0 +1,181 @@
+"""The state machine's steps: Prepare -> Build -> Finalize, and Fail for any error.
+
+Each step takes the state's input (a small dict: keys and counts, never contents) and
+returns the next state's input. Each is idempotent, because Retry may run it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from chalicelib import artifacts, clock, downloadtypes, manifest
+from chalicelib.errors import Cancelled, DownloadNotFound
+from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
+from chalicelib.multipart import MultipartWriter
+from chalicelib.progress import ProgressTracker
+from chalicelib.runtime import Runtime
+from chalicelib.store import StateConflict
+
+log = logging.getLogger(__name__)
+_MAX_ERROR_MESSAGE = 1000
+
+
+def _load(runtime: Runtime, download_id: str) -> Download:
+    download = runtime.downloads.get(download_id)
+    if download is None:
+        raise DownloadNotFound(f"download {download_id} does not exist")
+    return download
+
+
+def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+    download_id = event["download_id"]
+    try:
+        download = runtime.downloads.transition(
+            download_id, [State.PENDING], State.RUNNING, started_at=clock.iso(clock.now())
+        )
+    except StateConflict as conflict:
+        if conflict.current is None or conflict.current.state is not State.RUNNING:
+            raise Cancelled(
+                f"download is no longer pending: {conflict.current and conflict.current.state}"
+            ) from None
+        download = conflict.current  # a retried Prepare: already RUNNING, plan again
+    kind = downloadtypes.get(download.type)
+    entries = kind.plan(runtime, download)
+    key = manifest.manifest_key(download_id)
+    manifest.write(runtime.s3, runtime.settings.artifact_bucket, key, entries)
+    totals = Progress(files_total=len(entries), bytes_total=sum(entry.size for entry in entries))
+    if not runtime.downloads.record_progress(download_id, totals):
+        _discard_when_cancelled(runtime, download_id)
+        raise Cancelled("the download was cancelled while it was being prepared")
+    return {
+        "download_id": download_id,
+        "manifest_key": key,
+        "files_total": totals.files_total,
+        "bytes_total": totals.bytes_total,
+    }
+
+
+def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+    download_id = event["download_id"]
+    settings = runtime.settings
+    download = _load(runtime, download_id)
+    kind = downloadtypes.get(download.type)
+    # A retried Build starts over: whatever a previous attempt left open goes first.
+    artifacts.abort_uploads(runtime.s3, settings.artifact_bucket, download_id)
+    tracker = ProgressTracker(
+        runtime.downloads,
+        download_id,
+        Progress(files_total=event["files_total"], bytes_total=event["bytes_total"]),
+        settings.progress_every_bytes,
+    )
+    entries = manifest.read(runtime.s3, settings.artifact_bucket, event["manifest_key"])
+    writer = MultipartWriter(
+        runtime.s3,
+        settings.artifact_bucket,
+        artifacts.artifact_key(download_id),
+        settings.part_size,
+        kind.content_type,
+    )
+    try:
+        for chunk in kind.render(runtime, download, entries, tracker):
+            writer.write(chunk)
+        tracker.flush()
+        sha256 = writer.complete()
+    except Cancelled:
+        writer.abort()
+        _discard_when_cancelled(runtime, download_id)
+        raise
+    except BaseException:
+        writer.abort()
+        raise
+    return {
+        **event,
+        "artifact_key": writer.key,
+        "size": writer.size,
+        "sha256": sha256,
+    }
+
+
+def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+    download_id = event["download_id"]
+    settings = runtime.settings
+    download = _load(runtime, download_id)
+    finished = clock.now()
+    artifact = Artifact(
+        key=event["artifact_key"],
+        size=event["size"],
+        sha256=event["sha256"],
+        content_type=downloadtypes.get(download.type).content_type,
+    )
+    done = Progress(
+        files_done=event["files_total"],
+        files_total=event["files_total"],
+        bytes_done=event["bytes_total"],
+        bytes_total=event["bytes_total"],
+    )
+    try:
+        download = runtime.downloads.transition(
+            download_id,
+            [State.RUNNING],
+            State.DONE,
+            artifact=_as_dict(artifact),
+            progress=_as_dict(done),
+            finished_at=clock.iso(finished),
+            expires_at=clock.iso(clock.later(download.retention_seconds, finished)),
+        )
+    except StateConflict as conflict:
+        if conflict.current is None or conflict.current.state is not State.DONE:
+            # Cancelled between Build and Finalize: the artifact must not outlive that.
+            artifacts.remove_artifact(runtime.s3, settings.artifact_bucket, download_id)
+        download = conflict.current or download
+    artifacts.remove_temporary(runtime.s3, settings.artifact_bucket, download_id)
+    return {"download_id": download_id, "state": download.state.value}
+
+
+def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+    """Record the error, then remove every trace of the attempt: uploads, temporaries, artifact."""
+    download_id = event["download_id"]
+    error = _error_info(event.get("error") or {})
+    state: State | None
+    try:
+        download = runtime.downloads.transition(
+            download_id,
+            ACTIVE_STATES,
+            State.FAILED,
+            error=_as_dict(error),
+            finished_at=clock.iso(clock.now()),
+        )
+        state = download.state
+    except StateConflict as conflict:
+        # Already terminal (cancelled, most often): keep that state, still clean up.
+        state = conflict.current.state if conflict.current else None
+    if state is not State.DONE:
+        artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
+    log.warning("download %s ended %s: %s", download_id, state, error)
+    return {"download_id": download_id, "state": state.value if state else None, "error": _as_dict(error)}
+
+
+def _error_info(raw: dict[str, Any]) -> ErrorInfo:
+    """Step Functions hands over {Error, Cause}; Cause is the Lambda's error JSON when it has one."""
+    code = str(raw.get("Error") or "UnknownError")
+    cause = raw.get("Cause") or ""
+    message = cause
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict) and parsed.get("errorMessage"):
+            message = str(parsed["errorMessage"])
+    except (TypeError, ValueError):
+        pass
+    return ErrorInfo(code=code, message=str(message)[:_MAX_ERROR_MESSAGE] or code)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return asdict(value)
+
+
+def _discard_when_cancelled(runtime: Runtime, download_id: str) -> None:
+    """A cancelled execution may be stopped before Fail runs: the step cleans up itself."""
+    artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)

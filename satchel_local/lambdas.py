@@ -1,0 +1,90 @@
+"""Dispatch moto's Lambda invocations to the real handlers, in this process.
+
+moto (without Docker) answers every Invoke with a canned payload. Patched here, an Invoke
+resolves the function in moto, imports its `Handler` string (`app.build`: the same string
+packaging emits) and calls it. An exception answers as the AWS Python runtime does, so
+the state machine's Catch and Retry see the exception's class name as the error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+import traceback
+import uuid
+from typing import Any
+from unittest import mock
+
+from moto.awslambda.models import LambdaFunction
+from moto.awslambda_simple.models import LambdaSimpleBackend
+
+_installed = threading.Lock()
+_patches: list[Any] = []
+
+
+class Context:
+    """The parts of the Lambda context object handlers may use."""
+
+    def __init__(self, function_name: str, timeout_seconds: int) -> None:
+        self.function_name = function_name
+        self.aws_request_id = str(uuid.uuid4())
+        self.memory_limit_in_mb = 1024
+        self._timeout_ms = timeout_seconds * 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self._timeout_ms
+
+
+def run_handler(handler: str, function_name: str, body: Any, timeout: int) -> tuple[bytes, bool]:
+    """Call `module.attribute` with the decoded event; return (payload, failed)."""
+    module_name, _, attribute = handler.rpartition(".")
+    entry = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(body, bytes | bytearray):
+        body = body.decode("utf-8")
+    event = json.loads(body) if body else {}
+    try:
+        result = entry(event, Context(function_name, timeout))
+    except Exception as error:  # noqa: BLE001 - reported to the caller, as Lambda does
+        failure = {
+            "errorType": type(error).__name__,
+            "errorMessage": str(error),
+            "stackTrace": traceback.format_tb(error.__traceback__),
+        }
+        return json.dumps(failure).encode("utf-8"), True
+    return json.dumps(result).encode("utf-8"), False
+
+
+def _backend_invoke(
+    self: LambdaSimpleBackend,
+    function_name: str,
+    qualifier: str | None,
+    body: Any,
+    headers: Any,
+    response_headers: Any,
+) -> bytes:
+    function = self.get_function(function_name, qualifier)
+    payload, failed = run_handler(str(function.handler), function.function_name, body, function.timeout)
+    if failed:
+        response_headers["x-amz-function-error"] = "Unhandled"
+    return payload
+
+
+def _function_invoke(self: LambdaFunction, body: Any, request_headers: Any, response_headers: Any) -> bytes:
+    payload, failed = run_handler(str(self.handler), self.function_name, body, self.timeout)
+    if failed:
+        response_headers["x-amz-function-error"] = "Unhandled"
+    return payload
+
+
+def install() -> None:
+    """Patch moto for the rest of this process (idempotent)."""
+    with _installed:
+        if _patches:
+            return
+        for patch in (
+            mock.patch.object(LambdaSimpleBackend, "invoke", _backend_invoke),
+            mock.patch.object(LambdaFunction, "invoke", _function_invoke),
+        ):
+            patch.start()
+            _patches.append(patch)
