@@ -15,14 +15,16 @@ from botocore.config import Config
 
 _lock = threading.Lock()
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
+# SigV4 presigned URLs (SigV2 is deprecated and capped differently).
+_S3 = _RETRIES.merge(Config(signature_version="s3v4"))
 
 
 @cache
 def _client(service: str) -> Any:
     import boto3  # deferred: keeps importing app.py cheap (a Lambda cold start)
 
-    with _lock:  # boto3's default session is not safe to use from threads at once
-        return boto3.session.Session().client(service, config=_RETRIES)
+    with _lock:  # creating clients is not thread-safe; using them is
+        return boto3.session.Session().client(service, config=_S3 if service == "s3" else _RETRIES)
 
 
 @cache

@@ -21,6 +21,8 @@ from moto.awslambda_simple.models import LambdaSimpleBackend
 
 _installed = threading.Lock()
 _patches: list[Any] = []
+_active = 0
+_active_changed = threading.Condition()
 
 
 class Context:
@@ -43,6 +45,9 @@ def run_handler(handler: str, function_name: str, body: Any, timeout: int) -> tu
     if isinstance(body, bytes | bytearray):
         body = body.decode("utf-8")
     event = json.loads(body) if body else {}
+    global _active
+    with _active_changed:
+        _active += 1
     try:
         result = entry(event, Context(function_name, timeout))
     except Exception as error:  # noqa: BLE001 - reported to the caller, as Lambda does
@@ -52,7 +57,17 @@ def run_handler(handler: str, function_name: str, body: Any, timeout: int) -> tu
             "stackTrace": traceback.format_tb(error.__traceback__),
         }
         return json.dumps(failure).encode("utf-8"), True
+    finally:
+        with _active_changed:
+            _active -= 1
+            _active_changed.notify_all()
     return json.dumps(result).encode("utf-8"), False
+
+
+def wait_idle(timeout: float) -> bool:
+    """Wait until no handler is running (an execution stopped mid-step may still have one)."""
+    with _active_changed:
+        return _active_changed.wait_for(lambda: _active == 0, timeout)
 
 
 def _backend_invoke(

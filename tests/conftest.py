@@ -1,0 +1,153 @@
+"""Fixtures: the whole stack in moto (real ASL, real handlers), a Chalice test client,
+and a driver that speaks the API as the seeded users."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+from app import app
+from chalicelib import clients
+from chalicelib.models import Principal
+from chalicelib.store import KeyStore
+from satchel_local import lambdas
+from satchel_local.stack import REGION, Stack, provision
+
+MOTO_CONFIG: Any = {
+    "stepfunctions": {"execute_state_machine": True},
+    "lambda": {"use_docker": False},
+}
+
+USERS = {
+    "alice": Principal("acme", "alice"),
+    "bob": Principal("acme", "bob"),
+    "carol": Principal("acme", "carol", frozenset({"admin"})),
+    "dave": Principal("globex", "dave"),
+}
+TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    lambdas.install()
+    with mock_aws(config=MOTO_CONFIG):
+        clients.reset()
+        created = provision("test")
+        for name, value in created.environment().items():
+            monkeypatch.setenv(name, value)
+        keys = KeyStore(clients.table(created.table))
+        for name, principal in USERS.items():
+            keys.add(api_key_of(name), principal)
+        try:
+            yield created
+        finally:
+            _stop_everything(created)
+            clients.reset()
+
+
+def _stop_everything(created: Stack) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    running = sfn.list_executions(stateMachineArn=created.state_machine_arn, statusFilter="RUNNING")
+    for execution in running["executions"]:
+        sfn.stop_execution(executionArn=execution["executionArn"])
+    lambdas.wait_idle(timeout=30)
+
+
+def api_key_of(user: str) -> str:
+    return f"test-key-{user}-0123456789abcdef"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+class Satchel:
+    """The API as the seeded users see it."""
+
+    def __init__(self, client: Client, stack: Stack) -> None:
+        self.client = client
+        self.stack = stack
+        self.s3 = boto3.client("s3", region_name=REGION)
+
+    def call(
+        self, method: str, path: str, user: str | None = "alice", body: Any = None, raw: str | None = None
+    ) -> Reply:
+        headers = {"Content-Type": "application/json"}
+        if user is not None:
+            headers["Authorization"] = f"Bearer {api_key_of(user)}"
+        payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        http = self.client.http
+        response = getattr(http, method.lower())(path, headers=headers, body=payload)
+        return Reply(response.status_code, dict(response.headers), response.body)
+
+    def create(self, params: dict[str, Any], user: str = "alice", **extra: Any) -> Reply:
+        return self.call("POST", "/downloads", user, {"type": "zip", "params": params, **extra})
+
+    def put_source(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=self.stack.source_bucket, Key=key, Body=body)
+
+    def wait(
+        self, download_id: str, user: str = "alice", until: set[str] = TERMINAL, timeout: float = 60
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.call("GET", f"/downloads/{download_id}", user)
+            assert reply.status == 200, reply.body
+            if reply.json["state"] in until:
+                if until is TERMINAL:
+                    self.wait_execution(download_id, deadline - time.monotonic())
+                return reply.json
+            if time.monotonic() > deadline:
+                raise AssertionError(f"download {download_id} still {reply.json['state']}")
+            time.sleep(0.05)
+
+    def wait_execution(self, download_id: str, timeout: float) -> str:
+        """Wait for the workflow itself to end, not only the record (Fail runs after FAILED)."""
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = self.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+        deadline = time.monotonic() + max(timeout, 1)
+        while True:
+            status: str = sfn.describe_execution(executionArn=arn)["status"]
+            if status != "RUNNING" or time.monotonic() > deadline:
+                return status
+            time.sleep(0.05)
+
+    def open_uploads(self) -> list[Any]:
+        uploads: list[Any] = self.s3.list_multipart_uploads(Bucket=self.stack.artifact_bucket).get(
+            "Uploads", []
+        )
+        return uploads
+
+    def artifact_objects(self) -> list[str]:
+        listed = self.s3.list_objects_v2(Bucket=self.stack.artifact_bucket).get("Contents", [])
+        return [item["Key"] for item in listed]
+
+
+@pytest.fixture
+def satchel(stack: Stack) -> Iterator[Satchel]:
+    with Client(app, stage_name="test") as client:
+        yield Satchel(client, stack)
