@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-
 from chalicelib import zipdownload
-from chalicelib.errors import Forbidden, InvalidParams, UnknownType
+from chalicelib.errors import Forbidden, UnknownType
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal
+from chalicelib.schemas import Schema
 
 if TYPE_CHECKING:
     from chalicelib.progress import ProgressTracker
@@ -35,17 +35,17 @@ class DownloadType:
     # Role a caller needs to request this type; None means any authenticated caller.
     required_role: str | None = None
 
+    @cached_property
+    def _params(self) -> Schema:
+        return Schema(self.params_schema, root="params")
+
     def default_filename(self, download_id: str) -> str:
         return f"{self.name}-{download_id[:12]}{self.extension}"
 
     def validate(self, params: Any, principal: Principal, source_bucket: str) -> dict[str, Any]:
         if self.required_role and self.required_role not in principal.roles:
             raise Forbidden(f"type {self.name!r} requires the {self.required_role!r} role")
-        validator = Draft202012Validator(self.params_schema)
-        error = next(iter(sorted(validator.iter_errors(params), key=lambda e: list(e.path))), None)
-        if error is not None:
-            path = "/".join(str(part) for part in error.absolute_path) or "(root)"
-            raise InvalidParams(f"params/{path}: {error.message}", path=f"params/{path}".rstrip("/"))
+        self._params.check(params)
         return self.check(params, principal, source_bucket)
 
     def describe(self) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
-from jsonschema import Draft202012Validator
 
 from chalicelib import artifacts, clock, downloadtypes
 from chalicelib.errors import (
@@ -32,6 +31,7 @@ from chalicelib.errors import (
 from chalicelib.models import ACTIVE_STATES, Download, ErrorInfo, Principal, State
 from chalicelib.names import safe_filename
 from chalicelib.runtime import Runtime
+from chalicelib.schemas import Schema
 from chalicelib.store import StateConflict
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -49,7 +49,7 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "expires_in": {"type": "integer", "minimum": 1},
     },
 }
-_request_validator = Draft202012Validator(REQUEST_SCHEMA)
+_REQUEST = Schema(REQUEST_SCHEMA)
 
 
 def new_id() -> str:
@@ -59,10 +59,7 @@ def new_id() -> str:
 def _check_request(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise MalformedRequest("the request body must be a JSON object")
-    error = next(iter(_request_validator.iter_errors(body)), None)
-    if error is not None:
-        path = "/".join(str(part) for part in error.absolute_path) or "(root)"
-        raise InvalidParams(f"{path}: {error.message}", path=path)
+    _REQUEST.check(body)
     return body
 
 

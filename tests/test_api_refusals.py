@@ -1,0 +1,116 @@
+"""Bad input gets a clear error with a stable code, and creates nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Satchel
+
+
+def assert_error(reply: Any, status: int, code: str) -> dict[str, Any]:
+    assert reply.status == status, reply.body
+    body: dict[str, Any] = reply.json
+    assert body["Code"] == code
+    assert body["Message"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({}, "EmptyKeys"),
+        ({"keys": []}, "EmptyKeys"),
+        ({"keys": [], "prefixes": []}, "EmptyKeys"),
+        ({"keys": ["  "]}, "EmptyKeys"),
+        ({"keys": ["acme/a.txt", "acme/b.txt", "acme/a.txt"]}, "DuplicateKeys"),
+    ],
+)
+def test_empty_and_duplicate_keys_are_400(satchel: Satchel, params: dict[str, Any], code: str) -> None:
+    assert_error(satchel.create(params), 400, code)
+    assert satchel.call("GET", "/downloads").json["items"] == []
+
+
+def test_duplicate_keys_are_named(satchel: Satchel) -> None:
+    body = assert_error(
+        satchel.create({"keys": ["acme/a", "s3://satchel-test-sources/acme/a"]}), 400, "DuplicateKeys"
+    )
+    assert body["keys"] == ["acme/a"]
+
+
+def test_unknown_type_is_422(satchel: Satchel) -> None:
+    reply = satchel.call("POST", "/downloads", body={"type": "tarball", "params": {"keys": ["acme/a"]}})
+    assert "zip" in assert_error(reply, 422, "UnknownType")["Message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"type": "zip", "params": {"keys": ["acme/a"], "compression": "lzma"}}, "params/compression"),
+        ({"type": "zip", "params": {"keys": "acme/a"}}, "params/keys"),
+        ({"type": "zip", "params": {"keys": ["acme/a"], "extra": 1}}, "params"),
+        ({"type": "zip", "params": {"keys": ["acme/a"]}, "expires_in": "soon"}, "expires_in"),
+        ({"params": {"keys": ["acme/a"]}}, "(root)"),
+        ({"type": "zip", "params": {"keys": ["acme/a"]}, "colour": "red"}, "(root)"),
+    ],
+)
+def test_invalid_params_are_422_with_the_failing_path(satchel: Satchel, body: Any, path: str) -> None:
+    reply = satchel.call("POST", "/downloads", body=body)
+    assert assert_error(reply, 422, "InvalidParams")["path"] == path
+
+
+def test_retention_outside_bounds_is_422(satchel: Satchel) -> None:
+    reply = satchel.create({"keys": ["acme/a"]}, expires_in=10 * 365 * 24 * 3600)
+    assert assert_error(reply, 422, "InvalidParams")["path"] == "expires_in"
+
+
+@pytest.mark.parametrize("raw", ["{not json", "", "[1, 2]", '"zip"', "null"])
+def test_malformed_body_is_400(satchel: Satchel, raw: str) -> None:
+    assert_error(satchel.call("POST", "/downloads", raw=raw), 400, "MalformedRequest")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "globex/secret.txt",
+        "acme",
+        "acmecorp/file.txt",
+        "acme/../globex/secret.txt",
+        "s3://some-other-bucket/acme/a.txt",
+        "/acme/a.txt",
+    ],
+)
+def test_source_outside_scope_is_403_naming_it(satchel: Satchel, key: str) -> None:
+    body = assert_error(satchel.create({"keys": ["acme/fine.txt", key]}), 403, "SourceNotAllowed")
+    assert body["key"] == key
+    assert key in body["Message"]
+
+
+def test_prefix_outside_scope_is_403(satchel: Satchel) -> None:
+    assert_error(satchel.create({"prefixes": ["globex/"]}), 403, "SourceNotAllowed")
+    assert_error(satchel.create({"prefixes": ["acm"]}), 403, "SourceNotAllowed")
+
+
+def test_missing_or_bad_key_is_refused(satchel: Satchel) -> None:
+    assert satchel.call("GET", "/downloads", user=None).status == 401
+    assert satchel.call("GET", "/downloads", user="mallory").status == 403
+    reply = satchel.client.http.get("/downloads", headers={"Authorization": "Basic abc"})
+    assert reply.status_code == 403
+
+
+def test_health_needs_no_key(satchel: Satchel) -> None:
+    assert satchel.call("GET", "/health", user=None).json == {"status": "ok"}
+
+
+def test_unknown_download_is_404(satchel: Satchel) -> None:
+    for path in ("/downloads/" + "0" * 32, "/downloads/not-an-id", "/downloads/" + "0" * 32 + "/file"):
+        assert_error(satchel.call("GET", path), 404, "DownloadNotFound")
+    assert_error(satchel.call("DELETE", "/downloads/" + "f" * 32), 404, "DownloadNotFound")
+
+
+def test_types_lists_zip_with_its_schema(satchel: Satchel) -> None:
+    types = satchel.call("GET", "/types").json["items"]
+    zip_type = next(item for item in types if item["name"] == "zip")
+    assert zip_type["params"]["properties"]["compression"]["enum"] == ["store", "deflate"]
+    assert zip_type["formats"] == ["zip"]
