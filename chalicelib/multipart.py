@@ -23,6 +23,11 @@ class MultipartWriter:
         created = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
         self.upload_id: str = created["UploadId"]
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held in memory, waiting to fill a part."""
+        return len(self._buffer)
+
     def write(self, data: bytes) -> None:
         self._sha256.update(data)
         self.size += len(data)

@@ -21,7 +21,8 @@ SOURCES = {
 def fetch(url: str) -> bytes:
     response = requests.get(url, timeout=30)
     assert response.status_code == 200
-    return response.content
+    content: bytes = response.content
+    return content
 
 
 @pytest.mark.parametrize("compression", ["store", "deflate"])
