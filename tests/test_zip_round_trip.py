@@ -78,3 +78,40 @@ def test_zip_round_trip_matches_sources(satchel: Satchel, compression: str) -> N
     assert url.json["expires_at"] <= done["expires_at"]
     assert satchel.open_uploads() == []
     assert satchel.artifact_objects() == [f"artifacts/{download['id']}"]
+
+
+def test_entry_names_are_sanitised_and_deduplicated(satchel: Satchel) -> None:
+    sources = {
+        "acme/d/a.txt": b"first",
+        "acme/d//a.txt": b"second",
+        "acme/d/A.txt": b"third",
+        "acme/d/./b\x01.txt": b"fourth",
+        "acme/d/..hidden": b"fifth",
+    }
+    for key, body in sources.items():
+        satchel.put_source(key, body)
+    created = satchel.create({"prefixes": ["acme/d/"]})
+    done = satchel.wait(created.json["id"])
+    assert done["state"] == "DONE", done
+    archive_bytes = fetch(satchel.call("GET", done["url"]).headers["Location"])
+    with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    # Listed in key order: "d//a.txt" sorts before "d/A.txt" and "d/a.txt".
+    assert contents == {
+        "d/a.txt": b"second",
+        "d/A (2).txt": b"third",
+        "d/a (3).txt": b"first",
+        "d/b.txt": b"fourth",
+        "d/..hidden": b"fifth",
+    }
+
+
+def test_a_key_given_twice_by_key_and_prefix_is_zipped_once(satchel: Satchel) -> None:
+    satchel.put_source("acme/once/x.txt", b"x")
+    satchel.put_source("acme/once/y.txt", b"y")
+    created = satchel.create({"keys": ["acme/once/x.txt"], "prefixes": ["acme/once/"]})
+    done = satchel.wait(created.json["id"])
+    assert done["progress"]["files_total"] == 2
+    archive_bytes = fetch(satchel.call("GET", done["url"]).headers["Location"])
+    with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
+        assert sorted(archive.namelist()) == ["once/x.txt", "once/y.txt"]
