@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -18,7 +18,6 @@ class State(StrEnum):
 
 
 ACTIVE_STATES = frozenset({State.PENDING, State.RUNNING})
-TERMINAL_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED, State.EXPIRED})
 
 
 @dataclass(frozen=True)
@@ -73,60 +72,23 @@ class Download:
     started_at: str | None = None
     finished_at: str | None = None
     expires_at: str | None = None
-    execution_arn: str | None = None
 
-    def with_state(self, state: State, **changes: Any) -> Download:
-        return replace(self, state=state, **changes)
+    # Kept in the record, never shown: where the artifact lives, how long it is kept.
+    _INTERNAL = ("retention_seconds",)
 
     def to_api(self, api_prefix: str = "") -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "params": self.params,
-            "filename": self.filename,
-            "tenant": self.tenant,
-            "user_id": self.user_id,
-            "state": self.state.value,
-            "progress": asdict(self.progress),
-            "artifact": (
-                None
-                if self.artifact is None
-                else {
-                    "size": self.artifact.size,
-                    "sha256": self.artifact.sha256,
-                    "content_type": self.artifact.content_type,
-                }
-            ),
-            "error": None if self.error is None else asdict(self.error),
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "expires_at": self.expires_at,
-            "url": f"{api_prefix}/downloads/{self.id}/file" if self.state is State.DONE else None,
-        }
+        data = asdict(self)
+        for name in self._INTERNAL:
+            del data[name]
+        if data["artifact"]:
+            del data["artifact"]["key"]
+        data["state"] = self.state.value
+        data["url"] = f"{api_prefix}/downloads/{self.id}/file" if self.state is State.DONE else None
+        return data
 
     def to_item(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "id": self.id,
-            "type": self.type,
-            "params": self.params,
-            "filename": self.filename,
-            "tenant": self.tenant,
-            "user_id": self.user_id,
-            "state": self.state.value,
-            "created_at": self.created_at,
-            "retention_seconds": self.retention_seconds,
-            "progress": asdict(self.progress),
-        }
-        optional = {
-            "artifact": None if self.artifact is None else asdict(self.artifact),
-            "error": None if self.error is None else asdict(self.error),
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "expires_at": self.expires_at,
-            "execution_arn": self.execution_arn,
-        }
-        item.update({k: v for k, v in optional.items() if v is not None})
+        item = {name: value for name, value in asdict(self).items() if value is not None}
+        item["state"] = self.state.value
         return item
 
     @classmethod
@@ -150,7 +112,6 @@ class Download:
             started_at=item.get("started_at"),
             finished_at=item.get("finished_at"),
             expires_at=item.get("expires_at"),
-            execution_arn=item.get("execution_arn"),
         )
 
 

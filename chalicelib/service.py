@@ -11,7 +11,7 @@ import contextlib
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -100,7 +100,7 @@ def create(runtime: Runtime, principal: Principal, body: Any) -> Download:
             download_id,
             [State.PENDING],
             State.FAILED,
-            error=failure.__dict__,
+            error=asdict(failure),
             finished_at=clock.iso(clock.now()),
         )
         raise StartFailed("the download could not be started; try again") from error

@@ -20,6 +20,13 @@ from satchel_local import statemachine
 
 REGION = "us-east-1"
 
+# moto interprets ASL for real only when asked; without Docker its Lambda is the "simple"
+# backend, whose Invoke satchel_local.lambdas dispatches to the real handlers.
+MOTO_CONFIG: dict[str, Any] = {
+    "stepfunctions": {"execute_state_machine": True},
+    "lambda": {"use_docker": False},
+}
+
 TABLE_KEYS: dict[str, Any] = {
     "KeySchema": [
         {"AttributeName": "pk", "KeyType": "HASH"},

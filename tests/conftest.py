@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -16,22 +16,12 @@ from moto import mock_aws
 
 from app import app
 from chalicelib import clients
-from chalicelib.models import Principal
 from chalicelib.store import KeyStore
 from satchel_local import lambdas
-from satchel_local.stack import REGION, Stack, provision
+from satchel_local.seed import PRINCIPALS
+from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
 
-MOTO_CONFIG: Any = {
-    "stepfunctions": {"execute_state_machine": True},
-    "lambda": {"use_docker": False},
-}
-
-USERS = {
-    "alice": Principal("acme", "alice"),
-    "bob": Principal("acme", "bob"),
-    "carol": Principal("acme", "carol", frozenset({"admin"})),
-    "dave": Principal("globex", "dave"),
-}
+USERS = PRINCIPALS  # alice and bob (acme), carol (acme admin), dave (globex)
 TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
 
 
@@ -47,7 +37,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     lambdas.install()
-    with mock_aws(config=MOTO_CONFIG):
+    with mock_aws(config=cast(Any, MOTO_CONFIG)):
         clients.reset()
         created = provision("test")
         for name, value in created.environment().items():

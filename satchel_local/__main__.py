@@ -1,0 +1,40 @@
+"""`python -m satchel_local`: the whole stack on loopback until Ctrl-C (what `make run` starts)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from satchel_local.server import Options, run
+
+
+def parse(argv: Sequence[str] | None = None) -> Options:
+    defaults = Options()
+    parser = argparse.ArgumentParser(
+        prog="python -m satchel_local",
+        description="Run Satchel locally: API, real state machine and handlers, emulated AWS, demo data.",
+    )
+    parser.add_argument("--host", default=defaults.host, help="API address (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=defaults.port, help="API port, 0 for any free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--moto-port",
+        type=int,
+        default=defaults.moto_port,
+        help="AWS emulator port on 127.0.0.1, 0 for any free one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=defaults.state_file,
+        help="where to write URLs, users and API keys; removed on exit (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    return Options(host=args.host, port=args.port, moto_port=args.moto_port, state_file=args.state_file)
+
+
+if __name__ == "__main__":
+    sys.exit(run(parse()))

@@ -1,0 +1,307 @@
+"""The whole stack in one process on loopback: moto's server, the real state machine with
+the real handlers, demo data, and the Chalice app served over HTTP.
+
+Start order: bind the API port (fail fast before anything is spent), start moto and
+point every boto3 client at it, provision, seed, serve, and last write the state file,
+which is therefore also the readiness signal. Stop order: close the API (no new
+executions can start), stop running executions and wait for their handlers, stop moto.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import threading
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from botocore.exceptions import ClientError
+from chalice.cli.factory import CLIFactory
+from chalice.local import LocalDevServer, create_local_server
+from moto.server import ThreadedMotoServer
+
+from chalicelib import clients
+from chalicelib.store import KeyStore
+from satchel_local import lambdas, seed
+from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
+
+log = logging.getLogger("satchel_local")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+# Variables that would send boto3 anywhere but the emulator, or to a real account.
+_FOREIGN_AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+_IDLE_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str = LOOPBACK
+    port: int = 8000  # 0: any free port (the state file tells which)
+    moto_port: int = 5000
+    state_file: Path = Path(".satchel-local.json")
+    stage: str = "local"
+
+
+class StartupError(Exception):
+    """The stack cannot start (a port in use, most often); the message says why."""
+
+
+def point_aws_at_emulator(moto_port: int) -> None:
+    """Dummy credentials and the emulator's endpoint for every boto3 client in this process."""
+    for name in list(os.environ):
+        # AWS_ENDPOINT_URL_S3 and friends beat AWS_ENDPOINT_URL; none may point elsewhere.
+        if name in _FOREIGN_AWS_VARIABLES or name.startswith("AWS_ENDPOINT_URL_"):
+            del os.environ[name]
+    os.environ.pop("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", None)
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": f"http://{LOOPBACK}:{moto_port}",
+            # moto's Step Functions interpreter calls Lambda at http://localhost:$MOTO_PORT.
+            "MOTO_PORT": str(moto_port),
+        }
+    )
+    clients.reset()
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """moto's server thread dies silently on a busy port and its start() then waits forever."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # The servers set SO_REUSEADDR too: a port in TIME_WAIT is free for them.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise StartupError(f"{host}:{port} is not available: {error.strerror}") from None
+
+
+def configure_moto(moto_port: int) -> None:
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{moto_port}/moto-api/config",
+        data=json.dumps(MOTO_CONFIG).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status >= 300:  # moto answers 201
+            raise StartupError(f"moto refused its configuration: HTTP {response.status}")
+
+
+def bind_api(host: str, port: int, stage: str) -> LocalDevServer:
+    """The Chalice app on a bound (not yet serving) socket, configured as `chalice local` does."""
+    # environ=os.environ: the stage's environment_variables apply to this process, as in
+    # `chalice local`, and the handlers read them from os.environ.
+    factory = CLIFactory(str(PROJECT_DIR), environ=os.environ)
+    config = factory.create_config_obj(chalice_stage_name=stage)
+    try:
+        return create_local_server(config.chalice_app, config, host, port)
+    except OSError as error:
+        raise StartupError(f"{host}:{port} is not available: {error.strerror}") from None
+
+
+@dataclass
+class LocalStack:
+    options: Options
+    stack: Stack | None = None
+    users: dict[str, seed.User] = field(default_factory=dict)
+    _api: LocalDevServer | None = None
+    _api_thread: threading.Thread | None = None
+    _moto: ThreadedMotoServer | None = None
+    _moto_port: int = 0
+    _written_state: str | None = None
+
+    @property
+    def api_url(self) -> str:
+        assert self._api is not None, "start() first"
+        return f"http://{self.options.host}:{self._api.server.server_address[1]}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self._moto_port}"
+
+    def start(self) -> None:
+        self._api = bind_api(self.options.host, self.options.port, self.options.stage)
+        self._start_moto()
+        self.stack = provision(self.options.stage)
+        os.environ.update(self.stack.environment())
+        self.users = seed.seed_users(KeyStore(clients.table(self.stack.table)))
+        seed.seed_sources(clients.s3(), self.stack.source_bucket)
+        self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
+        self._api_thread.start()
+        self._write_state()
+
+    def _start_moto(self) -> None:
+        ensure_port_free(LOOPBACK, self.options.moto_port)
+        self._moto = ThreadedMotoServer(ip_address=LOOPBACK, port=self.options.moto_port, verbose=False)
+        self._moto.start()
+        self._moto_port = self._moto.get_host_and_port()[1]
+        point_aws_at_emulator(self._moto_port)
+        configure_moto(self._moto_port)
+        lambdas.install()
+
+    def state(self) -> dict[str, Any]:
+        """What .satchel-local.json holds: where things are, and who may call."""
+        assert self.stack is not None, "start() first"
+        return {
+            "api_url": self.api_url,
+            "s3_endpoint": self.s3_endpoint,
+            "source_bucket": self.stack.source_bucket,
+            "users": {name: user.describe() for name, user in self.users.items()},
+        }
+
+    def _write_state(self) -> None:
+        # Written whole and renamed into place: a reader never sees half a file, and its
+        # appearance means the stack is ready.
+        text = json.dumps(self.state(), indent=2, ensure_ascii=False) + "\n"
+        path = self.options.state_file
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+        self._written_state = text
+
+    def stop(self) -> None:
+        """Undo start(), however far it got. Safe to call twice."""
+        self._stop_api()
+        self._stop_executions()
+        self._stop_moto()
+        self._remove_state()
+
+    def _stop_api(self) -> None:
+        if self._api is None:
+            return
+        if self._api_thread is not None:
+            self._api.shutdown()  # returns once serve_forever has returned
+            self._api_thread.join()
+        self._api.server.server_close()
+        self._api, self._api_thread = None, None
+
+    def _stop_executions(self) -> None:
+        """Executions run in moto's threads: stop them while moto still answers their handlers."""
+        if self.stack is None or self._moto is None:
+            return
+        sfn = clients.stepfunctions()
+        paginator = sfn.get_paginator("list_executions")
+        pages = paginator.paginate(stateMachineArn=self.stack.state_machine_arn, statusFilter="RUNNING")
+        for page in pages:
+            for execution in page["executions"]:
+                log.info("stopping execution %s", execution["name"])
+                with contextlib.suppress(ClientError):  # it may have ended meanwhile
+                    sfn.stop_execution(executionArn=execution["executionArn"], cause="local stack stopped")
+        # A handler already running finishes its step; let it, before its emulator goes.
+        if not lambdas.wait_idle(_IDLE_TIMEOUT_SECONDS):
+            log.warning("a handler was still running after %.0f s; stopping anyway", _IDLE_TIMEOUT_SECONDS)
+
+    def _stop_moto(self) -> None:
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def _remove_state(self) -> None:
+        """The keys die with the emulator: remove the file, unless someone changed it since."""
+        path, written = self.options.state_file, self._written_state
+        self._written_state = None
+        if written is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_text(encoding="utf-8") == written:
+                path.unlink()
+
+
+def how_to_try(state: dict[str, Any], state_file: Path) -> str:
+    """A copy-paste session with curl, as alice, over her tenant's seeded objects."""
+    api, key = state["api_url"], state["users"]["alice"]["api_key"]
+    body = json.dumps(
+        {"type": "zip", "params": {"keys": list(seed.DEMO_KEYS)}}, ensure_ascii=False, separators=(",", ":")
+    )
+    auth = '-H "Authorization: Bearer $KEY"'
+    users = ", ".join(
+        f"{name} ({user['tenant']}{', ' + ', '.join(user['roles']) if user['roles'] else ''})"
+        for name, user in state["users"].items()
+    )
+    read_id = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
+    return "\n".join(
+        [
+            "",
+            "Satchel is running locally.",
+            f"  API          {api}",
+            f"  S3 emulator  {state['s3_endpoint']}   source bucket: {state['source_bucket']}",
+            f"  users        {users}",
+            f"  keys         {state_file}  (all users' API keys; removed when this stops)",
+            "",
+            "Try it as alice:",
+            "",
+            f"  API={api}",
+            f"  KEY={key}",
+            "",
+            "  # create a zip of three seeded objects; the answer holds its id",
+            f"  curl -s -X POST $API/downloads {auth} -H 'Content-Type: application/json' \\",
+            f"       -d {shlex.quote(body)}",
+            "",
+            "  # or keep the id for the next steps",
+            f"  ID=$(curl -s -X POST $API/downloads {auth} -H 'Content-Type: application/json' \\",
+            f"       -d {shlex.quote(body)} | {read_id})",
+            "",
+            '  # poll until "state" is "DONE"',
+            f"  curl -s $API/downloads/$ID {auth}",
+            "",
+            "  # download it: a 302 to a short-lived presigned URL on the S3 emulator",
+            f"  curl -L -o out.zip $API/downloads/$ID/file {auth}",
+            "  python3 -m zipfile -l out.zip",
+            "",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def _quiet_libraries() -> None:
+    # Keep the API's access log (as `chalice local` prints it); silence the emulator's own
+    # per-request log, which the state machine's Lambda calls would flood.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("werkzeug", "botocore", "boto3", "urllib3", "moto"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _on_signal(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # A second Ctrl-C during the orderly stop aborts it at once.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(options: Options) -> int:
+    """Start, tell the user how to try it, wait for SIGINT or SIGTERM, stop. The exit status."""
+    _quiet_libraries()
+    stop = threading.Event()
+    _on_signal(stop)  # before start(): a signal while starting still stops cleanly
+    local = LocalStack(options)
+    try:
+        local.start()
+        print(how_to_try(local.state(), options.state_file), flush=True)
+        stop.wait()
+        print("Stopping...", flush=True)
+    except StartupError as error:
+        log.error("cannot start: %s", error)
+        return 1
+    finally:
+        local.stop()
+    print("Stopped.", flush=True)
+    return 0

@@ -1,0 +1,190 @@
+"""End to end: `python -m satchel_local` started as a developer starts it, then driven over
+real HTTP exactly as the README's curl session does, then stopped with Ctrl-C.
+
+The stack runs on ports the OS picks (`--port 0 --moto-port 0`, no race for a "free"
+port) and writes its state file into the test's temporary directory, never over the
+developer's .satchel-local.json. The file appears only once the stack is ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError
+from urllib.parse import urlparse
+
+import pytest
+
+from satchel_local.seed import tenant_sources
+from tests.conftest import Reply
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+DONE_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
+
+
+class _KeepRedirects(urllib.request.HTTPRedirectHandler):
+    """Hand 3xx answers back as they are: the test checks the 302 itself."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_KeepRedirects)
+
+
+def call(method: str, url: str, api_key: str | None = None, body: Any = None) -> Reply:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with _opener.open(request, timeout=30) as response:
+            return Reply(response.status, dict(response.headers.items()), response.read())
+    except HTTPError as error:  # urllib raises for every status >= 300; the test wants them all
+        with error:
+            return Reply(error.code, dict(error.headers.items()), error.read())
+
+
+@dataclass
+class LocalStack:
+    process: subprocess.Popen[bytes]
+    state_file: Path
+    logs: Path
+    state: dict[str, Any]
+
+    @property
+    def api(self) -> str:
+        return str(self.state["api_url"])
+
+    def key(self, user: str) -> str:
+        return str(self.state["users"][user]["api_key"])
+
+    def ports(self) -> list[int]:
+        urls = (self.state["api_url"], self.state["s3_endpoint"])
+        return [port for port in (urlparse(url).port for url in urls) if port is not None]
+
+    def output(self) -> str:
+        return self.logs.read_text(errors="replace")
+
+    def stop(self, signum: signal.Signals) -> int:
+        """Send `signum`; the exit status, or fail if it does not exit in STOP_TIMEOUT."""
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        try:
+            status = self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {STOP_TIMEOUT} s after {signum.name}:\n{self.output()}")
+        assert time.monotonic() - started < STOP_TIMEOUT
+        return status
+
+
+def _wait_ready(process: subprocess.Popen[bytes], state_file: Path, logs: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not state_file.exists():
+        if process.poll() is not None:
+            pytest.fail(f"exited with {process.returncode} before it was ready:\n{logs.read_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"not ready after {START_TIMEOUT} s:\n{logs.read_text()}")
+        time.sleep(0.05)
+    state: dict[str, Any] = json.loads(state_file.read_text(encoding="utf-8"))
+    return state
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    state_file, logs = tmp_path / "satchel-local.json", tmp_path / "satchel-local.log"
+    command = [sys.executable, "-m", "satchel_local", "--port", "0", "--moto-port", "0"]
+    with logs.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--state-file", str(state_file)],
+            cwd=PROJECT_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        yield LocalStack(process, state_file, logs, _wait_ready(process, state_file, logs))
+    finally:
+        if process.poll() is None:  # the test failed before stopping it
+            process.kill()
+            process.wait()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_done(stack: LocalStack, download_id: str, api_key: str) -> dict[str, Any]:
+    deadline = time.monotonic() + DONE_TIMEOUT
+    while True:
+        reply = call("GET", f"{stack.api}/downloads/{download_id}", api_key)
+        assert reply.status == 200, reply.body
+        download: dict[str, Any] = reply.json
+        if download["state"] in TERMINAL:
+            return download
+        assert time.monotonic() < deadline, f"still {download['state']} after {DONE_TIMEOUT} s"
+        time.sleep(0.1)
+
+
+def _zip_members(archive_bytes: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
+        assert archive.testzip() is None
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_readme_curl_session_then_ctrl_c(local_stack: LocalStack) -> None:
+    stack, alice = local_stack, local_stack.key("alice")
+    assert stack.state["users"]["carol"]["roles"] == ["admin"]
+    assert {user["tenant"] for user in stack.state["users"].values()} == {"acme", "globex"}
+
+    assert call("GET", f"{stack.api}/health").status == 200
+    assert call("GET", f"{stack.api}/downloads").status == 401
+    assert call("GET", f"{stack.api}/downloads", api_key="not-a-key").status == 403
+
+    sources = tenant_sources("acme")
+    request = {"type": "zip", "params": {"keys": list(sources)}}
+    created = call("POST", f"{stack.api}/downloads", alice, request)
+    assert created.status == 202, created.body
+    download = _wait_done(stack, created.json["id"], alice)
+    assert download["state"] == "DONE", download
+
+    redirect = call("GET", f"{stack.api}{download['url']}", alice)
+    assert redirect.status == 302, redirect.body
+    location = redirect.headers["Location"]
+    assert location.startswith(f"{stack.state['s3_endpoint']}/"), location
+
+    fetched = call("GET", location)  # a presigned URL: no Authorization header, as curl -L sends it
+    assert fetched.status == 200, fetched.body[:500]
+    assert hashlib.sha256(fetched.body).hexdigest() == download["artifact"]["sha256"]
+    assert _zip_members(fetched.body) == {key.removeprefix("acme/"): body for key, body in sources.items()}
+
+    assert stack.stop(signal.SIGINT) == 0, stack.output()
+    assert not any(_port_open(port) for port in stack.ports())
+    assert not stack.state_file.exists()
+    assert "Stopped." in stack.output()
+
+
+def test_sigterm_stops_everything(local_stack: LocalStack) -> None:
+    assert call("GET", f"{local_stack.api}/health").status == 200
+
+    assert local_stack.stop(signal.SIGTERM) == 0, local_stack.output()
+    assert not any(_port_open(port) for port in local_stack.ports())
+    assert not local_stack.state_file.exists()
