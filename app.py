@@ -11,7 +11,7 @@ from typing import Any
 
 from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
 
-from chalicelib import auth, downloadtypes, service, workflow
+from chalicelib import auth, downloadtypes, openapi, service, workflow
 from chalicelib.http import error_response, json_body, respond
 from chalicelib.models import Principal
 from chalicelib.runtime import Runtime
@@ -62,6 +62,12 @@ def _download(runtime: Runtime, download: Any, status: int = 200, **headers: str
 @api
 def health() -> Response:
     return respond({"status": "ok"})
+
+
+@app.route("/openapi.json", methods=["GET"])
+@api
+def openapi_document() -> Response:
+    return respond(openapi.document(Runtime.from_env().settings.api_prefix or "/"))
 
 
 @app.route("/types", methods=["GET"], authorizer=api_key)
