@@ -11,8 +11,9 @@ from typing import Any
 
 from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
 
-from chalicelib import auth, downloadtypes, openapi, service, workflow
-from chalicelib.http import error_response, json_body, respond
+from chalicelib import auth, downloadtypes, idempotency, openapi, service, workflow
+from chalicelib.audit import Action
+from chalicelib.http import error_response, json_body, optional_json_body, respond
 from chalicelib.models import Principal
 from chalicelib.runtime import Runtime
 
@@ -58,6 +59,18 @@ def _download(runtime: Runtime, download: Any, status: int = 200, **headers: str
     return respond(download.to_api(runtime.settings.api_prefix), status, headers)
 
 
+def base_url(runtime: Runtime) -> str:
+    """Where this API is reached from outside: the configured public URL, else the request's host."""
+    if runtime.settings.public_url:
+        return runtime.settings.public_url
+    headers = request().headers
+    host = headers.get("host")
+    if not host:
+        return runtime.settings.api_prefix
+    scheme = headers.get("x-forwarded-proto", "http" if host.startswith(("127.", "localhost")) else "https")
+    return f"{scheme}://{host}{runtime.settings.api_prefix}"
+
+
 @app.route("/health", methods=["GET"])
 @api
 def health() -> Response:
@@ -80,9 +93,15 @@ def list_types() -> Response:
 @api
 def create_download() -> Response:
     runtime = Runtime.from_env()
-    download = service.create(runtime, caller(), json_body(request().raw_body))
-    location = f"{runtime.settings.api_prefix}/downloads/{download.id}"
-    return _download(runtime, download, 202, Location=location)
+    key = idempotency.check_key(request().headers.get(idempotency.HEADER))
+    created = service.create(runtime, caller(), json_body(request().raw_body), key)
+    body = created.download.to_api(runtime.settings.api_prefix)
+    if created.link is not None:
+        body["link"] = created.link.to_api(base_url(runtime))
+    headers = {"Location": f"{runtime.settings.api_prefix}/downloads/{created.download.id}"}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return respond(body, 202, headers)
 
 
 @app.route("/downloads", methods=["GET"], authorizer=api_key)
@@ -116,7 +135,7 @@ def delete_download(download_id: str) -> Response:
 def download_file(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.file_url_ttl_seconds
-    url = service.file_url(runtime, caller(), download_id, ttl)
+    url = service.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_FILE)
     return Response(body="", status_code=302, headers={"Location": url.url, "Cache-Control": "no-store"})
 
 
@@ -124,8 +143,31 @@ def download_file(download_id: str) -> Response:
 @api
 def download_url(download_id: str) -> Response:
     runtime = Runtime.from_env()
-    url = service.file_url(runtime, caller(), download_id, runtime.settings.json_url_ttl_seconds)
+    ttl = runtime.settings.json_url_ttl_seconds
+    url = service.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_URL)
     return respond({"url": url.url, "expires_at": url.expires_at}, headers={"Cache-Control": "no-store"})
+
+
+@app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=api_key)
+@api
+def create_link(download_id: str) -> Response:
+    runtime = Runtime.from_env()
+    issued = service.create_link(runtime, caller(), download_id, optional_json_body(request().raw_body))
+    return respond(issued.to_api(base_url(runtime)), 201, {"Cache-Control": "no-store"})
+
+
+@app.route("/links/{token}", methods=["GET"])
+@api
+def follow_link(token: str) -> Response:
+    url = service.follow_link(Runtime.from_env(), token)
+    return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
+
+
+@app.route("/links/{token}", methods=["DELETE"], authorizer=api_key)
+@api
+def revoke_link(token: str) -> Response:
+    service.revoke_link(Runtime.from_env(), caller(), token)
+    return Response(body="", status_code=204)
 
 
 # The workflow's steps; statemachine/download.asl.json names them by placeholder.

@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
+from chalicelib.models import Download
+
 ARTIFACTS_PREFIX = "artifacts/"
 TEMPORARY_PREFIX = "tmp/"
 
@@ -42,6 +44,20 @@ def presign(s3: Any, bucket: str, key: str, *, filename: str, content_type: str,
         ExpiresIn=ttl_seconds,
     )
     return url
+
+
+def presign_download(s3: Any, bucket: str, download: Download, ttl_seconds: int) -> str:
+    """A presigned GET of a DONE download's artifact, saved under the download's filename."""
+    if download.artifact is None:
+        raise ValueError(f"download {download.id} has no artifact")
+    return presign(
+        s3,
+        bucket,
+        download.artifact.key,
+        filename=download.filename,
+        content_type=download.artifact.content_type,
+        ttl_seconds=ttl_seconds,
+    )
 
 
 def abort_uploads(s3: Any, bucket: str, download_id: str) -> int:

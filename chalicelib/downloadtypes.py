@@ -13,6 +13,7 @@ from chalicelib.errors import Forbidden, UnknownType
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal
 from chalicelib.schemas import Schema
+from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.progress import ProgressTracker
@@ -27,7 +28,7 @@ class DownloadType:
     content_type: str
     extension: str
     # Extra checks after the schema; returns the normalised params to store.
-    check: Callable[[dict[str, Any], Principal, str], dict[str, Any]]
+    check: Callable[[dict[str, Any], Principal, Settings], dict[str, Any]]
     # Prepare: what goes into the artifact (validated against sources and limits).
     plan: Callable[[Runtime, Download], list[Entry]]
     # Build: the artifact's bytes, advancing the tracker as sources are consumed.
@@ -42,11 +43,11 @@ class DownloadType:
     def default_filename(self, download_id: str) -> str:
         return f"{self.name}-{download_id[:12]}{self.extension}"
 
-    def validate(self, params: Any, principal: Principal, source_bucket: str) -> dict[str, Any]:
+    def validate(self, params: Any, principal: Principal, settings: Settings) -> dict[str, Any]:
         if self.required_role and self.required_role not in principal.roles:
             raise Forbidden(f"type {self.name!r} requires the {self.required_role!r} role")
         self._params.check(params)
-        return self.check(params, principal, source_bucket)
+        return self.check(params, principal, settings)
 
     def describe(self) -> dict[str, Any]:
         return {

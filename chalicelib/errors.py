@@ -25,6 +25,20 @@ class SatchelError(Exception):
     def body(self) -> dict[str, Any]:
         return {"Code": self.code, "Message": self.message, **self.details}
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class _RetryLater(SatchelError):
+    """A refusal that passes with time: answers carry Retry-After."""
+
+    def __init__(self, message: str, retry_after: int, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class ConfigurationError(SatchelError):
     status = 500
@@ -51,6 +65,10 @@ class InvalidQuery(SatchelError):
     status = 400
 
 
+class InvalidIdempotencyKey(SatchelError):
+    status = 400
+
+
 # 403: the caller may not do this.
 class Forbidden(SatchelError):
     status = 403
@@ -60,8 +78,12 @@ class SourceNotAllowed(SatchelError):
     status = 403
 
 
-# 404 / 409 / 410: the download is not there, not ready, or gone.
+# 404 / 409 / 410 / 425: the download or link is not there, not ready, or gone.
 class DownloadNotFound(SatchelError):
+    status = 404
+
+
+class LinkNotFound(SatchelError):
     status = 404
 
 
@@ -69,8 +91,43 @@ class DownloadNotReady(SatchelError):
     status = 409
 
 
+class DownloadUnavailable(SatchelError):
+    """The download ended without an artifact (FAILED, CANCELLED) or lost it (EXPIRED)."""
+
+    status = 409
+
+
+class IdempotencyKeyReused(SatchelError):
+    status = 409
+
+
+class IdempotencyKeyInUse(SatchelError):
+    status = 409
+
+
 class DownloadExpired(SatchelError):
     status = 410
+
+
+class LinkGone(SatchelError):
+    status = 410
+
+
+class LinkNotReady(_RetryLater):
+    status = 425
+
+
+# 413 / 429: too much at once.
+class RequestTooLarge(SatchelError):
+    status = 413
+
+
+class TooManyKeys(SatchelError):
+    status = 413
+
+
+class QuotaExceeded(_RetryLater):
+    status = 429
 
 
 # 422: understood, but the parameters are not acceptable.

@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.app import Response
 
-from chalicelib.errors import MalformedRequest, SatchelError
+from chalicelib.errors import MalformedRequest, RequestTooLarge, SatchelError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
@@ -18,11 +18,16 @@ def json_body(raw: str | bytes | None) -> Any:
     if not raw:
         raise MalformedRequest("the request needs a JSON body")
     if len(raw) > MAX_BODY_BYTES:
-        raise MalformedRequest(f"the request body exceeds {MAX_BODY_BYTES} bytes")
+        raise RequestTooLarge(f"the request body exceeds {MAX_BODY_BYTES} bytes")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise MalformedRequest(f"the request body is not valid JSON: {error}") from None
+
+
+def optional_json_body(raw: str | bytes | None) -> Any:
+    """A JSON body where none means `{}`."""
+    return json_body(raw) if raw else {}
 
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -36,6 +41,6 @@ def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None)
 def error_response(error: Exception) -> Response:
     """Domain errors answer with their own status and code; anything else is a 500."""
     if isinstance(error, SatchelError):
-        return respond(error.body(), error.status)
+        return respond(error.body(), error.status, error.headers())
     log.exception("unhandled error")
     return respond({"Code": "InternalError", "Message": "an internal error occurred"}, 500)

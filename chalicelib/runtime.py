@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import clients
+from chalicelib.audit import AuditLog
+from chalicelib.idempotency import IdempotencyStore
+from chalicelib.links import LinkStore
 from chalicelib.settings import Settings
 from chalicelib.store import DownloadStore, KeyStore
 
@@ -21,6 +24,9 @@ class Runtime:
     stepfunctions: Any
     downloads: DownloadStore
     keys: KeyStore
+    links: LinkStore
+    idempotency: IdempotencyStore
+    audit: AuditLog
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -32,4 +38,7 @@ class Runtime:
             stepfunctions=clients.stepfunctions(),
             downloads=DownloadStore(table),
             keys=KeyStore(table),
+            links=LinkStore(table),
+            idempotency=IdempotencyStore(table),
+            audit=AuditLog(table),
         )

@@ -1,8 +1,9 @@
-"""The download lifecycle as the API sees it: create, read, list, cancel or delete, fetch.
+"""The download lifecycle as the API sees it: create, read, list, cancel or delete, fetch,
+and the links that hand a download to others.
 
 Every function takes the caller's principal and checks access itself: another tenant's
 download does not exist (404); another user's is forbidden (403) unless the caller is
-the tenant's admin.
+the tenant's admin. Every create, fetch, cancel, delete and link change is audited.
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import artifacts, clock, downloadtypes
+from chalicelib import artifacts, clock, downloadtypes, links
+from chalicelib.audit import Action, link_actor, user_actor
 from chalicelib.errors import (
     DownloadExpired,
     DownloadNotFound,
     DownloadNotReady,
     Forbidden,
+    IdempotencyKeyInUse,
     InvalidParams,
     InvalidQuery,
     MalformedRequest,
+    QuotaExceeded,
     StartFailed,
 )
+from chalicelib.idempotency import Claim, fingerprint
 from chalicelib.models import ACTIVE_STATES, Download, ErrorInfo, Principal, State
 from chalicelib.names import safe_filename
 from chalicelib.runtime import Runtime
@@ -46,7 +51,8 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "type": {"type": "string", "minLength": 1, "maxLength": 64},
         "params": {"type": "object"},
         "filename": {"type": "string", "minLength": 1, "maxLength": 255},
-        "expires_in": {"type": "integer", "minimum": 1},
+        "expires_in": {"type": "integer", "minimum": 1, "description": "Seconds the artifact is kept."},
+        "link": links.REQUEST_SCHEMA,
     },
 }
 _REQUEST = Schema(REQUEST_SCHEMA)
@@ -56,55 +62,102 @@ def new_id() -> str:
     return secrets.token_hex(16)  # 128 random bits
 
 
-def _check_request(body: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Created:
+    download: Download
+    link: links.IssuedLink | None = None
+    # True when an Idempotency-Key replay returned the download an earlier request made.
+    replayed: bool = False
+
+
+def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
+    download, link_request = _new_download(runtime, principal, body)
+    claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
+    if claim:
+        earlier = runtime.idempotency.existing(claim) or runtime.idempotency.claim(
+            claim, download.id, runtime.settings.idempotency_ttl_seconds
+        )
+        if earlier:
+            return Created(_replay(runtime, earlier), replayed=True)
+    try:
+        runtime.downloads.create(download, runtime.settings.max_active_per_user)
+    except QuotaExceeded:
+        if claim:
+            runtime.idempotency.release(claim)  # refused: a later retry must really run
+        raise
+    actor = user_actor(principal)
+    runtime.audit.record(download.tenant, Action.CREATED, actor, download.id, type=download.type)
+    issued = None
+    if link_request is not None:
+        issued = _issue_link(runtime, principal, download, link_request)
+    try:
+        _start(runtime, download)
+    except StartFailed:
+        if claim:
+            runtime.idempotency.release(claim)
+        raise
+    return Created(download, issued)
+
+
+def _new_download(
+    runtime: Runtime, principal: Principal, body: Any
+) -> tuple[Download, dict[str, int] | None]:
+    """Validate the request; the download it asks for (not yet stored) and its link request."""
     if not isinstance(body, dict):
         raise MalformedRequest("the request body must be a JSON object")
     _REQUEST.check(body)
-    return body
-
-
-def create(runtime: Runtime, principal: Principal, body: Any) -> Download:
-    request = _check_request(body)
     settings = runtime.settings
-    kind = downloadtypes.get(request["type"])
-    params = kind.validate(request.get("params", {}), principal, settings.source_bucket)
-    retention = request.get("expires_in", settings.retention_default_seconds)
+    kind = downloadtypes.get(body["type"])
+    params = kind.validate(body.get("params", {}), principal, settings)
+    retention = body.get("expires_in", settings.retention_default_seconds)
     if not settings.retention_min_seconds <= retention <= settings.retention_max_seconds:
         raise InvalidParams(
             f"expires_in must lie between {settings.retention_min_seconds} and "
             f"{settings.retention_max_seconds} seconds",
             path="expires_in",
         )
+    link_request = None
+    if "link" in body:
+        link_request = _check_link_request(runtime, body["link"], root="link")
     download_id = new_id()
     download = Download(
         id=download_id,
         type=kind.name,
         params=params,
-        filename=safe_filename(request.get("filename"), kind.default_filename(download_id), kind.extension),
+        filename=safe_filename(body.get("filename"), kind.default_filename(download_id), kind.extension),
         tenant=principal.tenant,
         user_id=principal.user_id,
         state=State.PENDING,
         created_at=clock.iso(clock.now()),
         retention_seconds=retention,
     )
-    runtime.downloads.create(download)
+    return download, link_request
+
+
+def _replay(runtime: Runtime, download_id: str) -> Download:
+    download = runtime.downloads.get(download_id)
+    if download is None:  # the first request claimed the key and is still creating it
+        raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed; retry")
+    return download
+
+
+def _start(runtime: Runtime, download: Download) -> None:
     try:
         runtime.stepfunctions.start_execution(
-            stateMachineArn=settings.state_machine_arn,
-            name=download_id,
-            input=json.dumps({"download_id": download_id}),
+            stateMachineArn=runtime.settings.state_machine_arn,
+            name=download.id,
+            input=json.dumps({"download_id": download.id}),
         )
     except ClientError as error:
         failure = ErrorInfo("StartFailed", f"the workflow could not be started: {error}")
         runtime.downloads.transition(
-            download_id,
+            download.id,
             [State.PENDING],
             State.FAILED,
             error=asdict(failure),
             finished_at=clock.iso(clock.now()),
         )
         raise StartFailed("the download could not be started; try again") from error
-    return download
 
 
 def get(runtime: Runtime, principal: Principal, download_id: str) -> Download:
@@ -145,6 +198,7 @@ def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -
     """Cancel a download that has not finished (returns it), or delete a finished one's
     artifact (returns None). The record stays, for audit."""
     download = get(runtime, principal, download_id)
+    actor = user_actor(principal)
     if download.state in ACTIVE_STATES:
         try:
             cancelled = runtime.downloads.transition(
@@ -154,12 +208,14 @@ def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -
             download = conflict.current or download  # it finished meanwhile: delete instead
         else:
             _stop_execution(runtime, download_id)
+            runtime.audit.record(download.tenant, Action.CANCELLED, actor, download_id)
             return cancelled
     if download.state is State.DONE:
         # Expired meanwhile (StateConflict)? The artifact goes all the same.
         with contextlib.suppress(StateConflict):
             runtime.downloads.transition(download_id, [State.DONE], State.EXPIRED)
     artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
+    runtime.audit.record(download.tenant, Action.DELETED, actor, download_id, state=download.state.value)
     return None
 
 
@@ -185,7 +241,9 @@ class FileUrl:
     expires_at: str
 
 
-def file_url(runtime: Runtime, principal: Principal, download_id: str, ttl_seconds: int) -> FileUrl:
+def file_url(
+    runtime: Runtime, principal: Principal, download_id: str, ttl_seconds: int, action: Action
+) -> FileUrl:
     """A presigned GET of the artifact, valid `ttl_seconds` at most and never past expiry."""
     download = get(runtime, principal, download_id)
     now = clock.now()
@@ -199,12 +257,68 @@ def file_url(runtime: Runtime, principal: Principal, download_id: str, ttl_secon
         raise DownloadNotReady("download is DONE but has no artifact", state=download.state.value)
     remaining = int((clock.parse(download.expires_at or clock.iso(now)) - now).total_seconds())
     ttl = max(1, min(ttl_seconds, remaining))
-    url = artifacts.presign(
-        runtime.s3,
-        runtime.settings.artifact_bucket,
-        download.artifact.key,
-        filename=download.filename,
-        content_type=download.artifact.content_type,
-        ttl_seconds=ttl,
-    )
+    url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
+    runtime.audit.record(download.tenant, action, user_actor(principal), download_id)
     return FileUrl(url=url, expires_at=clock.iso(now + timedelta(seconds=ttl)))
+
+
+def _check_link_request(runtime: Runtime, body: Any, root: str = "") -> dict[str, int]:
+    settings = runtime.settings
+    if not isinstance(body, dict):
+        raise MalformedRequest("the request body must be a JSON object")
+    return links.check_request(
+        body, max_ttl=settings.link_max_ttl_seconds, max_uses=settings.link_max_uses, root=root
+    )
+
+
+def _issue_link(
+    runtime: Runtime, principal: Principal, download: Download, request: dict[str, int]
+) -> links.IssuedLink:
+    issued = links.issue(
+        runtime.links,
+        download,
+        expires_in=request.get("expires_in", runtime.settings.link_default_ttl_seconds),
+        max_uses=request.get("max_uses", 1),
+    )
+    runtime.audit.record(
+        download.tenant,
+        Action.LINK_CREATED,
+        user_actor(principal),
+        download.id,
+        link=link_actor(issued.link.token_hash),
+        max_uses=issued.link.max_uses,
+        expires_at=issued.link.expires_at,
+    )
+    return issued
+
+
+def create_link(runtime: Runtime, principal: Principal, download_id: str, body: Any) -> links.IssuedLink:
+    request = _check_link_request(runtime, body if body is not None else {})
+    return _issue_link(runtime, principal, get(runtime, principal, download_id), request)
+
+
+def follow_link(runtime: Runtime, token: str) -> str:
+    """Use a link once: a fresh presigned URL of its download's artifact."""
+    link = links.find(runtime.links, token)
+    download = runtime.downloads.get(link.download_id)
+    used = links.redeem(runtime.links, link, download, runtime.settings.link_retry_after_seconds)
+    assert download is not None  # redeem refuses a link whose download is gone
+    url = artifacts.presign_download(
+        runtime.s3, runtime.settings.artifact_bucket, download, runtime.settings.file_url_ttl_seconds
+    )
+    runtime.audit.record(
+        link.tenant, Action.LINK_USED, link_actor(link.token_hash), link.download_id, uses=used.uses
+    )
+    return url
+
+
+def revoke_link(runtime: Runtime, principal: Principal, token: str) -> None:
+    link = links.find_owned(runtime.links, principal, token)
+    runtime.links.revoke(link.token_hash)
+    runtime.audit.record(
+        link.tenant,
+        Action.LINK_REVOKED,
+        user_actor(principal),
+        link.download_id,
+        link=link_actor(link.token_hash),
+    )

@@ -16,12 +16,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.errors import InvalidCursor
-from chalicelib.models import Download, Principal, Progress, State
+from chalicelib.errors import InvalidCursor, QuotaExceeded
+from chalicelib.models import ACTIVE_STATES, Download, Principal, Progress, State
 
 OWNER_INDEX = "by_owner"
 _DOWNLOAD_SK = "DOWNLOAD"
 _KEY_SK = "APIKEY"
+_QUOTA_SK = "QUOTA"
+_QUOTA_RETRY_AFTER_SECONDS = 30
 
 
 class StateConflict(Exception):
@@ -36,6 +38,14 @@ def _is_conditional_failure(error: ClientError) -> bool:
     return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
+def _cancelled_by_condition(error: ClientError, index: int) -> bool:
+    """A transaction cancelled because its `index`-th item's condition failed."""
+    if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return False
+    reasons = error.response.get("CancellationReasons") or []
+    return len(reasons) > index and reasons[index].get("Code") == "ConditionalCheckFailed"
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -43,6 +53,7 @@ def hash_secret(secret: str) -> str:
 class DownloadStore:
     def __init__(self, table: Any) -> None:
         self._table = table
+        self._client = table.meta.client  # the resource's client: plain Python values
 
     @staticmethod
     def _key(download_id: str) -> dict[str, str]:
@@ -52,14 +63,55 @@ class DownloadStore:
     def _owner(tenant: str, user_id: str) -> str:
         return f"OWNER#{tenant}#{user_id}"
 
-    def create(self, download: Download) -> None:
+    @staticmethod
+    def _quota_key(tenant: str, user_id: str) -> dict[str, str]:
+        return {"pk": f"QUOTA#{tenant}#{user_id}", "sk": _QUOTA_SK}
+
+    def create(self, download: Download, max_active: int) -> None:
+        """Store a new PENDING download, counting it against its owner's active downloads.
+
+        The count and the record are written in one transaction, so the limit holds however
+        many requests race; QuotaExceeded when the owner already has `max_active`.
+        """
         item = {
             **self._key(download.id),
             **download.to_item(),
             "gsi1pk": self._owner(download.tenant, download.user_id),
             "gsi1sk": f"{download.created_at}#{download.id}",
         }
-        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table.name,
+                            "Key": self._quota_key(download.tenant, download.user_id),
+                            "UpdateExpression": "SET active = if_not_exists(active, :zero) + :one",
+                            "ConditionExpression": "attribute_not_exists(active) OR active < :limit",
+                            "ExpressionAttributeValues": {":zero": 0, ":one": 1, ":limit": max_active},
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table.name,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if _cancelled_by_condition(error, 0):
+                raise QuotaExceeded(
+                    f"you have {max_active} downloads pending or running; wait for one to finish",
+                    retry_after=_QUOTA_RETRY_AFTER_SECONDS,
+                    limit=max_active,
+                ) from None
+            raise
+
+    def active_count(self, tenant: str, user_id: str) -> int:
+        item = self._table.get_item(Key=self._quota_key(tenant, user_id), ConsistentRead=True).get("Item")
+        return int(item["active"]) if item else 0
 
     def get(self, download_id: str) -> Download | None:
         item = self._table.get_item(Key=self._key(download_id), ConsistentRead=True).get("Item")
@@ -68,8 +120,44 @@ class DownloadStore:
     def transition(
         self, download_id: str, allowed_from: Iterable[State], to: State, **fields: Any
     ) -> Download:
-        """Move a download to `to` if it is in one of `allowed_from`; raise StateConflict if not."""
+        """Move a download to `to` if it is in one of `allowed_from`; raise StateConflict if not.
+
+        Leaving the active states frees one of the owner's quota slots in the same transaction.
+        """
         sources = list(allowed_from)
+        update = self._transition_update(download_id, sources, to, fields)
+        frees_slot = to not in ACTIVE_STATES and set(sources) <= ACTIVE_STATES
+        try:
+            if not frees_slot:
+                result = self._table.update_item(**update, ReturnValues="ALL_NEW")
+                return Download.from_item(result["Attributes"])
+            owner = self.get(download_id)
+            if owner is None:
+                raise StateConflict(None)
+            self._client.transact_write_items(
+                TransactItems=[
+                    {"Update": {"TableName": self._table.name, **update}},
+                    {
+                        "Update": {
+                            "TableName": self._table.name,
+                            "Key": self._quota_key(owner.tenant, owner.user_id),
+                            "UpdateExpression": "ADD active :minus_one",
+                            "ExpressionAttributeValues": {":minus_one": -1},
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error) or _cancelled_by_condition(error, 0):
+                raise StateConflict(self.get(download_id)) from None
+            raise
+        moved = self.get(download_id)
+        assert moved is not None
+        return moved
+
+    def _transition_update(
+        self, download_id: str, sources: list[State], to: State, fields: dict[str, Any]
+    ) -> dict[str, Any]:
         names = {"#state": "state"}
         values: dict[str, Any] = {":to": to.value}
         sets = ["#state = :to"]
@@ -85,20 +173,13 @@ class DownloadStore:
             values[f":s{index}"] = state.value
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         condition = "#state IN (" + ", ".join(f":s{i}" for i in range(len(sources))) + ")"
-        try:
-            result = self._table.update_item(
-                Key=self._key(download_id),
-                UpdateExpression=expression,
-                ConditionExpression=f"attribute_exists(pk) AND {condition}",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                raise StateConflict(self.get(download_id)) from None
-            raise
-        return Download.from_item(result["Attributes"])
+        return {
+            "Key": self._key(download_id),
+            "UpdateExpression": expression,
+            "ConditionExpression": f"attribute_exists(pk) AND {condition}",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
 
     def record_progress(self, download_id: str, progress: Progress) -> bool:
         """Write progress while RUNNING. False means the download left RUNNING (cancelled)."""

@@ -18,10 +18,12 @@ from chalicelib.errors import (
     SourceMissing,
     SourceNotAllowed,
     TooManyFiles,
+    TooManyKeys,
 )
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal
 from chalicelib.names import UniqueNames, safe_path
+from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.progress import ProgressTracker
@@ -31,7 +33,6 @@ NAME = "zip"
 CONTENT_TYPE = "application/zip"
 EXTENSION = ".zip"
 DEFLATE_LEVEL = 6
-_MAX_ITEMS = 1000
 
 PARAMS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -39,13 +40,11 @@ PARAMS_SCHEMA: dict[str, Any] = {
     "properties": {
         "keys": {
             "type": "array",
-            "maxItems": _MAX_ITEMS,
             "items": {"type": "string", "maxLength": 1024},
             "description": "Object keys in the source bucket (or s3://<source bucket>/<key>).",
         },
         "prefixes": {
             "type": "array",
-            "maxItems": _MAX_ITEMS,
             "items": {"type": "string", "minLength": 1, "maxLength": 1024},
             "description": "Key prefixes whose objects are all included.",
         },
@@ -80,15 +79,21 @@ class Scope:
         return safe_path(key[len(self.prefix) :])
 
 
-def check_params(params: dict[str, Any], principal: Principal, source_bucket: str) -> dict[str, Any]:
-    """Refusals the API answers at once (after the schema): empty, duplicate, out of scope."""
+def check_params(params: dict[str, Any], principal: Principal, settings: Settings) -> dict[str, Any]:
+    """Refusals the API answers at once (after the schema): empty, too many, duplicate, out of scope."""
     keys: list[str] = params.get("keys", [])
     prefixes: list[str] = params.get("prefixes", [])
     if not keys and not prefixes:
         raise EmptyKeys("give at least one key or prefix")
     if any(not key.strip() for key in keys):
         raise EmptyKeys("keys must not be empty strings")
-    scope = Scope.of(principal, source_bucket)
+    named = len(keys) + len(prefixes)
+    if named > settings.max_keys:
+        raise TooManyKeys(
+            f"a request may name at most {settings.max_keys} keys and prefixes; it named {named}",
+            limit=settings.max_keys,
+        )
+    scope = Scope.of(principal, settings.source_bucket)
     resolved = [scope.resolve(key) for key in keys]
     duplicates = sorted({key for key in resolved if resolved.count(key) > 1})
     if duplicates:
