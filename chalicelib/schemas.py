@@ -1,12 +1,34 @@
-"""JSON Schema checks that answer 422 InvalidParams naming the first failing path."""
+"""JSON Schema checks that answer 422 InvalidParams naming the first failing path.
+
+Messages describe the rule, never echo the offending value: a request may be large.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
+from jsonschema.exceptions import best_match
 
 from chalicelib.errors import InvalidParams
+
+_MAX_MESSAGE = 200
+
+
+def _describe(error: ValidationError) -> str:
+    rule, value = error.validator, error.validator_value
+    messages = {
+        "type": f"must be of type {value}",
+        "enum": f"must be one of {', '.join(map(repr, value)) if isinstance(value, list) else value}",
+        "maxLength": f"must be at most {value} characters long",
+        "minLength": f"must be at least {value} characters long",
+        "maxItems": f"must have at most {value} items",
+        "minItems": f"must have at least {value} items",
+        "minimum": f"must be at least {value}",
+        "maximum": f"must be at most {value}",
+    }
+    message = messages.get(str(rule), error.message)
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 1] + "…"
 
 
 class Schema:
@@ -18,9 +40,8 @@ class Schema:
         self._root = root
 
     def check(self, instance: Any) -> None:
-        errors = sorted(self._validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
-        if errors:
-            error = errors[0]
+        error = best_match(self._validator.iter_errors(instance))
+        if error is not None:
             parts = [self._root, *(str(part) for part in error.absolute_path)]
             path = "/".join(part for part in parts if part) or "(root)"
-            raise InvalidParams(f"{path}: {error.message}", path=path)
+            raise InvalidParams(f"{path}: {_describe(error)}", path=path)
