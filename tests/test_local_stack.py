@@ -48,8 +48,11 @@ class _KeepRedirects(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_KeepRedirects)
 
 
-def call(method: str, url: str, api_key: str | None = None, body: Any = None) -> Reply:
+def call(
+    method: str, url: str, api_key: str | None = None, body: Any = None, extra: dict[str, str] | None = None
+) -> Reply:
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    headers.update(extra or {})
     if api_key is not None:
         headers["Authorization"] = f"Bearer {api_key}"
     data = json.dumps(body).encode() if body is not None else None
@@ -180,6 +183,36 @@ def test_readme_curl_session_then_ctrl_c(local_stack: LocalStack) -> None:
     assert not any(_port_open(port) for port in stack.ports())
     assert not stack.state_file.exists()
     assert "Stopped." in stack.output()
+
+
+def test_readme_links_and_idempotency_session(local_stack: LocalStack) -> None:
+    stack, alice = local_stack, local_stack.key("alice")
+    request = {"type": "zip", "params": {"keys": ["acme/reports/2024/q1.csv"]}, "link": {"max_uses": 1}}
+    headers = {"Idempotency-Key": "q1-report"}
+    created = call("POST", f"{stack.api}/downloads", alice, request, headers)
+    assert created.status == 202, created.body
+    link = created.json["link"]
+    assert link["url"] == f"{stack.api}/links/{link['token']}"  # absolute: ready to hand out
+
+    replay = call("POST", f"{stack.api}/downloads", alice, request, headers)
+    assert replay.json["id"] == created.json["id"]
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert "link" not in replay.json  # a token is shown once
+
+    download = _wait_done(stack, created.json["id"], alice)
+    first = call("GET", link["url"])  # no credentials: the token is the credential
+    assert first.status == 302
+    assert (
+        hashlib.sha256(call("GET", first.headers["Location"]).body).hexdigest()
+        == download["artifact"]["sha256"]
+    )
+    assert call("GET", link["url"]).status == 410
+
+    another = call("POST", f"{stack.api}/downloads/{download['id']}/links", alice, {"max_uses": 2})
+    assert another.status == 201
+    assert call("DELETE", another.json["url"], alice).status == 204
+    assert call("GET", another.json["url"]).status == 410
+    assert local_stack.stop(signal.SIGINT) == 0
 
 
 def test_sigterm_stops_everything(local_stack: LocalStack) -> None:
