@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -212,6 +213,36 @@ def test_readme_links_and_idempotency_session(local_stack: LocalStack) -> None:
     assert another.status == 201
     assert call("DELETE", another.json["url"], alice).status == 204
     assert call("GET", another.json["url"]).status == 410
+    assert local_stack.stop(signal.SIGINT) == 0
+
+
+def readme_session(api_url: str) -> str:
+    """The README's shell blocks from its quick start to the API reference, as one script."""
+    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    session = readme[readme.index("In a second terminal") : readme.index("## The API")]
+    blocks = re.findall(r"```sh\n(.*?)```", session, flags=re.DOTALL)
+    assert len(blocks) >= 4, "the README's curl session has moved"
+    script = "\n".join(blocks).replace("API=http://127.0.0.1:8000", f"API={api_url}")
+    return "set -euo pipefail\n" + script
+
+
+def test_the_readme_curl_session_works_as_written(local_stack: LocalStack, tmp_path: Path) -> None:
+    workdir = tmp_path / "readme"
+    workdir.mkdir()
+    (workdir / ".satchel-local.json").write_bytes(local_stack.state_file.read_bytes())
+    result = subprocess.run(
+        ["bash", "-c", readme_session(local_stack.api)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "HTTP/1.1 410 Gone" in result.stdout  # the used-up link, and the deleted download
+    assert "Idempotent-Replayed: true" in result.stdout
+    assert zipfile.is_zipfile(workdir / "reports.zip")
+    assert zipfile.is_zipfile(workdir / "shared.zip")
     assert local_stack.stop(signal.SIGINT) == 0
 
 
