@@ -1,0 +1,1 @@
+"""A Python client and the `satchel` command for the Satchel download API."""
