@@ -1,17 +1,21 @@
-"""The registry of download types: each is declared once, here, with everything the API
-and the workflow need to know about it."""
+"""The registry of download types.
+
+A type is declared once, with everything the API and the workflow need to know about it:
+its name and description, the JSON Schema of its params, the formats it produces, the role
+a caller needs, how its file is named, and its builder (`plan` in Prepare, `render` in
+Build). Adding a type is one module and one `register(...)` call at the end of this file.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import zipdownload
 from chalicelib.errors import Forbidden, UnknownType
 from chalicelib.manifest import Entry
-from chalicelib.models import Download, Principal
+from chalicelib.models import Download, Principal, Progress
 from chalicelib.schemas import Schema
 from chalicelib.settings import Settings
 
@@ -21,18 +25,40 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ArtifactFormat:
+    extension: str  # with its dot: ".zip", ".csv.gz"
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What Prepare decided: the sources to read (if the type reads objects) and the totals."""
+
+    totals: Progress
+    entries: list[Entry] = field(default_factory=list)
+
+
+# params -> normalised params to store (or a domain error), given the caller and settings.
+Check = Callable[[dict[str, Any], Principal, Settings], dict[str, Any]]
+# Prepare: what the artifact is made of, checked against sources and limits.
+Planner = Callable[["Runtime", Download], Plan]
+# Build: the artifact's bytes, advancing the tracker as its inputs are consumed.
+Renderer = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker"], Iterator[bytes]]
+
+
+@dataclass(frozen=True)
 class DownloadType:
     name: str
     description: str
     params_schema: dict[str, Any]
-    content_type: str
-    extension: str
-    # Extra checks after the schema; returns the normalised params to store.
-    check: Callable[[dict[str, Any], Principal, Settings], dict[str, Any]]
-    # Prepare: what goes into the artifact (validated against sources and limits).
-    plan: Callable[[Runtime, Download], list[Entry]]
-    # Build: the artifact's bytes, advancing the tracker as sources are consumed.
-    render: Callable[[Runtime, Download, Iterator[Entry], ProgressTracker], Iterator[bytes]]
+    formats: list[str]
+    check: Check
+    plan: Planner
+    render: Renderer
+    # The artifact's extension and content type, from the (normalised) params.
+    artifact_format: Callable[[dict[str, Any]], ArtifactFormat]
+    # The file name when the caller gives none: f(download id, params), without extension.
+    default_name: Callable[[str, dict[str, Any]], str]
     # Role a caller needs to request this type; None means any authenticated caller.
     required_role: str | None = None
 
@@ -40,12 +66,11 @@ class DownloadType:
     def _params(self) -> Schema:
         return Schema(self.params_schema, root="params")
 
-    def default_filename(self, download_id: str) -> str:
-        return f"{self.name}-{download_id[:12]}{self.extension}"
-
     def validate(self, params: Any, principal: Principal, settings: Settings) -> dict[str, Any]:
         if self.required_role and self.required_role not in principal.roles:
-            raise Forbidden(f"type {self.name!r} requires the {self.required_role!r} role")
+            raise Forbidden(
+                f"type {self.name!r} requires the {self.required_role!r} role", role=self.required_role
+            )
         self._params.check(params)
         return self.check(params, principal, settings)
 
@@ -54,7 +79,8 @@ class DownloadType:
             "name": self.name,
             "description": self.description,
             "params": self.params_schema,
-            "formats": [self.extension.lstrip(".")],
+            "formats": self.formats,
+            "required_role": self.required_role,
         }
 
 
@@ -79,15 +105,11 @@ def all_types() -> list[DownloadType]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
 
-register(
-    DownloadType(
-        name=zipdownload.NAME,
-        description="A zip archive of objects from your source scope, by key and by prefix.",
-        params_schema=zipdownload.PARAMS_SCHEMA,
-        content_type=zipdownload.CONTENT_TYPE,
-        extension=zipdownload.EXTENSION,
-        check=zipdownload.check_params,
-        plan=zipdownload.plan,
-        render=zipdownload.render,
-    )
-)
+def _register_builtin_types() -> None:
+    # Imported here: each type module imports this one for ArtifactFormat and Plan.
+    from chalicelib import zipdownload
+
+    register(zipdownload.TYPE)
+
+
+_register_builtin_types()

@@ -39,6 +39,9 @@ class Progress:
     files_total: int = 0
     bytes_done: int = 0
     bytes_total: int = 0
+    # Exports count rows: zips leave these at 0.
+    rows_done: int = 0
+    rows_total: int = 0
 
 
 @dataclass(frozen=True)

@@ -28,17 +28,18 @@ class ProgressTracker:
     ) -> None:
         self._downloads = downloads
         self._download_id = download_id
-        self.current = replace(totals, files_done=0, bytes_done=0)
+        self.current = replace(totals, files_done=0, bytes_done=0, rows_done=0)
         self._every_bytes = every_bytes
         self._clock = clock
         self._written_bytes = 0
         self._written_at = clock()
 
-    def advance(self, *, files: int = 0, bytes_: int = 0) -> None:
+    def advance(self, *, files: int = 0, bytes_: int = 0, rows: int = 0) -> None:
         self.current = replace(
             self.current,
             files_done=self.current.files_done + files,
             bytes_done=self.current.bytes_done + bytes_,
+            rows_done=self.current.rows_done + rows,
         )
         due = self.current.bytes_done - self._written_bytes >= self._every_bytes
         stale = self._clock() - self._written_at >= _MAX_SECONDS_BETWEEN_WRITES

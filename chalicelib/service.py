@@ -124,7 +124,7 @@ def _new_download(
         id=download_id,
         type=kind.name,
         params=params,
-        filename=safe_filename(body.get("filename"), kind.default_filename(download_id), kind.extension),
+        filename=_filename(kind, download_id, params, body.get("filename")),
         tenant=principal.tenant,
         user_id=principal.user_id,
         state=State.PENDING,
@@ -132,6 +132,13 @@ def _new_download(
         retention_seconds=retention,
     )
     return download, link_request
+
+
+def _filename(
+    kind: downloadtypes.DownloadType, download_id: str, params: dict[str, Any], given: str | None
+) -> str:
+    extension = kind.artifact_format(params).extension
+    return safe_filename(given, kind.default_name(download_id, params) + extension, extension)
 
 
 def _replay(runtime: Runtime, download_id: str) -> Download:

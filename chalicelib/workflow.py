@@ -42,20 +42,13 @@ def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
                 f"download is no longer pending: {conflict.current and conflict.current.state}"
             ) from None
         download = conflict.current  # a retried Prepare: already RUNNING, plan again
-    kind = downloadtypes.get(download.type)
-    entries = kind.plan(runtime, download)
+    plan = downloadtypes.get(download.type).plan(runtime, download)
     key = manifest.manifest_key(download_id)
-    manifest.write(runtime.s3, runtime.settings.artifact_bucket, key, entries)
-    totals = Progress(files_total=len(entries), bytes_total=sum(entry.size for entry in entries))
-    if not runtime.downloads.record_progress(download_id, totals):
+    manifest.write(runtime.s3, runtime.settings.artifact_bucket, key, plan.entries)
+    if not runtime.downloads.record_progress(download_id, plan.totals):
         _discard_when_cancelled(runtime, download_id)
         raise Cancelled("the download was cancelled while it was being prepared")
-    return {
-        "download_id": download_id,
-        "manifest_key": key,
-        "files_total": totals.files_total,
-        "bytes_total": totals.bytes_total,
-    }
+    return {"download_id": download_id, "manifest_key": key, "totals": asdict(plan.totals)}
 
 
 def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
@@ -66,10 +59,7 @@ def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     # A retried Build starts over: whatever a previous attempt left open goes first.
     artifacts.abort_uploads(runtime.s3, settings.artifact_bucket, download_id)
     tracker = ProgressTracker(
-        runtime.downloads,
-        download_id,
-        Progress(files_total=event["files_total"], bytes_total=event["bytes_total"]),
-        settings.progress_every_bytes,
+        runtime.downloads, download_id, Progress(**event["totals"]), settings.progress_every_bytes
     )
     entries = manifest.read(runtime.s3, settings.artifact_bucket, event["manifest_key"])
     writer = MultipartWriter(
@@ -77,7 +67,7 @@ def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         settings.artifact_bucket,
         artifacts.artifact_key(download_id),
         settings.part_size,
-        kind.content_type,
+        kind.artifact_format(download.params).content_type,
     )
     try:
         for chunk in kind.render(runtime, download, entries, tracker):
@@ -92,10 +82,11 @@ def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         writer.abort()
         raise
     return {
-        **event,
+        "download_id": download_id,
         "artifact_key": writer.key,
         "size": writer.size,
         "sha256": sha256,
+        "progress": asdict(tracker.current),
     }
 
 
@@ -108,21 +99,15 @@ def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         key=event["artifact_key"],
         size=event["size"],
         sha256=event["sha256"],
-        content_type=downloadtypes.get(download.type).content_type,
-    )
-    done = Progress(
-        files_done=event["files_total"],
-        files_total=event["files_total"],
-        bytes_done=event["bytes_total"],
-        bytes_total=event["bytes_total"],
+        content_type=downloadtypes.get(download.type).artifact_format(download.params).content_type,
     )
     try:
         download = runtime.downloads.transition(
             download_id,
             [State.RUNNING],
             State.DONE,
-            artifact=_as_dict(artifact),
-            progress=_as_dict(done),
+            artifact=asdict(artifact),
+            progress=event["progress"],
             finished_at=clock.iso(finished),
             expires_at=clock.iso(clock.later(download.retention_seconds, finished)),
         )
@@ -145,7 +130,7 @@ def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
             download_id,
             ACTIVE_STATES,
             State.FAILED,
-            error=_as_dict(error),
+            error=asdict(error),
             finished_at=clock.iso(clock.now()),
         )
         state = download.state
@@ -155,7 +140,7 @@ def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     if state is not State.DONE:
         artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
     log.warning("download %s ended %s: %s", download_id, state, error)
-    return {"download_id": download_id, "state": state.value if state else None, "error": _as_dict(error)}
+    return {"download_id": download_id, "state": state.value if state else None, "error": asdict(error)}
 
 
 def _error_info(raw: dict[str, Any]) -> ErrorInfo:
@@ -170,10 +155,6 @@ def _error_info(raw: dict[str, Any]) -> ErrorInfo:
     except (TypeError, ValueError):
         pass
     return ErrorInfo(code=code, message=str(message)[:_MAX_ERROR_MESSAGE] or code)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    return asdict(value)
 
 
 def _discard_when_cancelled(runtime: Runtime, download_id: str) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
 
+from chalicelib.downloadtypes import ArtifactFormat, DownloadType, Plan
 from chalicelib.errors import (
     DuplicateKeys,
     EmptyKeys,
@@ -21,7 +22,7 @@ from chalicelib.errors import (
     TooManyKeys,
 )
 from chalicelib.manifest import Entry
-from chalicelib.models import Download, Principal
+from chalicelib.models import Download, Principal, Progress
 from chalicelib.names import UniqueNames, safe_path
 from chalicelib.settings import Settings
 
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
     from chalicelib.progress import ProgressTracker
     from chalicelib.runtime import Runtime
 
-NAME = "zip"
-CONTENT_TYPE = "application/zip"
-EXTENSION = ".zip"
 DEFLATE_LEVEL = 6
 
 PARAMS_SCHEMA: dict[str, Any] = {
@@ -105,7 +103,7 @@ def check_params(params: dict[str, Any], principal: Principal, settings: Setting
     }
 
 
-def plan(runtime: Runtime, download: Download) -> list[Entry]:
+def plan(runtime: Runtime, download: Download) -> Plan:
     """Expand keys and prefixes into manifest entries, enforcing the size and count limits."""
     s3, params = runtime.s3, download.params
     source_bucket = runtime.settings.source_bucket
@@ -147,7 +145,10 @@ def plan(runtime: Runtime, download: Download) -> list[Entry]:
                 add(item["Key"], int(item["Size"]), item["ETag"])
     if not entries:
         raise NothingToDownload("the given prefixes hold no objects")
-    return entries
+    return Plan(
+        totals=Progress(files_total=len(entries), bytes_total=sum(entry.size for entry in entries)),
+        entries=entries,
+    )
 
 
 def read_source(s3: Any, bucket: str, entry: Entry, chunk_size: int) -> Iterator[bytes]:
@@ -187,3 +188,16 @@ def render(
     for entry in entries:
         archive.add(source(entry), entry.name, size=entry.size)
     yield from archive
+
+
+TYPE = DownloadType(
+    name="zip",
+    description="A zip archive of objects from your source scope, by key and by prefix.",
+    params_schema=PARAMS_SCHEMA,
+    formats=["zip"],
+    check=check_params,
+    plan=plan,
+    render=render,
+    artifact_format=lambda params: ArtifactFormat(".zip", "application/zip"),
+    default_name=lambda download_id, params: f"zip-{download_id[:12]}",
+)

@@ -45,6 +45,8 @@ def test_zip_round_trip_matches_sources(satchel: Satchel, compression: str) -> N
         "files_total": 3,
         "bytes_done": sum(map(len, SOURCES.values())),
         "bytes_total": sum(map(len, SOURCES.values())),
+        "rows_done": 0,
+        "rows_total": 0,
     }
     assert done["url"] == f"/downloads/{download['id']}/file"
     assert done["finished_at"] >= done["started_at"] >= done["created_at"]
