@@ -6,12 +6,14 @@ Records are kept per tenant, ordered by time, so a tenant's trail is one query.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from chalicelib import clock
 from chalicelib.models import Principal, plain
+from chalicelib.store import query_count, query_pages
 
 
 class Action(StrEnum):
@@ -64,30 +66,29 @@ class AuditLog:
         )
         return event
 
-    def events(self, tenant: str, *, download_id: str | None = None) -> list[Event]:
-        """The tenant's trail, oldest first (optionally for one download)."""
-        query: dict[str, Any] = {
+    def _query(self, tenant: str) -> dict[str, Any]:
+        return {
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": f"AUDIT#{tenant}"},
         }
-        if download_id:
-            query["FilterExpression"] = "download_id = :id"
-            query["ExpressionAttributeValues"][":id"] = download_id
-        found: list[Event] = []
-        while True:
-            page = self._table.query(**query)
-            for raw in page.get("Items", []):
-                item = plain(raw)
-                found.append(
-                    Event(
-                        item["at"],
-                        item["tenant"],
-                        item["action"],
-                        item["actor"],
-                        item["download_id"],
-                        item["details"],
-                    )
-                )
-            if "LastEvaluatedKey" not in page:
-                return found
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def pages(self, tenant: str) -> Iterator[list[dict[str, Any]]]:
+        """The tenant's trail, oldest first, a page at a time, as plain rows."""
+        query = {
+            **self._query(tenant),
+            "ProjectionExpression": "#at, #action, actor, download_id, details",
+            "ExpressionAttributeNames": {"#at": "at", "#action": "action"},
+        }
+        for page in query_pages(self._table, query):
+            yield [plain(item) for item in page]
+
+    def count(self, tenant: str) -> int:
+        return query_count(self._table, self._query(tenant))
+
+    def events(self, tenant: str) -> list[Event]:
+        """The tenant's whole trail, oldest first."""
+        return [
+            Event(row["at"], tenant, row["action"], row["actor"], row["download_id"], row["details"])
+            for page in self.pages(tenant)
+            for row in page
+        ]

@@ -107,9 +107,10 @@ def all_types() -> list[DownloadType]:
 
 def _register_builtin_types() -> None:
     # Imported here: each type module imports this one for ArtifactFormat and Plan.
-    from chalicelib import zipdownload
+    from chalicelib import auditdownload, exportdownload, zipdownload
 
-    register(zipdownload.TYPE)
+    for builtin in (zipdownload.TYPE, exportdownload.TYPE, auditdownload.TYPE):
+        register(builtin)
 
 
 _register_builtin_types()

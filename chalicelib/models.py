@@ -92,7 +92,8 @@ class Download:
     def to_item(self) -> dict[str, Any]:
         item = {name: value for name, value in asdict(self).items() if value is not None}
         item["state"] = self.state.value
-        return item
+        stored: dict[str, Any] = storable(item)
+        return stored
 
     @classmethod
     def from_item(cls, raw: dict[str, Any]) -> Download:
@@ -118,10 +119,21 @@ class Download:
         )
 
 
+def storable(value: Any) -> Any:
+    """JSON values as DynamoDB takes them: numbers as Decimal (boto3 refuses floats)."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
 def plain(value: Any) -> Any:
-    """DynamoDB hands numbers back as Decimal; Satchel stores only integers."""
+    """DynamoDB hands numbers back as Decimal: integers become int, the rest float."""
     if isinstance(value, Decimal):
-        return int(value)
+        return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):

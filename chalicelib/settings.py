@@ -16,6 +16,7 @@ ENV_SOURCE_BUCKET = "SATCHEL_SOURCE_BUCKET"
 ENV_STATE_MACHINE_ARN = "SATCHEL_STATE_MACHINE_ARN"
 ENV_API_PREFIX = "SATCHEL_API_PREFIX"
 ENV_PUBLIC_URL = "SATCHEL_PUBLIC_URL"
+ENV_DATASETS = "SATCHEL_DATASETS"
 
 # Integer settings: field name -> environment variable.
 INTEGER_VARIABLES: dict[str, str] = {
@@ -53,6 +54,8 @@ class Settings:
     api_prefix: str = ""
     # The API's public base URL (a custom domain); when empty, links are built from the request.
     public_url: str = ""
+    # The datasets `export` may read, as JSON (chalicelib/datasets.py describes the shape).
+    datasets: str = "{}"
     max_content_bytes: int = 5 * 1024 * MIB
     max_files: int = 50_000
     max_keys: int = 1000
@@ -87,6 +90,7 @@ class Settings:
         values["stage"] = env.get(ENV_STAGE) or cls.stage
         values["api_prefix"] = env.get(ENV_API_PREFIX, "").rstrip("/")
         values["public_url"] = env.get(ENV_PUBLIC_URL, "").rstrip("/")
+        values["datasets"] = env.get(ENV_DATASETS) or "{}"
         for field, name in INTEGER_VARIABLES.items():
             raw = env.get(name)
             if raw:

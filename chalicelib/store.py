@@ -10,7 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -44,6 +44,29 @@ def _cancelled_by_condition(error: ClientError, index: int) -> bool:
         return False
     reasons = error.response.get("CancellationReasons") or []
     return len(reasons) > index and reasons[index].get("Code") == "ConditionalCheckFailed"
+
+
+def query_pages(table: Any, arguments: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Every page of a query (up to 1 MB each), following LastEvaluatedKey."""
+    arguments = dict(arguments)
+    while True:
+        page = table.query(**arguments)
+        yield page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def query_count(table: Any, arguments: dict[str, Any]) -> int:
+    """How many items a query matches (after its filter), without reading them out."""
+    arguments = {**arguments, "Select": "COUNT"}
+    total = 0
+    while True:
+        page = table.query(**arguments)
+        total += int(page.get("Count", 0))
+        if "LastEvaluatedKey" not in page:
+            return total
+        arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def hash_secret(secret: str) -> str:

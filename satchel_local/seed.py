@@ -13,6 +13,7 @@ from typing import Any
 
 from chalicelib.models import Principal
 from chalicelib.store import KeyStore
+from satchel_local import demodata
 
 # The design asks for two users in one tenant, a tenant admin, and a user in another tenant.
 PRINCIPALS: dict[str, Principal] = {
@@ -78,6 +79,16 @@ def seed_users(keys: KeyStore) -> dict[str, User]:
 def seed_sources(s3: Any, bucket: str) -> None:
     for key, body in SOURCES.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+# The demo dataset `export` reads: enough rows that an export is worth its progress bar.
+DEMO_ROWS = 100_000
+
+
+def seed_dataset(stage: str, region: str, rows: int = DEMO_ROWS) -> None:
+    """`rows` transactions for acme, a few for globex."""
+    demodata.seed(stage, "acme", rows, region)
+    demodata.seed(stage, "globex", min(rows, 500), region)
 
 
 def tenant_sources(tenant: str) -> dict[str, bytes]:

@@ -49,6 +49,7 @@ class Options:
     moto_port: int = 5000
     state_file: Path = Path(".satchel-local.json")
     stage: str = "local"
+    demo_rows: int = seed.DEMO_ROWS  # transactions seeded for tenant acme
 
 
 class StartupError(Exception):
@@ -140,6 +141,7 @@ class LocalStack:
         os.environ.update(self.stack.environment())
         self.users = seed.seed_users(KeyStore(clients.table(self.stack.table)))
         seed.seed_sources(clients.s3(), self.stack.source_bucket)
+        seed.seed_dataset(self.options.stage, REGION, self.options.demo_rows)
         self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
         self._api_thread.start()
         self._write_state()

@@ -16,7 +16,7 @@ import boto3
 
 from chalicelib import settings as env_names
 from chalicelib.store import OWNER_INDEX
-from satchel_local import statemachine
+from satchel_local import demodata, fastqueries, statemachine
 
 REGION = "us-east-1"
 
@@ -70,6 +70,7 @@ class Stack:
     def environment(self) -> dict[str, str]:
         """The variables the handlers read (chalicelib.settings)."""
         return {
+            env_names.ENV_DATASETS: demodata.datasets_config(self.stage),
             env_names.ENV_STAGE: self.stage,
             env_names.ENV_TABLE: self.table,
             env_names.ENV_ARTIFACT_BUCKET: self.artifact_bucket,
@@ -87,6 +88,7 @@ def _placeholder_code() -> bytes:
 
 
 def provision(stage: str, region: str = REGION) -> Stack:
+    fastqueries.install()  # exports read 100,000s of rows through the emulator's Query
     session = boto3.session.Session(region_name=region)
     names = {
         "table": f"satchel-{stage}",
@@ -99,6 +101,7 @@ def provision(stage: str, region: str = REGION) -> Stack:
     session.client("dynamodb").create_table(
         TableName=names["table"], BillingMode="PAY_PER_REQUEST", **TABLE_KEYS
     )
+    demodata.create_table(session, stage)
     role = session.client("iam").create_role(
         RoleName=f"satchel-{stage}-role", AssumeRolePolicyDocument=json.dumps(_TRUST)
     )["Role"]["Arn"]

@@ -8,6 +8,9 @@ developer's .satchel-local.json. The file appears only once the stack is ready.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import gzip
 import hashlib
 import io
 import json
@@ -29,11 +32,12 @@ from urllib.parse import urlparse
 
 import pytest
 
+from satchel_local import demodata, seed
 from satchel_local.seed import tenant_sources
 from tests.conftest import Reply
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 30.0
+START_TIMEOUT = 120.0  # seeding 100,000 rows on a busy 2-core machine
 DONE_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
@@ -111,13 +115,14 @@ def _wait_ready(process: subprocess.Popen[bytes], state_file: Path, logs: Path) 
     return state
 
 
-@pytest.fixture
-def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    state_file, logs = tmp_path / "satchel-local.json", tmp_path / "satchel-local.log"
+@contextlib.contextmanager
+def running_stack(directory: Path, demo_rows: int) -> Iterator[LocalStack]:
+    """`python -m satchel_local` on free ports, its state file and log in `directory`."""
+    state_file, logs = directory / "satchel-local.json", directory / "satchel-local.log"
     command = [sys.executable, "-m", "satchel_local", "--port", "0", "--moto-port", "0"]
     with logs.open("wb") as log:
         process = subprocess.Popen(
-            [*command, "--state-file", str(state_file)],
+            [*command, "--demo-rows", str(demo_rows), "--state-file", str(state_file)],
             cwd=PROJECT_DIR,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -131,20 +136,28 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
             process.wait()
 
 
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    with running_stack(tmp_path, demo_rows=1000) as stack:
+        yield stack
+
+
 def _port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_done(stack: LocalStack, download_id: str, api_key: str) -> dict[str, Any]:
-    deadline = time.monotonic() + DONE_TIMEOUT
+def _wait_done(
+    stack: LocalStack, download_id: str, api_key: str, timeout: float = DONE_TIMEOUT
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
     while True:
         reply = call("GET", f"{stack.api}/downloads/{download_id}", api_key)
         assert reply.status == 200, reply.body
         download: dict[str, Any] = reply.json
         if download["state"] in TERMINAL:
             return download
-        assert time.monotonic() < deadline, f"still {download['state']} after {DONE_TIMEOUT} s"
+        assert time.monotonic() < deadline, f"still {download['state']} after {timeout} s"
         time.sleep(0.1)
 
 
@@ -252,3 +265,32 @@ def test_sigterm_stops_everything(local_stack: LocalStack) -> None:
     assert local_stack.stop(signal.SIGTERM) == 0, local_stack.output()
     assert not any(_port_open(port) for port in local_stack.ports())
     assert not local_stack.state_file.exists()
+
+
+def test_exports_of_the_seeded_dataset(tmp_path: Path) -> None:
+    """The whole demo dataset (100,000 rows for acme), as CSV and as gzipped NDJSON."""
+    with running_stack(tmp_path, demo_rows=seed.DEMO_ROWS) as stack:
+        alice = stack.key("alice")
+        ids = {}
+        for fmt, compression in (("csv", "none"), ("ndjson", "gzip")):
+            params = {"index": "Transaction", "format": fmt, "compression": compression}
+            created = call("POST", f"{stack.api}/downloads", alice, {"type": "export", "params": params})
+            assert created.status == 202, created.body
+            ids[fmt] = created.json["id"]
+        files = {}
+        for fmt, download_id in ids.items():
+            done = _wait_done(stack, download_id, alice, timeout=300)
+            assert done["state"] == "DONE", done
+            assert done["progress"]["rows_done"] == done["progress"]["rows_total"] == seed.DEMO_ROWS
+            redirect = call("GET", f"{stack.api}{done['url']}", alice)
+            files[fmt] = call("GET", redirect.headers["Location"]).body
+            assert hashlib.sha256(files[fmt]).hexdigest() == done["artifact"]["sha256"]
+        table = list(csv.DictReader(io.StringIO(files["csv"].decode("utf-8"), newline="")))
+        records = [json.loads(line) for line in gzip.decompress(files["ndjson"]).splitlines()]
+        assert len(table) == len(records) == seed.DEMO_ROWS
+        assert [row["id"] for row in table] == [record["id"] for record in records]
+        assert (
+            table[12345]["merchant"] == records[12345]["merchant"] == demodata.row("acme", 12345)["merchant"]
+        )
+        assert table[12345]["amount"] == str(demodata.row("acme", 12345)["amount"])
+        assert stack.stop(signal.SIGINT) == 0

@@ -1,0 +1,60 @@
+"""The `audit` download type: the tenant's own audit trail, for its admins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.downloadtypes import DownloadType, Plan
+from chalicelib.exportdownload import artifact_format, render_rows
+from chalicelib.manifest import Entry
+from chalicelib.models import Download, Principal, Progress
+from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from chalicelib.progress import ProgressTracker
+    from chalicelib.runtime import Runtime
+
+COLUMNS = ["at", "action", "actor", "download_id", "details"]
+
+PARAMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "format": {"enum": ["csv", "json", "ndjson"], "default": "csv"},
+        "compression": {"enum": ["none", "gzip"], "default": "none"},
+    },
+}
+
+
+def check_params(params: dict[str, Any], principal: Principal, settings: Settings) -> dict[str, Any]:
+    return {
+        "index": "Audit",
+        "format": params.get("format", "csv"),
+        "compression": params.get("compression", "none"),
+        "columns": COLUMNS,
+    }
+
+
+def plan(runtime: Runtime, download: Download) -> Plan:
+    return Plan(totals=Progress(files_total=1, rows_total=runtime.audit.count(download.tenant)))
+
+
+def render(
+    runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+) -> Iterator[bytes]:
+    return render_rows(runtime.audit.pages(download.tenant), download.params, tracker)
+
+
+TYPE = DownloadType(
+    name="audit",
+    description="Your tenant's audit trail: who created, fetched, cancelled, deleted or linked what.",
+    params_schema=PARAMS_SCHEMA,
+    formats=["csv", "json", "ndjson"],
+    check=check_params,
+    plan=plan,
+    render=render,
+    artifact_format=artifact_format,
+    default_name=lambda download_id, params: f"Audit_Export-{download_id}",
+    required_role="admin",
+)

@@ -1,0 +1,99 @@
+"""Datasets that `export` reads: tenant-scoped DynamoDB queries declared in configuration.
+
+SATCHEL_DATASETS holds a JSON object, one entry per index (the name that prefixes the
+export's file name):
+
+    {"Transaction": {"table": "acme-transactions", "tenant_key": "tenant",
+                     "index": null, "columns": ["id", "date", "amount", ...],
+                     "description": "Card transactions"}}
+
+A query always has the key condition `tenant_key = <caller's tenant>`: a caller reads only
+their own tenant's rows, whatever the params say.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, ConditionBase, Key
+
+from chalicelib.errors import ConfigurationError
+from chalicelib.store import query_count, query_pages
+
+FILTER_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "begins_with", "contains")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    table: str
+    tenant_key: str
+    columns: list[str]
+    index: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Query:
+    dataset: Dataset
+    tenant: str
+    columns: list[str]
+    filters: list[dict[str, Any]] = field(default_factory=list)
+
+    def _filter(self) -> ConditionBase | None:
+        condition: ConditionBase | None = None
+        for spec in self.filters:
+            value = spec["value"]
+            if isinstance(value, float | int) and not isinstance(value, bool):
+                value = Decimal(str(value))  # DynamoDB numbers: boto3 refuses floats
+            clause = getattr(Attr(spec["column"]), spec["op"])(value)
+            condition = clause if condition is None else condition & clause
+        return condition
+
+    def _arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "KeyConditionExpression": Key(self.dataset.tenant_key).eq(self.tenant),
+        }
+        if self.dataset.index:
+            arguments["IndexName"] = self.dataset.index
+        condition = self._filter()
+        if condition is not None:
+            arguments["FilterExpression"] = condition
+        return arguments
+
+    def pages(self, table: Any) -> Iterator[list[dict[str, Any]]]:
+        """The matching rows, a DynamoDB page (up to 1 MB) at a time, only the chosen columns."""
+        names = {f"#col{index}": column for index, column in enumerate(self.columns)}
+        projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        return query_pages(table, {**self._arguments(), **projection})
+
+    def count(self, table: Any) -> int:
+        return query_count(table, self._arguments())
+
+
+@cache
+def parse(config: str) -> dict[str, Dataset]:
+    try:
+        raw = json.loads(config or "{}")
+        datasets = {
+            name: Dataset(
+                name=name,
+                table=spec["table"],
+                tenant_key=spec.get("tenant_key", "tenant"),
+                columns=list(spec["columns"]),
+                index=spec.get("index"),
+                description=spec.get("description", ""),
+            )
+            for name, spec in raw.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigurationError(f"SATCHEL_DATASETS is not a valid dataset configuration: {error}") from None
+    for dataset in datasets.values():
+        if not dataset.name.isidentifier() or not dataset.columns:
+            raise ConfigurationError(f"dataset {dataset.name!r} needs an identifier name and columns")
+    return datasets

@@ -1,0 +1,136 @@
+"""The `export` download type: a dataset's rows for the caller's tenant, as a file named
+like `Transaction_Export-<id>.csv`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from chalicelib import clients, datasets, rowformats
+from chalicelib.downloadtypes import ArtifactFormat, DownloadType, Plan
+from chalicelib.errors import InvalidParams
+from chalicelib.manifest import Entry
+from chalicelib.models import Download, Principal, Progress
+from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from chalicelib.progress import ProgressTracker
+    from chalicelib.runtime import Runtime
+
+MAX_FILTERS = 10
+
+PARAMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["index"],
+    "properties": {
+        "index": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "description": "The dataset, e.g. Transaction.",
+        },
+        "format": {"enum": list(rowformats.FORMATS), "default": "csv"},
+        "compression": {"enum": ["none", "gzip"], "default": "none"},
+        "columns": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 255},
+            "minItems": 1,
+            "uniqueItems": True,
+            "description": "Columns in this order; default: all of the dataset's.",
+        },
+        "filters": {
+            "type": "array",
+            "maxItems": MAX_FILTERS,
+            "description": "Rows must match every filter.",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["column", "op", "value"],
+                "properties": {
+                    "column": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "op": {"enum": list(datasets.FILTER_OPERATORS)},
+                    "value": {"type": ["string", "number", "boolean"]},
+                },
+            },
+        },
+    },
+}
+
+
+def check_params(params: dict[str, Any], principal: Principal, settings: Settings) -> dict[str, Any]:
+    known = datasets.parse(settings.datasets)
+    dataset = known.get(params["index"])
+    if dataset is None:
+        names = ", ".join(sorted(known)) or "none are configured"
+        raise InvalidParams(f"params/index: unknown index; known: {names}", path="params/index")
+    columns = params.get("columns", dataset.columns)
+    for where, names_used in (
+        ("columns", columns),
+        ("filters", [f["column"] for f in params.get("filters", [])]),
+    ):
+        unknown = [name for name in names_used if name not in dataset.columns]
+        if unknown:
+            raise InvalidParams(
+                f"params/{where}: not columns of {dataset.name}: {', '.join(unknown[:5])}",
+                path=f"params/{where}",
+            )
+    return {
+        "index": dataset.name,
+        "format": params.get("format", "csv"),
+        "compression": params.get("compression", "none"),
+        "columns": columns,
+        "filters": params.get("filters", []),
+    }
+
+
+def _query(runtime: Runtime, download: Download) -> datasets.Query:
+    dataset = datasets.parse(runtime.settings.datasets)[download.params["index"]]
+    return datasets.Query(dataset, download.tenant, download.params["columns"], download.params["filters"])
+
+
+def plan(runtime: Runtime, download: Download) -> Plan:
+    query = _query(runtime, download)
+    rows = query.count(clients.table(query.dataset.table))
+    return Plan(totals=Progress(files_total=1, rows_total=rows))
+
+
+def render_rows(
+    pages: Iterable[list[dict[str, Any]]], params: dict[str, Any], tracker: ProgressTracker
+) -> Iterator[bytes]:
+    """Rows to the artifact's bytes in the params' format and compression, tracking progress."""
+    chunks = rowformats.encode(pages, params["columns"], params["format"])
+    if params["compression"] == "gzip":
+        chunks = rowformats.gzip(chunks)
+    for data, rows in chunks:
+        tracker.advance(rows=rows, bytes_=len(data))
+        if data:
+            yield data
+    tracker.advance(files=1)
+
+
+def render(
+    runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+) -> Iterator[bytes]:
+    query = _query(runtime, download)
+    return render_rows(query.pages(clients.table(query.dataset.table)), download.params, tracker)
+
+
+def artifact_format(params: dict[str, Any]) -> ArtifactFormat:
+    row_format = rowformats.FORMATS[params.get("format", "csv")]
+    if params.get("compression") == "gzip":
+        return ArtifactFormat(row_format.extension + ".gz", rowformats.GZIP_CONTENT_TYPE)
+    return ArtifactFormat(row_format.extension, row_format.content_type)
+
+
+TYPE = DownloadType(
+    name="export",
+    description="Rows of a dataset for your tenant, as CSV, NDJSON or a JSON array, optionally gzipped.",
+    params_schema=PARAMS_SCHEMA,
+    formats=list(rowformats.FORMATS),
+    check=check_params,
+    plan=plan,
+    render=render,
+    artifact_format=artifact_format,
+    default_name=lambda download_id, params: f"{params['index']}_Export-{download_id}",
+)
