@@ -1,0 +1,194 @@
+"""What the API answers with, as typed, immutable values.
+
+Each value keeps the JSON it was parsed from in `raw`, so a caller (and `satchel --json`)
+can still see fields this client does not know yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PENDING, RUNNING, DONE, FAILED, CANCELLED, EXPIRED = (
+    "PENDING",
+    "RUNNING",
+    "DONE",
+    "FAILED",
+    "CANCELLED",
+    "EXPIRED",
+)
+STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED, EXPIRED)
+# A download in one of these never changes again (except DONE -> EXPIRED).
+FINISHED_STATES = frozenset({DONE, FAILED, CANCELLED, EXPIRED})
+# Finished without a file to fetch.
+UNSUCCESSFUL_STATES = frozenset({FAILED, CANCELLED, EXPIRED})
+
+
+def _int(data: Mapping[str, Any], name: str) -> int:
+    value = data.get(name)
+    return int(value) if value is not None else 0
+
+
+def _str(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Progress:
+    files_done: int = 0
+    files_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any] | None) -> Progress:
+        data = data or {}
+        return cls(*(_int(data, name) for name in ("files_done", "files_total", "bytes_done", "bytes_total")))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    size: int
+    sha256: str
+    content_type: str
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any] | None) -> Artifact | None:
+        if not data:
+            return None
+        return cls(_int(data, "size"), str(data["sha256"]), str(data.get("content_type", "")))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a download ended FAILED: `code` is a stable name such as `SourceMissing`."""
+
+    code: str
+    message: str
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any] | None) -> Failure | None:
+        if not data:
+            return None
+        return cls(str(data.get("code", "")), str(data.get("message", "")))
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    token: str
+    expires_at: str | None
+    max_uses: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Link:
+        return cls(
+            str(data["url"]), str(data["token"]), _str(data, "expires_at"), _int(data, "max_uses"), dict(data)
+        )
+
+
+@dataclass(frozen=True)
+class FileUrl:
+    """A presigned URL of a download's file; it works without an API key until `expires_at`."""
+
+    url: str
+    expires_at: str | None
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> FileUrl:
+        return cls(str(data["url"]), _str(data, "expires_at"))
+
+
+@dataclass(frozen=True)
+class Download:
+    id: str
+    type: str
+    state: str
+    progress: Progress
+    artifact: Artifact | None
+    error: Failure | None
+    filename: str | None
+    url: str | None
+    created_at: str | None
+    finished_at: str | None
+    expires_at: str | None
+    # Only in the answer to a create that asked for a link: its token is shown once.
+    link: Link | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Download:
+        link = data.get("link")
+        return cls(
+            id=str(data["id"]),
+            type=str(data.get("type", "")),
+            state=str(data["state"]),
+            progress=Progress.from_api(data.get("progress")),
+            artifact=Artifact.from_api(data.get("artifact")),
+            error=Failure.from_api(data.get("error")),
+            filename=_str(data, "filename"),
+            url=_str(data, "url"),
+            created_at=_str(data, "created_at"),
+            finished_at=_str(data, "finished_at"),
+            expires_at=_str(data, "expires_at"),
+            link=Link.from_api(link) if link else None,
+            raw=dict(data),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def unsuccessful(self) -> bool:
+        return self.state in UNSUCCESSFUL_STATES
+
+
+@dataclass(frozen=True)
+class Page:
+    items: tuple[Download, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class DownloadType:
+    name: str
+    description: str
+    params: dict[str, Any]  # the JSON Schema of the type's params
+    formats: tuple[str, ...]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> DownloadType:
+        return cls(
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            params=dict(data.get("params") or {}),
+            formats=tuple(str(name) for name in data.get("formats") or ()),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    size: int
+    sha256: str
+    # Bytes that were already on disk from an earlier, interrupted fetch (0: a fresh one).
+    resumed_from: int
+    # Bytes this call transferred; 0 when the file was already there and verified.
+    transferred: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "size": self.size,
+            "sha256": self.sha256,
+            "verified": True,  # a FetchResult exists only for a verified file
+            "resumed_from": self.resumed_from,
+            "transferred": self.transferred,
+        }
