@@ -107,9 +107,9 @@ def all_types() -> list[DownloadType]:
 
 def _register_builtin_types() -> None:
     # Imported here: each type module imports this one for ArtifactFormat and Plan.
-    from chalicelib import auditdownload, exportdownload, zipdownload
+    from chalicelib import auditdownload, exportdownload, listingdownload, zipdownload
 
-    for builtin in (zipdownload.TYPE, exportdownload.TYPE, auditdownload.TYPE):
+    for builtin in (zipdownload.TYPE, exportdownload.TYPE, auditdownload.TYPE, listingdownload.TYPE):
         register(builtin)
 
 

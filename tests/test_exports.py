@@ -48,7 +48,7 @@ def rows(stack: Any) -> int:
 
 def test_types_lists_every_builtin_type(satchel: Satchel) -> None:
     types = {item["name"]: item for item in satchel.call("GET", "/types").json["items"]}
-    assert set(types) == {"zip", "export", "audit"}
+    assert set(types) == {"zip", "export", "audit", "listing"}
     assert types["export"]["formats"] == ["csv", "ndjson", "json"]
     assert types["export"]["params"]["required"] == ["index"]
     assert types["audit"]["required_role"] == "admin"
@@ -181,3 +181,21 @@ def test_audit_export_lists_the_tenants_trail(satchel: Satchel, rows: int) -> No
         ("download.url", "user:alice", first["id"]),
         ("download.created", "user:carol", done["id"]),
     ]
+
+
+def test_listing_type_lists_objects_under_a_prefix(satchel: Satchel) -> None:
+    satchel.put_source("acme/listed/a.txt", b"a")
+    satchel.put_source("acme/listed/sub/b.txt", b"bb")
+    satchel.put_source("acme/other.txt", b"c")
+    reply = satchel.call(
+        "POST", "/downloads", body={"type": "listing", "params": {"prefix": "acme/listed/", "format": "json"}}
+    )
+    done = satchel.wait(reply.json["id"])
+    assert done["filename"] == f"Listing-{done['id']}.json"
+    rows = json.loads(fetch(satchel, done)[0])
+    assert [(row["key"], row["size"]) for row in rows] == [
+        ("acme/listed/a.txt", 1),
+        ("acme/listed/sub/b.txt", 2),
+    ]
+    outside = satchel.call("POST", "/downloads", body={"type": "listing", "params": {"prefix": "globex/"}})
+    assert outside.status == 403

@@ -1,0 +1,85 @@
+"""The `listing` download type: a table of the objects under a prefix of your scope.
+
+The README walks through this module as the worked example of adding a type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.downloadtypes import DownloadType, Plan
+from chalicelib.exportdownload import artifact_format, render_rows
+from chalicelib.manifest import Entry
+from chalicelib.models import Download, Principal, Progress
+from chalicelib.settings import Settings
+from chalicelib.zipdownload import Scope
+
+if TYPE_CHECKING:
+    from chalicelib.progress import ProgressTracker
+    from chalicelib.runtime import Runtime
+
+COLUMNS = ["key", "size", "last_modified", "etag"]
+
+# 1. The params, as JSON Schema: GET /types publishes it, POST /downloads enforces it (422).
+PARAMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["prefix"],
+    "properties": {
+        "prefix": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "format": {"enum": ["csv", "ndjson", "json"], "default": "csv"},
+    },
+}
+
+
+# 2. Checks beyond the schema, answered at once; returns the params to store.
+def check_params(params: dict[str, Any], principal: Principal, settings: Settings) -> dict[str, Any]:
+    prefix = Scope.of(principal, settings.source_bucket).resolve(params["prefix"])  # 403 outside scope
+    return {
+        "prefix": prefix,
+        "format": params.get("format", "csv"),
+        "compression": "none",
+        "columns": COLUMNS,
+    }
+
+
+# 3. Prepare: totals for the progress bar (a listing cannot know its size up front).
+def plan(runtime: Runtime, download: Download) -> Plan:
+    return Plan(totals=Progress(files_total=1))
+
+
+# 4. Build: the artifact's bytes, streamed; render_rows does formats and progress.
+def render(
+    runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+) -> Iterator[bytes]:
+    def pages() -> Iterator[list[dict[str, Any]]]:
+        paginator = runtime.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(
+            Bucket=runtime.settings.source_bucket, Prefix=download.params["prefix"]
+        ):
+            yield [
+                {
+                    "key": item["Key"],
+                    "size": item["Size"],
+                    "last_modified": item["LastModified"].isoformat(),
+                    "etag": item["ETag"].strip('"'),
+                }
+                for item in page.get("Contents", [])
+            ]
+
+    return render_rows(pages(), download.params, tracker)
+
+
+# 5. The declaration; downloadtypes.py registers it.
+TYPE = DownloadType(
+    name="listing",
+    description="A table (CSV, NDJSON or JSON) of the objects under a prefix of your source scope.",
+    params_schema=PARAMS_SCHEMA,
+    formats=["csv", "ndjson", "json"],
+    check=check_params,
+    plan=plan,
+    render=render,
+    artifact_format=artifact_format,
+    default_name=lambda download_id, params: f"Listing-{download_id}",
+)
