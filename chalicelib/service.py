@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import artifacts, clock, downloadtypes, links
+from chalicelib import artifacts, clock, downloadtypes, links, notify
 from chalicelib.audit import Action, link_actor, user_actor
 from chalicelib.errors import (
     DownloadExpired,
@@ -216,6 +216,7 @@ def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -
         else:
             _stop_execution(runtime, download_id)
             runtime.audit.record(download.tenant, Action.CANCELLED, actor, download_id)
+            notify.download_finished(runtime, cancelled)
             return cancelled
     if download.state is State.DONE:
         # Expired meanwhile (StateConflict)? The artifact goes all the same.

@@ -11,7 +11,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from chalicelib import artifacts, clock, downloadtypes, manifest
+from chalicelib import artifacts, clock, downloadtypes, manifest, notify
 from chalicelib.errors import Cancelled, DownloadNotFound
 from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.multipart import MultipartWriter
@@ -116,6 +116,8 @@ def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
             # Cancelled between Build and Finalize: the artifact must not outlive that.
             artifacts.remove_artifact(runtime.s3, settings.artifact_bucket, download_id)
         download = conflict.current or download
+    else:
+        notify.download_finished(runtime, download)
     artifacts.remove_temporary(runtime.s3, settings.artifact_bucket, download_id)
     return {"download_id": download_id, "state": download.state.value}
 
@@ -134,6 +136,7 @@ def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
             finished_at=clock.iso(clock.now()),
         )
         state = download.state
+        notify.download_finished(runtime, download)
     except StateConflict as conflict:
         # Already terminal (cancelled, most often): keep that state, still clean up.
         state = conflict.current.state if conflict.current else None
