@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test lint typecheck unit clean
+.PHONY: venv run test lint typecheck unit clean package deploy diagram integration
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,40 @@ unit: venv
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# --- Deployment (README: "Deploy to AWS") ---------------------------------------------------
+# STAGE is the Chalice stage in .chalice/config.json; the stack is named satchel-<STAGE>.
+STAGE ?= prod
+STACK ?= satchel-$(STAGE)
+DEPLOY_BUCKET ?=
+PARAMS ?=
+export PARAMS  # handed to the shell as is: JSON values keep their quotes (no spaces in them)
+
+# build/sam.json + build/deployment.zip (what deploy uploads) and build/cloudformation.json
+# (the same, expanded from SAM offline); cfn-lint checks both. No AWS account needed.
+package: venv
+	$(BIN)/python -m scripts.package --stage $(STAGE) --out build
+	$(BIN)/cfn-lint build/sam.json build/cloudformation.json
+
+# Needs the AWS CLI, credentials, and DEPLOY_BUCKET: an S3 bucket in the stack's region
+# for the code. PARAMS: template parameters, e.g. PARAMS="AlarmEmail=ops@example.com".
+deploy: package
+	@test -n "$(DEPLOY_BUCKET)" || { echo "make deploy: set DEPLOY_BUCKET=<an S3 bucket for the code>" >&2; exit 2; }
+	@command -v aws >/dev/null || { echo "make deploy: the AWS CLI (aws) is not installed" >&2; exit 2; }
+	aws cloudformation package --template-file build/sam.json --s3-bucket $(DEPLOY_BUCKET) \
+		--s3-prefix $(STACK) --use-json --output-template-file build/packaged.json
+	set -f; aws cloudformation deploy --template-file build/packaged.json --stack-name $(STACK) \
+		--s3-bucket $(DEPLOY_BUCKET) --s3-prefix $(STACK) --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
+		--no-fail-on-empty-changeset $(if $(PARAMS),--parameter-overrides $$PARAMS)
+	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
+
+# The README's state machine diagram, redrawn from statemachine/download.asl.json.
+diagram: venv
+	$(BIN)/python -m scripts.asl_to_mermaid --write
+
+# Against a deployed stage: SATCHEL_INTEGRATION_URL, SATCHEL_INTEGRATION_KEY (README).
+integration: venv
+	$(BIN)/pytest tests/integration
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build .satchel-local.json

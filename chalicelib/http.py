@@ -20,9 +20,14 @@ def json_body(raw: str | bytes | None) -> Any:
     if len(raw) > MAX_BODY_BYTES:
         raise RequestTooLarge(f"the request body exceeds {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        body = json.loads(raw)
+        # Lone surrogates ("\ud800") parse, but no store or hash can encode them.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError) as error:
         raise MalformedRequest(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise MalformedRequest("the request body is nested too deeply") from None
+    return body
 
 
 def optional_json_body(raw: str | bytes | None) -> Any:

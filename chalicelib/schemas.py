@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.exceptions import best_match
 
 from chalicelib.errors import InvalidParams
 
 _MAX_MESSAGE = 200
+
+# JSON Schema counts 2.0 as an integer; DynamoDB and Python do not. An integer is an int.
+_STRICT_INTEGERS = Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+)
+_Validator = validators.extend(Draft202012Validator, type_checker=_STRICT_INTEGERS)  # type: ignore[no-untyped-call]
 
 
 def _describe(error: ValidationError) -> str:
@@ -36,7 +42,7 @@ class Schema:
         """`root` names where the instance sits in the request body ('params'); '' is the body."""
         Draft202012Validator.check_schema(schema)
         self.schema = schema
-        self._validator = Draft202012Validator(schema)
+        self._validator = _Validator(schema)
         self._root = root
 
     def check(self, instance: Any) -> None:

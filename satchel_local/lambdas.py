@@ -8,6 +8,7 @@ the state machine's Catch and Retry see the exception's class name as the error.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import json
 import threading
@@ -23,6 +24,8 @@ _installed = threading.Lock()
 _patches: list[Any] = []
 _active = 0
 _active_changed = threading.Condition()
+# The `Handler` string of the function running in this context (tests attribute AWS calls to it).
+current_handler: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_handler", default=None)
 
 
 class Context:
@@ -48,6 +51,7 @@ def run_handler(handler: str, function_name: str, body: Any, timeout: int) -> tu
     global _active
     with _active_changed:
         _active += 1
+    dispatched = current_handler.set(handler)
     try:
         result = entry(event, Context(function_name, timeout))
     except Exception as error:  # noqa: BLE001 - reported to the caller, as Lambda does
@@ -58,6 +62,7 @@ def run_handler(handler: str, function_name: str, body: Any, timeout: int) -> tu
         }
         return json.dumps(failure).encode("utf-8"), True
     finally:
+        current_handler.reset(dispatched)
         with _active_changed:
             _active -= 1
             _active_changed.notify_all()

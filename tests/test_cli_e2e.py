@@ -318,8 +318,8 @@ def test_a_cancelled_download_ends_with_its_own_exit_code(workdir: Path) -> None
 def readme_satchel_session(api_url: str) -> str:
     """The README's `satchel` lines: the quick start's one-liner and its own section's blocks."""
     readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    quick_start = readme[readme.index("## Quick start") : readme.index("## The `satchel` command")]
-    section = readme[readme.index("## The `satchel` command") : readme.index("### Links:")]
+    quick_start = readme[readme.index("## Quick start") : readme.index("### Links:")]
+    section = readme[readme.index("## The `satchel` command") : readme.index("## The API")]
     blocks = re.findall(r"```shell\n(.*?)```", quick_start + section, flags=re.DOTALL)
     assert len(blocks) >= 3, "the README's satchel session has moved"
     return "set -euo pipefail\n" + "\n".join(blocks).replace("http://127.0.0.1:8000", api_url)
