@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test lint typecheck unit clean package deploy diagram integration
+.PHONY: venv run test lint typecheck unit clean package deploy diagram integration bench
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,3 +69,8 @@ integration: venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build .satchel-local.json
+
+# Zip throughput, memory and worker traffic against the local emulator (README: "Performance").
+# Not part of `make test`: it moves about 3 GiB through moto and takes a few minutes.
+bench: venv
+	$(BIN)/python -m bench.zips

@@ -7,17 +7,31 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
-from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
+from chalice.app import (
+    AuthRequest,
+    AuthResponse,
+    Chalice,
+    CloudWatchEvent,
+    Rate,
+    Request,
+    Response,
+    SQSEvent,
+)
 
-from chalicelib import auth, downloadtypes, idempotency, openapi, service, workflow
+from chalicelib import auth, cleanup, downloadtypes, idempotency, openapi, service, triggers, workflow
 from chalicelib.audit import Action
 from chalicelib.http import error_response, json_body, optional_json_body, respond
 from chalicelib.models import Principal
 from chalicelib.runtime import Runtime
+from chalicelib.settings import EventSources
 
 app = Chalice(app_name="satchel")
+
+# Event sources are fixed when the app is packaged (chalicelib/settings.py: EventSources).
+SOURCES = EventSources.from_env()
 
 
 @app.authorizer(ttl_seconds=60)
@@ -170,6 +184,25 @@ def revoke_link(token: str) -> Response:
     return Response(body="", status_code=204)
 
 
+# Downloads started by events, and the sweep that cleans up after them all.
+@app.on_sqs_message(queue=SOURCES.requests_queue, batch_size=10, name="requests")
+def handle_requests(event: SQSEvent) -> dict[str, Any]:
+    return triggers.handle_messages(Runtime.from_env(), [record.to_dict() for record in event])
+
+
+@app.on_cw_event(
+    {"detail-type": [triggers.REQUESTED, triggers.OBJECT_CREATED], "source": ["satchel.requests", "aws.s3"]},
+    name="events",
+)
+def handle_event(event: CloudWatchEvent) -> None:
+    triggers.handle_event(Runtime.from_env(), event.to_dict())
+
+
+@app.schedule(Rate(SOURCES.cleanup_rate_minutes, unit=Rate.MINUTES), name="cleanup")
+def sweep(event: CloudWatchEvent) -> dict[str, Any]:
+    return asdict(cleanup.run(Runtime.from_env()))
+
+
 # The workflow's steps; statemachine/download.asl.json names them by placeholder.
 @app.lambda_function(name="prepare")
 def prepare(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -189,3 +222,25 @@ def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @app.lambda_function(name="fail")
 def fail(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return workflow.fail(Runtime.from_env(), event)
+
+
+# Large zips in parallel segments, and the SHA-256 of artifacts S3 partly copied (imported on use).
+@app.lambda_function(name="build_segment")
+def build_segment(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from chalicelib import segments
+
+    return segments.build_segment(Runtime.from_env(), event)
+
+
+@app.lambda_function(name="assemble")
+def assemble(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from chalicelib import segments
+
+    return segments.assemble(Runtime.from_env(), event)
+
+
+@app.lambda_function(name="digest")
+def digest(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from chalicelib import digest
+
+    return digest.digest(Runtime.from_env(), event)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -61,12 +62,24 @@ def presign_download(s3: Any, bucket: str, download: Download, ttl_seconds: int)
 
 
 def abort_uploads(s3: Any, bucket: str, download_id: str) -> int:
-    """Abort every multipart upload still open for this download's artifact; count them."""
+    """Abort every multipart upload still open for this download (its artifact, its temporaries)."""
+    artifact = artifact_key(download_id)
+    return _abort_under(s3, bucket, artifact, lambda key: key == artifact) + _abort_under(
+        s3, bucket, temporary_prefix(download_id), lambda key: True
+    )
+
+
+def abort_uploads_of(s3: Any, bucket: str, key: str) -> int:
+    """Abort every multipart upload still open for exactly this key; count them."""
+    return _abort_under(s3, bucket, key, lambda found: found == key)
+
+
+def _abort_under(s3: Any, bucket: str, prefix: str, wanted: Callable[[str], bool]) -> int:
     aborted = 0
     paginator = s3.get_paginator("list_multipart_uploads")
-    for page in paginator.paginate(Bucket=bucket, Prefix=artifact_key(download_id)):
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for upload in page.get("Uploads", []):
-            if upload["Key"] != artifact_key(download_id):
+            if not wanted(upload["Key"]):
                 continue
             try:
                 s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])

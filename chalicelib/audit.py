@@ -25,6 +25,11 @@ class Action(StrEnum):
     LINK_CREATED = "link.created"
     LINK_USED = "link.used"
     LINK_REVOKED = "link.revoked"
+    EXPIRED = "download.expired"
+    TIMED_OUT = "download.timed_out"
+    PURGED = "download.purged"
+    CALLBACK_DELIVERED = "callback.delivered"
+    CALLBACK_FAILED = "callback.failed"
 
 
 def user_actor(principal: Principal) -> str:

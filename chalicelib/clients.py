@@ -43,6 +43,14 @@ def stepfunctions() -> Any:
     return _client("stepfunctions")
 
 
+def events() -> Any:
+    return _client("events")
+
+
+def ssm() -> Any:
+    return _client("ssm")
+
+
 def table(name: str) -> Any:
     return _table(name)
 

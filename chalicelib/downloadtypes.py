@@ -18,6 +18,7 @@ from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
 from chalicelib.schemas import Schema
 from chalicelib.settings import Settings
+from chalicelib.zipwriter import Piece
 
 if TYPE_CHECKING:
     from chalicelib.progress import ProgressTracker
@@ -42,8 +43,9 @@ class Plan:
 Check = Callable[[dict[str, Any], Principal, Settings], dict[str, Any]]
 # Prepare: what the artifact is made of, checked against sources and limits.
 Planner = Callable[["Runtime", Download], Plan]
-# Build: the artifact's bytes, advancing the tracker as its inputs are consumed.
-Renderer = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker"], Iterator[bytes]]
+# Build: the artifact's bytes, advancing the tracker as its inputs are consumed. A piece may
+# also be a range of a source object, which S3 copies into the artifact without the worker.
+Renderer = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker"], Iterator[Piece]]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class DownloadType:
     default_name: Callable[[str, dict[str, Any]], str]
     # Role a caller needs to request this type; None means any authenticated caller.
     required_role: str | None = None
+    # Whether a large plan may be built in segments, in parallel, and joined (chalicelib/segments.py).
+    segmentable: bool = False
 
     @cached_property
     def _params(self) -> Schema:

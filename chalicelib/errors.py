@@ -139,6 +139,16 @@ class InvalidParams(SatchelError):
     status = 422
 
 
+class InvalidCallbackUrl(SatchelError):
+    status = 422
+
+
+class UnknownPrincipal(SatchelError):
+    """An event names a tenant and user that hold no key and are no service principal."""
+
+    status = 403
+
+
 # 503: a dependency refused; the caller may retry.
 class StartFailed(SatchelError):
     status = 503

@@ -75,6 +75,7 @@ class Download:
     started_at: str | None = None
     finished_at: str | None = None
     expires_at: str | None = None
+    callback_url: str | None = None
 
     # Kept in the record, never shown: where the artifact lives, how long it is kept.
     _INTERNAL = ("retention_seconds",)
@@ -116,6 +117,7 @@ class Download:
             started_at=item.get("started_at"),
             finished_at=item.get("finished_at"),
             expires_at=item.get("expires_at"),
+            callback_url=item.get("callback_url"),
         )
 
 

@@ -1,7 +1,9 @@
 """Streaming an artifact into an S3 multipart upload with bounded memory.
 
 At most one part (plus the chunk being written) is held at a time. The SHA-256 of the
-whole object is computed on the way through, so Finalize never reads the artifact back.
+whole object is computed on the way through, so Finalize never reads the artifact back;
+unless some parts were copied server-side (`copy_part`): then the writer has not seen
+every byte, and `complete` returns None for the digest.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class MultipartWriter:
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
         self._sha256 = hashlib.sha256()
+        self._copied = False
         self.size = 0
         created = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
         self.upload_id: str = created["UploadId"]
@@ -43,8 +46,37 @@ class MultipartWriter:
         )
         self._parts.append({"PartNumber": number, "ETag": result["ETag"]})
 
-    def complete(self) -> str:
-        """Upload what is buffered, complete the upload, and return the hex SHA-256."""
+    def flush(self) -> None:
+        """Upload what is buffered as a part of its own (S3 wants 5 MiB, unless it is the last)."""
+        if self._buffer:
+            self._upload(bytes(self._buffer))
+            self._buffer.clear()
+
+    def copy_part(self, copy_source: dict[str, str], first: int, last: int, if_match: str) -> None:
+        """Bytes [first, last] of another object as the next part, copied by S3 itself."""
+        if self._buffer:
+            raise RuntimeError("flush() before copying: a part is either written or copied")
+        number = len(self._parts) + 1
+        result = self._s3.upload_part_copy(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            CopySource=copy_source,
+            CopySourceRange=f"bytes={first}-{last}",
+            CopySourceIfMatch=if_match,
+        )
+        self._parts.append({"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]})
+        self.size += last - first + 1
+        self._copied = True
+
+    @property
+    def parts(self) -> int:
+        return len(self._parts)
+
+    def complete(self) -> str | None:
+        """Upload what is buffered, complete the upload, and return the hex SHA-256 (None if
+        parts were copied: the writer has not seen those bytes)."""
         if self._buffer or not self._parts:
             self._upload(bytes(self._buffer))
             self._buffer.clear()
@@ -54,7 +86,7 @@ class MultipartWriter:
             UploadId=self.upload_id,
             MultipartUpload={"Parts": self._parts},
         )
-        return self._sha256.hexdigest()
+        return None if self._copied else self._sha256.hexdigest()
 
     def abort(self) -> None:
         self._buffer.clear()

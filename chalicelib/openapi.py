@@ -533,6 +533,7 @@ def _download() -> JsonSchema:
         "started_at": _nullable(_TIMESTAMP),
         "finished_at": _nullable(_TIMESTAMP),
         "expires_at": _nullable(_TIMESTAMP),
+        "callback_url": {"type": ["string", "null"]},
         "url": {"type": ["string", "null"], "description": "The file endpoint's path once DONE."},
     }
     return _object(**properties)

@@ -25,13 +25,17 @@ class ProgressTracker:
         totals: Progress,
         every_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        shared: bool = False,
     ) -> None:
         self._downloads = downloads
         self._download_id = download_id
         self.current = replace(totals, files_done=0, bytes_done=0, rows_done=0)
         self._every_bytes = every_bytes
         self._clock = clock
-        self._written_bytes = 0
+        # Shared: one of several parallel builders of the download, each adding what it did.
+        self._shared = shared
+        self._written = self.current
         self._written_at = clock()
 
     def advance(self, *, files: int = 0, bytes_: int = 0, rows: int = 0) -> None:
@@ -41,13 +45,19 @@ class ProgressTracker:
             bytes_done=self.current.bytes_done + bytes_,
             rows_done=self.current.rows_done + rows,
         )
-        due = self.current.bytes_done - self._written_bytes >= self._every_bytes
+        due = self.current.bytes_done - self._written.bytes_done >= self._every_bytes
         stale = self._clock() - self._written_at >= _MAX_SECONDS_BETWEEN_WRITES
         if due or stale:
             self.flush()
 
     def flush(self) -> None:
-        if not self._downloads.record_progress(self._download_id, self.current):
+        if self._shared:
+            files = self.current.files_done - self._written.files_done
+            bytes_ = self.current.bytes_done - self._written.bytes_done
+            written = self._downloads.add_progress(self._download_id, files, bytes_)
+        else:
+            written = self._downloads.record_progress(self._download_id, self.current)
+        if not written:
             raise Cancelled("the download was cancelled while it was being built")
-        self._written_bytes = self.current.bytes_done
+        self._written = self.current
         self._written_at = self._clock()

@@ -14,7 +14,7 @@ from chalicelib.audit import AuditLog
 from chalicelib.idempotency import IdempotencyStore
 from chalicelib.links import LinkStore
 from chalicelib.settings import Settings
-from chalicelib.store import DownloadStore, KeyStore
+from chalicelib.store import DownloadStore, KeyStore, Lifetimes
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Runtime:
     settings: Settings
     s3: Any
     stepfunctions: Any
+    events: Any
     downloads: DownloadStore
     keys: KeyStore
     links: LinkStore
@@ -36,7 +37,10 @@ class Runtime:
             settings=settings,
             s3=clients.s3(),
             stepfunctions=clients.stepfunctions(),
-            downloads=DownloadStore(table),
+            events=clients.events(),
+            downloads=DownloadStore(
+                table, Lifetimes(settings.build_deadline_seconds, settings.record_retention_seconds)
+            ),
             keys=KeyStore(table),
             links=LinkStore(table),
             idempotency=IdempotencyStore(table),

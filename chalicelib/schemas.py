@@ -5,20 +5,28 @@ Messages describe the rule, never echo the offending value: a request may be lar
 
 from __future__ import annotations
 
-from typing import Any
-
-from jsonschema import Draft202012Validator, ValidationError, validators
-from jsonschema.exceptions import best_match
+import functools
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.errors import InvalidParams
 
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
+
 _MAX_MESSAGE = 200
 
-# JSON Schema counts 2.0 as an integer; DynamoDB and Python do not. An integer is an int.
-_STRICT_INTEGERS = Draft202012Validator.TYPE_CHECKER.redefine(
-    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
-)
-_Validator = validators.extend(Draft202012Validator, type_checker=_STRICT_INTEGERS)  # type: ignore[no-untyped-call]
+
+@functools.cache
+def _validator_class() -> Any:
+    """jsonschema is loaded on the first check, not at import: a third of the app's own import
+    time, which a cold start of a function that validates nothing should not pay."""
+    from jsonschema import Draft202012Validator, validators
+
+    # JSON Schema counts 2.0 as an integer; DynamoDB and Python do not. An integer is an int.
+    strict_integers = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return validators.extend(Draft202012Validator, type_checker=strict_integers)  # type: ignore[no-untyped-call]
 
 
 def _describe(error: ValidationError) -> str:
@@ -40,12 +48,18 @@ def _describe(error: ValidationError) -> str:
 class Schema:
     def __init__(self, schema: dict[str, Any], root: str = "") -> None:
         """`root` names where the instance sits in the request body ('params'); '' is the body."""
-        Draft202012Validator.check_schema(schema)
         self.schema = schema
-        self._validator = _Validator(schema)
         self._root = root
 
+    @functools.cached_property
+    def _validator(self) -> Any:
+        validator = _validator_class()
+        validator.check_schema(self.schema)
+        return validator(self.schema)
+
     def check(self, instance: Any) -> None:
+        from jsonschema.exceptions import best_match
+
         error = best_match(self._validator.iter_errors(instance))
         if error is not None:
             parts = [self._root, *(str(part) for part in error.absolute_path)]

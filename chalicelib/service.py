@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import artifacts, clock, downloadtypes, links, notify
+from chalicelib import artifacts, callbacks, clock, downloadtypes, links, notify
 from chalicelib.audit import Action, link_actor, user_actor
 from chalicelib.errors import (
     DownloadExpired,
@@ -27,6 +27,7 @@ from chalicelib.errors import (
     DownloadNotReady,
     Forbidden,
     IdempotencyKeyInUse,
+    InvalidCallbackUrl,
     InvalidParams,
     InvalidQuery,
     MalformedRequest,
@@ -38,6 +39,7 @@ from chalicelib.models import ACTIVE_STATES, Download, ErrorInfo, Principal, Sta
 from chalicelib.names import safe_filename
 from chalicelib.runtime import Runtime
 from chalicelib.schemas import Schema
+from chalicelib.settings import Settings
 from chalicelib.store import StateConflict
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,12 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "filename": {"type": "string", "minLength": 1, "maxLength": 255},
         "expires_in": {"type": "integer", "minimum": 1, "description": "Seconds the artifact is kept."},
         "link": links.REQUEST_SCHEMA,
+        "callback_url": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 2048,
+            "description": "https URL that receives a signed POST when the download finishes.",
+        },
     },
 }
 _REQUEST = Schema(REQUEST_SCHEMA)
@@ -121,6 +129,9 @@ def _new_download(
     link_request = None
     if "link" in body:
         link_request = _check_link_request(runtime, body["link"], root="link")
+    callback_url = body.get("callback_url")
+    if callback_url is not None:
+        _check_callback_url(settings, callback_url)
     download_id = new_id()
     download = Download(
         id=download_id,
@@ -132,8 +143,15 @@ def _new_download(
         state=State.PENDING,
         created_at=clock.iso(clock.now()),
         retention_seconds=retention,
+        callback_url=callback_url,
     )
     return download, link_request
+
+
+def _check_callback_url(settings: Settings, url: str) -> None:
+    if not (settings.webhook_secret or settings.webhook_secret_parameter):
+        raise InvalidCallbackUrl("callbacks are not configured on this deployment", path="callback_url")
+    callbacks.check(url, settings.callback_allow_loopback)
 
 
 def _filename(

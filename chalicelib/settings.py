@@ -17,6 +17,31 @@ ENV_STATE_MACHINE_ARN = "SATCHEL_STATE_MACHINE_ARN"
 ENV_API_PREFIX = "SATCHEL_API_PREFIX"
 ENV_PUBLIC_URL = "SATCHEL_PUBLIC_URL"
 ENV_DATASETS = "SATCHEL_DATASETS"
+ENV_EVENT_BUS = "SATCHEL_EVENT_BUS"
+ENV_REQUEST_PREFIX = "SATCHEL_REQUEST_PREFIX"
+ENV_SERVICE_PRINCIPALS = "SATCHEL_SERVICE_PRINCIPALS"
+ENV_WEBHOOK_SECRET = "SATCHEL_WEBHOOK_SECRET"
+ENV_WEBHOOK_SECRET_PARAMETER = "SATCHEL_WEBHOOK_SECRET_PARAMETER"
+ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
+
+# Read when the app is packaged, since Chalice fixes event sources at that time.
+ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
+ENV_CLEANUP_RATE_MINUTES = "SATCHEL_CLEANUP_RATE_MINUTES"
+
+
+@dataclass(frozen=True)
+class EventSources:
+    requests_queue: str = "satchel-requests"
+    cleanup_rate_minutes: int = 5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EventSources:
+        env = os.environ if environ is None else environ
+        return cls(
+            requests_queue=env.get(ENV_REQUESTS_QUEUE) or cls.requests_queue,
+            cleanup_rate_minutes=int(env.get(ENV_CLEANUP_RATE_MINUTES) or cls.cleanup_rate_minutes),
+        )
+
 
 # Integer settings: field name -> environment variable.
 INTEGER_VARIABLES: dict[str, str] = {
@@ -37,6 +62,20 @@ INTEGER_VARIABLES: dict[str, str] = {
     "link_max_uses": "SATCHEL_LINK_MAX_USES",
     "link_retry_after_seconds": "SATCHEL_LINK_RETRY_AFTER_SECONDS",
     "idempotency_ttl_seconds": "SATCHEL_IDEMPOTENCY_TTL_SECONDS",
+    "build_deadline_seconds": "SATCHEL_BUILD_DEADLINE_SECONDS",
+    "record_retention_seconds": "SATCHEL_RECORD_RETENTION_SECONDS",
+    "stale_upload_seconds": "SATCHEL_STALE_UPLOAD_SECONDS",
+    "callback_attempts": "SATCHEL_CALLBACK_ATTEMPTS",
+    "callback_timeout_seconds": "SATCHEL_CALLBACK_TIMEOUT_SECONDS",
+    "callback_backoff_ms": "SATCHEL_CALLBACK_BACKOFF_MS",
+    "fetch_concurrency": "SATCHEL_FETCH_CONCURRENCY",
+    "fetch_window_bytes": "SATCHEL_FETCH_WINDOW_BYTES",
+    "server_copy_min_bytes": "SATCHEL_SERVER_COPY_MIN_BYTES",
+    "parallel_min_bytes": "SATCHEL_PARALLEL_MIN_BYTES",
+    "parallel_min_files": "SATCHEL_PARALLEL_MIN_FILES",
+    "segment_bytes": "SATCHEL_SEGMENT_BYTES",
+    "segment_files": "SATCHEL_SEGMENT_FILES",
+    "max_segments": "SATCHEL_MAX_SEGMENTS",
 }
 
 MIB = 1024 * 1024
@@ -56,6 +95,17 @@ class Settings:
     public_url: str = ""
     # The datasets `export` may read, as JSON (chalicelib/datasets.py describes the shape).
     datasets: str = "{}"
+    # The EventBridge bus for "Satchel Download State Changed" events.
+    event_bus: str = "default"
+    # Request manifests dropped under <source bucket>/<request_prefix><tenant>/ start downloads.
+    request_prefix: str = "requests/"
+    # Principals that events may act as without an API key: JSON [{tenant, user_id, roles}].
+    service_principals: str = "[]"
+    # The key that signs callbacks: the value itself (local, tests) or an SSM parameter name.
+    webhook_secret: str = ""
+    webhook_secret_parameter: str = ""
+    # Callbacks over http to loopback (a receiver on this machine): the local stage only.
+    callback_allow_loopback: bool = False
     max_content_bytes: int = 5 * 1024 * MIB
     max_files: int = 50_000
     max_keys: int = 1000
@@ -73,6 +123,27 @@ class Settings:
     link_max_uses: int = 1000
     link_retry_after_seconds: int = 5
     idempotency_ttl_seconds: int = 24 * 3600
+    # A download still PENDING or RUNNING this long after its creation is stopped (Timeout).
+    build_deadline_seconds: int = 2 * 3600
+    # How long the record of a finished download is kept (expired ones: after expiry).
+    record_retention_seconds: int = 30 * 24 * 3600
+    # Multipart uploads and temporary objects older than this are leftovers: removed.
+    stale_upload_seconds: int = 24 * 3600
+    callback_attempts: int = 3
+    callback_timeout_seconds: int = 3
+    callback_backoff_ms: int = 500
+    # Sources read at once (zip), and the bytes of small ones that may be fetched ahead.
+    fetch_concurrency: int = 8
+    fetch_window_bytes: int = 16 * MIB
+    # Store-mode members at least this large are copied by S3 (UploadPartCopy), not read.
+    server_copy_min_bytes: int = 16 * MIB
+    # Zips over either size are built in parallel segments (Map), then joined by Assemble.
+    parallel_min_bytes: int = 1024 * MIB
+    parallel_min_files: int = 10_000
+    # A segment closes at this many bytes or files; there are never more than max_segments.
+    segment_bytes: int = 512 * MIB
+    segment_files: int = 2_500
+    max_segments: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +162,15 @@ class Settings:
         values["api_prefix"] = env.get(ENV_API_PREFIX, "").rstrip("/")
         values["public_url"] = env.get(ENV_PUBLIC_URL, "").rstrip("/")
         values["datasets"] = env.get(ENV_DATASETS) or "{}"
+        values["event_bus"] = env.get(ENV_EVENT_BUS) or cls.event_bus
+        values["request_prefix"] = env.get(ENV_REQUEST_PREFIX) or cls.request_prefix
+        values["service_principals"] = env.get(ENV_SERVICE_PRINCIPALS) or "[]"
+        values["webhook_secret"] = env.get(ENV_WEBHOOK_SECRET, "")
+        values["webhook_secret_parameter"] = env.get(ENV_WEBHOOK_SECRET_PARAMETER, "")
+        loopback = env.get(ENV_CALLBACK_ALLOW_LOOPBACK, "")
+        values["callback_allow_loopback"] = (
+            loopback.lower() == "true" if loopback else values["stage"] == "local"
+        )
         for field, name in INTEGER_VARIABLES.items():
             raw = env.get(name)
             if raw:
@@ -106,12 +186,16 @@ class Settings:
         negative = [
             f.name
             for f in fields(self)
-            if isinstance(getattr(self, f.name), int) and getattr(self, f.name) < 1
+            if type(getattr(self, f.name)) is int and getattr(self, f.name) < 1  # bools are not counts
         ]
         if negative:
             raise ConfigurationError(f"settings must be positive: {', '.join(negative)}")
         if self.part_size < S3_MIN_PART_SIZE:
             raise ConfigurationError(f"{INTEGER_VARIABLES['part_size']} must be at least {S3_MIN_PART_SIZE}")
+        if self.server_copy_min_bytes < 2 * S3_MIN_PART_SIZE:
+            # A copied member needs 5 MiB read through the worker and 5 MiB left to copy.
+            name = INTEGER_VARIABLES["server_copy_min_bytes"]
+            raise ConfigurationError(f"{name} must be at least {2 * S3_MIN_PART_SIZE}")
         if not self.retention_min_seconds <= self.retention_default_seconds <= self.retention_max_seconds:
             raise ConfigurationError("the default retention must lie within its min and max")
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:

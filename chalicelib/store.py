@@ -11,17 +11,23 @@ import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib import clock
 from chalicelib.errors import InvalidCursor, QuotaExceeded
 from chalicelib.models import ACTIVE_STATES, Download, Principal, Progress, State
 
 OWNER_INDEX = "by_owner"
+DUE_INDEX = "by_due"
+# The due index's partitions: work is spread over this many keys, so no one key runs hot.
+_DUE_SHARDS = 4
 _DOWNLOAD_SK = "DOWNLOAD"
 _KEY_SK = "APIKEY"
+_USER_SK = "USER"
 _QUOTA_SK = "QUOTA"
 _QUOTA_RETRY_AFTER_SECONDS = 30
 
@@ -44,6 +50,13 @@ def _cancelled_by_condition(error: ClientError, index: int) -> bool:
         return False
     reasons = error.response.get("CancellationReasons") or []
     return len(reasons) > index and reasons[index].get("Code") == "ConditionalCheckFailed"
+
+
+def _due(download_id: str, when: datetime) -> dict[str, str]:
+    return {
+        "gsi2pk": f"DUE#{int(download_id[-4:], 16) % _DUE_SHARDS}",
+        "gsi2sk": f"{clock.iso(when)}#{download_id}",
+    }
 
 
 def query_pages(table: Any, arguments: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
@@ -73,10 +86,24 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class Lifetimes:
+    """How long a download may run, and how long its record is kept once it has finished."""
+
+    build_deadline_seconds: int = 2 * 3600
+    record_retention_seconds: int = 30 * 24 * 3600
+
+
 class DownloadStore:
-    def __init__(self, table: Any) -> None:
+    """Download records. Each also sits in the `by_due` index under the time when cleanup
+    must next look at it: the build deadline while it is active, its expiry while DONE, the
+    end of its retention once finished. One query then finds every piece of overdue work.
+    """
+
+    def __init__(self, table: Any, lifetimes: Lifetimes | None = None) -> None:
         self._table = table
         self._client = table.meta.client  # the resource's client: plain Python values
+        self._lifetimes = lifetimes or Lifetimes()
 
     @staticmethod
     def _key(download_id: str) -> dict[str, str]:
@@ -96,11 +123,15 @@ class DownloadStore:
         The count and the record are written in one transaction, so the limit holds however
         many requests race; QuotaExceeded when the owner already has `max_active`.
         """
+        deadline = clock.parse(download.created_at) + timedelta(
+            seconds=self._lifetimes.build_deadline_seconds
+        )
         item = {
             **self._key(download.id),
             **download.to_item(),
             "gsi1pk": self._owner(download.tenant, download.user_id),
             "gsi1sk": f"{download.created_at}#{download.id}",
+            **_due(download.id, deadline),
         }
         try:
             self._client.transact_write_items(
@@ -148,7 +179,9 @@ class DownloadStore:
         Leaving the active states frees one of the owner's quota slots in the same transaction.
         """
         sources = list(allowed_from)
-        update = self._transition_update(download_id, sources, to, fields)
+        update = self._transition_update(
+            download_id, sources, to, {**fields, **self._next_due(download_id, to, fields)}
+        )
         frees_slot = to not in ACTIVE_STATES and set(sources) <= ACTIVE_STATES
         try:
             if not frees_slot:
@@ -177,6 +210,53 @@ class DownloadStore:
         moved = self.get(download_id)
         assert moved is not None
         return moved
+
+    def _next_due(self, download_id: str, to: State, fields: dict[str, Any]) -> dict[str, Any]:
+        """The index entry (and the TTL backstop) for a download entering `to`."""
+        if to in ACTIVE_STATES:
+            return {}  # the build deadline set at creation still holds
+        now = clock.now()
+        retention = timedelta(seconds=self._lifetimes.record_retention_seconds)
+        if to is State.DONE:
+            due = clock.parse(fields["expires_at"])
+            backstop = due + retention
+        else:
+            due = now + retention
+            backstop = due
+        # DynamoDB's TTL deletes the record a day after cleanup should have, if it has not.
+        return {**_due(download_id, due), "ttl": int((backstop + timedelta(days=1)).timestamp())}
+
+    def due(self, now: datetime, limit: int) -> list[Download]:
+        """Downloads whose due time has passed, oldest first per shard, at most `limit`."""
+        found: list[Download] = []
+        for shard in range(_DUE_SHARDS):
+            query = {
+                "IndexName": DUE_INDEX,
+                "KeyConditionExpression": "gsi2pk = :shard AND gsi2sk < :now",
+                "ExpressionAttributeValues": {":shard": f"DUE#{shard}", ":now": clock.iso(now)},
+                "Limit": limit,
+            }
+            for page in query_pages(self._table, query):
+                found.extend(Download.from_item(item) for item in page)
+                if len(found) >= limit:
+                    return found[:limit]
+        return found
+
+    def delete(self, download_id: str, states: Iterable[State]) -> bool:
+        """Remove a finished download's record, if it is still in one of `states`."""
+        allowed = list(states)
+        try:
+            self._table.delete_item(
+                Key=self._key(download_id),
+                ConditionExpression="#state IN (" + ", ".join(f":s{i}" for i in range(len(allowed))) + ")",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={f":s{i}": state.value for i, state in enumerate(allowed)},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
 
     def _transition_update(
         self, download_id: str, sources: list[State], to: State, fields: dict[str, Any]
@@ -213,6 +293,26 @@ class DownloadStore:
                 ConditionExpression="#state = :running",
                 ExpressionAttributeNames={"#state": "state"},
                 ExpressionAttributeValues={":p": asdict(progress), ":running": State.RUNNING.value},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def add_progress(self, download_id: str, files: int, bytes_: int) -> bool:
+        """Add to the done counters while RUNNING (parallel segments share one record).
+
+        False means the download left RUNNING (cancelled).
+        """
+        try:
+            self._table.update_item(
+                Key=self._key(download_id),
+                UpdateExpression="SET progress.files_done = progress.files_done + :f, "
+                "progress.bytes_done = progress.bytes_done + :b",
+                ConditionExpression="#state = :running",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":f": files, ":b": bytes_, ":running": State.RUNNING.value},
             )
         except ClientError as error:
             if _is_conditional_failure(error):
@@ -283,12 +383,18 @@ class KeyStore:
         return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))
 
     def add(self, api_key: str, principal: Principal) -> None:
-        self._table.put_item(
-            Item={
-                "pk": f"APIKEY#{hash_secret(api_key)}",
-                "sk": _KEY_SK,
-                "tenant": principal.tenant,
-                "user_id": principal.user_id,
-                "roles": sorted(principal.roles),
-            }
-        )
+        """Store a key for `principal`, and the principal itself (events act as it by name)."""
+        about = {"tenant": principal.tenant, "user_id": principal.user_id, "roles": sorted(principal.roles)}
+        self._table.put_item(Item={"pk": f"APIKEY#{hash_secret(api_key)}", "sk": _KEY_SK, **about})
+        self._table.put_item(Item={**self._user_key(principal.tenant, principal.user_id), **about})
+
+    @staticmethod
+    def _user_key(tenant: str, user_id: str) -> dict[str, str]:
+        return {"pk": f"USER#{tenant}#{user_id}", "sk": _USER_SK}
+
+    def principal_named(self, tenant: str, user_id: str) -> Principal | None:
+        """The principal of a user who holds a key in `tenant`, None if there is none."""
+        item = self._table.get_item(Key=self._user_key(tenant, user_id), ConsistentRead=True).get("Item")
+        if not item or item.get("disabled"):
+            return None
+        return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))

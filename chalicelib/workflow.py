@@ -1,5 +1,8 @@
 """The state machine's steps: Prepare -> Build -> Finalize, and Fail for any error.
 
+(Large zips take Prepare -> BuildSegments -> Assemble instead: chalicelib/segments.py; and
+an artifact the builder did not see whole is hashed by Digest: chalicelib/digest.py.)
+
 Each step takes the state's input (a small dict: keys and counts, never contents) and
 returns the next state's input. Each is idempotent, because Retry may run it again.
 """
@@ -11,7 +14,8 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from chalicelib import artifacts, clock, downloadtypes, manifest, notify
+from chalicelib import artifacts, clock, downloadtypes, manifest, notify, segments
+from chalicelib.assembly import Assembler
 from chalicelib.errors import Cancelled, DownloadNotFound
 from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.multipart import MultipartWriter
@@ -43,12 +47,18 @@ def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
             ) from None
         download = conflict.current  # a retried Prepare: already RUNNING, plan again
     plan = downloadtypes.get(download.type).plan(runtime, download)
-    key = manifest.manifest_key(download_id)
-    manifest.write(runtime.s3, runtime.settings.artifact_bucket, key, plan.entries)
+    output: dict[str, Any] = {"download_id": download_id, "totals": asdict(plan.totals)}
+    # Large enough: segments for the Map to build in parallel; else one manifest for Build.
+    numbers = segments.split(runtime, download, plan.entries)
+    if numbers is None:
+        output["manifest_key"] = manifest.manifest_key(download_id)
+        manifest.write(runtime.s3, runtime.settings.artifact_bucket, output["manifest_key"], plan.entries)
+    else:
+        output["segments"] = numbers
     if not runtime.downloads.record_progress(download_id, plan.totals):
         _discard_when_cancelled(runtime, download_id)
         raise Cancelled("the download was cancelled while it was being prepared")
-    return {"download_id": download_id, "manifest_key": key, "totals": asdict(plan.totals)}
+    return output
 
 
 def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +80,10 @@ def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         kind.artifact_format(download.params).content_type,
     )
     try:
-        for chunk in kind.render(runtime, download, entries, tracker):
-            writer.write(chunk)
+        # Ranges of sources in the render are copied by S3; then sha256 is None (the Digest step).
+        Assembler(runtime.s3, writer, settings.read_chunk_bytes).write_all(
+            kind.render(runtime, download, entries, tracker)
+        )
         tracker.flush()
         sha256 = writer.complete()
     except Cancelled:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
 
+from chalicelib import clock, deflate, sources, zipwriter
 from chalicelib.downloadtypes import ArtifactFormat, DownloadType, Plan
 from chalicelib.errors import (
     DuplicateKeys,
     EmptyKeys,
     MaxContentSizeExceeded,
     NothingToDownload,
-    SourceChanged,
     SourceMissing,
     SourceNotAllowed,
     TooManyFiles,
@@ -25,12 +26,11 @@ from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
 from chalicelib.names import UniqueNames, safe_path
 from chalicelib.settings import Settings
+from chalicelib.zipwriter import CopyRange, Piece, ZipLayout
 
 if TYPE_CHECKING:
     from chalicelib.progress import ProgressTracker
     from chalicelib.runtime import Runtime
-
-DEFLATE_LEVEL = 6
 
 PARAMS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -47,6 +47,13 @@ PARAMS_SCHEMA: dict[str, Any] = {
             "description": "Key prefixes whose objects are all included.",
         },
         "compression": {"enum": ["store", "deflate"], "default": "deflate"},
+        "compression_level": {
+            "type": "integer",
+            "minimum": min(deflate.LEVELS),
+            "maximum": max(deflate.LEVELS),
+            "default": deflate.DEFAULT_LEVEL,
+            "description": "Deflate effort (ISA-L levels): 0 is fastest, 3 smallest. Ignored by store.",
+        },
     },
 }
 
@@ -100,6 +107,7 @@ def check_params(params: dict[str, Any], principal: Principal, settings: Setting
         "keys": resolved,
         "prefixes": [scope.resolve(prefix) for prefix in prefixes],
         "compression": params.get("compression", "deflate"),
+        "compression_level": params.get("compression_level", deflate.DEFAULT_LEVEL),
     }
 
 
@@ -151,43 +159,89 @@ def plan(runtime: Runtime, download: Download) -> Plan:
     )
 
 
-def read_source(s3: Any, bucket: str, entry: Entry, chunk_size: int) -> Iterator[bytes]:
-    """The object's bytes, exactly the version Prepare saw (IfMatch on its ETag)."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=entry.key, IfMatch=entry.etag)["Body"]
-    except ClientError as error:
-        code = error.response["Error"]["Code"]
-        if code in ("NoSuchKey", "404"):
-            raise SourceMissing(f"source object not found: {entry.key}", key=entry.key) from None
-        if code in ("PreconditionFailed", "412"):
-            raise SourceChanged(f"source object changed while building: {entry.key}") from None
-        raise
-    try:
-        yield from body.iter_chunks(chunk_size)
-    finally:
-        body.close()
+def _counted(chunks: Iterator[bytes], tracker: ProgressTracker) -> Iterator[bytes]:
+    for chunk in chunks:
+        tracker.advance(bytes_=len(chunk))
+        yield chunk
+    tracker.advance(files=1)
+
+
+def _window(settings: Settings) -> sources.Window:
+    return sources.Window(settings.fetch_concurrency, settings.fetch_window_bytes, settings.read_chunk_bytes)
+
+
+def _deflated(
+    runtime: Runtime, level: int, entries: Iterator[Entry], tracker: ProgressTracker, layout: ZipLayout
+) -> Iterator[Piece]:
+    """Every member through the worker, deflated unless it is compressed already."""
+    settings = runtime.settings
+    for source in sources.fetch(runtime.s3, settings.source_bucket, entries, _window(settings)):
+        store = deflate.is_precompressed(source.entry.name, source.content_type)
+        engine = None if store else deflate.compressor(level)
+        yield from layout.streamed(
+            source.entry.name, source.entry.size, _counted(source.chunks, tracker), engine
+        )
+
+
+def _stored(
+    runtime: Runtime, entries: Iterator[Entry], tracker: ProgressTracker, layout: ZipLayout
+) -> Iterator[Piece]:
+    """Large members copied by S3 (CRC-32 from S3's checksum), small ones through the worker."""
+    settings = runtime.settings
+    bucket, copy_min = settings.source_bucket, settings.server_copy_min_bytes
+    order, small, large = itertools.tee(entries, 3)
+    fetched = sources.fetch(runtime.s3, bucket, (e for e in small if e.size < copy_min), _window(settings))
+    checked = sources.crc32s(
+        runtime.s3,
+        bucket,
+        (e for e in large if e.size >= copy_min),
+        settings.fetch_concurrency,
+        settings.read_chunk_bytes,
+    )
+    for entry in order:
+        if entry.size >= copy_min:
+            _, crc = next(checked)
+            yield from layout.known(
+                entry.name, crc, entry.size, [CopyRange(bucket, entry.key, entry.etag, 0, entry.size)]
+            )
+            tracker.advance(files=1, bytes_=entry.size)
+            continue
+        source = next(fetched)
+        if entry.size > settings.read_chunk_bytes:
+            yield from layout.streamed(entry.name, entry.size, _counted(source.chunks, tracker), None)
+            continue
+        # Fetched whole already: a header with the CRC, readable by streaming unzippers too.
+        data = b"".join(source.chunks)
+        yield from layout.known(entry.name, zlib.crc32(data), len(data), [data] if data else [])
+        tracker.advance(files=1, bytes_=len(data))
+
+
+def members(
+    runtime: Runtime,
+    download: Download,
+    entries: Iterator[Entry],
+    tracker: ProgressTracker,
+    layout: ZipLayout,
+) -> Iterator[Piece]:
+    """The entries' local records as pieces; `layout` keeps their central directory records."""
+    if download.params.get("compression", "deflate") == "store":
+        return _stored(runtime, entries, tracker, layout)
+    level = int(download.params.get("compression_level", deflate.DEFAULT_LEVEL))
+    return _deflated(runtime, level, entries, tracker, layout)
+
+
+def layout_for(download: Download, start: int = 0) -> ZipLayout:
+    """Every member is stamped with the download's creation time: a rebuilt archive is the same."""
+    return ZipLayout(clock.parse(download.created_at), start)
 
 
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
-) -> Iterator[bytes]:
-    """The archive's bytes. Sources are opened one at a time, as the zip writer reaches them."""
-    settings = runtime.settings
-
-    def source(entry: Entry) -> Iterator[bytes]:
-        for chunk in read_source(runtime.s3, settings.source_bucket, entry, settings.read_chunk_bytes):
-            tracker.advance(bytes_=len(chunk))
-            yield chunk
-        tracker.advance(files=1)
-
-    compression = download.params.get("compression", "deflate")
-    archive = ZipStream(
-        compress_type=ZIP_DEFLATED if compression == "deflate" else ZIP_STORED,
-        compress_level=DEFLATE_LEVEL if compression == "deflate" else None,
-    )
-    for entry in entries:
-        archive.add(source(entry), entry.name, size=entry.size)
-    yield from archive
+) -> Iterator[Piece]:
+    """The whole archive: the members, then the central directory."""
+    layout = layout_for(download)
+    yield from members(runtime, download, entries, tracker, layout)
+    yield from zipwriter.closing(layout.members, layout.offset)
 
 
 TYPE = DownloadType(
@@ -200,4 +254,5 @@ TYPE = DownloadType(
     render=render,
     artifact_format=lambda params: ArtifactFormat(".zip", "application/zip"),
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",
+    segmentable=True,
 )

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 
 from chalicelib import settings as env_names
-from chalicelib.store import OWNER_INDEX
+from chalicelib.store import DUE_INDEX, OWNER_INDEX
 from satchel_local import demodata, fastqueries, statemachine
 
 REGION = "us-east-1"
@@ -33,7 +33,8 @@ TABLE_KEYS: dict[str, Any] = {
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ],
     "AttributeDefinitions": [
-        {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi1pk", "gsi1sk")
+        {"AttributeName": name, "AttributeType": "S"}
+        for name in ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
     ],
     "GlobalSecondaryIndexes": [
         {
@@ -43,7 +44,15 @@ TABLE_KEYS: dict[str, Any] = {
                 {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
             ],
             "Projection": {"ProjectionType": "ALL"},
-        }
+        },
+        {
+            "IndexName": DUE_INDEX,
+            "KeySchema": [
+                {"AttributeName": "gsi2pk", "KeyType": "HASH"},
+                {"AttributeName": "gsi2sk", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        },
     ],
 }
 

@@ -17,6 +17,9 @@ FUNCTIONS: dict[str, str] = {
     "BuildFunctionArn": "build",
     "FinalizeFunctionArn": "finalize",
     "FailFunctionArn": "fail",
+    "BuildSegmentFunctionArn": "build_segment",
+    "AssembleFunctionArn": "assemble",
+    "DigestFunctionArn": "digest",
 }
 
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")

@@ -23,6 +23,7 @@ from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
 
 USERS = PRINCIPALS  # alice and bob (acme), carol (acme admin), dave (globex)
 TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
+WEBHOOK_SECRET = "test-webhook-secret"
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +43,12 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         created = provision("test")
         for name, value in created.environment().items():
             monkeypatch.setenv(name, value)
+        # As the test stage in .chalice/config.json sets them: the Lambda dispatch reads
+        # os.environ, which the test client only overlays during its own calls.
+        monkeypatch.setenv("SATCHEL_STAGE", "test")
+        monkeypatch.setenv("SATCHEL_CALLBACK_ALLOW_LOOPBACK", "true")
+        monkeypatch.setenv("SATCHEL_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        monkeypatch.setenv("SATCHEL_CALLBACK_BACKOFF_MS", "20")
         keys = KeyStore(clients.table(created.table))
         for name, principal in USERS.items():
             keys.add(api_key_of(name), principal)

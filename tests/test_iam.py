@@ -50,6 +50,16 @@ NOT_EXERCISED: dict[str, dict[str, str]] = {
     "app.fail": {
         "s3:AbortMultipartUpload": "a Build that died (timeout, crash) without aborting its upload",
     },
+    "app.build_segment": {
+        "s3:AbortMultipartUpload": "a segment that failed, or a retried one, aborts its upload",
+        "s3:DeleteObject": "cancelled while building a segment: remove_everything",
+        "s3:ListBucket": "cancelled while building a segment: remove_everything",
+    },
+    "app.assemble": {
+        "s3:AbortMultipartUpload": "an Assemble that failed, or a retried one, aborts its upload",
+        "s3:DeleteObject": "cancelled before Assemble: remove_everything",
+        "s3:ListBucket": "cancelled before Assemble: remove_everything",
+    },
 }
 
 
@@ -319,6 +329,18 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> None:
     other = satchel.call("POST", f"/downloads/{download['id']}/links", body={"max_uses": 2}).json["token"]
     assert satchel.call("DELETE", f"/links/{other}").status == 204
     assert satchel.call("GET", f"/links/{other}", user=None).status == 410
+
+    # A large zip: segments built in parallel and joined by Assemble, the large member copied
+    # by S3 (its CRC-32 from S3's checksum), and the artifact hashed by Digest.
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
+    satchel.put_source("acme/iam/parallel/a.bin", os.urandom(11 * MIB))
+    satchel.put_source("acme/iam/parallel/b.txt", b"b" * 5000)
+    parallel = satchel.create({"prefixes": ["acme/iam/parallel/"], "compression": "store"}).json["id"]
+    assert satchel.wait(parallel)["state"] == "DONE"
+    for name in ("SATCHEL_SERVER_COPY_MIN_BYTES", "SATCHEL_PARALLEL_MIN_FILES", "SATCHEL_SEGMENT_FILES"):
+        monkeypatch.delenv(name)
 
     # A cancel while running, and, meanwhile, a create over quota with an Idempotency-Key
     # (the key is released). The refusal waits for bytes to flow: moto undoes a failed

@@ -1,0 +1,408 @@
+"""Zip throughput, memory and worker traffic against the local emulator.
+
+    python -m bench.zips            (make bench)
+
+moto runs in server mode (ThreadedMotoServer on 127.0.0.1, in this process), and every
+build runs in a worker process of its own that talks to it over HTTP, as a Lambda talks to
+S3: so the worker's peak RSS is its own (the emulator holds gigabytes of objects), and
+the worker's client and the emulator's server do not share one interpreter lock. The
+steps are the real ones (workflow.prepare here, workflow.build / digest in the worker);
+only the state machine around them is left out, so its polling does not blur the timing.
+
+Prints a table; the last line is one JSON object with the ratios the README reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+TENANT, USER = "bench", "runner"
+LARGE_COUNT, LARGE_SIZE = 8, 128 * MIB  # store_vs_copy, worker_bytes_ratio: 1 GiB in 128 MiB objects
+STREAM_SIZE = 8 * MIB  # rss: objects below the copy threshold, so every byte passes the worker
+SMALL_FILES = 5_000
+
+
+# --- The corpus -----------------------------------------------------------------------------
+
+
+def corpus(limit: int = 48 * MIB) -> bytes:
+    """Real files of this machine, mixed: Python sources, shared libraries, package metadata."""
+    patterns = [
+        "/usr/lib/python3*/**/*.py",
+        "/usr/lib/x86_64-linux-gnu/*.so*",
+        f"{sys.prefix}/lib/python3*/site-packages/**/*.json",
+    ]
+    share = limit // len(patterns)
+    parts = []
+    for pattern in patterns:
+        taken = bytearray()
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            if os.path.isfile(path) and not os.path.islink(path) and len(taken) < share:
+                with open(path, "rb") as file:
+                    taken += file.read(share - len(taken))
+        parts.append(bytes(taken))
+    return b"".join(parts)
+
+
+def deflate_engines(data: bytes) -> list[dict[str, Any]]:
+    """Each engine on the same data, best of three: MB/s and size relative to zlib level 6."""
+    from isal import isal_zlib
+
+    from chalicelib import deflate
+
+    engines: dict[str, Callable[[], Any]] = {
+        "zlib-6 (stdlib)": lambda: zlib.compressobj(6, zlib.DEFLATED, -15),
+        "zlib-1 (stdlib)": lambda: zlib.compressobj(1, zlib.DEFLATED, -15),
+        **{
+            f"isal-{level}": (lambda level=level: isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15))
+            for level in deflate.LEVELS
+        },
+    }
+    results = []
+    for name, make in engines.items():
+        best, size = float("inf"), 0
+        for _ in range(3):
+            started = time.perf_counter()
+            engine, size = make(), 0
+            for start in range(0, len(data), MIB):
+                size += len(engine.compress(data[start : start + MIB]))
+            size += len(engine.flush())
+            best = min(best, time.perf_counter() - started)
+        results.append({"engine": name, "mb_s": len(data) / best / 1e6, "size": size})
+    return results
+
+
+# --- The emulator and the steps -------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    endpoint: str
+    environment: dict[str, str]
+    source_bucket: str
+    artifact_bucket: str
+
+    def runtime(self) -> Any:
+        from chalicelib.runtime import Runtime
+
+        return Runtime.from_env()
+
+    def prepare(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A download record as the API makes it, then the real Prepare step."""
+        from chalicelib import clock, workflow
+        from chalicelib.models import Download, State
+
+        runtime = self.runtime()
+        download = Download(
+            id=uuid.uuid4().hex,
+            type="zip",
+            params={"keys": [], "prefixes": [], "compression": "deflate", **params},
+            filename="bench.zip",
+            tenant=TENANT,
+            user_id=USER,
+            state=State.PENDING,
+            created_at=clock.iso(clock.now()),
+            retention_seconds=3600,
+        )
+        runtime.downloads.create(download, max_active=1_000_000)
+        return workflow.prepare(runtime, {"download_id": download.id})
+
+    def work(self, step: str, event: dict[str, Any], **settings: str) -> dict[str, Any]:
+        """One step in a worker process of its own; its result, time, peak RSS and bytes read."""
+        command = [sys.executable, "-m", "bench.zips", "--worker", step, json.dumps(event)]
+        env = {**os.environ, **self.environment, **settings}
+        finished = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        result: dict[str, Any] = json.loads(finished.stdout.strip().splitlines()[-1])
+        return result
+
+    def forget(self, key: str) -> None:
+        """Free the emulator's memory: artifacts are not needed once measured."""
+        self.runtime().s3.delete_object(Bucket=self.artifact_bucket, Key=key)
+
+
+def start_emulator() -> tuple[Any, Bench]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
+
+    from chalicelib import clients
+    from satchel_local import server
+    from satchel_local.stack import provision
+
+    moto = ThreadedMotoServer(ip_address=server.LOOPBACK, port=0, verbose=False)
+    moto.start()
+    port = moto.get_host_and_port()[1]
+    server.point_aws_at_emulator(port)
+    server.configure_moto(port)
+    clients.reset()
+    stack = provision("bench")
+    environment = {
+        **stack.environment(),
+        **{name: os.environ[name] for name in os.environ if name.startswith("AWS_") or name == "MOTO_PORT"},
+    }
+    # One worker is what is measured here: no parallel segments (the tests exercise those).
+    os.environ.update({**stack.environment(), "SATCHEL_PARALLEL_MIN_BYTES": str(64 * GIB)})
+    environment["SATCHEL_PARALLEL_MIN_BYTES"] = str(64 * GIB)
+    return moto, Bench(
+        os.environ["AWS_ENDPOINT_URL"], environment, stack.source_bucket, stack.artifact_bucket
+    )
+
+
+def seed(bench: Bench, objects: Iterator[tuple[str, bytes]], workers: int = 8) -> None:
+    s3 = bench.runtime().s3
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [
+            pool.submit(s3.put_object, Bucket=bench.source_bucket, Key=key, Body=body)
+            for key, body in objects
+        ]:
+            future.result()
+
+
+def varied(data: bytes, size: int, seed_: int) -> bytes:
+    """`size` bytes of the corpus from a different place each time (no two objects alike)."""
+    start = (seed_ * 7_919_113) % max(len(data) - 1, 1)
+    doubled = data + data
+    out = bytearray()
+    while len(out) < size:
+        out += doubled[start : start + size - len(out)]
+        start = 0
+    return bytes(out)
+
+
+# --- Worker side ----------------------------------------------------------------------------
+
+
+def _count_reads() -> Callable[[], int]:
+    """Bytes of every S3 response body this process reads, counted below Satchel's code."""
+    from botocore.response import StreamingBody
+
+    total = 0
+    original = StreamingBody.read
+
+    def read(self: Any, amt: int | None = None) -> bytes:
+        nonlocal total
+        data: bytes = original(self, amt)
+        total += len(data)
+        return data
+
+    StreamingBody.read = read  # type: ignore[method-assign]
+    return lambda: total
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS. (Not ru_maxrss: Linux carries it over from the parent
+    across fork and exec, and the parent here holds the emulator's gigabytes.)"""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def plain_copy(runtime: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """The baseline: each source GetObject'ed and streamed into one multipart upload."""
+    from chalicelib import manifest, sources
+    from chalicelib.multipart import MultipartWriter
+
+    settings = runtime.settings
+    key = f"tmp/{event['download_id']}/plain-copy"
+    writer = MultipartWriter(runtime.s3, settings.artifact_bucket, key, settings.part_size, "application/zip")
+    for entry in manifest.read(runtime.s3, settings.artifact_bucket, event["manifest_key"]):
+        body = sources.open_object(runtime.s3, settings.source_bucket, entry.key, entry.etag)["Body"]
+        for chunk in sources.stream(body, settings.read_chunk_bytes):
+            writer.write(chunk)
+    writer.complete()
+    return {"artifact_key": key, "size": writer.size}
+
+
+def worker(step: str, event: dict[str, Any]) -> None:
+    from chalicelib import digest, workflow
+    from chalicelib.runtime import Runtime
+
+    read = _count_reads()
+    runtime = Runtime.from_env()
+    steps: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
+        "build": workflow.build,
+        "digest": digest.digest,
+        "copy": plain_copy,
+    }
+    started = time.perf_counter()
+    result = steps[step](runtime, event)
+    elapsed = time.perf_counter() - started
+    print(json.dumps({**result, "seconds": elapsed, "peak_rss_mib": peak_rss_mib(), "bytes_read": read()}))
+
+
+# --- The cases ------------------------------------------------------------------------------
+
+
+Row = tuple[str, str, str]
+
+
+def store_and_copy(bench: Bench, rows: list[Row]) -> dict[str, float]:
+    data = corpus(16 * MIB)
+    seed(
+        bench,
+        ((f"{TENANT}/large/{i}.bin", varied(data, LARGE_SIZE, i)) for i in range(LARGE_COUNT)),
+        workers=2,
+    )
+    prepared = bench.prepare({"prefixes": [f"{TENANT}/large/"], "compression": "store"})
+    total = prepared["totals"]["bytes_total"]
+    copy = bench.work("copy", prepared)
+    bench.forget(copy["artifact_key"])
+    built = bench.work("build", prepared)
+    digested = bench.work("digest", built)
+    bench.forget(built["artifact_key"])
+    copy_rate = total / copy["seconds"]
+    store_rate = total / (built["seconds"] + digested["seconds"])
+    rows += [
+        ("plain copy, GetObject -> multipart (1 GiB, 8 x 128 MiB)", f"{copy_rate / 1e6:,.0f} MB/s", ""),
+        ("store zip, server-side build", f"{total / built['seconds'] / 1e6:,.0f} MB/s", "UploadPartCopy"),
+        ("store zip, build + Digest (sha256 read-back)", f"{store_rate / 1e6:,.0f} MB/s", ""),
+        ("  worker bytes read by the build / archive", f"{built['bytes_read'] / built['size']:.3f}", ""),
+        ("  Digest bytes read / archive", f"{digested['bytes_read'] / built['size']:.3f}", "own step"),
+    ]
+    return {
+        "store_vs_copy": store_rate / copy_rate,
+        "worker_bytes_ratio": built["bytes_read"] / built["size"],
+    }
+
+
+def memory(bench: Bench, rows: list[Row]) -> dict[str, float]:
+    """Peak RSS of a build whose every byte passes through the worker: 200 MiB, then 2 GiB."""
+    data = corpus(16 * MIB)
+    count = 2 * GIB // STREAM_SIZE
+    seed(bench, ((f"{TENANT}/stream/{i:04d}.dat", varied(data, STREAM_SIZE, i)) for i in range(count)))
+    keys = [f"{TENANT}/stream/{i:04d}.dat" for i in range(count)]
+    peaks = {}
+    for label, chosen in (("200 MiB", keys[: count // 10 + 1]), ("2 GiB", keys)):
+        prepared = bench.prepare({"keys": chosen, "compression": "store"})
+        built = bench.work("build", prepared)
+        bench.forget(built["artifact_key"])
+        peaks[label] = built["peak_rss_mib"]
+        rate = prepared["totals"]["bytes_total"] / built["seconds"]
+        rows.append(
+            (
+                f"store zip streamed, {label} archive",
+                f"{rate / 1e6:,.0f} MB/s",
+                f"peak RSS {built['peak_rss_mib']:.0f} MiB",
+            )
+        )
+    return {"rss_growth": peaks["2 GiB"] / peaks["200 MiB"], "rss_peak_mib": peaks["2 GiB"]}
+
+
+def small_files(bench: Bench, rows: list[Row]) -> dict[str, float]:
+    data = corpus(8 * MIB)
+    seed(
+        bench,
+        ((f"{TENANT}/small/{i:05d}.txt", varied(data, 2_000 + i % 3_000, i)) for i in range(SMALL_FILES)),
+    )
+    rates = {}
+    for label, workers in (("serial", "1"), ("concurrent", "")):
+        prepared = bench.prepare({"prefixes": [f"{TENANT}/small/"]})
+        settings = {"SATCHEL_FETCH_CONCURRENCY": workers} if workers else {}
+        built = bench.work("build", prepared, **settings)
+        bench.forget(built["artifact_key"])
+        rates[label] = SMALL_FILES / built["seconds"]
+        rows.append((f"{SMALL_FILES:,} small files, deflate, {label}", f"{rates[label]:,.0f} files/s", ""))
+    return {"small_files_speedup": rates["concurrent"] / rates["serial"]}
+
+
+def deflate_speed(rows: list[Row]) -> dict[str, float]:
+    from chalicelib import deflate
+
+    data = corpus()
+    results = {item["engine"]: item for item in deflate_engines(data)}
+    base = results["zlib-6 (stdlib)"]
+    for name, item in results.items():
+        default = " (default)" if name == f"isal-{deflate.DEFAULT_LEVEL}" else ""
+        rows.append(
+            (
+                f"deflate {name}{default}, {len(data) / MIB:.0f} MiB mixed corpus",
+                f"{item['mb_s']:,.0f} MB/s",
+                f"x{item['mb_s'] / base['mb_s']:.1f} speed, size x{item['size'] / base['size']:.3f}",
+            )
+        )
+    chosen = results[f"isal-{deflate.DEFAULT_LEVEL}"]
+    return {
+        "deflate_speedup": chosen["mb_s"] / base["mb_s"],
+        "deflate_size_ratio": chosen["size"] / base["size"],
+    }
+
+
+def import_time(statement: str) -> float:
+    """Median wall time of a fresh interpreter running `statement`, less the bare interpreter's."""
+
+    def run(code: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
+        return time.perf_counter() - started
+
+    samples = [run(statement) - run("pass") for _ in range(7)]
+    return statistics.median(samples)
+
+
+def cold_start(rows: list[Row]) -> dict[str, float]:
+    base = import_time("import chalice.app, boto3")
+    app = import_time("import app")
+    rows += [
+        ("import chalice + boto3", f"{base * 1000:,.0f} ms", ""),
+        ("import app", f"{app * 1000:,.0f} ms", "no network, no clients"),
+    ]
+    return {"import_ratio": app / base}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs=2, metavar=("STEP", "EVENT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], json.loads(args.worker[1]))
+        return
+    rows: list[Row] = []
+    results: dict[str, float] = {}
+    results |= deflate_speed(rows)
+    results |= cold_start(rows)
+    moto, bench = start_emulator()
+    try:
+        results |= store_and_copy(bench, rows)
+        results |= small_files(bench, rows)
+        results |= memory(bench, rows)
+    finally:
+        moto.stop()
+    width = max(len(row[0]) for row in rows)
+    out = io.StringIO()
+    for what, figure, note in rows:
+        out.write(f"{what:<{width}}  {figure:>14}  {note}\n")
+    print(out.getvalue(), end="")
+    keys = [
+        "store_vs_copy",
+        "deflate_speedup",
+        "deflate_size_ratio",
+        "rss_growth",
+        "rss_peak_mib",
+        "worker_bytes_ratio",
+        "small_files_speedup",
+        "import_ratio",
+    ]
+    print(json.dumps({key: round(results[key], 3) for key in keys}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The zip format, written by hand so an archive can be laid out without seeing its bytes.
+
+A writer here never holds a member: it emits *pieces*, either bytes it made (headers,
+compressed data, the central directory) or a `CopyRange` of a source object that S3
+copies server-side. Offsets are counted from `start`, so a segment can be laid out alone
+and its members moved to their place in the whole archive when the segments are joined.
+
+ZIP64 records are written exactly when a field does not fit: a member of 4 GiB or more (or
+at an offset past 4 GiB), or more than 65,534 members, or a central directory past 4 GiB.
+(A streamed member's header is written before its compressed size is known: one whose
+source is within deflate's worst-case growth of 4 GiB gets ZIP64 sizes to be safe.)
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from chalicelib.deflate import Compressor
+
+STORED = 0
+DEFLATED = 8
+LIMIT_32 = 0xFFFFFFFF
+LIMIT_16 = 0xFFFF
+
+_UTF8_NAMES = 0x0800
+_DATA_DESCRIPTOR = 0x0008
+_VERSION_MADE_BY = (3 << 8) | 45  # Unix, spec 4.5
+_VERSION_PLAIN = 20
+_VERSION_ZIP64 = 45
+_FILE_MODE = 0o100644 << 16  # a regular file, rw-r--r--, in the external attributes
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+_DESCRIPTOR_32 = struct.Struct("<IIII")
+_DESCRIPTOR_64 = struct.Struct("<IIQQ")
+_ZIP64_END = struct.Struct("<IQHHIIQQQQ")
+_ZIP64_LOCATOR = struct.Struct("<IIQI")
+_END = struct.Struct("<IHHHHIIH")
+
+
+@dataclass(frozen=True)
+class CopyRange:
+    """Bytes [start, end) of a source object, pinned to its ETag: copied, not read, when it can be."""
+
+    bucket: str
+    key: str
+    etag: str
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+Piece = bytes | CopyRange
+
+
+@dataclass(frozen=True)
+class Member:
+    """One central directory record; `offset` is where its local header starts."""
+
+    name: str
+    method: int
+    crc: int
+    compressed_size: int
+    size: int
+    offset: int
+    dos_time: int
+    dos_date: int
+    flags: int
+
+    def moved(self, by: int) -> Member:
+        return replace(self, offset=self.offset + by)
+
+    def to_json(self) -> list[str | int]:
+        return [
+            self.name,
+            self.method,
+            self.crc,
+            self.compressed_size,
+            self.size,
+            self.offset,
+            self.dos_time,
+            self.dos_date,
+            self.flags,
+        ]
+
+    @classmethod
+    def from_json(cls, raw: list[str | int]) -> Member:
+        name, *numbers = raw
+        return cls(str(name), *(int(number) for number in numbers))
+
+
+def dos_timestamp(when: datetime) -> tuple[int, int]:
+    """(time, date) in MS-DOS format; zip cannot say anything before 1980."""
+    when = max(when.replace(tzinfo=None), datetime(1980, 1, 1))
+    time = (when.hour << 11) | (when.minute << 5) | (when.second // 2)
+    date = ((when.year - 1980) << 9) | (when.month << 5) | when.day
+    return time, date
+
+
+def may_need_zip64(size: int) -> bool:
+    """Whether a member of `size` bytes needs ZIP64 sizes, deflate's worst-case growth included."""
+    # Deflate grows incompressible data by 5 bytes per 64 KiB stored block at worst.
+    return size + size // 8192 + 1024 >= LIMIT_32
+
+
+def _zip64_extra(*values: int) -> bytes:
+    return struct.pack(f"<HH{len(values)}Q", 1, 8 * len(values), *values)
+
+
+class ZipLayout:
+    """Lays out members one after another from offset `start`, remembering each member's record."""
+
+    def __init__(self, when: datetime, start: int = 0) -> None:
+        self.offset = start
+        self.members: list[Member] = []
+        self._time, self._date = dos_timestamp(when)
+
+    def _header(
+        self, name: bytes, method: int, crc: int, size: int, compressed: int, flags: int, zip64: bool
+    ) -> bytes:
+        extra = b""
+        if zip64:
+            extra = _zip64_extra(size, compressed)
+            size = compressed = LIMIT_32
+        version = _VERSION_ZIP64 if extra else _VERSION_PLAIN
+        fixed = _LOCAL.pack(
+            0x04034B50,
+            version,
+            flags,
+            method,
+            self._time,
+            self._date,
+            crc,
+            compressed,
+            size,
+            len(name),
+            len(extra),
+        )
+        return fixed + name + extra
+
+    def _record(self, name: str, method: int, crc: int, compressed: int, size: int, flags: int) -> None:
+        self.members.append(
+            Member(name, method, crc, compressed, size, self.offset, self._time, self._date, flags)
+        )
+
+    def known(self, name: str, crc: int, size: int, body: Iterable[Piece]) -> Iterator[Piece]:
+        """A stored member whose CRC and size are known up front: the header says all, no descriptor."""
+        flags = _UTF8_NAMES
+        header = self._header(name.encode("utf-8"), STORED, crc, size, size, flags, size >= LIMIT_32)
+        self._record(name, STORED, crc, size, size, flags)
+        yield header
+        written = 0
+        for piece in body:
+            written += piece.length if isinstance(piece, CopyRange) else len(piece)
+            yield piece
+        if written != size:
+            raise ValueError(f"member {name!r} had {written} bytes, not the {size} announced")
+        self.offset += len(header) + size
+
+    def streamed(
+        self, name: str, size: int, chunks: Iterable[bytes], compressor: Compressor | None
+    ) -> Iterator[bytes]:
+        """A member whose CRC (and compressed size) are learnt on the way: a data descriptor follows it.
+
+        `size` is the expected size (from the manifest): it decides ZIP64 before a byte is seen.
+        """
+        flags = _UTF8_NAMES | _DATA_DESCRIPTOR
+        zip64 = may_need_zip64(size)
+        method = STORED if compressor is None else DEFLATED
+        # With a descriptor the header's CRC and sizes are zero (ZIP64: 0xFFFFFFFF, zeros in the extra).
+        header = self._header(name.encode("utf-8"), method, 0, 0, 0, flags, zip64)
+        yield header
+        crc = seen = written = 0
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+            seen += len(chunk)
+            data = compressor.compress(chunk) if compressor else chunk
+            if data:
+                written += len(data)
+                yield data
+        if compressor is not None:
+            tail = compressor.flush()
+            written += len(tail)
+            yield tail
+        if not zip64 and (seen >= LIMIT_32 or written >= LIMIT_32):
+            raise ValueError(f"member {name!r} grew past 4 GiB after its header was written")
+        descriptor = (_DESCRIPTOR_64 if zip64 else _DESCRIPTOR_32).pack(0x08074B50, crc, written, seen)
+        yield descriptor
+        self._record(name, method, crc, written, seen, flags)
+        self.offset += len(header) + written + len(descriptor)
+
+
+def central_directory(members: Iterable[Member]) -> Iterator[bytes]:
+    """The central directory records, ZIP64 extras only where a field overflows."""
+    for member in members:
+        name = member.name.encode("utf-8")
+        large = [v for v in (member.size, member.compressed_size, member.offset) if v >= LIMIT_32]
+        extra = _zip64_extra(*large) if large else b""
+        fixed = _CENTRAL.pack(
+            0x02014B50,
+            _VERSION_MADE_BY,
+            _VERSION_ZIP64 if extra else _VERSION_PLAIN,
+            member.flags,
+            member.method,
+            member.dos_time,
+            member.dos_date,
+            member.crc,
+            min(member.compressed_size, LIMIT_32),
+            min(member.size, LIMIT_32),
+            len(name),
+            len(extra),
+            0,
+            0,
+            0,
+            _FILE_MODE,
+            min(member.offset, LIMIT_32),
+        )
+        yield fixed + name + extra
+
+
+def end_of_archive(count: int, directory_offset: int, directory_size: int) -> bytes:
+    """The end records: ZIP64 end record and locator first when a count or offset overflows."""
+    zip64 = count >= LIMIT_16 or directory_offset >= LIMIT_32 or directory_size >= LIMIT_32
+    records = b""
+    if zip64:
+        end64_offset = directory_offset + directory_size
+        records = _ZIP64_END.pack(
+            0x06064B50,
+            44,
+            _VERSION_MADE_BY,
+            _VERSION_ZIP64,
+            0,
+            0,
+            count,
+            count,
+            directory_size,
+            directory_offset,
+        ) + _ZIP64_LOCATOR.pack(0x07064B50, 0, end64_offset, 1)
+    return records + _END.pack(
+        0x06054B50,
+        0,
+        0,
+        min(count, LIMIT_16),
+        min(count, LIMIT_16),
+        min(directory_size, LIMIT_32),
+        min(directory_offset, LIMIT_32),
+        0,
+    )
+
+
+def closing(members: Iterable[Member], directory_offset: int) -> Iterator[bytes]:
+    """The central directory of `members` at `directory_offset`, then the end records."""
+    count = size = 0
+    for record in central_directory(members):
+        count += 1
+        size += len(record)
+        yield record
+    yield end_of_archive(count, directory_offset, size)

@@ -1,0 +1,158 @@
+"""Server-side assembly obeys S3's part rules, and concurrent fetching keeps manifest order."""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib import assembly, segments, sources
+from chalicelib.manifest import Entry
+from chalicelib.multipart import MultipartWriter
+from chalicelib.settings import Settings
+from chalicelib.zipwriter import CopyRange
+
+MIB = 1024 * 1024
+
+
+class Recording:
+    """A moto client that remembers each part: ("write", size) or ("copy", first, last)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.parts: list[tuple[str, int, int]] = []
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        self.parts.append(("write", len(kwargs["Body"]), 0))
+        return self._client.upload_part(**kwargs)
+
+    def upload_part_copy(self, **kwargs: Any) -> Any:
+        first, last = kwargs["CopySourceRange"].removeprefix("bytes=").split("-")
+        self.parts.append(("copy", int(first), int(last)))
+        return self._client.upload_part_copy(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bucket")
+        yield client
+
+
+def put(s3: Any, key: str, body: bytes) -> CopyRange:
+    etag = s3.put_object(Bucket="bucket", Key=key, Body=body)["ETag"]
+    return CopyRange("bucket", key, etag, 0, len(body))
+
+
+def test_the_head_of_a_range_tops_the_written_part_up_to_5_mib_and_the_rest_is_copied(s3: Any) -> None:
+    source = os.urandom(12 * MIB)
+    rng = put(s3, "src", source)
+    recording = Recording(s3)
+    writer = MultipartWriter(recording, "bucket", "out", 8 * MIB, "application/zip")
+    assembler = assembly.Assembler(recording, writer, MIB)
+    assembler.write_all([b"header", rng, b"trailer"])
+    assert writer.complete() is None  # S3 copied bytes the writer never saw
+    head = 5 * MIB - len(b"header")
+    assert recording.parts == [("write", 5 * MIB, 0), ("copy", head, len(source) - 1), ("write", 7, 0)]
+    assert assembler.bytes_read == head
+    assert s3.get_object(Bucket="bucket", Key="out")["Body"].read() == b"header" + source + b"trailer"
+
+
+def test_a_range_too_short_to_copy_is_read_through(s3: Any) -> None:
+    rng = put(s3, "src", os.urandom(9 * MIB))
+    recording = Recording(s3)
+    writer = MultipartWriter(recording, "bucket", "out", 5 * MIB, "application/zip")
+    assembly.Assembler(recording, writer, MIB).write_all([b"x", rng])
+    assert writer.complete() is not None  # every byte seen: the digest is known
+    assert [kind for kind, *_ in recording.parts] == ["write", "write"]
+
+
+def test_ranges_larger_than_a_copy_part_are_split_evenly(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(assembly, "S3_MAX_PART_SIZE", 12 * MIB)
+    source = os.urandom(25 * MIB)
+    recording = Recording(s3)
+    writer = MultipartWriter(recording, "bucket", "out", 5 * MIB, "application/zip")
+    assembly.Assembler(recording, writer, MIB).write_all([put(s3, "src", source)])
+    writer.complete()
+    copies = [last - first + 1 for kind, first, last in recording.parts if kind == "copy"]
+    assert len(copies) == 3
+    assert sum(copies) == len(source)
+    assert min(copies) >= 5 * MIB
+    assert s3.get_object(Bucket="bucket", Key="out")["Body"].read() == source
+
+
+def test_fetching_keeps_manifest_order_and_runs_ahead_concurrently(s3: Any) -> None:
+    entries = []
+    for index in range(30):
+        body = os.urandom(1000 + index) if index != 7 else os.urandom(3 * MIB)
+        etag = s3.put_object(Bucket="bucket", Key=f"k{index}", Body=body)["ETag"]
+        entries.append(Entry(key=f"k{index}", size=len(body), etag=etag, name=f"k{index}"))
+    in_flight = peak = 0
+    original = s3.get_object
+
+    def slow_get(**kwargs: Any) -> Any:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        time.sleep(0.01)
+        in_flight -= 1
+        return original(**kwargs)
+
+    s3.get_object = slow_get
+    window = sources.Window(workers=4, window_bytes=MIB, chunk_bytes=MIB)
+    got = [
+        (source.entry.key, sum(map(len, source.chunks)))
+        for source in sources.fetch(s3, "bucket", entries, window)
+    ]
+    assert got == [(entry.key, entry.size) for entry in entries]
+    assert peak > 1
+
+
+def test_crc32_comes_from_s3_when_it_has_one_and_from_the_bytes_otherwise(s3: Any) -> None:
+    body = os.urandom(100_000)
+    etag = s3.put_object(Bucket="bucket", Key="single", Body=body, ChecksumAlgorithm="CRC32")["ETag"]
+    calls: list[str] = []
+    original = s3.get_object
+
+    def recording_get(**kwargs: Any) -> Any:
+        calls.append(kwargs["Key"])
+        return original(**kwargs)
+
+    s3.get_object = recording_get
+
+    assert sources.crc32(s3, "bucket", Entry("single", len(body), etag, "single"), MIB) == zlib.crc32(body)
+    assert calls == []  # from the checksum: not read
+    upload = s3.create_multipart_upload(Bucket="bucket", Key="multi")["UploadId"]
+    part = s3.upload_part(Bucket="bucket", Key="multi", UploadId=upload, PartNumber=1, Body=body)
+    etag = s3.complete_multipart_upload(
+        Bucket="bucket",
+        Key="multi",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )["ETag"]
+    assert sources.crc32(s3, "bucket", Entry("multi", len(body), etag, "multi"), MIB) == zlib.crc32(body)
+    assert calls == ["multi"]
+    assert sources.full_object_crc32({"ChecksumCRC32": "AAAAAQ==-3", "ChecksumType": "COMPOSITE"}) is None
+
+
+def test_segments_close_at_their_bytes_or_files_and_never_exceed_the_maximum() -> None:
+    settings = Settings(
+        table="t", artifact_bucket="a", source_bucket="s", state_machine_arn="arn",
+        segment_bytes=100, segment_files=3, max_segments=4,
+    )  # fmt: skip
+    entries = [Entry(f"k{i}", 40, "e", f"k{i}") for i in range(10)]
+    found = segments.groups(entries, settings)
+    assert [len(group) for group in found] == [3, 3, 3, 1]
+    assert [entry for group in found for entry in group] == entries
+    many = [Entry(f"k{i}", 1, "e", f"k{i}") for i in range(100)]
+    assert len(segments.groups(many, settings)) == 4  # 25 files each, not 34 segments of 3

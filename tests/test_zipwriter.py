@@ -1,0 +1,140 @@
+"""The zip format writer: ZIP64 exactly when needed, checked by an independent reader (zipfile).
+
+A member over 4 GiB is exercised for its records without its bytes: the archive is written
+to a sparse file, with a hole where the member's data would be.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chalicelib import deflate, zipwriter
+from chalicelib.zipwriter import CopyRange, Piece, ZipLayout
+
+GIB = 1024**3
+WHEN = datetime(2024, 5, 17, 13, 45, 10, tzinfo=UTC)
+
+
+def write_sparse(path: Path, pieces: Iterable[Piece]) -> int:
+    """Bytes as they are, a CopyRange as a hole of its length (zeros, taking no disk)."""
+    with path.open("wb") as file:
+        for piece in pieces:
+            if isinstance(piece, CopyRange):
+                file.seek(piece.length, io.SEEK_CUR)
+            else:
+                file.write(piece)
+        return file.tell()
+
+
+def plain(pieces: Iterable[Piece]) -> bytes:
+    """Pieces that are all bytes (no CopyRange), joined."""
+    out = bytearray()
+    for piece in pieces:
+        assert isinstance(piece, bytes)
+        out += piece
+    return bytes(out)
+
+
+def test_a_member_over_4_gib_gets_zip64_records_and_the_members_after_it_too(tmp_path: Path) -> None:
+    big = 5 * GIB + 123
+    layout = ZipLayout(WHEN)
+    fake_crc = 0x1234ABCD  # S3's checksum would say; the hole's zeros are never read
+    pieces: list[Piece] = [
+        *layout.known("huge.bin", fake_crc, big, [CopyRange("b", "k", "e", 0, big)]),
+        *layout.streamed("after.txt", 11, [b"hello world"], deflate.compressor(1)),
+        *layout.known("small.txt", zlib.crc32(b"tiny"), 4, [b"tiny"]),
+    ]
+    pieces.extend(zipwriter.closing(layout.members, layout.offset))
+    path = tmp_path / "big.zip"
+    size = write_sparse(path, pieces)
+    assert size > 5 * GIB
+
+    with zipfile.ZipFile(path) as archive:
+        huge, after, small = archive.infolist()
+        assert (huge.filename, huge.file_size, huge.compress_size, huge.CRC) == (
+            "huge.bin",
+            big,
+            big,
+            fake_crc,
+        )
+        assert huge.header_offset == 0
+        assert huge.extract_version == 45  # ZIP64
+        assert after.header_offset > 4 * GIB  # its offset needs the ZIP64 extra
+        assert archive.read("after.txt") == b"hello world"
+        assert archive.read("small.txt") == b"tiny"
+        assert small.date_time == (2024, 5, 17, 13, 45, 10)
+        with archive.open("huge.bin") as member:  # the local header parses: ZIP64 extra and all
+            assert member.read(16) == bytes(16)
+
+    with path.open("rb") as file:
+        local = file.read(30 + len("huge.bin") + 20)
+    assert struct.unpack("<II", local[18:26]) == (0xFFFFFFFF, 0xFFFFFFFF)
+    assert struct.unpack("<HHQQ", local[38:]) == (1, 16, big, big)
+
+
+def test_no_zip64_record_below_the_limits() -> None:
+    layout = ZipLayout(WHEN)
+    data = plain(layout.streamed("a.txt", 3, [b"abc"], None))
+    data += plain(layout.known("b.txt", zlib.crc32(b"de"), 2, [b"de"]))
+    data += b"".join(zipwriter.closing(layout.members, layout.offset))
+    assert struct.pack("<I", 0x06064B50) not in data  # no ZIP64 end record
+    assert struct.pack("<HH", 1, 16) not in data
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.read("a.txt") == b"abc"
+        assert archive.read("b.txt") == b"de"
+        assert all(info.extract_version == 20 for info in archive.infolist())
+
+
+def test_a_member_announced_over_4_gib_streams_with_a_zip64_descriptor() -> None:
+    layout = ZipLayout(WHEN)
+    data = b"".join(layout.streamed("big.csv", 5 * GIB, [b"x" * 1000], deflate.compressor(2)))
+    descriptor = data[-24:]
+    assert descriptor[:4] == struct.pack("<I", 0x08074B50)
+    crc, compressed, size = struct.unpack("<IQQ", descriptor[4:])
+    assert (crc, size) == (zlib.crc32(b"x" * 1000), 1000)
+    data += b"".join(zipwriter.closing(layout.members, layout.offset))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.read("big.csv") == b"x" * 1000
+        assert archive.infolist()[0].compress_size == compressed
+
+
+def test_more_than_65535_members_get_the_zip64_end_record() -> None:
+    layout = ZipLayout(WHEN)
+    body = bytearray()
+    for index in range(70_000):
+        for piece in layout.known(f"{index}", 0, 0, []):
+            assert isinstance(piece, bytes)
+            body += piece
+    body += b"".join(zipwriter.closing(layout.members, layout.offset))
+    assert struct.pack("<I", 0x06064B50) in body
+    with zipfile.ZipFile(io.BytesIO(bytes(body))) as archive:
+        names = archive.namelist()
+    assert len(names) == 70_000
+    assert names[-1] == "69999"
+
+
+def test_members_move_by_their_segments_offset() -> None:
+    layout = ZipLayout(WHEN, start=0)
+    first = plain(layout.known("one", zlib.crc32(b"1"), 1, [b"1"]))
+    second_layout = ZipLayout(WHEN, start=0)
+    second = plain(second_layout.known("two", zlib.crc32(b"22"), 2, [b"22"]))
+    records = [*layout.members, *(member.moved(len(first)) for member in second_layout.members)]
+    whole = first + second + b"".join(zipwriter.closing(records, len(first) + len(second)))
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        assert archive.read("two") == b"22"
+    assert zipwriter.Member.from_json(records[1].to_json()) == records[1]
+
+
+def test_precompressed_sources_are_recognised_by_extension_or_type() -> None:
+    assert deflate.is_precompressed("photos/cat.JPG")
+    assert deflate.is_precompressed("blob", "video/mp4")
+    assert deflate.is_precompressed("blob", "image/png; charset=binary")
+    assert not deflate.is_precompressed("report.csv", "text/csv")
+    assert not deflate.is_precompressed("sound", "audio/wav")
+    assert not deflate.is_precompressed("picture.svg", "image/svg+xml")
