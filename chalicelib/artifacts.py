@@ -25,6 +25,14 @@ def temporary_prefix(download_id: str) -> str:
     return f"{TEMPORARY_PREFIX}{download_id}/"
 
 
+def owner_of(key: str) -> str | None:
+    """The download an object or upload of the artifacts bucket belongs to, if any."""
+    for prefix in (ARTIFACTS_PREFIX, TEMPORARY_PREFIX):
+        if key.startswith(prefix):
+            return key[len(prefix) :].split("/", 1)[0] or None
+    return None
+
+
 def content_disposition(filename: str) -> str:
     """RFC 6266 `attachment` with an ASCII fallback and a UTF-8 `filename*`; never CR/LF."""
     visible = "".join(ch for ch in filename if not unicodedata.category(ch).startswith("C"))

@@ -33,7 +33,9 @@ SIGNATURE_HEADER = "Satchel-Signature"
 TIMESTAMP_HEADER = "Satchel-Timestamp"
 EVENT_HEADER = "Satchel-Event-Id"
 _MAX_URL = 2048
-_PERMANENT = range(400, 500)  # but 408 and 429 are worth another try
+# Redirects are not followed (a redirect could lead anywhere, past the address check), and a
+# client error will not change on its own; but 408 and 429 are worth another try.
+_PERMANENT = range(300, 500)
 _RETRYABLE_4XX = {408, 429}
 
 

@@ -92,13 +92,38 @@ def _purge(runtime: Runtime, download: Download, report: Report) -> None:
         report.purged.append(download.id)
 
 
+class _Leftovers:
+    """Decides whether an upload or object of the artifacts bucket is left over.
+
+    One that belongs to an active download never is: that download's deadline ends it. One
+    whose download has finished is at once: every step that ends a download removes its
+    uploads and temporaries, so what remains was left by a crash. One that belongs to no
+    download on record is once it is older than `stale_upload_seconds`.
+    """
+
+    def __init__(self, runtime: Runtime, cutoff: datetime) -> None:
+        self._downloads = runtime.downloads
+        self._cutoff = cutoff
+        self._states: dict[str, State | None] = {}
+
+    def __call__(self, key: str, since: datetime) -> bool:
+        download_id = artifacts.owner_of(key)
+        if download_id is not None and download_id not in self._states:
+            download = self._downloads.get(download_id)
+            self._states[download_id] = download.state if download else None
+        state = self._states.get(download_id) if download_id else None
+        if state is None:
+            return since < self._cutoff
+        return state not in ACTIVE_STATES
+
+
 def _remove_leftovers(runtime: Runtime, now: datetime, report: Report) -> None:
-    """Uploads and temporary objects older than any build can run: a crashed worker's."""
+    """Uploads and temporary objects that no build will finish or remove: a crashed worker's."""
     s3, bucket = runtime.s3, runtime.settings.artifact_bucket
-    cutoff = now - timedelta(seconds=runtime.settings.stale_upload_seconds)
+    leftover = _Leftovers(runtime, now - timedelta(seconds=runtime.settings.stale_upload_seconds))
     for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
         for upload in page.get("Uploads", []):
-            if upload["Initiated"] < cutoff:
+            if leftover(upload["Key"], upload["Initiated"]):
                 try:
                     s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
                     report.uploads_aborted += 1
@@ -108,7 +133,11 @@ def _remove_leftovers(runtime: Runtime, now: datetime, report: Report) -> None:
     for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=artifacts.TEMPORARY_PREFIX
     ):
-        stale = [{"Key": item["Key"]} for item in page.get("Contents", []) if item["LastModified"] < cutoff]
+        stale = [
+            {"Key": item["Key"]}
+            for item in page.get("Contents", [])
+            if leftover(item["Key"], item["LastModified"])
+        ]
         if stale:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": stale, "Quiet": True})
             report.temporaries_removed += len(stale)

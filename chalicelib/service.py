@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -30,6 +30,7 @@ from chalicelib.errors import (
     InvalidCallbackUrl,
     InvalidParams,
     InvalidQuery,
+    LinkGone,
     MalformedRequest,
     QuotaExceeded,
     StartFailed,
@@ -177,13 +178,14 @@ def _start(runtime: Runtime, download: Download) -> None:
         )
     except ClientError as error:
         failure = ErrorInfo("StartFailed", f"the workflow could not be started: {error}")
-        runtime.downloads.transition(
+        failed = runtime.downloads.transition(
             download.id,
             [State.PENDING],
             State.FAILED,
             error=asdict(failure),
             finished_at=clock.iso(clock.now()),
         )
+        notify.download_finished(runtime, failed)
         raise StartFailed("the download could not be started; try again") from error
 
 
@@ -275,16 +277,14 @@ def file_url(
     """A presigned GET of the artifact, valid `ttl_seconds` at most and never past expiry."""
     download = get(runtime, principal, download_id)
     now = clock.now()
-    if download.state is State.EXPIRED or (
-        download.state is State.DONE and download.expires_at and clock.parse(download.expires_at) <= now
-    ):
+    remaining = _seconds_left(download, now)
+    if download.state is State.EXPIRED or (download.state is State.DONE and remaining < 1):
         raise DownloadExpired("the download has expired and its file was deleted", state=State.EXPIRED.value)
     if download.state is not State.DONE:
         raise DownloadNotReady("download state is not DONE", state=download.state.value)
     if download.artifact is None:
         raise DownloadNotReady("download is DONE but has no artifact", state=download.state.value)
-    remaining = int((clock.parse(download.expires_at or clock.iso(now)) - now).total_seconds())
-    ttl = max(1, min(ttl_seconds, remaining))
+    ttl = min(ttl_seconds, remaining)
     url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
     runtime.audit.record(download.tenant, action, user_actor(principal), download_id)
     return FileUrl(url=url, expires_at=clock.iso(now + timedelta(seconds=ttl)))
@@ -325,14 +325,28 @@ def create_link(runtime: Runtime, principal: Principal, download_id: str, body: 
     return _issue_link(runtime, principal, get(runtime, principal, download_id), request)
 
 
+def _seconds_left(download: Download, now: datetime) -> int:
+    """Whole seconds until the artifact expires. Presigned URLs live at most this long, so
+    none outlives the artifact, which cleanup may delete the moment expires_at has passed."""
+    if not download.expires_at:
+        return 0
+    return int((clock.parse(download.expires_at) - now).total_seconds())
+
+
 def follow_link(runtime: Runtime, token: str) -> str:
     """Use a link once: a fresh presigned URL of its download's artifact."""
     link = links.find(runtime.links, token)
     download = runtime.downloads.get(link.download_id)
     used = links.redeem(runtime.links, link, download, runtime.settings.link_retry_after_seconds)
     assert download is not None  # redeem refuses a link whose download is gone
+    remaining = _seconds_left(download, clock.now())
+    if remaining < 1:
+        raise LinkGone("the download has expired", state=State.EXPIRED.value)
     url = artifacts.presign_download(
-        runtime.s3, runtime.settings.artifact_bucket, download, runtime.settings.file_url_ttl_seconds
+        runtime.s3,
+        runtime.settings.artifact_bucket,
+        download,
+        min(runtime.settings.file_url_ttl_seconds, remaining),
     )
     runtime.audit.record(
         link.tenant, Action.LINK_USED, link_actor(link.token_hash), link.download_id, uses=used.uses

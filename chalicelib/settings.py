@@ -196,6 +196,12 @@ class Settings:
             # A copied member needs 5 MiB read through the worker and 5 MiB left to copy.
             name = INTEGER_VARIABLES["server_copy_min_bytes"]
             raise ConfigurationError(f"{name} must be at least {2 * S3_MIN_PART_SIZE}")
+        if self.stale_upload_seconds <= self.build_deadline_seconds:
+            # Cleanup would abort the upload of a build that is still within its deadline.
+            raise ConfigurationError(
+                f"{INTEGER_VARIABLES['stale_upload_seconds']} must exceed "
+                f"{INTEGER_VARIABLES['build_deadline_seconds']}"
+            )
         if not self.retention_min_seconds <= self.retention_default_seconds <= self.retention_max_seconds:
             raise ConfigurationError("the default retention must lie within its min and max")
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:

@@ -10,37 +10,16 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
 
 from chalicelib import clients, service
 from chalicelib.errors import LinkGone
 from chalicelib.links import LinkStore
 from chalicelib.runtime import Runtime
 from tests.conftest import Satchel
+from tests.serialised import SerialisedWrites
 
 THREADS = 8
 LINKS = 25
-
-
-class SerialisedWrites:
-    """A DynamoDB Table whose writes happen one at a time (each condition checked with its write)."""
-
-    _WRITES = frozenset({"put_item", "update_item", "delete_item"})
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._table, name)
-        if name not in self._WRITES:
-            return attribute
-
-        def serialised(**kwargs: Any) -> Any:
-            with self._lock:
-                return attribute(**kwargs)
-
-        return serialised
 
 
 def race(runtime: Runtime, token: str) -> list[str]:
