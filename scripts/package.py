@@ -1,11 +1,15 @@
 """Package Satchel for CloudFormation, offline: `python -m scripts.package [--stage prod] [--out build]`.
 
 1. deploy/template.yaml, with statemachine/download.asl.json put into the state machine's
-   Definition and the table's keys and indexes taken from satchel_local/stack.py's
-   TABLE_KEYS (the layout the local stack and the tests use), is written to
+   Definition, the table's keys and indexes taken from satchel_local/stack.py's
+   TABLE_KEYS (the layout the local stack and the tests use), and the requests queues
+   named as the app's SQS source (SATCHEL_REQUESTS_QUEUE), is written to
    <out>/merge-template.json;
 2. `chalice package --merge-template` writes <out>/sam.json (a SAM template) and
-   <out>/deployment.zip: what `make deploy` uploads and deploys;
+   <out>/deployment.zip: what `make deploy` uploads and deploys. The SQS event source
+   Chalice emits names its queue by a built ARN and reports no batch item failures: it is
+   pointed at the stack's queue (so CloudFormation makes the queue first) and given
+   ReportBatchItemFailures;
 3. the SAM template is expanded to plain CloudFormation, <out>/cloudformation.json, with
    aws-sam-translator: cfn-lint checks more on it (a GetAtt to a missing resource, say),
    and it shows what CloudFormation's SAM transform will make. Its functions' code is
@@ -27,6 +31,7 @@ from typing import Any
 
 from chalice.package import YAMLTemplateSerializer
 
+from chalicelib.settings import EventSources
 from satchel_local import statemachine
 from satchel_local.stack import TABLE_KEYS
 
@@ -34,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MERGE_TEMPLATE = ROOT / "deploy" / "template.yaml"
 STATE_MACHINE = "DownloadStateMachine"
 TABLE = "Table"
+REQUESTS_QUEUE = "RequestsQueue"
+REQUESTS_DEAD_LETTER_QUEUE = "RequestsDeadLetterQueue"
 # SAM resolves a function's CodeUri to these; the expanded template turns them into parameters.
 _CODE_PLACEHOLDER = {"Bucket": "satchel-code-bucket-placeholder", "Key": "deployment.zip"}
 
@@ -76,7 +83,44 @@ def merge_template() -> dict[str, Any]:
         )
     machine["Definition"] = statemachine.load()
     table.update(json.loads(json.dumps(TABLE_KEYS)))
+    queue = EventSources.from_env().requests_queue
+    for logical_id, name in ((REQUESTS_QUEUE, queue), (REQUESTS_DEAD_LETTER_QUEUE, f"{queue}-dead-letters")):
+        properties = template["Resources"][logical_id]["Properties"]
+        if "QueueName" in properties:
+            raise PackagingError(
+                f"{MERGE_TEMPLATE}: {logical_id}'s QueueName comes from SATCHEL_REQUESTS_QUEUE, "
+                "the name Chalice gives the app's SQS source, not from here"
+            )
+        properties["QueueName"] = name
     return template
+
+
+def _queue_arn(name: str) -> dict[str, str]:
+    """How Chalice names a queue given by name in an SQS event source."""
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{name}"}
+
+
+def wire_sqs_sources(sam: dict[str, Any]) -> None:
+    """Point each SQS event source at the stack's requests queue, reporting batch item failures.
+
+    Chalice refers to the queue by an ARN built from its name, which gives CloudFormation
+    no dependency on the queue: the event source mapping could be made before it.
+    """
+    queue = EventSources.from_env().requests_queue
+    for logical_id, resource in sam["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for event_id, event in resource["Properties"].get("Events", {}).items():
+            if event["Type"] != "SQS":
+                continue
+            properties = event["Properties"]
+            if properties["Queue"] != _queue_arn(queue):
+                raise PackagingError(
+                    f"{logical_id}.{event_id} reads {properties['Queue']}: the stack makes only "
+                    f"the requests queue, {queue}"
+                )
+            properties["Queue"] = {"Fn::GetAtt": [REQUESTS_QUEUE, "Arn"]}
+            properties["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
 
 
 def chalice_functions() -> set[str]:
@@ -170,6 +214,8 @@ def package(stage: str, out: Path) -> Package:
     built.merge_template.write_text(json.dumps(merge_template(), indent=2) + "\n")
     run_chalice(stage, built)
     sam = json.loads(built.sam_template.read_text())
+    wire_sqs_sources(sam)
+    built.sam_template.write_text(json.dumps(sam, indent=2) + "\n")
     built.cloudformation_template.write_text(json.dumps(expand(sam), indent=2, sort_keys=True) + "\n")
     return built
 

@@ -140,9 +140,18 @@ class Resolver:
             return f"arn:aws:iam::{ACCOUNT}:role/{name}"
         if kind == "AWS::Logs::LogGroup":
             return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{self.ref(name)}:*"
+        if kind == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.queue_name(name)}"
         raise AssertionError(f"no ARN known for {name} ({kind})")
 
+    def queue_name(self, name: str) -> str:
+        """A queue's name (its Ref is its URL)."""
+        properties = self.template["Resources"][name].get("Properties", {})
+        return str(self.resolve(properties["QueueName"])) if "QueueName" in properties else name
+
     def get_att(self, name: str, attribute: str) -> str:
+        if attribute == "QueueName":
+            return self.queue_name(name)
         if attribute != "Arn":
             raise AssertionError(f"GetAtt {name}.{attribute} is not evaluated here")
         return self.arn(name)

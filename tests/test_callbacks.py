@@ -160,7 +160,7 @@ def test_server_errors_and_throttling_are_retried_with_backoff(receiver: Receive
 def test_backoff_grows_between_attempts(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
     receiver.statuses = [500, 500, 500]
     slept: list[float] = []
-    monkeypatch.setattr(callbacks.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", slept.append)
 
     outcome = deliver(receiver.url)
 
@@ -268,7 +268,7 @@ def test_a_name_that_resolves_inside_at_delivery_is_not_called(
     def rebound(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
 
-    monkeypatch.setattr(callbacks.socket, "getaddrinfo", rebound)
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
 
     outcome = deliver("https://hooks.example.com/satchel")
 

@@ -35,7 +35,9 @@ def short_retention(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def finished(satchel: Satchel, key: str, user: str = "alice", **extra: Any) -> dict[str, Any]:
     satchel.put_source(key, b"kept for a while: " + key.encode())
-    download = satchel.wait(satchel.create({"keys": [key]}, user=user, **extra).json["id"], user=user)
+    download: dict[str, Any] = satchel.wait(
+        satchel.create({"keys": [key]}, user=user, **extra).json["id"], user=user
+    )
     assert download["state"] == "DONE"
     return download
 

@@ -3,30 +3,41 @@ that function's own policy in the packaged template, on the resource it touches,
 policy allows no action its function does not make.
 
 The calls are recorded while the stack runs real flows (a zip built, fetched, linked,
-replayed, refused over quota, cancelled, deleted, and one that fails). A call is attributed
-to the function running it: the workflow's Lambda functions through the context variable
-satchel_local.lambdas sets around each handler, the authorizer and the API handler through
-Chalice's local gateway. Each is looked up in the template by its `Handler` string.
+replayed, refused over quota, cancelled, deleted, and one that fails, each telling its
+callback; downloads asked for by SQS messages, an EventBridge event and a request manifest
+in S3; and a cleanup sweep that expires, times out and purges). A call is attributed to the
+function running it: Lambda functions through the context variable satchel_local.lambdas
+sets around each handler, the authorizer and the API handler through Chalice's local
+gateway. Each is looked up in the template by its `Handler` string.
 
 `SATCHEL_IAM_TABLE=1 pytest -s tests/test_iam.py` prints what each function called, and on what.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import threading
+import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import boto3
 import pytest
 from botocore.client import BaseClient
 from chalice import local as chalice_local
 
-from chalicelib import clients, downloadtypes, settings
+from chalicelib import clients, clock, downloadtypes, notify, service, settings, triggers
+from chalicelib.runtime import Runtime
 from satchel_local import lambdas
+from satchel_local.seed import PRINCIPALS
+from satchel_local.stack import REGION as STACK_REGION
 from satchel_local.stack import Stack
 from tests.conftest import Satchel, api_key_of
 from tests.stack_template import ACCOUNT, REGION, Resolver, allows, functions, packaged, role_of, statements
@@ -34,6 +45,11 @@ from tests.stack_template import ACCOUNT, REGION, Resolver, allows, functions, p
 MIB = 1024 * 1024
 API_HANDLER = "app.app"
 AUTHORIZER = "app.api_key"
+REQUESTS = "app.handle_requests"
+EVENTS = "app.handle_event"
+CLEANUP = "app.sweep"
+# As a deployment names it (WebhookSecretParameter): the key is read from SSM, not given.
+WEBHOOK_PARAMETER = "/satchel-test/webhook-secret"
 
 # Actions a function's policy grants for paths these flows do not reach, each with the path.
 # Everything else a policy grants must have been used.
@@ -59,6 +75,15 @@ NOT_EXERCISED: dict[str, dict[str, str]] = {
         "s3:AbortMultipartUpload": "an Assemble that failed, or a retried one, aborts its upload",
         "s3:DeleteObject": "cancelled before Assemble: remove_everything",
         "s3:ListBucket": "cancelled before Assemble: remove_everything",
+    },
+    # Not the code's calls: Lambda's own, made with the function's role.
+    REQUESTS: {
+        "sqs:ReceiveMessage": "Lambda's SQS event source polls the requests queue",
+        "sqs:DeleteMessage": "Lambda's SQS event source deletes the messages not reported as failed",
+        "sqs:GetQueueAttributes": "Lambda's SQS event source reads the queue's attributes",
+    },
+    EVENTS: {
+        "sqs:SendMessage": "Lambda dead-letters an event the function still failed on after its retries",
     },
 }
 
@@ -216,6 +241,17 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], schema: T
                     Request(f"dynamodb:{_TRANSACT_ACTIONS[kind]}", _table_arn(spec["TableName"]), context)
                 )
             return found
+    if service == "events" and operation == "PutEvents":
+        found = []
+        for entry in params["Entries"]:
+            bus = entry.get("EventBusName", "default")
+            arn = bus if bus.startswith("arn:") else f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"
+            context = (("events:source", (entry["Source"],)), ("events:detail-type", (entry["DetailType"],)))
+            found.append(Request("events:PutEvents", arn, context))
+        return found
+    if service == "ssm" and operation == "GetParameter":
+        name = params["Name"] if params["Name"].startswith("/") else f"/{params['Name']}"
+        return [Request("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}")]
     if service == "stepfunctions":
         if operation == "StartExecution":
             return [Request("states:StartExecution", params["stateMachineArn"])]
@@ -295,7 +331,59 @@ def recorder(monkeypatch: pytest.MonkeyPatch, stack: Stack) -> Recorder:
     return recorder
 
 
-def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> None:
+class Receiver(BaseHTTPRequestHandler):
+    """A callback receiver on loopback: records each payload, answers 204."""
+
+    received: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Callbacks:
+    url: str
+    received: list[dict[str, Any]]
+
+    def states(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = defaultdict(set)
+        for payload in self.received:
+            found[payload["id"]].add(payload["state"])
+        return dict(found)
+
+
+@pytest.fixture
+def callbacks(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callbacks]:
+    """Callbacks signed with a key read from SSM, as a deployment reads it."""
+    boto3.client("ssm", region_name=STACK_REGION).put_parameter(
+        Name=WEBHOOK_PARAMETER, Value="iam-webhook-secret", Type="SecureString"
+    )
+    monkeypatch.setenv(settings.ENV_WEBHOOK_SECRET_PARAMETER, WEBHOOK_PARAMETER)
+    # The test stage gives the key itself too, and Chalice's test client puts it back into
+    # os.environ on every call (for every thread). And each Lambda function is a process of
+    # its own, with its own cache, where this test has one process: read the parameter on
+    # every use, so each function that signs shows its read.
+    read = notify.webhook_secret.__wrapped__
+    monkeypatch.setattr(notify, "webhook_secret", lambda value, parameter: read("", parameter))
+    received: list[dict[str, Any]] = []
+    handler = type("IamReceiver", (Receiver,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Callbacks(f"http://127.0.0.1:{server.server_address[1]}/satchel", received)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: str) -> None:
     """What users do: every route that touches AWS, and the workflow's success and failure."""
     satchel.put_source("acme/iam/a.csv", b"a,b\n1,2\n" * 200)
     satchel.put_source("acme/iam/more/b.txt", b"b" * 5000)
@@ -307,7 +395,12 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> None:
         return satchel.client.http.post("/downloads", headers=headers, body=json.dumps(body))
 
     # A zip with a link, by key and prefix, built to DONE; replayed by its Idempotency-Key.
-    body = {"type": "zip", "params": {"keys": ["acme/iam/a.csv"], "prefixes": ["acme/iam/more/"]}, "link": {}}
+    body = {
+        "type": "zip",
+        "params": {"keys": ["acme/iam/a.csv"], "prefixes": ["acme/iam/more/"]},
+        "link": {},
+        "callback_url": callback_url,
+    }
     created = post(body, key="iam-round-trip")
     assert created.status_code == 202, created.body
     download = json.loads(created.body)
@@ -352,7 +445,9 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
     satchel.put_source("acme/iam/large/a.bin", os.urandom(12 * MIB))
     satchel.put_source("acme/iam/large/b.bin", os.urandom(12 * MIB))
-    running = satchel.create({"prefixes": ["acme/iam/large/"], "compression": "store"}).json["id"]
+    running = satchel.create(
+        {"prefixes": ["acme/iam/large/"], "compression": "store"}, callback_url=callback_url
+    ).json["id"]
     while True:
         state = satchel.wait(running, until={"RUNNING", "DONE", "FAILED"})
         assert state["state"] == "RUNNING", "the large build finished before it could be cancelled"
@@ -379,16 +474,137 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> None:
 
     # Delete a finished one; and one that fails (its source does not exist).
     assert satchel.call("DELETE", f"/downloads/{download['id']}").status == 204
-    failing = satchel.create({"keys": ["acme/iam/missing.csv"]}).json["id"]
+    failing = satchel.create({"keys": ["acme/iam/missing.csv"]}, callback_url=callback_url).json["id"]
     failed = satchel.wait(failing)
     assert failed["state"] == "FAILED"
     assert failed["error"]["code"] == "SourceMissing"
 
 
+def invoke(handler: str, event: dict[str, Any]) -> Any:
+    """Run a function as Lambda runs it, from its `Handler` string, in this process."""
+    name = handler.removeprefix("app.")
+    payload, failed = lambdas.run_handler(handler, name, json.dumps(event), timeout=300)
+    assert not failed, payload
+    return json.loads(payload)
+
+
+def newest(satchel: Satchel, user: str) -> Any:
+    reply = satchel.call("GET", "/downloads?limit=1", user)
+    assert reply.status == 200, reply.body
+    return reply.json["items"][0]
+
+
+class NeverStarted:
+    """A Step Functions client whose StartExecution answer was lost: no execution exists."""
+
+    def start_execution(self, **kwargs: Any) -> dict[str, Any]:
+        return {}
+
+
+def never_started(user: str, **request: Any) -> str:
+    """A download left PENDING, its workflow never started (made by the test, not recorded)."""
+    runtime = dataclasses.replace(Runtime.from_env(), stepfunctions=NeverStarted())
+    body = {"type": "zip", "params": {"keys": ["acme/iam/a.csv"]}, **request}
+    return service.create(runtime, PRINCIPALS[user], body).download.id
+
+
+def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """Downloads asked for by an SQS batch, an EventBridge event and a manifest dropped in S3,
+    and refused ones; returns the ids of those started, and of those left PENDING."""
+    request = {"type": "zip", "params": {"keys": ["acme/iam/a.csv"]}}
+    good = {"tenant": "acme", "user_id": "alice", "request": request, "idempotency_key": "iam-sqs"}
+    # Carol's one active download fills her quota: her request is refused, and its
+    # idempotency key released so that a redelivery may succeed once she has room.
+    monkeypatch.setenv("SATCHEL_MAX_ACTIVE_PER_USER", "1")
+    stuck = [never_started("carol")]
+    over_quota = {"tenant": "acme", "user_id": "carol", "request": request, "idempotency_key": "iam-carol"}
+    bodies = [
+        json.dumps(good),
+        "not json",
+        json.dumps({"tenant": "acme", "user_id": "nobody", "request": request}),
+        json.dumps(over_quota),
+    ]
+    batch = satchel.client.events.generate_sqs_event(bodies, queue_name="satchel-requests")
+    for record in batch["Records"]:
+        record["messageId"] = str(uuid.uuid4())
+    answer = invoke(REQUESTS, batch)
+    rejected = [record["messageId"] for record in batch["Records"][1:]]
+    assert answer == {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in rejected]}
+    by_message = newest(satchel, "alice")
+    started = [by_message["id"]]
+
+    # The same message delivered again (SQS is at least once): the same download.
+    again = satchel.client.events.generate_sqs_event([json.dumps(good)], queue_name="satchel-requests")
+    assert invoke(REQUESTS, again) == {"batchItemFailures": []}
+    assert newest(satchel, "alice")["id"] == by_message["id"]
+
+    refused = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, over_quota, [])
+    invoke(EVENTS, {**refused, "id": str(uuid.uuid4())})
+    monkeypatch.delenv("SATCHEL_MAX_ACTIVE_PER_USER")
+
+    asked = {"tenant": "acme", "user_id": "alice", "request": {**request, "filename": "asked.zip"}}
+    event = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, asked, [])
+    invoke(EVENTS, {**event, "id": str(uuid.uuid4())})
+    by_event = newest(satchel, "alice")
+    assert by_event["filename"] == "asked.zip"
+    started.append(by_event["id"])
+
+    # A manifest dropped under the request prefix, acting as bob of its tenant.
+    bucket, key = satchel.stack.source_bucket, f"{settings.Settings.request_prefix}acme/iam.json"
+    satchel.put_source(key, json.dumps({"user_id": "bob", "request": request}).encode())
+    detail = {"bucket": {"name": bucket}, "object": {"key": key}}
+    created = satchel.client.events.generate_cw_event(
+        "aws.s3", triggers.OBJECT_CREATED, detail, [f"arn:aws:s3:::{bucket}"]
+    )
+    invoke(EVENTS, {**created, "id": str(uuid.uuid4())})
+    by_manifest = newest(satchel, "bob")
+    assert by_manifest["user_id"] == "bob"
+    started.append(by_manifest["id"])
+
+    for download_id in started:
+        user = "bob" if download_id == by_manifest["id"] else "alice"
+        assert satchel.wait(download_id, user)["state"] == "DONE"
+    return started, stuck
+
+
+def run_cleanup(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: str, stuck: list[str]
+) -> Any:
+    """A sweep, a long time later: done downloads expire, stuck ones time out, the records
+    of finished ones are purged, and a crashed worker's upload and temporaries go."""
+    assert lambdas.wait_idle(timeout=30)
+    told = never_started("alice", callback_url=callback_url)
+    stuck = [*stuck, told]
+    s3, bucket = satchel.s3, satchel.stack.artifact_bucket
+    s3.create_multipart_upload(Bucket=bucket, Key=f"artifacts/{told}")
+    s3.create_multipart_upload(Bucket=bucket, Key="tmp/crashed/segment-0")
+    s3.put_object(Bucket=bucket, Key="tmp/crashed/manifest.json", Body=b"{}")
+
+    later = clock.now() + timedelta(seconds=Runtime.from_env().settings.record_retention_seconds + 86400)
+    with monkeypatch.context() as patched:
+        patched.setattr(clock, "now", lambda: later)
+        sweep = satchel.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [])
+        report = invoke(CLEANUP, sweep)
+    assert sorted(report["timed_out"]) == sorted(stuck)
+    assert report["expired"]
+    assert report["purged"]
+    assert report["uploads_aborted"] == 1
+    assert report["temporaries_removed"] == 1
+    assert not satchel.open_uploads()
+    return report
+
+
 def test_every_call_is_allowed_to_its_function_and_nothing_more(
-    satchel: Satchel, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+    satchel: Satchel, recorder: Recorder, callbacks: Callbacks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_flows(satchel, monkeypatch)
+    run_flows(satchel, monkeypatch, callbacks.url)
+    started, stuck = run_trigger_flows(satchel, monkeypatch)
+    report = run_cleanup(satchel, monkeypatch, callbacks.url, stuck)
+    assert set(started) <= set(report["expired"])
+    # Every terminal state was told: by Finalize, Fail, the API (cancel) and cleanup (timeout).
+    states = callbacks.states()
+    assert set().union(*states.values()) == {"DONE", "FAILED", "CANCELLED"}, states
+    assert [states.get(download_id) for download_id in report["timed_out"]].count({"FAILED"}) == 1
 
     template = packaged().sam
     by_handler = functions(template)
@@ -405,7 +621,17 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
                 }
             )
             print(handler, calls, *resources, sep="\n  ")
-    assert set(made) >= {API_HANDLER, AUTHORIZER, "app.prepare", "app.build", "app.finalize", "app.fail"}
+    assert set(made) >= {
+        API_HANDLER,
+        AUTHORIZER,
+        "app.prepare",
+        "app.build",
+        "app.finalize",
+        "app.fail",
+        REQUESTS,
+        EVENTS,
+        CLEANUP,
+    }
     assert set(made) <= set(by_handler), f"functions the stack lacks: {set(made) - set(by_handler)}"
     assert set(recorder.unattributed_in_threads) <= {"lambda.Invoke"}, recorder.unattributed_in_threads
 
@@ -415,7 +641,10 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
         "ArtifactsBucket": stack.artifact_bucket,
         "SourceBucket": stack.source_bucket,
     }
-    datasets = {"DatasetTableArns": ",".join(dataset_arns(os.environ.get(settings.ENV_DATASETS, "{}")))}
+    datasets = {
+        "DatasetTableArns": ",".join(dataset_arns(os.environ.get(settings.ENV_DATASETS, "{}"))),
+        "WebhookSecretParameter": WEBHOOK_PARAMETER,
+    }
     for parameters in ({}, {"SourceBucketName": stack.source_bucket}):  # a bucket made, or one given
         resolver = Resolver(template, names, {**parameters, **datasets})
         policies = {

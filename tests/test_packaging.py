@@ -12,11 +12,13 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
+from chalice.app import Rate
 from moto import mock_aws
+from moto.events.models import EventPattern
 
 from chalicelib import artifacts, settings
 from chalicelib.models import Principal
@@ -25,7 +27,17 @@ from satchel_local import statemachine
 from satchel_local.stack import TABLE_KEYS, Stack
 from scripts import add_api_key, asl_to_mermaid
 from scripts import package as packaging
-from tests.stack_template import Packaged, Resolver, functions, packaged, role_of, statements
+from tests.stack_template import (
+    ACCOUNT,
+    REGION,
+    Packaged,
+    Resolver,
+    allows,
+    functions,
+    packaged,
+    role_of,
+    statements,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = {
@@ -133,9 +145,15 @@ def test_the_state_machine_is_the_asl_file_with_every_function_in_the_stack(
 def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> None:
     template = package.cloudformation
     stage = next(spec for spec in _resources(template, "AWS::ApiGateway::Stage").values())
+    events = {
+        "EventBusName": "satchel-events",
+        "RequestPrefix": "inbox/requests/",
+        "ServicePrincipals": '[{"tenant": "acme", "user_id": "etl", "roles": []}]',
+        "WebhookSecretParameter": "/satchel/webhook-secret",
+    }
     for parameters, source_bucket in (({}, NAMES["SourceBucket"]), ({"SourceBucketName": "given"}, "given")):
         datasets = '{"Transaction": {"table": "transactions"}}'
-        resolver = Resolver(template, NAMES, {**parameters, "Datasets": datasets})
+        resolver = Resolver(template, NAMES, {**parameters, **events, "Datasets": datasets})
         machine_arn = resolver.ref("DownloadStateMachine")
         expected = Stack(
             stage="prod",
@@ -147,6 +165,11 @@ def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> 
         expected[settings.ENV_API_PREFIX] = "/" + resolver.resolve(stage["Properties"]["StageName"])
         expected[settings.ENV_PUBLIC_URL] = ""
         expected[settings.ENV_DATASETS] = datasets
+        expected[settings.ENV_EVENT_BUS] = events["EventBusName"]
+        expected[settings.ENV_REQUEST_PREFIX] = events["RequestPrefix"]
+        expected[settings.ENV_SERVICE_PRINCIPALS] = events["ServicePrincipals"]
+        # The secret's name only: its value is read from SSM, never put in the template.
+        expected[settings.ENV_WEBHOOK_SECRET_PARAMETER] = events["WebhookSecretParameter"]
         for handler, logical_id in functions(template).items():
             variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
             assert resolver.resolve(variables) == expected, handler
@@ -216,6 +239,145 @@ def test_source_bucket_is_made_unless_one_is_named(package: Packaged) -> None:
     assert template["Resources"]["SourceBucket"]["DeletionPolicy"] == "Retain"
     assert Resolver(template, NAMES).condition("CreateSourceBucket")
     assert not Resolver(template, NAMES, {"SourceBucketName": "mine"}).condition("CreateSourceBucket")
+
+
+# --- Triggers and the schedule -------------------------------------------------------------
+
+
+def _function(template: dict[str, Any], handler: str) -> dict[str, Any]:
+    function: dict[str, Any] = template["Resources"][functions(template)[handler]]["Properties"]
+    return function
+
+
+def _policy(template: dict[str, Any], handler: str, resolver: Resolver) -> list[dict[str, Any]]:
+    policy: list[dict[str, Any]] = resolver.resolve(
+        statements(template, role_of(template, functions(template)[handler]))
+    )
+    return policy
+
+
+def test_the_requests_queue_is_the_apps_and_dead_letters_what_keeps_failing(package: Packaged) -> None:
+    template = package.sam
+    resources = template["Resources"]
+    queue = resources["RequestsQueue"]["Properties"]
+    dead_letters = resources["RequestsDeadLetterQueue"]["Properties"]
+    assert queue["QueueName"] == settings.EventSources.from_env().requests_queue  # what app.py reads
+    requests = _function(template, "app.handle_requests")
+    # Lambda's advice for an SQS source: at least six times the function's timeout.
+    assert queue["VisibilityTimeout"] >= 6 * requests["Timeout"]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["RequestsDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    # A dead letter keeps its first enqueue time: it must outlive the source queue's retention.
+    assert dead_letters["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    assert queue["SqsManagedSseEnabled"] is dead_letters["SqsManagedSseEnabled"] is True
+
+    (source,) = requests["Events"].values()
+    assert source["Type"] == "SQS"
+    assert source["Properties"]["Queue"] == {"Fn::GetAtt": ["RequestsQueue", "Arn"]}
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    (mapping,) = _resources(package.cloudformation, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["RequestsQueue", "Arn"]}
+
+    # Lambda polls the queue with the function's own role.
+    resolver = Resolver(template, NAMES)
+    policy = _policy(template, "app.handle_requests", resolver)
+    arn = resolver.arn("RequestsQueue")
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert allows(policy, action, arn, {}), action
+    assert not allows(policy, "sqs:ReceiveMessage", resolver.arn("RequestsDeadLetterQueue"), {})
+
+
+def _s3_event(bucket: str, key: str, detail_type: str = "Object Created") -> dict[str, Any]:
+    return {
+        "source": "aws.s3",
+        "detail-type": detail_type,
+        "detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": 10}},
+    }
+
+
+@pytest.mark.parametrize("parameters", [{}, {"SourceBucketName": "given", "RequestPrefix": "in/box/"}])
+def test_the_events_rule_takes_requests_and_manifests_of_the_source_bucket_only(
+    package: Packaged, parameters: dict[str, str]
+) -> None:
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES, parameters)
+    function_id = functions(template)["app.handle_event"]
+    (rule,) = [
+        spec["Properties"]
+        for spec in _resources(template, "AWS::Events::Rule").values()
+        if spec["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    ]
+    assert "EventBusName" not in rule  # the default bus: where S3 and other senders put events
+    pattern = EventPattern(None, resolver.resolve(rule["EventPattern"]))
+
+    def matches(event: dict[str, Any]) -> bool:
+        return pattern.matches_event(cast(Any, event))  # a TypedDict there, for no checking here
+
+    bucket = parameters.get("SourceBucketName", NAMES["SourceBucket"])
+    prefix = parameters.get("RequestPrefix", settings.Settings.request_prefix)
+    requested = {"source": "satchel.requests", "detail-type": "Satchel Download Requested", "detail": {}}
+    assert matches(requested)
+    assert matches(_s3_event(bucket, f"{prefix}acme/nightly.json"))
+    assert not matches(_s3_event(bucket, "acme/reports/a.csv"))  # a source, not a request
+    assert not matches(_s3_event("another-bucket", f"{prefix}acme/nightly.json"))
+    assert not matches(_s3_event(bucket, f"{prefix}acme/nightly.json", "Object Deleted"))
+    assert not matches({**requested, "detail-type": "Object Created"})
+
+    # The source bucket sends its events to EventBridge (one named by SourceBucketName must
+    # be set up so by its owner: README).
+    notifications = template["Resources"]["SourceBucket"]["Properties"]["NotificationConfiguration"]
+    assert notifications == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+
+    # Events the function still fails on after Lambda's retries are dead-lettered; it may
+    # read request manifests and nothing else of the source bucket.
+    function = template["Resources"][function_id]["Properties"]
+    assert function["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}}
+    policy = _policy(template, "app.handle_event", resolver)
+    assert allows(policy, "sqs:SendMessage", resolver.arn("EventsDeadLetterQueue"), {})
+    assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/{prefix}acme/nightly.json", {})
+    assert not allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/acme/reports/a.csv", {})
+
+
+def test_cleanup_runs_on_the_schedule_the_app_was_packaged_with(package: Packaged) -> None:
+    cleanup = _function(package.sam, "app.sweep")
+    (event,) = cleanup["Events"].values()
+    minutes = settings.EventSources.from_env().cleanup_rate_minutes
+    assert event == {
+        "Type": "Schedule",
+        "Properties": {"Schedule": Rate(minutes, unit=Rate.MINUTES).to_string()},
+    }
+    # A sweep ends before the next begins (two at once are safe, but only waste).
+    assert cleanup["Timeout"] <= minutes * 60
+
+
+def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: Packaged) -> None:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert settings.ENV_WEBHOOK_SECRET not in config["stages"]["prod"].get("environment_variables", {})
+    template = package.cloudformation
+    for logical_id in functions(template).values():
+        variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
+        assert settings.ENV_WEBHOOK_SECRET not in variables, logical_id
+
+    # The functions that sign callbacks may read that one parameter, once it is named.
+    name = "/satchel/webhook-secret"
+    arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
+    resolver = Resolver(template, NAMES, {"WebhookSecretParameter": name})
+    readers = {
+        handler
+        for handler in functions(template)
+        if allows(_policy(template, handler, resolver), "ssm:GetParameter", arn, {})
+    }
+    assert readers == {"app.app", "app.finalize", "app.fail", "app.sweep"}
+    for handler in readers:
+        other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/satchel/other"
+        assert not allows(_policy(template, handler, resolver), "ssm:GetParameter", other, {}), handler
+    unset = Resolver(template, NAMES)
+    for handler in functions(template):
+        actions = [action for s in _policy(template, handler, unset) for action in _actions(s)]
+        assert not [action for action in actions if action.startswith("ssm:")], handler
 
 
 # --- Least privilege, statically (tests/test_iam.py checks the calls) ----------------------
@@ -316,6 +478,35 @@ def test_alarms_watch_failed_executions_and_api_errors(package: Packaged) -> Non
         assert properties["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
+def test_every_dead_letter_queue_has_an_alarm(package: Packaged) -> None:
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES)
+    watched = {
+        resolver.resolve(dimension["Value"])
+        for spec in _resources(template, "AWS::CloudWatch::Alarm").values()
+        if spec["Properties"]["Namespace"] == "AWS/SQS"
+        and spec["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and spec["Properties"]["Threshold"] == 1
+        and spec["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        for dimension in spec["Properties"]["Dimensions"]
+        if dimension["Name"] == "QueueName"
+    }
+    queues = _resources(template, "AWS::SQS::Queue")
+    redriven = [
+        spec["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for spec in queues.values()
+        if "RedrivePolicy" in spec["Properties"]
+    ]
+    function_queues = [
+        spec["Properties"]["DeadLetterConfig"]["TargetArn"]["Fn::GetAtt"][0]
+        for spec in _resources(template, "AWS::Lambda::Function").values()
+        if "DeadLetterConfig" in spec["Properties"]
+    ]
+    dead_letter_queues = set(redriven + function_queues)
+    assert dead_letter_queues == {"RequestsDeadLetterQueue", "EventsDeadLetterQueue"}
+    assert watched == {resolver.queue_name(queue) for queue in dead_letter_queues}
+
+
 # --- Giving users keys on a deployed stack -----------------------------------------------------
 
 
@@ -387,6 +578,8 @@ def _readme_default(text: str) -> object:
         return dataclasses.MISSING
     if text == "empty":
         return ""
+    if text in ("`true`", "`false`"):
+        return text == "`true`"
     if text.startswith("`") and text.endswith("`"):
         return text.strip("`")
     match = _SIZE.match(text)
