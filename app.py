@@ -21,14 +21,26 @@ from chalice.app import (
     SQSEvent,
 )
 
-from chalicelib import auth, cleanup, downloadtypes, idempotency, openapi, service, triggers, workflow
+from chalicelib import (
+    auth,
+    cleanup,
+    downloadtypes,
+    idempotency,
+    observability,
+    openapi,
+    service,
+    triggers,
+    workflow,
+)
 from chalicelib.audit import Action
 from chalicelib.http import error_response, json_body, optional_json_body, respond
 from chalicelib.models import Principal
 from chalicelib.runtime import Runtime
 from chalicelib.settings import EventSources
 
-app = Chalice(app_name="satchel")
+# Logs are Powertools' JSON lines, not Chalice's; every handler is observed (chalicelib/observability.py).
+app = Chalice(app_name="satchel", configure_logs=False)
+app.register_middleware(observability.middleware, "all")
 
 # Event sources are fixed when the app is packaged (chalicelib/settings.py: EventSources).
 SOURCES = EventSources.from_env()

@@ -9,7 +9,7 @@ import logging
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import callbacks, clients
+from chalicelib import callbacks, clients, observability
 from chalicelib.audit import Action
 from chalicelib.models import Download
 
@@ -39,22 +39,25 @@ def payload(download: Download) -> dict[str, Any]:
 
 def download_finished(runtime: Runtime, download: Download) -> None:
     """Called once per download, when it reaches DONE, FAILED or CANCELLED."""
-    body = payload(download)
-    try:
-        runtime.events.put_events(
-            Entries=[
-                {
-                    "Source": SOURCE,
-                    "DetailType": DETAIL_TYPE,
-                    "Detail": json.dumps(body),
-                    "EventBusName": runtime.settings.event_bus,
-                }
-            ]
-        )
-    except Exception:
-        log.exception("could not publish the state change of download %s", download.id)
-    if download.callback_url:
-        _call_back(runtime, download, body)
+    # Scoped: cleanup finishes many downloads in one invocation.
+    with observability.download_keys(download):
+        observability.record_finished(runtime.settings.stage, download)
+        body = payload(download)
+        try:
+            runtime.events.put_events(
+                Entries=[
+                    {
+                        "Source": SOURCE,
+                        "DetailType": DETAIL_TYPE,
+                        "Detail": json.dumps(body),
+                        "EventBusName": runtime.settings.event_bus,
+                    }
+                ]
+            )
+        except Exception:
+            log.exception("could not publish the state change of download %s", download.id)
+        if download.callback_url:
+            _call_back(runtime, download, body)
 
 
 def _call_back(runtime: Runtime, download: Download, body: dict[str, Any]) -> None:

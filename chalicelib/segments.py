@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 from typing import Any
 
-from chalicelib import artifacts, downloadtypes, manifest, zipdownload, zipwriter
+from chalicelib import artifacts, downloadtypes, manifest, observability, zipdownload, zipwriter
 from chalicelib.assembly import Assembler
-from chalicelib.errors import Cancelled, DownloadNotFound
+from chalicelib.errors import Cancelled
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Progress
 from chalicelib.multipart import MultipartWriter
@@ -90,9 +90,8 @@ def split(runtime: Runtime, download: Download, entries: list[Entry]) -> list[in
 
 
 def _load(runtime: Runtime, download_id: str) -> Download:
-    download = runtime.downloads.get(download_id)
-    if download is None:
-        raise DownloadNotFound(f"download {download_id} does not exist")
+    download = runtime.downloads.require(download_id)
+    observability.bind(download)
     return download
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import artifacts, callbacks, clock, downloadtypes, links, notify
+from chalicelib import artifacts, callbacks, clock, downloadtypes, links, notify, observability
 from chalicelib.audit import Action, link_actor, user_actor
 from chalicelib.errors import (
     DownloadExpired,
@@ -90,24 +90,27 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
         )
         if earlier:
             return Created(_replay(runtime, earlier), replayed=True)
-    try:
-        runtime.downloads.create(download, runtime.settings.max_active_per_user)
-    except QuotaExceeded:
-        if claim:
-            runtime.idempotency.release(claim)  # refused: a later retry must really run
-        raise
-    actor = user_actor(principal)
-    runtime.audit.record(download.tenant, Action.CREATED, actor, download.id, type=download.type)
-    issued = None
-    if link_request is not None:
-        issued = _issue_link(runtime, principal, download, link_request)
-    try:
-        _start(runtime, download)
-    except StartFailed:
-        if claim:
-            runtime.idempotency.release(claim)
-        raise
-    return Created(download, issued)
+    # Scoped, not bound to the invocation: one invocation may create several (a batch of requests).
+    with observability.download_keys(download):
+        try:
+            runtime.downloads.create(download, runtime.settings.max_active_per_user)
+        except QuotaExceeded:
+            if claim:
+                runtime.idempotency.release(claim)  # refused: a later retry must really run
+            raise
+        actor = user_actor(principal)
+        runtime.audit.record(download.tenant, Action.CREATED, actor, download.id, type=download.type)
+        observability.record_created(runtime.settings.stage, download)
+        issued = None
+        if link_request is not None:
+            issued = _issue_link(runtime, principal, download, link_request)
+        try:
+            _start(runtime, download)
+        except StartFailed:
+            if claim:
+                runtime.idempotency.release(claim)
+            raise
+        return Created(download, issued)
 
 
 def _new_download(

@@ -28,6 +28,9 @@ ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
 ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
 ENV_CLEANUP_RATE_MINUTES = "SATCHEL_CLEANUP_RATE_MINUTES"
 
+# Read when a handler first runs (chalicelib/observability.py), before any Settings exist.
+ENV_TRACING = "SATCHEL_TRACING"
+
 
 @dataclass(frozen=True)
 class EventSources:
@@ -41,6 +44,21 @@ class EventSources:
             requests_queue=env.get(ENV_REQUESTS_QUEUE) or cls.requests_queue,
             cleanup_rate_minutes=int(env.get(ENV_CLEANUP_RATE_MINUTES) or cls.cleanup_rate_minutes),
         )
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    # X-Ray traces of each invocation and of the AWS calls it makes; they reach X-Ray only
+    # from a function whose tracing is Active (the stack's Tracing parameter sets both).
+    tracing: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Telemetry:
+        env = os.environ if environ is None else environ
+        raw = env.get(ENV_TRACING, "").strip().lower()
+        if raw not in ("", "true", "false"):
+            raise ConfigurationError(f"{ENV_TRACING} must be true or false, got {raw!r}")
+        return cls(tracing=raw == "true")
 
 
 # Integer settings: field name -> environment variable.

@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import clock
-from chalicelib.errors import InvalidCursor, QuotaExceeded
+from chalicelib.errors import DownloadNotFound, InvalidCursor, QuotaExceeded
 from chalicelib.models import ACTIVE_STATES, Download, Principal, Progress, State
 
 OWNER_INDEX = "by_owner"
@@ -170,6 +170,13 @@ class DownloadStore:
     def get(self, download_id: str) -> Download | None:
         item = self._table.get_item(Key=self._key(download_id), ConsistentRead=True).get("Item")
         return Download.from_item(item) if item else None
+
+    def require(self, download_id: str) -> Download:
+        """The download, for a step of its workflow: DownloadNotFound if it is gone."""
+        download = self.get(download_id)
+        if download is None:
+            raise DownloadNotFound(f"download {download_id} does not exist")
+        return download
 
     def transition(
         self, download_id: str, allowed_from: Iterable[State], to: State, **fields: Any

@@ -14,9 +14,9 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from chalicelib import artifacts, clock, downloadtypes, manifest, notify, segments
+from chalicelib import artifacts, clock, downloadtypes, manifest, notify, observability, segments
 from chalicelib.assembly import Assembler
-from chalicelib.errors import Cancelled, DownloadNotFound
+from chalicelib.errors import Cancelled
 from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.multipart import MultipartWriter
 from chalicelib.progress import ProgressTracker
@@ -28,9 +28,8 @@ _MAX_ERROR_MESSAGE = 1000
 
 
 def _load(runtime: Runtime, download_id: str) -> Download:
-    download = runtime.downloads.get(download_id)
-    if download is None:
-        raise DownloadNotFound(f"download {download_id} does not exist")
+    download = runtime.downloads.require(download_id)
+    observability.bind(download)
     return download
 
 
@@ -46,6 +45,7 @@ def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
                 f"download is no longer pending: {conflict.current and conflict.current.state}"
             ) from None
         download = conflict.current  # a retried Prepare: already RUNNING, plan again
+    observability.bind(download)
     plan = downloadtypes.get(download.type).plan(runtime, download)
     output: dict[str, Any] = {"download_id": download_id, "totals": asdict(plan.totals)}
     # Large enough: segments for the Map to build in parallel; else one manifest for Build.
@@ -147,11 +147,14 @@ def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
             error=asdict(error),
             finished_at=clock.iso(clock.now()),
         )
+        observability.bind(download)
         state = download.state
         notify.download_finished(runtime, download)
     except StateConflict as conflict:
         # Already terminal (cancelled, most often): keep that state, still clean up.
         state = conflict.current.state if conflict.current else None
+        if conflict.current:
+            observability.bind(conflict.current)
     if state is not State.DONE:
         artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
     log.warning("download %s ended %s: %s", download_id, state, error)

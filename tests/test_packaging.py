@@ -80,7 +80,7 @@ def test_package_holds_both_templates_and_only_the_service_code(package: Package
     assert not [
         name for name in names if name.startswith(("satchel_local/", "tests/", "scripts/", "deploy/"))
     ]
-    assert "zipstream/__init__.py" in names  # requirements.txt is packaged
+    assert "isal/__init__.py" in names  # requirements.txt is packaged, compiled wheels too
 
 
 def test_cfn_lint_passes_on_both_templates_and_catches_a_broken_reference(
@@ -170,6 +170,7 @@ def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> 
         expected[settings.ENV_SERVICE_PRINCIPALS] = events["ServicePrincipals"]
         # The secret's name only: its value is read from SSM, never put in the template.
         expected[settings.ENV_WEBHOOK_SECRET_PARAMETER] = events["WebhookSecretParameter"]
+        expected[settings.ENV_TRACING] = "false"  # the Tracing parameter's default
         for handler, logical_id in functions(template).items():
             variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
             assert resolver.resolve(variables) == expected, handler
