@@ -148,3 +148,11 @@ class Satchel:
 def satchel(stack: Stack) -> Iterator[Satchel]:
     with Client(app, stage_name="test") as client:
         yield Satchel(client, stack)
+
+
+@pytest.fixture
+def slow_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small chunks and frequent progress writes: a build long enough to act on midway."""
+    monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(64 * 1024))
+    monkeypatch.setenv("SATCHEL_PROGRESS_EVERY_BYTES", str(64 * 1024))
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * 1024 * 1024))

@@ -13,14 +13,6 @@ from tests.conftest import Satchel
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def slow_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small chunks and frequent progress writes: a build long enough to cancel midway."""
-    monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(64 * 1024))
-    monkeypatch.setenv("SATCHEL_PROGRESS_EVERY_BYTES", str(64 * 1024))
-    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
-
-
 @pytest.mark.usefixtures("slow_build")
 def test_cancel_while_running_stops_the_build_and_leaves_nothing(satchel: Satchel) -> None:
     satchel.put_source("acme/large/a.bin", os.urandom(24 * MIB))

@@ -101,13 +101,6 @@ def test_a_download_is_never_expired_before_its_time(satchel: Satchel) -> None:
     assert not artifact_exists(satchel, download["id"])
 
 
-@pytest.fixture
-def slow_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(64 * 1024))
-    monkeypatch.setenv("SATCHEL_PROGRESS_EVERY_BYTES", str(64 * 1024))
-    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
-
-
 @pytest.mark.usefixtures("slow_build")
 def test_a_build_past_its_deadline_is_stopped_and_fails_with_timeout(
     satchel: Satchel, monkeypatch: pytest.MonkeyPatch
