@@ -47,9 +47,14 @@ def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         download = conflict.current  # a retried Prepare: already RUNNING, plan again
     observability.bind(download)
     plan = downloadtypes.get(download.type).plan(runtime, download)
-    output: dict[str, Any] = {"download_id": download_id, "totals": asdict(plan.totals)}
     # Large enough: segments for the Map to build in parallel; else one manifest for Build.
+    # `parallel` is always there: the ASL's Choice tests a value, not a path that may be absent.
     numbers = segments.split(runtime, download, plan.entries)
+    output: dict[str, Any] = {
+        "download_id": download_id,
+        "totals": asdict(plan.totals),
+        "parallel": numbers is not None,
+    }
     if numbers is None:
         output["manifest_key"] = manifest.manifest_key(download_id)
         manifest.write(runtime.s3, runtime.settings.artifact_bucket, output["manifest_key"], plan.entries)

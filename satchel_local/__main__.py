@@ -39,13 +39,23 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         default=defaults.demo_rows,
         help="transactions seeded for tenant acme's export demo (default: %(default)s)",
     )
+    parser.add_argument(
+        "--cleanup-interval",
+        type=float,
+        default=defaults.cleanup_interval,
+        metavar="SECONDS",
+        help="seconds between cleanup runs, 0 for none (deployed: minutes; default: %(default)g)",
+    )
     args = parser.parse_args(argv)
+    if args.cleanup_interval < 0:
+        parser.error("--cleanup-interval must not be negative")
     return Options(
         host=args.host,
         port=args.port,
         moto_port=args.moto_port,
         state_file=args.state_file,
         demo_rows=args.demo_rows,
+        cleanup_interval=args.cleanup_interval,
     )
 
 

@@ -1,10 +1,12 @@
 """The whole stack in one process on loopback: moto's server, the real state machine with
-the real handlers, demo data, and the Chalice app served over HTTP.
+the real handlers, demo data, the Chalice app served over HTTP, and the event sources
+(the requests queue, EventBridge's rules, the cleanup schedule) feeding their functions.
 
 Start order: bind the API port (fail fast before anything is spent), start moto and
-point every boto3 client at it, provision, seed, serve, and last write the state file,
-which is therefore also the readiness signal. Stop order: close the API (no new
-executions can start), stop running executions and wait for their handlers, stop moto.
+point every boto3 client at it, provision, seed, serve, start the event sources, and
+last write the state file, which is therefore also the readiness signal. Stop order:
+close the API and the event sources (nothing new can start an execution), stop running
+executions and wait for their handlers, stop moto.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 import socket
 import threading
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -29,8 +32,10 @@ from chalice.local import LocalDevServer, create_local_server
 from moto.server import ThreadedMotoServer
 
 from chalicelib import clients
+from chalicelib.settings import ENV_WEBHOOK_SECRET
 from chalicelib.store import KeyStore
 from satchel_local import lambdas, seed
+from satchel_local.eventsources import EventSources
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
 
 log = logging.getLogger("satchel_local")
@@ -50,6 +55,8 @@ class Options:
     state_file: Path = Path(".satchel-local.json")
     stage: str = "local"
     demo_rows: int = seed.DEMO_ROWS  # transactions seeded for tenant acme
+    # Seconds between two runs of the cleanup function (deployed: every few minutes); 0: never.
+    cleanup_interval: float = 5.0
 
 
 class StartupError(Exception):
@@ -123,6 +130,7 @@ class LocalStack:
     _api_thread: threading.Thread | None = None
     _moto: ThreadedMotoServer | None = None
     _moto_port: int = 0
+    _event_sources: EventSources | None = None
     _written_state: str | None = None
 
     @property
@@ -144,6 +152,8 @@ class LocalStack:
         seed.seed_dataset(self.options.stage, REGION, self.options.demo_rows)
         self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
         self._api_thread.start()
+        self._event_sources = EventSources(self.stack, self.options.cleanup_interval)
+        self._event_sources.start()
         self._write_state()
 
     def _start_moto(self) -> None:
@@ -161,7 +171,19 @@ class LocalStack:
         return {
             "api_url": self.api_url,
             "s3_endpoint": self.s3_endpoint,
+            # Every AWS service of the emulator answers there, S3 as well as SQS.
+            "aws_endpoint": self.s3_endpoint,
+            "region": REGION,
             "source_bucket": self.stack.source_bucket,
+            "artifact_bucket": self.stack.artifact_bucket,
+            "requests_queue_url": self.stack.requests_queue_url,
+            "requests_dead_letter_queue_url": self.stack.requests_dead_letter_queue_url,
+            "events_queue_url": self.stack.events_queue_url,
+            "events_dead_letter_queue_url": self.stack.events_dead_letter_queue_url,
+            "state_changes_queue_url": self.stack.state_changes_queue_url,
+            # What callbacks are signed with (the local stage's, .chalice/config.json).
+            "webhook_secret": os.environ.get(ENV_WEBHOOK_SECRET, ""),
+            "cleanup_interval_seconds": self.options.cleanup_interval,
             "users": {name: user.describe() for name, user in self.users.items()},
         }
 
@@ -177,7 +199,10 @@ class LocalStack:
 
     def stop(self) -> None:
         """Undo start(), however far it got. Safe to call twice."""
+        if self._event_sources is not None:
+            self._event_sources.request_stop()  # they notice within a second, while the API closes
         self._stop_api()
+        self._stop_event_sources()
         self._stop_executions()
         self._stop_moto()
         self._remove_state()
@@ -190,6 +215,14 @@ class LocalStack:
             self._api_thread.join()
         self._api.server.server_close()
         self._api, self._api_thread = None, None
+
+    def _stop_event_sources(self) -> None:
+        """Wait for the pollers: one may be starting a download, whose execution is stopped next."""
+        if self._event_sources is None:
+            return
+        if not self._event_sources.join(_IDLE_TIMEOUT_SECONDS):
+            log.warning("an event source was still busy after %.0f s; stopping anyway", _IDLE_TIMEOUT_SECONDS)
+        self._event_sources = None
 
     def _stop_executions(self) -> None:
         """Executions run in moto's threads: stop them while moto still answers their handlers."""
@@ -235,6 +268,8 @@ def how_to_try(state: dict[str, Any], state_file: Path) -> str:
         for name, user in state["users"].items()
     )
     read_id = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
+    interval = state["cleanup_interval_seconds"]
+    cleanup = f"every {interval:g} s (--cleanup-interval)" if interval > 0 else "off (--cleanup-interval 0)"
     return "\n".join(
         [
             "",
@@ -243,6 +278,8 @@ def how_to_try(state: dict[str, Any], state_file: Path) -> str:
             f"  S3 emulator  {state['s3_endpoint']}   source bucket: {state['source_bucket']}",
             f"  users        {users}",
             f"  keys         {state_file}  (all users' API keys; removed when this stops)",
+            f"  requests     {state['requests_queue_url']}  (an SQS message starts a download)",
+            f"  cleanup      {cleanup}",
             "",
             "Try it as alice:",
             "",
@@ -270,12 +307,22 @@ def how_to_try(state: dict[str, Any], state_file: Path) -> str:
     )
 
 
+def _idle_sweep(record: logging.LogRecord) -> bool:
+    """False for the line of a cleanup run that found nothing to do."""
+    if record.msg != "cleanup: %s":
+        return True
+    report = record.args if isinstance(record.args, Mapping) else (record.args or [{}])[0]
+    return not isinstance(report, Mapping) or any(report.values())
+
+
 def _quiet_libraries() -> None:
     # Keep the API's access log (as `chalice local` prints it); silence the emulator's own
     # per-request log, which the state machine's Lambda calls would flood.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for name in ("werkzeug", "botocore", "boto3", "urllib3", "moto"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Cleanup runs every few seconds here, not every few minutes: print only what it did.
+    logging.getLogger("chalicelib.cleanup").addFilter(_idle_sweep)
 
 
 def _on_signal(stop: threading.Event) -> None:

@@ -1,20 +1,27 @@
-"""Create Satchel's AWS resources in the emulator: buckets, table, functions, state machine.
+"""Create Satchel's AWS resources in the emulator: buckets, table, functions, state machine,
+and the event plumbing: the requests queue, EventBridge rules and their queues.
 
 The table layout here is the one the deployed template declares; the state machine is
 built from the one ASL file, with the function placeholders filled by their ARNs.
+moto's EventBridge delivers to SQS but never invokes a Lambda function, so each rule that
+targets a function when deployed targets a queue here, which satchel_local.eventsources
+polls into that function.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 
+from chalicelib import notify, triggers
 from chalicelib import settings as env_names
+from chalicelib.settings import EventSources, Settings
 from chalicelib.store import DUE_INDEX, OWNER_INDEX
 from satchel_local import demodata, fastqueries, statemachine
 
@@ -68,6 +75,21 @@ _TRUST = {
 }
 
 
+# The functions app.py declares with an event source: Chalice name -> handler in app.py.
+EVENT_FUNCTIONS: dict[str, str] = {
+    "requests": "handle_requests",
+    "events": "handle_event",
+    "cleanup": "sweep",
+}
+
+# A failed message is tried again once its visibility timeout has passed, and dead-lettered
+# after MAX_RECEIVE_COUNT tries. Deployed, the timeout is six times the function's; locally
+# it is short, so a bad message reaches its dead-letter queue within seconds. Three tries
+# is also what Lambda gives an event it invokes asynchronously (the first and two retries).
+VISIBILITY_TIMEOUT_SECONDS = 3
+MAX_RECEIVE_COUNT = 3
+
+
 @dataclass(frozen=True)
 class Stack:
     stage: str
@@ -75,6 +97,14 @@ class Stack:
     artifact_bucket: str
     source_bucket: str
     state_machine_arn: str
+    # Where downloads are requested by SQS, and where what failed MAX_RECEIVE_COUNT times goes.
+    requests_queue_url: str = ""
+    requests_dead_letter_queue_url: str = ""
+    # What the EventBridge rules of the `events` function deliver (it is polled into it).
+    events_queue_url: str = ""
+    events_dead_letter_queue_url: str = ""
+    # Every "Satchel Download State Changed" event, for whoever wants to watch them.
+    state_changes_queue_url: str = ""
 
     def environment(self) -> dict[str, str]:
         """The variables the handlers read (chalicelib.settings)."""
@@ -94,6 +124,77 @@ def _placeholder_code() -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("app.py", "# dispatched in-process by satchel_local.lambdas\n")
     return buffer.getvalue()
+
+
+def _queue_with_dead_letters(sqs: Any, name: str) -> tuple[str, str]:
+    """A queue and its dead-letter queue, wired by a redrive policy: (url, dead-letter url)."""
+    dead_letters = sqs.create_queue(QueueName=f"{name}-dead-letters")["QueueUrl"]
+    dead_letters_arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    redrive = {"deadLetterTargetArn": dead_letters_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    return url, dead_letters
+
+
+def _route(sqs: Any, events: Any, name: str, pattern: dict[str, Any], queue_url: str) -> None:
+    """An EventBridge rule on the default bus delivering what matches `pattern` to a queue."""
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
+    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
+
+
+def _event_plumbing(
+    session: boto3.session.Session, s3: Any, stage: str, source_bucket: str
+) -> dict[str, str]:
+    """Queues, rules and notifications that start downloads from events, as deployed."""
+    sqs, events_client = session.client("sqs"), session.client("events")
+    # The queue app.py's `requests` function names (fixed when the app is packaged).
+    requests, requests_dead = _queue_with_dead_letters(sqs, EventSources.from_env().requests_queue)
+    events, events_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-events")
+    state_changes = sqs.create_queue(QueueName=f"satchel-{stage}-state-changes")["QueueUrl"]
+    s3.put_bucket_notification_configuration(
+        Bucket=source_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    request_prefix = os.environ.get(env_names.ENV_REQUEST_PREFIX) or Settings.request_prefix
+    _route(
+        sqs,
+        events_client,
+        f"satchel-{stage}-requested",
+        {"source": ["satchel.requests"], "detail-type": [triggers.REQUESTED]},
+        events,
+    )
+    _route(
+        sqs,
+        events_client,
+        f"satchel-{stage}-manifests",
+        {
+            "source": ["aws.s3"],
+            "detail-type": [triggers.OBJECT_CREATED],
+            "detail": {"bucket": {"name": [source_bucket]}, "object": {"key": [{"prefix": request_prefix}]}},
+        },
+        events,
+    )
+    _route(
+        sqs,
+        events_client,
+        f"satchel-{stage}-state-changes",
+        {"source": [notify.SOURCE], "detail-type": [notify.DETAIL_TYPE]},
+        state_changes,
+    )
+    return {
+        "requests_queue_url": requests,
+        "requests_dead_letter_queue_url": requests_dead,
+        "events_queue_url": events,
+        "events_dead_letter_queue_url": events_dead,
+        "state_changes_queue_url": state_changes,
+    }
 
 
 def provision(stage: str, region: str = REGION) -> Stack:
@@ -116,18 +217,21 @@ def provision(stage: str, region: str = REGION) -> Stack:
     )["Role"]["Arn"]
     lambdas = session.client("lambda")
     code = _placeholder_code()
+    handlers = {name: name for name in statemachine.FUNCTIONS.values()} | EVENT_FUNCTIONS
     arns: dict[str, str] = {}
-    for placeholder, name in statemachine.FUNCTIONS.items():
+    for name, handler in handlers.items():
         created = lambdas.create_function(
             FunctionName=statemachine.function_name(stage, name),
             Runtime="python3.11",
             Role=role,
-            Handler=f"app.{name}",
+            Handler=f"app.{handler}",
             Code={"ZipFile": code},
             Timeout=900,
         )
-        arns[placeholder] = created["FunctionArn"]
+        arns[name] = created["FunctionArn"]
+    placeholders = {placeholder: arns[name] for placeholder, name in statemachine.FUNCTIONS.items()}
     machine = session.client("stepfunctions").create_state_machine(
-        name=f"satchel-{stage}-download", definition=statemachine.render(arns), roleArn=role
+        name=f"satchel-{stage}-download", definition=statemachine.render(placeholders), roleArn=role
     )
-    return Stack(stage=stage, state_machine_arn=machine["stateMachineArn"], **names)
+    plumbing = _event_plumbing(session, s3, stage, names["source_bucket"])
+    return Stack(stage=stage, state_machine_arn=machine["stateMachineArn"], **names, **plumbing)

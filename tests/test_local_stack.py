@@ -12,29 +12,44 @@ import contextlib
 import csv
 import gzip
 import hashlib
+import hmac
+import http.server
 import io
 import json
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 from urllib.parse import urlparse
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
+from chalice.app import CloudWatchEvent
+from moto import mock_aws
+from moto.core.models import DEFAULT_ACCOUNT_ID as ACCOUNT
+from moto.dynamodb.models.table import Table
 
-from satchel_local import demodata, seed
+import app as app_module
+from chalicelib.settings import INTEGER_VARIABLES
+from satchel_local import demodata, eventsources, fastqueries, seed
 from satchel_local.seed import tenant_sources
-from tests.conftest import Reply
+from satchel_local.stack import MAX_RECEIVE_COUNT, REGION, VISIBILITY_TIMEOUT_SECONDS, Stack
+from satchel_local.statemachine import function_name
+from tests.conftest import Reply, Satchel
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120.0  # seeding 100,000 rows on a busy 2-core machine
@@ -116,17 +131,24 @@ def _wait_ready(process: subprocess.Popen[bytes], state_file: Path, logs: Path) 
 
 
 @contextlib.contextmanager
-def running_stack(directory: Path, demo_rows: int) -> Iterator[LocalStack]:
-    """`python -m satchel_local` on free ports, its state file and log in `directory`."""
+def running_stack(
+    directory: Path,
+    demo_rows: int,
+    *,
+    arguments: Sequence[str] = (),
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[LocalStack]:
+    """`python -m satchel_local` on free ports, its state file and log in `directory`;
+    `arguments` are more command-line options, `environment` more variables."""
     state_file, logs = directory / "satchel-local.json", directory / "satchel-local.log"
-    command = [sys.executable, "-m", "satchel_local", "--port", "0", "--moto-port", "0"]
+    command = [sys.executable, "-m", "satchel_local", "--port", "0", "--moto-port", "0", *arguments]
     with logs.open("wb") as log:
         process = subprocess.Popen(
             [*command, "--demo-rows", str(demo_rows), "--state-file", str(state_file)],
             cwd=PROJECT_DIR,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(environment or {}), "PYTHONUNBUFFERED": "1"},
         )
     try:
         yield LocalStack(process, state_file, logs, _wait_ready(process, state_file, logs))
@@ -243,6 +265,8 @@ def test_the_readme_curl_session_works_as_written(local_stack: LocalStack, tmp_p
     workdir = tmp_path / "readme"
     workdir.mkdir()
     (workdir / ".satchel-local.json").write_bytes(local_stack.state_file.read_bytes())
+    # As in the repository: the virtualenv (boto3 for the SQS lines) at .venv.
+    (workdir / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
     result = subprocess.run(
         ["bash", "-c", readme_session(local_stack.api)],
         cwd=workdir,
@@ -256,6 +280,12 @@ def test_the_readme_curl_session_works_as_written(local_stack: LocalStack, tmp_p
     assert "Idempotent-Replayed: true" in result.stdout
     assert zipfile.is_zipfile(workdir / "reports.zip")
     assert zipfile.is_zipfile(workdir / "shared.zip")
+    # One download by an SQS message, one by a manifest dropped into the source bucket.
+    listed = call("GET", f"{local_stack.api}/downloads?limit=50", local_stack.key("alice")).json["items"]
+    by_event = sorted(
+        (item["filename"], item["state"]) for item in listed if item["filename"].endswith("ed.zip")
+    )
+    assert by_event == [("dropped.zip", "DONE"), ("queued.zip", "DONE")]
     assert local_stack.stop(signal.SIGINT) == 0
 
 
@@ -294,3 +324,562 @@ def test_exports_of_the_seeded_dataset(tmp_path: Path) -> None:
         )
         assert table[12345]["amount"] == str(demodata.row("acme", 12345)["amount"])
         assert stack.stop(signal.SIGINT) == 0
+
+
+# --- Downloads started by events, cleanup and callbacks, as the local stack delivers them ---
+
+EVENT_TIMEOUT = 30.0  # a message or event to a started download, on a busy machine
+# Dead-lettered after MAX_RECEIVE_COUNT tries, VISIBILITY_TIMEOUT_SECONDS apart.
+DEAD_LETTER_TIMEOUT = EVENT_TIMEOUT + MAX_RECEIVE_COUNT * VISIBILITY_TIMEOUT_SECONDS
+RETENTION_SECONDS = 2  # what the test stack allows as the shortest expires_in
+
+
+@pytest.fixture(scope="module")
+def event_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """One stack for the event tests: cleanup every second, retention as short as a second."""
+    with running_stack(
+        tmp_path_factory.mktemp("events"),
+        demo_rows=100,
+        arguments=["--cleanup-interval", "1"],
+        environment={INTEGER_VARIABLES["retention_min_seconds"]: "1"},
+    ) as started:
+        yield started
+        # The pollers and the schedule stop with everything else, cleanly.
+        assert started.stop(signal.SIGINT) == 0, started.output()
+        assert "Stopped." in started.output()
+        assert "Traceback" not in started.output(), started.output()
+
+
+def aws(stack: LocalStack, service: str) -> Any:
+    """A client of the stack's emulator, made from what .satchel-local.json says."""
+    return boto3.session.Session().client(
+        service,
+        endpoint_url=stack.state["aws_endpoint"],
+        region_name=stack.state["region"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
+def _zip_request(filename: str, keys: Sequence[str] = ("acme/reports/2024/q1.csv",)) -> dict[str, Any]:
+    return {"type": "zip", "params": {"keys": list(keys)}, "filename": filename}
+
+
+def _wait_for_download_named(stack: LocalStack, user: str, filename: str) -> dict[str, Any]:
+    """The user's download called `filename` once it has finished (events do not tell the id)."""
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    while True:
+        listed = call("GET", f"{stack.api}/downloads?limit=50", stack.key(user))
+        assert listed.status == 200, listed.body
+        found = [item for item in listed.json["items"] if item["filename"] == filename]
+        if found:
+            assert len(found) == 1, found  # delivered once, started once
+            return _wait_done(stack, found[0]["id"], stack.key(user), timeout=EVENT_TIMEOUT)
+        assert time.monotonic() < deadline, (
+            f"no download {filename!r} after {EVENT_TIMEOUT} s:\n{stack.output()}"
+        )
+        time.sleep(0.2)
+
+
+def _fetch(stack: LocalStack, download: dict[str, Any], user: str) -> bytes:
+    redirect = call("GET", f"{stack.api}{download['url']}", stack.key(user))
+    assert redirect.status == 302, redirect.body
+    return call("GET", redirect.headers["Location"]).body
+
+
+def _receive_all(sqs: Any, queue_url: str, until: Any, timeout: float) -> list[dict[str, Any]]:
+    """Messages of a queue (each then deleted) until `until(messages)` holds or time is up."""
+    deadline = time.monotonic() + timeout
+    messages: list[dict[str, Any]] = []
+    while not until(messages) and time.monotonic() < deadline:
+        answer = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"]
+        )
+        for message in answer.get("Messages", []):
+            messages.append(message)
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return messages
+
+
+def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack) -> None:
+    state = event_stack.state
+    sqs = aws(event_stack, "sqs")
+    for name in (
+        "requests_queue_url",
+        "requests_dead_letter_queue_url",
+        "events_queue_url",
+        "state_changes_queue_url",
+    ):
+        assert sqs.get_queue_attributes(QueueUrl=state[name], AttributeNames=["QueueArn"])["Attributes"]
+    redrive = json.loads(
+        sqs.get_queue_attributes(QueueUrl=state["requests_queue_url"], AttributeNames=["RedrivePolicy"])[
+            "Attributes"
+        ]["RedrivePolicy"]
+    )
+    assert int(redrive["maxReceiveCount"]) == MAX_RECEIVE_COUNT
+    assert redrive["deadLetterTargetArn"].endswith(
+        ":" + state["requests_dead_letter_queue_url"].rsplit("/", 1)[1]
+    )
+    assert state["webhook_secret"]
+    assert state["cleanup_interval_seconds"] == 1
+
+
+def test_an_sqs_message_starts_a_download(event_stack: LocalStack) -> None:
+    stack, sources = event_stack, tenant_sources("acme")
+    filename = f"queued-{uuid.uuid4().hex[:8]}.zip"
+    message = {"tenant": "acme", "user_id": "alice", "request": _zip_request(filename, sorted(sources))}
+    aws(stack, "sqs").send_message(
+        QueueUrl=stack.state["requests_queue_url"], MessageBody=json.dumps(message)
+    )
+
+    download = _wait_for_download_named(stack, "alice", filename)
+    assert download["state"] == "DONE", download
+    assert _zip_members(_fetch(stack, download, "alice")) == {
+        key.removeprefix("acme/"): body for key, body in sources.items()
+    }
+    # Only its owner sees it, as if she had asked the API herself.
+    assert call("GET", f"{stack.api}/downloads/{download['id']}", stack.key("bob")).status == 403
+
+
+def test_a_bad_message_is_dead_lettered_and_its_batch_mate_still_succeeds(event_stack: LocalStack) -> None:
+    stack, sqs = event_stack, aws(event_stack, "sqs")
+    filename = f"batch-mate-{uuid.uuid4().hex[:8]}.zip"
+    good = {"tenant": "acme", "user_id": "bob", "request": _zip_request(filename)}
+    malformed = f"not a request {uuid.uuid4()}"
+    sent = sqs.send_message_batch(
+        QueueUrl=stack.state["requests_queue_url"],
+        Entries=[
+            {"Id": "good", "MessageBody": json.dumps(good)},
+            {"Id": "malformed", "MessageBody": malformed},
+        ],
+    )
+    assert not sent.get("Failed"), sent
+
+    assert _wait_for_download_named(stack, "bob", filename)["state"] == "DONE"
+    dead = _receive_all(
+        sqs,
+        stack.state["requests_dead_letter_queue_url"],
+        lambda got: any(m["Body"] == malformed for m in got),
+        DEAD_LETTER_TIMEOUT,
+    )
+    assert [m["Body"] for m in dead] == [malformed], stack.output()
+    # It was tried as often as the redrive policy allows, each time alone once the good one was gone.
+    assert int(dead[0]["Attributes"]["ApproximateReceiveCount"]) >= MAX_RECEIVE_COUNT
+    remaining = sqs.get_queue_attributes(
+        QueueUrl=stack.state["requests_queue_url"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert remaining == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
+def test_a_request_manifest_in_the_source_bucket_starts_a_download(event_stack: LocalStack) -> None:
+    stack = event_stack
+    filename = f"manifest-{uuid.uuid4().hex[:8]}.zip"
+    manifest = {"user_id": "alice", "request": _zip_request(filename)}
+    aws(stack, "s3").put_object(
+        Bucket=stack.state["source_bucket"],
+        Key=f"requests/acme/{uuid.uuid4().hex}.json",
+        Body=json.dumps(manifest).encode(),
+    )
+    download = _wait_for_download_named(stack, "alice", filename)
+    assert download["state"] == "DONE", download
+    assert download["tenant"] == "acme"
+
+
+def test_a_download_requested_event_starts_a_download(event_stack: LocalStack) -> None:
+    stack = event_stack
+    filename = f"event-{uuid.uuid4().hex[:8]}.zip"
+    detail = {
+        "tenant": "globex",
+        "user_id": "dave",
+        "request": _zip_request(filename, ["globex/plans/roadmap.md"]),
+    }
+    put = aws(stack, "events").put_events(
+        Entries=[
+            {
+                "Source": "satchel.requests",
+                "DetailType": "Satchel Download Requested",
+                "Detail": json.dumps(detail),
+            }
+        ]
+    )
+    assert put["FailedEntryCount"] == 0, put
+    download = _wait_for_download_named(stack, "dave", filename)
+    assert download["state"] == "DONE", download
+
+
+def test_the_cleanup_loop_expires_a_download_and_deletes_its_artifact(event_stack: LocalStack) -> None:
+    stack, alice, s3 = event_stack, event_stack.key("alice"), aws(event_stack, "s3")
+    created = call(
+        "POST",
+        f"{stack.api}/downloads",
+        alice,
+        {**_zip_request("short-lived.zip"), "expires_in": RETENTION_SECONDS},
+    )
+    assert created.status == 202, created.body
+    download_id = created.json["id"]
+    done = _wait_done(stack, download_id, alice)
+    assert done["state"] == "DONE", done
+    artifact = {"Bucket": stack.state["artifact_bucket"], "Key": f"artifacts/{download_id}"}
+    assert s3.head_object(**artifact)["ContentLength"] == done["artifact"]["size"]
+
+    # Nobody asks for it: the cleanup loop (every second here) expires it after its retention.
+    deadline = time.monotonic() + RETENTION_SECONDS + EVENT_TIMEOUT
+    expired = done
+    while expired["state"] == "DONE" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        expired = call("GET", f"{stack.api}/downloads/{download_id}", alice).json
+    assert expired["state"] == "EXPIRED", f"{expired}\n{stack.output()}"
+    assert call("GET", f"{stack.api}/downloads/{download_id}/file", alice).status == 410
+    assert call("GET", f"{stack.api}/downloads/{download_id}/url", alice).status == 410
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(**artifact)
+    assert missing.value.response["Error"]["Code"] == "404"
+    leftovers = s3.list_objects_v2(Bucket=stack.state["artifact_bucket"]).get("Contents", [])
+    assert not [item["Key"] for item in leftovers if download_id in item["Key"]]
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+@contextlib.contextmanager
+def callback_receiver() -> Iterator[tuple[str, queue.Queue[Received]]]:
+    """An HTTP receiver on loopback: (its URL, the POSTs it got)."""
+    received: queue.Queue[Received] = queue.Queue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.put(Received({name.lower(): value for name, value in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/satchel?source=test", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_callback_arrives_signed_and_the_state_change_is_published(event_stack: LocalStack) -> None:
+    stack, alice = event_stack, event_stack.key("alice")
+    with callback_receiver() as (url, received):
+        created = call(
+            "POST", f"{stack.api}/downloads", alice, {**_zip_request("called-back.zip"), "callback_url": url}
+        )
+        assert created.status == 202, created.body
+        done = _wait_done(stack, created.json["id"], alice)
+        assert done["state"] == "DONE", done
+        try:
+            callback = received.get(timeout=EVENT_TIMEOUT)
+        except queue.Empty:
+            pytest.fail(f"no callback after {EVENT_TIMEOUT} s:\n{stack.output()}")
+
+    # Verified as a receiver would: with the secret .satchel-local.json names, over the raw body.
+    timestamp = callback.headers["satchel-timestamp"]
+    expected = hmac.new(
+        stack.state["webhook_secret"].encode(), f"{timestamp}.".encode() + callback.body, hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(callback.headers["satchel-signature"], f"v1={expected}")
+    assert abs(int(timestamp) - time.time()) < 300
+    assert callback.headers["content-type"] == "application/json"
+    body = json.loads(callback.body)
+    assert (body["id"], body["state"], body["tenant"], body["user_id"]) == (
+        done["id"],
+        "DONE",
+        "acme",
+        "alice",
+    )
+    assert callback.headers["satchel-event-id"] == f"{done['id']}.DONE"
+
+    # The same news went to EventBridge, whose rule hands it to the state changes queue.
+    def published(messages: list[dict[str, Any]]) -> bool:
+        return any(json.loads(m["Body"])["detail"]["id"] == done["id"] for m in messages)
+
+    events = _receive_all(aws(stack, "sqs"), stack.state["state_changes_queue_url"], published, EVENT_TIMEOUT)
+    mine = [json.loads(m["Body"]) for m in events if json.loads(m["Body"])["detail"]["id"] == done["id"]]
+    assert [(e["source"], e["detail-type"], e["detail"]["state"]) for e in mine] == [
+        ("satchel", "Satchel Download State Changed", "DONE")
+    ]
+
+
+# --- The emulator glue itself, in process: fast, and exact about what Lambda would do ---
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "failed"),
+    [
+        ({"batchItemFailures": [{"itemIdentifier": "b"}]}, None, {"b"}),
+        ({"batchItemFailures": []}, None, set()),
+        ({"batchItemFailures": None}, None, set()),
+        ({}, None, set()),
+        (None, None, set()),
+        ({"batchItemFailures": [{"itemIdentifier": "b"}]}, "Unhandled", {"a", "b"}),
+        ({"batchItemFailures": [{"itemIdentifier": "elsewhere"}]}, None, {"a", "b"}),  # not of this batch
+        ({"batchItemFailures": [{"itemIdentifier": ""}]}, None, {"a", "b"}),
+        ({"batchItemFailures": [{"id": "b"}]}, None, {"a", "b"}),  # a bad key name
+        ("ok", None, {"a", "b"}),  # not a response object
+    ],
+)
+def test_a_partial_batch_response_is_read_as_lambda_reads_it(
+    payload: Any, error: str | None, failed: set[str]
+) -> None:
+    assert eventsources.failed_message_ids(["a", "b"], payload, error) == failed
+
+
+def test_the_requests_poller_invokes_once_per_batch_and_deletes_only_what_succeeded(
+    stack: Stack, satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    satchel.put_source("acme/a.txt", b"a")
+    events: list[dict[str, Any]] = []
+    original = app_module.handle_requests
+
+    def spy(event: dict[str, Any], context: Any) -> Any:
+        events.append(event)
+        return original(event, context)
+
+    monkeypatch.setattr(
+        app_module, "handle_requests", spy
+    )  # dispatch resolves "app.handle_requests" per call
+    sqs = boto3.client("sqs", region_name=REGION)
+    good = {
+        "tenant": "acme",
+        "user_id": "alice",
+        "request": {"type": "zip", "params": {"keys": ["acme/a.txt"]}},
+    }
+    sqs.send_message_batch(
+        QueueUrl=stack.requests_queue_url,
+        Entries=[
+            {
+                "Id": "good",
+                "MessageBody": json.dumps(good),
+                "MessageAttributes": {"origin": {"DataType": "String", "StringValue": "test"}},
+            },
+            {"Id": "bad", "MessageBody": "{not json"},
+        ],
+    )
+    poller = eventsources.SqsEventSource(
+        "requests-queue", threading.Event(), stack.requests_queue_url, function_name(stack.stage, "requests")
+    )
+    poller.step()
+
+    assert len(events) == 1  # both messages, one invocation
+    records = events[0]["Records"]
+    assert [record["body"] for record in records] == [json.dumps(good), "{not json"]
+    for record in records:
+        assert record["eventSource"] == "aws:sqs"
+        assert record["eventSourceARN"] == poller.queue_arn
+        assert record["awsRegion"] == REGION
+        assert all(record[name] for name in ("messageId", "receiptHandle", "md5OfBody"))
+        assert record["attributes"]["ApproximateReceiveCount"] == "1"
+    assert records[0]["messageAttributes"]["origin"] == {
+        "stringValue": "test",
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": "String",
+    }
+    # The good message started a download and was deleted; the bad one waits, invisible,
+    # for its visibility timeout, and the redrive policy after that.
+    started = satchel.call("GET", "/downloads").json["items"]
+    assert [item["params"]["keys"] for item in started] == [["acme/a.txt"]]
+    counts = sqs.get_queue_attributes(
+        QueueUrl=stack.requests_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert counts == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "1"}
+
+
+def test_the_events_target_hands_over_one_event_at_a_time_with_its_account(
+    stack: Stack, satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    satchel.put_source("acme/a.txt", b"a")
+    events: list[dict[str, Any]] = []
+    original = app_module.handle_event
+
+    def spy(event: dict[str, Any], context: Any) -> Any:
+        events.append(event)
+        return original(event, context)
+
+    monkeypatch.setattr(app_module, "handle_event", spy)
+    request = {"type": "zip", "params": {"keys": ["acme/a.txt"]}, "filename": "evented.zip"}
+    boto3.client("events", region_name=REGION).put_events(
+        Entries=[
+            {
+                "Source": "satchel.requests",
+                "DetailType": "Satchel Download Requested",
+                "Detail": json.dumps({"tenant": "acme", "user_id": "alice", "request": request}),
+            }
+        ]
+    )
+    manifest = {"user_id": "bob", "request": {**request, "filename": "manifest.zip"}}
+    satchel.put_source("requests/acme/m.json", json.dumps(manifest).encode())
+    satchel.put_source("acme/not-a-manifest.json", b"{}")  # no rule matches it: never delivered
+    target = eventsources.EventBridgeTarget(
+        "events-queue", threading.Event(), stack.events_queue_url, function_name(stack.stage, "events")
+    )
+    target.step()
+
+    assert sorted((event["source"], event["detail-type"]) for event in events) == [
+        ("aws.s3", "Object Created"),
+        ("satchel.requests", "Satchel Download Requested"),
+    ]
+    assert all(event["account"] == ACCOUNT for event in events)
+    assert [item["filename"] for item in satchel.call("GET", "/downloads", "alice").json["items"]] == [
+        "evented.zip"
+    ]
+    assert [item["filename"] for item in satchel.call("GET", "/downloads", "bob").json["items"]] == [
+        "manifest.zip"
+    ]
+    left = boto3.client("sqs", region_name=REGION).get_queue_attributes(
+        QueueUrl=stack.events_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert left == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
+def test_a_scheduled_event_is_what_chalice_expects() -> None:
+    rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/satchel-local-cleanup"
+    event = CloudWatchEvent(eventsources.scheduled_event(rule), context=None)
+    assert (event.source, event.detail_type, event.resources, event.account) == (
+        "aws.events",
+        "Scheduled Event",
+        [rule],
+        ACCOUNT,
+    )
+
+
+def _all_pages(client: Any, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    pages, arguments = [], dict(arguments)
+    while True:
+        page = client.query(**arguments)
+        page.pop("ResponseMetadata")
+        pages.append(page)
+        if "LastEvaluatedKey" not in page:
+            return pages
+        arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def test_fast_queries_answer_exactly_as_moto_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """satchel_local.fastqueries against moto's own Query: same items, order and pages."""
+    with mock_aws():
+        fastqueries.install()
+        client = boto3.client("dynamodb", region_name=REGION)
+        for name, range_type in (("by_text", "S"), ("by_number", "N")):
+            client.create_table(
+                TableName=name,
+                BillingMode="PAY_PER_REQUEST",
+                KeySchema=[
+                    {"AttributeName": "p", "KeyType": "HASH"},
+                    {"AttributeName": "r", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "p", "AttributeType": "S"},
+                    {"AttributeName": "r", "AttributeType": range_type},
+                ],
+            )
+            for number in range(120):
+                # Some items are big, so pages also end at 1 MB, not only at Limit.
+                range_value = f"k{number * 7 % 120:03d}" if range_type == "S" else str(number * 7 % 120 - 60)
+                client.put_item(
+                    TableName=name,
+                    Item={
+                        "p": {"S": "one" if number % 3 else "two"},
+                        "r": {range_type: range_value},
+                        "n": {"N": str(number)},
+                        "m": {"M": {"a": {"S": "x" * (number % 5)}, "b": {"L": [{"N": "1"}, {"S": "é"}]}}},
+                        "pad": {"S": "y" * (60_000 if number % 4 == 0 else 10)},
+                    },
+                )
+        low = {"S": "k030"}, {"N": "-20"}
+        cases: list[dict[str, Any]] = []
+        for table, value in zip(("by_text", "by_number"), low, strict=True):
+            one: dict[str, Any] = {"TableName": table, "ExpressionAttributeValues": {":p": {"S": "one"}}}
+            cases += [
+                {**one, "KeyConditionExpression": "p = :p"},
+                {**one, "KeyConditionExpression": "p = :p", "ScanIndexForward": False, "Limit": 7},
+                {**one, "KeyConditionExpression": "p = :p", "Select": "COUNT"},
+                {
+                    **one,
+                    "KeyConditionExpression": "p = :p AND r > :low",
+                    "ExpressionAttributeValues": {**one["ExpressionAttributeValues"], ":low": value},
+                    "Limit": 9,
+                },
+                {
+                    **one,
+                    "KeyConditionExpression": "p = :p",
+                    "ProjectionExpression": "r, n, m.a, #pad",
+                    "ExpressionAttributeNames": {"#pad": "pad"},
+                    "FilterExpression": "n > :few",
+                    "ExpressionAttributeValues": {**one["ExpressionAttributeValues"], ":few": {"N": "30"}},
+                    "ScanIndexForward": False,
+                },
+                {
+                    **one,
+                    "KeyConditionExpression": "p = :p",
+                    "ExpressionAttributeValues": {":p": {"S": "none"}},
+                },
+            ]
+        fast = [_all_pages(client, case) for case in cases]
+        assert sum(len(pages) for pages in fast) > 2 * len(cases)  # paging is exercised
+        monkeypatch.setattr(Table, "query", fastqueries._original_query)
+        assert fast == [_all_pages(client, case) for case in cases]
+
+
+def readme_receiver(port: int) -> tuple[str, str]:
+    """The README's callback receiver and the curl line that calls it back, on `port`."""
+    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    section = readme[
+        readme.index("### Events, callbacks and cleanup, locally") : readme.index("## The `satchel` command")
+    ]
+    receiver, request = re.findall(r"```shell\n(.*?)```", section, flags=re.DOTALL)[:2]
+    assert "9000" in receiver, "the README's receiver has moved"
+    return receiver.replace("9000", str(port)), request.replace("9000", str(port))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_readme_callback_receiver_works_as_written(event_stack: LocalStack, tmp_path: Path) -> None:
+    (tmp_path / ".satchel-local.json").write_bytes(event_stack.state_file.read_bytes())
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
+    port = _free_port()
+    receiver, request = readme_receiver(port)
+    with subprocess.Popen(
+        ["bash", "-c", receiver], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as listening:
+        try:
+            deadline = time.monotonic() + EVENT_TIMEOUT
+            while not _port_open(port):
+                assert listening.poll() is None, listening.communicate()[0]
+                assert time.monotonic() < deadline, "the README's receiver does not listen"
+                time.sleep(0.1)
+            script = f"API={event_stack.api}\nKEY={event_stack.key('alice')}\n{request}"
+            created = subprocess.run(
+                ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+            )
+            download_id = json.loads(created.stdout)["id"]
+            lines: queue.Queue[str] = queue.Queue()
+            output = listening.stdout
+            assert output is not None
+            threading.Thread(target=lambda: lines.put(output.readline()), daemon=True).start()
+            try:
+                line = lines.get(timeout=EVENT_TIMEOUT)
+            except queue.Empty:
+                pytest.fail(f"no callback reached the README's receiver:\n{event_stack.output()}")
+        finally:
+            listening.kill()
+    assert line.startswith("valid "), line
+    assert json.loads(line.removeprefix("valid "))["id"] == download_id
