@@ -156,3 +156,12 @@ def slow_build(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(64 * 1024))
     monkeypatch.setenv("SATCHEL_PROGRESS_EVERY_BYTES", str(64 * 1024))
     monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * 1024 * 1024))
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """A bare moto S3 with one bucket, `bucket`, for tests of the S3 plumbing alone."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bucket")
+        yield client

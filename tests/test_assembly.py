@@ -5,48 +5,18 @@ from __future__ import annotations
 import os
 import time
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib import assembly, segments, sources
 from chalicelib.manifest import Entry
 from chalicelib.multipart import MultipartWriter
 from chalicelib.settings import Settings
 from chalicelib.zipwriter import CopyRange
+from tests.recording import Recording
 
 MIB = 1024 * 1024
-
-
-class Recording:
-    """A moto client that remembers each part: ("write", size) or ("copy", first, last)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.parts: list[tuple[str, int, int]] = []
-
-    def upload_part(self, **kwargs: Any) -> Any:
-        self.parts.append(("write", len(kwargs["Body"]), 0))
-        return self._client.upload_part(**kwargs)
-
-    def upload_part_copy(self, **kwargs: Any) -> Any:
-        first, last = kwargs["CopySourceRange"].removeprefix("bytes=").split("-")
-        self.parts.append(("copy", int(first), int(last)))
-        return self._client.upload_part_copy(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="bucket")
-        yield client
 
 
 def put(s3: Any, key: str, body: bytes) -> CopyRange:
