@@ -28,10 +28,12 @@ from chalicelib import (
     idempotency,
     observability,
     openapi,
+    segments,
     service,
     triggers,
     workflow,
 )
+from chalicelib import digest as digests
 from chalicelib.audit import Action
 from chalicelib.http import error_response, json_body, optional_json_body, respond
 from chalicelib.models import Principal
@@ -236,23 +238,17 @@ def fail(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return workflow.fail(Runtime.from_env(), event)
 
 
-# Large zips in parallel segments, and the SHA-256 of artifacts S3 partly copied (imported on use).
+# Large zips in parallel segments, and the SHA-256 of artifacts S3 partly copied.
 @app.lambda_function(name="build_segment")
 def build_segment(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib import segments
-
     return segments.build_segment(Runtime.from_env(), event)
 
 
 @app.lambda_function(name="assemble")
 def assemble(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib import segments
-
     return segments.assemble(Runtime.from_env(), event)
 
 
 @app.lambda_function(name="digest")
 def digest(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib import digest
-
-    return digest.digest(Runtime.from_env(), event)
+    return digests.digest(Runtime.from_env(), event)

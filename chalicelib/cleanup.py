@@ -15,11 +15,10 @@ from datetime import datetime, timedelta
 
 from botocore.exceptions import ClientError
 
-from chalicelib import artifacts, clock, notify
+from chalicelib import artifacts, clock, notify, service
 from chalicelib.audit import Action
 from chalicelib.models import ACTIVE_STATES, Download, ErrorInfo, State
 from chalicelib.runtime import Runtime
-from chalicelib.service import execution_arn
 from chalicelib.store import StateConflict
 
 log = logging.getLogger(__name__)
@@ -71,14 +70,7 @@ def _time_out(runtime: Runtime, download: Download, report: Report) -> None:
         )
     except StateConflict:
         return
-    try:
-        runtime.stepfunctions.stop_execution(
-            executionArn=execution_arn(runtime.settings.state_machine_arn, download.id),
-            error="Timeout",
-            cause=error.message,
-        )
-    except ClientError as failure:
-        log.info("could not stop the execution of %s: %s", download.id, failure)
+    service.stop_execution(runtime, download.id, "Timeout", error.message)
     artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download.id)
     runtime.audit.record(download.tenant, Action.TIMED_OUT, ACTOR, download.id)
     notify.download_finished(runtime, failed)

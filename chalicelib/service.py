@@ -240,7 +240,7 @@ def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -
             download = conflict.current or download  # it finished meanwhile: delete instead
         else:
             runtime.audit.record(download.tenant, Action.CANCELLED, actor, download_id)
-            _stop_execution(runtime, download_id)
+            stop_execution(runtime, download_id, "Cancelled", "cancelled by its owner")
             notify.download_finished(runtime, cancelled)
             return cancelled
     if download.state is State.DONE:
@@ -252,15 +252,14 @@ def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -
     return None
 
 
-def _stop_execution(runtime: Runtime, download_id: str) -> None:
+def stop_execution(runtime: Runtime, download_id: str, error: str, cause: str) -> None:
+    """Stop a download's workflow, best effort: its new state is already recorded."""
     arn = execution_arn(runtime.settings.state_machine_arn, download_id)
     try:
-        runtime.stepfunctions.stop_execution(
-            executionArn=arn, error="Cancelled", cause="cancelled by its owner"
-        )
-    except Exception:  # noqa: BLE001 - best effort: the cancellation is already recorded
-        # Finished, not started yet, or the call failed: the build notices CANCELLED through
-        # its next progress write and stops by itself, so the download is cancelled either way.
+        runtime.stepfunctions.stop_execution(executionArn=arn, error=error, cause=cause)
+    except Exception:  # noqa: BLE001 - best effort: the state change is already recorded
+        # Finished, not started yet, or the call failed: the build notices the download has
+        # left RUNNING through its next progress write and stops by itself either way.
         log.warning("could not stop the execution of %s", download_id, exc_info=True)
 
 
