@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -222,5 +223,27 @@ class Settings:
             )
         if not self.retention_min_seconds <= self.retention_default_seconds <= self.retention_max_seconds:
             raise ConfigurationError("the default retention must lie within its min and max")
+        if not self.request_prefix.endswith("/"):
+            # The tenant is the path segment after the prefix: requests/<tenant>/<name>.json.
+            raise ConfigurationError(f"{ENV_REQUEST_PREFIX} must end with '/', got {self.request_prefix!r}")
+        _check_service_principals(self.service_principals)
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:
             raise ConfigurationError("the default link lifetime must not exceed its maximum")
+
+
+def _check_service_principals(raw: str) -> None:
+    """Fail at start-up, not on every event that names one: [{tenant, user_id, roles?}]."""
+    try:
+        specs = json.loads(raw)
+    except ValueError:
+        specs = None
+    valid = isinstance(specs, list) and all(
+        isinstance(spec, dict)
+        and all(isinstance(spec.get(name), str) and spec[name] for name in ("tenant", "user_id"))
+        and isinstance(spec.get("roles", []), list)
+        for spec in specs
+    )
+    if not valid:
+        raise ConfigurationError(
+            f"{ENV_SERVICE_PRINCIPALS} must be a JSON list of {{tenant, user_id, roles}} objects"
+        )
