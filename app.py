@@ -49,7 +49,7 @@ SOURCES = EventSources.from_env()
 
 
 @app.authorizer(ttl_seconds=60)
-def api_key(request: AuthRequest) -> AuthResponse:
+def bearer(request: AuthRequest) -> AuthResponse:
     principal = auth.authenticate(Runtime.from_env().keys, request.token)
     if principal is None:
         return AuthResponse(routes=[], principal_id="anonymous")
@@ -111,13 +111,13 @@ def openapi_document() -> Response:
     return respond(openapi.document(Runtime.from_env().settings.api_prefix or "/"))
 
 
-@app.route("/types", methods=["GET"], authorizer=api_key)
+@app.route("/types", methods=["GET"], authorizer=bearer)
 @api
 def list_types() -> Response:
     return respond({"items": [kind.describe() for kind in downloadtypes.all_types()]})
 
 
-@app.route("/downloads", methods=["POST"], authorizer=api_key)
+@app.route("/downloads", methods=["POST"], authorizer=bearer)
 @api
 def create_download() -> Response:
     runtime = Runtime.from_env()
@@ -132,7 +132,7 @@ def create_download() -> Response:
     return respond(body, 202, headers)
 
 
-@app.route("/downloads", methods=["GET"], authorizer=api_key)
+@app.route("/downloads", methods=["GET"], authorizer=bearer)
 @api
 def list_downloads() -> Response:
     runtime = Runtime.from_env()
@@ -141,14 +141,14 @@ def list_downloads() -> Response:
     return respond({"items": items, "next_cursor": page.next_cursor})
 
 
-@app.route("/downloads/{download_id}", methods=["GET"], authorizer=api_key)
+@app.route("/downloads/{download_id}", methods=["GET"], authorizer=bearer)
 @api
 def get_download(download_id: str) -> Response:
     runtime = Runtime.from_env()
     return _download(runtime, service.get(runtime, caller(), download_id))
 
 
-@app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=api_key)
+@app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=bearer)
 @api
 def delete_download(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -158,7 +158,7 @@ def delete_download(download_id: str) -> Response:
     return _download(runtime, cancelled, 202)
 
 
-@app.route("/downloads/{download_id}/file", methods=["GET"], authorizer=api_key)
+@app.route("/downloads/{download_id}/file", methods=["GET"], authorizer=bearer)
 @api
 def download_file(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -167,7 +167,7 @@ def download_file(download_id: str) -> Response:
     return Response(body="", status_code=302, headers={"Location": url.url, "Cache-Control": "no-store"})
 
 
-@app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=api_key)
+@app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=bearer)
 @api
 def download_url(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -176,7 +176,7 @@ def download_url(download_id: str) -> Response:
     return respond({"url": url.url, "expires_at": url.expires_at}, headers={"Cache-Control": "no-store"})
 
 
-@app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=api_key)
+@app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=bearer)
 @api
 def create_link(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -191,7 +191,7 @@ def follow_link(token: str) -> Response:
     return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
 
 
-@app.route("/links/{token}", methods=["DELETE"], authorizer=api_key)
+@app.route("/links/{token}", methods=["DELETE"], authorizer=bearer)
 @api
 def revoke_link(token: str) -> Response:
     service.revoke_link(Runtime.from_env(), caller(), token)

@@ -44,7 +44,7 @@ from tests.stack_template import ACCOUNT, REGION, Resolver, allows, functions, p
 
 MIB = 1024 * 1024
 API_HANDLER = "app.app"
-AUTHORIZER = "app.api_key"
+AUTHORIZER = "app.bearer"
 REQUESTS = "app.handle_requests"
 EVENTS = "app.handle_event"
 CLEANUP = "app.sweep"
