@@ -5,10 +5,14 @@ policy allows no action its function does not make.
 The calls are recorded while the stack runs real flows (a zip built, fetched, linked,
 replayed, refused over quota, cancelled, deleted, and one that fails, each telling its
 callback; downloads asked for by SQS messages, an EventBridge event and a request manifest
-in S3; and a cleanup sweep that expires, times out and purges). A call is attributed to the
+in S3, and by a message and an event whose workflow Step Functions refuses to start; and a
+cleanup sweep that expires, times out and purges). A call is attributed to the
 function running it: Lambda functions through the context variable satchel_local.lambdas
 sets around each handler, the authorizer and the API handler through Chalice's local
 gateway. Each is looked up in the template by its `Handler` string.
+
+Deleting table items is held to the key prefixes the code deletes under: a policy that lets
+a function delete items under a prefix no recorded call deleted fails the test.
 
 `SATCHEL_IAM_TABLE=1 pytest -s tests/test_iam.py` prints what each function called, and on what.
 """
@@ -32,6 +36,8 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 from chalice import local as chalice_local
+from moto.core.exceptions import AWSError
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 from chalicelib import clients, clock, downloadtypes, notify, service, settings, triggers
 from chalicelib.runtime import Runtime
@@ -570,6 +576,81 @@ def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tupl
     return started, stuck
 
 
+class ExecutionLimitExceeded(AWSError):
+    """What Step Functions answers when the account runs as many executions as it may."""
+
+    TYPE = "ExecutionLimitExceeded"
+    STATUS = 400
+
+
+def run_start_failures(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: str) -> list[str]:
+    """A message and an event whose workflow Step Functions refuses to start: each download
+    ends FAILED `StartFailed`, is announced and told to its callback, and its idempotency
+    key is released. Returns their ids."""
+    request = {"type": "zip", "params": {"keys": ["acme/iam/a.csv"]}, "callback_url": callback_url}
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ExecutionLimitExceeded("the account runs as many executions as it may")
+
+    failed = []
+    with monkeypatch.context() as patched:
+        patched.setattr(StepFunctionsParserBackend, "start_execution", refuse)
+        message = {
+            "tenant": "acme",
+            "user_id": "alice",
+            "request": request,
+            "idempotency_key": "iam-no-start",
+        }
+        batch = satchel.client.events.generate_sqs_event([json.dumps(message)], queue_name="satchel-requests")
+        batch["Records"][0]["messageId"] = message_id = str(uuid.uuid4())
+        assert invoke(REQUESTS, batch) == {"batchItemFailures": [{"itemIdentifier": message_id}]}
+        failed.append(newest(satchel, "alice"))
+
+        detail = {"tenant": "acme", "user_id": "bob", "request": request}
+        event = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, detail, [])
+        assert invoke(EVENTS, {**event, "id": str(uuid.uuid4())}) is None
+        failed.append(newest(satchel, "bob"))
+    for download in failed:
+        assert download["state"] == "FAILED", download
+        assert download["error"]["code"] == "StartFailed", download
+    return [download["id"] for download in failed]
+
+
+def unused_deletes(
+    handler: str, policy: list[dict[str, Any]], calls: list[Call], table_arn: str
+) -> list[str]:
+    """The key prefixes a policy lets `handler` delete table items under that none of its
+    recorded calls deleted under; a grant to delete without a key condition counts too."""
+    deletes = [
+        request
+        for call in calls
+        if call.handler == handler
+        for request in call.requests
+        if request.action == "dynamodb:DeleteItem"
+    ]
+    found = []
+    for statement in policy:
+        action = statement["Action"]
+        if "dynamodb:DeleteItem" not in ([action] if isinstance(action, str) else action):
+            continue
+        condition = statement.get("Condition", {}).get("ForAllValues:StringLike", {})
+        if "dynamodb:LeadingKeys" not in condition:
+            found.append(f"{statement.get('Sid')}: any item")
+            continue
+        for prefix in condition["dynamodb:LeadingKeys"]:
+            alone = {
+                **statement,
+                "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [prefix]}},
+            }
+            if not any(
+                allows([alone], request.action, request.resource, request.context_dict())
+                for request in deletes
+                if request.resource == table_arn
+            ):
+                found.append(f"{statement.get('Sid')}: {prefix}")
+    return found
+
+
 def run_cleanup(
     satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: str, stuck: list[str]
 ) -> Any:
@@ -602,12 +683,14 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
 ) -> None:
     run_flows(satchel, monkeypatch, callbacks.url)
     started, stuck = run_trigger_flows(satchel, monkeypatch)
+    not_started = run_start_failures(satchel, monkeypatch, callbacks.url)
     report = run_cleanup(satchel, monkeypatch, callbacks.url, stuck)
     assert set(started) <= set(report["expired"])
     # Every terminal state was told: by Finalize, Fail, the API (cancel) and cleanup (timeout).
     states = callbacks.states()
     assert set().union(*states.values()) == {"DONE", "FAILED", "CANCELLED"}, states
     assert [states.get(download_id) for download_id in report["timed_out"]].count({"FAILED"}) == 1
+    assert [states.get(download_id) for download_id in not_started] == [{"FAILED"}, {"FAILED"}], states
 
     template = packaged().sam
     by_handler = functions(template)
@@ -680,4 +763,9 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
         assert not unused, f"{function_id} ({handler}) is granted actions it never used: {sorted(unused)}"
         assert set(NOT_EXERCISED.get(handler, {})) <= granted, (
             f"{handler}: NOT_EXERCISED names ungranted actions"
+        )
+        table = _table_arn(stack.table)
+        unused_prefixes = unused_deletes(handler, policies[handler], recorder.calls, table)
+        assert not unused_prefixes, (
+            f"{function_id} ({handler}) may delete items it never deletes: {unused_prefixes}"
         )

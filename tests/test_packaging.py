@@ -371,7 +371,14 @@ def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: 
         for handler in functions(template)
         if allows(_policy(template, handler, resolver), "ssm:GetParameter", arn, {})
     }
-    assert readers == {"app.app", "app.finalize", "app.fail", "app.sweep"}
+    assert readers == {
+        "app.app",
+        "app.finalize",
+        "app.fail",
+        "app.sweep",
+        "app.handle_requests",
+        "app.handle_event",
+    }
     for handler in readers:
         other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/satchel/other"
         assert not allows(_policy(template, handler, resolver), "ssm:GetParameter", other, {}), handler
