@@ -425,3 +425,38 @@ def test_access_logs_name_the_route_never_the_path(package: Packaged) -> None:
     assert not Resolver(template, NAMES, {"ApiGatewayAccountLogsRole": "existing"}).condition(
         "CreateApiGatewayLogsRole"
     )
+
+
+def _tasks(states: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = {}
+    for name, state in states.items():
+        if state["Type"] == "Task":
+            found[name] = state
+        if "ItemProcessor" in state:
+            found.update(_tasks(state["ItemProcessor"]["States"]))
+    return found
+
+
+def _longest_wait(retrier: dict[str, Any]) -> float:
+    """Seconds a retrier waits in all, before its attempts run out (without jitter)."""
+    interval, rate = retrier.get("IntervalSeconds", 1), retrier.get("BackoffRate", 2.0)
+    cap = retrier.get("MaxDelaySeconds", float("inf"))
+    return float(sum(min(interval * rate**attempt, cap) for attempt in range(retrier.get("MaxAttempts", 3))))
+
+
+def test_a_throttled_build_waits_for_a_builder_instead_of_failing() -> None:
+    # Reserved concurrency caps the builders: a step Lambda throttles must wait until one is
+    # free (a run lasts at most 15 minutes), and give up before cleanup's deadline does.
+    capped = {f"${{{p}}}" for p, name in statemachine.FUNCTIONS.items() if f"app.{name}" in RESERVED}
+    tasks = {
+        name: task
+        for name, task in _tasks(statemachine.load()["States"]).items()
+        if task["Parameters"]["FunctionName"] in capped
+    }
+    assert len(tasks) == len(capped) == 2
+    for name, task in tasks.items():
+        retrier = next(r for r in task["Retry"] if "Lambda.TooManyRequestsException" in r["ErrorEquals"])
+        # FULL jitter waits, on average, half of each delay.
+        average = _longest_wait(retrier) / (2 if retrier.get("JitterStrategy") == "FULL" else 1)
+        assert average >= 15 * 60, name
+        assert _longest_wait(retrier) < settings.Settings.build_deadline_seconds, name
