@@ -11,7 +11,8 @@ make of it is what deploys.
   that function needs; every `${...}` of the ASL file is filled with a resource of the
   stack; every event source of the app reaches its function.
 - The stage is throttled, the API, the authorizer and the builds have reserved
-  concurrency, and the access log never records a link's token.
+  concurrency (and a throttled build waits for a free builder), and the access log never
+  records a link's token.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def test_the_only_security_scheme_is_the_custom_lambda_authorizer(package: Packa
     config = _authorizer()
     # Chalice turns an authorizer named `api_key` into API Gateway's usage-plan key check
     # ({"type": "apiKey", "name": "x-api-key"}), which would answer 403 to every Bearer key.
+    usage_plan = [name for name, s in schemes.items() if s.get("x-amazon-apigateway-authtype") != "custom"]
+    assert not usage_plan, f"API Gateway's own key check: {usage_plan}"
+    assert "x-amazon-apigateway-api-key-source" not in _swagger(package, kind)
     assert list(schemes) == [config.name]
     scheme = schemes[config.name]
     assert scheme["x-amazon-apigateway-authtype"] == "custom"
