@@ -182,11 +182,12 @@ def test_mapped_names_extract_as_mapped_in_unzip_7z_bsdtar_and_python(tmp_path: 
     with zipfile.ZipFile(path) as opened:
         assert opened.testzip() is None
         assert {name: opened.read(name) for name in opened.namelist()} == expected
-    for reader, command in {
+    commands: dict[str, tuple[str | Path, ...]] = {
         "unzip": ("unzip", "-q", path, "-d", tmp_path / "unzip"),
         "7z": ("7z", "x", "-y", f"-o{tmp_path / '7z'}", path),
         "bsdtar": ("bsdtar", "-xf", path, "-C", tmp_path / "bsdtar"),
-    }.items():
+    }
+    for reader, command in commands.items():
         (tmp_path / reader).mkdir(exist_ok=True)
         run(*command)
         assert files_under(tmp_path / reader) == expected, reader
