@@ -10,8 +10,9 @@
 - `on_missing: skip` leaves out sources that are gone: keys that did not exist at Prepare,
   and sources that vanished before Build (found by the survey, a HEAD each when no manifest
   is asked). They are listed in the download's `skipped` and in `MISSING.txt` at the root.
-  A source that vanishes in the moment between the survey and its own read still fails the
-  build with `SourceMissing`. `fail` (the default) fails the download `SourceMissing`.
+  A source that vanishes after the survey, before its own read, ends that Build attempt
+  with `TransientError`: the state machine's Retry runs Build again, whose survey leaves it
+  out. `fail` (the default) fails the download `SourceMissing`.
 - `tar` is POSIX pax (chalicelib/tarwriter.py); a member of at least
   `server_copy_min_bytes` is copied by S3 into the artifact (the Digest step then hashes
   it), as store zips do. `tar.gz` is one gzip stream through chalicelib/deflate.py's engine.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import hashlib
+import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,7 +37,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import clock, deflate, sources, tarwriter, zipwriter
 from chalicelib.downloadtypes import ArtifactFormat, Check, Renderer
-from chalicelib.errors import Cancelled, SourceMissing
+from chalicelib.errors import Cancelled, SourceMissing, TransientError
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal
 from chalicelib.settings import Settings
@@ -142,18 +144,38 @@ def renderer(members: ZipMembers, layout_for: LayoutFor) -> Renderer:
         runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
     ) -> Iterator[Piece]:
         options = Options.of(download.params)
-        found = survey(runtime, list(entries), options)
-        skipped = _record_skipped(runtime, download, found, tracker) if options.skips else []
-        extras = _extras(found, skipped, options)
+        present: Iterator[Entry] = entries  # streamed from the manifest, unless surveyed first
+        extras: list[tuple[str, bytes]] = []
+        if options.manifest or options.skips:
+            found = survey(runtime, list(entries), options)
+            skipped = _record_skipped(runtime, download, found, tracker) if options.skips else []
+            present, extras = iter(found.present), _extras(found, skipped, options)
+        pieces = _pieces(runtime, download, present, extras, tracker, options)
+        try:
+            yield from pieces
+        except SourceMissing as gone:
+            if not options.skips:
+                raise
+            # Gone after the survey saw it: the Build's Retry surveys again and leaves it out.
+            raise TransientError(f"{gone.message}; the build starts again without it") from gone
+
+    def _pieces(
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        extras: list[tuple[str, bytes]],
+        tracker: ProgressTracker,
+        options: Options,
+    ) -> Iterator[Piece]:
         if options.format == "zip":
             layout = layout_for(download)
-            yield from members(runtime, download, iter(found.present), tracker, layout)
+            yield from members(runtime, download, entries, tracker, layout)
             for name, data in extras:
                 yield from layout.known(name, zlib.crc32(data), len(data), [data] if data else [])
             yield from zipwriter.closing(layout.members, layout.offset)
             return
         when = int(clock.parse(download.created_at).timestamp())
-        tar = tar_pieces(runtime, found.present, extras, tracker, when, copy=options.format == "tar")
+        tar = tar_pieces(runtime, entries, extras, tracker, when, copy=options.format == "tar")
         if options.format == "tar":
             yield from tar
             return
@@ -176,7 +198,7 @@ def _extras(found: Survey, skipped: list[str], options: Options) -> list[tuple[s
 
 def tar_pieces(
     runtime: Runtime,
-    entries: list[Entry],
+    entries: Iterable[Entry],
     extras: list[tuple[str, bytes]],
     tracker: ProgressTracker,
     mtime: int,
@@ -193,8 +215,9 @@ def tar_pieces(
     window = sources.Window(
         settings.fetch_concurrency, settings.fetch_window_bytes, settings.read_chunk_bytes
     )
-    fetched = sources.fetch(runtime.s3, bucket, (e for e in entries if not copied(e)), window)
-    for entry in entries:
+    order, read = itertools.tee(entries)
+    fetched = sources.fetch(runtime.s3, bucket, (e for e in read if not copied(e)), window)
+    for entry in order:
         yield tarwriter.header(entry.name, entry.size, mtime)
         if copied(entry):
             yield CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
@@ -218,10 +241,8 @@ def tar_pieces(
 def survey(runtime: Runtime, entries: list[Entry], options: Options) -> Survey:
     """Which sources are still there (skip) and their SHA-256 (manifest), before any is written.
 
-    Neither option asked: nothing is looked at; the build meets a missing source as it always has.
+    Only with one of those options: otherwise the build meets a missing source as it always has.
     """
-    if not options.manifest and not options.skips:
-        return Survey(entries, [], {})
     settings = runtime.settings
     look = _hash if options.manifest else _head
     present: list[Entry] = []

@@ -203,3 +203,26 @@ def test_options_are_in_the_types_schema_with_their_defaults(satchel: Satchel) -
     assert refused.status == 422
     refused = satchel.create({"keys": ["acme/a"], "format": "rar"})
     assert refused.status == 422
+
+
+def test_a_source_gone_after_the_survey_is_skipped_by_the_retried_build(
+    satchel: Satchel, put: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    surveys: list[list[str]] = []
+    survey = archives.survey
+
+    def survey_then_delete(runtime: Any, entries: list[Entry], options: archives.Options) -> archives.Survey:
+        found = survey(runtime, entries, options)
+        surveys.append([entry.key for entry in found.missing])
+        if len(surveys) == 1:  # the first attempt saw it; it goes before it is read
+            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key="acme/m/report.csv")
+        return found
+
+    monkeypatch.setattr(archives, "survey", survey_then_delete)
+    done, archive = fetch(satchel, {"prefixes": ["acme/m/"], "on_missing": "skip"})
+    assert surveys == [[], ["acme/m/report.csv"]]
+    assert done["skipped"] == ["acme/m/report.csv"]
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        assert opened.testzip() is None
+        assert "m/report.csv" not in opened.namelist()
+        assert opened.read("MISSING.txt") == b"acme/m/report.csv\n"
