@@ -256,7 +256,7 @@ def render(
 
 TYPE = DownloadType(
     name="zip",
-    description="A zip archive of objects from your source scope, by key and by prefix.",
+    description="An archive (zip, tar or tar.gz) of objects from your source scope, by key and by prefix.",
     params_schema=PARAMS_SCHEMA,
     formats=list(archives.FORMATS),
     check=archives.checked(check_params),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib import archives, workflow
+from chalicelib import archives, openapi, workflow
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, State
 from tests.archive_readers import files_under, run
@@ -199,6 +199,9 @@ def test_options_are_in_the_types_schema_with_their_defaults(satchel: Satchel) -
     assert properties["on_missing"]["enum"] == ["fail", "skip"]
     assert properties["on_missing"]["default"] == "fail"
     assert zip_type["formats"] == ["zip", "tar", "tar.gz"]
+    document = openapi.document()["components"]["schemas"]
+    assert document["ZipParams"]["properties"] == properties
+    assert document["Download"]["properties"]["skipped"]["items"] == {"type": "string"}
     refused = satchel.create({"keys": ["acme/a"], "on_missing": "ignore"})
     assert refused.status == 422
     refused = satchel.create({"keys": ["acme/a"], "format": "rar"})
