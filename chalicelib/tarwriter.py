@@ -15,7 +15,6 @@ that S3 copies (zipwriter.CopyRange) whatever its size. `tar.gz` is one gzip str
 from __future__ import annotations
 
 import struct
-import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 
@@ -31,6 +30,8 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\x03"
 
 def header(name: str, size: int, mtime: int) -> bytes:
     """The header block(s) of a regular file `name` of `size` bytes."""
+    import tarfile  # deferred: a cold start that builds no tar never loads it
+
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = mtime
