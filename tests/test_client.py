@@ -232,6 +232,19 @@ def test_the_default_compression_is_the_services(api: FakeApi, client: SatchelCl
     assert seen.headers["Idempotency-Key"] == "mine"
 
 
+def test_archive_options_are_sent_only_when_given(api: FakeApi, client: SatchelClient) -> None:
+    api.on("POST", "/downloads", Answer(202, download(state="PENDING")))
+    client.create_zip(["acme/a.csv"], archive_format="tar.gz", manifest=True, on_missing="skip")
+    (seen,) = api.requests_to("POST", "/downloads")
+    assert seen.body["params"] == {
+        "keys": ["acme/a.csv"],
+        "prefixes": [],
+        "format": "tar.gz",
+        "manifest": True,
+        "on_missing": "skip",
+    }
+
+
 def test_a_link_is_not_requested_twice(api: FakeApi, client: SatchelClient) -> None:
     # No idempotency key on this POST: repeating it after a 503 could mint a second link.
     api.on("POST", "/downloads/d1/links", Answer(503, {"Code": "StartFailed", "Message": "later"}))
