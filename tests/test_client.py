@@ -619,6 +619,21 @@ def test_zip_wait_and_fetch_with_json_output(shell: FakeApi, capsys: pytest.Capt
     assert shell.requests_to("POST", "/downloads")[0].body["params"]["compression"] == "store"
 
 
+def test_the_archive_options_of_the_zip_command(shell: FakeApi) -> None:
+    shell.on("POST", "/downloads", Answer(202, download(state="PENDING")))
+    assert satchel_cli.main(["zip", "acme/a.csv", "--format", "tar", "--manifest", "--skip-missing"]) == 0
+    assert satchel_cli.main(["zip", "acme/a.csv"]) == 0
+    given, defaults = (request.body["params"] for request in shell.requests_to("POST", "/downloads"))
+    assert given == {
+        "keys": ["acme/a.csv"],
+        "prefixes": [],
+        "format": "tar",
+        "manifest": True,
+        "on_missing": "skip",
+    }
+    assert defaults == {"keys": ["acme/a.csv"], "prefixes": []}  # the service's defaults
+
+
 def test_plain_output_is_for_people_and_pipes(shell: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     shell.on("POST", "/downloads", Answer(202, download(state="PENDING")))
     assert satchel_cli.main(["zip", "acme/a.csv"]) == 0
