@@ -4,8 +4,10 @@ Entry names come from S3 keys, which may hold anything; what lands in an archive
 relative path that cannot escape the directory it is unpacked into, and that every common
 system can create. Each '/'-separated segment is mapped, in this order:
 
-1. control characters (Unicode category C) are removed; a backslash becomes `_` first, so it
-   never acts as a separator;
+1. control and format characters (Unicode category C: C0/C1 controls, bidi overrides that
+   could disguise an extension, ...) are removed, except the zero-width joiner and non-joiner
+   that emoji sequences and some scripts are spelt with; a backslash becomes `_` first, so
+   it never acts as a separator;
 2. characters Windows forbids in a name, `< > : " | ? *`, become `_` (`a:b` -> `a_b`);
 3. surrounding whitespace goes; `.` and empty segments are dropped, `..` becomes `_`;
 4. trailing dots and spaces go (Windows drops them silently: `name. ` -> `name`); a segment
@@ -29,6 +31,7 @@ import unicodedata
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _FORBIDDEN = re.compile(r'[<>:"|?*]')
 _MAX_SEGMENT_BYTES = 255
+_JOINERS = frozenset({"\u200c", "\u200d"})  # ZWNJ, ZWJ: part of how a name is spelt
 _DIGITS = "0123456789¹²³"
 RESERVED_NAMES = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
@@ -50,7 +53,7 @@ def _unreserved(segment: str) -> str:
 
 
 def _clean_segment(segment: str) -> str:
-    text = "".join(ch for ch in segment if not unicodedata.category(ch).startswith("C"))
+    text = "".join(ch for ch in segment if ch in _JOINERS or not unicodedata.category(ch).startswith("C"))
     text = _FORBIDDEN.sub("_", text).strip()
     if text in ("", "."):
         return ""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
 
@@ -71,6 +72,13 @@ def fetch(satchel: Satchel, params: dict[str, Any]) -> tuple[dict[str, Any], byt
     return done, archive
 
 
+def executed_states(satchel: Satchel, download_id: str) -> set[str]:
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return {e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e}
+
+
 def unzip(archive: bytes, into: Path) -> dict[str, bytes]:
     path = into.with_suffix(".zip")
     path.write_bytes(archive)
@@ -99,6 +107,18 @@ def test_manifest_is_accepted_by_sha256sum_after_extraction(
         assert "m/SHA256SUMS" in listed  # in its folder it keeps its name; only the root is taken
         checked = run("sha256sum", "-c", "SHA256SUMS", cwd=root)
         assert checked.count(": OK") == len(MAPPED)
+
+
+def test_archives_with_options_are_built_by_one_build_not_segments(
+    satchel: Satchel, put: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "2")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
+    for params in ({"manifest": True}, {"on_missing": "skip"}, {"format": "tar"}, {}):
+        done, _ = fetch(satchel, {"prefixes": ["acme/m/"], **params})
+        states = executed_states(satchel, done["id"])
+        assert ("BuildSegments" in states) == (params == {}), (params, states)
+        assert ("Build" in states) == (params != {}), (params, states)
 
 
 def test_a_source_named_like_the_manifest_at_the_root_is_renamed(satchel: Satchel) -> None:

@@ -55,6 +55,15 @@ def test_reserved_windows_names_get_an_underscore_after_their_stem(raw: str, exp
         ("a<b>c|d?e*f", "a_b_c_d_e_f"),
         ("back\\slash", "back_slash"),
         ("tab\there", "tabhere"),
+        ("invoice\u202etxt.exe", "invoicetxt.exe"),  # a bidi override would show "exe.txt"
+        (
+            "family \U0001f468\u200d\U0001f469\u200d\U0001f467.txt",
+            "family \U0001f468\u200d\U0001f469\u200d\U0001f467.txt",
+        ),
+        (
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),  # ZWNJ in Persian
         ("bell\x07.txt", "bell.txt"),
         ("C:/x", "C_/x"),
     ],
@@ -122,6 +131,7 @@ RAW_KEYS = [
     "emoji 🎉.txt",
     "Été/Case.txt",
     "été/case.TXT",
+    "family \U0001f468\u200d\U0001f469\u200d\U0001f467.txt",
 ]
 MAPPED = [
     "CON_.txt",
@@ -132,6 +142,7 @@ MAPPED = [
     "emoji 🎉.txt",
     "Été/Case.txt",
     "été/case (2).TXT",
+    "family \U0001f468\u200d\U0001f469\u200d\U0001f467.txt",
 ]
 
 
