@@ -8,6 +8,7 @@ import io
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from chalicelib import archives, openapi, workflow
+from chalicelib.errors import SourceChanged, SourceMissing
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, State
 from tests.archive_readers import files_under, run
@@ -249,3 +251,29 @@ def test_a_source_gone_after_the_survey_is_skipped_by_the_retried_build(
         assert opened.testzip() is None
         assert "m/report.csv" not in opened.namelist()
         assert opened.read("MISSING.txt") == b"acme/m/report.csv\n"
+
+
+@pytest.mark.parametrize("manifest", [False, True])
+def test_the_survey_sorts_present_missing_and_changed_sources(s3: Any, manifest: bool) -> None:
+    settings = SimpleNamespace(source_bucket="bucket", fetch_concurrency=3, read_chunk_bytes=4)
+    runtime: Any = SimpleNamespace(s3=s3, settings=settings)
+    entries = []
+    for index in range(7):
+        body = f"body {index}".encode()
+        etag = s3.put_object(Bucket="bucket", Key=f"k{index}", Body=body)["ETag"]
+        entries.append(Entry(key=f"k{index}", size=len(body), etag=etag, name=f"n{index}"))
+    s3.delete_object(Bucket="bucket", Key="k2")
+    s3.delete_object(Bucket="bucket", Key="k5")
+    skip = archives.Options(manifest=manifest, on_missing="skip")
+
+    found = archives.survey(runtime, entries, skip)
+    assert [entry.key for entry in found.present] == ["k0", "k1", "k3", "k4", "k6"]
+    assert [entry.key for entry in found.missing] == ["k2", "k5"]
+    expected = {f"n{i}": hashlib.sha256(f"body {i}".encode()).hexdigest() for i in (0, 1, 3, 4, 6)}
+    assert found.sha256 == (expected if manifest else {})
+
+    with pytest.raises(SourceMissing, match="k2"):
+        archives.survey(runtime, entries, archives.Options(manifest=manifest))
+    s3.put_object(Bucket="bucket", Key="k4", Body=b"changed since Prepare")
+    with pytest.raises(SourceChanged):
+        archives.survey(runtime, entries, skip)
