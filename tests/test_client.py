@@ -634,6 +634,12 @@ def test_the_archive_options_of_the_zip_command(shell: FakeApi) -> None:
     assert defaults == {"keys": ["acme/a.csv"], "prefixes": []}  # the service's defaults
 
 
+def test_status_names_the_sources_left_out(shell: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.on("GET", "/downloads/d1", Answer(200, download(skipped=["acme/x.csv", "acme/y.csv"])))
+    assert satchel_cli.main(["status", "d1"]) == 0
+    assert "skipped   2 missing (see MISSING.txt): acme/x.csv, acme/y.csv" in capsys.readouterr().out
+
+
 def test_plain_output_is_for_people_and_pipes(shell: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     shell.on("POST", "/downloads", Answer(202, download(state="PENDING")))
     assert satchel_cli.main(["zip", "acme/a.csv"]) == 0
