@@ -189,6 +189,7 @@ def _extras(found: Survey, skipped: list[str], options: Options) -> list[tuple[s
     """The archive's own files, after the sources: (name at the root, bytes)."""
     extras = []
     if options.manifest:
+        # Safe names hold no backslash or newline (names.py): no line needs sha256sum's escaping.
         lines = (f"{found.sha256[entry.name]}  {entry.name}\n" for entry in found.present)
         extras.append((SUMS_NAME, "".join(lines).encode("utf-8")))
     if skipped:
