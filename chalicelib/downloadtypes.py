@@ -65,6 +65,8 @@ class DownloadType:
     required_role: str | None = None
     # Whether a large plan may be built in segments, in parallel, and joined (chalicelib/segments.py).
     segmentable: bool = False
+    # When it may (segmentable only): some params ask for what only one Build run can write.
+    segmentable_with: Callable[[dict[str, Any]], bool] | None = None
 
     @cached_property
     def _params(self) -> Schema:
@@ -77,6 +79,9 @@ class DownloadType:
             )
         self._params.check(params)
         return self.check(params, principal, settings)
+
+    def can_segment(self, params: dict[str, Any]) -> bool:
+        return self.segmentable and (self.segmentable_with is None or self.segmentable_with(params))
 
     def describe(self) -> dict[str, Any]:
         return {

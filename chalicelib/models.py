@@ -76,6 +76,8 @@ class Download:
     finished_at: str | None = None
     expires_at: str | None = None
     callback_url: str | None = None
+    # Sources left out because they were missing (zip `on_missing: skip`), by key.
+    skipped: list[str] = field(default_factory=list)
 
     # Kept in the record, never shown: where the artifact lives, how long it is kept.
     _INTERNAL = ("retention_seconds",)
@@ -118,6 +120,7 @@ class Download:
             finished_at=item.get("finished_at"),
             expires_at=item.get("expires_at"),
             callback_url=item.get("callback_url"),
+            skipped=list(item.get("skipped", [])),
         )
 
 

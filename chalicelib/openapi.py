@@ -535,6 +535,11 @@ def _download() -> JsonSchema:
         "expires_at": _nullable(_TIMESTAMP),
         "callback_url": {"type": ["string", "null"]},
         "url": {"type": ["string", "null"], "description": "The file endpoint's path once DONE."},
+        "skipped": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Keys of sources left out because they were missing (zip `on_missing: skip`).",
+        },
     }
     return _object(**properties)
 

@@ -76,7 +76,7 @@ def _runs(entries: list[Entry], most_bytes: int, most_files: int) -> list[list[E
 def split(runtime: Runtime, download: Download, entries: list[Entry]) -> list[int] | None:
     """Prepare: the segments' numbers when this download is built in parallel, else None."""
     settings = runtime.settings
-    if not downloadtypes.get(download.type).segmentable:
+    if not downloadtypes.get(download.type).can_segment(download.params):
         return None
     total = sum(entry.size for entry in entries)
     if total <= settings.parallel_min_bytes and len(entries) <= settings.parallel_min_files:

@@ -307,6 +307,22 @@ class DownloadStore:
             raise
         return True
 
+    def record_skipped(self, download_id: str, keys: list[str]) -> bool:
+        """Set the keys a build left out while RUNNING. False means it left RUNNING (cancelled)."""
+        try:
+            self._table.update_item(
+                Key=self._key(download_id),
+                UpdateExpression="SET skipped = :k",
+                ConditionExpression="#state = :running",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":k": keys, ":running": State.RUNNING.value},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
     def add_progress(self, download_id: str, files: int, bytes_: int) -> bool:
         """Add to the done counters while RUNNING (parallel segments share one record).
 

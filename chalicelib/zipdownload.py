@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import clock, deflate, sources, zipwriter
-from chalicelib.downloadtypes import ArtifactFormat, DownloadType, Plan
+from chalicelib import archives, clock, deflate, sources, zipwriter
+from chalicelib.downloadtypes import DownloadType, Plan
 from chalicelib.errors import (
     DuplicateKeys,
     EmptyKeys,
@@ -54,6 +54,7 @@ PARAMS_SCHEMA: dict[str, Any] = {
             "default": deflate.DEFAULT_LEVEL,
             "description": "Deflate effort (ISA-L levels): 0 is fastest, 3 smallest. Ignored by store.",
         },
+        **archives.PARAMS_PROPERTIES,
     },
 }
 
@@ -117,7 +118,9 @@ def plan(runtime: Runtime, download: Download) -> Plan:
     source_bucket = runtime.settings.source_bucket
     max_bytes, max_files = runtime.settings.max_content_bytes, runtime.settings.max_files
     scope = Scope(source_bucket, f"{download.tenant}/")
-    names = UniqueNames()
+    options = archives.Options.of(params)
+    names = UniqueNames(options.reserved_names)
+    skipped: list[str] = []
     seen: set[str] = set()
     entries: list[Entry] = []
     total = 0
@@ -141,6 +144,9 @@ def plan(runtime: Runtime, download: Download) -> Plan:
             head = s3.head_object(Bucket=source_bucket, Key=key)
         except ClientError as error:
             if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                if options.skips:
+                    skipped.append(key)
+                    continue
                 raise SourceMissing(f"source object not found: {key}", key=key) from None
             raise
         add(key, int(head["ContentLength"]), head["ETag"])
@@ -152,7 +158,11 @@ def plan(runtime: Runtime, download: Download) -> Plan:
                     continue  # a console "folder" marker, not a file
                 add(item["Key"], int(item["Size"]), item["ETag"])
     if not entries:
-        raise NothingToDownload("the given prefixes hold no objects")
+        raise NothingToDownload(
+            "none of the named sources exist" if skipped else "the given prefixes hold no objects"
+        )
+    if options.skips:
+        archives.prepare_skip(skipped, runtime, download)
     return Plan(
         totals=Progress(files_total=len(entries), bytes_total=sum(entry.size for entry in entries)),
         entries=entries,
@@ -246,13 +256,15 @@ def render(
 
 TYPE = DownloadType(
     name="zip",
-    description="A zip archive of objects from your source scope, by key and by prefix.",
+    description="An archive (zip, tar or tar.gz) of objects from your source scope, by key and by prefix.",
     params_schema=PARAMS_SCHEMA,
-    formats=["zip"],
-    check=check_params,
+    formats=list(archives.FORMATS),
+    check=archives.checked(check_params),
     plan=plan,
-    render=render,
-    artifact_format=lambda params: ArtifactFormat(".zip", "application/zip"),
+    # `render` above is the plain zip; the options (format, manifest, on_missing) wrap its parts.
+    render=archives.renderer(members, layout_for),
+    artifact_format=archives.artifact_format,
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",
     segmentable=True,
+    segmentable_with=archives.segmentable,
 )

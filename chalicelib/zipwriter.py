@@ -114,6 +114,19 @@ def _zip64_extra(*values: int) -> bytes:
     return struct.pack(f"<HH{len(values)}Q", 1, 8 * len(values), *values)
 
 
+def unicode_path_extra(name: bytes) -> bytes:
+    """Info-ZIP Unicode Path extra field (0x7075) for a non-ASCII name, else nothing.
+
+    The UTF-8 flag (bit 11) already says the name is UTF-8; readers that ignore the flag (older
+    Windows Explorer, some 7-Zip and Java versions) honour this field instead: version 1, the
+    CRC-32 of the header's name field, then the UTF-8 name.
+    """
+    if name.isascii():
+        return b""
+    body = struct.pack("<BI", 1, zlib.crc32(name)) + name
+    return struct.pack("<HH", 0x7075, len(body)) + body
+
+
 class ZipLayout:
     """Lays out members one after another from offset `start`, remembering each member's record."""
 
@@ -130,6 +143,7 @@ class ZipLayout:
             extra = _zip64_extra(size, compressed)
             size = compressed = LIMIT_32
         version = _VERSION_ZIP64 if extra else _VERSION_PLAIN
+        extra += unicode_path_extra(name)
         fixed = _LOCAL.pack(
             0x04034B50,
             version,
@@ -203,10 +217,12 @@ def central_directory(members: Iterable[Member]) -> Iterator[bytes]:
         name = member.name.encode("utf-8")
         large = [v for v in (member.size, member.compressed_size, member.offset) if v >= LIMIT_32]
         extra = _zip64_extra(*large) if large else b""
+        version = _VERSION_ZIP64 if extra else _VERSION_PLAIN
+        extra += unicode_path_extra(name)
         fixed = _CENTRAL.pack(
             0x02014B50,
             _VERSION_MADE_BY,
-            _VERSION_ZIP64 if extra else _VERSION_PLAIN,
+            version,
             member.flags,
             member.method,
             member.dos_time,

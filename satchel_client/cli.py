@@ -175,6 +175,9 @@ def cmd_zip(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
         filename=args.filename,
         expires_in=args.expires_in,
         idempotency_key=args.idempotency_key,
+        archive_format=args.format,
+        manifest=args.manifest or None,
+        on_missing="skip" if args.skip_missing else None,
     )
     ui.notice(f"created download {download.id}")
     fetched: FetchResult | None = None
@@ -413,6 +416,17 @@ def _add_zip(zip_parser: argparse.ArgumentParser) -> None:
         action="store_const",
         const="store",
         help="store the entries uncompressed (faster; for data that is compressed already)",
+    )
+    zip_parser.add_argument(
+        "--format", choices=["zip", "tar", "tar.gz"], help="the archive's format (the service's default: zip)"
+    )
+    zip_parser.add_argument(
+        "--manifest", action="store_true", help="add SHA256SUMS at the root (sha256sum -c checks it)"
+    )
+    zip_parser.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="leave out sources that do not exist, listed in MISSING.txt, instead of failing",
     )
     zip_parser.add_argument("--expires-in", type=_positive_int, metavar="S", help="keep the zip S seconds")
     zip_parser.add_argument(

@@ -40,6 +40,8 @@ from satchel_client.transfer import (
 )
 
 Compression = Literal["store", "deflate"]
+ArchiveFormat = Literal["zip", "tar", "tar.gz"]
+OnMissing = Literal["fail", "skip"]
 Timeout = float | tuple[float, float]
 
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)  # (connect, read) seconds
@@ -183,11 +185,20 @@ class SatchelClient:
         expires_in: int | None = None,
         link: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        archive_format: ArchiveFormat | None = None,
+        manifest: bool | None = None,
+        on_missing: OnMissing | None = None,
     ) -> Download:
-        """A zip of source objects, by key and by prefix (`compression` None: the default, deflate)."""
+        """An archive of source objects, by key and by prefix; None leaves an option to the service
+        (deflate, zip, no SHA256SUMS, a missing source fails the download)."""
         params: dict[str, Any] = {"keys": list(keys), "prefixes": list(prefixes)}
-        if compression is not None:
-            params["compression"] = compression
+        options = {
+            "compression": compression,
+            "format": archive_format,
+            "manifest": manifest,
+            "on_missing": on_missing,
+        }
+        params.update({name: value for name, value in options.items() if value is not None})
         return self.create(
             "zip",
             params,

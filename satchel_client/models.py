@@ -118,6 +118,8 @@ class Download:
     expires_at: str | None
     # Only in the answer to a create that asked for a link: its token is shown once.
     link: Link | None
+    # Keys of sources left out because they were missing (`on_missing: skip`).
+    skipped: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -136,6 +138,7 @@ class Download:
             finished_at=_str(data, "finished_at"),
             expires_at=_str(data, "expires_at"),
             link=Link.from_api(link) if link else None,
+            skipped=tuple(str(key) for key in data.get("skipped") or ()),
             raw=dict(data),
         )
 

@@ -37,6 +37,8 @@ def download(item: Download) -> str:
         rows.append(("file", f"{size(item.artifact.size)}, sha256 {item.artifact.sha256}"))
     if item.error is not None:
         rows.append(("error", f"{item.error.code}: {item.error.message}"))
+    if item.skipped:
+        rows.append(("skipped", f"{len(item.skipped)} missing (see MISSING.txt): {', '.join(item.skipped)}"))
     rows += [(name, value) for name, value in _times(item) if value]
     return "\n".join(f"{name:<9} {value}" for name, value in rows)
 

@@ -113,4 +113,4 @@ def test_types_lists_zip_with_its_schema(satchel: Satchel) -> None:
     types = satchel.call("GET", "/types").json["items"]
     zip_type = next(item for item in types if item["name"] == "zip")
     assert zip_type["params"]["properties"]["compression"]["enum"] == ["store", "deflate"]
-    assert zip_type["formats"] == ["zip"]
+    assert zip_type["formats"] == ["zip", "tar", "tar.gz"]

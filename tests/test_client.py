@@ -232,6 +232,19 @@ def test_the_default_compression_is_the_services(api: FakeApi, client: SatchelCl
     assert seen.headers["Idempotency-Key"] == "mine"
 
 
+def test_archive_options_are_sent_only_when_given(api: FakeApi, client: SatchelClient) -> None:
+    api.on("POST", "/downloads", Answer(202, download(state="PENDING")))
+    client.create_zip(["acme/a.csv"], archive_format="tar.gz", manifest=True, on_missing="skip")
+    (seen,) = api.requests_to("POST", "/downloads")
+    assert seen.body["params"] == {
+        "keys": ["acme/a.csv"],
+        "prefixes": [],
+        "format": "tar.gz",
+        "manifest": True,
+        "on_missing": "skip",
+    }
+
+
 def test_a_link_is_not_requested_twice(api: FakeApi, client: SatchelClient) -> None:
     # No idempotency key on this POST: repeating it after a 503 could mint a second link.
     api.on("POST", "/downloads/d1/links", Answer(503, {"Code": "StartFailed", "Message": "later"}))
@@ -604,6 +617,27 @@ def test_zip_wait_and_fetch_with_json_output(shell: FakeApi, capsys: pytest.Capt
     }
     assert Path("out.zip").read_bytes() == ARTIFACT
     assert shell.requests_to("POST", "/downloads")[0].body["params"]["compression"] == "store"
+
+
+def test_the_archive_options_of_the_zip_command(shell: FakeApi) -> None:
+    shell.on("POST", "/downloads", Answer(202, download(state="PENDING")))
+    assert satchel_cli.main(["zip", "acme/a.csv", "--format", "tar", "--manifest", "--skip-missing"]) == 0
+    assert satchel_cli.main(["zip", "acme/a.csv"]) == 0
+    given, defaults = (request.body["params"] for request in shell.requests_to("POST", "/downloads"))
+    assert given == {
+        "keys": ["acme/a.csv"],
+        "prefixes": [],
+        "format": "tar",
+        "manifest": True,
+        "on_missing": "skip",
+    }
+    assert defaults == {"keys": ["acme/a.csv"], "prefixes": []}  # the service's defaults
+
+
+def test_status_names_the_sources_left_out(shell: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.on("GET", "/downloads/d1", Answer(200, download(skipped=["acme/x.csv", "acme/y.csv"])))
+    assert satchel_cli.main(["status", "d1"]) == 0
+    assert "skipped   2 missing (see MISSING.txt): acme/x.csv, acme/y.csv" in capsys.readouterr().out
 
 
 def test_plain_output_is_for_people_and_pipes(shell: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,343 @@
+"""The `zip` type's archive options: `format` (zip, tar, tar.gz), `manifest` and `on_missing`.
+
+- `manifest: true` adds `SHA256SUMS` at the archive's root, in `sha256sum -c` format
+  (`<hex>  <name>`, the names as they are in the archive). The SHA-256 of a member needs its
+  bytes, so Build first reads every source once and hashes it (a *survey*), a bounded
+  number at a time, each read pinned to the ETag Prepare saw. That costs one more read of
+  every source's bytes from S3 through the worker: for server-side copied store members, a
+  read pass where none was needed; for members the worker deflates anyway, a second read.
+  Nothing is held: each source is hashed as it streams.
+- `on_missing: skip` leaves out sources that are gone: keys that did not exist at Prepare,
+  and sources that vanished before Build (found by the survey, a HEAD each when no manifest
+  is asked). They are listed in the download's `skipped` and in `MISSING.txt` at the root.
+  A source that vanishes after the survey, before its own read, ends that Build attempt
+  with `TransientError`: the state machine's Retry runs Build again, whose survey leaves it
+  out. `fail` (the default) fails the download `SourceMissing`.
+- `tar` is POSIX pax (chalicelib/tarwriter.py); a member of at least
+  `server_copy_min_bytes` is copied by S3 into the artifact (the Digest step then hashes
+  it), as store zips do. `tar.gz` is one gzip stream through chalicelib/deflate.py's engine.
+
+Archives with any of these options are built by one Build run: the parallel segments
+(chalicelib/segments.py) join zip segments only.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import hashlib
+import itertools
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib import clock, deflate, sources, tarwriter, zipwriter
+from chalicelib.downloadtypes import ArtifactFormat, Check, Renderer
+from chalicelib.errors import Cancelled, SourceMissing, TransientError
+from chalicelib.manifest import Entry
+from chalicelib.models import Download, Principal
+from chalicelib.settings import Settings
+from chalicelib.zipwriter import CopyRange, Piece, ZipLayout
+
+if TYPE_CHECKING:
+    from chalicelib.progress import ProgressTracker
+    from chalicelib.runtime import Runtime
+
+FORMATS: dict[str, ArtifactFormat] = {
+    "zip": ArtifactFormat(".zip", "application/zip"),
+    "tar": ArtifactFormat(".tar", "application/x-tar"),
+    "tar.gz": ArtifactFormat(".tar.gz", "application/gzip"),
+}
+SUMS_NAME = "SHA256SUMS"
+MISSING_NAME = "MISSING.txt"
+
+PARAMS_PROPERTIES: dict[str, Any] = {
+    "format": {
+        "enum": list(FORMATS),
+        "default": "zip",
+        "description": "zip, or POSIX pax tar (tar.gz: one gzip stream). The file's extension follows.",
+    },
+    "manifest": {
+        "type": "boolean",
+        "default": False,
+        "description": f"Add {SUMS_NAME} at the root, in `sha256sum -c` format "
+        "(each source is read once more to hash it).",
+    },
+    "on_missing": {
+        "enum": ["fail", "skip"],
+        "default": "fail",
+        "description": "fail: a missing source fails the download (SourceMissing). skip: it is left "
+        f"out and listed in the download's `skipped` and in {MISSING_NAME} in the archive.",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    format: str = "zip"
+    manifest: bool = False
+    on_missing: str = "fail"
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> Options:
+        return cls(
+            format=str(params.get("format", "zip")),
+            manifest=bool(params.get("manifest", False)),
+            on_missing=str(params.get("on_missing", "fail")),
+        )
+
+    @property
+    def skips(self) -> bool:
+        return self.on_missing == "skip"
+
+    @property
+    def reserved_names(self) -> tuple[str, ...]:
+        """Root names the archive's own files take: a source with such a name gets ' (2)'."""
+        return (SUMS_NAME,) * self.manifest + (MISSING_NAME,) * self.skips
+
+    def to_params(self) -> dict[str, Any]:
+        return {"format": self.format, "manifest": self.manifest, "on_missing": self.on_missing}
+
+
+def checked(check: Check) -> Check:
+    """`check` with the options' defaults filled into the normalised params."""
+
+    def check_with_options(
+        params: dict[str, Any], principal: Principal, settings: Settings
+    ) -> dict[str, Any]:
+        return {**check(params, principal, settings), **Options.of(params).to_params()}
+
+    return check_with_options
+
+
+def artifact_format(params: dict[str, Any]) -> ArtifactFormat:
+    return FORMATS[Options.of(params).format]
+
+
+def segmentable(params: dict[str, Any]) -> bool:
+    """Only a plain zip is joined from parallel segments."""
+    return Options.of(params) == Options()
+
+
+# The zip type's own builders, handed in (zipdownload imports this module).
+ZipMembers = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker", ZipLayout], Iterator[Piece]]
+LayoutFor = Callable[[Download], ZipLayout]
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What Build found before writing: the sources still there, those gone, SHA-256 when asked."""
+
+    present: list[Entry]
+    missing: list[Entry]
+    sha256: dict[str, str]
+
+
+def renderer(members: ZipMembers, layout_for: LayoutFor) -> Renderer:
+    """The zip type's render: the chosen format, with SHA256SUMS and MISSING.txt when asked."""
+
+    def render(
+        runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+    ) -> Iterator[Piece]:
+        options = Options.of(download.params)
+        present: Iterator[Entry] = entries  # streamed from the manifest, unless surveyed first
+        extras: list[tuple[str, bytes]] = []
+        if options.manifest or options.skips:
+            found = survey(runtime, list(entries), options)
+            skipped = _record_skipped(runtime, download, found, tracker) if options.skips else []
+            present, extras = iter(found.present), _extras(found, skipped, options)
+        pieces = _pieces(runtime, download, present, extras, tracker, options)
+        try:
+            yield from pieces
+        except SourceMissing as gone:
+            if not options.skips:
+                raise
+            # Gone after the survey saw it: the Build's Retry surveys again and leaves it out.
+            raise TransientError(f"{gone.message}; the build starts again without it") from gone
+
+    def _pieces(
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        extras: list[tuple[str, bytes]],
+        tracker: ProgressTracker,
+        options: Options,
+    ) -> Iterator[Piece]:
+        if options.format == "zip":
+            layout = layout_for(download)
+            yield from members(runtime, download, entries, tracker, layout)
+            for name, data in extras:
+                yield from layout.known(name, zlib.crc32(data), len(data), [data] if data else [])
+            yield from zipwriter.closing(layout.members, layout.offset)
+            return
+        when = int(clock.parse(download.created_at).timestamp())
+        tar = tar_pieces(runtime, entries, extras, tracker, when, copy=options.format == "tar")
+        if options.format == "tar":
+            yield from tar
+            return
+        level = int(download.params.get("compression_level", deflate.DEFAULT_LEVEL))
+        yield from tarwriter.gzipped(tar, level)
+
+    return render
+
+
+def _extras(found: Survey, skipped: list[str], options: Options) -> list[tuple[str, bytes]]:
+    """The archive's own files, after the sources: (name at the root, bytes)."""
+    extras = []
+    if options.manifest:
+        # Safe names hold no backslash or newline (names.py): no line needs sha256sum's escaping.
+        lines = (f"{found.sha256[entry.name]}  {entry.name}\n" for entry in found.present)
+        extras.append((SUMS_NAME, "".join(lines).encode("utf-8")))
+    if skipped:
+        extras.append((MISSING_NAME, "".join(f"{key}\n" for key in skipped).encode("utf-8")))
+    return extras
+
+
+def tar_pieces(
+    runtime: Runtime,
+    entries: Iterable[Entry],
+    extras: list[tuple[str, bytes]],
+    tracker: ProgressTracker,
+    mtime: int,
+    *,
+    copy: bool,
+) -> Iterator[Piece]:
+    """A pax tar of the sources then the extras; with `copy`, large members are copied by S3."""
+    settings = runtime.settings
+    bucket = settings.source_bucket
+
+    def copied(entry: Entry) -> bool:
+        return copy and entry.size >= settings.server_copy_min_bytes
+
+    window = sources.Window(
+        settings.fetch_concurrency, settings.fetch_window_bytes, settings.read_chunk_bytes
+    )
+    order, read = itertools.tee(entries)
+    fetched = sources.fetch(runtime.s3, bucket, (e for e in read if not copied(e)), window)
+    for entry in order:
+        yield tarwriter.header(entry.name, entry.size, mtime)
+        if copied(entry):
+            yield CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
+            tracker.advance(files=1, bytes_=entry.size)
+        else:
+            written = 0
+            for chunk in next(fetched).chunks:
+                written += len(chunk)
+                tracker.advance(bytes_=len(chunk))
+                yield chunk
+            if written != entry.size:
+                # The header announced entry.size: an archive with other bytes would be corrupt.
+                raise ValueError(f"source {entry.key!r} had {written} bytes, not the {entry.size} listed")
+            tracker.advance(files=1)
+        yield tarwriter.padding(entry.size)
+    for name, data in extras:
+        yield from tarwriter.member(name, data, mtime)
+    yield tarwriter.END
+
+
+def survey(runtime: Runtime, entries: list[Entry], options: Options) -> Survey:
+    """Which sources are still there (skip) and their SHA-256 (manifest), before any is written.
+
+    Only with one of those options: otherwise the build meets a missing source as it always has.
+    """
+    settings = runtime.settings
+    look = _hash if options.manifest else _head
+    present: list[Entry] = []
+    missing: list[Entry] = []
+    sha256: dict[str, str] = {}
+    for entry, outcome in _in_order(settings.fetch_concurrency, look, runtime.s3, settings, entries):
+        if isinstance(outcome, SourceMissing):
+            if not options.skips:
+                raise outcome
+            missing.append(entry)
+            continue
+        present.append(entry)
+        if outcome:
+            sha256[entry.name] = outcome
+    return Survey(present, missing, sha256)
+
+
+def _head(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
+    try:
+        s3.head_object(Bucket=settings.source_bucket, Key=entry.key, IfMatch=entry.etag)
+    except ClientError as error:
+        found = sources.translate(error, entry.key)
+        if isinstance(found, SourceMissing):
+            return found
+        raise found from None
+    return ""
+
+
+def _hash(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
+    try:
+        response = sources.open_object(s3, settings.source_bucket, entry.key, entry.etag)
+    except SourceMissing as missing:
+        return missing
+    digest = hashlib.sha256()
+    for chunk in sources.stream(response["Body"], settings.read_chunk_bytes):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+Look = Callable[[Any, Settings, Entry], "str | SourceMissing"]
+
+
+def _in_order(
+    workers: int, look: Look, s3: Any, settings: Settings, entries: Iterable[Entry]
+) -> Iterator[tuple[Entry, str | SourceMissing]]:
+    """(entry, outcome) in order, `workers` looked at concurrently (each in the caller's context)."""
+    workers = max(1, workers)
+    upcoming = iter(entries)
+    pending: collections.deque[tuple[Entry, Future[str | SourceMissing]]] = collections.deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="survey") as pool:
+        try:
+            while True:
+                while len(pending) < 2 * workers:
+                    entry = next(upcoming, None)
+                    if entry is None:
+                        break
+                    context = contextvars.copy_context()
+                    pending.append((entry, pool.submit(context.run, look, s3, settings, entry)))
+                if not pending:
+                    return
+                entry, future = pending.popleft()
+                yield entry, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def skipped_keys(download: Download, found: Survey) -> list[str]:
+    """Keys missing at Prepare (kept in the record) and those the survey found gone, once each.
+
+    A retried Build computes the same list again: Prepare's keys are never in the manifest.
+    """
+    planned = {entry.key for entry in found.present + found.missing}
+    earlier = [key for key in download.skipped if key not in planned]
+    return list(dict.fromkeys(earlier + [entry.key for entry in found.missing]))
+
+
+def _record_skipped(
+    runtime: Runtime, download: Download, found: Survey, tracker: ProgressTracker
+) -> list[str]:
+    """The skipped keys into the download; the totals without what is left out."""
+    skipped = skipped_keys(download, found)
+    if skipped != download.skipped and not runtime.downloads.record_skipped(download.id, skipped):
+        raise Cancelled("the download was cancelled while it was being built")
+    if found.missing:
+        tracker.current = replace(
+            tracker.current,
+            files_total=tracker.current.files_total - len(found.missing),
+            bytes_total=tracker.current.bytes_total - sum(entry.size for entry in found.missing),
+        )
+    return skipped
+
+
+def prepare_skip(skipped: list[str], runtime: Runtime, download: Download) -> None:
+    """Prepare: keep the keys that did not exist in the download (a retried Prepare rewrites them)."""
+    if skipped != download.skipped and not runtime.downloads.record_skipped(download.id, skipped):
+        raise Cancelled("the download was cancelled while it was being prepared")
