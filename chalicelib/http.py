@@ -9,6 +9,7 @@ from typing import Any
 from chalice.app import Response
 
 from chalicelib.errors import MalformedRequest, RequestTooLarge, SatchelError
+from chalicelib.models import check_numbers
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
@@ -23,6 +24,7 @@ def json_body(raw: str | bytes | None) -> Any:
         body = json.loads(raw)
         # Lone surrogates ("\ud800") parse, but no store or hash can encode them.
         json.dumps(body, ensure_ascii=False).encode("utf-8")
+        check_numbers(body)  # 1e400 parses (as inf), but DynamoDB cannot store it
     except (ValueError, UnicodeError) as error:
         raise MalformedRequest(f"the request body is not valid JSON: {error}") from None
     except RecursionError:

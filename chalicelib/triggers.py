@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import service
 from chalicelib.errors import MalformedRequest, SatchelError, UnknownPrincipal
-from chalicelib.models import Principal
+from chalicelib.models import Principal, check_numbers
 from chalicelib.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def principal_named(runtime: Runtime, tenant: Any, user_id: Any) -> Principal:
 
 
 def _start(runtime: Runtime, principal: Principal, request: Any, idempotency_key: str) -> str:
+    check_numbers(request, "request")  # as the API's json_body does: DynamoDB could not store them
     created = service.create(runtime, principal, request, idempotency_key)
     log.info(
         "started download %s for %s/%s%s",

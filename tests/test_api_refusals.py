@@ -114,3 +114,41 @@ def test_types_lists_zip_with_its_schema(satchel: Satchel) -> None:
     zip_type = next(item for item in types if item["name"] == "zip")
     assert zip_type["params"]["properties"]["compression"]["enum"] == ["store", "deflate"]
     assert zip_type["formats"] == ["zip"]
+
+
+_EXPORT_FILTER = (
+    '{"type": "export", "params": {"index": "Transaction", '
+    '"filters": [{"column": "amount", "op": "eq", "value": %s}]}}'
+)
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["1e400", "-1e400", "NaN", "Infinity", "1e200", "-1e-200", "1" * 39, "-" + "9" * 39],
+)
+def test_numbers_dynamodb_cannot_store_are_422_naming_the_path(satchel: Satchel, number: str) -> None:
+    reply = satchel.call("POST", "/downloads", raw=_EXPORT_FILTER % number)
+    assert assert_error(reply, 422, "InvalidParams")["path"] == "params/filters/0/value"
+    # Nothing was stored that would break the caller's listing afterwards.
+    listing = satchel.call("GET", "/downloads")
+    assert listing.status == 200, listing.body
+    assert listing.json["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ('{"type": "zip", "params": {"keys": ["acme/a"]}, "expires_in": 1e400}', "expires_in"),
+        ('{"type": "zip", "params": {"keys": ["acme/a"]}, "link": {"max_uses": -1e400}}', "link/max_uses"),
+        ('{"type": "zip", "params": {"keys": ["acme/a"], "x": [0, NaN]}}', "params/x/1"),
+    ],
+)
+def test_unstorable_numbers_anywhere_in_the_body_are_422(satchel: Satchel, raw: str, path: str) -> None:
+    assert assert_error(satchel.call("POST", "/downloads", raw=raw), 422, "InvalidParams")["path"] == path
+
+
+def test_numbers_dynamodb_can_store_are_accepted(satchel: Satchel) -> None:
+    for number in ("1e125", "-1e-130", "9" * 38, "0.1", "0", "-0.0", "1.7976931348623157e100"):
+        reply = satchel.call("POST", "/downloads", raw=_EXPORT_FILTER.replace("Transaction", "Nope") % number)
+        # Past the number check: the unknown index is what is refused.
+        assert assert_error(reply, 422, "InvalidParams")["path"] == "params/index", number
