@@ -152,3 +152,29 @@ def test_numbers_dynamodb_can_store_are_accepted(satchel: Satchel) -> None:
         reply = satchel.call("POST", "/downloads", raw=_EXPORT_FILTER.replace("Transaction", "Nope") % number)
         # Past the number check: the unknown index is what is refused.
         assert assert_error(reply, 422, "InvalidParams")["path"] == "params/index", number
+
+
+def test_repeated_prefixes_are_kept_once(satchel: Satchel) -> None:
+    reply = satchel.create(
+        {"prefixes": ["acme/reports/", "s3://satchel-test-sources/acme/reports/", "acme/reports/"]}
+    )
+    assert reply.status == 202, reply.body
+    assert reply.json["params"]["prefixes"] == ["acme/reports/"]
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "named"),
+    [
+        (["acme/reports/", "acme/reports/2024/"], ["acme/reports/", "acme/reports/2024/"]),
+        (["acme/a", "acme/b/", "acme/ab"], ["acme/a", "acme/ab"]),
+        (["acme/x/1", "acme/", "acme/y"], ["acme/", "acme/x/1", "acme/y"]),
+    ],
+)
+def test_overlapping_prefixes_are_422_naming_them(
+    satchel: Satchel, prefixes: list[str], named: list[str]
+) -> None:
+    body = assert_error(satchel.create({"prefixes": prefixes}), 422, "InvalidParams")
+    assert body["path"] == "params/prefixes"
+    assert body["prefixes"] == named
+    assert all(prefix in body["Message"] for prefix in named)
+    assert satchel.call("GET", "/downloads").json["items"] == []
