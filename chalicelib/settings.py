@@ -24,6 +24,7 @@ ENV_SERVICE_PRINCIPALS = "SATCHEL_SERVICE_PRINCIPALS"
 ENV_WEBHOOK_SECRET = "SATCHEL_WEBHOOK_SECRET"
 ENV_WEBHOOK_SECRET_PARAMETER = "SATCHEL_WEBHOOK_SECRET_PARAMETER"
 ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
+ENV_CALLBACK_PORTS = "SATCHEL_CALLBACK_PORTS"
 
 # Read when the app is packaged, since Chalice fixes event sources at that time.
 ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
@@ -125,6 +126,8 @@ class Settings:
     webhook_secret_parameter: str = ""
     # Callbacks over http to loopback (a receiver on this machine): the local stage only.
     callback_allow_loopback: bool = False
+    # The ports an https callback may go to, comma-separated; loopback receivers use any.
+    callback_ports: str = "443"
     max_content_bytes: int = 5 * 1024 * MIB
     max_files: int = 50_000
     max_keys: int = 1000
@@ -164,6 +167,10 @@ class Settings:
     segment_files: int = 2_500
     max_segments: int = 100
 
+    @property
+    def callback_port_numbers(self) -> tuple[int, ...]:
+        return _ports(self.callback_ports)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -190,6 +197,7 @@ class Settings:
         values["callback_allow_loopback"] = (
             loopback.lower() == "true" if loopback else values["stage"] == "local"
         )
+        values["callback_ports"] = env.get(ENV_CALLBACK_PORTS) or cls.callback_ports
         for field, name in INTEGER_VARIABLES.items():
             raw = env.get(name)
             if raw:
@@ -227,8 +235,16 @@ class Settings:
             # The tenant is the path segment after the prefix: requests/<tenant>/<name>.json.
             raise ConfigurationError(f"{ENV_REQUEST_PREFIX} must end with '/', got {self.request_prefix!r}")
         _check_service_principals(self.service_principals)
+        _ports(self.callback_ports)
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:
             raise ConfigurationError("the default link lifetime must not exceed its maximum")
+
+
+def _ports(raw: str) -> tuple[int, ...]:
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() and 0 < int(part) < 65536 for part in parts):
+        raise ConfigurationError(f"{ENV_CALLBACK_PORTS} must list TCP ports separated by commas, got {raw!r}")
+    return tuple(sorted({int(part) for part in parts}))
 
 
 def _check_service_principals(raw: str) -> None:
