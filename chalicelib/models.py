@@ -8,7 +8,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from chalicelib.errors import InvalidParams
+from chalicelib.errors import InvalidParams, UnknownPrincipal
+from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
 
 
 class State(StrEnum):
@@ -30,6 +31,15 @@ class Principal:
     roles: frozenset[str] = frozenset()
 
     ADMIN_ROLE = "admin"
+
+    def __post_init__(self) -> None:
+        # Every way in (keys, service principals, events, key records) builds one of these.
+        for name, value in (("tenant", self.tenant), ("user_id", self.user_id)):
+            if not is_principal_id(value):
+                raise UnknownPrincipal(
+                    f"{name} {str(value)[:70]!r} is not a valid id: ids match {PRINCIPAL_ID_PATTERN}",
+                    field=name,
+                )
 
     @property
     def is_admin(self) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from chalicelib.errors import ConfigurationError
+from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
 
 # Every environment variable Satchel reads is named here and nowhere else.
 ENV_STAGE = "SATCHEL_STAGE"
@@ -255,11 +256,13 @@ def _check_service_principals(raw: str) -> None:
         specs = None
     valid = isinstance(specs, list) and all(
         isinstance(spec, dict)
-        and all(isinstance(spec.get(name), str) and spec[name] for name in ("tenant", "user_id"))
+        and all(is_principal_id(spec.get(name)) for name in ("tenant", "user_id"))
         and isinstance(spec.get("roles", []), list)
+        and all(isinstance(role, str) for role in spec.get("roles", []))
         for spec in specs
     )
     if not valid:
         raise ConfigurationError(
-            f"{ENV_SERVICE_PRINCIPALS} must be a JSON list of {{tenant, user_id, roles}} objects"
+            f"{ENV_SERVICE_PRINCIPALS} must be a JSON list of {{tenant, user_id, roles}} objects, "
+            f"whose tenant and user_id match {PRINCIPAL_ID_PATTERN}"
         )

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from chalicelib import service
 from chalicelib.errors import MalformedRequest, SatchelError, UnknownPrincipal
 from chalicelib.models import Principal, check_numbers
+from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
 from chalicelib.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ _MAX_MANIFEST_BYTES = 256 * 1024
 def principal_named(runtime: Runtime, tenant: Any, user_id: Any) -> Principal:
     if not isinstance(tenant, str) or not isinstance(user_id, str) or not tenant or not user_id:
         raise MalformedRequest("a request names its tenant and user_id as strings")
+    if not (is_principal_id(tenant) and is_principal_id(user_id)):
+        # Checked before any lookup: ids are joined with '#' into the keys looked up.
+        raise MalformedRequest(f"tenant and user_id must match {PRINCIPAL_ID_PATTERN}")
     principal = runtime.keys.principal_named(tenant, user_id)
     if principal is not None:
         return principal
