@@ -178,3 +178,45 @@ def test_overlapping_prefixes_are_422_naming_them(
     assert body["prefixes"] == named
     assert all(prefix in body["Message"] for prefix in named)
     assert satchel.call("GET", "/downloads").json["items"] == []
+
+
+SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+}
+
+
+def assert_security_headers(reply: Any, what: str) -> None:
+    headers = {name.lower(): value for name, value in reply.headers.items()}
+    for name, value in SECURITY_HEADERS.items():
+        assert headers.get(name) == value, f"{what}: {name} is {headers.get(name)!r}"
+
+
+def test_every_answer_carries_the_security_headers(satchel: Satchel) -> None:
+    satchel.put_source("acme/headers.txt", b"headers")
+    created = satchel.create({"keys": ["acme/headers.txt"]}, link={"max_uses": 2})
+    assert created.status == 202, created.body
+    assert_security_headers(created, "202 with a link token")
+    done = satchel.wait(created.json["id"])
+    assert done["state"] == "DONE"
+    token = created.json["link"]["token"]
+    answers = {
+        "200 health": satchel.call("GET", "/health", user=None),
+        "200 openapi": satchel.call("GET", "/openapi.json", user=None),
+        "200 list": satchel.call("GET", "/downloads"),
+        "200 download": satchel.call("GET", f"/downloads/{done['id']}"),
+        "201 link": satchel.call("POST", f"/downloads/{done['id']}/links", body={}),
+        "302 file": satchel.call("GET", f"/downloads/{done['id']}/file"),
+        "302 link": satchel.call("GET", f"/links/{token}", user=None),
+        "400": satchel.call("POST", "/downloads", raw="{"),
+        "403": satchel.call("GET", f"/downloads/{done['id']}", user="bob"),
+        "404": satchel.call("GET", "/downloads/" + "0" * 32),
+        "405": satchel.call("PUT", "/health", user=None),
+        "422": satchel.call("POST", "/downloads", body={"type": "nope"}),
+        "204 revoke": satchel.call("DELETE", f"/links/{token}"),
+        "204 delete": satchel.call("DELETE", f"/downloads/{done['id']}"),
+    }
+    for what, reply in answers.items():
+        assert reply.status == int(what.split()[0]), (what, reply.status, reply.body)
+        assert_security_headers(reply, what)
