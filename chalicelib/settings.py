@@ -69,6 +69,8 @@ INTEGER_VARIABLES: dict[str, str] = {
     "max_content_bytes": "SATCHEL_MAX_CONTENT_BYTES",
     "max_files": "SATCHEL_MAX_FILES",
     "max_keys": "SATCHEL_MAX_KEYS",
+    "max_rows": "SATCHEL_MAX_ROWS",
+    "max_table_bytes": "SATCHEL_MAX_TABLE_BYTES",
     "max_active_per_user": "SATCHEL_MAX_ACTIVE_PER_USER",
     "part_size": "SATCHEL_PART_SIZE",
     "progress_every_bytes": "SATCHEL_PROGRESS_EVERY_BYTES",
@@ -132,6 +134,9 @@ class Settings:
     max_content_bytes: int = 5 * 1024 * MIB
     max_files: int = 50_000
     max_keys: int = 1000
+    # Caps of the row types (export, listing, audit): rows in one file, and its size in bytes.
+    max_rows: int = 10_000_000
+    max_table_bytes: int = 5 * 1024 * MIB
     max_active_per_user: int = 10
     part_size: int = 8 * MIB
     progress_every_bytes: int = 4 * MIB
