@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from chalicelib import triggers
+from chalicelib.runtime import Runtime
 from tests.conftest import Satchel
 
 
@@ -220,3 +222,14 @@ def test_every_answer_carries_the_security_headers(satchel: Satchel) -> None:
     for what, reply in answers.items():
         assert reply.status == int(what.split()[0]), (what, reply.status, reply.body)
         assert_security_headers(reply, what)
+
+
+def test_a_queued_request_with_an_unstorable_number_is_rejected(satchel: Satchel) -> None:
+    body = '{"tenant": "acme", "user_id": "alice", "request": ' + _EXPORT_FILTER % "-1e400" + "}"
+    record = {"messageId": "m-1", "body": body}
+    assert triggers.handle_messages(Runtime.from_env(), [record]) == {
+        "batchItemFailures": [{"itemIdentifier": "m-1"}]
+    }
+    listing = satchel.call("GET", "/downloads")
+    assert listing.status == 200, listing.body
+    assert listing.json["items"] == []
