@@ -149,7 +149,8 @@ class RequestHandler(ChaliceRequestHandler):
             "Message": f"{self.command} is not allowed here; allowed: {', '.join(allowed)}",
         }
         headers = {"Content-Type": "application/json", "Allow": ", ".join(allowed)}
-        self._send_http_response(405, headers, json.dumps(body))
+        # An answer to HEAD has no body: one sent anyway would be read as the next response.
+        self._send_http_response(405, headers, None if self.command == "HEAD" else json.dumps(body))
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _satchel_handle
 
