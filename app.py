@@ -35,7 +35,7 @@ from chalicelib import (
 )
 from chalicelib import digest as digests
 from chalicelib.audit import Action
-from chalicelib.http import error_response, json_body, optional_json_body, respond
+from chalicelib.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.models import Principal
 from chalicelib.runtime import Runtime
 from chalicelib.settings import EventSources
@@ -43,6 +43,7 @@ from chalicelib.settings import EventSources
 # Logs are Powertools' JSON lines, not Chalice's; every handler is observed (chalicelib/observability.py).
 app = Chalice(app_name="satchel", configure_logs=False)
 app.register_middleware(observability.middleware, "all")
+app.register_middleware(security_headers, "http")  # Cache-Control: no-store and more, on every answer
 
 # Event sources are fixed when the app is packaged (chalicelib/settings.py: EventSources).
 SOURCES = EventSources.from_env()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.downloadtypes import DownloadType, Plan
-from chalicelib.exportdownload import artifact_format, render_rows
+from chalicelib.exportdownload import artifact_format, check_row_count, render_rows
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
 from chalicelib.settings import Settings
@@ -37,13 +37,14 @@ def check_params(params: dict[str, Any], principal: Principal, settings: Setting
 
 
 def plan(runtime: Runtime, download: Download) -> Plan:
-    return Plan(totals=Progress(files_total=1, rows_total=runtime.audit.count(download.tenant)))
+    rows = check_row_count(runtime.audit.count(download.tenant), runtime.settings)
+    return Plan(totals=Progress(files_total=1, rows_total=rows))
 
 
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[bytes]:
-    return render_rows(runtime.audit.pages(download.tenant), download.params, tracker)
+    return render_rows(runtime.audit.pages(download.tenant), download.params, tracker, runtime.settings)
 
 
 TYPE = DownloadType(

@@ -2,9 +2,11 @@
 
 The URL is someone else's input reaching out from inside the account, so it is checked
 twice, at creation and at each delivery attempt (DNS may change in between): https only,
-and every address its host resolves to must be a public one. No loopback, private,
-link-local (the metadata service), multicast or reserved address, unless loopback is
-allowed (the local stage, where the receiver runs on the same machine over http).
+port 443 (or the configured ports), and every address its host resolves to must be a
+public one. No loopback, private, link-local (the metadata service), multicast or reserved
+address, no IPv6 relay prefix (6to4, Teredo, NAT64) and no IPv4-mapped or -compatible
+address embedding one of those, unless loopback is allowed (the local stage, where the
+receiver runs on the same machine over http, on any port).
 The request is sent to the address that was checked, so a second DNS answer cannot
 redirect it.
 """
@@ -18,6 +20,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,16 +55,32 @@ def _refuse(url: str, reason: str) -> InvalidCallbackUrl:
     return InvalidCallbackUrl(f"callback_url is not allowed: {reason}", path="callback_url", url=url[:200])
 
 
+# IPv6 prefixes that carry traffic on to an IPv4 address a relay or gateway picks from the
+# address itself (6to4, Teredo, NAT64 well-known and local-use): the address check cannot
+# vouch for where such a packet ends up, so they are refused whatever they embed.
+_RELAYED = tuple(
+    ipaddress.IPv6Network(prefix) for prefix in ("2002::/16", "2001::/32", "64:ff9b::/96", "64:ff9b:1::/48")
+)
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d, still routed by some stacks
+DEFAULT_PORTS: tuple[int, ...] = (443,)
+
+
 def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            address = address.ipv4_mapped
+        elif any(address in network for network in _RELAYED):
+            return False
+        elif address in _IPV4_COMPATIBLE and int(address) > 1:  # not :: nor ::1
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.is_loopback:
         return allow_loopback
     return address.is_global and not (address.is_multicast or address.is_reserved or address.is_link_local)
 
 
-def check(url: str, allow_loopback: bool) -> Target:
-    """The URL's target if it may be called, else InvalidCallbackUrl saying why."""
+def check(url: str, allow_loopback: bool, ports: Collection[int] = DEFAULT_PORTS) -> Target:
+    """The URL's target if it may be called, else InvalidCallbackUrl saying why. `ports` are
+    the ports an https receiver may listen on; a loopback one (where allowed) may use any."""
     if len(url) > _MAX_URL:
         raise _refuse(url, f"longer than {_MAX_URL} characters")
     parts = urlsplit(url)
@@ -83,6 +102,9 @@ def check(url: str, allow_loopback: bool) -> Target:
     loopback = all(address.is_loopback for address in addresses)
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback and allow_loopback):
         raise _refuse(url, "it must be https")
+    if port not in ports and not (loopback and allow_loopback):
+        allowed = ", ".join(str(number) for number in sorted(ports))
+        raise _refuse(url, f"port {port} is not allowed (allowed: {allowed})")
     path = parts.path or "/"
     return Target(
         parts.scheme,
@@ -134,6 +156,7 @@ def deliver(
     secret: str,
     *,
     allow_loopback: bool,
+    ports: Collection[int] = DEFAULT_PORTS,
     attempts: int,
     timeout_seconds: float,
     backoff_ms: int,
@@ -152,7 +175,7 @@ def deliver(
             EVENT_HEADER: f"{payload['id']}.{payload['state']}",
         }
         try:
-            status, error = _post(check(url, allow_loopback), body, headers, timeout_seconds), None
+            status, error = _post(check(url, allow_loopback, ports), body, headers, timeout_seconds), None
         except InvalidCallbackUrl as refused:
             return Delivery(False, attempt, None, refused.message)
         except urllib3.exceptions.HTTPError as failure:

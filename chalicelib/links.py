@@ -121,11 +121,19 @@ class LinkStore:
         return _from_item(result["Attributes"])
 
     def revoke(self, token_hash: str) -> None:
-        self._table.update_item(
-            Key=self._key(token_hash),
-            UpdateExpression="SET revoked = :yes",
-            ExpressionAttributeValues={":yes": True},
-        )
+        """Mark the link revoked; LinkNotFound if it is gone (TTL may delete it at any time,
+        and an unconditional update would then create a stub record with nothing but `revoked`)."""
+        try:
+            self._table.update_item(
+                Key=self._key(token_hash),
+                UpdateExpression="SET revoked = :yes",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":yes": True},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise LinkNotFound("no such link") from None
+            raise
 
 
 def _from_item(item: dict[str, Any]) -> Link:

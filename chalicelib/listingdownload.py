@@ -49,7 +49,7 @@ def plan(runtime: Runtime, download: Download) -> Plan:
     return Plan(totals=Progress(files_total=1))
 
 
-# 4. Build: the artifact's bytes, streamed; render_rows does formats and progress.
+# 4. Build: the artifact's bytes, streamed; render_rows does formats, progress and the caps.
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[bytes]:
@@ -68,7 +68,7 @@ def render(
                 for item in page.get("Contents", [])
             ]
 
-    return render_rows(pages(), download.params, tracker)
+    return render_rows(pages(), download.params, tracker, runtime.settings)
 
 
 # 5. The declaration; downloadtypes.py registers it.

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
+
+from chalicelib.errors import InvalidParams, UnknownPrincipal
+from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
 
 
 class State(StrEnum):
@@ -27,6 +31,15 @@ class Principal:
     roles: frozenset[str] = frozenset()
 
     ADMIN_ROLE = "admin"
+
+    def __post_init__(self) -> None:
+        # Every way in (keys, service principals, events, key records) builds one of these.
+        for name, value in (("tenant", self.tenant), ("user_id", self.user_id)):
+            if not is_principal_id(value):
+                raise UnknownPrincipal(
+                    f"{name} {str(value)[:70]!r} is not a valid id: ids match {PRINCIPAL_ID_PATTERN}",
+                    field=name,
+                )
 
     @property
     def is_admin(self) -> bool:
@@ -133,6 +146,42 @@ def storable(value: Any) -> Any:
     if isinstance(value, list):
         return [storable(v) for v in value]
     return value
+
+
+# What a DynamoDB number can be: 38 significant digits, magnitudes from 1e-130 to below 1e126.
+NUMBER_DIGITS = 38
+NUMBER_EXPONENTS = range(-130, 126)
+
+
+def _number_storable(value: int | float) -> bool:
+    if isinstance(value, int):
+        # boto3 stores an int as it is, all its digits significant (no rounding allowed).
+        return len(str(abs(value))) <= NUMBER_DIGITS
+    if not math.isfinite(value):
+        return False
+    number = Decimal(repr(value))  # what storable() makes of it: at most 17 digits
+    return number.is_zero() or number.adjusted() in NUMBER_EXPONENTS
+
+
+def check_numbers(value: Any, path: str = "") -> None:
+    """Refuse (422, naming the path) the JSON numbers DynamoDB cannot store: infinities, NaN,
+    more than 38 digits, or out of its range. Stored, they would fail every later read."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        if not _number_storable(value):
+            where = path or "(root)"
+            raise InvalidParams(
+                f"{where}: numbers must be finite, with at most {NUMBER_DIGITS} digits and a "
+                "magnitude between 1e-130 and 1e125",
+                path=where,
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_numbers(item, f"{path}/{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_numbers(item, f"{path}/{index}" if path else str(index))
 
 
 def plain(value: Any) -> Any:

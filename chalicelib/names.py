@@ -1,4 +1,4 @@
-"""Safe names: archive entry paths and download filenames.
+"""Safe names: tenant and user ids, archive entry paths and download filenames.
 
 Entry names come from S3 keys, which may hold anything; what lands in an archive must be a
 relative path that cannot escape the directory it is unpacked into, and that every common
@@ -29,6 +29,19 @@ import re
 import unicodedata
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+# Tenant and user ids (DESIGN.md). They are joined with '#' into table keys and a tenant is
+# its source prefix, so neither '#' nor '/' may be part of one: ("acme", "x#y") and
+# ("acme#x", "y") would otherwise share keys.
+PRINCIPAL_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_PRINCIPAL_ID = re.compile(PRINCIPAL_ID_PATTERN)
+
+
+def is_principal_id(value: object) -> bool:
+    """Whether `value` may be a tenant or user id (fullmatch: `$` alone would let "a\\n" in)."""
+    return isinstance(value, str) and _PRINCIPAL_ID.fullmatch(value) is not None
+
+
 _FORBIDDEN = re.compile(r'[<>:"|?*]')
 _MAX_SEGMENT_BYTES = 255
 _JOINERS = frozenset({"\u200c", "\u200d"})  # ZWNJ, ZWJ: part of how a name is spelt

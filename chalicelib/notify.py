@@ -67,6 +67,7 @@ def _call_back(runtime: Runtime, download: Download, body: dict[str, Any]) -> No
         body,
         webhook_secret(settings.webhook_secret, settings.webhook_secret_parameter),
         allow_loopback=settings.callback_allow_loopback,
+        ports=settings.callback_port_numbers,
         attempts=settings.callback_attempts,
         timeout_seconds=settings.callback_timeout_seconds,
         backoff_ms=settings.callback_backoff_ms,

@@ -155,7 +155,7 @@ def _new_download(
 def _check_callback_url(settings: Settings, url: str) -> None:
     if not (settings.webhook_secret or settings.webhook_secret_parameter):
         raise InvalidCallbackUrl("callbacks are not configured on this deployment", path="callback_url")
-    callbacks.check(url, settings.callback_allow_loopback)
+    callbacks.check(url, settings.callback_allow_loopback, settings.callback_port_numbers)
 
 
 def _filename(

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from chalicelib.errors import ConfigurationError
+from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
 
 # Every environment variable Satchel reads is named here and nowhere else.
 ENV_STAGE = "SATCHEL_STAGE"
@@ -24,6 +25,7 @@ ENV_SERVICE_PRINCIPALS = "SATCHEL_SERVICE_PRINCIPALS"
 ENV_WEBHOOK_SECRET = "SATCHEL_WEBHOOK_SECRET"
 ENV_WEBHOOK_SECRET_PARAMETER = "SATCHEL_WEBHOOK_SECRET_PARAMETER"
 ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
+ENV_CALLBACK_PORTS = "SATCHEL_CALLBACK_PORTS"
 
 # Read when the app is packaged, since Chalice fixes event sources at that time.
 ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
@@ -67,6 +69,8 @@ INTEGER_VARIABLES: dict[str, str] = {
     "max_content_bytes": "SATCHEL_MAX_CONTENT_BYTES",
     "max_files": "SATCHEL_MAX_FILES",
     "max_keys": "SATCHEL_MAX_KEYS",
+    "max_rows": "SATCHEL_MAX_ROWS",
+    "max_table_bytes": "SATCHEL_MAX_TABLE_BYTES",
     "max_active_per_user": "SATCHEL_MAX_ACTIVE_PER_USER",
     "part_size": "SATCHEL_PART_SIZE",
     "progress_every_bytes": "SATCHEL_PROGRESS_EVERY_BYTES",
@@ -125,9 +129,14 @@ class Settings:
     webhook_secret_parameter: str = ""
     # Callbacks over http to loopback (a receiver on this machine): the local stage only.
     callback_allow_loopback: bool = False
+    # The ports an https callback may go to, comma-separated; loopback receivers use any.
+    callback_ports: str = "443"
     max_content_bytes: int = 5 * 1024 * MIB
     max_files: int = 50_000
     max_keys: int = 1000
+    # Caps of the row types (export, listing, audit): rows in one file, and its size in bytes.
+    max_rows: int = 10_000_000
+    max_table_bytes: int = 5 * 1024 * MIB
     max_active_per_user: int = 10
     part_size: int = 8 * MIB
     progress_every_bytes: int = 4 * MIB
@@ -164,6 +173,10 @@ class Settings:
     segment_files: int = 2_500
     max_segments: int = 100
 
+    @property
+    def callback_port_numbers(self) -> tuple[int, ...]:
+        return _ports(self.callback_ports)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -190,6 +203,7 @@ class Settings:
         values["callback_allow_loopback"] = (
             loopback.lower() == "true" if loopback else values["stage"] == "local"
         )
+        values["callback_ports"] = env.get(ENV_CALLBACK_PORTS) or cls.callback_ports
         for field, name in INTEGER_VARIABLES.items():
             raw = env.get(name)
             if raw:
@@ -227,8 +241,16 @@ class Settings:
             # The tenant is the path segment after the prefix: requests/<tenant>/<name>.json.
             raise ConfigurationError(f"{ENV_REQUEST_PREFIX} must end with '/', got {self.request_prefix!r}")
         _check_service_principals(self.service_principals)
+        _ports(self.callback_ports)
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:
             raise ConfigurationError("the default link lifetime must not exceed its maximum")
+
+
+def _ports(raw: str) -> tuple[int, ...]:
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() and 0 < int(part) < 65536 for part in parts):
+        raise ConfigurationError(f"{ENV_CALLBACK_PORTS} must list TCP ports separated by commas, got {raw!r}")
+    return tuple(sorted({int(part) for part in parts}))
 
 
 def _check_service_principals(raw: str) -> None:
@@ -239,11 +261,13 @@ def _check_service_principals(raw: str) -> None:
         specs = None
     valid = isinstance(specs, list) and all(
         isinstance(spec, dict)
-        and all(isinstance(spec.get(name), str) and spec[name] for name in ("tenant", "user_id"))
+        and all(is_principal_id(spec.get(name)) for name in ("tenant", "user_id"))
         and isinstance(spec.get("roles", []), list)
+        and all(isinstance(role, str) for role in spec.get("roles", []))
         for spec in specs
     )
     if not valid:
         raise ConfigurationError(
-            f"{ENV_SERVICE_PRINCIPALS} must be a JSON list of {{tenant, user_id, roles}} objects"
+            f"{ENV_SERVICE_PRINCIPALS} must be a JSON list of {{tenant, user_id, roles}} objects, "
+            f"whose tenant and user_id match {PRINCIPAL_ID_PATTERN}"
         )

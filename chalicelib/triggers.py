@@ -19,7 +19,8 @@ from botocore.exceptions import ClientError
 
 from chalicelib import service
 from chalicelib.errors import MalformedRequest, SatchelError, UnknownPrincipal
-from chalicelib.models import Principal
+from chalicelib.models import Principal, check_numbers
+from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
 from chalicelib.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ _MAX_MANIFEST_BYTES = 256 * 1024
 def principal_named(runtime: Runtime, tenant: Any, user_id: Any) -> Principal:
     if not isinstance(tenant, str) or not isinstance(user_id, str) or not tenant or not user_id:
         raise MalformedRequest("a request names its tenant and user_id as strings")
+    if not (is_principal_id(tenant) and is_principal_id(user_id)):
+        # Checked before any lookup: ids are joined with '#' into the keys looked up.
+        raise MalformedRequest(f"tenant and user_id must match {PRINCIPAL_ID_PATTERN}")
     principal = runtime.keys.principal_named(tenant, user_id)
     if principal is not None:
         return principal
@@ -42,6 +46,7 @@ def principal_named(runtime: Runtime, tenant: Any, user_id: Any) -> Principal:
 
 
 def _start(runtime: Runtime, principal: Principal, request: Any, idempotency_key: str) -> str:
+    check_numbers(request, "request")  # as the API's json_body does: DynamoDB could not store them
     created = service.create(runtime, principal, request, idempotency_key)
     log.info(
         "started download %s for %s/%s%s",

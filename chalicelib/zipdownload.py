@@ -15,6 +15,7 @@ from chalicelib.downloadtypes import DownloadType, Plan
 from chalicelib.errors import (
     DuplicateKeys,
     EmptyKeys,
+    InvalidParams,
     MaxContentSizeExceeded,
     NothingToDownload,
     SourceMissing,
@@ -106,10 +107,30 @@ def check_params(params: dict[str, Any], principal: Principal, settings: Setting
         raise DuplicateKeys(f"duplicate keys: {', '.join(duplicates)}", keys=duplicates)
     return {
         "keys": resolved,
-        "prefixes": [scope.resolve(prefix) for prefix in prefixes],
+        "prefixes": _distinct_prefixes([scope.resolve(prefix) for prefix in prefixes]),
         "compression": params.get("compression", "deflate"),
         "compression_level": params.get("compression_level", deflate.DEFAULT_LEVEL),
     }
+
+
+def _distinct_prefixes(prefixes: list[str]) -> list[str]:
+    """Exact repeats are dropped (first one kept); a prefix inside another is refused, since
+    the objects under both would be listed twice and it is not clear which was meant."""
+    unique = list(dict.fromkeys(prefixes))
+    ordered = sorted(unique)  # a prefix sorts just before every key that starts with it
+    overlapping: list[tuple[str, str]] = []
+    for index, outer in enumerate(ordered):
+        for inner in ordered[index + 1 :]:
+            if not inner.startswith(outer):
+                break
+            overlapping.append((outer, inner))
+    if overlapping:
+        pairs = "; ".join(f"{inner!r} lies inside {outer!r}" for outer, inner in overlapping[:5])
+        named = sorted({prefix for pair in overlapping for prefix in pair})
+        raise InvalidParams(
+            f"params/prefixes: prefixes must not overlap: {pairs}", path="params/prefixes", prefixes=named
+        )
+    return unique
 
 
 def plan(runtime: Runtime, download: Download) -> Plan:

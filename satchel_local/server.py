@@ -12,6 +12,7 @@ executions and wait for their handlers, stop moto.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -27,11 +28,13 @@ from types import FrameType
 from typing import Any
 
 from botocore.exceptions import ClientError
+from chalice.app import Chalice
 from chalice.cli.factory import CLIFactory
-from chalice.local import LocalDevServer, create_local_server
+from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, create_local_server
 from moto.server import ThreadedMotoServer
 
 from chalicelib import clients
+from chalicelib.http import SECURITY_HEADERS
 from chalicelib.settings import ENV_WEBHOOK_SECRET
 from chalicelib.store import KeyStore
 from satchel_local import lambdas, seed
@@ -109,6 +112,56 @@ def configure_moto(moto_port: int) -> None:
             raise StartupError(f"moto refused its configuration: HTTP {response.status}")
 
 
+class RequestHandler(ChaliceRequestHandler):
+    """`chalice local`'s handler, with what the API answers everywhere: a method no route of
+    the path has is 405 with `Allow` and a `{"Code", "Message"}` body (http.server's own answer
+    to a method it has no `do_` for, such as TRACE, is a 501 HTML page), and every answer
+    carries SECURITY_HEADERS, the authorizer's refusals included."""
+
+    def __init__(
+        self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Any
+    ) -> None:
+        self._routes = app_object.routes  # before super(): it serves the request at once
+        super().__init__(request, client_address, server, app_object, config)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # any method http.server has no handler for
+            return self._satchel_handle
+        raise AttributeError(name)
+
+    def _allowed(self) -> list[str] | None:
+        """The methods of the route this path matches; None when no route matches."""
+        try:
+            route = RouteMatcher(list(self._routes)).match_route(self.path).route
+        except ValueError:
+            return None
+        return sorted(self._routes[route])
+
+    def _satchel_handle(self) -> None:
+        allowed = self._allowed()
+        if allowed is None or self.command in allowed or self.command == "OPTIONS":
+            # Unknown paths get Chalice's answer (API Gateway's 403); OPTIONS its CORS preflight.
+            self._generic_handle()
+            return
+        self._parse_payload()  # read the body off the connection, which stays open
+        body = {
+            "Code": "MethodNotAllowed",
+            "Message": f"{self.command} is not allowed here; allowed: {', '.join(allowed)}",
+        }
+        headers = {"Content-Type": "application/json", "Allow": ", ".join(allowed)}
+        # An answer to HEAD has no body: one sent anyway would be read as the next response.
+        self._send_http_response(405, headers, None if self.command == "HEAD" else json.dumps(body))
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _satchel_handle
+
+    def _send_headers(self, headers: dict[str, Any]) -> None:
+        present = {name.lower() for name in headers}
+        for name, value in SECURITY_HEADERS.items():
+            if name.lower() not in present:
+                headers[name] = value
+        super()._send_headers(headers)
+
+
 def bind_api(host: str, port: int, stage: str) -> LocalDevServer:
     """The Chalice app on a bound (not yet serving) socket, configured as `chalice local` does."""
     # environ=os.environ: the stage's environment_variables apply to this process, as in
@@ -116,9 +169,14 @@ def bind_api(host: str, port: int, stage: str) -> LocalDevServer:
     factory = CLIFactory(str(PROJECT_DIR), environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
     try:
-        return create_local_server(config.chalice_app, config, host, port)
+        local = create_local_server(config.chalice_app, config, host, port)
     except OSError as error:
         raise StartupError(f"{host}:{port} is not available: {error.strerror}") from None
+    # create_local_server takes no handler class; the server builds one per request from this.
+    local.server.RequestHandlerClass = functools.partial(
+        RequestHandler, app_object=local.app_object, config=config
+    )
+    return local
 
 
 @dataclass

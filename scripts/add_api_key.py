@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 
 from chalicelib.models import Principal
+from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
 from chalicelib.store import KeyStore
 
 
@@ -28,6 +29,13 @@ def table_of_stack(cloudformation: Any, stack: str) -> str:
     raise SystemExit(f"stack {stack} has no TableName output: is it a Satchel stack?")
 
 
+def principal_id(value: str) -> str:
+    """An argparse type: refused here, the id would never match what events and keys name."""
+    if not is_principal_id(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid id: ids match {PRINCIPAL_ID_PATTERN}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -36,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--stack", help="the CloudFormation stack (make deploy's STACK, satchel-<stage>)")
     where.add_argument("--table", help="the DynamoDB table itself")
     parser.add_argument(
-        "--tenant", required=True, help="the user's tenant: their sources are s3://<bucket>/<tenant>/"
+        "--tenant",
+        required=True,
+        type=principal_id,
+        help="the user's tenant: their sources are s3://<bucket>/<tenant>/",
     )
-    parser.add_argument("--user", required=True, help="the user's id within the tenant")
+    parser.add_argument("--user", required=True, type=principal_id, help="the user's id within the tenant")
     parser.add_argument(
         "--admin", action="store_true", help="the tenant admin role: sees the tenant's downloads"
     )

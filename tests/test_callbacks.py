@@ -18,10 +18,18 @@ import boto3
 import pytest
 
 from chalicelib import callbacks, notify, service
-from chalicelib.errors import InvalidCallbackUrl
+from chalicelib.errors import ConfigurationError, InvalidCallbackUrl
 from chalicelib.runtime import Runtime
+from chalicelib.settings import Settings
 from satchel_local.stack import REGION
 from tests.conftest import USERS, WEBHOOK_SECRET, Satchel
+
+ENVIRONMENT = {
+    "SATCHEL_TABLE": "t",
+    "SATCHEL_ARTIFACT_BUCKET": "a",
+    "SATCHEL_SOURCE_BUCKET": "s",
+    "SATCHEL_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:m",
+}
 
 
 @dataclass
@@ -234,6 +242,19 @@ def test_an_undeliverable_callback_is_audited_and_the_download_still_finishes(
         ("https:///hook", "no host"),
         ("https://93.184.216.34:99999/hook", "bad port"),
         ("https://no-such-host.invalid/hook", "cannot resolve"),
+        ("https://93.184.216.34:8443/hook", "port 8443 is not allowed (allowed: 443)"),
+        ("https://93.184.216.34:80/hook", "port 80 is not allowed"),
+        ("https://[2002:a00:1::1]/hook", "private, loopback or reserved"),  # 6to4 of 10.0.0.1
+        ("https://[2002:5db8:d822::1]/hook", "private, loopback or reserved"),  # 6to4 of a public one
+        ("https://[2001:0:5db8:d822::1]/hook", "private, loopback or reserved"),  # Teredo
+        ("https://[64:ff9b::a9fe:a9fe]/hook", "private, loopback or reserved"),  # NAT64 of metadata
+        ("https://[64:ff9b::5db8:d822]/hook", "private, loopback or reserved"),  # NAT64 of a public one
+        ("https://[64:ff9b:1::a00:1]/hook", "private, loopback or reserved"),  # local-use NAT64
+        ("https://[::ffff:a9fe:a9fe]/hook", "private, loopback or reserved"),  # mapped metadata
+        ("https://[::ffff:10.0.0.1]/hook", "private, loopback or reserved"),
+        ("https://[::a00:1]/hook", "private, loopback or reserved"),  # compatible 10.0.0.1
+        ("https://[::7f00:1]/hook", "private, loopback or reserved"),  # compatible 127.0.0.1
+        ("https://[::]/hook", "private, loopback or reserved"),
     ],
 )
 def test_callback_urls_inside_the_network_are_refused(url: str, reason: str) -> None:
@@ -243,13 +264,42 @@ def test_callback_urls_inside_the_network_are_refused(url: str, reason: str) -> 
 
 
 def test_a_public_https_url_is_called_at_the_address_that_was_checked() -> None:
-    target = callbacks.check("https://93.184.216.34:8443/in?x=1", allow_loopback=False)
+    target = callbacks.check("https://93.184.216.34:8443/in?x=1", allow_loopback=False, ports=(443, 8443))
     assert (target.scheme, target.address, target.port, target.path) == (
         "https",
         "93.184.216.34",
         8443,
         "/in?x=1",
     )
+
+
+def test_mapped_and_compatible_addresses_of_public_ipv4_are_allowed() -> None:
+    for url in ("https://[::ffff:93.184.216.34]/hook", "https://[::5db8:d822]/hook"):
+        assert callbacks.check(url, allow_loopback=False).port == 443
+
+
+def test_loopback_receivers_may_use_any_port_where_loopback_is_allowed() -> None:
+    for url in ("http://127.0.0.1:9000/hook", "http://[::1]:8080/hook", "https://127.0.0.1:8443/hook"):
+        assert callbacks.check(url, allow_loopback=True).port in (9000, 8080, 8443)
+    with pytest.raises(InvalidCallbackUrl, match="private, loopback or reserved"):
+        callbacks.check("https://[::ffff:127.0.0.1]:8443/hook", allow_loopback=False)
+
+
+@pytest.mark.parametrize("raw", ["", "0", "443,x", "70000", ","])
+def test_callback_ports_setting_is_checked(raw: str) -> None:
+    environment = {**ENVIRONMENT, "SATCHEL_CALLBACK_PORTS": raw}
+    if raw == "":
+        assert Settings.from_env(environment).callback_port_numbers == (443,)
+        return
+    with pytest.raises(ConfigurationError, match="SATCHEL_CALLBACK_PORTS"):
+        Settings.from_env(environment)
+
+
+def test_configured_callback_ports_are_allowed() -> None:
+    settings = Settings.from_env({**ENVIRONMENT, "SATCHEL_CALLBACK_PORTS": "8443, 443"})
+    assert settings.callback_port_numbers == (443, 8443)
+    target = callbacks.check("https://93.184.216.34:8443/", False, settings.callback_port_numbers)
+    assert target.port == 8443
 
 
 def test_loopback_over_http_only_where_allowed() -> None:

@@ -199,3 +199,56 @@ def test_listing_type_lists_objects_under_a_prefix(satchel: Satchel) -> None:
     ]
     outside = satchel.call("POST", "/downloads", body={"type": "listing", "params": {"prefix": "globex/"}})
     assert outside.status == 403
+
+
+def failed(satchel: Satchel, body: dict[str, Any], user: str = "alice") -> dict[str, Any]:
+    reply = satchel.call("POST", "/downloads", user, body)
+    assert reply.status == 202, reply.body
+    done: dict[str, Any] = satchel.wait(reply.json["id"], user=user)
+    assert done["state"] == "FAILED", done
+    assert done["artifact"] is None
+    assert satchel.open_uploads() == []
+    assert [key for key in satchel.artifact_objects() if done["id"] in key] == []
+    return done
+
+
+def test_an_export_of_more_rows_than_the_cap_fails_before_it_is_built(
+    satchel: Satchel, rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SATCHEL_MAX_ROWS", str(rows - 1))
+    done = failed(satchel, {"type": "export", "params": {"index": "Transaction"}})
+    assert done["error"]["code"] == "MaxContentSizeExceeded"
+    assert str(rows - 1) in done["error"]["message"]
+    assert done["progress"]["bytes_done"] == 0  # refused in Prepare: nothing was written
+
+    monkeypatch.setenv("SATCHEL_MAX_ROWS", str(rows))  # exactly at the cap: built
+    assert export(satchel, index="Transaction")["progress"]["rows_done"] == rows
+
+
+def test_an_export_larger_than_the_byte_cap_fails(
+    satchel: Satchel, rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SATCHEL_MAX_TABLE_BYTES", "4096")
+    done = failed(satchel, {"type": "export", "params": {"index": "Transaction", "format": "json"}})
+    assert done["error"]["code"] == "MaxContentSizeExceeded"
+    assert "4096 bytes" in done["error"]["message"]
+
+
+def test_a_listing_over_the_row_cap_fails(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a", "b", "c"):
+        satchel.put_source(f"acme/capped/{name}.txt", name.encode())
+    monkeypatch.setenv("SATCHEL_MAX_ROWS", "2")
+    done = failed(satchel, {"type": "listing", "params": {"prefix": "acme/capped/"}})
+    assert done["error"]["code"] == "MaxContentSizeExceeded"
+
+    monkeypatch.setenv("SATCHEL_MAX_ROWS", "3")
+    reply = satchel.call("POST", "/downloads", body={"type": "listing", "params": {"prefix": "acme/capped/"}})
+    assert satchel.wait(reply.json["id"])["state"] == "DONE"
+
+
+def test_an_audit_over_the_row_cap_fails(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SATCHEL_MAX_ROWS", "1")
+    satchel.put_source("acme/audited.txt", b"x")
+    assert satchel.create({"keys": ["acme/audited.txt"]}).status == 202  # one row in the trail
+    done = failed(satchel, {"type": "audit", "params": {}}, user="carol")  # and its own: two
+    assert done["error"]["code"] == "MaxContentSizeExceeded"

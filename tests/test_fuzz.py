@@ -3,9 +3,13 @@
 The stack is the one `make run` starts (moto's server, the real state machine and
 handlers, the Chalice app), started in-process once for this module on ports the OS
 picks. Schemathesis generates requests from the document (valid and invalid ones, in its
-coverage and fuzzing phases); every answer must be no 5xx and must be what the document
+examples, coverage and fuzzing phases); every answer must be no 5xx and must be what the document
 says (status, content type, headers, body); invalid requests must be refused, and a
 secured operation must refuse a request without a key.
+
+A stateful run follows the document's links (list, read, delete, link, follow, revoke) from
+alice's real downloads. Every answer, the local server's own included, carries the headers
+that keep tokens and URLs out of caches and Referers.
 
 Random ids only ever find nothing, so most valid cases get real ones instead: alice's
 DONE and FAILED downloads, bob's (403 for alice), dave's (another tenant: 404), new ones
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 
+import hypothesis
 import pytest
 import schemathesis
 from schemathesis import Case as GenericCase
@@ -39,6 +44,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from chalicelib import clients, openapi
@@ -47,6 +53,7 @@ from satchel_local.server import LocalStack, Options
 
 Case = GenericCase[APIOperation[Any, Any, Any, Any]]
 EXAMPLES_PER_OPERATION = 50  # fuzzing phase; the coverage phase adds its own boundary cases
+STATEFUL_SCENARIOS = 40
 DONE_TIMEOUT = 30.0
 DOCUMENT = openapi.document()
 
@@ -60,9 +67,8 @@ schema.config.generation.update(
 schema.config.update(suppress_health_check=[HealthCheck.all])  # slow by nature: HTTP and a workflow
 # Reproductions in full: the keys are throwaway ones of an emulator, and "keys" is a field name.
 schema.config.output.sanitization.update(enabled=False)
-# Methods no route has. `chalice local`'s HTTP server knows no TRACE or QUERY and answers
-# them 501 (HTML), where API Gateway answers 403: a local artifact, not Satchel's.
-schema.config.phases.coverage.unexpected_methods = {"get", "put", "post", "delete", "options", "patch"}
+# The coverage phase also sends every method a path lacks (TRACE and QUERY included): the
+# local stack answers them 405 with `Allow` (satchel_local/server.py's RequestHandler).
 
 CHECKS: list[CheckFunction] = [
     schemathesis.checks.not_a_server_error,
@@ -72,6 +78,7 @@ CHECKS: list[CheckFunction] = [
     response_schema_conformance,
     negative_data_rejection,
     ignored_auth,
+    unsupported_method,
 ]
 
 FRESH = 8  # choices are 0 (keep the generated value), 1..7 (a real one), FRESH (a new one)
@@ -271,3 +278,111 @@ def test_hostile_request_is_refused_not_a_server_error(name: str, target: Target
     assert status < 500, answer
     documented = DOCUMENT["paths"][path.replace(target.downloads[0], "{download_id}")][method.lower()]
     assert str(status) in documented["responses"], answer
+
+
+SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+}
+
+
+def raw_call(
+    target: Target, method: str, path: str, key: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request as it is, answer and headers as they come (no redirects followed)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    request = urllib.request.Request(
+        target.api_url + path,
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+        method=method,
+    )
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except HTTPError as error:
+        with error:
+            return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("TRACE", "/health", "GET"),
+        ("TRACE", "/downloads", "GET, POST"),
+        ("QUERY", "/downloads/{done}", "DELETE, GET"),
+        ("PUT", "/health", "GET"),
+        ("PATCH", "/links/{link}", "DELETE, GET"),
+        ("HEAD", "/downloads/{done}/links", "POST"),
+    ],
+)
+def test_a_method_no_route_has_is_405_with_allow(
+    target: Target, method: str, path: str, allowed: str
+) -> None:
+    path = path.format(done=target.downloads[0], link=target.links[0])
+    status, headers, body = raw_call(target, method, path, target.api_keys["alice"])
+    assert status == 405, body
+    assert headers["allow"] == allowed
+    assert headers["content-type"] == "application/json"
+    if method == "HEAD":
+        assert body == b""
+    else:
+        answer = json.loads(body)
+        assert answer["Code"] == "MethodNotAllowed"
+        assert method in answer["Message"]
+
+
+def test_the_local_servers_every_answer_carries_the_security_headers(target: Target) -> None:
+    alice, done, link = target.api_keys["alice"], target.downloads[0], target.links[0]
+    answers = {
+        "200": raw_call(target, "GET", "/health"),
+        "302": raw_call(target, "GET", f"/downloads/{done}/file", alice),
+        "302 link": raw_call(target, "GET", f"/links/{link}"),
+        "401": raw_call(target, "GET", "/downloads"),
+        "403": raw_call(target, "GET", "/downloads", "not-a-key"),
+        "403 unknown path": raw_call(target, "GET", "/nowhere"),
+        "404": raw_call(target, "GET", "/downloads/" + "0" * 32, alice),
+        "405": raw_call(target, "TRACE", "/health"),
+    }
+    for what, (status, headers, body) in answers.items():
+        assert status == int(what.split()[0]), (what, status, body)
+        for name, value in SECURITY_HEADERS.items():
+            assert headers.get(name) == value, (what, name, headers)
+
+
+# Last: its scenarios may delete alice's downloads, which the cases above aim at.
+StatefulWorkflow = schema.as_state_machine()
+
+
+def test_stateful_scenarios_along_the_documents_links(target: Target) -> None:
+    operations: list[str] = []
+
+    class Workflow(StatefulWorkflow):  # type: ignore[misc,valid-type]
+        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+            operations.append(case.operation.label)
+            headers = target.auth() if secured(case) else {}
+            return {"base_url": target.api_url, "headers": headers, "allow_redirects": False}
+
+        def validate_response(self, response: Any, case: Case, **kwargs: Any) -> None:
+            case.validate_response(
+                response, checks=CHECKS, transport_kwargs=kwargs or None, recorder=self.recorder
+            )
+
+    Workflow.run(
+        settings=hypothesis.settings(
+            max_examples=STATEFUL_SCENARIOS,
+            stateful_step_count=6,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+    )
+    # The scenarios really went along the links, past the list they start from.
+    assert len(operations) > STATEFUL_SCENARIOS, operations
+    assert len(set(operations)) >= 4, sorted(set(operations))

@@ -11,6 +11,11 @@ import boto3
 import pytest
 import requests
 
+from chalicelib import links
+from chalicelib.errors import LinkNotFound
+from chalicelib.models import Principal
+from chalicelib.runtime import Runtime
+from chalicelib.store import hash_secret
 from satchel_local.stack import REGION
 from tests.conftest import Satchel
 
@@ -176,3 +181,18 @@ def test_tokens_are_stored_only_hashed(satchel: Satchel, done_id: str) -> None:
     table = boto3.resource("dynamodb", region_name=REGION).Table(satchel.stack.table)
     assert token not in repr(table.scan()["Items"])
     assert "test-key-alice" not in repr(table.scan()["Items"])
+
+
+def test_revoking_a_link_deleted_meanwhile_is_404_and_leaves_no_stub(satchel: Satchel, done_id: str) -> None:
+    token = new_link(satchel, done_id)["token"]
+    runtime = Runtime.from_env()
+    key = {"pk": f"LINK#{hash_secret(token)}", "sk": "LINK"}
+    table = boto3.resource("dynamodb", region_name=REGION).Table(satchel.stack.table)
+    found = links.find_owned(runtime.links, Principal("acme", "alice"), token)
+    table.delete_item(Key=key)  # DynamoDB's TTL deletes it between the lookup and the revoke
+    with pytest.raises(LinkNotFound):
+        runtime.links.revoke(found.token_hash)
+    assert "Item" not in table.get_item(Key=key, ConsistentRead=True)
+    reply = follow(satchel, token)
+    assert reply.status == 404, reply.body
+    assert reply.json["Code"] == "LinkNotFound"

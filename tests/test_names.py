@@ -1,9 +1,22 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from chalicelib import clients, triggers
 from chalicelib.artifacts import content_disposition
-from chalicelib.names import UniqueNames, safe_filename, safe_path
+from chalicelib.errors import ConfigurationError, MalformedRequest, UnknownPrincipal
+from chalicelib.models import Principal
+from chalicelib.names import UniqueNames, is_principal_id, safe_filename, safe_path
+from chalicelib.runtime import Runtime
+from chalicelib.settings import Settings
+from chalicelib.store import KeyStore, hash_secret
+from scripts import add_api_key
+from tests.conftest import Satchel
+
+GOOD_IDS = ["acme", "a", "0", "alice", "x_y.z-1", "a" * 63, "9lives"]
+BAD_IDS = ["", "x#y", "acme#x", "Alice", "a/b", "a\n", "-a", ".a", "_a", "a" * 64, "a b", "é", "a:b", "a*"]
 
 
 @pytest.mark.parametrize(
@@ -85,3 +98,77 @@ def test_content_disposition_is_rfc6266_and_single_line(
     assert "\r" not in header
     assert "\n" not in header
     assert header.isascii()
+
+
+@pytest.mark.parametrize("value", GOOD_IDS)
+def test_principal_ids_that_match_the_pattern(value: str) -> None:
+    assert is_principal_id(value)
+    assert Principal(value, value).tenant == value
+
+
+@pytest.mark.parametrize("value", [*BAD_IDS, None, 7])
+def test_principal_ids_that_do_not_match_are_refused(value: object) -> None:
+    assert not is_principal_id(value)
+    with pytest.raises(UnknownPrincipal, match="tenant"):
+        Principal(value, "alice")  # type: ignore[arg-type]
+    with pytest.raises(UnknownPrincipal, match="user_id"):
+        Principal("acme", value)  # type: ignore[arg-type]
+
+
+def test_ids_joined_with_hash_can_no_longer_collide() -> None:
+    """("acme", "x#y") and ("acme#x", "y") would share every 'OWNER#acme#x#y' key."""
+    for tenant, user_id in (("acme", "x#y"), ("acme#x", "y")):
+        with pytest.raises(UnknownPrincipal):
+            Principal(tenant, user_id)
+
+
+def test_a_key_record_with_an_invalid_id_is_no_principal(satchel: Satchel) -> None:
+    table = clients.table(satchel.stack.table)
+    about = {"tenant": "acme#x", "user_id": "y", "roles": []}
+    table.put_item(Item={"pk": f"APIKEY#{hash_secret('forged-key')}", "sk": "APIKEY", **about})
+    with pytest.raises(UnknownPrincipal):
+        KeyStore(table).principal_for("forged-key")
+
+
+@pytest.mark.parametrize(("tenant", "user_id"), [("acme#x", "y"), ("acme", "x#y"), ("Acme", "alice")])
+def test_the_keys_script_refuses_invalid_ids_before_any_aws_call(
+    tenant: str, user_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        add_api_key.main(["--table", "no-such-table", "--tenant", tenant, "--user", user_id])
+    assert exited.value.code == 2
+    assert "is not a valid id" in capsys.readouterr().err
+
+
+_ENVIRONMENT = {
+    "SATCHEL_TABLE": "t",
+    "SATCHEL_ARTIFACT_BUCKET": "a",
+    "SATCHEL_SOURCE_BUCKET": "s",
+    "SATCHEL_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:m",
+}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"tenant": "acme#x", "user_id": "y"},
+        {"tenant": "acme", "user_id": "x#y"},
+        {"tenant": "ACME", "user_id": "exporter"},
+        {"tenant": "acme", "user_id": "exporter", "roles": [1]},
+    ],
+)
+def test_service_principals_with_invalid_ids_fail_at_start_up(spec: dict[str, object]) -> None:
+    environment = {**_ENVIRONMENT, "SATCHEL_SERVICE_PRINCIPALS": json.dumps([spec])}
+    with pytest.raises(ConfigurationError, match="SATCHEL_SERVICE_PRINCIPALS"):
+        Settings.from_env(environment)
+
+
+def test_valid_service_principals_are_accepted() -> None:
+    spec = [{"tenant": "acme", "user_id": "nightly.export", "roles": ["admin"]}]
+    Settings.from_env({**_ENVIRONMENT, "SATCHEL_SERVICE_PRINCIPALS": json.dumps(spec)})
+
+
+@pytest.mark.parametrize(("tenant", "user_id"), [("acme#x", "y"), ("acme", "x#y"), ("acme", "Alice")])
+def test_triggers_refuse_invalid_ids_before_any_lookup(satchel: Satchel, tenant: str, user_id: str) -> None:
+    with pytest.raises(MalformedRequest, match="must match"):
+        triggers.principal_named(Runtime.from_env(), tenant, user_id)

@@ -1,0 +1,34 @@
+"""The authorizer's lookup: a key record that breaks the id rules is refused, not a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import auth
+from chalicelib.store import KeyStore, hash_secret
+
+
+class _Table:
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.item = item
+
+    def get_item(self, Key: dict[str, str], **_: Any) -> dict[str, Any]:
+        return {"Item": self.item} if Key["pk"] == f"APIKEY#{hash_secret('k' * 20)}" else {}
+
+
+def test_a_valid_key_record_gives_its_principal() -> None:
+    keys = KeyStore(_Table({"tenant": "acme", "user_id": "alice", "roles": ["user"]}))
+    principal = auth.authenticate(keys, "Bearer " + "k" * 20)
+    assert principal is not None
+    assert (principal.tenant, principal.user_id) == ("acme", "alice")
+
+
+def test_a_key_record_with_an_id_outside_the_pattern_is_refused() -> None:
+    keys = KeyStore(_Table({"tenant": "acme#x", "user_id": "y", "roles": []}))
+    assert auth.authenticate(keys, "Bearer " + "k" * 20) is None
+
+
+def test_no_bearer_key_is_refused() -> None:
+    keys = KeyStore(_Table({"tenant": "acme", "user_id": "alice", "roles": []}))
+    assert auth.authenticate(keys, None) is None
+    assert auth.authenticate(keys, "Basic abc") is None
