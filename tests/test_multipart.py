@@ -6,6 +6,9 @@ import hashlib
 import os
 from typing import Any
 
+import pytest
+from botocore.exceptions import ClientError
+
 from chalicelib.multipart import MultipartWriter
 from tests.recording import Recording
 
@@ -38,3 +41,42 @@ def test_abort_leaves_no_upload(s3: Any) -> None:
     writer.abort()
     assert s3.list_multipart_uploads(Bucket="bucket").get("Uploads", []) == []
     assert "Contents" not in s3.list_objects_v2(Bucket="bucket")
+
+
+class Failing(Exception):
+    """The error a build was raising when it aborted its upload."""
+
+
+def fail_building(writer: MultipartWriter, message: str) -> None:
+    """As the build steps do: abort the upload on any error, then let the error go on."""
+    try:
+        raise Failing(message)
+    except Failing:
+        writer.abort()
+        raise
+
+
+def test_an_upload_already_aborted_does_not_mask_the_error_that_aborted_it(s3: Any) -> None:
+    writer = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip")
+    writer.write(os.urandom(6 * MIB))
+    # A concurrent abort (a retried step, the cleanup sweep) got there first.
+    s3.abort_multipart_upload(Bucket="bucket", Key="k", UploadId=writer.upload_id)
+
+    with pytest.raises(Failing, match="the source vanished"):
+        fail_building(writer, "the source vanished")
+    assert s3.list_multipart_uploads(Bucket="bucket").get("Uploads", []) == []
+
+
+class RefusingAbort(Recording):
+    def abort_multipart_upload(self, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "AbortMultipartUpload")
+
+
+def test_an_abort_that_fails_is_logged_and_the_original_error_propagates(
+    s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = MultipartWriter(RefusingAbort(s3), "bucket", "k", 5 * MIB, "application/zip")
+
+    with pytest.raises(Failing, match="the build broke"):
+        fail_building(writer, "the build broke")
+    assert any(writer.upload_id in record.getMessage() for record in caplog.records)
