@@ -8,6 +8,7 @@ from typing import Any
 
 from chalice.app import Response
 
+from chalicelib import disclosure
 from chalicelib.errors import MalformedRequest, RequestTooLarge, SatchelError
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,12 @@ def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None)
 
 
 def error_response(error: Exception) -> Response:
-    """Domain errors answer with their own status and code; anything else is a 500."""
+    """Domain errors answer with their own status and code; anything else is a 500 whose
+    message says nothing of the error (it may carry ARNs, the account id): the detail is
+    logged beside the reference the message quotes."""
     if isinstance(error, SatchelError):
         return respond(error.body(), error.status, error.headers())
-    log.exception("unhandled error")
-    return respond({"Code": "InternalError", "Message": "an internal error occurred"}, 500)
+    reference = disclosure.new_reference()
+    log.exception("unhandled error; reference %s", reference)
+    message = f"an internal error occurred; reference {reference}"
+    return respond({"Code": disclosure.INTERNAL_ERROR, "Message": message}, 500)

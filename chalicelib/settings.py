@@ -68,6 +68,7 @@ INTEGER_VARIABLES: dict[str, str] = {
     "max_files": "SATCHEL_MAX_FILES",
     "max_keys": "SATCHEL_MAX_KEYS",
     "max_active_per_user": "SATCHEL_MAX_ACTIVE_PER_USER",
+    "max_active_per_tenant": "SATCHEL_MAX_ACTIVE_PER_TENANT",
     "part_size": "SATCHEL_PART_SIZE",
     "progress_every_bytes": "SATCHEL_PROGRESS_EVERY_BYTES",
     "read_chunk_bytes": "SATCHEL_READ_CHUNK_BYTES",
@@ -129,6 +130,9 @@ class Settings:
     max_files: int = 50_000
     max_keys: int = 1000
     max_active_per_user: int = 10
+    # Across all of a tenant's users: one tenant cannot take the account's whole Lambda and
+    # Step Functions capacity (1,000 concurrent Lambda runs by default) from the others.
+    max_active_per_tenant: int = 100
     part_size: int = 8 * MIB
     progress_every_bytes: int = 4 * MIB
     read_chunk_bytes: int = 1 * MIB
