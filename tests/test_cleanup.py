@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chalicelib import artifacts, cleanup, clients, clock, service
-from chalicelib.audit import Action
+from chalicelib import artifacts, cleanup, clients, clock, service, store
+from chalicelib.audit import Action, AuditLog, Event
 from chalicelib.errors import DownloadExpired, LinkGone
 from chalicelib.models import Download, State
 from chalicelib.runtime import Runtime
@@ -131,10 +131,10 @@ def test_a_build_past_its_deadline_is_stopped_and_fails_with_timeout(
     assert Runtime.from_env().downloads.active_count("acme", "alice") == 0
 
 
-def pending_download(runtime: Runtime, created_at: datetime) -> Download:
+def pending_download(runtime: Runtime, created_at: datetime, download_id: str | None = None) -> Download:
     """A download recorded but never started, as when its start_execution was lost."""
     orphan = Download(
-        id=service.new_id(),
+        id=download_id or service.new_id(),
         type="zip",
         params={"keys": ["acme/a.txt"], "prefixes": [], "compression": "store"},
         filename="orphan.zip",
@@ -278,3 +278,73 @@ def test_cleanup_racing_fetches_never_leaves_a_url_to_a_deleted_file(satchel: Sa
     assert refused
     assert not artifact_exists(satchel, download["id"])
     assert satchel.call("GET", f"/downloads/{download['id']}/file").status == 410
+
+
+class BrokenAudit(AuditLog):
+    """The audit log, unreachable for one download: work that fails after its transition."""
+
+    def __init__(self, audit: AuditLog, broken: str) -> None:
+        self._audit = audit
+        self._broken = broken
+
+    def record(self, tenant: str, action: Action, actor: str, download_id: str, **details: Any) -> Event:
+        if download_id == self._broken:
+            raise ConnectionError("the audit table did not answer")
+        return self._audit.record(tenant, action, actor, download_id, **details)
+
+
+def overdue(runtime: Runtime, count: int, shard: int = 0) -> list[str]:
+    """`count` downloads of bob's, never started and past their deadline, in one due shard."""
+    long_ago = clock.now() - timedelta(hours=3)
+    # The shard is the id's last four hex digits modulo 4 (store._due).
+    ids = [service.new_id()[:-1] + str(shard) for _ in range(count)]
+    for download_id in ids:
+        pending_download(runtime, long_ago, download_id)
+    return ids
+
+
+def test_a_download_that_fails_does_not_stop_the_sweep_and_is_counted(satchel: Satchel) -> None:
+    base = Runtime.from_env()
+    broken, *others = overdue(base, 3)
+    runtime = replace(base, audit=BrokenAudit(base.audit, broken))
+
+    report = cleanup.run(runtime)
+
+    assert sorted(report.timed_out) == sorted([broken, *others])  # every transition was made
+    assert (report.failed, report.failures) == ([broken], 1)
+    for download_id in others:
+        assert actions(download_id) == [Action.TIMED_OUT.value]
+        assert satchel.call("GET", f"/downloads/{download_id}", "bob").json["state"] == "FAILED"
+    assert actions(broken) == []
+    assert base.downloads.active_count("acme", "bob") == 0
+
+
+def test_work_left_undone_after_a_transition_is_done_by_the_next_sweep(satchel: Satchel) -> None:
+    base = Runtime.from_env()
+    (broken,) = overdue(base, 1)
+    assert cleanup.run(replace(base, audit=BrokenAudit(base.audit, broken))).failed == [broken]
+    assert satchel.call("GET", f"/downloads/{broken}", "bob").json["state"] == "FAILED"  # committed
+    assert actions(broken) == []
+
+    assert cleanup.run(base).followed_up == []  # still held by the sweep that failed, for a while
+    later = clock.now() + store.EFFECTS_LEASE + timedelta(seconds=1)
+    report = cleanup.run(base, later)
+
+    assert (report.followed_up, report.timed_out, report.failed) == ([broken], [], [])
+    assert actions(broken) == [Action.TIMED_OUT.value]
+    # Done is done: later sweeps neither repeat it nor find the download due before its retention.
+    assert cleanup.run(base, later + store.EFFECTS_LEASE * 2).followed_up == []
+    assert actions(broken) == [Action.TIMED_OUT.value]
+
+
+def test_the_shards_are_read_round_robin_so_a_backlog_in_one_starves_no_other(satchel: Satchel) -> None:
+    runtime = Runtime.from_env()
+    backlog = overdue(runtime, 6, shard=0)
+    (lonely,) = overdue(runtime, 1, shard=3)
+
+    first = cleanup.run(runtime, batch=4)
+
+    assert len(first.timed_out) == 4
+    assert lonely in first.timed_out
+    second = cleanup.run(runtime, batch=4)
+    assert sorted(first.timed_out + second.timed_out) == sorted([*backlog, lonely])
