@@ -1,6 +1,9 @@
 """The scheduled sweep: expire, purge, time out, and remove leftovers.
 
 Every action is a conditional write or an idempotent delete, so two sweeps may run at once.
+Each download is handled on its own (one that fails is logged and counted, the rest go on),
+the due index's shards are read round robin (store.due), and the work owed after a
+committed transition is recorded with it and retried by later sweeps until done (STOP etc.).
 An artifact is deleted only after its download moved DONE -> EXPIRED, which happens only
 once its expiry has passed; links never outlive that expiry (links.issue and redeem), so
 no valid link ever points at a deleted artifact. DynamoDB's TTL and the bucket's lifecycle
