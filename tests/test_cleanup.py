@@ -3,6 +3,7 @@ and leftovers go; two sweeps may run at once, and none deletes a file a link may
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chalicelib import artifacts, cleanup, clients, clock, service, store
+from chalicelib import artifacts, cleanup, clients, clock, service, store, workflow
 from chalicelib.audit import Action, AuditLog, Event
 from chalicelib.errors import DownloadExpired, LinkGone
 from chalicelib.models import Download, State
@@ -348,3 +349,52 @@ def test_the_shards_are_read_round_robin_so_a_backlog_in_one_starves_no_other(sa
     assert lonely in first.timed_out
     second = cleanup.run(runtime, batch=4)
     assert sorted(first.timed_out + second.timed_out) == sorted([*backlog, lonely])
+
+
+class UnreachableS3:
+    """S3 that lists nothing: removing a download's objects fails."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def get_paginator(self, name: str) -> Any:
+        raise ConnectionError(f"S3 did not answer {name}")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+class RecordedEvents:
+    """EventBridge, remembering which downloads each state-change event was about."""
+
+    def __init__(self, events: Any) -> None:
+        self._events = events
+        self.about: list[str] = []
+
+    def put_events(self, **kwargs: Any) -> Any:
+        self.about.extend(json.loads(entry["Detail"])["id"] for entry in kwargs["Entries"])
+        return self._events.put_events(**kwargs)
+
+
+def test_work_the_fail_step_left_undone_is_done_by_the_next_sweep(satchel: Satchel) -> None:
+    base = Runtime.from_env()
+    download = pending_download(base, clock.now())
+    bucket = satchel.stack.artifact_bucket
+    satchel.s3.create_multipart_upload(Bucket=bucket, Key=artifacts.artifact_key(download.id))
+    broken = replace(base, s3=UnreachableS3(base.s3))
+    event = {"download_id": download.id, "error": {"Error": "SourceMissing", "Cause": "gone"}}
+
+    with pytest.raises(ConnectionError):
+        workflow.fail(broken, event)
+    assert satchel.call("GET", f"/downloads/{download.id}", "bob").json["state"] == "FAILED"
+    assert len(satchel.open_uploads()) == 1  # not removed, nor was anyone told
+
+    events = RecordedEvents(base.events)
+    later = clock.now() + store.EFFECTS_LEASE + timedelta(seconds=1)
+    report = cleanup.run(replace(base, events=events), later)
+
+    assert report.followed_up == [download.id]
+    assert satchel.open_uploads() == []
+    assert events.about == [download.id]
+    assert cleanup.run(replace(base, events=events), later).followed_up == []
+    assert events.about == [download.id]
