@@ -90,14 +90,19 @@ def _handle(runtime: Runtime, found: Due, now: datetime, report: Report) -> None
     elif download.state in ACTIVE_STATES:
         _time_out(runtime, download, report)
     elif download.state is State.DONE:
-        _expire(runtime, download, now, report)
+        _expire(runtime, found, now, report)
     else:
         _purge(runtime, found, now, report)
 
 
-def _expire(runtime: Runtime, download: Download, now: datetime, report: Report) -> None:
-    if download.expires_at is None or clock.parse(download.expires_at) > now:
-        return  # not expired: its artifact stays, whatever the index said
+def _expire(runtime: Runtime, found: Due, now: datetime, report: Report) -> None:
+    download = found.download
+    if download.expires_at is None:
+        return
+    if clock.parse(download.expires_at) > now:
+        # Not expired: its artifact stays, whatever the index said; the index is put right.
+        runtime.downloads.refile(found, clock.parse(download.expires_at))
+        return
     effects = (REMOVE, audit(Action.EXPIRED))
     try:
         expired = runtime.downloads.transition(download.id, [State.DONE], State.EXPIRED, effects=effects)

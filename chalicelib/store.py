@@ -314,6 +314,22 @@ class DownloadStore:
             raise
         return _due_item(result["Attributes"])
 
+    def refile(self, found: Due, when: datetime) -> None:
+        """File a download found due too early under `when`, so it stops taking a share of
+        every sweep (an index entry edited or written under a skewed clock). No-op if
+        another sweep has moved it meanwhile."""
+        due = _due(found.download.id, when)
+        try:
+            self._table.update_item(
+                Key=self._key(found.download.id),
+                UpdateExpression="SET gsi2pk = :gsi2pk, gsi2sk = :gsi2sk",
+                ConditionExpression="gsi2sk = :slot",
+                ExpressionAttributeValues={":slot": found.slot, **_values(due)},
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+
     def effect_done(self, download: Download, effect: str, *, last: bool) -> None:
         """Strike `effect` off the work owed; after the last one, the download is due when
         its state says (expiry, end of retention), no longer within the lease."""

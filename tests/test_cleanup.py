@@ -97,6 +97,8 @@ def test_a_download_is_never_expired_before_its_time(satchel: Satchel) -> None:
     assert cleanup.run(runtime).expired == []
     assert satchel.call("GET", f"/downloads/{download['id']}").json["state"] == "DONE"
     assert artifact_exists(satchel, download["id"])
+    # And the index is put right: it no longer takes a share of every sweep.
+    assert [found.download.id for found in runtime.downloads.due(clock.now(), 10)] == []
 
     assert cleanup.run(runtime, expiry(download) + timedelta(seconds=1)).expired == [download["id"]]
     assert not artifact_exists(satchel, download["id"])
