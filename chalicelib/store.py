@@ -334,20 +334,27 @@ class DownloadStore:
         """Strike `effect` off the work owed; after the last one, the download is due when
         its state says (expiry, end of retention), no longer within the lease."""
         if not last:
+            update: dict[str, Any] = {
+                "UpdateExpression": f"DELETE {_EFFECTS} :effect",
+                "ExpressionAttributeValues": {":effect": {effect}},
+            }
+        else:
+            fields = {"expires_at": download.expires_at} if download.state is State.DONE else {}
+            due = self._next_due(download.id, download.state, fields)
+            update = {
+                "UpdateExpression": f"REMOVE {_EFFECTS} SET "
+                + ", ".join(f"#{name} = :{name}" for name in due),
+                "ExpressionAttributeNames": {f"#{name}": name for name in due},  # `ttl` is reserved
+                "ExpressionAttributeValues": _values(due),
+            }
+        try:
+            # Never an update that would bring a purged record back as a stub.
             self._table.update_item(
-                Key=self._key(download.id),
-                UpdateExpression=f"DELETE {_EFFECTS} :effect",
-                ExpressionAttributeValues={":effect": {effect}},
+                Key=self._key(download.id), ConditionExpression="attribute_exists(pk)", **update
             )
-            return
-        fields = {"expires_at": download.expires_at} if download.state is State.DONE else {}
-        due = self._next_due(download.id, download.state, fields)
-        self._table.update_item(
-            Key=self._key(download.id),
-            UpdateExpression=f"REMOVE {_EFFECTS} SET " + ", ".join(f"#{name} = :{name}" for name in due),
-            ExpressionAttributeNames={f"#{name}": name for name in due},  # `ttl` is a reserved word
-            ExpressionAttributeValues=_values(due),
-        )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
 
     def _next_due(self, download_id: str, to: State, fields: dict[str, Any]) -> dict[str, Any]:
         """The index entry (and the TTL backstop) for a download entering `to`."""
