@@ -36,35 +36,36 @@ def pending_or_running(satchel: Satchel, user: str) -> int:
     return sum(1 for download in listed if download["state"] in {"PENDING", "RUNNING"})
 
 
-@pytest.mark.usefixtures("slow")
 def test_active_downloads_are_limited_per_tenant_across_its_users(
     satchel: Satchel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SATCHEL_MAX_ACTIVE_PER_TENANT", "3")
-    params = {"keys": ["acme/slow.bin"], "compression": "store"}
-    first = [satchel.create(params, user="alice").json["id"] for _ in range(2)]
-    second = satchel.create(params, user="bob").json["id"]
+    satchel.put_source("acme/ok.txt", b"ok")
+    # Active for as long as the test needs: recorded PENDING, never started.
+    alices = [never_started("alice") for _ in range(2)]
+    bobs = [never_started("bob")]
     assert tenant_active(satchel) == 3
 
-    refused = satchel.create(params, user="bob")  # bob has one: his own limit is far off
+    refused = satchel.create({"keys": ["acme/ok.txt"]}, user="bob")  # far below his own limit
     assert refused.status == 429
     assert refused.json["Code"] == "QuotaExceeded"
     assert (refused.json["scope"], refused.json["limit"]) == ("tenant", 3)
     assert "tenant" in refused.json["Message"]
     assert int(refused.headers["Retry-After"]) > 0
-    assert satchel.create(params, user="alice").status == 429
+    assert satchel.create({"keys": ["acme/ok.txt"]}, user="alice").status == 429
     assert (active(satchel, "alice"), active(satchel, "bob"), tenant_active(satchel)) == (2, 1, 3)
     dave = satchel.create({"keys": ["globex/none.txt"]}, user="dave")
     assert dave.status == 202  # another tenant is not affected
 
-    assert satchel.call("DELETE", f"/downloads/{first[0]}").status == 202  # frees alice's and acme's
-    again = satchel.create(params, user="bob")
+    assert satchel.call("DELETE", f"/downloads/{alices[0]}").status == 202  # frees alice's and acme's
+    again = satchel.create({"keys": ["acme/ok.txt"]}, user="bob")
     assert again.status == 202
-    for user, download_id in [("alice", first[1]), ("bob", second), ("bob", again.json["id"])]:
-        satchel.wait(download_id, user=user)
-    satchel.wait(first[0])
+    assert satchel.wait(again.json["id"], user="bob")["state"] == "DONE"
     satchel.wait(dave.json["id"], user="dave")
+    for user, download_id in [("alice", alices[1]), ("bob", bobs[0])]:
+        assert satchel.call("DELETE", f"/downloads/{download_id}", user).status == 202
     assert (tenant_active(satchel), tenant_active(satchel, "globex")) == (0, 0)
+    assert (active(satchel, "alice"), active(satchel, "bob")) == (0, 0)
 
 
 def never_started(user: str) -> str:
