@@ -9,6 +9,7 @@ from typing import Any
 
 from chalice.app import Request, Response
 
+from chalicelib import disclosure
 from chalicelib.errors import MalformedRequest, RequestTooLarge, SatchelError
 from chalicelib.models import check_numbers
 
@@ -65,8 +66,12 @@ def security_headers(request: Request, get_response: Callable[[Request], Respons
 
 
 def error_response(error: Exception) -> Response:
-    """Domain errors answer with their own status and code; anything else is a 500."""
+    """Domain errors answer with their own status and code; anything else is a 500 whose
+    message says nothing of the error (it may carry ARNs, the account id): the detail is
+    logged beside the reference the message quotes."""
     if isinstance(error, SatchelError):
         return respond(error.body(), error.status, error.headers())
-    log.exception("unhandled error")
-    return respond({"Code": "InternalError", "Message": "an internal error occurred"}, 500)
+    reference = disclosure.new_reference()
+    log.exception("unhandled error; reference %s", reference)
+    message = f"an internal error occurred; reference {reference}"
+    return respond({"Code": disclosure.INTERNAL_ERROR, "Message": message}, 500)

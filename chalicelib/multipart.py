@@ -9,7 +9,12 @@ every byte, and `complete` returns None for the digest.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
+
+from botocore.exceptions import ClientError
+
+log = logging.getLogger(__name__)
 
 
 class MultipartWriter:
@@ -89,5 +94,19 @@ class MultipartWriter:
         return None if self._copied else self._sha256.hexdigest()
 
     def abort(self) -> None:
+        """Abort the upload; never raises, since it runs while another error is on its way out.
+
+        An upload already gone (NoSuchUpload: a concurrent abort, a retried step's clean-up)
+        is what an abort wants. Any other failure is logged: the original error must reach
+        the state machine's Catch, and the cleanup sweep removes an upload left open.
+        """
         self._buffer.clear()
-        self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        try:
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except Exception as error:  # noqa: BLE001 - an abort must not replace the error it follows
+            if not _no_such_upload(error):
+                log.warning("could not abort upload %s of %s", self.upload_id, self.key, exc_info=True)
+
+
+def _no_such_upload(error: Exception) -> bool:
+    return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") == "NoSuchUpload"

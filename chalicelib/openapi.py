@@ -429,7 +429,12 @@ _ERRORS: dict[str, Refusal] = {
     "UnsupportedMediaType": Refusal("415", "The body must be `application/json`."),
     "UnprocessableContent": Refusal("422", "Invalid params or expiry, or an unknown type."),
     "TooEarly": Refusal("425", "The download is not DONE yet: retry later.", headers=_RETRY_AFTER),
-    "TooManyRequests": Refusal("429", "You have too many active downloads.", headers=_RETRY_AFTER),
+    "TooManyRequests": Refusal(
+        "429",
+        "You, or your tenant, have too many active downloads (`QuotaExceeded`; `scope` is "
+        "`user` or `tenant`, `limit` the limit).",
+        headers=_RETRY_AFTER,
+    ),
     "ServiceUnavailable": Refusal("503", "The workflow could not be started: retry."),
 }
 

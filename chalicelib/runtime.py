@@ -39,7 +39,9 @@ class Runtime:
             stepfunctions=clients.stepfunctions(),
             events=clients.events(),
             downloads=DownloadStore(
-                table, Lifetimes(settings.build_deadline_seconds, settings.record_retention_seconds)
+                table,
+                Lifetimes(settings.build_deadline_seconds, settings.record_retention_seconds),
+                max_active_per_tenant=settings.max_active_per_tenant,
             ),
             keys=KeyStore(table),
             links=LinkStore(table),

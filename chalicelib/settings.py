@@ -72,6 +72,7 @@ INTEGER_VARIABLES: dict[str, str] = {
     "max_rows": "SATCHEL_MAX_ROWS",
     "max_table_bytes": "SATCHEL_MAX_TABLE_BYTES",
     "max_active_per_user": "SATCHEL_MAX_ACTIVE_PER_USER",
+    "max_active_per_tenant": "SATCHEL_MAX_ACTIVE_PER_TENANT",
     "part_size": "SATCHEL_PART_SIZE",
     "progress_every_bytes": "SATCHEL_PROGRESS_EVERY_BYTES",
     "read_chunk_bytes": "SATCHEL_READ_CHUNK_BYTES",
@@ -138,6 +139,9 @@ class Settings:
     max_rows: int = 10_000_000
     max_table_bytes: int = 5 * 1024 * MIB
     max_active_per_user: int = 10
+    # Across all of a tenant's users: one tenant cannot take the account's whole Lambda and
+    # Step Functions capacity (1,000 concurrent Lambda runs by default) from the others.
+    max_active_per_tenant: int = 100
     part_size: int = 8 * MIB
     progress_every_bytes: int = 4 * MIB
     read_chunk_bytes: int = 1 * MIB

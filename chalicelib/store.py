@@ -10,7 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +29,13 @@ _DOWNLOAD_SK = "DOWNLOAD"
 _KEY_SK = "APIKEY"
 _USER_SK = "USER"
 _QUOTA_SK = "QUOTA"
+_TENANT_QUOTA_SK = "TENANT_QUOTA"
 _QUOTA_RETRY_AFTER_SECONDS = 30
+# Work still owed after a committed transition (the sweep's follow-up: chalicelib/cleanup.py).
+_EFFECTS = "pending_effects"
+# While work is owed, the download is due again this soon: the next sweep finishes what a
+# crashed or failed one left. Whoever moves the due time first owns the work until then.
+EFFECTS_LEASE = timedelta(minutes=2)
 
 
 class StateConflict(Exception):
@@ -57,6 +63,14 @@ def _due(download_id: str, when: datetime) -> dict[str, str]:
         "gsi2pk": f"DUE#{int(download_id[-4:], 16) % _DUE_SHARDS}",
         "gsi2sk": f"{clock.iso(when)}#{download_id}",
     }
+
+
+def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {f":{name}": value for name, value in fields.items()}
+
+
+def _due_item(item: dict[str, Any]) -> Due:
+    return Due(Download.from_item(item), frozenset(item.get(_EFFECTS, ())), str(item["gsi2sk"]))
 
 
 def query_pages(table: Any, arguments: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
@@ -94,16 +108,30 @@ class Lifetimes:
     record_retention_seconds: int = 30 * 24 * 3600
 
 
+@dataclass(frozen=True)
+class Due:
+    """A download the sweep must look at, with what is still owed after its last transition."""
+
+    download: Download
+    effects: frozenset[str]
+    # The due index's sort key as read: a claim succeeds only if no one has moved it since.
+    slot: str
+
+
 class DownloadStore:
     """Download records. Each also sits in the `by_due` index under the time when cleanup
     must next look at it: the build deadline while it is active, its expiry while DONE, the
     end of its retention once finished. One query then finds every piece of overdue work.
     """
 
-    def __init__(self, table: Any, lifetimes: Lifetimes | None = None) -> None:
+    def __init__(
+        self, table: Any, lifetimes: Lifetimes | None = None, max_active_per_tenant: int | None = None
+    ) -> None:
         self._table = table
         self._client = table.meta.client  # the resource's client: plain Python values
         self._lifetimes = lifetimes or Lifetimes()
+        # None: the tenant's active downloads are counted, not limited.
+        self._max_active_per_tenant = max_active_per_tenant
 
     @staticmethod
     def _key(download_id: str) -> dict[str, str]:
@@ -117,11 +145,41 @@ class DownloadStore:
     def _quota_key(tenant: str, user_id: str) -> dict[str, str]:
         return {"pk": f"QUOTA#{tenant}#{user_id}", "sk": _QUOTA_SK}
 
-    def create(self, download: Download, max_active: int) -> None:
-        """Store a new PENDING download, counting it against its owner's active downloads.
+    @staticmethod
+    def _tenant_quota_key(tenant: str) -> dict[str, str]:
+        # Tenant ids never hold '#': this key cannot be a user's.
+        return {"pk": f"QUOTA#{tenant}", "sk": _TENANT_QUOTA_SK}
 
-        The count and the record are written in one transaction, so the limit holds however
-        many requests race; QuotaExceeded when the owner already has `max_active`.
+    def _count_active(self, key: dict[str, str], limit: int | None) -> dict[str, Any]:
+        """The transaction item adding one active download to a counter, within `limit`."""
+        update: dict[str, Any] = {
+            "TableName": self._table.name,
+            "Key": key,
+            "UpdateExpression": "SET active = if_not_exists(active, :zero) + :one",
+            "ExpressionAttributeValues": {":zero": 0, ":one": 1},
+        }
+        if limit is not None:
+            update["ConditionExpression"] = "attribute_not_exists(active) OR active < :limit"
+            update["ExpressionAttributeValues"][":limit"] = limit
+        return {"Update": update}
+
+    def _free_active(self, key: dict[str, str]) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": key,
+                "UpdateExpression": "ADD active :minus_one",
+                "ExpressionAttributeValues": {":minus_one": -1},
+            }
+        }
+
+    def create(self, download: Download, max_active: int) -> None:
+        """Store a new PENDING download, counting it against its owner's and its tenant's
+        active downloads.
+
+        The counts and the record are written in one transaction, so the limits hold however
+        many requests race; QuotaExceeded when the owner already has `max_active`, or the
+        tenant its own limit.
         """
         deadline = clock.parse(download.created_at) + timedelta(
             seconds=self._lifetimes.build_deadline_seconds
@@ -133,18 +191,12 @@ class DownloadStore:
             "gsi1sk": f"{download.created_at}#{download.id}",
             **_due(download.id, deadline),
         }
+        tenant_limit = self._max_active_per_tenant
         try:
             self._client.transact_write_items(
                 TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self._table.name,
-                            "Key": self._quota_key(download.tenant, download.user_id),
-                            "UpdateExpression": "SET active = if_not_exists(active, :zero) + :one",
-                            "ConditionExpression": "attribute_not_exists(active) OR active < :limit",
-                            "ExpressionAttributeValues": {":zero": 0, ":one": 1, ":limit": max_active},
-                        }
-                    },
+                    self._count_active(self._quota_key(download.tenant, download.user_id), max_active),
+                    self._count_active(self._tenant_quota_key(download.tenant), tenant_limit),
                     {
                         "Put": {
                             "TableName": self._table.name,
@@ -160,11 +212,23 @@ class DownloadStore:
                     f"you have {max_active} downloads pending or running; wait for one to finish",
                     retry_after=_QUOTA_RETRY_AFTER_SECONDS,
                     limit=max_active,
+                    scope="user",
+                ) from None
+            if _cancelled_by_condition(error, 1):
+                raise QuotaExceeded(
+                    f"your tenant has {tenant_limit} downloads pending or running; wait for one to finish",
+                    retry_after=_QUOTA_RETRY_AFTER_SECONDS,
+                    limit=tenant_limit,
+                    scope="tenant",
                 ) from None
             raise
 
     def active_count(self, tenant: str, user_id: str) -> int:
         item = self._table.get_item(Key=self._quota_key(tenant, user_id), ConsistentRead=True).get("Item")
+        return int(item["active"]) if item else 0
+
+    def tenant_active_count(self, tenant: str) -> int:
+        item = self._table.get_item(Key=self._tenant_quota_key(tenant), ConsistentRead=True).get("Item")
         return int(item["active"]) if item else 0
 
     def get(self, download_id: str) -> Download | None:
@@ -179,16 +243,29 @@ class DownloadStore:
         return download
 
     def transition(
-        self, download_id: str, allowed_from: Iterable[State], to: State, **fields: Any
+        self,
+        download_id: str,
+        allowed_from: Iterable[State],
+        to: State,
+        *,
+        effects: Collection[str] = (),
+        **fields: Any,
     ) -> Download:
         """Move a download to `to` if it is in one of `allowed_from`; raise StateConflict if not.
 
-        Leaving the active states frees one of the owner's quota slots in the same transaction.
+        Leaving the active states frees one of the owner's and one of the tenant's quota
+        slots in the same transaction. `effects` names the work still owed once the move is
+        committed: it is recorded with the move, and the download stays due within
+        EFFECTS_LEASE until `effect_done` has struck off every one.
         """
         sources = list(allowed_from)
-        update = self._transition_update(
-            download_id, sources, to, {**fields, **self._next_due(download_id, to, fields)}
-        )
+        due = self._next_due(download_id, to, fields)
+        if effects:
+            if to in ACTIVE_STATES:
+                raise ValueError("only a move out of the active states can owe follow-up work")
+            due.update(_due(download_id, clock.now() + EFFECTS_LEASE))
+            due[_EFFECTS] = set(effects)
+        update = self._transition_update(download_id, sources, to, {**fields, **due})
         frees_slot = to not in ACTIVE_STATES and set(sources) <= ACTIVE_STATES
         try:
             if not frees_slot:
@@ -200,14 +277,8 @@ class DownloadStore:
             self._client.transact_write_items(
                 TransactItems=[
                     {"Update": {"TableName": self._table.name, **update}},
-                    {
-                        "Update": {
-                            "TableName": self._table.name,
-                            "Key": self._quota_key(owner.tenant, owner.user_id),
-                            "UpdateExpression": "ADD active :minus_one",
-                            "ExpressionAttributeValues": {":minus_one": -1},
-                        }
-                    },
+                    self._free_active(self._quota_key(owner.tenant, owner.user_id)),
+                    self._free_active(self._tenant_quota_key(owner.tenant)),
                 ]
             )
         except ClientError as error:
@@ -217,6 +288,73 @@ class DownloadStore:
         moved = self.get(download_id)
         assert moved is not None
         return moved
+
+    def claim(self, found: Due, now: datetime, effects: Collection[str] | None = None) -> Due | None:
+        """Take on the work owed for a download found due: `effects` when given (new work),
+        else what its record still owes. None if another sweep moved it first."""
+        values: dict[str, Any] = {
+            ":slot": found.slot,
+            **_values(_due(found.download.id, now + EFFECTS_LEASE)),
+        }
+        expression = "SET gsi2pk = :gsi2pk, gsi2sk = :gsi2sk"
+        if effects is not None:
+            expression += f", {_EFFECTS} = :effects"
+            values[":effects"] = set(effects)
+        try:
+            result = self._table.update_item(
+                Key=self._key(found.download.id),
+                UpdateExpression=expression,
+                ConditionExpression="gsi2sk = :slot",
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return None
+            raise
+        return _due_item(result["Attributes"])
+
+    def refile(self, found: Due, when: datetime) -> None:
+        """File a download found due too early under `when`, so it stops taking a share of
+        every sweep (an index entry edited or written under a skewed clock). No-op if
+        another sweep has moved it meanwhile."""
+        due = _due(found.download.id, when)
+        try:
+            self._table.update_item(
+                Key=self._key(found.download.id),
+                UpdateExpression="SET gsi2pk = :gsi2pk, gsi2sk = :gsi2sk",
+                ConditionExpression="gsi2sk = :slot",
+                ExpressionAttributeValues={":slot": found.slot, **_values(due)},
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+
+    def effect_done(self, download: Download, effect: str, *, last: bool) -> None:
+        """Strike `effect` off the work owed; after the last one, the download is due when
+        its state says (expiry, end of retention), no longer within the lease."""
+        if not last:
+            update: dict[str, Any] = {
+                "UpdateExpression": f"DELETE {_EFFECTS} :effect",
+                "ExpressionAttributeValues": {":effect": {effect}},
+            }
+        else:
+            fields = {"expires_at": download.expires_at} if download.state is State.DONE else {}
+            due = self._next_due(download.id, download.state, fields)
+            update = {
+                "UpdateExpression": f"REMOVE {_EFFECTS} SET "
+                + ", ".join(f"#{name} = :{name}" for name in due),
+                "ExpressionAttributeNames": {f"#{name}": name for name in due},  # `ttl` is reserved
+                "ExpressionAttributeValues": _values(due),
+            }
+        try:
+            # Never an update that would bring a purged record back as a stub.
+            self._table.update_item(
+                Key=self._key(download.id), ConditionExpression="attribute_exists(pk)", **update
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
 
     def _next_due(self, download_id: str, to: State, fields: dict[str, Any]) -> dict[str, Any]:
         """The index entry (and the TTL backstop) for a download entering `to`."""
@@ -233,21 +371,34 @@ class DownloadStore:
         # DynamoDB's TTL deletes the record a day after cleanup should have, if it has not.
         return {**_due(download_id, due), "ttl": int((backstop + timedelta(days=1)).timestamp())}
 
-    def due(self, now: datetime, limit: int) -> list[Download]:
-        """Downloads whose due time has passed, oldest first per shard, at most `limit`."""
-        found: list[Download] = []
-        for shard in range(_DUE_SHARDS):
-            query = {
-                "IndexName": DUE_INDEX,
-                "KeyConditionExpression": "gsi2pk = :shard AND gsi2sk < :now",
-                "ExpressionAttributeValues": {":shard": f"DUE#{shard}", ":now": clock.iso(now)},
-                "Limit": limit,
-            }
-            for page in query_pages(self._table, query):
-                found.extend(Download.from_item(item) for item in page)
+    def due(self, now: datetime, limit: int) -> list[Due]:
+        """Downloads whose due time has passed, at most `limit`, oldest first per shard.
+
+        The shards are read round robin, a page of at most a fair share from each in turn,
+        so a backlog in one shard does not starve the others.
+        """
+        share = max(1, -(-limit // _DUE_SHARDS))
+        readers = [self._due_pages(shard, now, share) for shard in range(_DUE_SHARDS)]
+        found: list[Due] = []
+        while readers and len(found) < limit:
+            for reader in list(readers):
+                page = next(reader, None)
+                if page is None:
+                    readers.remove(reader)
+                    continue
+                found.extend(_due_item(item) for item in page[: limit - len(found)])
                 if len(found) >= limit:
-                    return found[:limit]
+                    break
         return found
+
+    def _due_pages(self, shard: int, now: datetime, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        query = {
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "gsi2pk = :shard AND gsi2sk < :now",
+            "ExpressionAttributeValues": {":shard": f"DUE#{shard}", ":now": clock.iso(now)},
+            "Limit": page_size,
+        }
+        return query_pages(self._table, query)
 
     def delete(self, download_id: str, states: Iterable[State]) -> bool:
         """Remove a finished download's record, if it is still in one of `states`."""

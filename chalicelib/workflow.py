@@ -16,6 +16,8 @@ from typing import Any
 
 from chalicelib import artifacts, clock, downloadtypes, manifest, notify, observability, segments
 from chalicelib.assembly import Assembler
+from chalicelib.cleanup import NOTIFY, REMOVE, follow_up
+from chalicelib.disclosure import shown_error
 from chalicelib.errors import Cancelled
 from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.multipart import MultipartWriter
@@ -140,28 +142,35 @@ def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
-    """Record the error, then remove every trace of the attempt: uploads, temporaries, artifact."""
+    """Record the error, then remove every trace of the attempt: uploads, temporaries, artifact.
+
+    Only a domain error's message is recorded; any other is logged and shown as generic.
+    """
     download_id = event["download_id"]
-    error = _error_info(event.get("error") or {})
+    error = shown_error(_error_info(event.get("error") or {}), download_id)
     state: State | None
+    # Owed once FAILED is recorded: if this step dies after that, the cleanup sweep does them.
+    effects = (REMOVE, NOTIFY)
     try:
         download = runtime.downloads.transition(
             download_id,
             ACTIVE_STATES,
             State.FAILED,
+            effects=effects,
             error=asdict(error),
             finished_at=clock.iso(clock.now()),
         )
-        observability.bind(download)
-        state = download.state
-        notify.download_finished(runtime, download)
     except StateConflict as conflict:
         # Already terminal (cancelled, most often): keep that state, still clean up.
         state = conflict.current.state if conflict.current else None
         if conflict.current:
             observability.bind(conflict.current)
-    if state is not State.DONE:
-        artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
+        if state is not State.DONE:
+            artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
+    else:
+        observability.bind(download)
+        state = download.state
+        follow_up(runtime, download, effects)
     log.warning("download %s ended %s: %s", download_id, state, error)
     return {"download_id": download_id, "state": state.value if state else None, "error": asdict(error)}
 

@@ -3,6 +3,7 @@ and leftovers go; two sweeps may run at once, and none deletes a file a link may
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -14,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chalicelib import artifacts, cleanup, clients, clock, service
-from chalicelib.audit import Action
+from chalicelib import artifacts, cleanup, clients, clock, service, store, workflow
+from chalicelib.audit import Action, AuditLog, Event
 from chalicelib.errors import DownloadExpired, LinkGone
 from chalicelib.models import Download, State
 from chalicelib.runtime import Runtime
@@ -96,6 +97,8 @@ def test_a_download_is_never_expired_before_its_time(satchel: Satchel) -> None:
     assert cleanup.run(runtime).expired == []
     assert satchel.call("GET", f"/downloads/{download['id']}").json["state"] == "DONE"
     assert artifact_exists(satchel, download["id"])
+    # And the index is put right: it no longer takes a share of every sweep.
+    assert [found.download.id for found in runtime.downloads.due(clock.now(), 10)] == []
 
     assert cleanup.run(runtime, expiry(download) + timedelta(seconds=1)).expired == [download["id"]]
     assert not artifact_exists(satchel, download["id"])
@@ -131,10 +134,10 @@ def test_a_build_past_its_deadline_is_stopped_and_fails_with_timeout(
     assert Runtime.from_env().downloads.active_count("acme", "alice") == 0
 
 
-def pending_download(runtime: Runtime, created_at: datetime) -> Download:
+def pending_download(runtime: Runtime, created_at: datetime, download_id: str | None = None) -> Download:
     """A download recorded but never started, as when its start_execution was lost."""
     orphan = Download(
-        id=service.new_id(),
+        id=download_id or service.new_id(),
         type="zip",
         params={"keys": ["acme/a.txt"], "prefixes": [], "compression": "store"},
         filename="orphan.zip",
@@ -278,3 +281,122 @@ def test_cleanup_racing_fetches_never_leaves_a_url_to_a_deleted_file(satchel: Sa
     assert refused
     assert not artifact_exists(satchel, download["id"])
     assert satchel.call("GET", f"/downloads/{download['id']}/file").status == 410
+
+
+class BrokenAudit(AuditLog):
+    """The audit log, unreachable for one download: work that fails after its transition."""
+
+    def __init__(self, audit: AuditLog, broken: str) -> None:
+        self._audit = audit
+        self._broken = broken
+
+    def record(self, tenant: str, action: Action, actor: str, download_id: str, **details: Any) -> Event:
+        if download_id == self._broken:
+            raise ConnectionError("the audit table did not answer")
+        return self._audit.record(tenant, action, actor, download_id, **details)
+
+
+def overdue(runtime: Runtime, count: int, shard: int = 0) -> list[str]:
+    """`count` downloads of bob's, never started and past their deadline, in one due shard."""
+    long_ago = clock.now() - timedelta(hours=3)
+    # The shard is the id's last four hex digits modulo 4 (store._due).
+    ids = [service.new_id()[:-1] + str(shard) for _ in range(count)]
+    for download_id in ids:
+        pending_download(runtime, long_ago, download_id)
+    return ids
+
+
+def test_a_download_that_fails_does_not_stop_the_sweep_and_is_counted(satchel: Satchel) -> None:
+    base = Runtime.from_env()
+    broken, *others = overdue(base, 3)
+    runtime = replace(base, audit=BrokenAudit(base.audit, broken))
+
+    report = cleanup.run(runtime)
+
+    assert sorted(report.timed_out) == sorted([broken, *others])  # every transition was made
+    assert (report.failed, report.failures) == ([broken], 1)
+    for download_id in others:
+        assert actions(download_id) == [Action.TIMED_OUT.value]
+        assert satchel.call("GET", f"/downloads/{download_id}", "bob").json["state"] == "FAILED"
+    assert actions(broken) == []
+    assert base.downloads.active_count("acme", "bob") == 0
+
+
+def test_work_left_undone_after_a_transition_is_done_by_the_next_sweep(satchel: Satchel) -> None:
+    base = Runtime.from_env()
+    (broken,) = overdue(base, 1)
+    assert cleanup.run(replace(base, audit=BrokenAudit(base.audit, broken))).failed == [broken]
+    assert satchel.call("GET", f"/downloads/{broken}", "bob").json["state"] == "FAILED"  # committed
+    assert actions(broken) == []
+
+    assert cleanup.run(base).followed_up == []  # still held by the sweep that failed, for a while
+    later = clock.now() + store.EFFECTS_LEASE + timedelta(seconds=1)
+    report = cleanup.run(base, later)
+
+    assert (report.followed_up, report.timed_out, report.failed) == ([broken], [], [])
+    assert actions(broken) == [Action.TIMED_OUT.value]
+    # Done is done: later sweeps neither repeat it nor find the download due before its retention.
+    assert cleanup.run(base, later + store.EFFECTS_LEASE * 2).followed_up == []
+    assert actions(broken) == [Action.TIMED_OUT.value]
+
+
+def test_the_shards_are_read_round_robin_so_a_backlog_in_one_starves_no_other(satchel: Satchel) -> None:
+    runtime = Runtime.from_env()
+    backlog = overdue(runtime, 6, shard=0)
+    (lonely,) = overdue(runtime, 1, shard=3)
+
+    first = cleanup.run(runtime, batch=4)
+
+    assert len(first.timed_out) == 4
+    assert lonely in first.timed_out
+    second = cleanup.run(runtime, batch=4)
+    assert sorted(first.timed_out + second.timed_out) == sorted([*backlog, lonely])
+
+
+class UnreachableS3:
+    """S3 that lists nothing: removing a download's objects fails."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def get_paginator(self, name: str) -> Any:
+        raise ConnectionError(f"S3 did not answer {name}")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+class RecordedEvents:
+    """EventBridge, remembering which downloads each state-change event was about."""
+
+    def __init__(self, events: Any) -> None:
+        self._events = events
+        self.about: list[str] = []
+
+    def put_events(self, **kwargs: Any) -> Any:
+        self.about.extend(json.loads(entry["Detail"])["id"] for entry in kwargs["Entries"])
+        return self._events.put_events(**kwargs)
+
+
+def test_work_the_fail_step_left_undone_is_done_by_the_next_sweep(satchel: Satchel) -> None:
+    base = Runtime.from_env()
+    download = pending_download(base, clock.now())
+    bucket = satchel.stack.artifact_bucket
+    satchel.s3.create_multipart_upload(Bucket=bucket, Key=artifacts.artifact_key(download.id))
+    broken = replace(base, s3=UnreachableS3(base.s3))
+    event = {"download_id": download.id, "error": {"Error": "SourceMissing", "Cause": "gone"}}
+
+    with pytest.raises(ConnectionError):
+        workflow.fail(broken, event)
+    assert satchel.call("GET", f"/downloads/{download.id}", "bob").json["state"] == "FAILED"
+    assert len(satchel.open_uploads()) == 1  # not removed, nor was anyone told
+
+    events = RecordedEvents(base.events)
+    later = clock.now() + store.EFFECTS_LEASE + timedelta(seconds=1)
+    report = cleanup.run(replace(base, events=events), later)
+
+    assert report.followed_up == [download.id]
+    assert satchel.open_uploads() == []
+    assert events.about == [download.id]
+    assert cleanup.run(replace(base, events=events), later).followed_up == []
+    assert events.about == [download.id]

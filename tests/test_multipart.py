@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib.multipart import MultipartWriter
 from tests.recording import Recording
@@ -38,3 +42,55 @@ def test_abort_leaves_no_upload(s3: Any) -> None:
     writer.abort()
     assert s3.list_multipart_uploads(Bucket="bucket").get("Uploads", []) == []
     assert "Contents" not in s3.list_objects_v2(Bucket="bucket")
+
+
+class Failing(Exception):
+    """The error a build was raising when it aborted its upload."""
+
+
+def fail_building(writer: MultipartWriter, message: str) -> None:
+    """As the build steps do: abort the upload on any error, then let the error go on."""
+    try:
+        raise Failing(message)
+    except Failing:
+        writer.abort()
+        raise
+
+
+def test_an_upload_already_aborted_does_not_mask_the_error_that_aborted_it(s3: Any) -> None:
+    writer = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip")
+    writer.write(os.urandom(6 * MIB))
+    # A concurrent abort (a retried step, the cleanup sweep) got there first.
+    s3.abort_multipart_upload(Bucket="bucket", Key="k", UploadId=writer.upload_id)
+
+    with pytest.raises(Failing, match="the source vanished"):
+        fail_building(writer, "the source vanished")
+    assert s3.list_multipart_uploads(Bucket="bucket").get("Uploads", []) == []
+
+
+class RefusingAbort(Recording):
+    def abort_multipart_upload(self, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "AbortMultipartUpload")
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_an_abort_that_fails_is_logged_and_the_original_error_propagates(s3: Any) -> None:
+    writer = MultipartWriter(RefusingAbort(s3), "bucket", "k", 5 * MIB, "application/zip")
+    # On the module's own logger: whether chalicelib's loggers propagate depends on what
+    # ran before in this process (chalicelib/observability.py).
+    kept, logger = Kept(), logging.getLogger("chalicelib.multipart")
+    logger.addHandler(kept)
+    try:
+        with pytest.raises(Failing, match="the build broke"):
+            fail_building(writer, "the build broke")
+    finally:
+        logger.removeHandler(kept)
+    assert any(writer.upload_id in line for line in kept.lines), kept.lines
