@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import clock, deflate, sources, zipwriter
+from chalicelib import clock, deflate, integrity, sources, zipwriter
 from chalicelib.downloadtypes import ArtifactFormat, DownloadType, Plan
 from chalicelib.errors import (
     DuplicateKeys,
@@ -173,46 +173,80 @@ def _window(settings: Settings) -> sources.Window:
 def _deflated(
     runtime: Runtime, level: int, entries: Iterator[Entry], tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
-    """Every member through the worker, deflated unless it is compressed already."""
+    """Every member through the worker, deflated unless it is compressed already (then stored)."""
     settings = runtime.settings
     for source in sources.fetch(runtime.s3, settings.source_bucket, entries, _window(settings)):
-        store = deflate.is_precompressed(source.entry.name, source.content_type)
-        engine = None if store else deflate.compressor(level)
-        yield from layout.streamed(
-            source.entry.name, source.entry.size, _counted(source.chunks, tracker), engine
+        entry = source.entry
+        if deflate.is_precompressed(entry.name, source.content_type):
+            yield from _stored_through(runtime, source, tracker, layout)
+            continue
+        chunks = _counted(source.chunks, tracker)
+        engine = deflate.compressor(level)
+        yield from layout.streamed(entry.name, entry.size, chunks, engine, source.modified)
+
+
+def _stored_through(
+    runtime: Runtime, source: sources.Source, tracker: ProgressTracker, layout: ZipLayout
+) -> Iterator[Piece]:
+    """A stored member whose bytes pass through the worker; its CRC-32 goes in the header
+    first (no data descriptor), so it is known before: from the bytes if the member fits in
+    one read chunk, else from S3 (trusted or combined checksums) or a first reading pass."""
+    settings, entry = runtime.settings, source.entry
+    if entry.size <= settings.read_chunk_bytes:
+        data = b"".join(source.chunks)
+        yield from layout.known(
+            entry.name, zlib.crc32(data), len(data), [data] if data else [], source.modified
         )
+        tracker.advance(files=1, bytes_=len(data))
+        return
+    checked = sources.crc32(runtime.s3, settings.source_bucket, entry, settings.read_chunk_bytes)
+    chunks = source.chunks
+    if checked.origin == "read":
+        # The response opened for this member idled through the first pass: read it afresh.
+        source.discard()
+        response = sources.open_object(runtime.s3, settings.source_bucket, entry.key, entry.etag)
+        chunks = sources.stream(response["Body"], settings.read_chunk_bytes)
+    yield from layout.known(entry.name, checked.crc, entry.size, _counted(chunks, tracker), source.modified)
 
 
 def _stored(
     runtime: Runtime, entries: Iterator[Entry], tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
-    """Large members copied by S3 (CRC-32 from S3's checksum), small ones through the worker."""
+    """Large members copied by S3, the others through the worker; every CRC-32 up front.
+
+    A CRC from S3 (or combined from part checksums) is checked as the bytes pass for a
+    member read through the worker, and by the Digest step for a copied one.
+    """
     settings = runtime.settings
-    bucket, copy_min = settings.source_bucket, settings.server_copy_min_bytes
+    bucket, copy_min, chunk = (
+        settings.source_bucket,
+        settings.server_copy_min_bytes,
+        settings.read_chunk_bytes,
+    )
     order, small, large = itertools.tee(entries, 3)
     fetched = sources.fetch(runtime.s3, bucket, (e for e in small if e.size < copy_min), _window(settings))
     checked = sources.crc32s(
-        runtime.s3,
-        bucket,
-        (e for e in large if e.size >= copy_min),
-        settings.fetch_concurrency,
-        settings.read_chunk_bytes,
+        runtime.s3, bucket, (e for e in large if e.size > chunk), settings.fetch_concurrency, chunk
     )
     for entry in order:
         if entry.size >= copy_min:
-            _, crc = next(checked)
-            yield from layout.known(
-                entry.name, crc, entry.size, [CopyRange(bucket, entry.key, entry.etag, 0, entry.size)]
-            )
+            _, known = next(checked)
+            copied = [CopyRange(bucket, entry.key, entry.etag, 0, entry.size)]
+            yield from layout.known(entry.name, known.crc, entry.size, copied, known.modified)
             tracker.advance(files=1, bytes_=entry.size)
             continue
-        source = next(fetched)
-        if entry.size > settings.read_chunk_bytes:
-            yield from layout.streamed(entry.name, entry.size, _counted(source.chunks, tracker), None)
+        if entry.size > chunk:
+            _, known = next(checked)  # before the member's GetObject: a first pass may read it
+            source = next(fetched)
+            body = _counted(source.chunks, tracker)
+            yield from layout.known(entry.name, known.crc, entry.size, body, source.modified)
             continue
-        # Fetched whole already: a header with the CRC, readable by streaming unzippers too.
+        # Fetched whole already: the CRC from its bytes.
+        source = next(fetched)
         data = b"".join(source.chunks)
-        yield from layout.known(entry.name, zlib.crc32(data), len(data), [data] if data else [])
+        yield from layout.known(
+            entry.name, zlib.crc32(data), len(data), [data] if data else [], source.modified
+        )
         tracker.advance(files=1, bytes_=len(data))
 
 
@@ -231,17 +265,22 @@ def members(
 
 
 def layout_for(download: Download, start: int = 0) -> ZipLayout:
-    """Every member is stamped with the download's creation time: a rebuilt archive is the same."""
+    """Members are stamped with their source's LastModified, so the same request over the same
+    sources gives the same bytes (the download's creation time is only a fallback)."""
     return ZipLayout(clock.parse(download.created_at), start)
 
 
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[Piece]:
-    """The whole archive: the members, then the central directory."""
+    """The whole archive: the members, then the central directory; then the checks Digest
+    makes of copied members, beside the manifest."""
     layout = layout_for(download)
     yield from members(runtime, download, entries, tracker, layout)
     yield from zipwriter.closing(layout.members, layout.offset)
+    if layout.unverified:
+        key = integrity.checks_key(download.id)
+        integrity.write(runtime.s3, runtime.settings.artifact_bucket, key, layout.unverified)
 
 
 TYPE = DownloadType(
