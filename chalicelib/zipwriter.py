@@ -191,6 +191,8 @@ class ZipLayout:
         header = self._header(name.encode("utf-8"), STORED, crc, size, size, flags, size >= LIMIT_32, stamp)
         self._record(name, STORED, crc, size, size, flags, stamp)
         yield header
+        from isal import isal_zlib  # deferred, as in chalicelib/deflate.py; its CRC-32 is 10x zlib's
+
         written = seen = 0
         copied = False
         for piece in body:
@@ -198,7 +200,7 @@ class ZipLayout:
                 written += piece.length
                 copied = True
             else:
-                seen = zlib.crc32(piece, seen)
+                seen = isal_zlib.crc32(piece, seen)
                 written += len(piece)
             yield piece
         if written != size:
