@@ -231,10 +231,31 @@ class Checked:
 def crc32(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
     """The CRC-32 of an object: S3's checksum if it is the whole object's, else the part
     checksums combined, else the bytes read in a first pass (chunk by chunk, not held)."""
+    known = lookup_crc32(s3, bucket, entry)
+    if known is not None:
+        return known
+    value = read = 0
+    for chunk in stream(open_object(s3, bucket, entry.key, entry.etag)["Body"], chunk_bytes):
+        value = zlib.crc32(chunk, value)
+        read += len(chunk)
+    head = _head(s3, bucket, entry)  # (the object is pinned by its ETag: this is the same one)
+    return Checked(value, "read", head["LastModified"], str(head.get("ContentType", "")), read)
+
+
+def _head(s3: Any, bucket: str, entry: Entry) -> dict[str, Any]:
     try:
-        head = s3.head_object(Bucket=bucket, Key=entry.key, IfMatch=entry.etag, ChecksumMode="ENABLED")
+        head: dict[str, Any] = s3.head_object(
+            Bucket=bucket, Key=entry.key, IfMatch=entry.etag, ChecksumMode="ENABLED"
+        )
     except ClientError as error:
         raise translate(error, entry.key) from None
+    return head
+
+
+def lookup_crc32(s3: Any, bucket: str, entry: Entry) -> Checked | None:
+    """The object's CRC-32 without reading it (S3's full-object checksum, or its part
+    checksums combined), or None: then only its bytes can tell."""
+    head = _head(s3, bucket, entry)
     modified, content_type = head["LastModified"], str(head.get("ContentType", ""))
     parts_count = None
     unmarked = head.get("ChecksumCRC32") and head.get("ChecksumType") is None
@@ -247,11 +268,7 @@ def crc32(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
     combined = part_crc32s(s3, bucket, entry)
     if combined is not None:
         return Checked(combined, "parts", modified, content_type)
-    value = read = 0
-    for chunk in stream(open_object(s3, bucket, entry.key, entry.etag)["Body"], chunk_bytes):
-        value = zlib.crc32(chunk, value)
-        read += len(chunk)
-    return Checked(value, "read", modified, content_type, read)
+    return None
 
 
 def _parts_count(s3: Any, bucket: str, entry: Entry) -> int | None:
@@ -265,11 +282,20 @@ def _parts_count(s3: Any, bucket: str, entry: Entry) -> int | None:
 
 
 def crc32s(
-    s3: Any, bucket: str, entries: Iterable[Entry], workers: int, chunk_bytes: int
-) -> Iterator[tuple[Entry, Checked]]:
-    """(entry, its CRC-32) in order, looked up (or computed) `workers` at a time."""
+    s3: Any,
+    bucket: str,
+    entries: Iterable[Entry],
+    workers: int,
+    chunk_bytes: int,
+    buffered_below: int = 0,
+) -> Iterator[tuple[Entry, Checked | None]]:
+    """(entry, its CRC-32) in order, looked up (or computed) `workers` at a time.
+
+    An entry smaller than `buffered_below` is only looked up (None if S3 cannot tell): the
+    caller holds its bytes anyway, and computes the CRC from them instead of reading twice.
+    """
     upcoming = iter(entries)
-    pending: collections.deque[tuple[Entry, Future[Checked]]] = collections.deque()
+    pending: collections.deque[tuple[Entry, Future[Checked | None]]] = collections.deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crc") as pool:
         try:
             while True:
@@ -277,7 +303,12 @@ def crc32s(
                     entry = next(upcoming, None)
                     if entry is None:
                         break
-                    pending.append((entry, _submit(pool, crc32, s3, bucket, entry, chunk_bytes)))
+                    work: Future[Checked | None]
+                    if entry.size < buffered_below:
+                        work = _submit(pool, lookup_crc32, s3, bucket, entry)
+                    else:
+                        work = _submit(pool, crc32, s3, bucket, entry, chunk_bytes)
+                    pending.append((entry, work))
                 if not pending:
                     return
                 entry, future = pending.popleft()

@@ -189,24 +189,36 @@ def _stored_through(
     runtime: Runtime, source: sources.Source, tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
     """A stored member whose bytes pass through the worker; its CRC-32 goes in the header
-    first (no data descriptor), so it is known before: from the bytes if the member fits in
-    one read chunk, else from S3 (trusted or combined checksums) or a first reading pass."""
+    first (no data descriptor), so it is known before: from S3 (a full-object checksum, or
+    part checksums combined) if it can tell, else from the bytes: held in memory below the
+    server-copy threshold (16 MiB), read in a first pass above it."""
     settings, entry = runtime.settings, source.entry
-    if entry.size <= settings.read_chunk_bytes:
-        data = b"".join(source.chunks)
-        yield from layout.known(
-            entry.name, zlib.crc32(data), len(data), [data] if data else [], source.modified
-        )
-        tracker.advance(files=1, bytes_=len(data))
+    bucket, chunk = settings.source_bucket, settings.read_chunk_bytes
+    known = None
+    if entry.size > chunk:  # smaller ones are fetched whole already
+        if entry.size < settings.server_copy_min_bytes:
+            known = sources.lookup_crc32(runtime.s3, bucket, entry)
+        else:
+            known = sources.crc32(runtime.s3, bucket, entry, chunk)
+    if known is None:
+        yield from _held(source, tracker, layout)
         return
-    checked = sources.crc32(runtime.s3, settings.source_bucket, entry, settings.read_chunk_bytes)
     chunks = source.chunks
-    if checked.origin == "read":
+    if known.origin == "read":
         # The response opened for this member idled through the first pass: read it afresh.
         source.discard()
-        response = sources.open_object(runtime.s3, settings.source_bucket, entry.key, entry.etag)
-        chunks = sources.stream(response["Body"], settings.read_chunk_bytes)
-    yield from layout.known(entry.name, checked.crc, entry.size, _counted(chunks, tracker), source.modified)
+        chunks = sources.stream(sources.open_object(runtime.s3, bucket, entry.key, entry.etag)["Body"], chunk)
+    yield from layout.known(entry.name, known.crc, entry.size, _counted(chunks, tracker), source.modified)
+
+
+def _held(source: sources.Source, tracker: ProgressTracker, layout: ZipLayout) -> Iterator[Piece]:
+    """A stored member held whole (it is small, or below the copy threshold with no CRC S3
+    could give): the CRC from its bytes, then the bytes."""
+    data = b"".join(source.chunks)
+    yield from layout.known(
+        source.entry.name, zlib.crc32(data), len(data), [data] if data else [], source.modified
+    )
+    tracker.advance(files=1, bytes_=len(data))
 
 
 def _stored(
@@ -215,7 +227,9 @@ def _stored(
     """Large members copied by S3, the others through the worker; every CRC-32 up front.
 
     A CRC from S3 (or combined from part checksums) is checked as the bytes pass for a
-    member read through the worker, and by the Digest step for a copied one.
+    member read through the worker, and by the Digest step for a copied one. A member
+    below the copy threshold whose CRC S3 cannot give is held in memory (at most 16 MiB);
+    a copied one is read in a first pass.
     """
     settings = runtime.settings
     bucket, copy_min, chunk = (
@@ -226,28 +240,23 @@ def _stored(
     order, small, large = itertools.tee(entries, 3)
     fetched = sources.fetch(runtime.s3, bucket, (e for e in small if e.size < copy_min), _window(settings))
     checked = sources.crc32s(
-        runtime.s3, bucket, (e for e in large if e.size > chunk), settings.fetch_concurrency, chunk
+        runtime.s3, bucket, (e for e in large if e.size > chunk), settings.fetch_concurrency, chunk, copy_min
     )
     for entry in order:
+        known = next(checked)[1] if entry.size > chunk else None
         if entry.size >= copy_min:
-            _, known = next(checked)
+            if known is None:  # crc32s reads a member this large when S3 cannot tell
+                raise RuntimeError(f"no CRC-32 for {entry.key}")
             copied = [CopyRange(bucket, entry.key, entry.etag, 0, entry.size)]
             yield from layout.known(entry.name, known.crc, entry.size, copied, known.modified)
             tracker.advance(files=1, bytes_=entry.size)
             continue
-        if entry.size > chunk:
-            _, known = next(checked)  # before the member's GetObject: a first pass may read it
-            source = next(fetched)
-            body = _counted(source.chunks, tracker)
-            yield from layout.known(entry.name, known.crc, entry.size, body, source.modified)
-            continue
-        # Fetched whole already: the CRC from its bytes.
         source = next(fetched)
-        data = b"".join(source.chunks)
-        yield from layout.known(
-            entry.name, zlib.crc32(data), len(data), [data] if data else [], source.modified
-        )
-        tracker.advance(files=1, bytes_=len(data))
+        if known is None:
+            yield from _held(source, tracker, layout)
+            continue
+        body = _counted(source.chunks, tracker)
+        yield from layout.known(entry.name, known.crc, entry.size, body, source.modified)
 
 
 def members(
