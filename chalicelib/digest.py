@@ -6,7 +6,8 @@ saw every byte, and S3 keeps no SHA-256 of a multipart object (its full-object c
 are CRCs). So the artifact is read back once, a chunk at a time, and hashed: the `sha256`
 a client verifies is the real one of the bytes it downloads. On the same pass each copied
 member's range is checked against the CRC-32 its headers announce (chalicelib/integrity.py):
-a mismatch ends the download FAILED `ChecksumMismatch`, its artifact removed, never DONE.
+a mismatch ends the download FAILED `ChecksumMismatch`, never DONE: the step raises, and
+the Catch's MarkFailed removes the artifact with everything else of the download.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from chalicelib import artifacts, integrity
-from chalicelib.errors import ChecksumMismatch
+from chalicelib import integrity
 from chalicelib.runtime import Runtime
 
 
@@ -40,11 +40,6 @@ def object_sha256(
 def digest(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     settings, s3 = runtime.settings, runtime.s3
     bucket, download_id = settings.artifact_bucket, event["download_id"]
-    checks = integrity.read(s3, bucket, integrity.checks_key(download_id))
-    try:
-        sha256 = object_sha256(s3, bucket, event["artifact_key"], settings.part_size, checks)
-    except ChecksumMismatch:
-        # Never shipped: the artifact goes now, not only when Fail runs.
-        artifacts.remove_everything(s3, bucket, download_id)
-        raise
+    checks = list(integrity.read(s3, bucket, integrity.checks_key(download_id)))
+    sha256 = object_sha256(s3, bucket, event["artifact_key"], settings.part_size, checks)
     return {**event, "sha256": sha256}

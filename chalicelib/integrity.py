@@ -16,8 +16,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib.artifacts import temporary_prefix
 from chalicelib.errors import ChecksumMismatch
 
@@ -49,13 +47,9 @@ def write(s3: Any, bucket: str, key: str, checks: Iterable[Check]) -> None:
 
 
 def read(s3: Any, bucket: str, key: str) -> Iterator[Check]:
-    """The checks written at `key`; none if there is no such object (nothing was copied)."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    except ClientError as error:
-        if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
-            return
-        raise
+    """The checks written at `key`. Every zip build writes its checks, even none: a missing
+    object is an error, never "nothing to check"."""
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     for line in body.iter_lines():
         if line:
             name, offset, size, crc = json.loads(line)

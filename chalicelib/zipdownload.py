@@ -287,9 +287,10 @@ def render(
     layout = layout_for(download)
     yield from members(runtime, download, entries, tracker, layout)
     yield from zipwriter.closing(layout.members, layout.offset)
-    if layout.unverified:
-        key = integrity.checks_key(download.id)
-        integrity.write(runtime.s3, runtime.settings.artifact_bucket, key, layout.unverified)
+    # Written even when empty: Digest reads it whenever S3 copied a part, and a retried
+    # Build must not leave an earlier attempt's checks.
+    key = integrity.checks_key(download.id)
+    integrity.write(runtime.s3, runtime.settings.artifact_bucket, key, layout.unverified)
 
 
 TYPE = DownloadType(
