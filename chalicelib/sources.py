@@ -235,11 +235,11 @@ def crc32(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
     if known is not None:
         return known
     value = read = 0
-    for chunk in stream(open_object(s3, bucket, entry.key, entry.etag)["Body"], chunk_bytes):
+    response = open_object(s3, bucket, entry.key, entry.etag)
+    for chunk in stream(response["Body"], chunk_bytes):
         value = zlib.crc32(chunk, value)
         read += len(chunk)
-    head = _head(s3, bucket, entry)  # (the object is pinned by its ETag: this is the same one)
-    return Checked(value, "read", head["LastModified"], str(head.get("ContentType", "")), read)
+    return Checked(value, "read", response["LastModified"], str(response.get("ContentType", "")), read)
 
 
 def _head(s3: Any, bucket: str, entry: Entry) -> dict[str, Any]:
