@@ -185,18 +185,27 @@ def _deflated(
         yield from layout.streamed(entry.name, entry.size, chunks, engine, source.modified)
 
 
+# The most a stored member is held in memory for its CRC-32 when S3 cannot give it (above
+# it, the member is read in a first pass instead): bounded whatever the copy threshold.
+HOLD_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _hold_below(settings: Settings) -> int:
+    return min(settings.server_copy_min_bytes, HOLD_MAX_BYTES + 1)
+
+
 def _stored_through(
     runtime: Runtime, source: sources.Source, tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
     """A stored member whose bytes pass through the worker; its CRC-32 goes in the header
     first (no data descriptor), so it is known before: from S3 (a full-object checksum, or
-    part checksums combined) if it can tell, else from the bytes: held in memory below the
-    server-copy threshold (16 MiB), read in a first pass above it."""
+    part checksums combined) if it can tell, else from the bytes: held in memory up to
+    16 MiB (and below the server-copy threshold), read in a first pass above that."""
     settings, entry = runtime.settings, source.entry
     bucket, chunk = settings.source_bucket, settings.read_chunk_bytes
     known = None
     if entry.size > chunk:  # smaller ones are fetched whole already
-        if entry.size < settings.server_copy_min_bytes:
+        if entry.size < _hold_below(settings):
             known = sources.lookup_crc32(runtime.s3, bucket, entry)
         else:
             known = sources.crc32(runtime.s3, bucket, entry, chunk)
@@ -228,8 +237,8 @@ def _stored(
 
     A CRC from S3 (or combined from part checksums) is checked as the bytes pass for a
     member read through the worker, and by the Digest step for a copied one. A member
-    below the copy threshold whose CRC S3 cannot give is held in memory (at most 16 MiB);
-    a copied one is read in a first pass.
+    whose CRC S3 cannot give is held in memory up to 16 MiB (and below the copy
+    threshold), and read in a first pass above that.
     """
     settings = runtime.settings
     bucket, copy_min, chunk = (
@@ -240,7 +249,12 @@ def _stored(
     order, small, large = itertools.tee(entries, 3)
     fetched = sources.fetch(runtime.s3, bucket, (e for e in small if e.size < copy_min), _window(settings))
     checked = sources.crc32s(
-        runtime.s3, bucket, (e for e in large if e.size > chunk), settings.fetch_concurrency, chunk, copy_min
+        runtime.s3,
+        bucket,
+        (e for e in large if e.size > chunk),
+        settings.fetch_concurrency,
+        chunk,
+        _hold_below(settings),
     )
     for entry in order:
         known = next(checked)[1] if entry.size > chunk else None

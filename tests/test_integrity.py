@@ -5,7 +5,9 @@ request over the same sources gives the same bytes."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import zipfile
 import zlib
 from typing import Any
 
@@ -125,3 +127,41 @@ def test_the_verifier_follows_members_across_chunk_boundaries() -> None:
     short.update(data)
     with pytest.raises(ChecksumMismatch, match="past the end"):
         short.finish()
+
+
+def test_a_member_s3_cannot_checksum_is_held_up_to_16_mib_and_read_twice_above(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed store members (nothing copied) whose sources were uploaded in parts: moto
+    gives no usable CRC, so the bytes tell it: held in memory when small, a first reading
+    pass when large, whatever the copy threshold."""
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(1024 * MIB))
+    bodies = {"acme/held/medium.bin": os.urandom(6 * MIB), "acme/held/large.bin": os.urandom(17 * MIB)}
+    s3, bucket = satchel.s3, satchel.stack.source_bucket
+    for key, body in bodies.items():  # in parts, no checksum at all
+        upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        parts = [
+            {"PartNumber": n, "ETag": s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload, PartNumber=n, Body=body[start : start + 5 * MIB]
+            )["ETag"]}
+            for n, start in enumerate(range(0, len(body), 5 * MIB), 1)
+        ]  # fmt: skip
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+    origins: dict[str, str] = {}
+    original = sources.crc32
+
+    def recording(s3: Any, bucket: str, entry: Any, chunk_bytes: int) -> sources.Checked:
+        checked = original(s3, bucket, entry, chunk_bytes)
+        origins[entry.key] = checked.origin
+        return checked
+
+    monkeypatch.setattr(sources, "crc32", recording)
+    _, archive = _built(satchel, {"prefixes": ["acme/held/"], "compression": "store"})
+    assert origins == {"acme/held/large.bin": "read"}  # the medium one was held, not looked up twice
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        for info in opened.infolist():
+            assert info.compress_type == zipfile.ZIP_STORED
+            assert not info.flag_bits & 0x08
+            assert opened.read(info) == bodies[f"acme/{info.filename}"]
