@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import clock, deflate, sources, tarwriter, zipwriter
+from chalicelib import clock, deflate, integrity, sources, tarwriter, zipwriter
 from chalicelib.downloadtypes import ArtifactFormat, Check, Renderer
 from chalicelib.errors import Cancelled, SourceMissing, TransientError
 from chalicelib.manifest import Entry
@@ -173,16 +173,26 @@ def renderer(members: ZipMembers, layout_for: LayoutFor) -> Renderer:
             for name, data in extras:
                 yield from layout.known(name, zlib.crc32(data), len(data), [data] if data else [])
             yield from zipwriter.closing(layout.members, layout.offset)
+            _write_checks(runtime, download, layout.unverified)
             return
         when = int(clock.parse(download.created_at).timestamp())
         tar = tar_pieces(runtime, entries, extras, tracker, when, copy=options.format == "tar")
         if options.format == "tar":
             yield from tar
-            return
-        level = int(download.params.get("compression_level", deflate.DEFAULT_LEVEL))
-        yield from tarwriter.gzipped(tar, level)
+        else:
+            level = int(download.params.get("compression_level", deflate.DEFAULT_LEVEL))
+            yield from tarwriter.gzipped(tar, level)
+        _write_checks(runtime, download, ())  # a tar has no CRC-32s to check
 
     return render
+
+
+def _write_checks(runtime: Runtime, download: Download, checks: Iterable[integrity.Check]) -> None:
+    """The checks Digest makes of copied members, written even when there are none: Digest
+    reads them whenever S3 copied a part, and a retried Build must not leave an earlier
+    attempt's."""
+    key = integrity.checks_key(download.id)
+    integrity.write(runtime.s3, runtime.settings.artifact_bucket, key, checks)
 
 
 def _extras(found: Survey, skipped: list[str], options: Options) -> list[tuple[str, bytes]]:

@@ -11,10 +11,15 @@ nothing.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 LEVELS = (0, 1, 2, 3)
 DEFAULT_LEVEL = 2
+# ISA-L's output (levels 1-3) depends on how its input is cut, not only on the bytes: fed
+# in blocks of one fixed size, the same bytes always deflate to the same bytes (README,
+# "Deterministic"), however S3's responses arrive.
+BLOCK_BYTES = 1024 * 1024
 _RAW_DEFLATE = -15  # zip members are raw deflate streams: no zlib header or trailer
 
 # Formats that carry their own compression (lower case, with the dot).
@@ -94,6 +99,21 @@ def compressor(level: int) -> Compressor:
 
     engine: Compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _RAW_DEFLATE)
     return engine
+
+
+def blocks(chunks: Iterable[bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """The same bytes in blocks of exactly `size` (the last one shorter)."""
+    held = bytearray()
+    for chunk in chunks:
+        if not held and len(chunk) == size:
+            yield chunk
+            continue
+        held += chunk
+        while len(held) >= size:
+            yield bytes(held[:size])
+            del held[:size]
+    if held:
+        yield bytes(held)
 
 
 def is_precompressed(name: str, content_type: str = "") -> bool:

@@ -185,3 +185,11 @@ class TransientError(SatchelError):
 
 class SourceChanged(SatchelError):
     status = 409
+
+
+class ChecksumMismatch(SatchelError):
+    """A member's bytes in the built archive do not have the CRC-32 its headers announce.
+
+    Never shipped: the download ends FAILED and the artifact is removed."""
+
+    status = 500

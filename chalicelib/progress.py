@@ -2,6 +2,11 @@
 
 Each write is conditional on the download still RUNNING, which is also how a build learns
 that it was cancelled: the write fails and the build stops.
+
+`bytes_total` is never 0 while `bytes_done` grows. A zip knows it from the start (the
+sources' sizes). An export does not (its rows' encoded size is learnt as they are encoded):
+its `bytes_total` is an *estimate*, the bytes so far scaled by rows_total / rows_done, never
+below `bytes_done`, and exact once the last row is written.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class ProgressTracker:
         self._shared = shared
         self._written = self.current
         self._written_at = clock()
+        self._estimating = totals.bytes_total == 0  # the size is learnt while building
 
     def advance(self, *, files: int = 0, bytes_: int = 0, rows: int = 0) -> None:
         self.current = replace(
@@ -45,6 +51,8 @@ class ProgressTracker:
             bytes_done=self.current.bytes_done + bytes_,
             rows_done=self.current.rows_done + rows,
         )
+        if self._estimating:
+            self.current = replace(self.current, bytes_total=_estimate(self.current))
         due = self.current.bytes_done - self._written.bytes_done >= self._every_bytes
         stale = self._clock() - self._written_at >= _MAX_SECONDS_BETWEEN_WRITES
         if due or stale:
@@ -61,3 +69,11 @@ class ProgressTracker:
             raise Cancelled("the download was cancelled while it was being built")
         self._written = self.current
         self._written_at = self._clock()
+
+
+def _estimate(progress: Progress) -> int:
+    """The final size, from the bytes per row so far; at least what is done already."""
+    done, rows_done, rows_total = progress.bytes_done, progress.rows_done, progress.rows_total
+    if rows_done and rows_total > rows_done:
+        return max(done, round(done * rows_total / rows_done))
+    return done

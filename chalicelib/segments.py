@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 from typing import Any
 
-from chalicelib import artifacts, downloadtypes, manifest, observability, zipdownload, zipwriter
+from chalicelib import artifacts, downloadtypes, integrity, manifest, observability, zipdownload, zipwriter
 from chalicelib.assembly import Assembler
 from chalicelib.errors import Cancelled
+from chalicelib.integrity import Check
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Progress
 from chalicelib.multipart import MultipartWriter
@@ -45,6 +46,10 @@ def object_key(download_id: str, index: int) -> str:
 
 def directory_key(download_id: str, index: int) -> str:
     return f"{_prefix(download_id, index)}directory.jsonl"
+
+
+def checks_key(download_id: str, index: int) -> str:
+    return f"{_prefix(download_id, index)}checks.jsonl"
 
 
 def groups(entries: list[Entry], settings: Settings) -> list[list[Entry]]:
@@ -125,6 +130,8 @@ def build_segment(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         writer.abort()
         raise
     records = "".join(json.dumps(member.to_json(), ensure_ascii=False) + "\n" for member in layout.members)
+    # Written even when empty: a retried segment must not leave an earlier attempt's checks.
+    integrity.write(s3, settings.artifact_bucket, checks_key(download_id, index), layout.unverified)
     s3.put_object(
         Bucket=settings.artifact_bucket,
         Key=directory_key(download_id, index),
@@ -146,6 +153,14 @@ def _directory(runtime: Runtime, download_id: str, index: int, offset: int) -> I
 def _records(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -> Iterator[Member]:
     for index, offset in placed:
         yield from _directory(runtime, download_id, index, offset)
+
+
+def _checks(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -> Iterator[Check]:
+    """Every segment's checks, moved to where the segment landed in the artifact."""
+    bucket = runtime.settings.artifact_bucket
+    for index, offset in placed:
+        for check in integrity.read(runtime.s3, bucket, checks_key(download_id, index)):
+            yield check.moved(offset)
 
 
 def assemble(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +188,7 @@ def assemble(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     except BaseException:
         writer.abort()
         raise
+    integrity.write(s3, bucket, integrity.checks_key(download_id), _checks(runtime, download_id, placed))
     return {
         "download_id": download_id,
         "artifact_key": writer.key,

@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import collections
 import contextvars
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -38,11 +40,19 @@ class Window:
         return entry.size <= self.chunk_bytes
 
 
+def _nothing_to_close() -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Source:
     entry: Entry
     content_type: str
+    modified: datetime
     chunks: Iterator[bytes]
+    # Releases the response if `chunks` is dropped before it is read (a generator that never
+    # started runs no `finally`).
+    discard: Callable[[], None] = _nothing_to_close
 
 
 def translate(error: ClientError, key: str) -> Exception:
@@ -73,16 +83,19 @@ def stream(body: Any, chunk_bytes: int) -> Iterator[bytes]:
         body.close()
 
 
-def _fetch_whole(s3: Any, bucket: str, entry: Entry) -> tuple[str, bytes]:
+def _fetch_whole(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Source:
     response = open_object(s3, bucket, entry.key, entry.etag)
     with response["Body"] as body:
         data: bytes = body.read()
-    return str(response.get("ContentType", "")), data
+    chunks = iter((data,)) if data else iter(())
+    return Source(entry, str(response.get("ContentType", "")), response["LastModified"], chunks)
 
 
 def _streamed(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Source:
     response = open_object(s3, bucket, entry.key, entry.etag)
-    return Source(entry, str(response.get("ContentType", "")), stream(response["Body"], chunk_bytes))
+    chunks = stream(response["Body"], chunk_bytes)
+    content_type = str(response.get("ContentType", ""))
+    return Source(entry, content_type, response["LastModified"], chunks, response["Body"].close)
 
 
 def fetch(s3: Any, bucket: str, entries: Iterable[Entry], window: Window) -> Iterator[Source]:
@@ -91,7 +104,7 @@ def fetch(s3: Any, bucket: str, entries: Iterable[Entry], window: Window) -> Ite
         yield from (_streamed(s3, bucket, entry, window.chunk_bytes) for entry in entries)
         return
     upcoming = iter(entries)
-    pending: collections.deque[tuple[Entry, Future[tuple[str, bytes]] | None]] = collections.deque()
+    pending: collections.deque[tuple[Entry, Future[Source] | None]] = collections.deque()
     held = 0
     with ThreadPoolExecutor(max_workers=window.workers, thread_name_prefix="fetch") as pool:
         try:
@@ -102,7 +115,9 @@ def fetch(s3: Any, bucket: str, entries: Iterable[Entry], window: Window) -> Ite
                     if entry is None:
                         break
                     if window.prefetches(entry):
-                        pending.append((entry, _submit(pool, _fetch_whole, s3, bucket, entry)))
+                        pending.append(
+                            (entry, _submit(pool, _fetch_whole, s3, bucket, entry, window.chunk_bytes))
+                        )
                         held += entry.size
                     else:
                         pending.append((entry, None))
@@ -112,9 +127,9 @@ def fetch(s3: Any, bucket: str, entries: Iterable[Entry], window: Window) -> Ite
                 if future is None:
                     yield _streamed(s3, bucket, entry, window.chunk_bytes)
                     continue
-                content_type, data = future.result()
+                source = future.result()
                 held -= entry.size
-                yield Source(entry, content_type, iter((data,)) if data else iter(()))
+                yield source
         finally:
             for _, future in pending:
                 if future is not None:
@@ -130,39 +145,157 @@ def _submit(pool: ThreadPoolExecutor, work: Callable[..., _T], *args: Any) -> Fu
     return pool.submit(contextvars.copy_context().run, work, *args)
 
 
-def full_object_crc32(head: dict[str, Any]) -> int | None:
-    """The object's CRC-32 from S3's checksum, if S3 holds one for the whole object.
+_MULTIPART_ETAG = re.compile(r'-\d+"?$')
 
-    A multipart object's checksum is COMPOSITE (a checksum of part checksums, "…-N") unless
-    it was uploaded as FULL_OBJECT; a single PUT's CRC32 is the whole object's.
+
+def full_object_crc32(head: dict[str, Any], parts_count: int | None = None) -> int | None:
+    """The object's CRC-32 from S3's checksum, only if it is the whole object's.
+
+    S3 answers in these shapes (tests/test_sources.py has one of each):
+    - `ChecksumType: FULL_OBJECT`: the whole object's CRC, whatever the upload (trusted);
+    - `ChecksumType: COMPOSITE`, value `…-N`: a CRC of the part CRCs (not the object's);
+    - no `ChecksumType`, plain ETag, no parts: a single PUT, whose CRC is the object's;
+    - no `ChecksumType` on an object uploaded in parts (moto does this): composite, unmarked.
+      Its ETag ends in `-N`, and HeadObject with PartNumber=1 says `PartsCount`.
+    `parts_count` is that PartsCount, when the caller asked.
     """
     value = head.get("ChecksumCRC32")
-    if not value or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+    if not value or "-" in value:
+        return None
+    kind = head.get("ChecksumType")
+    if kind is not None and kind != "FULL_OBJECT":
+        return None
+    if kind is None and (_MULTIPART_ETAG.search(str(head.get("ETag", ""))) or parts_count):
         return None
     return int.from_bytes(base64.b64decode(value), "big")
 
 
-def crc32(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> int:
-    """The CRC-32 of an object, from S3's checksum where it has one, else by reading it."""
-    try:
-        head = s3.head_object(Bucket=bucket, Key=entry.key, IfMatch=entry.etag, ChecksumMode="ENABLED")
-    except ClientError as error:
-        raise translate(error, entry.key) from None
-    known = full_object_crc32(head)
-    if known is not None:
-        return known
+def combine_crc32(parts: Iterable[tuple[int, int]]) -> int:
+    """The CRC-32 of a concatenation, from (CRC-32, length) of each part in order.
+
+    ISA-L's `crc32_combine` (zlib's algorithm: the GF(2) matrix power of the length) does it
+    in O(log length) per part, without a byte of the object.
+    """
+    from isal import isal_zlib  # deferred, as in chalicelib/deflate.py
+
     value = 0
-    for chunk in stream(open_object(s3, bucket, entry.key, entry.etag)["Body"], chunk_bytes):
-        value = zlib.crc32(chunk, value)
+    for crc, length in parts:
+        value = isal_zlib.crc32_combine(value, crc, length)
     return value
 
 
+def part_crc32s(s3: Any, bucket: str, entry: Entry) -> int | None:
+    """The whole object's CRC-32 combined from its parts' checksums, if S3 lists them all.
+
+    GetObjectAttributes lists each part's size and CRC-32 for an object uploaded in parts
+    with CRC32 checksums (real S3; moto 5.2 lists no parts, so there the bytes are read).
+    """
+    parts: list[tuple[int, int]] = []
+    marker = 0
+    while True:
+        try:
+            answer = s3.get_object_attributes(
+                Bucket=bucket,
+                Key=entry.key,
+                ObjectAttributes=["ObjectParts"],
+                MaxParts=1000,
+                PartNumberMarker=marker,
+            )
+        except ClientError as error:
+            raise translate(error, entry.key) from None
+        listed = answer.get("ObjectParts") or {}
+        for part in listed.get("Parts", []):
+            if not part.get("ChecksumCRC32"):
+                return None
+            parts.append((int.from_bytes(base64.b64decode(part["ChecksumCRC32"]), "big"), int(part["Size"])))
+        if not listed.get("IsTruncated"):
+            break
+        marker = int(listed["NextPartNumberMarker"])
+    if not parts or sum(length for _, length in parts) != entry.size:
+        return None
+    return combine_crc32(parts)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An object's CRC-32 and where it came from: `s3` (a full-object checksum), `parts`
+    (combined part checksums) or `read` (the worker read the bytes: `bytes_read` of them)."""
+
+    crc: int
+    origin: str
+    modified: datetime
+    content_type: str
+    bytes_read: int = 0
+
+
+def crc32(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
+    """The CRC-32 of an object: S3's checksum if it is the whole object's, else the part
+    checksums combined, else the bytes read in a first pass (chunk by chunk, not held)."""
+    known = lookup_crc32(s3, bucket, entry)
+    if known is not None:
+        return known
+    value = read = 0
+    response = open_object(s3, bucket, entry.key, entry.etag)
+    for chunk in stream(response["Body"], chunk_bytes):
+        value = zlib.crc32(chunk, value)
+        read += len(chunk)
+    return Checked(value, "read", response["LastModified"], str(response.get("ContentType", "")), read)
+
+
+def _head(s3: Any, bucket: str, entry: Entry) -> dict[str, Any]:
+    try:
+        head: dict[str, Any] = s3.head_object(
+            Bucket=bucket, Key=entry.key, IfMatch=entry.etag, ChecksumMode="ENABLED"
+        )
+    except ClientError as error:
+        raise translate(error, entry.key) from None
+    return head
+
+
+def lookup_crc32(s3: Any, bucket: str, entry: Entry) -> Checked | None:
+    """The object's CRC-32 without reading it (S3's full-object checksum, or its part
+    checksums combined), or None: then only its bytes can tell."""
+    head = _head(s3, bucket, entry)
+    modified, content_type = head["LastModified"], str(head.get("ContentType", ""))
+    parts_count = None
+    unmarked = head.get("ChecksumCRC32") and head.get("ChecksumType") is None
+    if unmarked and not _MULTIPART_ETAG.search(str(head.get("ETag", ""))):
+        # No type, a plain ETag: a single PUT, unless a store that keeps no "-N" says parts.
+        parts_count = _parts_count(s3, bucket, entry)
+    known = full_object_crc32(head, parts_count)
+    if known is not None:
+        return Checked(known, "s3", modified, content_type)
+    combined = part_crc32s(s3, bucket, entry)
+    if combined is not None:
+        return Checked(combined, "parts", modified, content_type)
+    return None
+
+
+def _parts_count(s3: Any, bucket: str, entry: Entry) -> int | None:
+    try:
+        # (Not pinned with IfMatch: moto compares it with the part's ETag. Only a count is read.)
+        head = s3.head_object(Bucket=bucket, Key=entry.key, PartNumber=1)
+    except ClientError as error:
+        raise translate(error, entry.key) from None
+    count = head.get("PartsCount")
+    return int(count) if count is not None else None
+
+
 def crc32s(
-    s3: Any, bucket: str, entries: Iterable[Entry], workers: int, chunk_bytes: int
-) -> Iterator[tuple[Entry, int]]:
-    """(entry, CRC-32) in order, looked up (or computed) `workers` at a time."""
+    s3: Any,
+    bucket: str,
+    entries: Iterable[Entry],
+    workers: int,
+    chunk_bytes: int,
+    buffered_below: int = 0,
+) -> Iterator[tuple[Entry, Checked | None]]:
+    """(entry, its CRC-32) in order, looked up (or computed) `workers` at a time.
+
+    An entry smaller than `buffered_below` is only looked up (None if S3 cannot tell): the
+    caller holds its bytes anyway, and computes the CRC from them instead of reading twice.
+    """
     upcoming = iter(entries)
-    pending: collections.deque[tuple[Entry, Future[int]]] = collections.deque()
+    pending: collections.deque[tuple[Entry, Future[Checked | None]]] = collections.deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crc") as pool:
         try:
             while True:
@@ -170,7 +303,12 @@ def crc32s(
                     entry = next(upcoming, None)
                     if entry is None:
                         break
-                    pending.append((entry, _submit(pool, crc32, s3, bucket, entry, chunk_bytes)))
+                    work: Future[Checked | None]
+                    if entry.size < buffered_below:
+                        work = _submit(pool, lookup_crc32, s3, bucket, entry)
+                    else:
+                        work = _submit(pool, crc32, s3, bucket, entry, chunk_bytes)
+                    pending.append((entry, work))
                 if not pending:
                     return
                 entry, future = pending.popleft()

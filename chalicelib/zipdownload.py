@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import archives, clock, deflate, sources, zipwriter
+from chalicelib import archives, clock, deflate, sources
 from chalicelib.downloadtypes import DownloadType, Plan
 from chalicelib.errors import (
     DuplicateKeys,
@@ -204,47 +204,104 @@ def _window(settings: Settings) -> sources.Window:
 def _deflated(
     runtime: Runtime, level: int, entries: Iterator[Entry], tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
-    """Every member through the worker, deflated unless it is compressed already."""
+    """Every member through the worker, deflated unless it is compressed already (then stored)."""
     settings = runtime.settings
     for source in sources.fetch(runtime.s3, settings.source_bucket, entries, _window(settings)):
-        store = deflate.is_precompressed(source.entry.name, source.content_type)
-        engine = None if store else deflate.compressor(level)
-        yield from layout.streamed(
-            source.entry.name, source.entry.size, _counted(source.chunks, tracker), engine
-        )
+        entry = source.entry
+        if deflate.is_precompressed(entry.name, source.content_type):
+            yield from _stored_through(runtime, source, tracker, layout)
+            continue
+        chunks = _counted(source.chunks, tracker)
+        engine = deflate.compressor(level)
+        yield from layout.streamed(entry.name, entry.size, chunks, engine, source.modified)
+
+
+# The most a stored member is held in memory for its CRC-32 when S3 cannot give it (above
+# it, the member is read in a first pass instead): bounded whatever the copy threshold.
+HOLD_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _hold_below(settings: Settings) -> int:
+    return min(settings.server_copy_min_bytes, HOLD_MAX_BYTES + 1)
+
+
+def _stored_through(
+    runtime: Runtime, source: sources.Source, tracker: ProgressTracker, layout: ZipLayout
+) -> Iterator[Piece]:
+    """A stored member whose bytes pass through the worker; its CRC-32 goes in the header
+    first (no data descriptor), so it is known before: from S3 (a full-object checksum, or
+    part checksums combined) if it can tell, else from the bytes: held in memory up to
+    16 MiB (and below the server-copy threshold), read in a first pass above that."""
+    settings, entry = runtime.settings, source.entry
+    bucket, chunk = settings.source_bucket, settings.read_chunk_bytes
+    known = None
+    if entry.size > chunk:  # smaller ones are fetched whole already
+        if entry.size < _hold_below(settings):
+            known = sources.lookup_crc32(runtime.s3, bucket, entry)
+        else:
+            known = sources.crc32(runtime.s3, bucket, entry, chunk)
+    if known is None:
+        yield from _held(source, tracker, layout)
+        return
+    chunks = source.chunks
+    if known.origin == "read":
+        # The response opened for this member idled through the first pass: read it afresh.
+        source.discard()
+        chunks = sources.stream(sources.open_object(runtime.s3, bucket, entry.key, entry.etag)["Body"], chunk)
+    yield from layout.known(entry.name, known.crc, entry.size, _counted(chunks, tracker), source.modified)
+
+
+def _held(source: sources.Source, tracker: ProgressTracker, layout: ZipLayout) -> Iterator[Piece]:
+    """A stored member held whole (it is small, or below the copy threshold with no CRC S3
+    could give): the CRC from its bytes, then the bytes."""
+    data = b"".join(source.chunks)
+    yield from layout.known(
+        source.entry.name, zlib.crc32(data), len(data), [data] if data else [], source.modified
+    )
+    tracker.advance(files=1, bytes_=len(data))
 
 
 def _stored(
     runtime: Runtime, entries: Iterator[Entry], tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
-    """Large members copied by S3 (CRC-32 from S3's checksum), small ones through the worker."""
+    """Large members copied by S3, the others through the worker; every CRC-32 up front.
+
+    A CRC from S3 (or combined from part checksums) is checked as the bytes pass for a
+    member read through the worker, and by the Digest step for a copied one. A member
+    whose CRC S3 cannot give is held in memory up to 16 MiB (and below the copy
+    threshold), and read in a first pass above that.
+    """
     settings = runtime.settings
-    bucket, copy_min = settings.source_bucket, settings.server_copy_min_bytes
+    bucket, copy_min, chunk = (
+        settings.source_bucket,
+        settings.server_copy_min_bytes,
+        settings.read_chunk_bytes,
+    )
     order, small, large = itertools.tee(entries, 3)
     fetched = sources.fetch(runtime.s3, bucket, (e for e in small if e.size < copy_min), _window(settings))
     checked = sources.crc32s(
         runtime.s3,
         bucket,
-        (e for e in large if e.size >= copy_min),
+        (e for e in large if e.size > chunk),
         settings.fetch_concurrency,
-        settings.read_chunk_bytes,
+        chunk,
+        _hold_below(settings),
     )
     for entry in order:
+        known = next(checked)[1] if entry.size > chunk else None
         if entry.size >= copy_min:
-            _, crc = next(checked)
-            yield from layout.known(
-                entry.name, crc, entry.size, [CopyRange(bucket, entry.key, entry.etag, 0, entry.size)]
-            )
+            if known is None:  # crc32s reads a member this large when S3 cannot tell
+                raise RuntimeError(f"no CRC-32 for {entry.key}")
+            copied = [CopyRange(bucket, entry.key, entry.etag, 0, entry.size)]
+            yield from layout.known(entry.name, known.crc, entry.size, copied, known.modified)
             tracker.advance(files=1, bytes_=entry.size)
             continue
         source = next(fetched)
-        if entry.size > settings.read_chunk_bytes:
-            yield from layout.streamed(entry.name, entry.size, _counted(source.chunks, tracker), None)
+        if known is None:
+            yield from _held(source, tracker, layout)
             continue
-        # Fetched whole already: a header with the CRC, readable by streaming unzippers too.
-        data = b"".join(source.chunks)
-        yield from layout.known(entry.name, zlib.crc32(data), len(data), [data] if data else [])
-        tracker.advance(files=1, bytes_=len(data))
+        body = _counted(source.chunks, tracker)
+        yield from layout.known(entry.name, known.crc, entry.size, body, source.modified)
 
 
 def members(
@@ -262,17 +319,9 @@ def members(
 
 
 def layout_for(download: Download, start: int = 0) -> ZipLayout:
-    """Every member is stamped with the download's creation time: a rebuilt archive is the same."""
+    """Members are stamped with their source's LastModified, so the same request over the same
+    sources gives the same bytes (the download's creation time is only a fallback)."""
     return ZipLayout(clock.parse(download.created_at), start)
-
-
-def render(
-    runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
-) -> Iterator[Piece]:
-    """The whole archive: the members, then the central directory."""
-    layout = layout_for(download)
-    yield from members(runtime, download, entries, tracker, layout)
-    yield from zipwriter.closing(layout.members, layout.offset)
 
 
 TYPE = DownloadType(
@@ -282,7 +331,7 @@ TYPE = DownloadType(
     formats=list(archives.FORMATS),
     check=archives.checked(check_params),
     plan=plan,
-    # `render` above is the plain zip; the options (format, manifest, on_missing) wrap its parts.
+    # The format, manifest and on_missing options wrap `members` and `layout_for`.
     render=archives.renderer(members, layout_for),
     artifact_format=archives.artifact_format,
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",

@@ -9,6 +9,14 @@ ZIP64 records are written exactly when a field does not fit: a member of 4 GiB o
 at an offset past 4 GiB), or more than 65,534 members, or a central directory past 4 GiB.
 (A streamed member's header is written before its compressed size is known: one whose
 source is within deflate's worst-case growth of 4 GiB gets ZIP64 sizes to be safe.)
+
+A STORED member never has a data descriptor: Java's `ZipInputStream` (and Commons
+Compress) refuse one ("only DEFLATED entries can have EXT descriptor"). Its CRC-32 and size
+go in the local header, so they must be known before its bytes (`known`); only deflated
+members are `streamed` with a descriptor. A stored member whose bytes pass through the
+writer is checked against the CRC announced as they pass (ChecksumMismatch, before any
+upload completes); one copied by S3 is listed in `unverified`, for the Digest step to check
+in the finished artifact (chalicelib/integrity.py).
 """
 
 from __future__ import annotations
@@ -19,7 +27,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from chalicelib import deflate
 from chalicelib.deflate import Compressor
+from chalicelib.errors import ChecksumMismatch
+from chalicelib.integrity import Check
 
 STORED = 0
 DEFLATED = 8
@@ -133,10 +144,20 @@ class ZipLayout:
     def __init__(self, when: datetime, start: int = 0) -> None:
         self.offset = start
         self.members: list[Member] = []
-        self._time, self._date = dos_timestamp(when)
+        # Members whose bytes S3 copied: their CRC is checked in the finished artifact.
+        self.unverified: list[Check] = []
+        self._when = when
 
     def _header(
-        self, name: bytes, method: int, crc: int, size: int, compressed: int, flags: int, zip64: bool
+        self,
+        name: bytes,
+        method: int,
+        crc: int,
+        size: int,
+        compressed: int,
+        flags: int,
+        zip64: bool,
+        stamp: tuple[int, int],
     ) -> bytes:
         extra = b""
         if zip64:
@@ -149,8 +170,7 @@ class ZipLayout:
             version,
             flags,
             method,
-            self._time,
-            self._date,
+            *stamp,
             crc,
             compressed,
             size,
@@ -159,55 +179,88 @@ class ZipLayout:
         )
         return fixed + name + extra
 
-    def _record(self, name: str, method: int, crc: int, compressed: int, size: int, flags: int) -> None:
-        self.members.append(
-            Member(name, method, crc, compressed, size, self.offset, self._time, self._date, flags)
-        )
+    def _stamp(self, modified: datetime | None) -> tuple[int, int]:
+        return dos_timestamp(modified or self._when)
 
-    def known(self, name: str, crc: int, size: int, body: Iterable[Piece]) -> Iterator[Piece]:
-        """A stored member whose CRC and size are known up front: the header says all, no descriptor."""
-        flags = _UTF8_NAMES
-        header = self._header(name.encode("utf-8"), STORED, crc, size, size, flags, size >= LIMIT_32)
-        self._record(name, STORED, crc, size, size, flags)
+    def _record(
+        self,
+        name: str,
+        method: int,
+        crc: int,
+        compressed: int,
+        size: int,
+        flags: int,
+        stamp: tuple[int, int],
+    ) -> None:
+        self.members.append(Member(name, method, crc, compressed, size, self.offset, *stamp, flags))
+
+    def known(
+        self, name: str, crc: int, size: int, body: Iterable[Piece], modified: datetime | None = None
+    ) -> Iterator[Piece]:
+        """A stored member whose CRC and size are known up front: the header says all, no descriptor.
+
+        Bytes that pass through here are checked against `crc` (ChecksumMismatch); if any
+        piece is a CopyRange, the member goes to `unverified` instead.
+        """
+        flags, stamp = _UTF8_NAMES, self._stamp(modified)
+        header = self._header(name.encode("utf-8"), STORED, crc, size, size, flags, size >= LIMIT_32, stamp)
+        self._record(name, STORED, crc, size, size, flags, stamp)
         yield header
-        written = 0
+        from isal import isal_zlib  # deferred, as in chalicelib/deflate.py; its CRC-32 is 10x zlib's
+
+        written = seen = 0
+        copied = False
         for piece in body:
-            written += piece.length if isinstance(piece, CopyRange) else len(piece)
+            if isinstance(piece, CopyRange):
+                written += piece.length
+                copied = True
+            else:
+                seen = isal_zlib.crc32(piece, seen)
+                written += len(piece)
             yield piece
         if written != size:
             raise ValueError(f"member {name!r} had {written} bytes, not the {size} announced")
+        if copied:
+            self.unverified.append(Check(name, self.offset + len(header), size, crc))
+        elif seen != crc:
+            raise ChecksumMismatch(f"member {name!r} does not have the CRC-32 its source announced")
         self.offset += len(header) + size
 
     def streamed(
-        self, name: str, size: int, chunks: Iterable[bytes], compressor: Compressor | None
+        self,
+        name: str,
+        size: int,
+        chunks: Iterable[bytes],
+        compressor: Compressor,
+        modified: datetime | None = None,
     ) -> Iterator[bytes]:
-        """A member whose CRC (and compressed size) are learnt on the way: a data descriptor follows it.
+        """A deflated member whose CRC and compressed size are learnt on the way: a data
+        descriptor follows it. (Stored members are always `known`: see the module's docstring.)
 
         `size` is the expected size (from the manifest): it decides ZIP64 before a byte is seen.
         """
-        flags = _UTF8_NAMES | _DATA_DESCRIPTOR
+        flags, stamp = _UTF8_NAMES | _DATA_DESCRIPTOR, self._stamp(modified)
         zip64 = may_need_zip64(size)
-        method = STORED if compressor is None else DEFLATED
+        method = DEFLATED
         # With a descriptor the header's CRC and sizes are zero (ZIP64: 0xFFFFFFFF, zeros in the extra).
-        header = self._header(name.encode("utf-8"), method, 0, 0, 0, flags, zip64)
+        header = self._header(name.encode("utf-8"), method, 0, 0, 0, flags, zip64, stamp)
         yield header
         crc = seen = written = 0
-        for chunk in chunks:
+        for chunk in deflate.blocks(chunks):  # the same cut whatever the reads: the same output
             crc = zlib.crc32(chunk, crc)
             seen += len(chunk)
-            data = compressor.compress(chunk) if compressor else chunk
+            data = compressor.compress(chunk)
             if data:
                 written += len(data)
                 yield data
-        if compressor is not None:
-            tail = compressor.flush()
-            written += len(tail)
-            yield tail
+        tail = compressor.flush()
+        written += len(tail)
+        yield tail
         if not zip64 and (seen >= LIMIT_32 or written >= LIMIT_32):
             raise ValueError(f"member {name!r} grew past 4 GiB after its header was written")
         descriptor = (_DESCRIPTOR_64 if zip64 else _DESCRIPTOR_32).pack(0x08074B50, crc, written, seen)
         yield descriptor
-        self._record(name, method, crc, written, seen, flags)
+        self._record(name, method, crc, written, seen, flags, stamp)
         self.offset += len(header) + written + len(descriptor)
 
 

@@ -72,7 +72,11 @@ NOT_EXERCISED: dict[str, dict[str, str]] = {
     "app.fail": {
         "s3:AbortMultipartUpload": "a Build that died (timeout, crash) without aborting its upload",
     },
+    "app.build": {
+        "s3:GetObjectAttributes": "a source whose S3 checksum is composite: its part CRCs, combined",
+    },
     "app.build_segment": {
+        "s3:GetObjectAttributes": "a source whose S3 checksum is composite: its part CRCs, combined",
         "s3:AbortMultipartUpload": "a segment that failed, or a retried one, aborts its upload",
         "s3:DeleteObject": "cancelled while building a segment: remove_everything",
         "s3:ListBucket": "cancelled while building a segment: remove_everything",
@@ -127,6 +131,7 @@ _S3_OBJECT_ACTIONS = {
     "CompleteMultipartUpload": "s3:PutObject",
     "GetObject": "s3:GetObject",
     "HeadObject": "s3:GetObject",
+    "GetObjectAttributes": "s3:GetObjectAttributes",
     "DeleteObject": "s3:DeleteObject",
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
     "ListParts": "s3:ListMultipartUploadParts",

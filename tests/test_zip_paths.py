@@ -117,8 +117,8 @@ def test_streamed_server_side_and_parallel_archives_hold_the_same_members(
     assert stored == expected
     for archive in (server_side_bytes, parallel_store_bytes):
         assert members(archive) == members(streamed_bytes)
-    # The same layout whoever copies; streamed, each large member has a 16-byte data descriptor.
-    assert len(server_side_bytes) == len(parallel_store_bytes) == len(streamed_bytes) - 16 * 3
+    # The same bytes whoever copies: no stored member has a data descriptor, times are the sources'.
+    assert server_side_bytes == parallel_store_bytes == streamed_bytes
 
     deflated = members(streamed_deflate_bytes)
     assert {name: body for name, (_, body) in deflated.items()} == expected
@@ -151,11 +151,10 @@ def test_a_failing_segment_fails_the_download_and_leaves_nothing(
 def test_stored_members_have_their_crc_in_the_local_header(
     satchel: Satchel, sources: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Copied and small stored members need no data descriptor: streaming unzippers read them."""
+    """No stored member has a data descriptor, whatever its size: streaming unzippers read them."""
     monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(COPY_MIN))
     _, archive = build(satchel, {"compression": "store"})
     with zipfile.ZipFile(io.BytesIO(archive)) as opened:
         for info in opened.infolist():
-            if len(sources[f"acme/{info.filename}"]) <= 1 * MIB or info.file_size >= COPY_MIN:
-                assert not info.flag_bits & 0x08, info.filename
-                assert zlib.crc32(sources[f"acme/{info.filename}"]) == info.CRC
+            assert not info.flag_bits & 0x08, info.filename
+            assert zlib.crc32(sources[f"acme/{info.filename}"]) == info.CRC

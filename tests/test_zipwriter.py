@@ -7,6 +7,7 @@ to a sparse file, with a hole where the member's data would be.
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zipfile
 import zlib
@@ -14,7 +15,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from chalicelib import deflate, zipwriter
+from chalicelib.errors import ChecksumMismatch
 from chalicelib.zipwriter import CopyRange, Piece, ZipLayout
 
 GIB = 1024**3
@@ -80,7 +84,7 @@ def test_a_member_over_4_gib_gets_zip64_records_and_the_members_after_it_too(tmp
 
 def test_no_zip64_record_below_the_limits() -> None:
     layout = ZipLayout(WHEN)
-    data = plain(layout.streamed("a.txt", 3, [b"abc"], None))
+    data = plain(layout.streamed("a.txt", 3, [b"abc"], deflate.compressor(1)))
     data += plain(layout.known("b.txt", zlib.crc32(b"de"), 2, [b"de"]))
     data += b"".join(zipwriter.closing(layout.members, layout.offset))
     assert struct.pack("<I", 0x06064B50) not in data  # no ZIP64 end record
@@ -138,3 +142,67 @@ def test_precompressed_sources_are_recognised_by_extension_or_type() -> None:
     assert not deflate.is_precompressed("report.csv", "text/csv")
     assert not deflate.is_precompressed("sound", "audio/wav")
     assert not deflate.is_precompressed("picture.svg", "image/svg+xml")
+
+
+def test_a_stored_member_has_its_crc_and_size_in_the_local_header_and_no_descriptor() -> None:
+    layout = ZipLayout(WHEN)
+    body = b"stored bytes" * 100
+    data = plain(layout.known("s.bin", zlib.crc32(body), len(body), [body[:500], body[500:]]))
+    flags, method = struct.unpack("<HH", data[6:10])
+    crc, compressed, size = struct.unpack("<III", data[14:26])
+    assert (flags & 0x0008, method) == (0, zipwriter.STORED)
+    assert (crc, compressed, size) == (zlib.crc32(body), len(body), len(body))
+    assert struct.pack("<I", 0x08074B50) not in data  # no data descriptor signature
+    assert layout.unverified == []  # every byte passed through: checked here
+
+
+def test_bytes_that_pass_through_are_checked_against_the_crc_announced() -> None:
+    layout = ZipLayout(WHEN)
+    with pytest.raises(ChecksumMismatch):
+        plain(layout.known("wrong.bin", zlib.crc32(b"other"), 5, [b"bytes"]))
+
+
+def test_a_copied_member_is_listed_for_the_digest_step_to_check() -> None:
+    layout = ZipLayout(WHEN, start=0)
+    list(layout.known("a.txt", zlib.crc32(b"abc"), 3, [b"abc"]))
+    pieces = list(layout.known("big.bin", 0xCAFE, 10, [CopyRange("b", "k", "e", 0, 10)]))
+    header = pieces[0]
+    assert isinstance(header, bytes)
+    (check,) = layout.unverified
+    assert (check.name, check.size, check.crc) == ("big.bin", 10, 0xCAFE)
+    assert check.offset == 30 + len("a.txt") + 3 + len(header)  # where its data starts
+
+
+def test_each_member_carries_its_own_modification_time() -> None:
+    layout = ZipLayout(WHEN)
+    data = plain(
+        layout.known("old.txt", zlib.crc32(b"o"), 1, [b"o"], datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC))
+    )
+    data += plain(
+        layout.streamed("new.txt", 1, [b"n"], deflate.compressor(1), datetime(2030, 1, 1, tzinfo=UTC))
+    )
+    data += b"".join(zipwriter.closing(layout.members, layout.offset))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        old, new = archive.infolist()
+    assert old.date_time == (2001, 2, 3, 4, 5, 6)
+    assert new.date_time == (2030, 1, 1, 0, 0, 0)
+
+
+def test_a_deflated_member_is_the_same_bytes_however_its_source_arrives() -> None:
+    """ISA-L's output depends on how its input is cut; the writer feeds it fixed blocks."""
+    draw = random.Random(1)
+    data = b"".join(
+        b"row,%d,%s\n" % (i, draw.randbytes(draw.randint(0, 20)).hex().encode()) for i in range(300_000)
+    )
+
+    def member(cuts: list[int]) -> bytes:
+        pieces, start, index = [], 0, 0
+        while start < len(data):
+            size = cuts[index % len(cuts)]
+            pieces.append(data[start : start + size])
+            start, index = start + size, index + 1
+        return b"".join(ZipLayout(WHEN).streamed("rows.csv", len(data), pieces, deflate.compressor(2)))
+
+    whole = member([len(data)])
+    assert member([1024 * 1024]) == whole
+    assert member([65_536, 1_000, 777_777]) == whole
