@@ -76,9 +76,15 @@ def gzipped(pieces: Iterable[Piece], level: int) -> Iterator[bytes]:
     """The pieces (bytes only: a copied range cannot be compressed) as one gzip stream."""
     stream = GzipStream(level)
     yield _GZIP_HEADER
+    # ISA-L's output depends on how its input is cut: fixed blocks give the same bytes every run.
+    for block in deflate.blocks(_bytes_only(pieces)):
+        if out := stream.compress(block):
+            yield out
+    yield stream.finish()
+
+
+def _bytes_only(pieces: Iterable[Piece]) -> Iterator[bytes]:
     for piece in pieces:
         if not isinstance(piece, bytes):
             raise TypeError("a gzip stream is made of bytes the worker read, not copied ranges")
-        if out := stream.compress(piece):
-            yield out
-    yield stream.finish()
+        yield piece
