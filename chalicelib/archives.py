@@ -216,7 +216,8 @@ def tar_pieces(
     *,
     copy: bool,
 ) -> Iterator[Piece]:
-    """A pax tar of the sources then the extras; with `copy`, large members are copied by S3."""
+    """A pax tar of the sources then the extras (stamped `mtime`); with `copy`, large members
+    are copied by S3."""
     settings = runtime.settings
     bucket = settings.source_bucket
 
@@ -229,13 +230,17 @@ def tar_pieces(
     order, read = itertools.tee(entries)
     fetched = sources.fetch(runtime.s3, bucket, (e for e in read if not copied(e)), window)
     for entry in order:
-        yield tarwriter.header(entry.name, entry.size, mtime)
+        # Entry times are the sources' LastModified, as in a zip: the same sources, the same bytes.
         if copied(entry):
+            modified = sources.last_modified(runtime.s3, bucket, entry)
+            yield tarwriter.header(entry.name, entry.size, int(modified.timestamp()))
             yield CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
             tracker.advance(files=1, bytes_=entry.size)
         else:
+            source = next(fetched)
+            yield tarwriter.header(entry.name, entry.size, int(source.modified.timestamp()))
             written = 0
-            for chunk in next(fetched).chunks:
+            for chunk in source.chunks:
                 written += len(chunk)
                 tracker.advance(bytes_=len(chunk))
                 yield chunk

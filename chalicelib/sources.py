@@ -252,6 +252,12 @@ def _head(s3: Any, bucket: str, entry: Entry) -> dict[str, Any]:
     return head
 
 
+def last_modified(s3: Any, bucket: str, entry: Entry) -> datetime:
+    """When the version Prepare saw was written (a HEAD pinned to its ETag)."""
+    modified: datetime = _head(s3, bucket, entry)["LastModified"]
+    return modified
+
+
 def lookup_crc32(s3: Any, bucket: str, entry: Entry) -> Checked | None:
     """The object's CRC-32 without reading it (S3's full-object checksum, or its part
     checksums combined), or None: then only its bytes can tell."""

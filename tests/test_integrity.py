@@ -92,11 +92,14 @@ def _built(satchel: Satchel, params: dict[str, Any]) -> tuple[str, bytes]:
     return str(done["artifact"]["sha256"]), archive
 
 
-@pytest.mark.parametrize("compression", ["store", "deflate"])
+@pytest.mark.parametrize(
+    ("compression", "archive_format"),
+    [("store", "zip"), ("deflate", "zip"), ("store", "tar"), ("deflate", "tar.gz")],
+)
 def test_the_same_request_over_the_same_sources_gives_the_same_bytes(
-    seeded: Satchel, compression: str
+    seeded: Satchel, compression: str, archive_format: str
 ) -> None:
-    params = {"prefixes": ["acme/integrity/"], "compression": compression}
+    params = {"prefixes": ["acme/integrity/"], "compression": compression, "format": archive_format}
     first_sha, first = _built(seeded, params)
     second_sha, second = _built(seeded, params)
     assert first_sha == second_sha
