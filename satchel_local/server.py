@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError
 from chalice.app import Chalice
 from chalice.cli.factory import CLIFactory
 from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, create_local_server
+from chalice.package import YAMLTemplateSerializer
 from moto.server import ThreadedMotoServer
 
 from chalicelib import clients
@@ -112,6 +113,28 @@ def configure_moto(moto_port: int) -> None:
             raise StartupError(f"moto refused its configuration: HTTP {response.status}")
 
 
+MERGE_TEMPLATE = PROJECT_DIR / "deploy" / "template.yaml"
+
+
+@functools.cache
+def gateway_responses() -> dict[str, dict[str, Any]]:
+    """API Gateway's own answers as the deployed stack gives them (deploy/template.yaml's
+    GatewayResponses): the local stack answers the same status, headers and body."""
+    template = YAMLTemplateSerializer().load_template(MERGE_TEMPLATE.read_text(), str(MERGE_TEMPLATE))
+    answers: dict[str, dict[str, Any]] = template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    return answers
+
+
+def gateway_answer(code: int, error_type: str | None) -> str | None:
+    """Which of API Gateway's answers Chalice's local imitation of it gave, if any."""
+    if error_type == "AccessDeniedException":
+        return "ACCESS_DENIED"  # the authorizer refused the key
+    if error_type == "UnauthorizedException":
+        # 401: no Authorization header; 403: no route (API Gateway's "Missing Authentication Token")
+        return "UNAUTHORIZED" if code == 401 else "MISSING_AUTHENTICATION_TOKEN"
+    return None
+
+
 class RequestHandler(ChaliceRequestHandler):
     """`chalice local`'s handler, with what the API answers everywhere: a method no route of
     the path has is 405 with `Allow` and a `{"Code", "Message"}` body (http.server's own answer
@@ -153,6 +176,18 @@ class RequestHandler(ChaliceRequestHandler):
         self._send_http_response(405, headers, None if self.command == "HEAD" else json.dumps(body))
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _satchel_handle
+
+    def _send_http_response(self, code: int, headers: Any, body: str | bytes | None) -> None:
+        answer = gateway_answer(code, headers.get("x-amzn-ErrorType"))
+        if answer is not None:
+            response = gateway_responses()[answer]
+            code = int(response["StatusCode"])
+            for name, value in response["ResponseParameters"]["Headers"].items():
+                headers[name] = value.strip("'")  # a static value in API Gateway's quoting
+            headers["Content-Type"] = "application/json"
+            template = response["ResponseTemplates"]["application/json"]
+            body = None if self.command == "HEAD" else template
+        super()._send_http_response(code, headers, body)
 
     def _send_headers(self, headers: dict[str, Any]) -> None:
         present = {name.lower() for name in headers}

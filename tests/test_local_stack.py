@@ -195,8 +195,15 @@ def test_readme_curl_session_then_ctrl_c(local_stack: LocalStack) -> None:
     assert {user["tenant"] for user in stack.state["users"].values()} == {"acme", "globex"}
 
     assert call("GET", f"{stack.api}/health").status == 200
-    assert call("GET", f"{stack.api}/downloads").status == 401
-    assert call("GET", f"{stack.api}/downloads", api_key="not-a-key").status == 403
+    # API Gateway's own refusals, in the API's shape, as deploy/template.yaml's Gateway Responses give them.
+    for reply, status, code in (
+        (call("GET", f"{stack.api}/downloads"), 401, "Unauthorized"),
+        (call("GET", f"{stack.api}/downloads", api_key="not-a-key"), 403, "Forbidden"),
+        (call("GET", f"{stack.api}/no-such-route", alice), 404, "RouteNotFound"),
+    ):
+        assert (reply.status, reply.json["Code"]) == (status, code), reply.body
+        assert reply.json["Message"]
+        assert reply.headers["Cache-Control"] == "no-store"
 
     sources = tenant_sources("acme")
     request = {"type": "zip", "params": {"keys": list(sources)}}
