@@ -411,12 +411,11 @@ _ERRORS: dict[str, Refusal] = {
     "BadRequest": Refusal(
         "400", "Malformed: not JSON, empty or duplicate keys, a bad query or Idempotency-Key."
     ),
-    "Unauthorized": Refusal("401", "No API key (answered by the API's authorizer).", "GatewayError"),
+    "Unauthorized": Refusal("401", "No API key (answered by API Gateway, as a Gateway Response)."),
     "Forbidden": Refusal(
         "403",
         "An unknown API key (answered by the authorizer), another user's download, "
         "or a type or source you may not use.",
-        "ErrorOrGatewayError",
     ),
     "NotFound": Refusal("404", "No such download (another tenant's downloads do not exist for you)."),
     "LinkNotFound": Refusal("404", "No such link."),
@@ -566,12 +565,6 @@ def _error_schemas() -> dict[str, JsonSchema]:
     error["description"] = (
         "`Code` is the error's stable name; some errors add details (`path`, `key`, `state`)."
     )
-    gateway = {
-        "type": "object",
-        "description": "API Gateway's own answer, before the API runs.",
-        "minProperties": 1,
-        "properties": {"message": {"type": "string"}, "Message": {"type": "string"}},
-    }
     return {
         "Error": error,
         "NotDoneError": {
@@ -579,6 +572,4 @@ def _error_schemas() -> dict[str, JsonSchema]:
             "required": ["state"],
             "properties": {"state": {"type": "string", "enum": [state.value for state in State]}},
         },
-        "GatewayError": gateway,
-        "ErrorOrGatewayError": {"anyOf": [_schema_ref("Error"), _schema_ref("GatewayError")]},
     }
