@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 from typing import Any
 
-from chalicelib import artifacts, downloadtypes, integrity, manifest, observability, zipdownload, zipwriter
+from chalicelib import artifacts, downloadtypes, integrity, manifest, observability, zipwriter
 from chalicelib.assembly import Assembler
+from chalicelib.downloadtypes import archive as zipdownload
 from chalicelib.errors import Cancelled
 from chalicelib.integrity import Check
 from chalicelib.manifest import Entry

@@ -15,7 +15,8 @@ import boto3
 import pytest
 import requests
 
-from chalicelib import archives, openapi, workflow
+from chalicelib import openapi, workflow
+from chalicelib.downloadtypes import archiveoptions
 from chalicelib.errors import SourceChanged, SourceMissing
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, State
@@ -202,10 +203,10 @@ def test_a_retried_build_lists_the_skipped_keys_once() -> None:
         # What Prepare recorded, and what the first attempt of Build added.
         skipped=["t/a", "t/b"],
     )
-    again = archives.Survey(present=[], missing=[entry], sha256={})
-    assert archives.skipped_keys(download, again) == ["t/a", "t/b"]
-    back = archives.Survey(present=[entry], missing=[], sha256={})  # it came back meanwhile
-    assert archives.skipped_keys(download, back) == ["t/a"]
+    again = archiveoptions.Survey(present=[], missing=[entry], sha256={})
+    assert archiveoptions.skipped_keys(download, again) == ["t/a", "t/b"]
+    back = archiveoptions.Survey(present=[entry], missing=[], sha256={})  # it came back meanwhile
+    assert archiveoptions.skipped_keys(download, back) == ["t/a"]
 
 
 def test_options_are_in_the_types_schema_with_their_defaults(satchel: Satchel) -> None:
@@ -234,16 +235,18 @@ def test_a_source_gone_after_the_survey_is_skipped_by_the_retried_build(
     satchel: Satchel, put: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     surveys: list[list[str]] = []
-    survey = archives.survey
+    survey = archiveoptions.survey
 
-    def survey_then_delete(runtime: Any, entries: list[Entry], options: archives.Options) -> archives.Survey:
+    def survey_then_delete(
+        runtime: Any, entries: list[Entry], options: archiveoptions.Options
+    ) -> archiveoptions.Survey:
         found = survey(runtime, entries, options)
         surveys.append([entry.key for entry in found.missing])
         if len(surveys) == 1:  # the first attempt saw it; it goes before it is read
             satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key="acme/m/report.csv")
         return found
 
-    monkeypatch.setattr(archives, "survey", survey_then_delete)
+    monkeypatch.setattr(archiveoptions, "survey", survey_then_delete)
     done, archive = fetch(satchel, {"prefixes": ["acme/m/"], "on_missing": "skip"})
     assert surveys == [[], ["acme/m/report.csv"]]
     assert done["skipped"] == ["acme/m/report.csv"]
@@ -264,16 +267,16 @@ def test_the_survey_sorts_present_missing_and_changed_sources(s3: Any, manifest:
         entries.append(Entry(key=f"k{index}", size=len(body), etag=etag, name=f"n{index}"))
     s3.delete_object(Bucket="bucket", Key="k2")
     s3.delete_object(Bucket="bucket", Key="k5")
-    skip = archives.Options(manifest=manifest, on_missing="skip")
+    skip = archiveoptions.Options(manifest=manifest, on_missing="skip")
 
-    found = archives.survey(runtime, entries, skip)
+    found = archiveoptions.survey(runtime, entries, skip)
     assert [entry.key for entry in found.present] == ["k0", "k1", "k3", "k4", "k6"]
     assert [entry.key for entry in found.missing] == ["k2", "k5"]
     expected = {f"n{i}": hashlib.sha256(f"body {i}".encode()).hexdigest() for i in (0, 1, 3, 4, 6)}
     assert found.sha256 == (expected if manifest else {})
 
     with pytest.raises(SourceMissing, match="k2"):
-        archives.survey(runtime, entries, archives.Options(manifest=manifest))
+        archiveoptions.survey(runtime, entries, archiveoptions.Options(manifest=manifest))
     s3.put_object(Bucket="bucket", Key="k4", Body=b"changed since Prepare")
     with pytest.raises(SourceChanged):
-        archives.survey(runtime, entries, skip)
+        archiveoptions.survey(runtime, entries, skip)

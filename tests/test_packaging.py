@@ -76,7 +76,8 @@ def test_package_holds_both_templates_and_only_the_service_code(package: Package
     with zipfile.ZipFile(package.files.deployment_zip) as archive:
         names = set(archive.namelist())
     assert "app.py" in names
-    assert {f"chalicelib/{path.name}" for path in (ROOT / "chalicelib").glob("*.py")} <= names
+    sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "chalicelib").rglob("*.py")}
+    assert sources <= names, f"subpackages of chalicelib/ not packaged: {sorted(sources - names)}"
     assert not [
         name for name in names if name.startswith(("satchel_local/", "tests/", "scripts/", "deploy/"))
     ]

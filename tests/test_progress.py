@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.exportdownload import render_rows
+from chalicelib.downloadtypes.rows import render_rows
 from chalicelib.models import Progress
 from chalicelib.progress import ProgressTracker
 from chalicelib.settings import Settings

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib import clock, deflate, integrity, sources, tarwriter, zipwriter
-from chalicelib.downloadtypes import ArtifactFormat, Check, Renderer
+from chalicelib.downloadtypes.base import ArtifactFormat, Check, Renderer
 from chalicelib.errors import Cancelled, SourceMissing, TransientError
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal
@@ -123,7 +123,7 @@ def segmentable(params: dict[str, Any]) -> bool:
     return Options.of(params) == Options()
 
 
-# The zip type's own builders, handed in (zipdownload imports this module).
+# The zip type's own builders, handed in (the zip type, archive.py, imports this module).
 ZipMembers = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker", ZipLayout], Iterator[Piece]]
 LayoutFor = Callable[[Download], ZipLayout]
 

@@ -1,9 +1,9 @@
-"""The registry of download types.
+"""What a download type is: the declaration every type module fills in.
 
 A type is declared once, with everything the API and the workflow need to know about it:
 its name and description, the JSON Schema of its params, the formats it produces, the role
 a caller needs, how its file is named, and its builder (`plan` in Prepare, `render` in
-Build). Adding a type is one module and one `register(...)` call at the end of this file.
+Build). The type modules import this one; only the registry (`__init__.py`) imports them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.errors import Forbidden, UnknownType
+from chalicelib.errors import Forbidden
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
 from chalicelib.schemas import Schema
@@ -91,35 +91,3 @@ class DownloadType:
             "formats": self.formats,
             "required_role": self.required_role,
         }
-
-
-_REGISTRY: dict[str, DownloadType] = {}
-
-
-def register(download_type: DownloadType) -> DownloadType:
-    if download_type.name in _REGISTRY:
-        raise ValueError(f"download type {download_type.name!r} is registered twice")
-    _REGISTRY[download_type.name] = download_type
-    return download_type
-
-
-def get(name: Any) -> DownloadType:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UnknownType(f"unknown download type {name!r}; known types: {known}")
-    return _REGISTRY[name]
-
-
-def all_types() -> list[DownloadType]:
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
-
-
-def _register_builtin_types() -> None:
-    # Imported here: each type module imports this one for ArtifactFormat and Plan.
-    from chalicelib import auditdownload, exportdownload, listingdownload, zipdownload
-
-    for builtin in (zipdownload.TYPE, exportdownload.TYPE, auditdownload.TYPE, listingdownload.TYPE):
-        register(builtin)
-
-
-_register_builtin_types()

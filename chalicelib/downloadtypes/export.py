@@ -3,12 +3,13 @@ like `Transaction_Export-<id>.csv`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import clients, datasets, rowformats
-from chalicelib.downloadtypes import ArtifactFormat, DownloadType, Plan
-from chalicelib.errors import InvalidParams, MaxContentSizeExceeded
+from chalicelib.downloadtypes.base import DownloadType, Plan
+from chalicelib.downloadtypes.rows import artifact_format, check_row_count, render_rows
+from chalicelib.errors import InvalidParams
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
 from chalicelib.settings import Settings
@@ -95,58 +96,12 @@ def plan(runtime: Runtime, download: Download) -> Plan:
     return Plan(totals=Progress(files_total=1, rows_total=check_row_count(rows, runtime.settings)))
 
 
-def check_row_count(rows: int, settings: Settings) -> int:
-    """Refuse in Prepare, before anything is built, a file known to hold too many rows."""
-    if rows > settings.max_rows:
-        raise _too_many_rows(settings.max_rows)
-    return rows
-
-
-def _too_many_rows(limit: int) -> MaxContentSizeExceeded:
-    return MaxContentSizeExceeded(f"the file would hold more than {limit} rows", max_rows=limit)
-
-
-def render_rows(
-    pages: Iterable[list[dict[str, Any]]],
-    params: dict[str, Any],
-    tracker: ProgressTracker,
-    settings: Settings,
-) -> Iterator[bytes]:
-    """Rows to the artifact's bytes in the params' format and compression, tracking progress.
-    The row and byte caps hold while it streams: a count taken in Prepare may have grown, and
-    a listing's is never known before."""
-    chunks = rowformats.encode(pages, params["columns"], params["format"])
-    if params["compression"] == "gzip":
-        chunks = rowformats.gzip(chunks)
-    rows_seen = bytes_written = 0
-    for data, rows in chunks:
-        rows_seen += rows
-        bytes_written += len(data)
-        if rows_seen > settings.max_rows:
-            raise _too_many_rows(settings.max_rows)
-        if bytes_written > settings.max_table_bytes:
-            raise MaxContentSizeExceeded(
-                f"the file would exceed {settings.max_table_bytes} bytes", max_bytes=settings.max_table_bytes
-            )
-        tracker.advance(rows=rows, bytes_=len(data))
-        if data:
-            yield data
-    tracker.advance(files=1)
-
-
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[bytes]:
     query = _query(runtime, download)
     pages = query.pages(clients.table(query.dataset.table))
     return render_rows(pages, download.params, tracker, runtime.settings)
-
-
-def artifact_format(params: dict[str, Any]) -> ArtifactFormat:
-    row_format = rowformats.FORMATS[params.get("format", "csv")]
-    if params.get("compression") == "gzip":
-        return ArtifactFormat(row_format.extension + ".gz", rowformats.GZIP_CONTENT_TYPE)
-    return ArtifactFormat(row_format.extension, row_format.content_type)
 
 
 TYPE = DownloadType(

@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.downloadtypes import DownloadType, Plan
-from chalicelib.exportdownload import artifact_format, render_rows
+from chalicelib.downloadtypes.base import DownloadType, Plan
+from chalicelib.downloadtypes.rows import artifact_format, render_rows
+from chalicelib.downloadtypes.scope import Scope
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
 from chalicelib.settings import Settings
-from chalicelib.zipdownload import Scope
 
 if TYPE_CHECKING:
     from chalicelib.progress import ProgressTracker
@@ -71,7 +71,7 @@ def render(
     return render_rows(pages(), download.params, tracker, runtime.settings)
 
 
-# 5. The declaration; downloadtypes.py registers it.
+# 5. The declaration; the registry (__init__.py) registers it.
 TYPE = DownloadType(
     name="listing",
     description="A table (CSV, NDJSON or JSON) of the objects under a prefix of your source scope.",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import archives, clock, deflate, sources
-from chalicelib.downloadtypes import DownloadType, Plan
+from chalicelib import clock, deflate, sources
+from chalicelib.downloadtypes import archiveoptions
+from chalicelib.downloadtypes.base import DownloadType, Plan
+from chalicelib.downloadtypes.scope import Scope
 from chalicelib.errors import (
     DuplicateKeys,
     EmptyKeys,
@@ -19,13 +20,12 @@ from chalicelib.errors import (
     MaxContentSizeExceeded,
     NothingToDownload,
     SourceMissing,
-    SourceNotAllowed,
     TooManyFiles,
     TooManyKeys,
 )
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
-from chalicelib.names import UniqueNames, safe_path
+from chalicelib.names import UniqueNames
 from chalicelib.settings import Settings
 from chalicelib.zipwriter import CopyRange, Piece, ZipLayout
 
@@ -55,35 +55,9 @@ PARAMS_SCHEMA: dict[str, Any] = {
             "default": deflate.DEFAULT_LEVEL,
             "description": "Deflate effort (ISA-L levels): 0 is fastest, 3 smallest. Ignored by store.",
         },
-        **archives.PARAMS_PROPERTIES,
+        **archiveoptions.PARAMS_PROPERTIES,
     },
 }
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Where a principal may read sources from: `s3://<bucket>/<tenant>/...`."""
-
-    bucket: str
-    prefix: str
-
-    @classmethod
-    def of(cls, principal: Principal, source_bucket: str) -> Scope:
-        return cls(source_bucket, f"{principal.tenant}/")
-
-    def resolve(self, raw: str) -> str:
-        """The object key for `raw`, or SourceNotAllowed naming it."""
-        key = raw
-        if raw.startswith("s3://"):
-            bucket, _, key = raw[len("s3://") :].partition("/")
-            if bucket != self.bucket:
-                raise SourceNotAllowed(f"source is outside your allowed scope: {raw}", key=raw)
-        if not key.startswith(self.prefix) or ".." in key.split("/"):
-            raise SourceNotAllowed(f"source is outside your allowed scope: {raw}", key=raw)
-        return key
-
-    def entry_name(self, key: str) -> str:
-        return safe_path(key[len(self.prefix) :])
 
 
 def check_params(params: dict[str, Any], principal: Principal, settings: Settings) -> dict[str, Any]:
@@ -139,7 +113,7 @@ def plan(runtime: Runtime, download: Download) -> Plan:
     source_bucket = runtime.settings.source_bucket
     max_bytes, max_files = runtime.settings.max_content_bytes, runtime.settings.max_files
     scope = Scope(source_bucket, f"{download.tenant}/")
-    options = archives.Options.of(params)
+    options = archiveoptions.Options.of(params)
     names = UniqueNames(options.reserved_names)
     skipped: list[str] = []
     seen: set[str] = set()
@@ -183,7 +157,7 @@ def plan(runtime: Runtime, download: Download) -> Plan:
             "none of the named sources exist" if skipped else "the given prefixes hold no objects"
         )
     if options.skips:
-        archives.prepare_skip(skipped, runtime, download)
+        archiveoptions.prepare_skip(skipped, runtime, download)
     return Plan(
         totals=Progress(files_total=len(entries), bytes_total=sum(entry.size for entry in entries)),
         entries=entries,
@@ -328,13 +302,13 @@ TYPE = DownloadType(
     name="zip",
     description="An archive (zip, tar or tar.gz) of objects from your source scope, by key and by prefix.",
     params_schema=PARAMS_SCHEMA,
-    formats=list(archives.FORMATS),
-    check=archives.checked(check_params),
+    formats=list(archiveoptions.FORMATS),
+    check=archiveoptions.checked(check_params),
     plan=plan,
     # The format, manifest and on_missing options wrap `members` and `layout_for`.
-    render=archives.renderer(members, layout_for),
-    artifact_format=archives.artifact_format,
+    render=archiveoptions.renderer(members, layout_for),
+    artifact_format=archiveoptions.artifact_format,
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",
     segmentable=True,
-    segmentable_with=archives.segmentable,
+    segmentable_with=archiveoptions.segmentable,
 )

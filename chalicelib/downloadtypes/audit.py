@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.downloadtypes import DownloadType, Plan
-from chalicelib.exportdownload import artifact_format, check_row_count, render_rows
+from chalicelib.downloadtypes.base import DownloadType, Plan
+from chalicelib.downloadtypes.rows import artifact_format, check_row_count, render_rows
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
 from chalicelib.settings import Settings
