@@ -37,6 +37,17 @@ from chalicelib import digest as digests
 from chalicelib.audit import Action
 from chalicelib.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.models import Principal
+from chalicelib.payloads import (
+    Built,
+    Digested,
+    Failed,
+    FailInput,
+    Finished,
+    Prepared,
+    SegmentBuilt,
+    SegmentInput,
+    Start,
+)
 from chalicelib.runtime import Runtime
 from chalicelib.settings import EventSources
 
@@ -220,36 +231,36 @@ def sweep(event: CloudWatchEvent) -> dict[str, Any]:
 
 # The workflow's steps; statemachine/download.asl.json names them by placeholder.
 @app.lambda_function(name="prepare")
-def prepare(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def prepare(event: Start, context: Any) -> Prepared:
     return workflow.prepare(Runtime.from_env(), event)
 
 
 @app.lambda_function(name="build")
-def build(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def build(event: Prepared, context: Any) -> Built:
     return workflow.build(Runtime.from_env(), event)
 
 
 @app.lambda_function(name="finalize")
-def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def finalize(event: Digested, context: Any) -> Finished:
     return workflow.finalize(Runtime.from_env(), event)
 
 
 @app.lambda_function(name="fail")
-def fail(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def fail(event: FailInput, context: Any) -> Failed:
     return workflow.fail(Runtime.from_env(), event)
 
 
 # Large zips in parallel segments, and the SHA-256 of artifacts S3 partly copied.
 @app.lambda_function(name="build_segment")
-def build_segment(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def build_segment(event: SegmentInput, context: Any) -> SegmentBuilt:
     return segments.build_segment(Runtime.from_env(), event)
 
 
 @app.lambda_function(name="assemble")
-def assemble(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def assemble(event: Prepared, context: Any) -> Built:
     return segments.assemble(Runtime.from_env(), event)
 
 
 @app.lambda_function(name="digest")
-def digest(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def digest(event: Built, context: Any) -> Digested:
     return digests.digest(Runtime.from_env(), event)

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from chalicelib import integrity
+from chalicelib.payloads import Built, Digested
 from chalicelib.runtime import Runtime
 
 
@@ -37,7 +38,7 @@ def object_sha256(
     return digest.hexdigest()
 
 
-def digest(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+def digest(runtime: Runtime, event: Built) -> Digested:
     settings, s3 = runtime.settings, runtime.s3
     bucket, download_id = settings.artifact_bucket, event["download_id"]
     checks = list(integrity.read(s3, bucket, integrity.checks_key(download_id)))

@@ -1,12 +1,14 @@
-"""Parallel builds: a large zip is built in segments by a Map state, then joined by Assemble.
+"""Parallel builds: a large artifact is built in segments by a Map state, then joined by Assemble.
 
 Prepare splits the manifest, in order, into segments (each its own manifest under
-`tmp/<id>/segments/`) and hands the Map only their numbers. Each BuildSegment lays its
-members out from offset 0 into a temporary object, and writes their central directory
-records beside it. Assemble copies the segment objects into the artifact with
-`UploadPartCopy`, moves each segment's records by the offset it landed at, and writes the
-central directory: one valid zip, byte for byte the one a single Build lays out. Everything
-lives under `tmp/<id>/`, which Finalize and Fail already remove.
+`tmp/<id>/segments/`) and hands the Map only their numbers; only a type with a segment plan
+(`DownloadType.segments`, chalicelib/downloadtypes/base.py) is split. Each BuildSegment has
+the plan lay its pieces out from offset 0 into a temporary object, and writes the records
+the plan kept beside it. Assemble copies the segment objects into the artifact with
+`UploadPartCopy`, then writes what the plan closes with from the records and the offset each
+segment landed at. For the zip type (the only one with a plan): its members, then the
+central directory, byte for byte the zip a single Build lays out. Everything lives under
+`tmp/<id>/`, which Finalize and Fail already remove.
 """
 
 from __future__ import annotations
@@ -14,23 +16,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
-from chalicelib import artifacts, downloadtypes, integrity, manifest, observability, zipwriter
+from chalicelib import artifacts, downloadtypes, integrity, manifest, observability
 from chalicelib.assembly import Assembler
-from chalicelib.downloadtypes import archive as zipdownload
+from chalicelib.downloadtypes.base import DownloadType, SegmentPlan
 from chalicelib.errors import Cancelled
 from chalicelib.integrity import Check
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Progress
 from chalicelib.multipart import MultipartWriter
+from chalicelib.payloads import Built, Prepared, SegmentBuilt, SegmentInput, counts
 from chalicelib.progress import ProgressTracker
 from chalicelib.runtime import Runtime
 from chalicelib.settings import Settings
-from chalicelib.zipwriter import CopyRange, Member
-
-_ZIP = "application/zip"
+from chalicelib.zipwriter import CopyRange
 
 
 def _prefix(download_id: str, index: int) -> str:
@@ -101,11 +102,13 @@ def _load(runtime: Runtime, download_id: str) -> Download:
     return download
 
 
-def build_segment(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
-    """One Map iteration: the segment's members into tmp/<id>/segments/<n>/, its records beside them."""
+def build_segment(runtime: Runtime, event: SegmentInput) -> SegmentBuilt:
+    """One Map iteration: the segment's pieces into tmp/<id>/segments/<n>/, its records beside them."""
     download_id, index = event["download_id"], int(event["index"])
     settings, s3 = runtime.settings, runtime.s3
     download = _load(runtime, download_id)
+    kind = downloadtypes.get(download.type)
+    plan = _plan(kind)
     key = object_key(download_id, index)
     artifacts.abort_uploads_of(s3, settings.artifact_bucket, key)  # a retry starts over
     tracker = ProgressTracker(
@@ -115,12 +118,12 @@ def build_segment(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         settings.progress_every_bytes,
         shared=True,
     )
-    writer = MultipartWriter(s3, settings.artifact_bucket, key, settings.part_size, _ZIP)
-    layout = zipdownload.layout_for(download)
+    content_type = kind.artifact_format(download.params).content_type
+    writer = MultipartWriter(s3, settings.artifact_bucket, key, settings.part_size, content_type)
     entries = manifest.read(s3, settings.artifact_bucket, manifest_key(download_id, index))
     try:
-        pieces = zipdownload.members(runtime, download, entries, tracker, layout)
-        Assembler(s3, writer, settings.read_chunk_bytes).write_all(pieces)
+        segment = plan.build(runtime, download, entries, tracker)
+        Assembler(s3, writer, settings.read_chunk_bytes).write_all(segment.pieces)
         tracker.flush()
         writer.complete()
     except Cancelled:
@@ -130,30 +133,38 @@ def build_segment(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     except BaseException:
         writer.abort()
         raise
-    records = "".join(json.dumps(member.to_json(), ensure_ascii=False) + "\n" for member in layout.members)
+    records = segment.records()
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     # Written even when empty: a retried segment must not leave an earlier attempt's checks.
-    integrity.write(s3, settings.artifact_bucket, checks_key(download_id, index), layout.unverified)
+    integrity.write(s3, settings.artifact_bucket, checks_key(download_id, index), segment.checks())
     s3.put_object(
         Bucket=settings.artifact_bucket,
         Key=directory_key(download_id, index),
-        Body=records.encode("utf-8"),
+        Body=text.encode("utf-8"),
         ContentType="application/x-ndjson",
     )
-    return {"index": index, "size": writer.size, "files": len(layout.members)}
+    return {"index": index, "size": writer.size, "files": len(records)}
 
 
-def _directory(runtime: Runtime, download_id: str, index: int, offset: int) -> Iterator[Member]:
+def _plan(kind: DownloadType) -> SegmentPlan:
+    if kind.segments is None:  # split() made no segments for it: the ASL was handed a wrong path
+        raise TypeError(f"download type {kind.name!r} is not built in segments")
+    return kind.segments
+
+
+def _directory(runtime: Runtime, download_id: str, index: int) -> list[Any]:
     body = runtime.s3.get_object(
         Bucket=runtime.settings.artifact_bucket, Key=directory_key(download_id, index)
     )
-    for line in body["Body"].iter_lines():
-        if line:
-            yield Member.from_json(json.loads(line)).moved(offset)
+    return [json.loads(line) for line in body["Body"].iter_lines() if line]
 
 
-def _records(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -> Iterator[Member]:
+def _records(
+    runtime: Runtime, download_id: str, placed: list[tuple[int, int]]
+) -> Iterator[tuple[int, list[Any]]]:
+    """Each segment's records (one segment in memory at a time) with the offset it landed at."""
     for index, offset in placed:
-        yield from _directory(runtime, download_id, index, offset)
+        yield offset, _directory(runtime, download_id, index)
 
 
 def _checks(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -> Iterator[Check]:
@@ -164,7 +175,7 @@ def _checks(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -
             yield check.moved(offset)
 
 
-def assemble(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+def assemble(runtime: Runtime, event: Prepared) -> Built:
     """After the Map: the segments copied into the artifact, then the whole central directory."""
     download_id = event["download_id"]
     settings, s3, bucket = runtime.settings, runtime.s3, runtime.settings.artifact_bucket
@@ -173,18 +184,25 @@ def assemble(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     if not runtime.downloads.record_progress(download_id, done):
         artifacts.remove_everything(s3, bucket, download_id)
         raise Cancelled("the download was cancelled while its segments were built")
+    download = _load(runtime, download_id)
+    kind = downloadtypes.get(download.type)
+    plan = _plan(kind)
     artifacts.abort_uploads_of(s3, bucket, artifacts.artifact_key(download_id))  # a retry starts over
-    writer = MultipartWriter(s3, bucket, artifacts.artifact_key(download_id), settings.part_size, _ZIP)
+    content_type = kind.artifact_format(download.params).content_type
+    writer = MultipartWriter(
+        s3, bucket, artifacts.artifact_key(download_id), settings.part_size, content_type
+    )
     assembler = Assembler(s3, writer, settings.read_chunk_bytes)
     placed: list[tuple[int, int]] = []
     try:
-        for index in event["segments"]:
+        for index in event.get("segments", []):
             head = s3.head_object(Bucket=bucket, Key=object_key(download_id, index))
             size = int(head["ContentLength"])
             placed.append((index, writer.size))
             assembler.copy(CopyRange(bucket, object_key(download_id, index), head["ETag"], 0, size))
         directory_offset = writer.size
-        assembler.write_all(zipwriter.closing(_records(runtime, download_id, placed), directory_offset))
+        closing = plan.closing(download, _records(runtime, download_id, placed), directory_offset)
+        assembler.write_all(closing)
         sha256 = writer.complete()
     except BaseException:
         writer.abort()
@@ -195,5 +213,5 @@ def assemble(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         "artifact_key": writer.key,
         "size": writer.size,
         "sha256": sha256,
-        "progress": asdict(done),
+        "progress": counts(done),
     }

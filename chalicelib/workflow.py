@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
-from typing import Any
 
 from chalicelib import artifacts, clock, downloadtypes, manifest, notify, observability, segments
 from chalicelib.assembly import Assembler
@@ -21,6 +20,18 @@ from chalicelib.disclosure import shown_error
 from chalicelib.errors import Cancelled
 from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.multipart import MultipartWriter
+from chalicelib.payloads import (
+    Built,
+    Digested,
+    Failed,
+    FailInput,
+    Finished,
+    Prepared,
+    Start,
+    StepError,
+    counts,
+)
+from chalicelib.payloads import shown_error as as_json
 from chalicelib.progress import ProgressTracker
 from chalicelib.runtime import Runtime
 from chalicelib.store import StateConflict
@@ -35,7 +46,7 @@ def _load(runtime: Runtime, download_id: str) -> Download:
     return download
 
 
-def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+def prepare(runtime: Runtime, event: Start) -> Prepared:
     download_id = event["download_id"]
     try:
         download = runtime.downloads.transition(
@@ -52,14 +63,14 @@ def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     # Large enough: segments for the Map to build in parallel; else one manifest for Build.
     # `parallel` is always there: the ASL's Choice tests a value, not a path that may be absent.
     numbers = segments.split(runtime, download, plan.entries)
-    output: dict[str, Any] = {
+    output: Prepared = {
         "download_id": download_id,
-        "totals": asdict(plan.totals),
+        "totals": counts(plan.totals),
         "parallel": numbers is not None,
     }
     if numbers is None:
-        output["manifest_key"] = manifest.manifest_key(download_id)
-        manifest.write(runtime.s3, runtime.settings.artifact_bucket, output["manifest_key"], plan.entries)
+        output["manifest_key"] = key = manifest.manifest_key(download_id)
+        manifest.write(runtime.s3, runtime.settings.artifact_bucket, key, plan.entries)
     else:
         output["segments"] = numbers
     if not runtime.downloads.record_progress(download_id, plan.totals):
@@ -68,7 +79,7 @@ def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     return output
 
 
-def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+def build(runtime: Runtime, event: Prepared) -> Built:
     download_id = event["download_id"]
     settings = runtime.settings
     download = _load(runtime, download_id)
@@ -105,11 +116,11 @@ def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         "artifact_key": writer.key,
         "size": writer.size,
         "sha256": sha256,
-        "progress": asdict(tracker.current),
+        "progress": counts(tracker.current),
     }
 
 
-def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+def finalize(runtime: Runtime, event: Digested) -> Finished:
     download_id = event["download_id"]
     settings = runtime.settings
     download = _load(runtime, download_id)
@@ -141,13 +152,13 @@ def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     return {"download_id": download_id, "state": download.state.value}
 
 
-def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+def fail(runtime: Runtime, event: FailInput) -> Failed:
     """Record the error, then remove every trace of the attempt: uploads, temporaries, artifact.
 
     Only a domain error's message is recorded; any other is logged and shown as generic.
     """
     download_id = event["download_id"]
-    error = shown_error(_error_info(event.get("error") or {}), download_id)
+    error = shown_error(_error_info(event.get("error") or StepError()), download_id)
     state: State | None
     # Owed once FAILED is recorded: if this step dies after that, the cleanup sweep does them.
     effects = (REMOVE, NOTIFY)
@@ -172,10 +183,10 @@ def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         state = download.state
         follow_up(runtime, download, effects)
     log.warning("download %s ended %s: %s", download_id, state, error)
-    return {"download_id": download_id, "state": state.value if state else None, "error": asdict(error)}
+    return {"download_id": download_id, "state": state.value if state else None, "error": as_json(error)}
 
 
-def _error_info(raw: dict[str, Any]) -> ErrorInfo:
+def _error_info(raw: StepError) -> ErrorInfo:
     """Step Functions hands over {Error, Cause}; Cause is the Lambda's error JSON when it has one."""
     code = str(raw.get("Error") or "UnknownError")
     cause = raw.get("Cause") or ""

@@ -19,6 +19,7 @@ from chalicelib import artifacts, cleanup, clients, clock, service, store, workf
 from chalicelib.audit import Action, AuditLog, Event
 from chalicelib.errors import DownloadExpired, LinkGone
 from chalicelib.models import Download, State
+from chalicelib.payloads import FailInput
 from chalicelib.runtime import Runtime
 from chalicelib.store import DownloadStore, Lifetimes
 from satchel_local import lambdas
@@ -384,7 +385,7 @@ def test_work_the_fail_step_left_undone_is_done_by_the_next_sweep(satchel: Satch
     bucket = satchel.stack.artifact_bucket
     satchel.s3.create_multipart_upload(Bucket=bucket, Key=artifacts.artifact_key(download.id))
     broken = replace(base, s3=UnreachableS3(base.s3))
-    event = {"download_id": download.id, "error": {"Error": "SourceMissing", "Cause": "gone"}}
+    event: FailInput = {"download_id": download.id, "error": {"Error": "SourceMissing", "Cause": "gone"}}
 
     with pytest.raises(ConnectionError):
         workflow.fail(broken, event)

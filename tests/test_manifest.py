@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +19,8 @@ from chalicelib.downloadtypes import archiveoptions
 from chalicelib.errors import SourceChanged, SourceMissing
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, State
+from chalicelib.payloads import Prepared, Start
+from chalicelib.runtime import Runtime
 from tests.archive_readers import files_under, run
 from tests.conftest import Satchel
 
@@ -53,9 +54,9 @@ def put(satchel: Satchel) -> dict[str, bytes]:
 
 def delete_after_prepare(monkeypatch: pytest.MonkeyPatch, satchel: Satchel, *keys: str) -> None:
     """The sources vanish between Prepare (which saw them) and Build."""
-    prepare: Callable[..., dict[str, Any]] = workflow.prepare
+    prepare = workflow.prepare
 
-    def prepare_then_delete(runtime: Any, event: dict[str, Any]) -> dict[str, Any]:
+    def prepare_then_delete(runtime: Runtime, event: Start) -> Prepared:
         output = prepare(runtime, event)
         for key in keys:
             satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=key)

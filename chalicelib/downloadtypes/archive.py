@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import clock, deflate, sources
+from chalicelib import clock, deflate, integrity, sources, zipwriter
 from chalicelib.downloadtypes import archiveoptions
-from chalicelib.downloadtypes.base import DownloadType, Plan
+from chalicelib.downloadtypes.base import DownloadType, Plan, SegmentBuild
 from chalicelib.downloadtypes.scope import Scope
 from chalicelib.errors import (
     DuplicateKeys,
@@ -27,7 +28,7 @@ from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
 from chalicelib.names import UniqueNames
 from chalicelib.settings import Settings
-from chalicelib.zipwriter import CopyRange, Piece, ZipLayout
+from chalicelib.zipwriter import CopyRange, Member, Piece, ZipLayout
 
 if TYPE_CHECKING:
     from chalicelib.progress import ProgressTracker
@@ -298,6 +299,39 @@ def layout_for(download: Download, start: int = 0) -> ZipLayout:
     return ZipLayout(clock.parse(download.created_at), start)
 
 
+@dataclass(frozen=True)
+class _ZipSegment:
+    pieces: Iterator[Piece]
+    layout: ZipLayout
+
+    def records(self) -> list[Any]:
+        return [member.to_json() for member in self.layout.members]
+
+    def checks(self) -> list[integrity.Check]:
+        return list(self.layout.unverified)
+
+
+class ZipSegments:
+    """A plain zip is joined from parallel segments: each lays its members out from offset 0,
+    and the join moves their central directory records by where each segment landed, so the
+    result is byte for byte the zip a single Build lays out."""
+
+    def accepts(self, params: dict[str, Any]) -> bool:
+        return archiveoptions.segmentable(params)
+
+    def build(
+        self, runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+    ) -> SegmentBuild:
+        layout = layout_for(download)
+        return _ZipSegment(members(runtime, download, entries, tracker, layout), layout)
+
+    def closing(
+        self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int
+    ) -> Iterator[bytes]:
+        moved = (Member.from_json(raw).moved(at) for at, records in placed for raw in records)
+        return zipwriter.closing(moved, offset)
+
+
 TYPE = DownloadType(
     name="zip",
     description="An archive (zip, tar or tar.gz) of objects from your source scope, by key and by prefix.",
@@ -309,6 +343,5 @@ TYPE = DownloadType(
     render=archiveoptions.renderer(members, layout_for),
     artifact_format=archiveoptions.artifact_format,
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",
-    segmentable=True,
-    segmentable_with=archiveoptions.segmentable,
+    segments=ZipSegments(),
 )

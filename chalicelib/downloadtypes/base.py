@@ -8,11 +8,12 @@ Build). The type modules import this one; only the registry (`__init__.py`) impo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from chalicelib import integrity
 from chalicelib.errors import Forbidden
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Principal, Progress
@@ -48,6 +49,41 @@ Planner = Callable[["Runtime", Download], Plan]
 Renderer = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker"], Iterator[Piece]]
 
 
+class SegmentBuild(Protocol):
+    """One segment as it is written (from offset 0): its pieces, then what the join needs."""
+
+    @property
+    def pieces(self) -> Iterator[Piece]: ...
+
+    def records(self) -> list[Any]:
+        """After the pieces are written: the JSON records Assemble hands back to `closing`."""
+        ...
+
+    def checks(self) -> list[integrity.Check]:
+        """After the pieces are written: the ranges S3 copied, for the Digest step to verify."""
+        ...
+
+
+class SegmentPlan(Protocol):
+    """How a type's large artifact is built in segments, in parallel, and joined
+    (chalicelib/segments.py splits the entries, stores the parts and calls these)."""
+
+    def accepts(self, params: dict[str, Any]) -> bool:
+        """Whether these params may be built in segments (some ask for what only one Build writes)."""
+        ...
+
+    def build(
+        self, runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+    ) -> SegmentBuild: ...
+
+    def closing(
+        self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int
+    ) -> Iterable[Piece]:
+        """What follows the joined segments at `offset`, from each segment's records and the
+        offset it landed at (for a zip: the central directory)."""
+        ...
+
+
 @dataclass(frozen=True)
 class DownloadType:
     name: str
@@ -63,10 +99,8 @@ class DownloadType:
     default_name: Callable[[str, dict[str, Any]], str]
     # Role a caller needs to request this type; None means any authenticated caller.
     required_role: str | None = None
-    # Whether a large plan may be built in segments, in parallel, and joined (chalicelib/segments.py).
-    segmentable: bool = False
-    # When it may (segmentable only): some params ask for what only one Build run can write.
-    segmentable_with: Callable[[dict[str, Any]], bool] | None = None
+    # How a large plan is built in segments, in parallel, and joined; None: one Build run.
+    segments: SegmentPlan | None = None
 
     @cached_property
     def _params(self) -> Schema:
@@ -81,7 +115,7 @@ class DownloadType:
         return self.check(params, principal, settings)
 
     def can_segment(self, params: dict[str, Any]) -> bool:
-        return self.segmentable and (self.segmentable_with is None or self.segmentable_with(params))
+        return self.segments is not None and self.segments.accepts(params)
 
     def describe(self) -> dict[str, Any]:
         return {
