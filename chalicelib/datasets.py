@@ -1,7 +1,7 @@
 """Datasets that `export` reads: tenant-scoped DynamoDB queries declared in configuration.
 
 SATCHEL_DATASETS holds a JSON object, one entry per index (the name that prefixes the
-export's file name):
+export's file name), parsed once into `Settings.datasets` (chalicelib/settings.py: Dataset):
 
     {"Transaction": {"table": "acme-transactions", "tenant_key": "tenant",
                      "index": null, "columns": ["id", "date", "amount", ...],
@@ -13,29 +13,17 @@ their own tenant's rows, whatever the params say.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 
-from chalicelib.errors import ConfigurationError
+from chalicelib.settings import Dataset
 from chalicelib.store import query_count, query_pages
 
 FILTER_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "begins_with", "contains")
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    table: str
-    tenant_key: str
-    columns: list[str]
-    index: str | None = None
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,26 +62,3 @@ class Query:
 
     def count(self, table: Any) -> int:
         return query_count(table, self._arguments())
-
-
-@cache
-def parse(config: str) -> dict[str, Dataset]:
-    try:
-        raw = json.loads(config or "{}")
-        datasets = {
-            name: Dataset(
-                name=name,
-                table=spec["table"],
-                tenant_key=spec.get("tenant_key", "tenant"),
-                columns=list(spec["columns"]),
-                index=spec.get("index"),
-                description=spec.get("description", ""),
-            )
-            for name, spec in raw.items()
-        }
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ConfigurationError(f"SATCHEL_DATASETS is not a valid dataset configuration: {error}") from None
-    for dataset in datasets.values():
-        if not dataset.name.isidentifier() or not dataset.columns:
-            raise ConfigurationError(f"dataset {dataset.name!r} needs an identifier name and columns")
-    return datasets

@@ -1,11 +1,14 @@
 """What a handler needs to do its work: settings and the clients built from them.
 
-Built per invocation from the environment (cheap: clients are cached), so a handler
-always sees the current configuration and tests can hand in their own.
+Built once per process from the environment, and again when that changes: `from_env` keys
+its cache on the SATCHEL_* variables (what Settings reads) and on the clients in use, so a
+test that monkeypatches the environment or re-points the clients (`clients.reset()`) gets a
+runtime built from what it set. Tests may also hand in their own.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +18,21 @@ from chalicelib.idempotency import IdempotencyStore
 from chalicelib.links import LinkStore
 from chalicelib.settings import Settings
 from chalicelib.store import DownloadStore, KeyStore, Lifetimes
+
+_PREFIX = "SATCHEL_"  # every variable Settings reads (chalicelib/settings.py)
+
+
+@dataclass(frozen=True)
+class _Key:
+    environment: tuple[tuple[str, str], ...]
+    s3: Any  # clients.reset() makes new clients, and a new table resource: compared by identity
+
+    def same(self, other: _Key) -> bool:
+        return self.environment == other.environment and self.s3 is other.s3
+
+
+def _environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith(_PREFIX)))
 
 
 @dataclass(frozen=True)
@@ -31,7 +49,17 @@ class Runtime:
 
     @classmethod
     def from_env(cls) -> Runtime:
-        settings = Settings.from_env()
+        global _built
+        key = _Key(_environment(), clients.s3())
+        built = _built
+        if built is None or not built[0].same(key):
+            # From the same snapshot as the key: the cached settings are the key's, even when
+            # another thread changes the environment meanwhile.
+            built = _built = (key, cls.build(Settings.from_env(dict(key.environment))))
+        return built[1]
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
         table = clients.table(settings.table)
         return cls(
             settings=settings,
@@ -48,3 +76,6 @@ class Runtime:
             idempotency=IdempotencyStore(table),
             audit=AuditLog(table),
         )
+
+
+_built: tuple[_Key, Runtime] | None = None

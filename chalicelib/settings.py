@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from chalicelib.errors import ConfigurationError
+from chalicelib.models import Principal
 from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
 
 # Every environment variable Satchel reads is named here and nowhere else.
@@ -117,14 +119,14 @@ class Settings:
     api_prefix: str = ""
     # The API's public base URL (a custom domain); when empty, links are built from the request.
     public_url: str = ""
-    # The datasets `export` may read, as JSON (chalicelib/datasets.py describes the shape).
-    datasets: str = "{}"
+    # The datasets `export` may read, by index (SATCHEL_DATASETS: chalicelib/datasets.py).
+    datasets: dict[str, Dataset] = dataclasses.field(default_factory=dict)
     # The EventBridge bus for "Satchel Download State Changed" events.
     event_bus: str = "default"
     # Request manifests dropped under <source bucket>/<request_prefix><tenant>/ start downloads.
     request_prefix: str = "requests/"
-    # Principals that events may act as without an API key: JSON [{tenant, user_id, roles}].
-    service_principals: str = "[]"
+    # Principals that events may act as without an API key (JSON [{tenant, user_id, roles}]).
+    service_principals: tuple[Principal, ...] = ()
     # The key that signs callbacks: the value itself (local, tests) or an SSM parameter name.
     webhook_secret: str = ""
     webhook_secret_parameter: str = ""
@@ -197,10 +199,10 @@ class Settings:
         values["stage"] = env.get(ENV_STAGE) or cls.stage
         values["api_prefix"] = env.get(ENV_API_PREFIX, "").rstrip("/")
         values["public_url"] = env.get(ENV_PUBLIC_URL, "").rstrip("/")
-        values["datasets"] = env.get(ENV_DATASETS) or "{}"
+        values["datasets"] = parse_datasets(env.get(ENV_DATASETS) or "{}")
         values["event_bus"] = env.get(ENV_EVENT_BUS) or cls.event_bus
         values["request_prefix"] = env.get(ENV_REQUEST_PREFIX) or cls.request_prefix
-        values["service_principals"] = env.get(ENV_SERVICE_PRINCIPALS) or "[]"
+        values["service_principals"] = parse_service_principals(env.get(ENV_SERVICE_PRINCIPALS) or "[]")
         values["webhook_secret"] = env.get(ENV_WEBHOOK_SECRET, "")
         values["webhook_secret_parameter"] = env.get(ENV_WEBHOOK_SECRET_PARAMETER, "")
         loopback = env.get(ENV_CALLBACK_ALLOW_LOOPBACK, "")
@@ -244,7 +246,6 @@ class Settings:
         if not self.request_prefix.endswith("/"):
             # The tenant is the path segment after the prefix: requests/<tenant>/<name>.json.
             raise ConfigurationError(f"{ENV_REQUEST_PREFIX} must end with '/', got {self.request_prefix!r}")
-        _check_service_principals(self.service_principals)
         _ports(self.callback_ports)
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:
             raise ConfigurationError("the default link lifetime must not exceed its maximum")
@@ -257,8 +258,8 @@ def _ports(raw: str) -> tuple[int, ...]:
     return tuple(sorted({int(part) for part in parts}))
 
 
-def _check_service_principals(raw: str) -> None:
-    """Fail at start-up, not on every event that names one: [{tenant, user_id, roles?}]."""
+def parse_service_principals(raw: str) -> tuple[Principal, ...]:
+    """Parsed once, failing at start-up, not on every event that names one: [{tenant, user_id, roles?}]."""
     try:
         specs = json.loads(raw)
     except ValueError:
@@ -275,3 +276,41 @@ def _check_service_principals(raw: str) -> None:
             f"{ENV_SERVICE_PRINCIPALS} must be a JSON list of {{tenant, user_id, roles}} objects, "
             f"whose tenant and user_id match {PRINCIPAL_ID_PATTERN}"
         )
+    return tuple(
+        Principal(spec["tenant"], spec["user_id"], frozenset(spec.get("roles", []))) for spec in specs
+    )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A tenant-scoped DynamoDB query `export` may run (chalicelib/datasets.py runs it)."""
+
+    name: str
+    table: str
+    tenant_key: str
+    columns: list[str]
+    index: str | None = None
+    description: str = ""
+
+
+def parse_datasets(config: str) -> dict[str, Dataset]:
+    """SATCHEL_DATASETS, parsed once (chalicelib/datasets.py describes the shape)."""
+    try:
+        raw = json.loads(config or "{}")
+        datasets = {
+            name: Dataset(
+                name=name,
+                table=spec["table"],
+                tenant_key=spec.get("tenant_key", "tenant"),
+                columns=list(spec["columns"]),
+                index=spec.get("index"),
+                description=spec.get("description", ""),
+            )
+            for name, spec in raw.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigurationError(f"{ENV_DATASETS} is not a valid dataset configuration: {error}") from None
+    for dataset in datasets.values():
+        if not dataset.name.isidentifier() or not dataset.columns:
+            raise ConfigurationError(f"dataset {dataset.name!r} needs an identifier name and columns")
+    return datasets

@@ -39,9 +39,9 @@ def principal_named(runtime: Runtime, tenant: Any, user_id: Any) -> Principal:
     principal = runtime.keys.principal_named(tenant, user_id)
     if principal is not None:
         return principal
-    for spec in json.loads(runtime.settings.service_principals):
-        if spec.get("tenant") == tenant and spec.get("user_id") == user_id:
-            return Principal(tenant, user_id, frozenset(spec.get("roles", [])))
+    for known in runtime.settings.service_principals:
+        if (known.tenant, known.user_id) == (tenant, user_id):
+            return known
     raise UnknownPrincipal(f"{tenant}/{user_id} holds no key and is no service principal")
 
 

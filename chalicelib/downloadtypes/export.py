@@ -60,7 +60,7 @@ PARAMS_SCHEMA: dict[str, Any] = {
 
 
 def check_params(params: dict[str, Any], principal: Principal, settings: Settings) -> dict[str, Any]:
-    known = datasets.parse(settings.datasets)
+    known = settings.datasets
     dataset = known.get(params["index"])
     if dataset is None:
         names = ", ".join(sorted(known)) or "none are configured"
@@ -86,7 +86,7 @@ def check_params(params: dict[str, Any], principal: Principal, settings: Setting
 
 
 def _query(runtime: Runtime, download: Download) -> datasets.Query:
-    dataset = datasets.parse(runtime.settings.datasets)[download.params["index"]]
+    dataset = runtime.settings.datasets[download.params["index"]]
     return datasets.Query(dataset, download.tenant, download.params["columns"], download.params["filters"])
 
 

@@ -1,0 +1,91 @@
+"""Settings parse their JSON values once; the runtime is built once per process, and again
+when the environment or the clients change."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalicelib import clients
+from chalicelib.errors import ConfigurationError
+from chalicelib.models import Principal
+from chalicelib.runtime import Runtime
+from chalicelib.settings import Dataset, Settings
+
+ENVIRONMENT = {
+    "SATCHEL_TABLE": "t",
+    "SATCHEL_ARTIFACT_BUCKET": "a",
+    "SATCHEL_SOURCE_BUCKET": "s",
+    "SATCHEL_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:m",
+}
+DATASETS = {"Transaction": {"table": "acme-tx", "columns": ["id", "amount"], "description": "Cards"}}
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_datasets_and_service_principals_are_typed_values() -> None:
+    principals = [
+        {"tenant": "acme", "user_id": "nightly", "roles": ["admin"]},
+        {"tenant": "b", "user_id": "c"},
+    ]
+    settings = Settings.from_env(
+        {
+            **ENVIRONMENT,
+            "SATCHEL_DATASETS": json.dumps(DATASETS),
+            "SATCHEL_SERVICE_PRINCIPALS": json.dumps(principals),
+        }
+    )
+    assert settings.datasets == {
+        "Transaction": Dataset("Transaction", "acme-tx", "tenant", ["id", "amount"], None, "Cards")
+    }
+    assert settings.service_principals == (
+        Principal("acme", "nightly", frozenset({"admin"})),
+        Principal("b", "c", frozenset()),
+    )
+    empty = Settings.from_env(ENVIRONMENT)
+    assert empty.datasets == {}
+    assert empty.service_principals == ()
+
+
+@pytest.mark.parametrize(
+    "raw", ["{", '{"T": {"columns": ["a"]}}', '{"not an id": {"table": "t", "columns": ["a"]}}']
+)
+def test_a_bad_dataset_configuration_fails_when_settings_are_read(raw: str) -> None:
+    with pytest.raises(ConfigurationError, match="dataset"):
+        Settings.from_env({**ENVIRONMENT, "SATCHEL_DATASETS": raw})
+
+
+@pytest.mark.usefixtures("environment")
+def test_the_runtime_is_built_once_while_nothing_changes() -> None:
+    first = Runtime.from_env()
+    assert Runtime.from_env() is first
+    assert first.s3 is clients.s3()
+
+
+@pytest.mark.usefixtures("environment")
+def test_the_runtime_is_rebuilt_when_the_environment_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = Runtime.from_env()
+    monkeypatch.setenv("SATCHEL_MAX_KEYS", "7")
+    second = Runtime.from_env()
+    assert second is not first
+    assert second.settings.max_keys == 7
+    monkeypatch.setenv("SATCHEL_DATASETS", json.dumps(DATASETS))
+    assert set(Runtime.from_env().settings.datasets) == {"Transaction"}
+    monkeypatch.delenv("SATCHEL_DATASETS")
+    monkeypatch.delenv("SATCHEL_MAX_KEYS")
+    assert Runtime.from_env().settings == first.settings
+
+
+@pytest.mark.usefixtures("environment")
+def test_the_runtime_is_rebuilt_when_the_clients_are_reset() -> None:
+    first = Runtime.from_env()
+    clients.reset()
+    second = Runtime.from_env()
+    assert second is not first
+    assert second.s3 is clients.s3()
+    assert second.s3 is not first.s3
