@@ -147,7 +147,7 @@ def build_segment(runtime: Runtime, event: SegmentInput) -> SegmentBuilt:
 
 
 def _plan(kind: DownloadType) -> SegmentPlan:
-    if kind.segments is None:  # split() made no segments for it: the ASL was handed a wrong path
+    if kind.segments is None:  # split() never segments such a type: only a wrong input gets here
         raise TypeError(f"download type {kind.name!r} is not built in segments")
     return kind.segments
 
