@@ -16,6 +16,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -24,6 +25,9 @@ from chalicelib.audit import Action
 from chalicelib.models import ACTIVE_STATES, Download, ErrorInfo, State
 from chalicelib.runtime import Runtime
 from chalicelib.store import Due, StateConflict
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 log = logging.getLogger(__name__)
 ACTOR = "system:cleanup"
@@ -206,7 +210,7 @@ def _remove_leftovers(runtime: Runtime, now: datetime, report: Report) -> None:
     for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=artifacts.TEMPORARY_PREFIX
     ):
-        stale = [
+        stale: list[ObjectIdentifierTypeDef] = [
             {"Key": item["Key"]}
             for item in page.get("Contents", [])
             if leftover(item["Key"], item["LastModified"])

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import threading
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.config import Config
+
+if TYPE_CHECKING:  # the stubs are a development requirement (requirements-dev.txt), not a runtime one
+    from mypy_boto3_dynamodb.service_resource import Table
+    from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_ssm.client import SSMClient
+    from mypy_boto3_stepfunctions.client import SFNClient
 
 _lock = threading.Lock()
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
@@ -35,24 +42,24 @@ def _table(name: str) -> Any:
         return boto3.session.Session().resource("dynamodb", config=_RETRIES).Table(name)
 
 
-def s3() -> Any:
-    return _client("s3")
+def s3() -> S3Client:
+    return cast("S3Client", _client("s3"))
 
 
-def stepfunctions() -> Any:
-    return _client("stepfunctions")
+def stepfunctions() -> SFNClient:
+    return cast("SFNClient", _client("stepfunctions"))
 
 
-def events() -> Any:
-    return _client("events")
+def events() -> EventBridgeClient:
+    return cast("EventBridgeClient", _client("events"))
 
 
-def ssm() -> Any:
-    return _client("ssm")
+def ssm() -> SSMClient:
+    return cast("SSMClient", _client("ssm"))
 
 
-def table(name: str) -> Any:
-    return _table(name)
+def table(name: str) -> Table:
+    return cast("Table", _table(name))
 
 
 def reset() -> None:

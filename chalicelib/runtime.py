@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import clients
 from chalicelib.audit import AuditLog
@@ -18,6 +18,11 @@ from chalicelib.idempotency import IdempotencyStore
 from chalicelib.links import LinkStore
 from chalicelib.settings import Settings
 from chalicelib.store import DownloadStore, KeyStore, Lifetimes
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_stepfunctions.client import SFNClient
 
 _PREFIX = "SATCHEL_"  # every variable Settings reads (chalicelib/settings.py)
 
@@ -38,9 +43,9 @@ def _environment() -> tuple[tuple[str, str], ...]:
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    s3: Any
-    stepfunctions: Any
-    events: Any
+    s3: S3Client
+    stepfunctions: SFNClient
+    events: EventBridgeClient
     downloads: DownloadStore
     keys: KeyStore
     links: LinkStore

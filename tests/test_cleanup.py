@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -25,6 +25,10 @@ from chalicelib.store import DownloadStore, Lifetimes
 from satchel_local import lambdas
 from tests.conftest import USERS, Satchel
 from tests.serialised import SerialisedWrites
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_s3.client import S3Client
 
 MIB = 1024 * 1024
 
@@ -384,7 +388,7 @@ def test_work_the_fail_step_left_undone_is_done_by_the_next_sweep(satchel: Satch
     download = pending_download(base, clock.now())
     bucket = satchel.stack.artifact_bucket
     satchel.s3.create_multipart_upload(Bucket=bucket, Key=artifacts.artifact_key(download.id))
-    broken = replace(base, s3=UnreachableS3(base.s3))
+    broken = replace(base, s3=cast("S3Client", UnreachableS3(base.s3)))
     event: FailInput = {"download_id": download.id, "error": {"Error": "SourceMissing", "Cause": "gone"}}
 
     with pytest.raises(ConnectionError):
@@ -394,10 +398,10 @@ def test_work_the_fail_step_left_undone_is_done_by_the_next_sweep(satchel: Satch
 
     events = RecordedEvents(base.events)
     later = clock.now() + store.EFFECTS_LEASE + timedelta(seconds=1)
-    report = cleanup.run(replace(base, events=events), later)
+    report = cleanup.run(replace(base, events=cast("EventBridgeClient", events)), later)
 
     assert report.followed_up == [download.id]
     assert satchel.open_uploads() == []
     assert events.about == [download.id]
-    assert cleanup.run(replace(base, events=events), later).followed_up == []
+    assert cleanup.run(replace(base, events=cast("EventBridgeClient", events)), later).followed_up == []
     assert events.about == [download.id]

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import pytest
@@ -47,6 +47,9 @@ from satchel_local.stack import REGION as STACK_REGION
 from satchel_local.stack import Stack
 from tests.conftest import Satchel, api_key_of
 from tests.stack_template import ACCOUNT, REGION, Resolver, allows, functions, packaged, role_of, statements
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_stepfunctions.client import SFNClient
 
 MIB = 1024 * 1024
 API_HANDLER = "app.app"
@@ -321,7 +324,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch, stack: Stack) -> Recorder:
 
     def presign(ClientMethod: str, Params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         recorder.record("s3", s3.meta.method_to_api_mapping[ClientMethod], Params or {})
-        return original_presign(ClientMethod, Params, **kwargs)
+        return original_presign(ClientMethod, Params or {}, **kwargs)
 
     monkeypatch.setattr(s3, "generate_presigned_url", presign)
 
@@ -514,7 +517,7 @@ class NeverStarted:
 
 def never_started(user: str, **request: Any) -> str:
     """A download left PENDING, its workflow never started (made by the test, not recorded)."""
-    runtime = dataclasses.replace(Runtime.from_env(), stepfunctions=NeverStarted())
+    runtime = dataclasses.replace(Runtime.from_env(), stepfunctions=cast("SFNClient", NeverStarted()))
     body = {"type": "zip", "params": {"keys": ["acme/iam/a.csv"]}, **request}
     return service.create(runtime, PRINCIPALS[user], body).download.id
 
