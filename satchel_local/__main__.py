@@ -28,7 +28,8 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         "--moto-port",
         type=int,
         default=defaults.moto_port,
-        help="AWS emulator port on 127.0.0.1, 0 for any free one; `make run MOTO_PORT=...` (default: %(default)s)",
+        help="AWS emulator port on 127.0.0.1, 0 for any free one; `make run MOTO_PORT=...` sets it "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--state-file",

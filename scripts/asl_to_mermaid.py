@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="update the diagram in docs/architecture.md")
-    mode.add_argument("--check", action="store_true", help="exit 1 when docs/architecture.md's diagram is stale")
+    mode.add_argument(
+        "--check", action="store_true", help="exit 1 when docs/architecture.md's diagram is stale"
+    )
     args = parser.parse_args(argv)
     if not (args.write or args.check):
         sys.stdout.write(diagram())
@@ -168,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.check:
         if current != page_block():
-            print(f"{PAGE.relative_to(ROOT)}'s state machine diagram is stale: python -m scripts.asl_to_mermaid --write")
+            print(
+                f"{PAGE.relative_to(ROOT)}'s state machine diagram is stale: make diagram "
+                "(python -m scripts.asl_to_mermaid --write)"
+            )
             return 1
         return 0
     PAGE.write_text(text.replace(current, page_block()))

@@ -62,9 +62,7 @@ def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]
 
 
 def test_every_function_of_the_app_has_its_own_policy_file() -> None:
-    assert packaging.functions_without_policy("prod") == [], (
-        "see .chalice/policies/ and docs/deploy.md"
-    )
+    assert packaging.functions_without_policy("prod") == [], "see .chalice/policies/ and docs/deploy.md"
 
 
 def test_package_holds_both_templates_and_only_the_service_code(package: Packaged) -> None:
@@ -611,9 +609,7 @@ def test_the_manuals_configuration_table_names_every_setting_with_its_default() 
     missing = sorted(variables - set(table))
     assert not missing, f"docs/configuration.md's table lacks {missing}"
     unknown = sorted(set(table) - variables)
-    assert not unknown, (
-        f"docs/configuration.md's table lists variables settings.py does not read: {unknown}"
-    )
+    assert not unknown, f"docs/configuration.md's table lists variables settings.py does not read: {unknown}"
 
     fields = {field.name: field for field in dataclasses.fields(settings.Settings)}
     names = {variable: field for field, variable in settings.INTEGER_VARIABLES.items()}

@@ -10,8 +10,9 @@ import hmac
 import http.server
 import json
 import sys
+from pathlib import Path
 
-secret = json.load(open(".satchel-local.json"))["webhook_secret"].encode()
+secret = json.loads(Path(".satchel-local.json").read_text())["webhook_secret"].encode()
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
 
 

@@ -1,13 +1,14 @@
 """The Python client behind `satchel`, as alice of `make run`'s local stack.
 
-    .venv/bin/python docs/examples/client.py     # from the repository root
+.venv/bin/python docs/examples/client.py     # from the repository root
 """
 
 import json
+from pathlib import Path
 
 from satchel_client import DownloadFailed, SatchelClient
 
-local = json.load(open(".satchel-local.json"))
+local = json.loads(Path(".satchel-local.json").read_text())
 api_url, api_key = local["api_url"], local["users"]["alice"]["api_key"]
 
 with SatchelClient(api_url, api_key) as satchel:

@@ -4,8 +4,8 @@
 set -euo pipefail
 source "$(dirname "$0")/local-env.sh"
 
-curl -s -X POST "$API/downloads" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+curl -s -w '\n' -X POST "$API/downloads" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
   -d '{"type": "export", "params": {"index": "Transaction", "format": "csv"}}'
-curl -s -X POST "$API/downloads" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+curl -s -w '\n' -X POST "$API/downloads" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
   -d '{"type": "export", "params": {"index": "Transaction", "format": "ndjson", "compression": "gzip",
        "columns": ["id", "amount", "status"], "filters": [{"column": "status", "op": "eq", "value": "refunded"}]}}'

@@ -11,11 +11,11 @@ ID=$(echo "$CREATED" | python3 -c 'import json, sys; print(json.load(sys.stdin)[
 LINK=$(echo "$CREATED" | python3 -c 'import json, sys; print(json.load(sys.stdin)["link"]["url"])')
 echo "$LINK"        # <the API>/links/<token>
 
-# Anyone, without a key: 425 until the zip is built, then a 302 to a URL minted for this use.
-# Any other answer (410: the download failed or was cancelled) ends the wait.
-while [ "$(curl -s -o /dev/null -w '%{http_code}' "$LINK")" = 425 ]; do sleep 1; done
-curl -s -f -L -o shared.zip "$LINK"
-python3 -m zipfile -l shared.zip
+# Anyone, without a key: 425 until the zip is built, then a 302 to a URL minted for this use
+# (-L follows it, and the use is spent). Any other answer (410: the download failed or was
+# cancelled) ends the wait.
+until [ "$(curl -s -L -o shared.zip -w '%{http_code}' "$LINK")" != 425 ]; do sleep 1; done
+python3 -m zipfile -l shared.zip  # fails unless shared.zip is the zip
 curl -s -i "$LINK" | head -1     # HTTP/1.1 410 Gone: used up
 
 # Another link to the same download, used twice at most; then revoke it.

@@ -12,7 +12,7 @@ ID=$(curl -s -X POST "$API/downloads" \
 echo "$ID"
 
 # Watch it: state PENDING -> RUNNING -> DONE, with files and bytes progress.
-curl -s "$API/downloads/$ID" -H "Authorization: Bearer $KEY"
+curl -s -w '\n' "$API/downloads/$ID" -H "Authorization: Bearer $KEY"
 wait_done "$ID"
 
 # Fetch it: a 302 to a presigned S3 URL that lives five minutes.
@@ -20,7 +20,7 @@ curl -s -L -o reports.zip "$API/downloads/$ID/file" -H "Authorization: Bearer $K
 python3 -m zipfile -l reports.zip
 
 # Or get the presigned URL as JSON (valid up to an hour, never past the download's expiry).
-curl -s "$API/downloads/$ID/url" -H "Authorization: Bearer $KEY"
+curl -s -w '\n' "$API/downloads/$ID/url" -H "Authorization: Bearer $KEY"
 
 # Your downloads, newest first.
-curl -s "$API/downloads?limit=10" -H "Authorization: Bearer $KEY"
+curl -s -w '\n' "$API/downloads?limit=10" -H "Authorization: Bearer $KEY"

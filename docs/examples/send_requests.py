@@ -5,10 +5,11 @@ requests queue, and a request manifest dropped into the source bucket under requ
 """
 
 import json
+from pathlib import Path
 
 import boto3
 
-local = json.load(open(".satchel-local.json"))
+local = json.loads(Path(".satchel-local.json").read_text())
 aws = {
     "endpoint_url": local["aws_endpoint"],
     "region_name": local["region"],
