@@ -189,7 +189,7 @@ def _zip_members(archive_bytes: bytes) -> dict[str, bytes]:
         return {name: archive.read(name) for name in archive.namelist()}
 
 
-def test_readme_curl_session_then_ctrl_c(local_stack: LocalStack) -> None:
+def test_a_curl_style_session_then_ctrl_c(local_stack: LocalStack) -> None:
     stack, alice = local_stack, local_stack.key("alice")
     assert stack.state["users"]["carol"]["roles"] == ["admin"]
     assert {user["tenant"] for user in stack.state["users"].values()} == {"acme", "globex"}
@@ -228,7 +228,7 @@ def test_readme_curl_session_then_ctrl_c(local_stack: LocalStack) -> None:
     assert "Stopped." in stack.output()
 
 
-def test_readme_links_and_idempotency_session(local_stack: LocalStack) -> None:
+def test_links_and_idempotency_over_http(local_stack: LocalStack) -> None:
     stack, alice = local_stack, local_stack.key("alice")
     request = {"type": "zip", "params": {"keys": ["acme/reports/2024/q1.csv"]}, "link": {"max_uses": 1}}
     headers = {"Idempotency-Key": "q1-report"}
