@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from chalicelib.errors import retried_when_transient
 from chalicelib.runtime import Runtime
 
 
@@ -25,6 +26,7 @@ def object_sha256(s3: Any, bucket: str, key: str, chunk_bytes: int) -> str:
     return digest.hexdigest()
 
 
+@retried_when_transient
 def digest(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     settings = runtime.settings
     sha256 = object_sha256(runtime.s3, settings.artifact_bucket, event["artifact_key"], settings.part_size)

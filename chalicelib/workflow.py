@@ -16,7 +16,7 @@ from typing import Any
 
 from chalicelib import artifacts, clock, downloadtypes, manifest, notify, observability, segments
 from chalicelib.assembly import Assembler
-from chalicelib.errors import Cancelled
+from chalicelib.errors import Cancelled, retried_when_transient
 from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.multipart import MultipartWriter
 from chalicelib.progress import ProgressTracker
@@ -33,6 +33,7 @@ def _load(runtime: Runtime, download_id: str) -> Download:
     return download
 
 
+@retried_when_transient
 def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     download_id = event["download_id"]
     try:
@@ -66,6 +67,7 @@ def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     return output
 
 
+@retried_when_transient
 def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     download_id = event["download_id"]
     settings = runtime.settings
@@ -107,6 +109,7 @@ def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@retried_when_transient
 def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     download_id = event["download_id"]
     settings = runtime.settings
@@ -139,6 +142,7 @@ def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     return {"download_id": download_id, "state": download.state.value}
 
 
+@retried_when_transient
 def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     """Record the error, then remove every trace of the attempt: uploads, temporaries, artifact."""
     download_id = event["download_id"]

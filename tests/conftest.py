@@ -21,6 +21,7 @@ from chalicelib.store import KeyStore
 from satchel_local import lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
+from tests import serialised
 
 USERS = PRINCIPALS  # alice and bob (acme), carol (acme admin), dave (globex)
 TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
@@ -39,6 +40,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     lambdas.install()
+    serialised.install_s3_multipart_lock()
     with mock_aws(config=cast(Any, MOTO_CONFIG)):
         clients.reset()
         created = provision("test")

@@ -1,13 +1,16 @@
-"""A DynamoDB table whose writes are serialised, as DynamoDB's are per item.
+"""moto's non-thread-safe calls, serialised as the real services order them.
 
-moto does not evaluate a condition and its write atomically across threads (FIELD-NOTES.md),
-so races that must have exactly one winner are run against this wrapper.
+moto does not evaluate a DynamoDB condition and its write atomically across threads
+(FIELD-NOTES.md), so races that must have exactly one winner are run against a table whose
+writes are serialised; and its S3 multipart uploads are serialised for every stack.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
+from unittest import mock
 
 
 class SerialisedWrites:
@@ -29,3 +32,51 @@ class SerialisedWrites:
                 return attribute(**kwargs)
 
         return serialised
+
+
+# moto's S3 backend mutates each bucket's dict of multipart uploads without a lock: a build
+# and a cleanup sweep aborting the same upload at once can raise KeyError inside moto
+# (FIELD-NOTES.md) where real S3 answers NoSuchUpload. The stack fixture serialises those
+# backend methods, process-wide, as S3 orders the requests on one upload.
+_S3_MULTIPART_LOCK = threading.RLock()
+_S3_MULTIPART_METHODS = (
+    "create_multipart_upload",
+    "upload_part",
+    "upload_part_copy",
+    "complete_multipart_upload",
+    "abort_multipart_upload",
+    "list_parts",
+    "list_multipart_uploads",
+)
+_s3_patches: list[Any] = []
+
+
+def _serialised_s3(method: Any, name: str) -> Any:
+    from moto.s3.exceptions import NoSuchUpload
+
+    @functools.wraps(method)
+    def serialised(self: Any, bucket_name: str, *args: Any, **kwargs: Any) -> Any:
+        with _S3_MULTIPART_LOCK:
+            try:
+                result = method(self, bucket_name, *args, **kwargs)
+            except KeyError as missing:
+                # moto indexes the uploads dict directly: an upload aborted a moment ago
+                # is a KeyError there, NoSuchUpload in S3.
+                raise NoSuchUpload(upload_id=str(missing)) from None
+            # A copy: moto's responder iterates the listing after this returns.
+            return dict(result) if name == "list_multipart_uploads" else result
+
+    return serialised
+
+
+def install_s3_multipart_lock() -> None:
+    """Serialise moto's S3 multipart-upload calls for the rest of this process (idempotent)."""
+    from moto.s3.models import S3Backend
+
+    with _S3_MULTIPART_LOCK:
+        if _s3_patches:
+            return
+        for name in _S3_MULTIPART_METHODS:
+            patch = mock.patch.object(S3Backend, name, _serialised_s3(getattr(S3Backend, name), name))
+            patch.start()
+            _s3_patches.append(patch)
