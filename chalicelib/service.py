@@ -33,6 +33,7 @@ from chalicelib.errors import (
     InvalidQuery,
     LinkGone,
     MalformedRequest,
+    QuotaExceeded,
     StartFailed,
 )
 from chalicelib.idempotency import Claim, fingerprint
@@ -108,7 +109,15 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
 def _create_and_start(
     runtime: Runtime, principal: Principal, download: Download, link_request: dict[str, int] | None
 ) -> Created:
-    runtime.downloads.create(download, runtime.settings.max_active_per_user)
+    try:
+        runtime.downloads.create(download, runtime.settings.max_active_per_user)
+    except QuotaExceeded:
+        raise
+    except BaseException:
+        # An attempt whose answer was lost (a read timeout that botocore retried) may have
+        # stored it: then it holds a quota slot that nothing would free.
+        _abandon(runtime, download)
+        raise
     try:
         actor = user_actor(principal)
         runtime.audit.record(download.tenant, Action.CREATED, actor, download.id, type=download.type)
