@@ -541,3 +541,79 @@ def _arm(injector: Injector, arming: list[Any], fault: Fault) -> Iterator[None]:
             yield
         finally:
             arming.extend(armed)
+
+
+# -- the recoveries the matrix relies on, shown one by one -----------------------------------
+
+
+def _transient_failures(satchel: Satchel, download_id: str) -> list[str]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return [
+        event["taskFailedEventDetails"]["error"]
+        for event in history
+        if event["type"] == "TaskFailed" and event["taskFailedEventDetails"]["error"] == "TransientError"
+    ]
+
+
+def test_the_state_machines_retry_carries_a_build_through_two_throttles_to_done(
+    satchel: Satchel, injector: Injector
+) -> None:
+    before = Snapshot.take(satchel)
+    # Two UploadPart calls in a row throttled on all 5 of botocore's attempts: two Build runs fail.
+    with injector.armed(Fault("s3.UploadPart", "throttle", calls=2, step="app.build")) as arming:
+        created = _create(satchel)
+        final = satchel.wait(created.json["id"])
+    assert final["state"] == "DONE", final
+    assert injector.fired(arming) == 2 * 5
+    assert _transient_failures(satchel, created.json["id"]) == ["TransientError", "TransientError"]
+    assert_nothing_stuck(satchel, before, [created])
+
+
+def test_a_throttle_that_outlasts_every_retry_fails_the_download_cleanly(
+    satchel: Satchel, injector: Injector
+) -> None:
+    before = Snapshot.take(satchel)
+    with injector.armed(Fault("s3.UploadPart", "throttle", calls=1000, step="app.build")):
+        created = _create(satchel)
+        final = satchel.wait(created.json["id"])
+    assert final["state"] == "FAILED"
+    assert final["error"]["code"] == "TransientError"
+    assert final["error"]["message"] == "an AWS service was busy or failing (UploadPart: SlowDown)"
+    assert len(_transient_failures(satchel, created.json["id"])) == 4  # the first run and 3 retries
+    assert_nothing_stuck(satchel, before, [created])
+
+
+@pytest.mark.parametrize("kind", ["internal", "connection"])
+def test_a_start_that_surely_failed_is_503_start_failed_and_frees_everything(
+    kind: str, satchel: Satchel, injector: Injector
+) -> None:
+    before = Snapshot.take(satchel)
+    with injector.armed(Fault("stepfunctions.StartExecution", kind, step=CALLER)):
+        refused = _create(satchel, key="start-fails")
+    assert refused.status == 503
+    assert refused.json["Code"] == "StartFailed"
+    assert int(refused.headers["Retry-After"]) > 0
+    failed = [item for item in _items(satchel) if item["pk"].startswith("DOWNLOAD#")]
+    failed = [item for item in failed if item["id"] not in before.downloads]
+    assert [(item["state"], item["error"]["code"]) for item in failed] == [("FAILED", "StartFailed")]
+    retried = _create(satchel, key="start-fails")  # the key was released: this one runs
+    assert retried.status == 202
+    assert "Idempotent-Replayed" not in retried.headers
+    assert satchel.wait(retried.json["id"])["state"] == "DONE"
+    assert_nothing_stuck(satchel, before, [refused, retried])
+
+
+def test_a_start_whose_answer_was_lost_is_found_by_its_name_and_runs(
+    satchel: Satchel, injector: Injector
+) -> None:
+    before = Snapshot.take(satchel)
+    # The execution starts, every answer is lost; DescribeExecution finds it by its name.
+    with injector.armed(Fault("stepfunctions.StartExecution", "timeout", step=CALLER)) as arming:
+        created = _create(satchel, key="start-lost")
+    assert injector.fired(arming) == 5
+    assert created.status == 202, created.body
+    assert satchel.wait(created.json["id"])["state"] == "DONE"
+    assert _create(satchel, key="start-lost").json["id"] == created.json["id"]
+    assert_nothing_stuck(satchel, before, [created])
