@@ -219,7 +219,8 @@ _TRANSIENT_CANCELLATIONS = frozenset(
 
 
 def is_transient(error: BaseException) -> bool:
-    """True for an AWS failure worth retrying: throttled, 5xx, or the service not reached."""
+    """True for an AWS failure worth retrying: throttled, 5xx, the service not reached, or
+    the step's own upload gone."""
     if isinstance(error, EndpointUnreachable | HTTPClientError):
         return True
     if not isinstance(error, ClientError):
@@ -229,7 +230,10 @@ def is_transient(error: BaseException) -> bool:
     if code == "TransactionCanceledException":
         reasons = {reason.get("Code") for reason in error.response.get("CancellationReasons", [])}
         return bool(reasons & _TRANSIENT_CANCELLATIONS)
-    return code in _THROTTLED or status >= 500
+    # A multipart upload that vanished mid-step (a CompleteMultipartUpload whose answer was
+    # lost and was sent again, or an abort racing the step): the step starts over, as its
+    # Retry makes it, with a new upload.
+    return code in _THROTTLED or code == "NoSuchUpload" or status >= 500
 
 
 def transient_error(error: BaseException) -> TransientError:

@@ -179,6 +179,6 @@ class Injector:
                 raise ReadTimeoutError(endpoint_url=request.url)
             status, code = _ANSWERS[service][kind]
             headers, body = _error_body(service, code, status)
-            return AWSResponse(request.url, status, headers, MockRawResponse(body))  # type: ignore[arg-type]
+            return AWSResponse(request.url, status, headers, MockRawResponse(body))
 
         return before_send

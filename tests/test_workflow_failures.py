@@ -101,6 +101,7 @@ def _client_error(code: str, status: int, operation: str = "UploadPart", **extra
         _client_error("ThrottlingException", 400, "StartExecution"),
         _client_error("ProvisionedThroughputExceededException", 400, "UpdateItem"),
         _client_error("InternalError", 500),
+        _client_error("NoSuchUpload", 404, "CompleteMultipartUpload"),
         _client_error("ServiceUnavailable", 503, "GetItem"),
         _client_error(
             "TransactionCanceledException",
