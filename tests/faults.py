@@ -42,8 +42,10 @@ from satchel_local import lambdas
 
 KINDS = ("throttle", "internal", "connection", "timeout")
 CALLER = "caller"  # calls made outside any workflow step (API, triggers, cleanup)
-# Each attempt of a call that fails persistently fails: botocore's standard mode makes 5.
+# A persistent fault fails every attempt of its call. chalicelib/clients.py configures
+# `max_attempts: 5`, which botocore counts as retries: 6 attempts in all.
 ALL_ATTEMPTS = None
+ATTEMPTS = 6
 
 # (HTTP status, error code) per service and kind; the body is the service's own error shape.
 _ANSWERS: dict[str, dict[str, tuple[int, str]]] = {

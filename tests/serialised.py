@@ -7,8 +7,10 @@ writes are serialised; and its S3 multipart uploads are serialised for every sta
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
@@ -80,3 +82,33 @@ def install_s3_multipart_lock() -> None:
             patch = mock.patch.object(S3Backend, name, _serialised_s3(getattr(S3Backend, name), name))
             patch.start()
             _s3_patches.append(patch)
+
+
+@contextlib.contextmanager
+def dynamodb_items_serialised() -> Iterator[None]:
+    """While the block runs, moto's DynamoDB reads and writes happen one at a time: a read never
+    sees an update half applied, as it cannot on DynamoDB (moto applies an update's actions
+    one by one, unlocked)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    with contextlib.ExitStack() as patches:
+        for name in (
+            "get_item",
+            "put_item",
+            "update_item",
+            "delete_item",
+            "transact_write_items",
+            "query",
+            "scan",
+        ):
+            method = getattr(DynamoDBBackend, name)
+
+            def serialised(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+                with lock:
+                    return _method(*args, **kwargs)
+
+            patches.enter_context(
+                mock.patch.object(DynamoDBBackend, name, functools.wraps(method)(serialised))
+            )
+        yield

@@ -27,11 +27,12 @@ from chalice.test import Client
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 from app import app
-from chalicelib import artifacts, cleanup, clock, service, triggers
+from chalicelib import artifacts, cleanup, clients, clock, service, triggers
 from chalicelib.models import ACTIVE_STATES, Download, State
 from chalicelib.runtime import Runtime
 from satchel_local import lambdas
 from satchel_local.stack import REGION, Stack
+from tests import faults, serialised
 from tests.conftest import TERMINAL, Reply, Satchel, dummy_aws_environment, running_stack
 from tests.faults import CALLER, KINDS, Fault, Injector
 
@@ -64,9 +65,8 @@ def shared() -> Iterator[tuple[Stack, Injector]]:
         patch.setattr(retrier_decl, "time", _FastSleep)
         # botocore's backoff between its own attempts: none; the attempts themselves are real.
         patch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
-        with running_stack(patch) as stack:
+        with serialised.dynamodb_items_serialised(), running_stack(patch) as stack:
             injector = Injector(stack.table)
-            injector.install()
             s3 = boto3.client("s3", region_name=REGION)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE, Body=b"fault injection\n" * 64)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_B, Body=b"second source\n" * 64)
@@ -75,6 +75,10 @@ def shared() -> Iterator[tuple[Stack, Injector]]:
 
 @pytest.fixture
 def injector(shared: tuple[Stack, Injector]) -> Injector:
+    # Fresh clients for each test, as a new Lambda container has: botocore's retry quota
+    # (a token bucket per client) drained by earlier tests' faults would cut retries short.
+    clients.reset()
+    shared[1].install()
     return shared[1]
 
 
@@ -578,12 +582,12 @@ def test_the_state_machines_retry_carries_a_build_through_two_throttles_to_done(
     satchel: Satchel, injector: Injector
 ) -> None:
     before = Snapshot.take(satchel)
-    # Two UploadPart calls in a row throttled on all 5 of botocore's attempts: two Build runs fail.
+    # Two UploadPart calls in a row throttled on each of botocore's attempts: two Build runs fail.
     with injector.armed(Fault("s3.UploadPart", "throttle", calls=2, step="app.build")) as arming:
         created = _create(satchel)
         final = satchel.wait(created.json["id"])
     assert final["state"] == "DONE", final
-    assert injector.fired(arming) == 2 * 5
+    assert injector.fired(arming) == 2 * faults.ATTEMPTS
     assert _transient_failures(satchel, created.json["id"]) == ["TransientError", "TransientError"]
     assert_nothing_stuck(satchel, before, [created])
 
@@ -608,14 +612,14 @@ def test_a_start_that_surely_failed_is_503_start_failed_and_frees_everything(
 ) -> None:
     before = Snapshot.take(satchel)
     with injector.armed(Fault("stepfunctions.StartExecution", kind, step=CALLER)):
-        refused = _create(satchel, key="start-fails")
+        refused = _create(satchel, key=f"start-fails-{kind}")
     assert refused.status == 503
     assert refused.json["Code"] == "StartFailed"
     assert int(refused.headers["Retry-After"]) > 0
     failed = [item for item in _items(satchel) if item["pk"].startswith("DOWNLOAD#")]
     failed = [item for item in failed if item["id"] not in before.downloads]
     assert [(item["state"], item["error"]["code"]) for item in failed] == [("FAILED", "StartFailed")]
-    retried = _create(satchel, key="start-fails")  # the key was released: this one runs
+    retried = _create(satchel, key=f"start-fails-{kind}")  # the key was released: this one runs
     assert retried.status == 202
     assert "Idempotent-Replayed" not in retried.headers
     assert satchel.wait(retried.json["id"])["state"] == "DONE"
@@ -629,7 +633,7 @@ def test_a_start_whose_answer_was_lost_is_found_by_its_name_and_runs(
     # The execution starts, every answer is lost; DescribeExecution finds it by its name.
     with injector.armed(Fault("stepfunctions.StartExecution", "timeout", step=CALLER)) as arming:
         created = _create(satchel, key="start-lost")
-    assert injector.fired(arming) == 5
+    assert injector.fired(arming) == faults.ATTEMPTS
     assert created.status == 202, created.body
     assert satchel.wait(created.json["id"])["state"] == "DONE"
     assert _create(satchel, key="start-lost").json["id"] == created.json["id"]
