@@ -27,7 +27,6 @@ from chalicelib.errors import (
     DownloadNotReady,
     Forbidden,
     IdempotencyKeyInUse,
-    IdempotencyKeyReused,
     InvalidCallbackUrl,
     InvalidParams,
     InvalidQuery,
@@ -85,20 +84,22 @@ class Created:
 def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
     download, link_request = _new_download(runtime, principal, body)
     claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
+    claimed = False
     try:
         if claim:
             earlier = runtime.idempotency.existing(claim) or runtime.idempotency.claim(
                 claim, download.id, runtime.settings.idempotency_ttl_seconds
             )
-            if earlier:
+            if earlier:  # the key is another request's: a replay, never ours to release
                 return Created(_replay(runtime, earlier), replayed=True)
+            claimed = True
         # Scoped, not bound to the invocation: one invocation may create several (a batch of requests).
         with observability.download_keys(download):
             return _create_and_start(runtime, principal, download, link_request)
     except BaseException as error:
         # Nothing was started: the key must not replay (or answer 409 for) a download that
         # never runs, so a retry of this request really runs.
-        if claim and not isinstance(error, IdempotencyKeyInUse | IdempotencyKeyReused):
+        if claim and claimed:
             _release(runtime, claim)
         if isinstance(error, ClientError | BotoCoreError):
             log.warning("could not create download %s", download.id, exc_info=True)
@@ -238,8 +239,8 @@ def _abandon(runtime: Runtime, download: Download) -> bool:
 
     Safe even if its execution did start after all: Prepare then finds it no longer PENDING
     and the workflow ends, cleaning up. False when the download already left PENDING (its
-    workflow runs, or its owner cancelled it). If even this write fails, the download stays
-    PENDING until cleanup times it out at its build deadline.
+    workflow runs, or its owner cancelled it): then nothing failed. If even this write
+    fails, the download stays PENDING until cleanup times it out at its build deadline.
     """
     failure = ErrorInfo("StartFailed", "the download could not be started")
     try:
@@ -250,8 +251,9 @@ def _abandon(runtime: Runtime, download: Download) -> bool:
             error=asdict(failure),
             finished_at=clock.iso(clock.now()),
         )
-    except StateConflict:
-        return False
+    except StateConflict as conflict:
+        current = conflict.current
+        return current is None or current.state is State.PENDING
     except Exception:
         log.exception("could not mark download %s FAILED; cleanup will time it out", download.id)
         return True
