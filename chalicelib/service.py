@@ -84,23 +84,24 @@ class Created:
 def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
     download, link_request = _new_download(runtime, principal, body)
     claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
-    claimed = False
     try:
         if claim:
             earlier = runtime.idempotency.existing(claim) or runtime.idempotency.claim(
                 claim, download.id, runtime.settings.idempotency_ttl_seconds
             )
-            if earlier:  # the key is another request's: a replay, never ours to release
+            # Bound to this very download: our own claim, whose answer was lost and which
+            # botocore sent again. Any other download: another request's, replayed, never
+            # ours to release.
+            if earlier and earlier != download.id:
                 return Created(_replay(runtime, earlier), replayed=True)
-            claimed = True
         # Scoped, not bound to the invocation: one invocation may create several (a batch of requests).
         with observability.download_keys(download):
             return _create_and_start(runtime, principal, download, link_request)
     except BaseException as error:
         # Nothing was started: the key must not replay (or answer 409 for) a download that
         # never runs, so a retry of this request really runs.
-        if claim and claimed:
-            _release(runtime, claim)
+        if claim:
+            _release(runtime, claim, download.id)
         if isinstance(error, ClientError | BotoCoreError):
             log.warning("could not create download %s", download.id, exc_info=True)
             raise StartFailed("the download could not be started; try again") from error
@@ -133,9 +134,11 @@ def _create_and_start(
     return Created(download, issued)
 
 
-def _release(runtime: Runtime, claim: Claim) -> None:
+def _release(runtime: Runtime, claim: Claim, download_id: str) -> None:
+    """Release the key if this request bound it (its claim may have been written even when
+    the answer was an error); a key another request holds stays."""
     try:
-        runtime.idempotency.release(claim)
+        runtime.idempotency.release(claim, download_id)
     except Exception:
         log.exception("could not release an Idempotency-Key claim")
 
