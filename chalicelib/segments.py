@@ -19,7 +19,7 @@ from typing import Any
 
 from chalicelib import artifacts, downloadtypes, integrity, manifest, observability, zipdownload, zipwriter
 from chalicelib.assembly import Assembler
-from chalicelib.errors import Cancelled
+from chalicelib.errors import Cancelled, retried_when_transient
 from chalicelib.integrity import Check
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Progress
@@ -100,6 +100,7 @@ def _load(runtime: Runtime, download_id: str) -> Download:
     return download
 
 
+@retried_when_transient
 def build_segment(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     """One Map iteration: the segment's members into tmp/<id>/segments/<n>/, its records beside them."""
     download_id, index = event["download_id"], int(event["index"])
@@ -163,6 +164,7 @@ def _checks(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -
             yield check.moved(offset)
 
 
+@retried_when_transient
 def assemble(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     """After the Map: the segments copied into the artifact, then the whole central directory."""
     download_id = event["download_id"]

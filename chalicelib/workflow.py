@@ -18,7 +18,7 @@ from chalicelib import artifacts, clock, downloadtypes, manifest, notify, observ
 from chalicelib.assembly import Assembler
 from chalicelib.cleanup import NOTIFY, REMOVE, follow_up
 from chalicelib.disclosure import shown_error
-from chalicelib.errors import Cancelled
+from chalicelib.errors import Cancelled, retried_when_transient
 from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.multipart import MultipartWriter
 from chalicelib.progress import ProgressTracker
@@ -35,6 +35,7 @@ def _load(runtime: Runtime, download_id: str) -> Download:
     return download
 
 
+@retried_when_transient
 def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     download_id = event["download_id"]
     try:
@@ -68,6 +69,7 @@ def prepare(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     return output
 
 
+@retried_when_transient
 def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     download_id = event["download_id"]
     settings = runtime.settings
@@ -109,6 +111,7 @@ def build(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@retried_when_transient
 def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     download_id = event["download_id"]
     settings = runtime.settings
@@ -141,6 +144,7 @@ def finalize(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     return {"download_id": download_id, "state": download.state.value}
 
 
+@retried_when_transient
 def fail(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     """Record the error, then remove every trace of the attempt: uploads, temporaries, artifact.
 

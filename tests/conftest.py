@@ -29,6 +29,10 @@ WEBHOOK_SECRET = "test-webhook-secret"
 
 @pytest.fixture(autouse=True)
 def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    dummy_aws_environment(monkeypatch)
+
+
+def dummy_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
@@ -38,6 +42,13 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    with running_stack(monkeypatch) as created:
+        yield created
+
+
+@contextlib.contextmanager
+def running_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The stack in moto, for as long as the block runs (a test, or a module of tests)."""
     lambdas.install()
     with mock_aws(config=cast(Any, MOTO_CONFIG)):
         clients.reset()
@@ -94,9 +105,15 @@ class Satchel:
         self.s3 = boto3.client("s3", region_name=REGION)
 
     def call(
-        self, method: str, path: str, user: str | None = "alice", body: Any = None, raw: str | None = None
+        self,
+        method: str,
+        path: str,
+        user: str | None = "alice",
+        body: Any = None,
+        raw: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if user is not None:
             headers["Authorization"] = f"Bearer {api_key_of(user)}"
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
