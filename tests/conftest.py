@@ -145,6 +145,19 @@ class Satchel:
                 raise AssertionError(f"download {download_id} still {reply.json['state']}")
             time.sleep(0.05)
 
+    def wait_for_bytes(self, download_id: str, timeout: float = 60) -> Any:
+        """The download once its build is writing bytes (or once it has left RUNNING), polled
+        at the pace of `wait`: a tight loop of reads would starve the build of moto's DynamoDB,
+        which every stack serialises (satchel_local/serialise.py)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            download = self.wait(download_id, until={"RUNNING", "DONE", "FAILED"}, timeout=timeout)
+            if download["state"] != "RUNNING" or download["progress"]["bytes_done"] > 0:
+                return download
+            if time.monotonic() > deadline:
+                raise AssertionError(f"download {download_id} wrote no bytes in {timeout} s")
+            time.sleep(0.05)
+
     def wait_execution(self, download_id: str, timeout: float) -> str:
         """Wait for the workflow itself to end, not only the record (Fail runs after FAILED)."""
         sfn = boto3.client("stepfunctions", region_name=REGION)
