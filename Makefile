@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test lint typecheck unit clean package deploy diagram integration bench
+.PHONY: venv run test lint typecheck unit docs docs-serve clean package deploy diagram integration bench
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
+# The API's and the emulator's ports: `make run PORT=8080 MOTO_PORT=5050` (0: any free one;
+# .satchel-local.json says which).
+PORT ?= 8000
+MOTO_PORT ?= 5000
+
 run: venv
-	$(BIN)/python -m satchel_local
+	$(BIN)/python -m satchel_local --port $(PORT) --moto-port $(MOTO_PORT)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -31,9 +36,18 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest
 
-test: lint typecheck unit
+# The manual (docs/, mkdocs.yml), built as the site is, into build/site: --strict fails on a
+# broken link, a missing example file or a page left out of the nav.
+docs: venv
+	NO_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet
 
-# --- Deployment (README: "Deploy to AWS") ---------------------------------------------------
+# Serves the manual on 127.0.0.1:8001 (the API has 8000), rebuilt on every save.
+docs-serve: venv
+	NO_MKDOCS_2_WARNING=true $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+test: lint typecheck docs unit
+
+# --- Deployment (docs/deploy.md) ---------------------------------------------------
 # STAGE is the Chalice stage in .chalice/config.json; the stack is named satchel-<STAGE>.
 STAGE ?= prod
 STACK ?= satchel-$(STAGE)
@@ -59,18 +73,18 @@ deploy: package
 		--no-fail-on-empty-changeset $(if $(PARAMS),--parameter-overrides $$PARAMS)
 	aws cloudformation describe-stacks --stack-name $(STACK) --query 'Stacks[0].Outputs' --output table
 
-# The README's state machine diagram, redrawn from statemachine/download.asl.json.
+# The manual's state machine diagram (docs/architecture.md), redrawn from statemachine/download.asl.json.
 diagram: venv
 	$(BIN)/python -m scripts.asl_to_mermaid --write
 
-# Against a deployed stage: SATCHEL_INTEGRATION_URL, SATCHEL_INTEGRATION_KEY (README).
+# Against a deployed stage: SATCHEL_INTEGRATION_URL, SATCHEL_INTEGRATION_KEY (docs/deploy.md).
 integration: venv
 	$(BIN)/pytest tests/integration
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build .satchel-local.json
 
-# Zip throughput, memory and worker traffic against the local emulator (README: "Performance").
+# Zip throughput, memory and worker traffic against the local emulator (docs/performance.md).
 # Not part of `make test`: it moves about 3 GiB through moto and takes a few minutes.
 bench: venv
 	$(BIN)/python -m bench.zips

@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # the stubs are a development requirement (requirements-dev.t
     from mypy_boto3_stepfunctions.client import SFNClient
 
 _lock = threading.Lock()
+# botocore counts `max_attempts` here as retries: a call is tried 6 times, backing off, before
+# its error reaches the code (workflow steps then leave it as TransientError: chalicelib/errors.py).
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
 # SigV4 presigned URLs (SigV2 is deprecated and capped differently).
 _S3 = _RETRIES.merge(Config(signature_version="s3v4"))

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from chalicelib import integrity
+from chalicelib.errors import retried_when_transient
 from chalicelib.payloads import Built, Digested
 from chalicelib.runtime import Runtime
 
@@ -38,6 +39,7 @@ def object_sha256(
     return digest.hexdigest()
 
 
+@retried_when_transient
 def digest(runtime: Runtime, event: Built) -> Digested:
     settings, s3 = runtime.settings, runtime.s3
     bucket, download_id = settings.artifact_bucket, event["download_id"]

@@ -7,7 +7,12 @@ the ASL error name a Catch matches, and the `error.code` a user sees on a FAILED
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+from collections.abc import Callable
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 
 class SatchelError(Exception):
@@ -150,8 +155,11 @@ class UnknownPrincipal(SatchelError):
 
 
 # 503: a dependency refused; the caller may retry.
-class StartFailed(SatchelError):
+class StartFailed(_RetryLater):
     status = 503
+
+    def __init__(self, message: str, retry_after: int = 5, **details: Any) -> None:
+        super().__init__(message, retry_after, **details)
 
 
 # Workflow failures: these end a download FAILED with `error.code` = the class name.
@@ -193,3 +201,73 @@ class ChecksumMismatch(SatchelError):
     Never shipped: the download ends FAILED and the artifact is removed."""
 
     status = 500
+
+
+# Error codes AWS answers when a request may succeed if sent again later: throttling (each
+# service names it its own way) and DynamoDB transactions that lost a race. 5xx answers too.
+_THROTTLED = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "SlowDown",
+        "RequestTimeout",
+        "TransactionInProgressException",
+        "TransactionConflictException",
+    }
+)
+_TRANSIENT_CANCELLATIONS = frozenset(
+    {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict"}
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for an AWS failure worth retrying: throttled, 5xx, the service not reached, or
+    the step's own upload gone."""
+    if isinstance(error, EndpointUnreachable | HTTPClientError):
+        return True
+    if not isinstance(error, ClientError):
+        return False
+    code = error.response.get("Error", {}).get("Code", "")
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code == "TransactionCanceledException":
+        reasons = {reason.get("Code") for reason in error.response.get("CancellationReasons", [])}
+        return bool(reasons & _TRANSIENT_CANCELLATIONS)
+    # A multipart upload that vanished mid-step (a CompleteMultipartUpload whose answer was
+    # lost and was sent again, or an abort racing the step): the step starts over, as its
+    # Retry makes it, with a new upload.
+    return code in _THROTTLED or code == "NoSuchUpload" or status >= 500
+
+
+def transient_error(error: BaseException) -> TransientError:
+    """The TransientError for an AWS failure; its message names no endpoint, ARN or account."""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        return TransientError(f"an AWS service was busy or failing ({error.operation_name}: {code})")
+    return TransientError("an AWS service could not be reached in time")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def retried_when_transient(step: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A workflow step's boundary: AWS throttling, 5xx and lost connections that outlast
+    botocore's own retries leave the step as TransientError, the error every Task's Retry in
+    the state machine matches. Anything else (domain errors included) passes unchanged."""
+
+    @functools.wraps(step)
+    def boundary(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return step(*args, **kwargs)
+        except (ClientError, EndpointUnreachable, HTTPClientError) as error:
+            if not is_transient(error):
+                raise
+            raise transient_error(error) from error
+
+    return boundary

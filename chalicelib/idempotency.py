@@ -83,6 +83,19 @@ class IdempotencyStore:
             raise
         return None
 
-    def release(self, claim: Claim) -> None:
-        """Forget the key: the request it guarded was refused, so a retry must run again."""
-        self._table.delete_item(Key=self._key(claim))
+    def release(self, claim: Claim, download_id: str | None = None) -> None:
+        """Forget the key: the request it guarded was refused, so a retry must run again.
+        With `download_id`, only while the key is bound to that download (a claim whose
+        answer was lost may or may not have been written; another request's stays)."""
+        if download_id is None:
+            self._table.delete_item(Key=self._key(claim))
+            return
+        try:
+            self._table.delete_item(
+                Key=self._key(claim),
+                ConditionExpression="download_id = :mine",
+                ExpressionAttributeValues={":mine": download_id},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise

@@ -103,21 +103,29 @@ class LinkStore:
         return _from_item(item) if item else None
 
     def use(self, token_hash: str, now: str) -> Link | None:
-        """Count one use if the link still allows one; None if it did not."""
+        """Count one use if the link still allows one; None if it did not.
+
+        Each call counts at most once, whatever botocore retries: the update records a
+        random id of this use, and an attempt that finds its own id there (an earlier
+        attempt succeeded but its answer was lost) is that use, not another.
+        """
+        use_id = secrets.token_hex(16)
         try:
             result = self._table.update_item(
                 Key=self._key(token_hash),
-                UpdateExpression="SET uses = uses + :one",
+                UpdateExpression="SET uses = uses + :one, last_use = :use",
                 ConditionExpression=(
                     "attribute_exists(pk) AND uses < max_uses AND revoked = :no AND expires_at > :now"
+                    " AND (attribute_not_exists(last_use) OR last_use <> :use)"
                 ),
-                ExpressionAttributeValues={":one": 1, ":no": False, ":now": now},
+                ExpressionAttributeValues={":one": 1, ":no": False, ":now": now, ":use": use_id},
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return None
-            raise
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            item = self._table.get_item(Key=self._key(token_hash), ConsistentRead=True).get("Item")
+            return _from_item(item) if item and item.get("last_use") == use_id else None
         return _from_item(result["Attributes"])
 
     def revoke(self, token_hash: str) -> None:

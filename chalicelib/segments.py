@@ -22,7 +22,7 @@ from typing import Any
 from chalicelib import artifacts, downloadtypes, integrity, manifest, observability
 from chalicelib.assembly import Assembler
 from chalicelib.downloadtypes.base import DownloadType, SegmentPlan
-from chalicelib.errors import Cancelled
+from chalicelib.errors import Cancelled, retried_when_transient
 from chalicelib.integrity import Check
 from chalicelib.manifest import Entry
 from chalicelib.models import Download, Progress
@@ -102,6 +102,7 @@ def _load(runtime: Runtime, download_id: str) -> Download:
     return download
 
 
+@retried_when_transient
 def build_segment(runtime: Runtime, event: SegmentInput) -> SegmentBuilt:
     """One Map iteration: the segment's pieces into tmp/<id>/segments/<n>/, its records beside them."""
     download_id, index = event["download_id"], int(event["index"])
@@ -175,6 +176,7 @@ def _checks(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -
             yield check.moved(offset)
 
 
+@retried_when_transient
 def assemble(runtime: Runtime, event: Prepared) -> Built:
     """After the Map: the segments copied into the artifact, then the whole central directory."""
     download_id = event["download_id"]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import artifacts, callbacks, clock, downloadtypes, links, notify, observability
 from chalicelib.audit import Action, link_actor, user_actor
@@ -84,33 +84,63 @@ class Created:
 def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
     download, link_request = _new_download(runtime, principal, body)
     claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
-    if claim:
-        earlier = runtime.idempotency.existing(claim) or runtime.idempotency.claim(
-            claim, download.id, runtime.settings.idempotency_ttl_seconds
-        )
-        if earlier:
-            return Created(_replay(runtime, earlier), replayed=True)
-    # Scoped, not bound to the invocation: one invocation may create several (a batch of requests).
-    with observability.download_keys(download):
-        try:
-            runtime.downloads.create(download, runtime.settings.max_active_per_user)
-        except QuotaExceeded:
-            if claim:
-                runtime.idempotency.release(claim)  # refused: a later retry must really run
-            raise
+    try:
+        if claim:
+            earlier = runtime.idempotency.existing(claim) or runtime.idempotency.claim(
+                claim, download.id, runtime.settings.idempotency_ttl_seconds
+            )
+            # Bound to this very download: our own claim, whose answer was lost and which
+            # botocore sent again. Any other download: another request's, replayed, never
+            # ours to release.
+            if earlier and earlier != download.id:
+                return Created(_replay(runtime, earlier), replayed=True)
+        # Scoped, not bound to the invocation: one invocation may create several (a batch of requests).
+        with observability.download_keys(download):
+            return _create_and_start(runtime, principal, download, link_request)
+    except BaseException as error:
+        # Nothing was started: the key must not replay (or answer 409 for) a download that
+        # never runs, so a retry of this request really runs.
+        if claim:
+            _release(runtime, claim, download.id)
+        if isinstance(error, ClientError | BotoCoreError):
+            log.warning("could not create download %s", download.id, exc_info=True)
+            raise StartFailed("the download could not be started; try again") from error
+        raise
+
+
+def _create_and_start(
+    runtime: Runtime, principal: Principal, download: Download, link_request: dict[str, int] | None
+) -> Created:
+    try:
+        runtime.downloads.create(download, runtime.settings.max_active_per_user)
+    except QuotaExceeded:
+        raise
+    except BaseException:
+        # An attempt whose answer was lost (a read timeout that botocore retried) may have
+        # stored it: then it holds a quota slot that nothing would free.
+        _abandon(runtime, download)
+        raise
+    try:
         actor = user_actor(principal)
         runtime.audit.record(download.tenant, Action.CREATED, actor, download.id, type=download.type)
         observability.record_created(runtime.settings.stage, download)
         issued = None
         if link_request is not None:
             issued = _issue_link(runtime, principal, download, link_request)
-        try:
-            _start(runtime, download)
-        except StartFailed:
-            if claim:
-                runtime.idempotency.release(claim)
-            raise
-        return Created(download, issued)
+    except BaseException:
+        _abandon(runtime, download)
+        raise
+    _start(runtime, download)
+    return Created(download, issued)
+
+
+def _release(runtime: Runtime, claim: Claim, download_id: str) -> None:
+    """Release the key if this request bound it (its claim may have been written even when
+    the answer was an error); a key another request holds stays."""
+    try:
+        runtime.idempotency.release(claim, download_id)
+    except Exception:
+        log.exception("could not release an Idempotency-Key claim")
 
 
 def _new_download(
@@ -173,14 +203,50 @@ def _replay(runtime: Runtime, download_id: str) -> Download:
 
 
 def _start(runtime: Runtime, download: Download) -> None:
+    """Start the download's workflow, named for the download; StartFailed (503) when it
+    surely did not start, after marking the download FAILED (which frees its quota slot)."""
     try:
         runtime.stepfunctions.start_execution(
             stateMachineArn=runtime.settings.state_machine_arn,
             name=download.id,
             input=json.dumps({"download_id": download.id}),
         )
+        return
     except ClientError as error:
-        failure = ErrorInfo("StartFailed", f"the workflow could not be started: {error}")
+        if error.response["Error"]["Code"] == "ExecutionAlreadyExists":
+            return  # botocore's retry of a start whose answer was lost: the name is ours alone
+        failure: Exception = error
+        # A 5xx may come after the execution was started; a 4xx (throttling too) did not start it.
+        ambiguous = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
+    except BotoCoreError as error:  # no answer: connection lost or timed out, maybe after the start
+        failure, ambiguous = error, True
+    log.warning("could not start the workflow of %s", download.id, exc_info=failure)
+    if ambiguous and _execution_exists(runtime, download.id):
+        return
+    if _abandon(runtime, download):
+        raise StartFailed("the download could not be started; try again") from failure
+
+
+def _execution_exists(runtime: Runtime, download_id: str) -> bool:
+    arn = execution_arn(runtime.settings.state_machine_arn, download_id)
+    try:
+        runtime.stepfunctions.describe_execution(executionArn=arn)
+    except Exception:  # noqa: BLE001 - unknown counts as not started: see _abandon
+        log.warning("could not tell whether %s started", download_id, exc_info=True)
+        return False
+    return True
+
+
+def _abandon(runtime: Runtime, download: Download) -> bool:
+    """Mark a download that was not started FAILED (StartFailed), freeing its quota slot.
+
+    Safe even if its execution did start after all: Prepare then finds it no longer PENDING
+    and the workflow ends, cleaning up. False when the download already left PENDING (its
+    workflow runs, or its owner cancelled it): then nothing failed. If even this write
+    fails, the download stays PENDING until cleanup times it out at its build deadline.
+    """
+    failure = ErrorInfo("StartFailed", "the download could not be started")
+    try:
         failed = runtime.downloads.transition(
             download.id,
             [State.PENDING],
@@ -188,8 +254,14 @@ def _start(runtime: Runtime, download: Download) -> None:
             error=asdict(failure),
             finished_at=clock.iso(clock.now()),
         )
-        notify.download_finished(runtime, failed)
-        raise StartFailed("the download could not be started; try again") from error
+    except StateConflict as conflict:
+        current = conflict.current
+        return current is None or current.state is State.PENDING
+    except Exception:
+        log.exception("could not mark download %s FAILED; cleanup will time it out", download.id)
+        return True
+    notify.download_finished(runtime, failed)
+    return True
 
 
 def get(runtime: Runtime, principal: Principal, download_id: str) -> Download:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import contextvars
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,7 +107,7 @@ def fetch(s3: Any, bucket: str, entries: Iterable[Entry], window: Window) -> Ite
     upcoming = iter(entries)
     pending: collections.deque[tuple[Entry, Future[Source] | None]] = collections.deque()
     held = 0
-    with ThreadPoolExecutor(max_workers=window.workers, thread_name_prefix="fetch") as pool:
+    with _pool(window.workers, "fetch") as pool:
         try:
             while True:
                 # Top the window up: requests in flight, bytes fetched but not yet consumed.
@@ -137,6 +138,19 @@ def fetch(s3: Any, bucket: str, entries: Iterable[Entry], window: Window) -> Ite
 
 
 _T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def _pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
+    """A pool for a generator's look-ahead. Its threads are not joined on the way out: a
+    generator left unfinished (its consumer raised) is closed whenever it is collected,
+    which may be on one of these very threads, and a thread cannot join itself. Work not
+    started is cancelled; work under way ends by itself, its result unread."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _submit(pool: ThreadPoolExecutor, work: Callable[..., _T], *args: Any) -> Future[_T]:
@@ -300,21 +314,30 @@ def crc32s(
     An entry smaller than `buffered_below` is only looked up (None if S3 cannot tell): the
     caller holds its bytes anyway, and computes the CRC from them instead of reading twice.
     """
+
+    def check(entry: Entry) -> Checked | None:
+        if entry.size < buffered_below:
+            return lookup_crc32(s3, bucket, entry)
+        return crc32(s3, bucket, entry, chunk_bytes)
+
+    return in_order(workers, check, entries, "crc")
+
+
+def in_order(
+    workers: int, work: Callable[[Entry], _T], entries: Iterable[Entry], name: str
+) -> Generator[tuple[Entry, _T], None, None]:
+    """(entry, work(entry)) in the entries' order, `workers` at a time and at most twice that
+    many ahead (each within a copy of the caller's context: see `_submit`)."""
     upcoming = iter(entries)
-    pending: collections.deque[tuple[Entry, Future[Checked | None]]] = collections.deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crc") as pool:
+    pending: collections.deque[tuple[Entry, Future[_T]]] = collections.deque()
+    with _pool(max(1, workers), name) as pool:
         try:
             while True:
-                while len(pending) < 2 * workers:
+                while len(pending) < 2 * max(1, workers):
                     entry = next(upcoming, None)
                     if entry is None:
                         break
-                    work: Future[Checked | None]
-                    if entry.size < buffered_below:
-                        work = _submit(pool, lookup_crc32, s3, bucket, entry)
-                    else:
-                        work = _submit(pool, crc32, s3, bucket, entry, chunk_bytes)
-                    pending.append((entry, work))
+                    pending.append((entry, _submit(pool, work, entry)))
                 if not pending:
                     return
                 entry, future = pending.popleft()

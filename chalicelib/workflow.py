@@ -17,7 +17,7 @@ from chalicelib import artifacts, clock, downloadtypes, manifest, notify, observ
 from chalicelib.assembly import Assembler
 from chalicelib.cleanup import NOTIFY, REMOVE, follow_up
 from chalicelib.disclosure import shown_error
-from chalicelib.errors import Cancelled
+from chalicelib.errors import Cancelled, retried_when_transient
 from chalicelib.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.multipart import MultipartWriter
 from chalicelib.payloads import (
@@ -46,6 +46,7 @@ def _load(runtime: Runtime, download_id: str) -> Download:
     return download
 
 
+@retried_when_transient
 def prepare(runtime: Runtime, event: Start) -> Prepared:
     download_id = event["download_id"]
     try:
@@ -79,6 +80,7 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
     return output
 
 
+@retried_when_transient
 def build(runtime: Runtime, event: Prepared) -> Built:
     download_id = event["download_id"]
     settings = runtime.settings
@@ -120,6 +122,7 @@ def build(runtime: Runtime, event: Prepared) -> Built:
     }
 
 
+@retried_when_transient
 def finalize(runtime: Runtime, event: Digested) -> Finished:
     download_id = event["download_id"]
     settings = runtime.settings
@@ -152,6 +155,7 @@ def finalize(runtime: Runtime, event: Digested) -> Finished:
     return {"download_id": download_id, "state": download.state.value}
 
 
+@retried_when_transient
 def fail(runtime: Runtime, event: FailInput) -> Failed:
     """Record the error, then remove every trace of the attempt: uploads, temporaries, artifact.
 

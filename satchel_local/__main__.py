@@ -19,13 +19,17 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--host", default=defaults.host, help="API address (default: %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=defaults.port, help="API port, 0 for any free one (default: %(default)s)"
+        "--port",
+        type=int,
+        default=defaults.port,
+        help="API port, 0 for any free one; `make run PORT=...` sets it (default: %(default)s)",
     )
     parser.add_argument(
         "--moto-port",
         type=int,
         default=defaults.moto_port,
-        help="AWS emulator port on 127.0.0.1, 0 for any free one (default: %(default)s)",
+        help="AWS emulator port on 127.0.0.1, 0 for any free one; `make run MOTO_PORT=...` sets it "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--state-file",

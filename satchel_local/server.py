@@ -88,6 +88,15 @@ def point_aws_at_emulator(moto_port: int) -> None:
     clients.reset()
 
 
+def port_taken(host: str, port: int, error: OSError, make_variable: str, option: str) -> StartupError:
+    """A busy port, and how to choose another: `make run` and `python -m satchel_local` both."""
+    return StartupError(
+        f"{host}:{port} is not available: {error.strerror}. "
+        f"Choose another port: make run {make_variable}={port + 1} "
+        f"(python -m satchel_local {option} {port + 1}; 0 picks any free one)"
+    )
+
+
 def ensure_port_free(host: str, port: int) -> None:
     """moto's server thread dies silently on a busy port and its start() then waits forever."""
     if port == 0:
@@ -98,7 +107,7 @@ def ensure_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise StartupError(f"{host}:{port} is not available: {error.strerror}") from None
+            raise port_taken(host, port, error, "MOTO_PORT", "--moto-port") from None
 
 
 def configure_moto(moto_port: int) -> None:
@@ -206,7 +215,7 @@ def bind_api(host: str, port: int, stage: str) -> LocalDevServer:
     try:
         local = create_local_server(config.chalice_app, config, host, port)
     except OSError as error:
-        raise StartupError(f"{host}:{port} is not available: {error.strerror}") from None
+        raise port_taken(host, port, error, "PORT", "--port") from None
     # create_local_server takes no handler class; the server builds one per request from this.
     local.server.RequestHandlerClass = functools.partial(
         RequestHandler, app_object=local.app_object, config=config

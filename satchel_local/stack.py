@@ -23,7 +23,7 @@ from chalicelib import notify, triggers
 from chalicelib import settings as env_names
 from chalicelib.settings import EventSources, Settings
 from chalicelib.store import DUE_INDEX, OWNER_INDEX
-from satchel_local import demodata, fastqueries, statemachine
+from satchel_local import demodata, fastqueries, serialise, statemachine
 
 REGION = "us-east-1"
 
@@ -199,6 +199,7 @@ def _event_plumbing(
 
 def provision(stage: str, region: str = REGION) -> Stack:
     fastqueries.install()  # exports read 100,000s of rows through the emulator's Query
+    serialise.install()  # workers, sweeps and API calls share one moto from several threads
     session = boto3.session.Session(region_name=region)
     names = {
         "table": f"satchel-{stage}",

@@ -29,6 +29,10 @@ WEBHOOK_SECRET = "test-webhook-secret"
 
 @pytest.fixture(autouse=True)
 def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    dummy_aws_environment(monkeypatch)
+
+
+def dummy_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
@@ -38,6 +42,13 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    with running_stack(monkeypatch) as created:
+        yield created
+
+
+@contextlib.contextmanager
+def running_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The stack in moto, for as long as the block runs (a test, or a module of tests)."""
     lambdas.install()
     with mock_aws(config=cast(Any, MOTO_CONFIG)):
         clients.reset()
@@ -94,9 +105,15 @@ class Satchel:
         self.s3 = boto3.client("s3", region_name=REGION)
 
     def call(
-        self, method: str, path: str, user: str | None = "alice", body: Any = None, raw: str | None = None
+        self,
+        method: str,
+        path: str,
+        user: str | None = "alice",
+        body: Any = None,
+        raw: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if user is not None:
             headers["Authorization"] = f"Bearer {api_key_of(user)}"
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
@@ -126,6 +143,19 @@ class Satchel:
                 return reply.json
             if time.monotonic() > deadline:
                 raise AssertionError(f"download {download_id} still {reply.json['state']}")
+            time.sleep(0.05)
+
+    def wait_for_bytes(self, download_id: str, timeout: float = 60) -> Any:
+        """The download once its build is writing bytes (or once it has left RUNNING), polled
+        at the pace of `wait`: a tight loop of reads would starve the build of moto's DynamoDB,
+        which every stack serialises (satchel_local/serialise.py)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            download = self.wait(download_id, until={"RUNNING", "DONE", "FAILED"}, timeout=timeout)
+            if download["state"] != "RUNNING" or download["progress"]["bytes_done"] > 0:
+                return download
+            if time.monotonic() > deadline:
+                raise AssertionError(f"download {download_id} wrote no bytes in {timeout} s")
             time.sleep(0.05)
 
     def wait_execution(self, download_id: str, timeout: float) -> str:

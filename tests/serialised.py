@@ -1,7 +1,8 @@
 """A DynamoDB table whose writes are serialised, as DynamoDB's are per item.
 
 moto does not evaluate a condition and its write atomically across threads (FIELD-NOTES.md),
-so races that must have exactly one winner are run against this wrapper.
+so races that must have exactly one winner are run against this wrapper. (Every stack also
+serialises moto's racy calls process-wide: satchel_local/serialise.py.)
 """
 
 from __future__ import annotations

@@ -20,11 +20,8 @@ def test_cancel_while_running_stops_the_build_and_leaves_nothing(satchel: Satche
     created = satchel.create({"prefixes": ["acme/large/"], "compression": "store"})
     download_id = created.json["id"]
 
-    while True:  # cancel once bytes are flowing into the multipart upload
-        running = satchel.wait(download_id, until={"RUNNING", "DONE", "FAILED"})
-        assert running["state"] == "RUNNING", "the build finished before it could be cancelled"
-        if running["progress"]["bytes_done"] > 0:
-            break
+    running = satchel.wait_for_bytes(download_id)  # cancel once bytes flow into the upload
+    assert running["state"] == "RUNNING", "the build finished before it could be cancelled"
 
     cancelled = satchel.call("DELETE", f"/downloads/{download_id}")
     assert cancelled.status == 202

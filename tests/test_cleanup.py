@@ -117,11 +117,8 @@ def test_a_build_past_its_deadline_is_stopped_and_fails_with_timeout(
     satchel.put_source("acme/slow/a.bin", os.urandom(24 * MIB))
     satchel.put_source("acme/slow/b.bin", os.urandom(24 * MIB))
     download_id = satchel.create({"prefixes": ["acme/slow/"], "compression": "deflate"}).json["id"]
-    while True:  # well into the build: its multipart upload is open
-        running = satchel.wait(download_id, until={"RUNNING", "DONE", "FAILED"})
-        assert running["state"] == "RUNNING", "the build finished before its deadline"
-        if running["progress"]["bytes_done"] > 0:
-            break
+    running = satchel.wait_for_bytes(download_id)  # well into the build: its upload is open
+    assert running["state"] == "RUNNING", "the build finished before its deadline"
     time.sleep(max(0.0, 1.05 - (clock.now() - clock.parse(running["created_at"])).total_seconds()))
 
     report = cleanup.run(Runtime.from_env())

@@ -1,5 +1,5 @@
 """End to end: the `satchel` command, as installed in the virtualenv, against the local
-stack started as the README starts it, over real HTTP on loopback.
+stack started as `make run` starts it, over real HTTP on loopback.
 
 One stack serves the whole module (it takes a few seconds to start). Each test runs the
 command in its own directory holding a copy of the stack's state file, as a developer
@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from satchel_local.seed import tenant_sources
-from tests.test_local_stack import PROJECT_DIR, LocalStack, call, running_stack
+from tests.test_local_stack import EXAMPLES, LocalStack, call, running_stack
 
 SATCHEL = Path(sys.executable).parent / "satchel"  # the console script `make` installs
 # Generous: the stack seeds its demo data before it is ready, and a busy 2-core machine
@@ -315,21 +315,36 @@ def test_a_cancelled_download_ends_with_its_own_exit_code(workdir: Path) -> None
     assert f"download {download_id} ended {error['state']}" in ended.stderr
 
 
-def readme_satchel_session(api_url: str) -> str:
-    """The README's `satchel` lines: the quick start's one-liner and its own section's blocks."""
-    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    quick_start = readme[readme.index("## Quick start") : readme.index("### Links:")]
-    section = readme[readme.index("## The `satchel` command") : readme.index("## The API")]
-    blocks = re.findall(r"```shell\n(.*?)```", quick_start + section, flags=re.DOTALL)
-    assert len(blocks) >= 3, "the README's satchel session has moved"
-    return "set -euo pipefail\n" + "\n".join(blocks).replace("http://127.0.0.1:8000", api_url)
+def run_examples(workdir: Path, *names: str) -> subprocess.CompletedProcess[str]:
+    """docs/examples/ files, one after the other, from `workdir` as from the repository root."""
+    script = "set -euo pipefail\n" + "\n".join(f"bash {EXAMPLES / name}" for name in names)
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=workdir,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT * 2,
+        check=False,
+    )
 
 
-def test_the_readme_satchel_session_works_as_written(stack: LocalStack, workdir: Path) -> None:
+def test_the_manuals_satchel_examples_work_as_written(stack: LocalStack, workdir: Path) -> None:
     # As in the repository: the virtualenv at .venv, the state file beside it.
     (workdir / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
+    result = run_examples(workdir, "satchel-oneliner.sh", "satchel-session.sh", "satchel-scripts.sh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("out.zip", "reports.zip", "q1.zip", "q2.zip"):
+        assert zipfile.is_zipfile(workdir / name), name
+    assert sha256_of(workdir / "q2.zip") in result.stdout
+    assert "exit 4" in result.stdout, result.stderr + stack.output()[-4000:]
+    assert "ended FAILED: SourceMissing" in result.stderr
+    assert f"{stack.api}/links/" in result.stdout  # the link's URL
+
+
+def test_the_manuals_python_client_example_works_as_written(stack: LocalStack, workdir: Path) -> None:
     result = subprocess.run(
-        ["bash", "-c", readme_satchel_session(stack.api)],
+        [sys.executable, str(EXAMPLES / "client.py")],
         cwd=workdir,
         env=_environment(),
         capture_output=True,
@@ -338,9 +353,7 @@ def test_the_readme_satchel_session_works_as_written(stack: LocalStack, workdir:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("out.zip", "reports.zip", "q1.zip", "q2.zip"):
-        assert zipfile.is_zipfile(workdir / name), name
-    assert sha256_of(workdir / "q2.zip") in result.stdout
-    assert "exit 4" in result.stdout, result.stderr + stack.output()[-4000:]
-    assert "ended FAILED: SourceMissing" in result.stderr
-    assert "http" in result.stdout  # the link's URL
+    assert zipfile.is_zipfile(workdir / "reports.zip")
+    listed = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert all(HEX_ID.fullmatch(download_id) for download_id in listed)
+    assert "zip-" in "".join(listed.values())  # the new zip is among alice's DONE downloads

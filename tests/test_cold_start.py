@@ -1,7 +1,7 @@
 """A cold start is cheap: importing app.py opens no connection, builds no AWS client and
 loads neither the deflate engine nor jsonschema.
 
-(`make bench` measures the import time itself: README "Performance".)
+(`make bench` measures the import time itself: docs/performance.md.)
 """
 
 from __future__ import annotations

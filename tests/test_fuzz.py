@@ -345,7 +345,7 @@ def test_the_local_servers_every_answer_carries_the_security_headers(target: Tar
         "302 link": raw_call(target, "GET", f"/links/{link}"),
         "401": raw_call(target, "GET", "/downloads"),
         "403": raw_call(target, "GET", "/downloads", "not-a-key"),
-        "403 unknown path": raw_call(target, "GET", "/nowhere"),
+        "404 unknown path": raw_call(target, "GET", "/nowhere"),
         "404": raw_call(target, "GET", "/downloads/" + "0" * 32, alice),
         "405": raw_call(target, "TRACE", "/health"),
     }

@@ -9,6 +9,8 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib import observability
+from chalicelib.runtime import Runtime
 from satchel_local.stack import REGION
 from tests.conftest import Reply, Satchel, api_key_of
 
@@ -96,3 +98,35 @@ def test_a_refused_request_does_not_burn_its_key(satchel: Satchel, monkeypatch: 
     assert retried.status == 202
     assert "Idempotent-Replayed" not in retried.headers
     satchel.wait(retried.json["id"])
+
+
+def test_an_unexpected_error_before_the_start_releases_the_key_and_the_slot(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug between claiming the key and starting (here: recording the metric) answers a
+    generic 500; the key is released, the download FAILED and its quota slot freed."""
+    calls = {"n": 0}
+    real = observability.record_created
+
+    def broken_once(stage: str, download: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("unexpected")
+        real(stage, download)
+
+    monkeypatch.setattr(observability, "record_created", broken_once)
+    failed = post(satchel, "after-a-bug")
+    assert failed.status == 500
+    assert failed.json["Code"] == "InternalError"
+    assert "unexpected" not in failed.body.decode()
+    assert executions(satchel) == 0
+    assert Runtime.from_env().downloads.active_count("acme", "alice") == 0
+    retried = post(satchel, "after-a-bug")
+    assert retried.status == 202, retried.body  # not 409 "in flight" for a day
+    assert "Idempotent-Replayed" not in retried.headers
+    assert satchel.wait(retried.json["id"])["state"] == "DONE"
+    listed = satchel.call("GET", "/downloads").json["items"]
+    assert sorted((item["state"], (item["error"] or {}).get("code")) for item in listed) == [
+        ("DONE", None),
+        ("FAILED", "StartFailed"),
+    ]

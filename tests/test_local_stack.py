@@ -1,5 +1,5 @@
 """End to end: `python -m satchel_local` started as a developer starts it, then driven over
-real HTTP exactly as the README's curl session does, then stopped with Ctrl-C.
+real HTTP exactly as the manual's examples (docs/examples/) do, then stopped with Ctrl-C.
 
 The stack runs on ports the OS picks (`--port 0 --moto-port 0`, no race for a "free"
 port) and writes its state file into the test's temporary directory, never over the
@@ -189,7 +189,7 @@ def _zip_members(archive_bytes: bytes) -> dict[str, bytes]:
         return {name: archive.read(name) for name in archive.namelist()}
 
 
-def test_readme_curl_session_then_ctrl_c(local_stack: LocalStack) -> None:
+def test_a_curl_style_session_then_ctrl_c(local_stack: LocalStack) -> None:
     stack, alice = local_stack, local_stack.key("alice")
     assert stack.state["users"]["carol"]["roles"] == ["admin"]
     assert {user["tenant"] for user in stack.state["users"].values()} == {"acme", "globex"}
@@ -228,7 +228,7 @@ def test_readme_curl_session_then_ctrl_c(local_stack: LocalStack) -> None:
     assert "Stopped." in stack.output()
 
 
-def test_readme_links_and_idempotency_session(local_stack: LocalStack) -> None:
+def test_links_and_idempotency_over_http(local_stack: LocalStack) -> None:
     stack, alice = local_stack, local_stack.key("alice")
     request = {"type": "zip", "params": {"keys": ["acme/reports/2024/q1.csv"]}, "link": {"max_uses": 1}}
     headers = {"Idempotency-Key": "q1-report"}
@@ -258,35 +258,50 @@ def test_readme_links_and_idempotency_session(local_stack: LocalStack) -> None:
     assert local_stack.stop(signal.SIGINT) == 0
 
 
-def readme_session(api_url: str) -> str:
-    """The README's shell blocks from its quick start to the API reference, as one script."""
-    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    session = readme[readme.index("In a second terminal") : readme.index("## The API")]
-    blocks = re.findall(r"```sh\n(.*?)```", session, flags=re.DOTALL)
-    assert len(blocks) >= 4, "the README's curl session has moved"
-    script = "\n".join(blocks).replace("API=http://127.0.0.1:8000", f"API={api_url}")
-    return "set -euo pipefail\n" + script
+EXAMPLES = PROJECT_DIR / "docs" / "examples"
 
 
-def test_the_readme_curl_session_works_as_written(local_stack: LocalStack, tmp_path: Path) -> None:
-    workdir = tmp_path / "readme"
-    workdir.mkdir()
-    (workdir / ".satchel-local.json").write_bytes(local_stack.state_file.read_bytes())
-    # As in the repository: the virtualenv (boto3 for the SQS lines) at .venv.
-    (workdir / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
-    result = subprocess.run(
-        ["bash", "-c", readme_session(local_stack.api)],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def example_workdir(stack: LocalStack, directory: Path) -> Path:
+    """A directory as the repository root is while `make run` runs: its state file, and the
+    virtualenv at .venv (boto3 and `satchel` for the examples that use them)."""
+    directory.mkdir(exist_ok=True)
+    (directory / ".satchel-local.json").write_bytes(stack.state_file.read_bytes())
+    venv = directory / ".venv"
+    if not venv.exists():
+        venv.symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
+    return directory
+
+
+def run_example(
+    workdir: Path, name: str, *arguments: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """One of docs/examples/, run from `workdir` as the manual says to run it."""
+    path = EXAMPLES / name
+    command = ["bash", str(path)] if path.suffix == ".sh" else [sys.executable, str(path)]
+    return subprocess.run(
+        [*command, *arguments], cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "HTTP/1.1 410 Gone" in result.stdout  # the used-up link, and the deleted download
-    assert "Idempotent-Replayed: true" in result.stdout
+
+
+def test_the_manuals_curl_examples_work_as_written(local_stack: LocalStack, tmp_path: Path) -> None:
+    workdir = example_workdir(local_stack, tmp_path / "examples")
+    outputs = {}
+    for name in ("quickstart.sh", "links.sh", "idempotency.sh", "cancel.sh", "exports.sh", "events.sh"):
+        result = run_example(workdir, name)
+        assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+        outputs[name] = result.stdout
     assert zipfile.is_zipfile(workdir / "reports.zip")
     assert zipfile.is_zipfile(workdir / "shared.zip")
+    assert outputs["links.sh"].splitlines()[0].startswith(f"{local_stack.api}/links/")
+    assert "HTTP/1.1 410 Gone" in outputs["links.sh"]  # the used-up link
+    assert "HTTP/1.1 204" in outputs["links.sh"]  # the revoked one
+    assert "Idempotent-Replayed: true" in outputs["idempotency.sh"]
+    locations = re.findall(r"^Location: (\S+)", outputs["idempotency.sh"], flags=re.MULTILINE | re.IGNORECASE)
+    assert len(locations) == 2
+    assert locations[0] == locations[1]
+    assert outputs["cancel.sh"].splitlines()[-2:] == ["HTTP/1.1 204 No Content", "HTTP/1.1 410 Gone"]
+    exports = [json.loads(line) for line in outputs["exports.sh"].splitlines() if line.startswith("{")]
+    assert [(e["type"], e["state"]) for e in exports] == [("export", "PENDING")] * 2
     # One download by an SQS message, one by a manifest dropped into the source bucket.
     listed = call("GET", f"{local_stack.api}/downloads?limit=50", local_stack.key("alice")).json["items"]
     by_event = sorted(
@@ -294,6 +309,48 @@ def test_the_readme_curl_session_works_as_written(local_stack: LocalStack, tmp_p
     )
     assert by_event == [("dropped.zip", "DONE"), ("queued.zip", "DONE")]
     assert local_stack.stop(signal.SIGINT) == 0
+
+
+def test_the_manuals_wait_ends_when_a_download_fails(local_stack: LocalStack, tmp_path: Path) -> None:
+    workdir = example_workdir(local_stack, tmp_path / "examples")
+    missing = {"type": "zip", "params": {"keys": ["acme/no-such-object.csv"]}}
+    failing = call("POST", f"{local_stack.api}/downloads", local_stack.key("alice"), missing)
+    assert failing.status == 202, failing.body
+    result = run_example(workdir, "wait.sh", failing.json["id"], timeout=DONE_TIMEOUT * 3)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"download {failing.json['id']} ended FAILED" in result.stderr
+    assert local_stack.stop(signal.SIGINT) == 0
+
+
+def test_a_taken_port_says_how_to_choose_another(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        state_file = str(tmp_path / "state.json")
+        started = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "satchel_local",
+                "--port",
+                str(port),
+                "--moto-port",
+                "0",
+                "--state-file",
+                state_file,
+            ],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+    assert started.returncode == 1, started.stdout + started.stderr
+    assert f"127.0.0.1:{port} is not available" in started.stderr
+    assert f"make run PORT={port + 1}" in started.stderr
+    assert f"--port {port + 1}" in started.stderr
+    assert not (tmp_path / "state.json").exists()
 
 
 def test_sigterm_stops_everything(local_stack: LocalStack) -> None:
@@ -842,41 +899,30 @@ def test_fast_queries_answer_exactly_as_moto_does(monkeypatch: pytest.MonkeyPatc
         assert fast == [_all_pages(client, case) for case in cases]
 
 
-def readme_receiver(port: int) -> tuple[str, str]:
-    """The README's callback receiver and the curl line that calls it back, on `port`."""
-    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    section = readme[
-        readme.index("### Events, callbacks and cleanup, locally") : readme.index("## The `satchel` command")
-    ]
-    receiver, request = re.findall(r"```shell\n(.*?)```", section, flags=re.DOTALL)[:2]
-    assert "9000" in receiver, "the README's receiver has moved"
-    return receiver.replace("9000", str(port)), request.replace("9000", str(port))
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def test_the_readme_callback_receiver_works_as_written(event_stack: LocalStack, tmp_path: Path) -> None:
-    (tmp_path / ".satchel-local.json").write_bytes(event_stack.state_file.read_bytes())
-    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
+def test_the_manuals_callback_receiver_works_as_written(event_stack: LocalStack, tmp_path: Path) -> None:
+    workdir = example_workdir(event_stack, tmp_path / "examples")
     port = _free_port()
-    receiver, request = readme_receiver(port)
     with subprocess.Popen(
-        ["bash", "-c", receiver], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, str(EXAMPLES / "callback_receiver.py"), str(port)],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     ) as listening:
         try:
             deadline = time.monotonic() + EVENT_TIMEOUT
             while not _port_open(port):
                 assert listening.poll() is None, listening.communicate()[0]
-                assert time.monotonic() < deadline, "the README's receiver does not listen"
+                assert time.monotonic() < deadline, "the manual's receiver does not listen"
                 time.sleep(0.1)
-            script = f"API={event_stack.api}\nKEY={event_stack.key('alice')}\n{request}"
-            created = subprocess.run(
-                ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
-            )
+            created = run_example(workdir, "callback_request.sh", str(port), timeout=60)
+            assert created.returncode == 0, created.stdout + created.stderr
             download_id = json.loads(created.stdout)["id"]
             lines: queue.Queue[str] = queue.Queue()
             output = listening.stdout
@@ -885,7 +931,7 @@ def test_the_readme_callback_receiver_works_as_written(event_stack: LocalStack, 
             try:
                 line = lines.get(timeout=EVENT_TIMEOUT)
             except queue.Empty:
-                pytest.fail(f"no callback reached the README's receiver:\n{event_stack.output()}")
+                pytest.fail(f"no callback reached the manual's receiver:\n{event_stack.output()}")
         finally:
             listening.kill()
     assert line.startswith("valid "), line

@@ -1,7 +1,8 @@
 """The packaged stack (`make package`): both templates lint clean, the state machine is the
 ASL file the tests run, every function gets its configuration from the stack's resources,
-the resources are configured as the design asks, and the README cannot drift from the
-code (its state machine diagram, its configuration table)."""
+the resources are configured as the design asks, and the manual cannot drift from the
+code (its state machine diagram, docs/architecture.md; its configuration table,
+docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -62,9 +63,7 @@ def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]
 
 
 def test_every_function_of_the_app_has_its_own_policy_file() -> None:
-    assert packaging.functions_without_policy("prod") == [], (
-        "see .chalice/policies/ and README: Deploy to AWS"
-    )
+    assert packaging.functions_without_policy("prod") == [], "see .chalice/policies/ and docs/deploy.md"
 
 
 def test_package_holds_both_templates_and_only_the_service_code(package: Packaged) -> None:
@@ -330,7 +329,7 @@ def test_the_events_rule_takes_requests_and_manifests_of_the_source_bucket_only(
     assert not matches({**requested, "detail-type": "Object Created"})
 
     # The source bucket sends its events to EventBridge (one named by SourceBucketName must
-    # be set up so by its owner: README).
+    # be set up so by its owner: docs/deploy.md).
     notifications = template["Resources"]["SourceBucket"]["Properties"]["NotificationConfiguration"]
     assert notifications == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
 
@@ -541,14 +540,14 @@ def test_add_api_key_stores_a_key_the_authorizer_accepts(capsys: pytest.CaptureF
     assert principal == Principal("acme", "erin", frozenset({Principal.ADMIN_ROLE}))
 
 
-# --- The README ---------------------------------------------------------------------------
+# --- The manual (docs/) ----------------------------------------------------------------------
 
 
-def test_readme_state_machine_diagram_is_generated_from_the_asl_file() -> None:
-    readme = (ROOT / "README.md").read_text()
-    block = asl_to_mermaid.current_readme_block(readme)
-    assert block is not None, "README.md has lost its diagram markers"
-    assert block == asl_to_mermaid.readme_block(), "stale diagram: python -m scripts.asl_to_mermaid --write"
+def test_the_manuals_state_machine_diagram_is_generated_from_the_asl_file() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    block = asl_to_mermaid.current_page_block(page)
+    assert block is not None, "docs/architecture.md has lost its diagram markers"
+    assert block == asl_to_mermaid.page_block(), "stale diagram: make diagram"
     for name in statemachine.load()["States"]:
         assert name in block
 
@@ -585,7 +584,7 @@ _SIZE = re.compile(r"^([\d,]+)\s*(KiB|MiB|GiB)?$")
 _UNITS = {None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 
 
-def _readme_default(text: str) -> object:
+def _documented_default(text: str) -> object:
     text = text.strip()
     if text == "(required)":
         return dataclasses.MISSING
@@ -606,9 +605,8 @@ PARSED: dict[str, Callable[[str], object]] = {
 }
 
 
-def test_readme_configuration_table_names_every_setting_with_its_default() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Configuration", 1)[1].split("\n#", 1)[0]
+def test_the_manuals_configuration_table_names_every_setting_with_its_default() -> None:
+    section = (ROOT / "docs" / "configuration.md").read_text()
     rows = re.findall(r"^\| `(SATCHEL_\w+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
     table = dict(rows)
     assert len(table) == len(rows), "a variable is listed twice"
@@ -617,11 +615,9 @@ def test_readme_configuration_table_names_every_setting_with_its_default() -> No
     variables = set(re.findall(r'"(SATCHEL_[A-Z0-9_]+)"', source))
     assert set(settings.INTEGER_VARIABLES.values()) <= variables
     missing = sorted(variables - set(table))
-    assert not missing, f"README.md's configuration table lacks {missing}"
+    assert not missing, f"docs/configuration.md's table lacks {missing}"
     unknown = sorted(set(table) - variables)
-    assert not unknown, (
-        f"README.md's configuration table lists variables settings.py does not read: {unknown}"
-    )
+    assert not unknown, f"docs/configuration.md's table lists variables settings.py does not read: {unknown}"
 
     fields = {field.name: field for field in dataclasses.fields(settings.Settings)}
     names = {variable: field for field, variable in settings.INTEGER_VARIABLES.items()}
@@ -632,7 +628,7 @@ def test_readme_configuration_table_names_every_setting_with_its_default() -> No
             continue  # read elsewhere than the Settings object: listed, default not compared
         field = fields[field_name]
         default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
-        given = _readme_default(table[variable])
-        if variable in PARSED:  # Settings hold the parsed value: the README gives its JSON
+        given = _documented_default(table[variable])
+        if variable in PARSED:  # Settings hold the parsed value: the manual gives its JSON
             given = PARSED[variable](str(given))
         assert given == default, variable

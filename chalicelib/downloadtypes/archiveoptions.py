@@ -23,13 +23,11 @@ Archives with any of these options are built by one Build run: the parallel segm
 
 from __future__ import annotations
 
-import collections
-import contextvars
+import contextlib
 import hashlib
 import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -264,15 +262,19 @@ def survey(runtime: Runtime, entries: list[Entry], options: Options) -> Survey:
     present: list[Entry] = []
     missing: list[Entry] = []
     sha256: dict[str, str] = {}
-    for entry, outcome in _in_order(settings.fetch_concurrency, look, runtime.s3, settings, entries):
-        if isinstance(outcome, SourceMissing):
-            if not options.skips:
-                raise outcome
-            missing.append(entry)
-            continue
-        present.append(entry)
-        if outcome:
-            sha256[entry.name] = outcome
+    looked = sources.in_order(
+        settings.fetch_concurrency, lambda entry: look(runtime.s3, settings, entry), entries, "survey"
+    )
+    with contextlib.closing(looked):  # closed here, not by whichever thread collects it
+        for entry, outcome in looked:
+            if isinstance(outcome, SourceMissing):
+                if not options.skips:
+                    raise outcome
+                missing.append(entry)
+                continue
+            present.append(entry)
+            if outcome:
+                sha256[entry.name] = outcome
     return Survey(present, missing, sha256)
 
 
@@ -299,31 +301,6 @@ def _hash(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
 
 
 Look = Callable[[Any, Settings, Entry], "str | SourceMissing"]
-
-
-def _in_order(
-    workers: int, look: Look, s3: Any, settings: Settings, entries: Iterable[Entry]
-) -> Iterator[tuple[Entry, str | SourceMissing]]:
-    """(entry, outcome) in order, `workers` looked at concurrently (each in the caller's context)."""
-    workers = max(1, workers)
-    upcoming = iter(entries)
-    pending: collections.deque[tuple[Entry, Future[str | SourceMissing]]] = collections.deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="survey") as pool:
-        try:
-            while True:
-                while len(pending) < 2 * workers:
-                    entry = next(upcoming, None)
-                    if entry is None:
-                        break
-                    context = contextvars.copy_context()
-                    pending.append((entry, pool.submit(context.run, look, s3, settings, entry)))
-                if not pending:
-                    return
-                entry, future = pending.popleft()
-                yield entry, future.result()
-        finally:
-            for _, future in pending:
-                future.cancel()
 
 
 def skipped_keys(download: Download, found: Survey) -> list[str]:
