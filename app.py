@@ -21,23 +21,21 @@ from chalice.app import (
     SQSEvent,
 )
 
-from chalicelib import (
-    auth,
-    cleanup,
-    downloadtypes,
-    idempotency,
-    observability,
-    openapi,
-    segments,
-    service,
-    triggers,
-    workflow,
-)
-from chalicelib import digest as digests
-from chalicelib.audit import Action
-from chalicelib.http import error_response, json_body, optional_json_body, respond, security_headers
-from chalicelib.models import Principal
-from chalicelib.payloads import (
+from chalicelib import downloadtypes
+from chalicelib.api import auth, openapi, service
+from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
+from chalicelib.core import observability
+from chalicelib.core.models import Principal
+from chalicelib.core.settings import EventSources
+from chalicelib.runtime import Runtime
+from chalicelib.storage import idempotency
+from chalicelib.storage.audit import Action
+from chalicelib.triggers import cleanup
+from chalicelib.triggers import inbound as triggers
+from chalicelib.workflow import digest as digests
+from chalicelib.workflow import segments
+from chalicelib.workflow import steps as workflow
+from chalicelib.workflow.payloads import (
     Built,
     Digested,
     Failed,
@@ -48,15 +46,14 @@ from chalicelib.payloads import (
     SegmentInput,
     Start,
 )
-from chalicelib.runtime import Runtime
-from chalicelib.settings import EventSources
 
-# Logs are Powertools' JSON lines, not Chalice's; every handler is observed (chalicelib/observability.py).
+# Logs are Powertools' JSON lines, not Chalice's; every handler is observed
+# (chalicelib/core/observability.py).
 app = Chalice(app_name="satchel", configure_logs=False)
 app.register_middleware(observability.middleware, "all")
 app.register_middleware(security_headers, "http")  # Cache-Control: no-store and more, on every answer
 
-# Event sources are fixed when the app is packaged (chalicelib/settings.py: EventSources).
+# Event sources are fixed when the app is packaged (chalicelib/core/settings.py: EventSources).
 SOURCES = EventSources.from_env()
 
 

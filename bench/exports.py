@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from chalicelib import rowformats
+from chalicelib.downloadtypes import rowformats
 
 COLUMNS = ["id", "date", "merchant", "amount", "currency", "status", "card_last4", "refunded"]
 PAGE = 1000

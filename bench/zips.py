@@ -68,7 +68,7 @@ def deflate_engines(data: bytes) -> list[dict[str, Any]]:
     """Each engine on the same data, best of three: MB/s and size relative to zlib level 6."""
     from isal import isal_zlib
 
-    from chalicelib import deflate
+    from chalicelib.archive import deflate
 
     engines: dict[str, Callable[[], Any]] = {
         "zlib-6 (stdlib)": lambda: zlib.compressobj(6, zlib.DEFLATED, -15),
@@ -109,8 +109,9 @@ class Bench:
 
     def prepare(self, params: dict[str, Any]) -> dict[str, Any]:
         """A download record as the API makes it, then the real Prepare step."""
-        from chalicelib import clock, workflow
-        from chalicelib.models import Download, State
+        from chalicelib.core import clock
+        from chalicelib.core.models import Download, State
+        from chalicelib.workflow import steps as workflow
 
         runtime = self.runtime()
         download = Download(
@@ -145,7 +146,7 @@ def start_emulator() -> tuple[Any, Bench]:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
 
-    from chalicelib import clients
+    from chalicelib.core import clients
     from satchel_local import server
     from satchel_local.stack import provision
 
@@ -221,8 +222,8 @@ def peak_rss_mib() -> float:
 
 def plain_copy(runtime: Any, event: dict[str, Any]) -> dict[str, Any]:
     """The baseline: each source GetObject'ed and streamed into one multipart upload."""
-    from chalicelib import manifest, sources
-    from chalicelib.multipart import MultipartWriter
+    from chalicelib.s3 import manifest, sources
+    from chalicelib.s3.multipart import MultipartWriter
 
     settings = runtime.settings
     key = f"tmp/{event['download_id']}/plain-copy"
@@ -236,8 +237,9 @@ def plain_copy(runtime: Any, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker(step: str, event: dict[str, Any]) -> None:
-    from chalicelib import digest, workflow
     from chalicelib.runtime import Runtime
+    from chalicelib.workflow import digest
+    from chalicelib.workflow import steps as workflow
 
     read = _count_reads()
     runtime = Runtime.from_env()
@@ -395,7 +397,7 @@ def small_files(bench: Bench, rows: list[Row]) -> dict[str, float]:
 
 
 def deflate_speed(rows: list[Row]) -> dict[str, float]:
-    from chalicelib import deflate
+    from chalicelib.archive import deflate
 
     data = corpus()
     results = {item["engine"]: item for item in deflate_engines(data)}

@@ -12,19 +12,19 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import clients
-from chalicelib.audit import AuditLog
-from chalicelib.idempotency import IdempotencyStore
-from chalicelib.links import LinkStore
-from chalicelib.settings import Settings
-from chalicelib.store import DownloadStore, KeyStore, Lifetimes
+from chalicelib.core import clients
+from chalicelib.core.settings import Settings
+from chalicelib.storage.audit import AuditLog
+from chalicelib.storage.downloads import DownloadStore, KeyStore, Lifetimes
+from chalicelib.storage.idempotency import IdempotencyStore
+from chalicelib.storage.links import LinkStore
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_stepfunctions.client import SFNClient
 
-_PREFIX = "SATCHEL_"  # every variable Settings reads (chalicelib/settings.py)
+_PREFIX = "SATCHEL_"  # every variable Settings reads (chalicelib/core/settings.py)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.models import Principal
-from chalicelib.store import KeyStore
+from chalicelib.core.models import Principal
+from chalicelib.storage.downloads import KeyStore
 from satchel_local import demodata
 
 # The design asks for two users in one tenant, a tenant admin, and a user in another tenant.

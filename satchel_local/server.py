@@ -34,10 +34,10 @@ from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, c
 from chalice.package import YAMLTemplateSerializer
 from moto.server import ThreadedMotoServer
 
-from chalicelib import clients
-from chalicelib.http import SECURITY_HEADERS
-from chalicelib.settings import ENV_WEBHOOK_SECRET
-from chalicelib.store import KeyStore
+from chalicelib.api.http import SECURITY_HEADERS
+from chalicelib.core import clients
+from chalicelib.core.settings import ENV_WEBHOOK_SECRET
+from chalicelib.storage.downloads import KeyStore
 from satchel_local import lambdas, seed
 from satchel_local.eventsources import EventSources
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
@@ -424,7 +424,7 @@ def _quiet_libraries() -> None:
     for name in ("werkzeug", "botocore", "boto3", "urllib3", "moto"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Cleanup runs every few seconds here, not every few minutes: print only what it did.
-    logging.getLogger("chalicelib.cleanup").addFilter(_idle_sweep)
+    logging.getLogger("chalicelib.triggers.cleanup").addFilter(_idle_sweep)
 
 
 def _on_signal(stop: threading.Event) -> None:

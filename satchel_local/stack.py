@@ -19,10 +19,11 @@ from typing import Any
 
 import boto3
 
-from chalicelib import notify, triggers
-from chalicelib import settings as env_names
-from chalicelib.settings import EventSources, Settings
-from chalicelib.store import DUE_INDEX, OWNER_INDEX
+from chalicelib.core import settings as env_names
+from chalicelib.core.settings import EventSources, Settings
+from chalicelib.notify import dispatch as notify
+from chalicelib.storage.downloads import DUE_INDEX, OWNER_INDEX
+from chalicelib.triggers import inbound as triggers
 from satchel_local import demodata, fastqueries, serialise, statemachine
 
 REGION = "us-east-1"
@@ -107,7 +108,7 @@ class Stack:
     state_changes_queue_url: str = ""
 
     def environment(self) -> dict[str, str]:
-        """The variables the handlers read (chalicelib.settings)."""
+        """The variables the handlers read (chalicelib.core.settings)."""
         return {
             env_names.ENV_DATASETS: demodata.datasets_config(self.stage),
             env_names.ENV_STAGE: self.stage,

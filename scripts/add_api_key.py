@@ -15,9 +15,9 @@ from typing import Any
 
 import boto3
 
-from chalicelib.models import Principal
-from chalicelib.names import PRINCIPAL_ID_PATTERN, is_principal_id
-from chalicelib.store import KeyStore
+from chalicelib.core.models import Principal
+from chalicelib.core.names import PRINCIPAL_ID_PATTERN, is_principal_id
+from chalicelib.storage.downloads import KeyStore
 
 
 def table_of_stack(cloudformation: Any, stack: str) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 from chalice.package import YAMLTemplateSerializer
 
-from chalicelib.settings import EventSources
+from chalicelib.core.settings import EventSources
 from satchel_local import statemachine
 from satchel_local.stack import TABLE_KEYS
 

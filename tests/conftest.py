@@ -16,8 +16,8 @@ from chalice.test import Client
 from moto import mock_aws
 
 from app import app
-from chalicelib import clients
-from chalicelib.store import KeyStore
+from chalicelib.core import clients
+from chalicelib.storage.downloads import KeyStore
 from satchel_local import lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision

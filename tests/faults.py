@@ -9,7 +9,7 @@ retries). `step` limits it to the calls a workflow step makes (the Lambda handle
 the cleanup sweep, which the tests call directly).
 
 Injection goes through botocore's event system, on the very client objects
-`chalicelib.clients` hands to the code: `before-call` decides whether a call fails, and the
+`chalicelib.core.clients` hands to the code: `before-call` decides whether a call fails, and the
 client's `before-send` (where moto answers requests) answers each attempt of it. So the code
 paths, botocore's retries included, are the real ones. The kinds:
 
@@ -37,12 +37,12 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from moto.core.botocore_stubber import MockRawResponse
 from moto.core.models import botocore_stubber
 
-from chalicelib import clients
+from chalicelib.core import clients
 from satchel_local import lambdas
 
 KINDS = ("throttle", "internal", "connection", "timeout")
 CALLER = "caller"  # calls made outside any workflow step (API, triggers, cleanup)
-# A persistent fault fails every attempt of its call. chalicelib/clients.py configures
+# A persistent fault fails every attempt of its call. chalicelib/core/clients.py configures
 # `max_attempts: 5`, which botocore counts as retries: 6 attempts in all.
 ALL_ATTEMPTS = None
 ATTEMPTS = 6
@@ -116,7 +116,7 @@ class Injector:
     _local: threading.local = field(default_factory=threading.local)
 
     def install(self) -> None:
-        """Hook the clients `chalicelib.clients` hands out (built now if not yet)."""
+        """Hook the clients `chalicelib.core.clients` hands out (built now if not yet)."""
         for client in (
             clients.s3(),
             clients.stepfunctions(),

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib import triggers
 from chalicelib.runtime import Runtime
+from chalicelib.triggers import inbound as triggers
 from tests.conftest import Satchel
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from chalicelib import assembly, segments, sources
-from chalicelib.manifest import Entry
-from chalicelib.multipart import MultipartWriter
-from chalicelib.settings import Settings
-from chalicelib.zipwriter import CopyRange
+from chalicelib.archive.zipwriter import CopyRange
+from chalicelib.core.settings import Settings
+from chalicelib.s3 import assembly, sources
+from chalicelib.s3.manifest import Entry
+from chalicelib.s3.multipart import MultipartWriter
+from chalicelib.workflow import segments
 from tests.recording import Recording
 
 MIB = 1024 * 1024

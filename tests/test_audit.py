@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from chalicelib import clients
-from chalicelib.audit import AuditLog
+from chalicelib.core import clients
+from chalicelib.storage.audit import AuditLog
 from tests.conftest import Satchel
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import auth
-from chalicelib.store import KeyStore, hash_secret
+from chalicelib.api import auth
+from chalicelib.storage.downloads import KeyStore, hash_secret
 
 
 class _Table:

@@ -17,10 +17,12 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import callbacks, notify, service
-from chalicelib.errors import ConfigurationError, InvalidCallbackUrl
+from chalicelib.api import service
+from chalicelib.core.errors import ConfigurationError, InvalidCallbackUrl
+from chalicelib.core.settings import Settings
+from chalicelib.notify import callbacks
+from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
-from chalicelib.settings import Settings
 from satchel_local.stack import REGION
 from tests.conftest import USERS, WEBHOOK_SECRET, Satchel
 

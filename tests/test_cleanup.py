@@ -15,13 +15,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chalicelib import artifacts, cleanup, clients, clock, service, store, workflow
-from chalicelib.audit import Action, AuditLog, Event
-from chalicelib.errors import DownloadExpired, LinkGone
-from chalicelib.models import Download, State
-from chalicelib.payloads import FailInput
+from chalicelib.api import service
+from chalicelib.core import clients, clock
+from chalicelib.core.errors import DownloadExpired, LinkGone
+from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
-from chalicelib.store import DownloadStore, Lifetimes
+from chalicelib.s3 import artifacts
+from chalicelib.storage import downloads as store
+from chalicelib.storage.audit import Action, AuditLog, Event
+from chalicelib.storage.downloads import DownloadStore, Lifetimes
+from chalicelib.triggers import cleanup
+from chalicelib.workflow import steps as workflow
+from chalicelib.workflow.payloads import FailInput
 from satchel_local import lambdas
 from tests.conftest import USERS, Satchel
 from tests.serialised import SerialisedWrites

@@ -21,7 +21,7 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 import app
-from chalicelib import clients
+from chalicelib.core import clients
 
 built = clients._client.cache_info().currsize + clients._table.cache_info().currsize
 deferred = sorted(name for name in ("isal", "jsonschema", "moto") if name in sys.modules)

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import clock, observability, service
-from chalicelib.http import error_response
-from chalicelib.models import Download, State
+from chalicelib.api import service
+from chalicelib.api.http import error_response
+from chalicelib.core import clock, observability
+from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
 from satchel_local import lambdas
 from tests.conftest import Satchel
@@ -35,7 +36,7 @@ def denied(event: dict[str, Any], context: Any) -> None:
 
 
 def log_lines(out: str) -> list[dict[str, Any]]:
-    """The JSON log lines a handler wrote (chalicelib/observability.py), metrics left out."""
+    """The JSON log lines a handler wrote (chalicelib/core/observability.py), metrics left out."""
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return [line for line in lines if "_aws" not in line]
 

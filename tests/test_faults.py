@@ -27,9 +27,13 @@ from chalice.test import Client
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 from app import app
-from chalicelib import artifacts, cleanup, clients, clock, service, triggers
-from chalicelib.models import ACTIVE_STATES, Download, State
+from chalicelib.api import service
+from chalicelib.core import clients, clock
+from chalicelib.core.models import ACTIVE_STATES, Download, State
 from chalicelib.runtime import Runtime
+from chalicelib.s3 import artifacts
+from chalicelib.triggers import cleanup
+from chalicelib.triggers import inbound as triggers
 from satchel_local import lambdas
 from satchel_local.stack import REGION, Stack
 from tests import faults

@@ -47,7 +47,8 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from chalicelib import clients, openapi
+from chalicelib.api import openapi
+from chalicelib.core import clients
 from satchel_local.seed import DEMO_KEYS
 from satchel_local.server import LocalStack, Options
 

@@ -39,8 +39,12 @@ from chalice import local as chalice_local
 from moto.core.exceptions import AWSError
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
-from chalicelib import clients, clock, downloadtypes, notify, service, settings, triggers
+from chalicelib import downloadtypes
+from chalicelib.api import service
+from chalicelib.core import clients, clock, settings
+from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
+from chalicelib.triggers import inbound as triggers
 from satchel_local import lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import REGION as STACK_REGION

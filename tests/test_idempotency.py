@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import observability
+from chalicelib.core import observability
 from chalicelib.runtime import Runtime
 from satchel_local.stack import REGION
 from tests.conftest import Reply, Satchel, api_key_of

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib import integrity, sources
-from chalicelib.errors import ChecksumMismatch
+from chalicelib.archive import integrity
+from chalicelib.core.errors import ChecksumMismatch
+from chalicelib.s3 import sources
 from tests.conftest import Satchel
 
 MIB = 1024 * 1024

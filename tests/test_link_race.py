@@ -11,10 +11,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from chalicelib import clients, service
-from chalicelib.errors import LinkGone
-from chalicelib.links import LinkStore
+from chalicelib.api import service
+from chalicelib.core import clients
+from chalicelib.core.errors import LinkGone
 from chalicelib.runtime import Runtime
+from chalicelib.storage.links import LinkStore
 from tests.conftest import Satchel
 from tests.serialised import SerialisedWrites
 

@@ -11,11 +11,11 @@ import boto3
 import pytest
 import requests
 
-from chalicelib import links
-from chalicelib.errors import LinkNotFound
-from chalicelib.models import Principal
+from chalicelib.core.errors import LinkNotFound
+from chalicelib.core.models import Principal
 from chalicelib.runtime import Runtime
-from chalicelib.store import hash_secret
+from chalicelib.storage import links
+from chalicelib.storage.downloads import hash_secret
 from satchel_local.stack import REGION
 from tests.conftest import Satchel
 

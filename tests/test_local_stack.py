@@ -44,7 +44,7 @@ from moto.core.models import DEFAULT_ACCOUNT_ID as ACCOUNT
 from moto.dynamodb.models.table import Table
 
 import app as app_module
-from chalicelib.settings import INTEGER_VARIABLES
+from chalicelib.core.settings import INTEGER_VARIABLES
 from satchel_local import demodata, eventsources, fastqueries, seed
 from satchel_local.seed import tenant_sources
 from satchel_local.stack import MAX_RECEIVE_COUNT, REGION, VISIBILITY_TIMEOUT_SECONDS, Stack

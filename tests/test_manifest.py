@@ -14,13 +14,14 @@ import boto3
 import pytest
 import requests
 
-from chalicelib import openapi, workflow
+from chalicelib.api import openapi
+from chalicelib.core.errors import SourceChanged, SourceMissing
+from chalicelib.core.models import Download, State
 from chalicelib.downloadtypes import archiveoptions
-from chalicelib.errors import SourceChanged, SourceMissing
-from chalicelib.manifest import Entry
-from chalicelib.models import Download, State
-from chalicelib.payloads import Prepared, Start
 from chalicelib.runtime import Runtime
+from chalicelib.s3.manifest import Entry
+from chalicelib.workflow import steps as workflow
+from chalicelib.workflow.payloads import Prepared, Start
 from tests.archive_readers import files_under, run
 from tests.conftest import Satchel
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.multipart import MultipartWriter
+from chalicelib.s3.multipart import MultipartWriter
 from tests.recording import Recording
 
 MIB = 1024 * 1024
@@ -85,8 +85,8 @@ class Kept(logging.Handler):
 def test_an_abort_that_fails_is_logged_and_the_original_error_propagates(s3: Any) -> None:
     writer = MultipartWriter(RefusingAbort(s3), "bucket", "k", 5 * MIB, "application/zip")
     # On the module's own logger: whether chalicelib's loggers propagate depends on what
-    # ran before in this process (chalicelib/observability.py).
-    kept, logger = Kept(), logging.getLogger("chalicelib.multipart")
+    # ran before in this process (chalicelib/core/observability.py).
+    kept, logger = Kept(), logging.getLogger("chalicelib.s3.multipart")
     logger.addHandler(kept)
     try:
         with pytest.raises(Failing, match="the build broke"):

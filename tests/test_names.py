@@ -4,14 +4,15 @@ import json
 
 import pytest
 
-from chalicelib import clients, triggers
-from chalicelib.artifacts import content_disposition
-from chalicelib.errors import ConfigurationError, MalformedRequest, UnknownPrincipal
-from chalicelib.models import Principal
-from chalicelib.names import UniqueNames, is_principal_id, safe_filename, safe_path
+from chalicelib.core import clients
+from chalicelib.core.errors import ConfigurationError, MalformedRequest, UnknownPrincipal
+from chalicelib.core.models import Principal
+from chalicelib.core.names import UniqueNames, is_principal_id, safe_filename, safe_path
+from chalicelib.core.settings import Settings
 from chalicelib.runtime import Runtime
-from chalicelib.settings import Settings
-from chalicelib.store import KeyStore, hash_secret
+from chalicelib.s3.artifacts import content_disposition
+from chalicelib.storage.downloads import KeyStore, hash_secret
+from chalicelib.triggers import inbound as triggers
 from scripts import add_api_key
 from tests.conftest import Satchel
 

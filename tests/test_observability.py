@@ -15,10 +15,10 @@ import pytest
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from chalice.app import Request
 
-from chalicelib import clock, observability
-from chalicelib.errors import ConfigurationError
-from chalicelib.models import Download, ErrorInfo, State
-from chalicelib.settings import ENV_TRACING, Telemetry
+from chalicelib.core import clock, observability
+from chalicelib.core.errors import ConfigurationError
+from chalicelib.core.models import Download, ErrorInfo, State
+from chalicelib.core.settings import ENV_TRACING, Telemetry
 from tests.conftest import Satchel
 from tests.stack_template import Resolver, functions, packaged
 
@@ -87,7 +87,7 @@ def test_a_workflow_step_logs_json_lines_with_the_download_id_and_tenant(
     assert created.status == 202, created.body
     download_id = created.json["id"]
     assert satchel.wait(download_id)["state"] == "FAILED"
-    logging.getLogger("chalicelib.workflow").warning("after the workflow")
+    logging.getLogger("chalicelib.workflow.steps").warning("after the workflow")
 
     lines = _logs(capsys.readouterr().out)
     ended = [line for line in lines if line["message"].startswith(f"download {download_id} ended")]
@@ -97,7 +97,7 @@ def test_a_workflow_step_logs_json_lines_with_the_download_id_and_tenant(
     assert line["tenant"] == "acme"
     assert line["service"] == "satchel"
     assert line["level"] == "WARNING"
-    assert line["name"] == "chalicelib.workflow"
+    assert line["name"] == "chalicelib.workflow.steps"
     assert line["function_name"]  # the Lambda context's keys as well
     assert line["function_request_id"]
     # The keys end with the invocation: a later line does not name the download.
@@ -130,12 +130,12 @@ def test_a_route_that_names_a_download_logs_it_with_the_callers_tenant(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     def view(request: Request) -> str:
-        logging.getLogger("chalicelib.service").info("inside the route")
+        logging.getLogger("chalicelib.api.service").info("inside the route")
         return "answer"
 
     event = _request("/downloads/{download_id}", "f" * 32, "globex")
     assert observability.middleware(event, view) == "answer"
-    logging.getLogger("chalicelib.service").info("outside the route")
+    logging.getLogger("chalicelib.api.service").info("outside the route")
 
     inside, outside = _logs(capsys.readouterr().out)
     assert (inside["message"], inside["download_id"], inside["tenant"]) == (
@@ -257,7 +257,7 @@ _PROBE = """
 import json, sys
 from chalice.app import LambdaFunctionEvent
 import app
-from chalicelib import observability
+from chalicelib.core import observability
 
 class Context:
     function_name = "satchel-test-build"

@@ -12,8 +12,9 @@ from typing import Any
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from app import app
-from chalicelib import downloadtypes, openapi, service
-from chalicelib.models import Download, State
+from chalicelib import downloadtypes
+from chalicelib.api import openapi, service
+from chalicelib.core.models import Download, State
 from tests.conftest import Satchel
 
 Route = tuple[str, str]  # (path, METHOD)

@@ -26,7 +26,7 @@ import pytest
 from chalice.app import CloudWatchEventConfig, Rate, ScheduledEventConfig, SQSEventConfig
 
 import app as application
-from chalicelib import errors, settings
+from chalicelib.core import errors, settings
 from satchel_local import statemachine
 from tests.stack_template import NO_VALUE, Packaged, Resolver, functions, packaged
 

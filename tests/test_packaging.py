@@ -22,9 +22,10 @@ from chalice.app import Rate
 from moto import mock_aws
 from moto.events.models import EventPattern
 
-from chalicelib import artifacts, settings
-from chalicelib.models import Principal
-from chalicelib.store import OWNER_INDEX, KeyStore
+from chalicelib.core import settings
+from chalicelib.core.models import Principal
+from chalicelib.s3 import artifacts
+from chalicelib.storage.downloads import OWNER_INDEX, KeyStore
 from satchel_local import statemachine
 from satchel_local.stack import TABLE_KEYS, Stack
 from scripts import add_api_key, asl_to_mermaid
@@ -611,7 +612,7 @@ def test_the_manuals_configuration_table_names_every_setting_with_its_default() 
     table = dict(rows)
     assert len(table) == len(rows), "a variable is listed twice"
 
-    source = (ROOT / "chalicelib" / "settings.py").read_text()
+    source = (ROOT / "chalicelib" / "core" / "settings.py").read_text()
     variables = set(re.findall(r'"(SATCHEL_[A-Z0-9_]+)"', source))
     assert set(settings.INTEGER_VARIABLES.values()) <= variables
     missing = sorted(variables - set(table))

@@ -1,5 +1,5 @@
 """Every path statemachine/download.asl.json reads or writes names a field declared in
-chalicelib/payloads.py, for the payload of the state that reads or writes it.
+chalicelib/workflow/payloads.py, for the payload of the state that reads or writes it.
 
 Typing is per state (STATES below): each state's input and output TypedDict. A Task's Lambda
 result is `$.Payload` of the invoke integration; what it returns is the output type. A state's
@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 import pytest
 
 import app
-from chalicelib.payloads import (
+from chalicelib.workflow.payloads import (
     Built,
     Digested,
     Failed,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.core.models import Progress
+from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes.rows import render_rows
-from chalicelib.models import Progress
-from chalicelib.progress import ProgressTracker
-from chalicelib.settings import Settings
+from chalicelib.workflow.progress import ProgressTracker
 
 _SETTINGS = Settings.from_env(
     {

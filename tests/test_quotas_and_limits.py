@@ -7,10 +7,11 @@ import os
 
 import pytest
 
-from chalicelib import clients, clock, service
-from chalicelib.models import Download, State
+from chalicelib.api import service
+from chalicelib.core import clients, clock
+from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
-from chalicelib.store import DownloadStore
+from chalicelib.storage.downloads import DownloadStore
 from tests.conftest import Satchel
 
 MIB = 1024 * 1024

@@ -16,7 +16,7 @@ Archives, built once for the module and shared by the readers:
   Build and parallel segments; members small, 1-16 MiB and over 16 MiB, uploaded in one
   PUT or in parts (boto3 upload_file, CRC32: moto's unmarked composite checksum), already
   compressed (.jpg, .zip of random bytes), unicode, emoji, nested, empty and duplicate names;
-- at the writer level (chalicelib.zipwriter), ZIP64 by entry count (70,000 entries) and by
+- at the writer level (chalicelib.archive.zipwriter), ZIP64 by entry count (70,000 entries) and by
   size (a 4 GiB + 1 MiB member of zeros, stored, its data a hole in a sparse temporary file:
   no disk, and no 4 GiB held anywhere).
 
@@ -52,9 +52,11 @@ from isal import isal_zlib
 from moto import mock_aws
 
 from app import app
-from chalicelib import clients, deflate, sources, zipwriter
-from chalicelib.store import KeyStore
-from chalicelib.zipwriter import ZipLayout
+from chalicelib.archive import deflate, zipwriter
+from chalicelib.archive.zipwriter import ZipLayout
+from chalicelib.core import clients
+from chalicelib.s3 import sources
+from chalicelib.storage.downloads import KeyStore
 from satchel_local import lambdas
 from satchel_local.stack import MOTO_CONFIG, REGION, provision
 from tests.conftest import USERS, Satchel, api_key_of

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from chalicelib import clients
-from chalicelib.errors import ConfigurationError
-from chalicelib.models import Principal
+from chalicelib.core import clients
+from chalicelib.core.errors import ConfigurationError
+from chalicelib.core.models import Principal
+from chalicelib.core.settings import Dataset, Settings
 from chalicelib.runtime import Runtime
-from chalicelib.settings import Dataset, Settings
 
 ENVIRONMENT = {
     "SATCHEL_TABLE": "t",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import zipwriter
-from chalicelib.names import UniqueNames, is_reserved, safe_path
-from chalicelib.zipwriter import ZipLayout
+from chalicelib.archive import zipwriter
+from chalicelib.archive.zipwriter import ZipLayout
+from chalicelib.core.names import UniqueNames, is_reserved, safe_path
 from tests.archive_readers import files_under, run
 
 WHEN = datetime(2024, 5, 17, 13, 45, 10, tzinfo=UTC)

@@ -1,5 +1,5 @@
 """Parallel builds ask the download's type for its segment plan (`DownloadType.segments`),
-through the registry: chalicelib/segments.py names no type."""
+through the registry: chalicelib/workflow/segments.py names no type."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 import requests
 
 from chalicelib import downloadtypes
+from chalicelib.archive.zipwriter import Piece
+from chalicelib.core.models import Download
 from chalicelib.downloadtypes import archive, export
 from chalicelib.downloadtypes.base import SegmentBuild, SegmentPlan
-from chalicelib.manifest import Entry
-from chalicelib.models import Download
-from chalicelib.progress import ProgressTracker
 from chalicelib.runtime import Runtime
-from chalicelib.zipwriter import Piece
+from chalicelib.s3.manifest import Entry
+from chalicelib.workflow.progress import ProgressTracker
 from tests.conftest import Satchel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ class Spy:
 
 
 def test_segments_imports_no_download_type() -> None:
-    tree = ast.parse((ROOT / "chalicelib" / "segments.py").read_text())
+    tree = ast.parse((ROOT / "chalicelib" / "workflow" / "segments.py").read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {
         f"{node.module}.{alias.name}"

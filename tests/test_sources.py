@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 
-from chalicelib import sources
-from chalicelib.manifest import Entry
+from chalicelib.s3 import sources
+from chalicelib.s3.manifest import Entry
 
 MIB = 1024 * 1024
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib import multipart, tarwriter
-from chalicelib.zipwriter import CopyRange, Piece
+from chalicelib.archive import tarwriter
+from chalicelib.archive.zipwriter import CopyRange, Piece
+from chalicelib.s3 import multipart
 from tests.archive_readers import files_under, run
 from tests.conftest import Satchel
 

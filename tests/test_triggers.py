@@ -10,17 +10,18 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from chalicelib import clients, triggers
-from chalicelib.errors import ConfigurationError
-from chalicelib.models import Download
-from chalicelib.runtime import Runtime
-from chalicelib.settings import (
+from chalicelib.core import clients
+from chalicelib.core.errors import ConfigurationError
+from chalicelib.core.models import Download
+from chalicelib.core.settings import (
     ENV_ARTIFACT_BUCKET,
     ENV_SOURCE_BUCKET,
     ENV_STATE_MACHINE_ARN,
     ENV_TABLE,
     Settings,
 )
+from chalicelib.runtime import Runtime
+from chalicelib.triggers import inbound as triggers
 from tests.conftest import Satchel
 
 

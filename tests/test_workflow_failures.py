@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from chalicelib.errors import SourceMissing, TransientError, retried_when_transient
+from chalicelib.core.errors import SourceMissing, TransientError, retried_when_transient
 from tests.conftest import Satchel
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib.errors import SourceChanged
+from chalicelib.core.errors import SourceChanged
 from tests.conftest import Satchel
 
 MIB = 1024 * 1024
@@ -139,7 +139,7 @@ def test_a_failing_segment_fails_the_download_and_leaves_nothing(
     def changed(*args: Any, **kwargs: Any) -> None:
         raise SourceChanged("source object changed while building: acme/mix/small/001.csv")
 
-    monkeypatch.setattr("chalicelib.segments.Assembler.write_all", changed)
+    monkeypatch.setattr("chalicelib.workflow.segments.Assembler.write_all", changed)
     created = satchel.create({"prefixes": ["acme/mix/"]})
     failed = satchel.wait(created.json["id"], timeout=60)
     assert failed["state"] == "FAILED"

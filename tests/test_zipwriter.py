@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import deflate, zipwriter
-from chalicelib.errors import ChecksumMismatch
-from chalicelib.zipwriter import CopyRange, Piece, ZipLayout
+from chalicelib.archive import deflate, zipwriter
+from chalicelib.archive.zipwriter import CopyRange, Piece, ZipLayout
+from chalicelib.core.errors import ChecksumMismatch
 
 GIB = 1024**3
 WHEN = datetime(2024, 5, 17, 13, 45, 10, tzinfo=UTC)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.core.errors import UnknownType
 from chalicelib.downloadtypes import archive, audit, export, listing
 from chalicelib.downloadtypes.base import ArtifactFormat, DownloadType, Plan
-from chalicelib.errors import UnknownType
 
 __all__ = ["ArtifactFormat", "DownloadType", "Plan", "all_types", "get", "register"]
 

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import clock, deflate, integrity, sources, zipwriter
-from chalicelib.downloadtypes import archiveoptions
-from chalicelib.downloadtypes.base import DownloadType, Plan, SegmentBuild
-from chalicelib.downloadtypes.scope import Scope
-from chalicelib.errors import (
+from chalicelib.archive import deflate, integrity, zipwriter
+from chalicelib.archive.zipwriter import CopyRange, Member, Piece, ZipLayout
+from chalicelib.core import clock
+from chalicelib.core.errors import (
     DuplicateKeys,
     EmptyKeys,
     InvalidParams,
@@ -24,15 +23,18 @@ from chalicelib.errors import (
     TooManyFiles,
     TooManyKeys,
 )
-from chalicelib.manifest import Entry
-from chalicelib.models import Download, Principal, Progress
-from chalicelib.names import UniqueNames
-from chalicelib.settings import Settings
-from chalicelib.zipwriter import CopyRange, Member, Piece, ZipLayout
+from chalicelib.core.models import Download, Principal, Progress
+from chalicelib.core.names import UniqueNames
+from chalicelib.core.settings import Settings
+from chalicelib.downloadtypes import archiveoptions
+from chalicelib.downloadtypes.base import DownloadType, Plan, SegmentBuild
+from chalicelib.downloadtypes.scope import Scope
+from chalicelib.s3 import sources
+from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
-    from chalicelib.progress import ProgressTracker
     from chalicelib.runtime import Runtime
+    from chalicelib.workflow.progress import ProgressTracker
 
 PARAMS_SCHEMA: dict[str, Any] = {
     "type": "object",

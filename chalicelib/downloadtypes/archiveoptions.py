@@ -13,12 +13,12 @@
   A source that vanishes after the survey, before its own read, ends that Build attempt
   with `TransientError`: the state machine's Retry runs Build again, whose survey leaves it
   out. `fail` (the default) fails the download `SourceMissing`.
-- `tar` is POSIX pax (chalicelib/tarwriter.py); a member of at least
+- `tar` is POSIX pax (chalicelib/archive/tarwriter.py); a member of at least
   `server_copy_min_bytes` is copied by S3 into the artifact (the Digest step then hashes
-  it), as store zips do. `tar.gz` is one gzip stream through chalicelib/deflate.py's engine.
+  it), as store zips do. `tar.gz` is one gzip stream through chalicelib/archive/deflate.py's engine.
 
 Archives with any of these options are built by one Build run: the parallel segments
-(chalicelib/segments.py) join zip segments only.
+(chalicelib/workflow/segments.py) join zip segments only.
 """
 
 from __future__ import annotations
@@ -33,17 +33,19 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import clock, deflate, integrity, sources, tarwriter, zipwriter
+from chalicelib.archive import deflate, integrity, tarwriter, zipwriter
+from chalicelib.archive.zipwriter import CopyRange, Piece, ZipLayout
+from chalicelib.core import clock
+from chalicelib.core.errors import Cancelled, SourceMissing, TransientError
+from chalicelib.core.models import Download, Principal
+from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes.base import ArtifactFormat, Check, Renderer
-from chalicelib.errors import Cancelled, SourceMissing, TransientError
-from chalicelib.manifest import Entry
-from chalicelib.models import Download, Principal
-from chalicelib.settings import Settings
-from chalicelib.zipwriter import CopyRange, Piece, ZipLayout
+from chalicelib.s3 import sources
+from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
-    from chalicelib.progress import ProgressTracker
     from chalicelib.runtime import Runtime
+    from chalicelib.workflow.progress import ProgressTracker
 
 FORMATS: dict[str, ArtifactFormat] = {
     "zip": ArtifactFormat(".zip", "application/zip"),

@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chalicelib import integrity
-from chalicelib.errors import Forbidden
-from chalicelib.manifest import Entry
-from chalicelib.models import Download, Principal, Progress
-from chalicelib.schemas import Schema
-from chalicelib.settings import Settings
-from chalicelib.zipwriter import Piece
+from chalicelib.archive import integrity
+from chalicelib.archive.zipwriter import Piece
+from chalicelib.core.errors import Forbidden
+from chalicelib.core.models import Download, Principal, Progress
+from chalicelib.core.schemas import Schema
+from chalicelib.core.settings import Settings
+from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
-    from chalicelib.progress import ProgressTracker
     from chalicelib.runtime import Runtime
+    from chalicelib.workflow.progress import ProgressTracker
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class SegmentBuild(Protocol):
 
 class SegmentPlan(Protocol):
     """How a type's large artifact is built in segments, in parallel, and joined
-    (chalicelib/segments.py splits the entries, stores the parts and calls these)."""
+    (chalicelib/workflow/segments.py splits the entries, stores the parts and calls these)."""
 
     def accepts(self, params: dict[str, Any]) -> bool:
         """Whether these params may be built in segments (some ask for what only one Build writes)."""

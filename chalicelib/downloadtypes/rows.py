@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import rowformats
+from chalicelib.core.errors import MaxContentSizeExceeded
+from chalicelib.core.settings import Settings
+from chalicelib.downloadtypes import rowformats
 from chalicelib.downloadtypes.base import ArtifactFormat
-from chalicelib.errors import MaxContentSizeExceeded
-from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
-    from chalicelib.progress import ProgressTracker
+    from chalicelib.workflow.progress import ProgressTracker
 
 
 def check_row_count(rows: int, settings: Settings) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.errors import SourceNotAllowed
-from chalicelib.models import Principal
-from chalicelib.names import safe_path
+from chalicelib.core.errors import SourceNotAllowed
+from chalicelib.core.models import Principal
+from chalicelib.core.names import safe_path
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,77 @@
+"""HTTP shapes: JSON bodies in, JSON answers and `{"Code", "Message"}` errors out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import Request, Response
+
+from chalicelib.core import disclosure
+from chalicelib.core.errors import MalformedRequest, RequestTooLarge, SatchelError
+from chalicelib.core.models import check_numbers
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 256 * 1024
+# On every answer: many carry a token, a presigned URL or someone's download, and none is
+# worth caching, leaking through a Referer, or sniffed into something else than its type.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def json_body(raw: str | bytes | None) -> Any:
+    if not raw:
+        raise MalformedRequest("the request needs a JSON body")
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestTooLarge(f"the request body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+        # Lone surrogates ("\ud800") parse, but no store or hash can encode them.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        check_numbers(body)  # 1e400 parses (as inf), but DynamoDB cannot store it
+    except (ValueError, UnicodeError) as error:
+        raise MalformedRequest(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise MalformedRequest("the request body is nested too deeply") from None
+    return body
+
+
+def optional_json_body(raw: str | bytes | None) -> Any:
+    """A JSON body where none means `{}`."""
+    return json_body(raw) if raw else {}
+
+
+def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        body=body,
+        status_code=status,
+        headers={"Content-Type": "application/json", **SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+def security_headers(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Chalice HTTP middleware: SECURITY_HEADERS on every answer a route gives, including the
+    ones built without respond() (204, 302) and Chalice's own (405, 415)."""
+    response = get_response(request)
+    present = {name.lower() for name in response.headers}
+    for name, value in SECURITY_HEADERS.items():
+        if name.lower() not in present:
+            response.headers[name] = value
+    return response
+
+
+def error_response(error: Exception) -> Response:
+    """Domain errors answer with their own status and code; anything else is a 500 whose
+    message says nothing of the error (it may carry ARNs, the account id): the detail is
+    logged beside the reference the message quotes."""
+    if isinstance(error, SatchelError):
+        return respond(error.body(), error.status, error.headers())
+    reference = disclosure.new_reference()
+    log.exception("unhandled error; reference %s", reference)
+    message = f"an internal error occurred; reference {reference}"
+    return respond({"Code": disclosure.INTERNAL_ERROR, "Message": message}, 500)

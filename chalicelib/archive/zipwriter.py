@@ -1,0 +1,334 @@
+"""The zip format, written by hand so an archive can be laid out without seeing its bytes.
+
+A writer here never holds a member: it emits *pieces*, either bytes it made (headers,
+compressed data, the central directory) or a `CopyRange` of a source object that S3
+copies server-side. Offsets are counted from `start`, so a segment can be laid out alone
+and its members moved to their place in the whole archive when the segments are joined.
+
+ZIP64 records are written exactly when a field does not fit: a member of 4 GiB or more (or
+at an offset past 4 GiB), or more than 65,534 members, or a central directory past 4 GiB.
+(A streamed member's header is written before its compressed size is known: one whose
+source is within deflate's worst-case growth of 4 GiB gets ZIP64 sizes to be safe.)
+
+A STORED member never has a data descriptor: Java's `ZipInputStream` (and Commons
+Compress) refuse one ("only DEFLATED entries can have EXT descriptor"). Its CRC-32 and size
+go in the local header, so they must be known before its bytes (`known`); only deflated
+members are `streamed` with a descriptor. A stored member whose bytes pass through the
+writer is checked against the CRC announced as they pass (ChecksumMismatch, before any
+upload completes); one copied by S3 is listed in `unverified`, for the Digest step to check
+in the finished artifact (chalicelib/archive/integrity.py).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from chalicelib.archive import deflate
+from chalicelib.archive.deflate import Compressor
+from chalicelib.archive.integrity import Check
+from chalicelib.core.errors import ChecksumMismatch
+
+STORED = 0
+DEFLATED = 8
+LIMIT_32 = 0xFFFFFFFF
+LIMIT_16 = 0xFFFF
+
+_UTF8_NAMES = 0x0800
+_DATA_DESCRIPTOR = 0x0008
+_VERSION_MADE_BY = (3 << 8) | 45  # Unix, spec 4.5
+_VERSION_PLAIN = 20
+_VERSION_ZIP64 = 45
+_FILE_MODE = 0o100644 << 16  # a regular file, rw-r--r--, in the external attributes
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+_DESCRIPTOR_32 = struct.Struct("<IIII")
+_DESCRIPTOR_64 = struct.Struct("<IIQQ")
+_ZIP64_END = struct.Struct("<IQHHIIQQQQ")
+_ZIP64_LOCATOR = struct.Struct("<IIQI")
+_END = struct.Struct("<IHHHHIIH")
+
+
+@dataclass(frozen=True)
+class CopyRange:
+    """Bytes [start, end) of a source object, pinned to its ETag: copied, not read, when it can be."""
+
+    bucket: str
+    key: str
+    etag: str
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+Piece = bytes | CopyRange
+
+
+@dataclass(frozen=True)
+class Member:
+    """One central directory record; `offset` is where its local header starts."""
+
+    name: str
+    method: int
+    crc: int
+    compressed_size: int
+    size: int
+    offset: int
+    dos_time: int
+    dos_date: int
+    flags: int
+
+    def moved(self, by: int) -> Member:
+        return replace(self, offset=self.offset + by)
+
+    def to_json(self) -> list[str | int]:
+        return [
+            self.name,
+            self.method,
+            self.crc,
+            self.compressed_size,
+            self.size,
+            self.offset,
+            self.dos_time,
+            self.dos_date,
+            self.flags,
+        ]
+
+    @classmethod
+    def from_json(cls, raw: list[str | int]) -> Member:
+        name, *numbers = raw
+        return cls(str(name), *(int(number) for number in numbers))
+
+
+def dos_timestamp(when: datetime) -> tuple[int, int]:
+    """(time, date) in MS-DOS format; zip cannot say anything before 1980."""
+    when = max(when.replace(tzinfo=None), datetime(1980, 1, 1))
+    time = (when.hour << 11) | (when.minute << 5) | (when.second // 2)
+    date = ((when.year - 1980) << 9) | (when.month << 5) | when.day
+    return time, date
+
+
+def may_need_zip64(size: int) -> bool:
+    """Whether a member of `size` bytes needs ZIP64 sizes, deflate's worst-case growth included."""
+    # Deflate grows incompressible data by 5 bytes per 64 KiB stored block at worst.
+    return size + size // 8192 + 1024 >= LIMIT_32
+
+
+def _zip64_extra(*values: int) -> bytes:
+    return struct.pack(f"<HH{len(values)}Q", 1, 8 * len(values), *values)
+
+
+def unicode_path_extra(name: bytes) -> bytes:
+    """Info-ZIP Unicode Path extra field (0x7075) for a non-ASCII name, else nothing.
+
+    The UTF-8 flag (bit 11) already says the name is UTF-8; readers that ignore the flag (older
+    Windows Explorer, some 7-Zip and Java versions) honour this field instead: version 1, the
+    CRC-32 of the header's name field, then the UTF-8 name.
+    """
+    if name.isascii():
+        return b""
+    body = struct.pack("<BI", 1, zlib.crc32(name)) + name
+    return struct.pack("<HH", 0x7075, len(body)) + body
+
+
+class ZipLayout:
+    """Lays out members one after another from offset `start`, remembering each member's record."""
+
+    def __init__(self, when: datetime, start: int = 0) -> None:
+        self.offset = start
+        self.members: list[Member] = []
+        # Members whose bytes S3 copied: their CRC is checked in the finished artifact.
+        self.unverified: list[Check] = []
+        self._when = when
+
+    def _header(
+        self,
+        name: bytes,
+        method: int,
+        crc: int,
+        size: int,
+        compressed: int,
+        flags: int,
+        zip64: bool,
+        stamp: tuple[int, int],
+    ) -> bytes:
+        extra = b""
+        if zip64:
+            extra = _zip64_extra(size, compressed)
+            size = compressed = LIMIT_32
+        version = _VERSION_ZIP64 if extra else _VERSION_PLAIN
+        extra += unicode_path_extra(name)
+        fixed = _LOCAL.pack(
+            0x04034B50,
+            version,
+            flags,
+            method,
+            *stamp,
+            crc,
+            compressed,
+            size,
+            len(name),
+            len(extra),
+        )
+        return fixed + name + extra
+
+    def _stamp(self, modified: datetime | None) -> tuple[int, int]:
+        return dos_timestamp(modified or self._when)
+
+    def _record(
+        self,
+        name: str,
+        method: int,
+        crc: int,
+        compressed: int,
+        size: int,
+        flags: int,
+        stamp: tuple[int, int],
+    ) -> None:
+        self.members.append(Member(name, method, crc, compressed, size, self.offset, *stamp, flags))
+
+    def known(
+        self, name: str, crc: int, size: int, body: Iterable[Piece], modified: datetime | None = None
+    ) -> Iterator[Piece]:
+        """A stored member whose CRC and size are known up front: the header says all, no descriptor.
+
+        Bytes that pass through here are checked against `crc` (ChecksumMismatch); if any
+        piece is a CopyRange, the member goes to `unverified` instead.
+        """
+        flags, stamp = _UTF8_NAMES, self._stamp(modified)
+        header = self._header(name.encode("utf-8"), STORED, crc, size, size, flags, size >= LIMIT_32, stamp)
+        self._record(name, STORED, crc, size, size, flags, stamp)
+        yield header
+        from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py; its CRC-32 is 10x zlib's
+
+        written = seen = 0
+        copied = False
+        for piece in body:
+            if isinstance(piece, CopyRange):
+                written += piece.length
+                copied = True
+            else:
+                seen = isal_zlib.crc32(piece, seen)
+                written += len(piece)
+            yield piece
+        if written != size:
+            raise ValueError(f"member {name!r} had {written} bytes, not the {size} announced")
+        if copied:
+            self.unverified.append(Check(name, self.offset + len(header), size, crc))
+        elif seen != crc:
+            raise ChecksumMismatch(f"member {name!r} does not have the CRC-32 its source announced")
+        self.offset += len(header) + size
+
+    def streamed(
+        self,
+        name: str,
+        size: int,
+        chunks: Iterable[bytes],
+        compressor: Compressor,
+        modified: datetime | None = None,
+    ) -> Iterator[bytes]:
+        """A deflated member whose CRC and compressed size are learnt on the way: a data
+        descriptor follows it. (Stored members are always `known`: see the module's docstring.)
+
+        `size` is the expected size (from the manifest): it decides ZIP64 before a byte is seen.
+        """
+        flags, stamp = _UTF8_NAMES | _DATA_DESCRIPTOR, self._stamp(modified)
+        zip64 = may_need_zip64(size)
+        method = DEFLATED
+        # With a descriptor the header's CRC and sizes are zero (ZIP64: 0xFFFFFFFF, zeros in the extra).
+        header = self._header(name.encode("utf-8"), method, 0, 0, 0, flags, zip64, stamp)
+        yield header
+        crc = seen = written = 0
+        for chunk in deflate.blocks(chunks):  # the same cut whatever the reads: the same output
+            crc = zlib.crc32(chunk, crc)
+            seen += len(chunk)
+            data = compressor.compress(chunk)
+            if data:
+                written += len(data)
+                yield data
+        tail = compressor.flush()
+        written += len(tail)
+        yield tail
+        if not zip64 and (seen >= LIMIT_32 or written >= LIMIT_32):
+            raise ValueError(f"member {name!r} grew past 4 GiB after its header was written")
+        descriptor = (_DESCRIPTOR_64 if zip64 else _DESCRIPTOR_32).pack(0x08074B50, crc, written, seen)
+        yield descriptor
+        self._record(name, method, crc, written, seen, flags, stamp)
+        self.offset += len(header) + written + len(descriptor)
+
+
+def central_directory(members: Iterable[Member]) -> Iterator[bytes]:
+    """The central directory records, ZIP64 extras only where a field overflows."""
+    for member in members:
+        name = member.name.encode("utf-8")
+        large = [v for v in (member.size, member.compressed_size, member.offset) if v >= LIMIT_32]
+        extra = _zip64_extra(*large) if large else b""
+        version = _VERSION_ZIP64 if extra else _VERSION_PLAIN
+        extra += unicode_path_extra(name)
+        fixed = _CENTRAL.pack(
+            0x02014B50,
+            _VERSION_MADE_BY,
+            version,
+            member.flags,
+            member.method,
+            member.dos_time,
+            member.dos_date,
+            member.crc,
+            min(member.compressed_size, LIMIT_32),
+            min(member.size, LIMIT_32),
+            len(name),
+            len(extra),
+            0,
+            0,
+            0,
+            _FILE_MODE,
+            min(member.offset, LIMIT_32),
+        )
+        yield fixed + name + extra
+
+
+def end_of_archive(count: int, directory_offset: int, directory_size: int) -> bytes:
+    """The end records: ZIP64 end record and locator first when a count or offset overflows."""
+    zip64 = count >= LIMIT_16 or directory_offset >= LIMIT_32 or directory_size >= LIMIT_32
+    records = b""
+    if zip64:
+        end64_offset = directory_offset + directory_size
+        records = _ZIP64_END.pack(
+            0x06064B50,
+            44,
+            _VERSION_MADE_BY,
+            _VERSION_ZIP64,
+            0,
+            0,
+            count,
+            count,
+            directory_size,
+            directory_offset,
+        ) + _ZIP64_LOCATOR.pack(0x07064B50, 0, end64_offset, 1)
+    return records + _END.pack(
+        0x06054B50,
+        0,
+        0,
+        min(count, LIMIT_16),
+        min(count, LIMIT_16),
+        min(directory_size, LIMIT_32),
+        min(directory_offset, LIMIT_32),
+        0,
+    )
+
+
+def closing(members: Iterable[Member], directory_offset: int) -> Iterator[bytes]:
+    """The central directory of `members` at `directory_offset`, then the end records."""
+    count = size = 0
+    for record in central_directory(members):
+        count += 1
+        size += len(record)
+        yield record
+    yield end_of_archive(count, directory_offset, size)

@@ -1,0 +1,70 @@
+"""AWS clients, built on first use (never at import) and shared within a process.
+
+Everything that talks to AWS takes its client as an argument; these getters are what the
+Lambda entry points hand in. boto3 honours AWS_ENDPOINT_URL, which is how the local stack
+points them at the embedded emulator.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
+
+from botocore.config import Config
+
+if TYPE_CHECKING:  # the stubs are a development requirement (requirements-dev.txt), not a runtime one
+    from mypy_boto3_dynamodb.service_resource import Table
+    from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_ssm.client import SSMClient
+    from mypy_boto3_stepfunctions.client import SFNClient
+
+_lock = threading.Lock()
+# botocore counts `max_attempts` here as retries: a call is tried 6 times, backing off, before
+# its error reaches the code (workflow steps then leave it as TransientError: chalicelib/core/errors.py).
+_RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
+# SigV4 presigned URLs (SigV2 is deprecated and capped differently).
+_S3 = _RETRIES.merge(Config(signature_version="s3v4"))
+
+
+@cache
+def _client(service: str) -> Any:
+    import boto3  # deferred: keeps importing app.py cheap (a Lambda cold start)
+
+    with _lock:  # creating clients is not thread-safe; using them is
+        return boto3.session.Session().client(service, config=_S3 if service == "s3" else _RETRIES)
+
+
+@cache
+def _table(name: str) -> Any:
+    import boto3
+
+    with _lock:
+        return boto3.session.Session().resource("dynamodb", config=_RETRIES).Table(name)
+
+
+def s3() -> S3Client:
+    return cast("S3Client", _client("s3"))
+
+
+def stepfunctions() -> SFNClient:
+    return cast("SFNClient", _client("stepfunctions"))
+
+
+def events() -> EventBridgeClient:
+    return cast("EventBridgeClient", _client("events"))
+
+
+def ssm() -> SSMClient:
+    return cast("SSMClient", _client("ssm"))
+
+
+def table(name: str) -> Table:
+    return cast("Table", _table(name))
+
+
+def reset() -> None:
+    """Forget cached clients (tests and the local stack re-point the endpoint)."""
+    _client.cache_clear()
+    _table.cache_clear()

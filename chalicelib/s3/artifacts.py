@@ -1,0 +1,117 @@
+"""Objects Satchel owns in the artifact bucket: where they live, how they are handed out,
+and how every trace of a download is removed."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from botocore.exceptions import ClientError
+
+from chalicelib.core.models import Download
+
+ARTIFACTS_PREFIX = "artifacts/"
+TEMPORARY_PREFIX = "tmp/"
+
+
+def artifact_key(download_id: str) -> str:
+    return f"{ARTIFACTS_PREFIX}{download_id}"
+
+
+def temporary_prefix(download_id: str) -> str:
+    return f"{TEMPORARY_PREFIX}{download_id}/"
+
+
+def owner_of(key: str) -> str | None:
+    """The download an object or upload of the artifacts bucket belongs to, if any."""
+    for prefix in (ARTIFACTS_PREFIX, TEMPORARY_PREFIX):
+        if key.startswith(prefix):
+            return key[len(prefix) :].split("/", 1)[0] or None
+    return None
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266 `attachment` with an ASCII fallback and a UTF-8 `filename*`; never CR/LF."""
+    visible = "".join(ch for ch in filename if not unicodedata.category(ch).startswith("C"))
+    ascii_name = unicodedata.normalize("NFKD", visible).encode("ascii", "ignore").decode()
+    ascii_name = re.sub(r'["\\]', "_", ascii_name).strip() or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(visible, safe='')}"
+
+
+def presign(s3: Any, bucket: str, key: str, *, filename: str, content_type: str, ttl_seconds: int) -> str:
+    url: str = s3.generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": bucket,
+            "Key": key,
+            "ResponseContentDisposition": content_disposition(filename),
+            "ResponseContentType": content_type,
+        },
+        ExpiresIn=ttl_seconds,
+    )
+    return url
+
+
+def presign_download(s3: Any, bucket: str, download: Download, ttl_seconds: int) -> str:
+    """A presigned GET of a DONE download's artifact, saved under the download's filename."""
+    if download.artifact is None:
+        raise ValueError(f"download {download.id} has no artifact")
+    return presign(
+        s3,
+        bucket,
+        download.artifact.key,
+        filename=download.filename,
+        content_type=download.artifact.content_type,
+        ttl_seconds=ttl_seconds,
+    )
+
+
+def abort_uploads(s3: Any, bucket: str, download_id: str) -> int:
+    """Abort every multipart upload still open for this download (its artifact, its temporaries)."""
+    artifact = artifact_key(download_id)
+    return _abort_under(s3, bucket, artifact, lambda key: key == artifact) + _abort_under(
+        s3, bucket, temporary_prefix(download_id), lambda key: True
+    )
+
+
+def abort_uploads_of(s3: Any, bucket: str, key: str) -> int:
+    """Abort every multipart upload still open for exactly this key; count them."""
+    return _abort_under(s3, bucket, key, lambda found: found == key)
+
+
+def _abort_under(s3: Any, bucket: str, prefix: str, wanted: Callable[[str], bool]) -> int:
+    aborted = 0
+    paginator = s3.get_paginator("list_multipart_uploads")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for upload in page.get("Uploads", []):
+            if not wanted(upload["Key"]):
+                continue
+            try:
+                s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "NoSuchUpload":
+                    raise
+            aborted += 1
+    return aborted
+
+
+def remove_temporary(s3: Any, bucket: str, download_id: str) -> None:
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=temporary_prefix(download_id)):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+def remove_artifact(s3: Any, bucket: str, download_id: str) -> None:
+    s3.delete_object(Bucket=bucket, Key=artifact_key(download_id))
+
+
+def remove_everything(s3: Any, bucket: str, download_id: str) -> None:
+    """Leave nothing of this download in the bucket: uploads, temporary objects, artifact."""
+    abort_uploads(s3, bucket, download_id)
+    remove_temporary(s3, bucket, download_id)
+    remove_artifact(s3, bucket, download_id)

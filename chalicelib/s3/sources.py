@@ -1,0 +1,347 @@
+"""Reading sources: in manifest order, with the next ones already on their way.
+
+One GET at a time costs a round trip per file, which is what a zip of many small objects
+is made of. Here a small thread pool keeps a bounded window of requests in flight: small
+objects are fetched whole ahead of their turn (at most `window_bytes` of them held at
+once), large ones are streamed when their turn comes, chunk by chunk. Every read is
+pinned to the ETag Prepare saw, so a changed object fails the build instead of
+slipping into it.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import contextvars
+import re
+import zlib
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+
+from chalicelib.core.errors import SourceChanged, SourceMissing
+from chalicelib.s3.manifest import Entry
+
+
+@dataclass(frozen=True)
+class Window:
+    """How far reading may run ahead: requests in flight, and bytes held for later."""
+
+    workers: int
+    window_bytes: int
+    chunk_bytes: int
+
+    def prefetches(self, entry: Entry) -> bool:
+        # Objects up to one read chunk are fetched whole: streaming them gains nothing.
+        return entry.size <= self.chunk_bytes
+
+
+def _nothing_to_close() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Source:
+    entry: Entry
+    content_type: str
+    modified: datetime
+    chunks: Iterator[bytes]
+    # Releases the response if `chunks` is dropped before it is read (a generator that never
+    # started runs no `finally`).
+    discard: Callable[[], None] = _nothing_to_close
+
+
+def translate(error: ClientError, key: str) -> Exception:
+    """S3's answer for a missing or changed object as the domain error the workflow reports."""
+    code = str(error.response["Error"]["Code"])
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return SourceMissing(f"source object not found: {key}", key=key)
+    if code in ("PreconditionFailed", "412"):
+        return SourceChanged(f"source object changed while building: {key}")
+    unknown: Exception = error  # botocore is untyped here
+    return unknown
+
+
+def open_object(s3: Any, bucket: str, key: str, etag: str, byte_range: str | None = None) -> dict[str, Any]:
+    """GetObject of exactly the version Prepare saw (IfMatch on its ETag)."""
+    extra = {"Range": byte_range} if byte_range else {}
+    try:
+        response: dict[str, Any] = s3.get_object(Bucket=bucket, Key=key, IfMatch=etag, **extra)
+    except ClientError as error:
+        raise translate(error, key) from None
+    return response
+
+
+def stream(body: Any, chunk_bytes: int) -> Iterator[bytes]:
+    try:
+        yield from body.iter_chunks(chunk_bytes)
+    finally:
+        body.close()
+
+
+def _fetch_whole(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Source:
+    response = open_object(s3, bucket, entry.key, entry.etag)
+    with response["Body"] as body:
+        data: bytes = body.read()
+    chunks = iter((data,)) if data else iter(())
+    return Source(entry, str(response.get("ContentType", "")), response["LastModified"], chunks)
+
+
+def _streamed(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Source:
+    response = open_object(s3, bucket, entry.key, entry.etag)
+    chunks = stream(response["Body"], chunk_bytes)
+    content_type = str(response.get("ContentType", ""))
+    return Source(entry, content_type, response["LastModified"], chunks, response["Body"].close)
+
+
+def fetch(s3: Any, bucket: str, entries: Iterable[Entry], window: Window) -> Iterator[Source]:
+    """The sources in order; small ones fetched ahead, concurrently, within the window."""
+    if window.workers <= 1:  # one request at a time, none ahead: a round trip per file
+        yield from (_streamed(s3, bucket, entry, window.chunk_bytes) for entry in entries)
+        return
+    upcoming = iter(entries)
+    pending: collections.deque[tuple[Entry, Future[Source] | None]] = collections.deque()
+    held = 0
+    with _pool(window.workers, "fetch") as pool:
+        try:
+            while True:
+                # Top the window up: requests in flight, bytes fetched but not yet consumed.
+                while len(pending) < 4 * window.workers and held < window.window_bytes:
+                    entry = next(upcoming, None)
+                    if entry is None:
+                        break
+                    if window.prefetches(entry):
+                        pending.append(
+                            (entry, _submit(pool, _fetch_whole, s3, bucket, entry, window.chunk_bytes))
+                        )
+                        held += entry.size
+                    else:
+                        pending.append((entry, None))
+                if not pending:
+                    return
+                entry, future = pending.popleft()
+                if future is None:
+                    yield _streamed(s3, bucket, entry, window.chunk_bytes)
+                    continue
+                source = future.result()
+                held -= entry.size
+                yield source
+        finally:
+            for _, future in pending:
+                if future is not None:
+                    future.cancel()
+
+
+_T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def _pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
+    """A pool for a generator's look-ahead. Its threads are not joined on the way out: a
+    generator left unfinished (its consumer raised) is closed whenever it is collected,
+    which may be on one of these very threads, and a thread cannot join itself. Work not
+    started is cancelled; work under way ends by itself, its result unread."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _submit(pool: ThreadPoolExecutor, work: Callable[..., _T], *args: Any) -> Future[_T]:
+    """Run `work` in the pool within a copy of the caller's context: context variables (a
+    tracer's, or the local stack's record of which function makes a call) follow the work."""
+    return pool.submit(contextvars.copy_context().run, work, *args)
+
+
+_MULTIPART_ETAG = re.compile(r'-\d+"?$')
+
+
+def full_object_crc32(head: dict[str, Any], parts_count: int | None = None) -> int | None:
+    """The object's CRC-32 from S3's checksum, only if it is the whole object's.
+
+    S3 answers in these shapes (tests/test_sources.py has one of each):
+    - `ChecksumType: FULL_OBJECT`: the whole object's CRC, whatever the upload (trusted);
+    - `ChecksumType: COMPOSITE`, value `…-N`: a CRC of the part CRCs (not the object's);
+    - no `ChecksumType`, plain ETag, no parts: a single PUT, whose CRC is the object's;
+    - no `ChecksumType` on an object uploaded in parts (moto does this): composite, unmarked.
+      Its ETag ends in `-N`, and HeadObject with PartNumber=1 says `PartsCount`.
+    `parts_count` is that PartsCount, when the caller asked.
+    """
+    value = head.get("ChecksumCRC32")
+    if not value or "-" in value:
+        return None
+    kind = head.get("ChecksumType")
+    if kind is not None and kind != "FULL_OBJECT":
+        return None
+    if kind is None and (_MULTIPART_ETAG.search(str(head.get("ETag", ""))) or parts_count):
+        return None
+    return int.from_bytes(base64.b64decode(value), "big")
+
+
+def combine_crc32(parts: Iterable[tuple[int, int]]) -> int:
+    """The CRC-32 of a concatenation, from (CRC-32, length) of each part in order.
+
+    ISA-L's `crc32_combine` (zlib's algorithm: the GF(2) matrix power of the length) does it
+    in O(log length) per part, without a byte of the object.
+    """
+    from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py
+
+    value = 0
+    for crc, length in parts:
+        value = isal_zlib.crc32_combine(value, crc, length)
+    return value
+
+
+def part_crc32s(s3: Any, bucket: str, entry: Entry) -> int | None:
+    """The whole object's CRC-32 combined from its parts' checksums, if S3 lists them all.
+
+    GetObjectAttributes lists each part's size and CRC-32 for an object uploaded in parts
+    with CRC32 checksums (real S3; moto 5.2 lists no parts, so there the bytes are read).
+    """
+    parts: list[tuple[int, int]] = []
+    marker = 0
+    while True:
+        try:
+            answer = s3.get_object_attributes(
+                Bucket=bucket,
+                Key=entry.key,
+                ObjectAttributes=["ObjectParts"],
+                MaxParts=1000,
+                PartNumberMarker=marker,
+            )
+        except ClientError as error:
+            raise translate(error, entry.key) from None
+        listed = answer.get("ObjectParts") or {}
+        for part in listed.get("Parts", []):
+            if not part.get("ChecksumCRC32"):
+                return None
+            parts.append((int.from_bytes(base64.b64decode(part["ChecksumCRC32"]), "big"), int(part["Size"])))
+        if not listed.get("IsTruncated"):
+            break
+        marker = int(listed["NextPartNumberMarker"])
+    if not parts or sum(length for _, length in parts) != entry.size:
+        return None
+    return combine_crc32(parts)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An object's CRC-32 and where it came from: `s3` (a full-object checksum), `parts`
+    (combined part checksums) or `read` (the worker read the bytes: `bytes_read` of them)."""
+
+    crc: int
+    origin: str
+    modified: datetime
+    content_type: str
+    bytes_read: int = 0
+
+
+def crc32(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
+    """The CRC-32 of an object: S3's checksum if it is the whole object's, else the part
+    checksums combined, else the bytes read in a first pass (chunk by chunk, not held)."""
+    known = lookup_crc32(s3, bucket, entry)
+    if known is not None:
+        return known
+    value = read = 0
+    response = open_object(s3, bucket, entry.key, entry.etag)
+    for chunk in stream(response["Body"], chunk_bytes):
+        value = zlib.crc32(chunk, value)
+        read += len(chunk)
+    return Checked(value, "read", response["LastModified"], str(response.get("ContentType", "")), read)
+
+
+def _head(s3: Any, bucket: str, entry: Entry) -> dict[str, Any]:
+    try:
+        head: dict[str, Any] = s3.head_object(
+            Bucket=bucket, Key=entry.key, IfMatch=entry.etag, ChecksumMode="ENABLED"
+        )
+    except ClientError as error:
+        raise translate(error, entry.key) from None
+    return head
+
+
+def last_modified(s3: Any, bucket: str, entry: Entry) -> datetime:
+    """When the version Prepare saw was written (a HEAD pinned to its ETag)."""
+    modified: datetime = _head(s3, bucket, entry)["LastModified"]
+    return modified
+
+
+def lookup_crc32(s3: Any, bucket: str, entry: Entry) -> Checked | None:
+    """The object's CRC-32 without reading it (S3's full-object checksum, or its part
+    checksums combined), or None: then only its bytes can tell."""
+    head = _head(s3, bucket, entry)
+    modified, content_type = head["LastModified"], str(head.get("ContentType", ""))
+    parts_count = None
+    unmarked = head.get("ChecksumCRC32") and head.get("ChecksumType") is None
+    if unmarked and not _MULTIPART_ETAG.search(str(head.get("ETag", ""))):
+        # No type, a plain ETag: a single PUT, unless a store that keeps no "-N" says parts.
+        parts_count = _parts_count(s3, bucket, entry)
+    known = full_object_crc32(head, parts_count)
+    if known is not None:
+        return Checked(known, "s3", modified, content_type)
+    combined = part_crc32s(s3, bucket, entry)
+    if combined is not None:
+        return Checked(combined, "parts", modified, content_type)
+    return None
+
+
+def _parts_count(s3: Any, bucket: str, entry: Entry) -> int | None:
+    try:
+        # (Not pinned with IfMatch: moto compares it with the part's ETag. Only a count is read.)
+        head = s3.head_object(Bucket=bucket, Key=entry.key, PartNumber=1)
+    except ClientError as error:
+        raise translate(error, entry.key) from None
+    count = head.get("PartsCount")
+    return int(count) if count is not None else None
+
+
+def crc32s(
+    s3: Any,
+    bucket: str,
+    entries: Iterable[Entry],
+    workers: int,
+    chunk_bytes: int,
+    buffered_below: int = 0,
+) -> Iterator[tuple[Entry, Checked | None]]:
+    """(entry, its CRC-32) in order, looked up (or computed) `workers` at a time.
+
+    An entry smaller than `buffered_below` is only looked up (None if S3 cannot tell): the
+    caller holds its bytes anyway, and computes the CRC from them instead of reading twice.
+    """
+
+    def check(entry: Entry) -> Checked | None:
+        if entry.size < buffered_below:
+            return lookup_crc32(s3, bucket, entry)
+        return crc32(s3, bucket, entry, chunk_bytes)
+
+    return in_order(workers, check, entries, "crc")
+
+
+def in_order(
+    workers: int, work: Callable[[Entry], _T], entries: Iterable[Entry], name: str
+) -> Generator[tuple[Entry, _T], None, None]:
+    """(entry, work(entry)) in the entries' order, `workers` at a time and at most twice that
+    many ahead (each within a copy of the caller's context: see `_submit`)."""
+    upcoming = iter(entries)
+    pending: collections.deque[tuple[Entry, Future[_T]]] = collections.deque()
+    with _pool(max(1, workers), name) as pool:
+        try:
+            while True:
+                while len(pending) < 2 * max(1, workers):
+                    entry = next(upcoming, None)
+                    if entry is None:
+                        break
+                    pending.append((entry, _submit(pool, work, entry)))
+                if not pending:
+                    return
+                entry, future = pending.popleft()
+                yield entry, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()

@@ -1,0 +1,574 @@
+"""DynamoDB records: downloads and API keys, in one table.
+
+Every state change is a conditional write naming the states it may start from, so a
+terminal state is never overwritten (DONE -> EXPIRED is the only exit from one).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.core import clock
+from chalicelib.core.errors import DownloadNotFound, InvalidCursor, QuotaExceeded
+from chalicelib.core.models import ACTIVE_STATES, Download, Principal, Progress, State
+
+OWNER_INDEX = "by_owner"
+DUE_INDEX = "by_due"
+# The due index's partitions: work is spread over this many keys, so no one key runs hot.
+_DUE_SHARDS = 4
+_DOWNLOAD_SK = "DOWNLOAD"
+_KEY_SK = "APIKEY"
+_USER_SK = "USER"
+_QUOTA_SK = "QUOTA"
+_TENANT_QUOTA_SK = "TENANT_QUOTA"
+_QUOTA_RETRY_AFTER_SECONDS = 30
+# Work still owed after a committed transition (the sweep's follow-up: chalicelib/triggers/cleanup.py).
+_EFFECTS = "pending_effects"
+# While work is owed, the download is due again this soon: the next sweep finishes what a
+# crashed or failed one left. Whoever moves the due time first owns the work until then.
+EFFECTS_LEASE = timedelta(minutes=2)
+
+
+class StateConflict(Exception):
+    """A conditional write found the download in a state it may not move from."""
+
+    def __init__(self, current: Download | None) -> None:
+        super().__init__(f"download is {current.state if current else 'missing'}")
+        self.current = current
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+def _cancelled_by_condition(error: ClientError, index: int) -> bool:
+    """A transaction cancelled because its `index`-th item's condition failed."""
+    if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return False
+    reasons = error.response.get("CancellationReasons") or []
+    return len(reasons) > index and reasons[index].get("Code") == "ConditionalCheckFailed"
+
+
+def _due(download_id: str, when: datetime) -> dict[str, str]:
+    return {
+        "gsi2pk": f"DUE#{int(download_id[-4:], 16) % _DUE_SHARDS}",
+        "gsi2sk": f"{clock.iso(when)}#{download_id}",
+    }
+
+
+def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {f":{name}": value for name, value in fields.items()}
+
+
+def _due_item(item: dict[str, Any]) -> Due:
+    return Due(Download.from_item(item), frozenset(item.get(_EFFECTS, ())), str(item["gsi2sk"]))
+
+
+def query_pages(table: Any, arguments: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Every page of a query (up to 1 MB each), following LastEvaluatedKey."""
+    arguments = dict(arguments)
+    while True:
+        page = table.query(**arguments)
+        yield page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def query_count(table: Any, arguments: dict[str, Any]) -> int:
+    """How many items a query matches (after its filter), without reading them out."""
+    arguments = {**arguments, "Select": "COUNT"}
+    total = 0
+    while True:
+        page = table.query(**arguments)
+        total += int(page.get("Count", 0))
+        if "LastEvaluatedKey" not in page:
+            return total
+        arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """How long a download may run, and how long its record is kept once it has finished."""
+
+    build_deadline_seconds: int = 2 * 3600
+    record_retention_seconds: int = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Due:
+    """A download the sweep must look at, with what is still owed after its last transition."""
+
+    download: Download
+    effects: frozenset[str]
+    # The due index's sort key as read: a claim succeeds only if no one has moved it since.
+    slot: str
+
+
+class DownloadStore:
+    """Download records. Each also sits in the `by_due` index under the time when cleanup
+    must next look at it: the build deadline while it is active, its expiry while DONE, the
+    end of its retention once finished. One query then finds every piece of overdue work.
+    """
+
+    def __init__(
+        self, table: Any, lifetimes: Lifetimes | None = None, max_active_per_tenant: int | None = None
+    ) -> None:
+        self._table = table
+        self._client = table.meta.client  # the resource's client: plain Python values
+        self._lifetimes = lifetimes or Lifetimes()
+        # None: the tenant's active downloads are counted, not limited.
+        self._max_active_per_tenant = max_active_per_tenant
+
+    @staticmethod
+    def _key(download_id: str) -> dict[str, str]:
+        return {"pk": f"DOWNLOAD#{download_id}", "sk": _DOWNLOAD_SK}
+
+    @staticmethod
+    def _owner(tenant: str, user_id: str) -> str:
+        return f"OWNER#{tenant}#{user_id}"
+
+    @staticmethod
+    def _quota_key(tenant: str, user_id: str) -> dict[str, str]:
+        return {"pk": f"QUOTA#{tenant}#{user_id}", "sk": _QUOTA_SK}
+
+    @staticmethod
+    def _tenant_quota_key(tenant: str) -> dict[str, str]:
+        # Tenant ids never hold '#': this key cannot be a user's.
+        return {"pk": f"QUOTA#{tenant}", "sk": _TENANT_QUOTA_SK}
+
+    def _count_active(self, key: dict[str, str], limit: int | None) -> dict[str, Any]:
+        """The transaction item adding one active download to a counter, within `limit`."""
+        update: dict[str, Any] = {
+            "TableName": self._table.name,
+            "Key": key,
+            "UpdateExpression": "SET active = if_not_exists(active, :zero) + :one",
+            "ExpressionAttributeValues": {":zero": 0, ":one": 1},
+        }
+        if limit is not None:
+            update["ConditionExpression"] = "attribute_not_exists(active) OR active < :limit"
+            update["ExpressionAttributeValues"][":limit"] = limit
+        return {"Update": update}
+
+    def _free_active(self, key: dict[str, str]) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": key,
+                "UpdateExpression": "ADD active :minus_one",
+                "ExpressionAttributeValues": {":minus_one": -1},
+            }
+        }
+
+    def create(self, download: Download, max_active: int) -> None:
+        """Store a new PENDING download, counting it against its owner's and its tenant's
+        active downloads.
+
+        The counts and the record are written in one transaction, so the limits hold however
+        many requests race; QuotaExceeded when the owner already has `max_active`, or the
+        tenant its own limit.
+        """
+        deadline = clock.parse(download.created_at) + timedelta(
+            seconds=self._lifetimes.build_deadline_seconds
+        )
+        item = {
+            **self._key(download.id),
+            **download.to_item(),
+            "gsi1pk": self._owner(download.tenant, download.user_id),
+            "gsi1sk": f"{download.created_at}#{download.id}",
+            **_due(download.id, deadline),
+        }
+        tenant_limit = self._max_active_per_tenant
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    self._count_active(self._quota_key(download.tenant, download.user_id), max_active),
+                    self._count_active(self._tenant_quota_key(download.tenant), tenant_limit),
+                    {
+                        "Put": {
+                            "TableName": self._table.name,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if _cancelled_by_condition(error, 0):
+                raise QuotaExceeded(
+                    f"you have {max_active} downloads pending or running; wait for one to finish",
+                    retry_after=_QUOTA_RETRY_AFTER_SECONDS,
+                    limit=max_active,
+                    scope="user",
+                ) from None
+            if _cancelled_by_condition(error, 1):
+                raise QuotaExceeded(
+                    f"your tenant has {tenant_limit} downloads pending or running; wait for one to finish",
+                    retry_after=_QUOTA_RETRY_AFTER_SECONDS,
+                    limit=tenant_limit,
+                    scope="tenant",
+                ) from None
+            raise
+
+    def active_count(self, tenant: str, user_id: str) -> int:
+        item = self._table.get_item(Key=self._quota_key(tenant, user_id), ConsistentRead=True).get("Item")
+        return int(item["active"]) if item else 0
+
+    def tenant_active_count(self, tenant: str) -> int:
+        item = self._table.get_item(Key=self._tenant_quota_key(tenant), ConsistentRead=True).get("Item")
+        return int(item["active"]) if item else 0
+
+    def get(self, download_id: str) -> Download | None:
+        item = self._table.get_item(Key=self._key(download_id), ConsistentRead=True).get("Item")
+        return Download.from_item(item) if item else None
+
+    def require(self, download_id: str) -> Download:
+        """The download, for a step of its workflow: DownloadNotFound if it is gone."""
+        download = self.get(download_id)
+        if download is None:
+            raise DownloadNotFound(f"download {download_id} does not exist")
+        return download
+
+    def transition(
+        self,
+        download_id: str,
+        allowed_from: Iterable[State],
+        to: State,
+        *,
+        effects: Collection[str] = (),
+        **fields: Any,
+    ) -> Download:
+        """Move a download to `to` if it is in one of `allowed_from`; raise StateConflict if not.
+
+        Leaving the active states frees one of the owner's and one of the tenant's quota
+        slots in the same transaction. `effects` names the work still owed once the move is
+        committed: it is recorded with the move, and the download stays due within
+        EFFECTS_LEASE until `effect_done` has struck off every one.
+        """
+        sources = list(allowed_from)
+        due = self._next_due(download_id, to, fields)
+        if effects:
+            if to in ACTIVE_STATES:
+                raise ValueError("only a move out of the active states can owe follow-up work")
+            due.update(_due(download_id, clock.now() + EFFECTS_LEASE))
+            due[_EFFECTS] = set(effects)
+        update = self._transition_update(download_id, sources, to, {**fields, **due})
+        frees_slot = to not in ACTIVE_STATES and set(sources) <= ACTIVE_STATES
+        try:
+            if not frees_slot:
+                result = self._table.update_item(**update, ReturnValues="ALL_NEW")
+                return Download.from_item(result["Attributes"])
+            owner = self.get(download_id)
+            if owner is None:
+                raise StateConflict(None)
+            self._client.transact_write_items(
+                TransactItems=[
+                    {"Update": {"TableName": self._table.name, **update}},
+                    self._free_active(self._quota_key(owner.tenant, owner.user_id)),
+                    self._free_active(self._tenant_quota_key(owner.tenant)),
+                ]
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error) or _cancelled_by_condition(error, 0):
+                raise StateConflict(self.get(download_id)) from None
+            raise
+        moved = self.get(download_id)
+        assert moved is not None
+        return moved
+
+    def claim(self, found: Due, now: datetime, effects: Collection[str] | None = None) -> Due | None:
+        """Take on the work owed for a download found due: `effects` when given (new work),
+        else what its record still owes. None if another sweep moved it first."""
+        values: dict[str, Any] = {
+            ":slot": found.slot,
+            **_values(_due(found.download.id, now + EFFECTS_LEASE)),
+        }
+        expression = "SET gsi2pk = :gsi2pk, gsi2sk = :gsi2sk"
+        if effects is not None:
+            expression += f", {_EFFECTS} = :effects"
+            values[":effects"] = set(effects)
+        try:
+            result = self._table.update_item(
+                Key=self._key(found.download.id),
+                UpdateExpression=expression,
+                ConditionExpression="gsi2sk = :slot",
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return None
+            raise
+        return _due_item(result["Attributes"])
+
+    def refile(self, found: Due, when: datetime) -> None:
+        """File a download found due too early under `when`, so it stops taking a share of
+        every sweep (an index entry edited or written under a skewed clock). No-op if
+        another sweep has moved it meanwhile."""
+        due = _due(found.download.id, when)
+        try:
+            self._table.update_item(
+                Key=self._key(found.download.id),
+                UpdateExpression="SET gsi2pk = :gsi2pk, gsi2sk = :gsi2sk",
+                ConditionExpression="gsi2sk = :slot",
+                ExpressionAttributeValues={":slot": found.slot, **_values(due)},
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+
+    def effect_done(self, download: Download, effect: str, *, last: bool) -> None:
+        """Strike `effect` off the work owed; after the last one, the download is due when
+        its state says (expiry, end of retention), no longer within the lease."""
+        if not last:
+            update: dict[str, Any] = {
+                "UpdateExpression": f"DELETE {_EFFECTS} :effect",
+                "ExpressionAttributeValues": {":effect": {effect}},
+            }
+        else:
+            fields = {"expires_at": download.expires_at} if download.state is State.DONE else {}
+            due = self._next_due(download.id, download.state, fields)
+            update = {
+                "UpdateExpression": f"REMOVE {_EFFECTS} SET "
+                + ", ".join(f"#{name} = :{name}" for name in due),
+                "ExpressionAttributeNames": {f"#{name}": name for name in due},  # `ttl` is reserved
+                "ExpressionAttributeValues": _values(due),
+            }
+        try:
+            # Never an update that would bring a purged record back as a stub.
+            self._table.update_item(
+                Key=self._key(download.id), ConditionExpression="attribute_exists(pk)", **update
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+
+    def _next_due(self, download_id: str, to: State, fields: dict[str, Any]) -> dict[str, Any]:
+        """The index entry (and the TTL backstop) for a download entering `to`."""
+        if to in ACTIVE_STATES:
+            return {}  # the build deadline set at creation still holds
+        now = clock.now()
+        retention = timedelta(seconds=self._lifetimes.record_retention_seconds)
+        if to is State.DONE:
+            due = clock.parse(fields["expires_at"])
+            backstop = due + retention
+        else:
+            due = now + retention
+            backstop = due
+        # DynamoDB's TTL deletes the record a day after cleanup should have, if it has not.
+        return {**_due(download_id, due), "ttl": int((backstop + timedelta(days=1)).timestamp())}
+
+    def due(self, now: datetime, limit: int) -> list[Due]:
+        """Downloads whose due time has passed, at most `limit`, oldest first per shard.
+
+        The shards are read round robin, a page of at most a fair share from each in turn,
+        so a backlog in one shard does not starve the others.
+        """
+        share = max(1, -(-limit // _DUE_SHARDS))
+        readers = [self._due_pages(shard, now, share) for shard in range(_DUE_SHARDS)]
+        found: list[Due] = []
+        while readers and len(found) < limit:
+            for reader in list(readers):
+                page = next(reader, None)
+                if page is None:
+                    readers.remove(reader)
+                    continue
+                found.extend(_due_item(item) for item in page[: limit - len(found)])
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _due_pages(self, shard: int, now: datetime, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        query = {
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "gsi2pk = :shard AND gsi2sk < :now",
+            "ExpressionAttributeValues": {":shard": f"DUE#{shard}", ":now": clock.iso(now)},
+            "Limit": page_size,
+        }
+        return query_pages(self._table, query)
+
+    def delete(self, download_id: str, states: Iterable[State]) -> bool:
+        """Remove a finished download's record, if it is still in one of `states`."""
+        allowed = list(states)
+        try:
+            self._table.delete_item(
+                Key=self._key(download_id),
+                ConditionExpression="#state IN (" + ", ".join(f":s{i}" for i in range(len(allowed))) + ")",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={f":s{i}": state.value for i, state in enumerate(allowed)},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def _transition_update(
+        self, download_id: str, sources: list[State], to: State, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        names = {"#state": "state"}
+        values: dict[str, Any] = {":to": to.value}
+        sets = ["#state = :to"]
+        removes = []
+        for index, (name, value) in enumerate(fields.items()):
+            names[f"#f{index}"] = name
+            if value is None:
+                removes.append(f"#f{index}")
+            else:
+                values[f":f{index}"] = value
+                sets.append(f"#f{index} = :f{index}")
+        for index, state in enumerate(sources):
+            values[f":s{index}"] = state.value
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        condition = "#state IN (" + ", ".join(f":s{i}" for i in range(len(sources))) + ")"
+        return {
+            "Key": self._key(download_id),
+            "UpdateExpression": expression,
+            "ConditionExpression": f"attribute_exists(pk) AND {condition}",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+
+    def record_progress(self, download_id: str, progress: Progress) -> bool:
+        """Write progress while RUNNING. False means the download left RUNNING (cancelled)."""
+        try:
+            self._table.update_item(
+                Key=self._key(download_id),
+                UpdateExpression="SET progress = :p",
+                ConditionExpression="#state = :running",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":p": asdict(progress), ":running": State.RUNNING.value},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def record_skipped(self, download_id: str, keys: list[str]) -> bool:
+        """Set the keys a build left out while RUNNING. False means it left RUNNING (cancelled)."""
+        try:
+            self._table.update_item(
+                Key=self._key(download_id),
+                UpdateExpression="SET skipped = :k",
+                ConditionExpression="#state = :running",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":k": keys, ":running": State.RUNNING.value},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def add_progress(self, download_id: str, files: int, bytes_: int) -> bool:
+        """Add to the done counters while RUNNING (parallel segments share one record).
+
+        False means the download left RUNNING (cancelled).
+        """
+        try:
+            self._table.update_item(
+                Key=self._key(download_id),
+                UpdateExpression="SET progress.files_done = progress.files_done + :f, "
+                "progress.bytes_done = progress.bytes_done + :b",
+                ConditionExpression="#state = :running",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":f": files, ":b": bytes_, ":running": State.RUNNING.value},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def list_owned(
+        self, tenant: str, user_id: str, *, state: State | None, limit: int, cursor: str | None
+    ) -> tuple[list[Download], str | None]:
+        """The owner's downloads, newest first, `limit` at a time."""
+        owner = self._owner(tenant, user_id)
+        start = _decode_cursor(cursor, owner) if cursor else None
+        found: list[Download] = []
+        while len(found) < limit:
+            query: dict[str, Any] = {
+                "IndexName": OWNER_INDEX,
+                "KeyConditionExpression": "gsi1pk = :owner",
+                "ExpressionAttributeValues": {":owner": owner},
+                "ScanIndexForward": False,
+                "Limit": limit - len(found),
+            }
+            if state is not None:
+                query["FilterExpression"] = "#state = :state"
+                query["ExpressionAttributeNames"] = {"#state": "state"}
+                query["ExpressionAttributeValues"][":state"] = state.value
+            if start:
+                query["ExclusiveStartKey"] = start
+            page = self._table.query(**query)
+            found.extend(Download.from_item(item) for item in page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return found, None
+        last = found[-1]
+        return found, _encode_cursor(
+            {**self._key(last.id), "gsi1pk": owner, "gsi1sk": f"{last.created_at}#{last.id}"}
+        )
+
+
+def _encode_cursor(key: Mapping[str, str]) -> str:
+    payload = json.dumps({"k": key["gsi1sk"], "i": key["pk"]}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, owner: str) -> dict[str, str]:
+    """Rebuild the start key from the cursor; the owner always comes from the caller."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        sort_key, pk = data["k"], data["i"]
+        if not (isinstance(sort_key, str) and isinstance(pk, str) and pk.startswith("DOWNLOAD#")):
+            raise ValueError("cursor fields")
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("cursor is not one this API returned") from None
+    return {"pk": pk, "sk": _DOWNLOAD_SK, "gsi1pk": owner, "gsi1sk": sort_key}
+
+
+class KeyStore:
+    """API keys, stored by their SHA-256: a leaked table does not leak usable keys."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def principal_for(self, api_key: str) -> Principal | None:
+        item = self._table.get_item(Key={"pk": f"APIKEY#{hash_secret(api_key)}", "sk": _KEY_SK}).get("Item")
+        if not item or item.get("disabled"):
+            return None
+        return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))
+
+    def add(self, api_key: str, principal: Principal) -> None:
+        """Store a key for `principal`, and the principal itself (events act as it by name)."""
+        about = {"tenant": principal.tenant, "user_id": principal.user_id, "roles": sorted(principal.roles)}
+        self._table.put_item(Item={"pk": f"APIKEY#{hash_secret(api_key)}", "sk": _KEY_SK, **about})
+        self._table.put_item(Item={**self._user_key(principal.tenant, principal.user_id), **about})
+
+    @staticmethod
+    def _user_key(tenant: str, user_id: str) -> dict[str, str]:
+        return {"pk": f"USER#{tenant}#{user_id}", "sk": _USER_SK}
+
+    def principal_named(self, tenant: str, user_id: str) -> Principal | None:
+        """The principal of a user who holds a key in `tenant`, None if there is none."""
+        item = self._table.get_item(Key=self._user_key(tenant, user_id), ConsistentRead=True).get("Item")
+        if not item or item.get("disabled"):
+            return None
+        return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))

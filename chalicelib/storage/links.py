@@ -1,0 +1,227 @@
+"""Links: tokens that let anyone holding them fetch one download, a limited number of
+times, until they expire or are revoked.
+
+A token has 256 random bits and is stored only as its SHA-256. Each use is counted by a
+conditional write, so two requests racing for the last use get one redirect and one 410.
+A link is never itself an S3 URL: each use mints a fresh, short-lived presigned URL.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.core import clock
+from chalicelib.core.errors import (
+    DownloadUnavailable,
+    Forbidden,
+    InvalidParams,
+    LinkGone,
+    LinkNotFound,
+    LinkNotReady,
+)
+from chalicelib.core.models import ACTIVE_STATES, Download, Principal, State, plain
+from chalicelib.core.schemas import Schema
+from chalicelib.storage.downloads import hash_secret
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, URL-safe base64 without padding
+_LINK_SK = "LINK"
+
+REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "expires_in": {"type": "integer", "minimum": 1, "description": "Seconds the link stays valid."},
+        "max_uses": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "How often it may be used; 1 = single-use.",
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Link:
+    token_hash: str
+    download_id: str
+    tenant: str
+    user_id: str
+    created_at: str
+    expires_at: str
+    max_uses: int
+    uses: int = 0
+    revoked: bool = False
+
+    def refusal(self, now: str) -> str | None:
+        """Why this link can no longer be used, or None."""
+        if self.revoked:
+            return "the link was revoked"
+        if self.uses >= self.max_uses:
+            return "the link has been used up"
+        if self.expires_at <= now:
+            return "the link has expired"
+        return None
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """A new link as its creator sees it: the only time the token is shown."""
+
+    token: str
+    link: Link
+
+    def to_api(self, base_url: str) -> dict[str, Any]:
+        return {
+            "url": f"{base_url}/links/{self.token}",
+            "token": self.token,
+            "expires_at": self.link.expires_at,
+            "max_uses": self.link.max_uses,
+        }
+
+
+class LinkStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    @staticmethod
+    def _key(token_hash: str) -> dict[str, str]:
+        return {"pk": f"LINK#{token_hash}", "sk": _LINK_SK}
+
+    def add(self, link: Link, ttl_epoch: int) -> None:
+        self._table.put_item(
+            Item={**self._key(link.token_hash), **asdict(link), "ttl": ttl_epoch},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def get(self, token_hash: str) -> Link | None:
+        item = self._table.get_item(Key=self._key(token_hash), ConsistentRead=True).get("Item")
+        return _from_item(item) if item else None
+
+    def use(self, token_hash: str, now: str) -> Link | None:
+        """Count one use if the link still allows one; None if it did not.
+
+        Each call counts at most once, whatever botocore retries: the update records a
+        random id of this use, and an attempt that finds its own id there (an earlier
+        attempt succeeded but its answer was lost) is that use, not another.
+        """
+        use_id = secrets.token_hex(16)
+        try:
+            result = self._table.update_item(
+                Key=self._key(token_hash),
+                UpdateExpression="SET uses = uses + :one, last_use = :use",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND uses < max_uses AND revoked = :no AND expires_at > :now"
+                    " AND (attribute_not_exists(last_use) OR last_use <> :use)"
+                ),
+                ExpressionAttributeValues={":one": 1, ":no": False, ":now": now, ":use": use_id},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            item = self._table.get_item(Key=self._key(token_hash), ConsistentRead=True).get("Item")
+            return _from_item(item) if item and item.get("last_use") == use_id else None
+        return _from_item(result["Attributes"])
+
+    def revoke(self, token_hash: str) -> None:
+        """Mark the link revoked; LinkNotFound if it is gone (TTL may delete it at any time,
+        and an unconditional update would then create a stub record with nothing but `revoked`)."""
+        try:
+            self._table.update_item(
+                Key=self._key(token_hash),
+                UpdateExpression="SET revoked = :yes",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":yes": True},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise LinkNotFound("no such link") from None
+            raise
+
+
+def _from_item(item: dict[str, Any]) -> Link:
+    return Link(**{name: value for name, value in plain(item).items() if name in Link.__dataclass_fields__})
+
+
+_SCHEMAS = {root: Schema(REQUEST_SCHEMA, root=root) for root in ("", "link")}
+
+
+def check_request(body: Any, *, max_ttl: int, max_uses: int, root: str = "") -> dict[str, int]:
+    """{expires_in?, max_uses?}, on its own (root '') or inside POST /downloads (root 'link')."""
+    _SCHEMAS[root].check(body)
+    prefix = f"{root}/" if root else ""
+    if body.get("expires_in", 1) > max_ttl:
+        raise InvalidParams(
+            f"{prefix}expires_in must be at most {max_ttl} seconds", path=f"{prefix}expires_in"
+        )
+    if body.get("max_uses", 1) > max_uses:
+        raise InvalidParams(f"{prefix}max_uses must be at most {max_uses}", path=f"{prefix}max_uses")
+    return dict(body)
+
+
+def issue(store: LinkStore, download: Download, *, expires_in: int, max_uses: int) -> IssuedLink:
+    """A new link to `download`; it never outlives the download's artifact."""
+    if download.state in (State.FAILED, State.CANCELLED, State.EXPIRED):
+        raise DownloadUnavailable(
+            f"download state is {download.state.value}: it has no file to link to", state=download.state.value
+        )
+    now = clock.now()
+    expires = clock.later(expires_in, now)
+    if download.expires_at and clock.parse(download.expires_at) < expires:
+        expires = clock.parse(download.expires_at)
+    token = secrets.token_urlsafe(32)
+    link = Link(
+        token_hash=hash_secret(token),
+        download_id=download.id,
+        tenant=download.tenant,
+        user_id=download.user_id,
+        created_at=clock.iso(now),
+        expires_at=clock.iso(expires),
+        max_uses=max_uses,
+    )
+    # DynamoDB's TTL removes the record a day after the link can last be used.
+    store.add(link, ttl_epoch=int(expires.timestamp()) + 86_400)
+    return IssuedLink(token, link)
+
+
+def find(store: LinkStore, token: str) -> Link:
+    link = store.get(hash_secret(token)) if _TOKEN.match(token) else None
+    if link is None:
+        raise LinkNotFound("no such link")
+    return link
+
+
+def find_owned(store: LinkStore, principal: Principal, token: str) -> Link:
+    """The link, if the caller may manage it: its creator, or their tenant's admin."""
+    link = find(store, token)
+    if link.tenant != principal.tenant:
+        raise LinkNotFound("no such link")
+    if link.user_id != principal.user_id and not principal.is_admin:
+        raise Forbidden("this link belongs to another user")
+    return link
+
+
+def redeem(store: LinkStore, link: Link, download: Download | None, retry_after: int) -> Link:
+    """Count one use of `link` for `download`, or say why it cannot be used now."""
+    now = clock.iso(clock.now())
+    reason = link.refusal(now)
+    if reason:
+        raise LinkGone(reason)
+    if download is None or download.state in (State.FAILED, State.CANCELLED, State.EXPIRED):
+        state = download.state.value if download else "deleted"
+        raise LinkGone(f"the download is {state}", state=state)
+    if download.state in ACTIVE_STATES:
+        raise LinkNotReady(
+            "the download is not ready yet; retry later", retry_after=retry_after, state=download.state.value
+        )
+    if download.expires_at and download.expires_at <= now:
+        raise LinkGone("the download has expired", state=State.EXPIRED.value)
+    used = store.use(link.token_hash, now)
+    if used is None:  # lost the race for the last use, or revoked/expired meanwhile
+        raise LinkGone((store.get(link.token_hash) or link).refusal(now) or "the link can no longer be used")
+    return used

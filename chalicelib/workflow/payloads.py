@@ -1,0 +1,135 @@
+"""The payloads the state machine hands between its steps (statemachine/download.asl.json).
+
+Each step's Lambda takes its state's input and returns the next state's input; these are
+their shapes, in the order a download goes through them. tests/test_payloads.py holds every
+path the ASL reads or writes to a field declared here. Small by design: keys and counts,
+never contents (a state's payload is capped at 256 KB).
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+from chalicelib.core.models import ErrorInfo, Progress
+
+
+class Counts(TypedDict):
+    """models.Progress as JSON (`asdict`): the totals Prepare planned, or what is done."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    rows_done: int
+    rows_total: int
+
+
+class StepError(TypedDict, total=False):
+    """What a Catch puts at `$.error`: the error's name, and the Lambda's error JSON as Cause."""
+
+    Error: str
+    Cause: str
+
+
+class Start(TypedDict):
+    """The execution's input (service.start): Prepare's."""
+
+    download_id: str
+
+
+class Prepared(TypedDict):
+    """Prepare's output: the input of ChooseBuild, Build, BuildSegments and Assemble.
+
+    `parallel` is always there (the Choice tests a value, not a path that may be absent);
+    then `segments` when true, else `manifest_key`.
+    """
+
+    download_id: str
+    totals: Counts
+    parallel: bool
+    manifest_key: NotRequired[str]
+    segments: NotRequired[list[int]]
+
+
+class SegmentInput(TypedDict):
+    """One Map item (the ItemSelector): BuildSegment's input."""
+
+    download_id: str
+    totals: Counts
+    index: int
+
+
+class SegmentBuilt(TypedDict):
+    """BuildSegment's output (the Map discards it: ResultPath null)."""
+
+    index: int
+    size: int
+    files: int
+
+
+class _Artifact(TypedDict):
+    download_id: str
+    artifact_key: str
+    size: int
+    progress: Counts
+
+
+class Built(_Artifact):
+    """Build's and Assemble's output: CheckDigest's and Digest's input.
+
+    `sha256` is None when S3 copied bytes the builder never saw: CheckDigest sends it to Digest.
+    """
+
+    sha256: str | None
+
+
+class Digested(_Artifact):
+    """Digest's output, and Built once CheckDigest let it through: Finalize's input."""
+
+    sha256: str
+
+
+class Finished(TypedDict):
+    """Finalize's output, the execution's."""
+
+    download_id: str
+    state: str
+
+
+class FailInput(TypedDict):
+    """MarkFailed's input: the failed state's input with the Catch's `error` added."""
+
+    download_id: str
+    error: NotRequired[StepError]
+
+
+class ShownError(TypedDict):
+    """models.ErrorInfo as JSON."""
+
+    code: str
+    message: str
+
+
+class Failed(TypedDict):
+    """MarkFailed's output."""
+
+    download_id: str
+    state: str | None
+    error: ShownError
+
+
+def counts(progress: Progress) -> Counts:
+    """`asdict(progress)`, typed."""
+    return Counts(
+        files_done=progress.files_done,
+        files_total=progress.files_total,
+        bytes_done=progress.bytes_done,
+        bytes_total=progress.bytes_total,
+        rows_done=progress.rows_done,
+        rows_total=progress.rows_total,
+    )
+
+
+def shown_error(error: ErrorInfo) -> ShownError:
+    """`asdict(error)`, typed."""
+    return ShownError(code=error.code, message=error.message)

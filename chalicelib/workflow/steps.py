@@ -1,0 +1,213 @@
+"""The state machine's steps: Prepare -> Build -> Finalize, and Fail for any error.
+
+(Large zips take Prepare -> BuildSegments -> Assemble instead: chalicelib/workflow/segments.py; and
+an artifact the builder did not see whole is hashed by Digest: chalicelib/workflow/digest.py.)
+
+Each step takes the state's input (a small dict: keys and counts, never contents) and
+returns the next state's input. Each is idempotent, because Retry may run it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+
+from chalicelib import downloadtypes
+from chalicelib.core import clock, observability
+from chalicelib.core.disclosure import shown_error
+from chalicelib.core.errors import Cancelled, retried_when_transient
+from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
+from chalicelib.notify import dispatch as notify
+from chalicelib.runtime import Runtime
+from chalicelib.s3 import artifacts, manifest
+from chalicelib.s3.assembly import Assembler
+from chalicelib.s3.multipart import MultipartWriter
+from chalicelib.storage.downloads import StateConflict
+from chalicelib.triggers.cleanup import NOTIFY, REMOVE, follow_up
+from chalicelib.workflow import segments
+from chalicelib.workflow.payloads import (
+    Built,
+    Digested,
+    Failed,
+    FailInput,
+    Finished,
+    Prepared,
+    Start,
+    StepError,
+    counts,
+)
+from chalicelib.workflow.payloads import shown_error as as_json
+from chalicelib.workflow.progress import ProgressTracker
+
+log = logging.getLogger(__name__)
+_MAX_ERROR_MESSAGE = 1000
+
+
+def _load(runtime: Runtime, download_id: str) -> Download:
+    download = runtime.downloads.require(download_id)
+    observability.bind(download)
+    return download
+
+
+@retried_when_transient
+def prepare(runtime: Runtime, event: Start) -> Prepared:
+    download_id = event["download_id"]
+    try:
+        download = runtime.downloads.transition(
+            download_id, [State.PENDING], State.RUNNING, started_at=clock.iso(clock.now())
+        )
+    except StateConflict as conflict:
+        if conflict.current is None or conflict.current.state is not State.RUNNING:
+            raise Cancelled(
+                f"download is no longer pending: {conflict.current and conflict.current.state}"
+            ) from None
+        download = conflict.current  # a retried Prepare: already RUNNING, plan again
+    observability.bind(download)
+    plan = downloadtypes.get(download.type).plan(runtime, download)
+    # Large enough: segments for the Map to build in parallel; else one manifest for Build.
+    # `parallel` is always there: the ASL's Choice tests a value, not a path that may be absent.
+    numbers = segments.split(runtime, download, plan.entries)
+    output: Prepared = {
+        "download_id": download_id,
+        "totals": counts(plan.totals),
+        "parallel": numbers is not None,
+    }
+    if numbers is None:
+        output["manifest_key"] = key = manifest.manifest_key(download_id)
+        manifest.write(runtime.s3, runtime.settings.artifact_bucket, key, plan.entries)
+    else:
+        output["segments"] = numbers
+    if not runtime.downloads.record_progress(download_id, plan.totals):
+        _discard_when_cancelled(runtime, download_id)
+        raise Cancelled("the download was cancelled while it was being prepared")
+    return output
+
+
+@retried_when_transient
+def build(runtime: Runtime, event: Prepared) -> Built:
+    download_id = event["download_id"]
+    settings = runtime.settings
+    download = _load(runtime, download_id)
+    kind = downloadtypes.get(download.type)
+    # A retried Build starts over: whatever a previous attempt left open goes first.
+    artifacts.abort_uploads(runtime.s3, settings.artifact_bucket, download_id)
+    tracker = ProgressTracker(
+        runtime.downloads, download_id, Progress(**event["totals"]), settings.progress_every_bytes
+    )
+    entries = manifest.read(runtime.s3, settings.artifact_bucket, event["manifest_key"])
+    writer = MultipartWriter(
+        runtime.s3,
+        settings.artifact_bucket,
+        artifacts.artifact_key(download_id),
+        settings.part_size,
+        kind.artifact_format(download.params).content_type,
+    )
+    try:
+        # Ranges of sources in the render are copied by S3; then sha256 is None (the Digest step).
+        Assembler(runtime.s3, writer, settings.read_chunk_bytes).write_all(
+            kind.render(runtime, download, entries, tracker)
+        )
+        tracker.flush()
+        sha256 = writer.complete()
+    except Cancelled:
+        writer.abort()
+        _discard_when_cancelled(runtime, download_id)
+        raise
+    except BaseException:
+        writer.abort()
+        raise
+    return {
+        "download_id": download_id,
+        "artifact_key": writer.key,
+        "size": writer.size,
+        "sha256": sha256,
+        "progress": counts(tracker.current),
+    }
+
+
+@retried_when_transient
+def finalize(runtime: Runtime, event: Digested) -> Finished:
+    download_id = event["download_id"]
+    settings = runtime.settings
+    download = _load(runtime, download_id)
+    finished = clock.now()
+    artifact = Artifact(
+        key=event["artifact_key"],
+        size=event["size"],
+        sha256=event["sha256"],
+        content_type=downloadtypes.get(download.type).artifact_format(download.params).content_type,
+    )
+    try:
+        download = runtime.downloads.transition(
+            download_id,
+            [State.RUNNING],
+            State.DONE,
+            artifact=asdict(artifact),
+            progress=event["progress"],
+            finished_at=clock.iso(finished),
+            expires_at=clock.iso(clock.later(download.retention_seconds, finished)),
+        )
+    except StateConflict as conflict:
+        if conflict.current is None or conflict.current.state is not State.DONE:
+            # Cancelled between Build and Finalize: the artifact must not outlive that.
+            artifacts.remove_artifact(runtime.s3, settings.artifact_bucket, download_id)
+        download = conflict.current or download
+    else:
+        notify.download_finished(runtime, download)
+    artifacts.remove_temporary(runtime.s3, settings.artifact_bucket, download_id)
+    return {"download_id": download_id, "state": download.state.value}
+
+
+@retried_when_transient
+def fail(runtime: Runtime, event: FailInput) -> Failed:
+    """Record the error, then remove every trace of the attempt: uploads, temporaries, artifact.
+
+    Only a domain error's message is recorded; any other is logged and shown as generic.
+    """
+    download_id = event["download_id"]
+    error = shown_error(_error_info(event.get("error") or StepError()), download_id)
+    state: State | None
+    # Owed once FAILED is recorded: if this step dies after that, the cleanup sweep does them.
+    effects = (REMOVE, NOTIFY)
+    try:
+        download = runtime.downloads.transition(
+            download_id,
+            ACTIVE_STATES,
+            State.FAILED,
+            effects=effects,
+            error=asdict(error),
+            finished_at=clock.iso(clock.now()),
+        )
+    except StateConflict as conflict:
+        # Already terminal (cancelled, most often): keep that state, still clean up.
+        state = conflict.current.state if conflict.current else None
+        if conflict.current:
+            observability.bind(conflict.current)
+        if state is not State.DONE:
+            artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
+    else:
+        observability.bind(download)
+        state = download.state
+        follow_up(runtime, download, effects)
+    log.warning("download %s ended %s: %s", download_id, state, error)
+    return {"download_id": download_id, "state": state.value if state else None, "error": as_json(error)}
+
+
+def _error_info(raw: StepError) -> ErrorInfo:
+    """Step Functions hands over {Error, Cause}; Cause is the Lambda's error JSON when it has one."""
+    code = str(raw.get("Error") or "UnknownError")
+    cause = raw.get("Cause") or ""
+    message = cause
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict) and parsed.get("errorMessage"):
+            message = str(parsed["errorMessage"])
+    except (TypeError, ValueError):
+        pass
+    return ErrorInfo(code=code, message=str(message)[:_MAX_ERROR_MESSAGE] or code)
+
+
+def _discard_when_cancelled(runtime: Runtime, download_id: str) -> None:
+    """A cancelled execution may be stopped before Fail runs: the step cleans up itself."""
+    artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
