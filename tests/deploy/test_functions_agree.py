@@ -21,9 +21,9 @@ import pytest
 import app as application
 from satchel_local import stack, statemachine
 from scripts import package as packaging
-from tests import test_iam, test_packaged_contract
+from tests.deploy import test_iam, test_packaged_contract
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "template.yaml"
 CONFIG = ROOT / ".chalice" / "config.json"
 POLICIES = ROOT / ".chalice" / "policies"

@@ -49,8 +49,17 @@ from satchel_local import lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import REGION as STACK_REGION
 from satchel_local.stack import Stack
-from tests.conftest import Satchel, api_key_of
-from tests.stack_template import ACCOUNT, REGION, Resolver, allows, functions, packaged, role_of, statements
+from tests.support.stack import Satchel, api_key_of
+from tests.support.stack_template import (
+    ACCOUNT,
+    REGION,
+    Resolver,
+    allows,
+    functions,
+    packaged,
+    role_of,
+    statements,
+)
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_stepfunctions.client import SFNClient

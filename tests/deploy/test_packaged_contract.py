@@ -28,7 +28,7 @@ from chalice.app import CloudWatchEventConfig, Rate, ScheduledEventConfig, SQSEv
 import app as application
 from chalicelib.core import errors, settings
 from satchel_local import statemachine
-from tests.stack_template import NO_VALUE, Packaged, Resolver, functions, packaged
+from tests.support.stack_template import NO_VALUE, Packaged, Resolver, functions, packaged
 
 NAMES = {
     "Table": "satchel-test",

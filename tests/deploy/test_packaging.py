@@ -30,7 +30,7 @@ from satchel_local import statemachine
 from satchel_local.stack import TABLE_KEYS, Stack
 from scripts import add_api_key, asl_to_mermaid
 from scripts import package as packaging
-from tests.stack_template import (
+from tests.support.stack_template import (
     ACCOUNT,
     REGION,
     Packaged,
@@ -42,7 +42,7 @@ from tests.stack_template import (
     statements,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = {
     "Table": "satchel-test",
     "ArtifactsBucket": "satchel-test-artifacts",

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from satchel_local.seed import tenant_sources
-from tests.test_local_stack import EXAMPLES, LocalStack, call, running_stack
+from tests.e2e.test_local_stack import EXAMPLES, LocalStack, call, running_stack
 
 SATCHEL = Path(sys.executable).parent / "satchel"  # the console script `make` installs
 # Generous: the stack seeds its demo data before it is ready, and a busy 2-core machine

@@ -49,9 +49,9 @@ from satchel_local import demodata, eventsources, fastqueries, seed
 from satchel_local.seed import tenant_sources
 from satchel_local.stack import MAX_RECEIVE_COUNT, REGION, VISIBILITY_TIMEOUT_SECONDS, Stack
 from satchel_local.statemachine import function_name
-from tests.conftest import Reply, Satchel
+from tests.support.stack import Reply, Satchel
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0  # seeding 100,000 rows on a busy 2-core machine
 DONE_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0

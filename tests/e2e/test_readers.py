@@ -59,11 +59,11 @@ from chalicelib.s3 import sources
 from chalicelib.storage.downloads import KeyStore
 from satchel_local import lambdas
 from satchel_local.stack import MOTO_CONFIG, REGION, provision
-from tests.conftest import USERS, Satchel, api_key_of
+from tests.support.stack import USERS, Satchel, api_key_of
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-JAVA_CHECK = Path(__file__).parent / "readers" / "ZipCheck.java"
+JAVA_CHECK = Path(__file__).parents[1] / "support" / "readers" / "ZipCheck.java"
 UTF8 = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib.runtime import Runtime
 from chalicelib.triggers import inbound as triggers
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 
 def assert_error(reply: Any, status: int, code: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from chalicelib.s3 import assembly, sources
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.workflow import segments
-from tests.recording import Recording
+from tests.support.recording import Recording
 
 MIB = 1024 * 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chalicelib.core import clients
 from chalicelib.storage.audit import AuditLog
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 
 def test_the_audit_trail_names_who_did_what(satchel: Satchel) -> None:

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from satchel_local import lambdas
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 

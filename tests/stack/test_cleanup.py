@@ -28,8 +28,8 @@ from chalicelib.triggers import cleanup
 from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import FailInput
 from satchel_local import lambdas
-from tests.conftest import USERS, Satchel
-from tests.serialised import SerialisedWrites
+from tests.support.serialised import SerialisedWrites
+from tests.support.stack import USERS, Satchel
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_events.client import EventBridgeClient

@@ -15,7 +15,7 @@ from chalicelib.core import clock, observability
 from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
 from satchel_local import lambdas
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/satchel-test-build/satchel-test-build"

@@ -15,7 +15,7 @@ import requests
 
 from satchel_local import demodata
 from satchel_local.stack import REGION
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 

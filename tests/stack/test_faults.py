@@ -36,9 +36,9 @@ from chalicelib.triggers import cleanup
 from chalicelib.triggers import inbound as triggers
 from satchel_local import lambdas
 from satchel_local.stack import REGION, Stack
-from tests import faults
-from tests.conftest import TERMINAL, Reply, Satchel, dummy_aws_environment, running_stack
-from tests.faults import CALLER, KINDS, Fault, Injector
+from tests.support import faults
+from tests.support.faults import CALLER, KINDS, Fault, Injector
+from tests.support.stack import TERMINAL, Reply, Satchel, dummy_aws_environment, running_stack
 
 SOURCE = "acme/faults/a.txt"
 SOURCE_B = "acme/faults/b.txt"

@@ -12,7 +12,7 @@ import pytest
 from chalicelib.core import observability
 from chalicelib.runtime import Runtime
 from satchel_local.stack import REGION
-from tests.conftest import Reply, Satchel, api_key_of
+from tests.support.stack import Reply, Satchel, api_key_of
 
 BODY = {"type": "zip", "params": {"keys": ["acme/idem.txt"]}}
 

@@ -17,7 +17,7 @@ import requests
 from chalicelib.archive import integrity
 from chalicelib.core.errors import ChecksumMismatch
 from chalicelib.s3 import sources
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 COPY_MIN = 10 * MIB

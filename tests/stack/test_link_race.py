@@ -16,8 +16,8 @@ from chalicelib.core import clients
 from chalicelib.core.errors import LinkGone
 from chalicelib.runtime import Runtime
 from chalicelib.storage.links import LinkStore
-from tests.conftest import Satchel
-from tests.serialised import SerialisedWrites
+from tests.support.serialised import SerialisedWrites
+from tests.support.stack import Satchel
 
 THREADS = 8
 LINKS = 25

@@ -17,7 +17,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.storage import links
 from chalicelib.storage.downloads import hash_secret
 from satchel_local.stack import REGION
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 
 @pytest.fixture

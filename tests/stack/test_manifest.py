@@ -22,8 +22,8 @@ from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
 from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import Prepared, Start
-from tests.archive_readers import files_under, run
-from tests.conftest import Satchel
+from tests.support.archive_readers import files_under, run
+from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 SOURCES = {

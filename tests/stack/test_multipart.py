@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.s3.multipart import MultipartWriter
-from tests.recording import Recording
+from tests.support.recording import Recording
 
 MIB = 1024 * 1024
 

@@ -19,10 +19,10 @@ from chalicelib.core import clock, observability
 from chalicelib.core.errors import ConfigurationError
 from chalicelib.core.models import Download, ErrorInfo, State
 from chalicelib.core.settings import ENV_TRACING, Telemetry
-from tests.conftest import Satchel
-from tests.stack_template import Resolver, functions, packaged
+from tests.support.stack import Satchel
+from tests.support.stack_template import Resolver, functions, packaged
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _lines(out: str) -> list[dict[str, Any]]:

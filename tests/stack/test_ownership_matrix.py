@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chalicelib.storage.downloads import hash_secret
-from tests.conftest import Satchel, api_key_of
+from tests.support.stack import Satchel, api_key_of
 
 CALLERS = ("owner", "peer", "admin", "other_tenant", "no_key", "bad_key")
 USER_OF = {"owner": "alice", "peer": "bob", "admin": "carol", "other_tenant": "dave"}

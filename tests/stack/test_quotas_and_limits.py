@@ -12,7 +12,7 @@ from chalicelib.core import clients, clock
 from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
 from chalicelib.storage.downloads import DownloadStore
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 

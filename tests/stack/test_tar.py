@@ -18,8 +18,8 @@ import requests
 from chalicelib.archive import tarwriter
 from chalicelib.archive.zipwriter import CopyRange, Piece
 from chalicelib.s3 import multipart
-from tests.archive_readers import files_under, run
-from tests.conftest import Satchel
+from tests.support.archive_readers import files_under, run
+from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 GIB = 1024**3

@@ -22,7 +22,7 @@ from chalicelib.core.settings import (
 )
 from chalicelib.runtime import Runtime
 from chalicelib.triggers import inbound as triggers
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 
 def sqs_event(*bodies: str) -> tuple[dict[str, Any], list[str]]:

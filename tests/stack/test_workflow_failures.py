@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from chalicelib.core.errors import SourceMissing, TransientError, retried_when_transient
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 
 def assert_failed_cleanly(satchel: Satchel, download_id: str, code: str) -> dict[str, object]:

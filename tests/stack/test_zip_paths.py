@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from chalicelib.core.errors import SourceChanged
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 # Small enough for a quick test, large enough to be copied (two 5 MiB parts at least).

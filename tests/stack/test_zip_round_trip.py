@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 SOURCES = {
     "acme/reports/q1.csv": b"quarter,revenue\n1,100\n" * 500,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 README = ROOT / "README.md"
@@ -52,7 +52,7 @@ def test_every_included_example_exists() -> None:
 
 def test_every_example_is_in_the_manual_and_run_by_a_test() -> None:
     included = {path for text in _pages().values() for path in _INCLUDE.findall(text)}
-    tests = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "tests").glob("*.py"))
+    tests = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "tests").rglob("*.py"))
     scripts = {path.name: path.read_text(encoding="utf-8") for path in _examples()}
     for name in scripts:
         assert f"docs/examples/{name}" in included, f"docs/examples/{name} is in no page of the manual"

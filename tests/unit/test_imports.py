@@ -11,7 +11,7 @@ from pathlib import Path
 
 import chalicelib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def modules() -> list[str]:

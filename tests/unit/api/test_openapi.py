@@ -15,7 +15,7 @@ from app import app
 from chalicelib import downloadtypes
 from chalicelib.api import openapi, service
 from chalicelib.core.models import Download, State
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 Route = tuple[str, str]  # (path, METHOD)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

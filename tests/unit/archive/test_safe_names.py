@@ -14,7 +14,7 @@ import pytest
 from chalicelib.archive import zipwriter
 from chalicelib.archive.zipwriter import ZipLayout
 from chalicelib.core.names import UniqueNames, is_reserved, safe_path
-from tests.archive_readers import files_under, run
+from tests.support.archive_readers import files_under, run
 
 WHEN = datetime(2024, 5, 17, 13, 45, 10, tzinfo=UTC)
 

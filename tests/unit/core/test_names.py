@@ -14,7 +14,7 @@ from chalicelib.s3.artifacts import content_disposition
 from chalicelib.storage.downloads import KeyStore, hash_secret
 from chalicelib.triggers import inbound as triggers
 from scripts import add_api_key
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
 GOOD_IDS = ["acme", "a", "0", "alice", "x_y.z-1", "a" * 63, "9lives"]
 BAD_IDS = ["", "x#y", "acme#x", "Alice", "a/b", "a\n", "-a", ".a", "_a", "a" * 64, "a b", "é", "a:b", "a*"]

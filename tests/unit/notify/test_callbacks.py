@@ -24,7 +24,7 @@ from chalicelib.notify import callbacks
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from satchel_local.stack import REGION
-from tests.conftest import USERS, WEBHOOK_SECRET, Satchel
+from tests.support.stack import USERS, WEBHOOK_SECRET, Satchel
 
 ENVIRONMENT = {
     "SATCHEL_TABLE": "t",

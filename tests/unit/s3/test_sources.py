@@ -18,7 +18,7 @@ from chalicelib.s3 import sources
 from chalicelib.s3.manifest import Entry
 
 MIB = 1024 * 1024
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "support" / "fixtures"
 
 
 def b64(value: int) -> str:

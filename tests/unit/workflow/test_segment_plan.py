@@ -22,9 +22,9 @@ from chalicelib.downloadtypes.base import SegmentBuild, SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
 from chalicelib.workflow.progress import ProgressTracker
-from tests.conftest import Satchel
+from tests.support.stack import Satchel
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class Spy:
