@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.support.stack"]
+pytest_plugins = ["tests.support.stack", "tests.support.receiver"]
 
 HERE = Path(__file__).resolve().parent
 # A tier is the first directory under tests/; its marker is registered in pyproject.toml.

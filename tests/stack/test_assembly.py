@@ -10,11 +10,9 @@ from typing import Any
 import pytest
 
 from chalicelib.archive.zipwriter import CopyRange
-from chalicelib.core.settings import Settings
 from chalicelib.s3 import assembly, sources
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter
-from chalicelib.workflow import segments
 from tests.support.recording import Recording
 
 MIB = 1024 * 1024
@@ -116,16 +114,3 @@ def test_crc32_comes_from_s3_when_it_has_one_and_from_the_bytes_otherwise(s3: An
     assert sources.crc32(s3, "bucket", Entry("multi", len(body), etag, "multi"), MIB).crc == zlib.crc32(body)
     assert calls == ["multi"]
     assert sources.full_object_crc32({"ChecksumCRC32": "AAAAAQ==-3", "ChecksumType": "COMPOSITE"}) is None
-
-
-def test_segments_close_at_their_bytes_or_files_and_never_exceed_the_maximum() -> None:
-    settings = Settings(
-        table="t", artifact_bucket="a", source_bucket="s", state_machine_arn="arn",
-        segment_bytes=100, segment_files=3, max_segments=4,
-    )  # fmt: skip
-    entries = [Entry(f"k{i}", 40, "e", f"k{i}") for i in range(10)]
-    found = segments.groups(entries, settings)
-    assert [len(group) for group in found] == [3, 3, 3, 1]
-    assert [entry for group in found for entry in group] == entries
-    many = [Entry(f"k{i}", 1, "e", f"k{i}") for i in range(100)]
-    assert len(segments.groups(many, settings)) == 4  # 25 files each, not 34 segments of 3

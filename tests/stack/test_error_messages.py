@@ -10,8 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.api import service
-from chalicelib.api.http import error_response
-from chalicelib.core import clock, observability
+from chalicelib.core import clock
 from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
 from satchel_local import lambdas
@@ -87,23 +86,3 @@ def test_a_download_failed_by_an_aws_error_shows_a_generic_message_and_logs_the_
         line["level"] == "ERROR" and line.get("download_id") == download_id and ROLE_ARN in line["message"]
         for line in logged
     ), logged
-
-
-def test_an_unknown_error_answers_500_with_a_reference_the_log_holds_beside_the_detail(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    observability.logger()  # as every handler does first: log lines are JSON on stdout
-    try:
-        denied({}, None)
-    except ClientError as error:
-        response = error_response(error)
-
-    assert response.status_code == 500
-    body = response.body
-    assert body["Code"] == "InternalError"
-    assert ACCOUNT not in json.dumps(body)
-    reference = body["Message"].rsplit(" ", 1)[-1]
-    assert body["Message"] == f"an internal error occurred; reference {reference}"
-    (line,) = [line for line in log_lines(capsys.readouterr().out) if reference in line["message"]]
-    assert line["level"] == "ERROR"
-    assert ROLE_ARN in line["exception"]

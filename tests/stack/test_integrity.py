@@ -8,14 +8,11 @@ import hashlib
 import io
 import os
 import zipfile
-import zlib
 from typing import Any
 
 import pytest
 import requests
 
-from chalicelib.archive import integrity
-from chalicelib.core.errors import ChecksumMismatch
 from chalicelib.s3 import sources
 from tests.support.stack import Satchel
 
@@ -109,28 +106,6 @@ def test_the_same_request_over_the_same_sources_gives_the_same_bytes(
     seeded.put_source("acme/integrity/notes.txt", b"changed\n")
     third_sha, _ = _built(seeded, params)
     assert third_sha != first_sha
-
-
-def test_the_verifier_follows_members_across_chunk_boundaries() -> None:
-    data = os.urandom(10_000)
-    checks = [
-        integrity.Check("a", 10, 2_000, zlib.crc32(data[10:2_010])),
-        integrity.Check("b", 2_010, 5_000, zlib.crc32(data[2_010:7_010])),
-        integrity.Check("c", 9_000, 1_000, zlib.crc32(data[9_000:])),
-    ]
-    verifier = integrity.Verifier(reversed(checks))
-    for start in range(0, len(data), 777):
-        verifier.update(data[start : start + 777])
-    verifier.finish()
-    assert verifier.verified == 3
-
-    wrong = integrity.Verifier([integrity.Check("b", 2_010, 5_000, 0)])
-    with pytest.raises(ChecksumMismatch, match="'b'"):
-        wrong.update(data)
-    short = integrity.Verifier([integrity.Check("c", 9_000, 2_000, 0)])
-    short.update(data)
-    with pytest.raises(ChecksumMismatch, match="past the end"):
-        short.finish()
 
 
 def test_a_member_s3_cannot_checksum_is_held_up_to_16_mib_and_read_twice_above(

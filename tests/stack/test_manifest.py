@@ -16,7 +16,6 @@ import requests
 
 from chalicelib.api import openapi
 from chalicelib.core.errors import SourceChanged, SourceMissing
-from chalicelib.core.models import Download, State
 from chalicelib.downloadtypes import archiveoptions
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
@@ -188,27 +187,6 @@ def test_fail_refuses_a_key_missing_at_prepare_and_skip_of_only_missing_keys_has
     assert (failed["state"], failed["error"]["code"]) == ("FAILED", "SourceMissing")
     nothing = satchel.wait(satchel.create({"keys": ["acme/nope.txt"], "on_missing": "skip"}).json["id"])
     assert (nothing["state"], nothing["error"]["code"]) == ("FAILED", "NothingToDownload")
-
-
-def test_a_retried_build_lists_the_skipped_keys_once() -> None:
-    entry = Entry(key="t/b", size=1, etag='"e"', name="b")
-    download = Download(
-        id="d",
-        type="zip",
-        params={},
-        filename="x.zip",
-        tenant="t",
-        user_id="u",
-        state=State.RUNNING,
-        created_at="2026-01-01T00:00:00.000Z",
-        retention_seconds=60,
-        # What Prepare recorded, and what the first attempt of Build added.
-        skipped=["t/a", "t/b"],
-    )
-    again = archiveoptions.Survey(present=[], missing=[entry], sha256={})
-    assert archiveoptions.skipped_keys(download, again) == ["t/a", "t/b"]
-    back = archiveoptions.Survey(present=[entry], missing=[], sha256={})  # it came back meanwhile
-    assert archiveoptions.skipped_keys(download, back) == ["t/a"]
 
 
 def test_options_are_in_the_types_schema_with_their_defaults(satchel: Satchel) -> None:

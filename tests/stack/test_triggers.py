@@ -11,15 +11,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.core import clients
-from chalicelib.core.errors import ConfigurationError
 from chalicelib.core.models import Download
-from chalicelib.core.settings import (
-    ENV_ARTIFACT_BUCKET,
-    ENV_SOURCE_BUCKET,
-    ENV_STATE_MACHINE_ARN,
-    ENV_TABLE,
-    Settings,
-)
 from chalicelib.runtime import Runtime
 from chalicelib.triggers import inbound as triggers
 from tests.support.stack import Satchel
@@ -203,21 +195,3 @@ def test_manifests_act_only_for_the_tenant_of_their_prefix(satchel: Satchel) -> 
 
     assert listed(satchel, "dave") == []
     assert every_download() == []
-
-
-REQUIRED = {name: "x" for name in (ENV_TABLE, ENV_ARTIFACT_BUCKET, ENV_SOURCE_BUCKET, ENV_STATE_MACHINE_ARN)}
-
-
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        ("SATCHEL_SERVICE_PRINCIPALS", "not json"),
-        ("SATCHEL_SERVICE_PRINCIPALS", '{"tenant": "acme"}'),
-        ("SATCHEL_SERVICE_PRINCIPALS", '[{"tenant": "acme"}]'),
-        ("SATCHEL_SERVICE_PRINCIPALS", '[{"tenant": "acme", "user_id": "x", "roles": "admin"}]'),
-        ("SATCHEL_REQUEST_PREFIX", "requests"),
-    ],
-)
-def test_a_misconfigured_event_source_fails_at_start_up(variable: str, value: str) -> None:
-    with pytest.raises(ConfigurationError, match=variable):
-        Settings.from_env({**REQUIRED, variable: value})

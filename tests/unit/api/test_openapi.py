@@ -15,7 +15,6 @@ from app import app
 from chalicelib import downloadtypes
 from chalicelib.api import openapi, service
 from chalicelib.core.models import Download, State
-from tests.support.stack import Satchel
 
 Route = tuple[str, str]  # (path, METHOD)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -116,10 +115,3 @@ def test_document_is_built_once_and_handed_out_as_copies() -> None:
     first["paths"].clear()
     assert openapi.document("/api")["paths"]
     assert openapi.document("/api")["servers"] == [{"url": "/api"}]
-
-
-def test_served_at_openapi_json_without_a_key(satchel: Satchel) -> None:
-    reply = satchel.call("GET", "/openapi.json", user=None)
-    assert reply.status == 200, reply.body
-    assert reply.headers["Content-Type"] == "application/json"
-    assert reply.json == openapi.document("/")
