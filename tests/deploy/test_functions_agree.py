@@ -5,7 +5,7 @@ The lists: .chalice/config.json (the prod stage's per-function settings), .chali
 (one policy file each), deploy/template.yaml (a resource and a log group each),
 satchel_local/statemachine.py (the ASL's placeholders: the workflow's functions),
 satchel_local/stack.py (the event-driven functions of the local stack), and the tables of
-tests/test_iam.py and tests/test_packaged_contract.py keyed by handler. scripts/package.py
+tests/deploy/test_iam.py and tests/deploy/test_packaged_contract.py keyed by handler. scripts/package.py
 reads app.py itself (`chalice_functions`).
 """
 
@@ -136,7 +136,7 @@ def test_the_local_stack_creates_each_event_function() -> None:
 def test_the_tests_tables_name_only_declared_handlers() -> None:
     handlers = {function.handler for function in declared().values()}
     unknown = set(test_iam.NOT_EXERCISED) - handlers
-    assert not unknown, f"edit tests/test_iam.py (NOT_EXERCISED): {sorted(unknown)} are no handlers"
+    assert not unknown, f"edit tests/deploy/test_iam.py (NOT_EXERCISED): {sorted(unknown)} are no handlers"
     fixed = {
         test_iam.API_HANDLER,
         test_iam.AUTHORIZER,
@@ -144,10 +144,12 @@ def test_the_tests_tables_name_only_declared_handlers() -> None:
         test_iam.EVENTS,
         test_iam.CLEANUP,
     }
-    assert fixed <= handlers, f"edit tests/test_iam.py (its handler constants): {sorted(fixed - handlers)}"
+    assert fixed <= handlers, (
+        f"edit tests/deploy/test_iam.py (its handler constants): {sorted(fixed - handlers)}"
+    )
     reserved = set(test_packaged_contract.RESERVED) - handlers
     assert not reserved, (
-        f"edit tests/test_packaged_contract.py (RESERVED): {sorted(reserved)} are no handlers"
+        f"edit tests/deploy/test_packaged_contract.py (RESERVED): {sorted(reserved)} are no handlers"
     )
     parameters = TEMPLATE.read_text()
     for handler, parameter in test_packaged_contract.RESERVED.items():

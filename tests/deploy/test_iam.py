@@ -14,7 +14,7 @@ gateway. Each is looked up in the template by its `Handler` string.
 Deleting table items is held to the key prefixes the code deletes under: a policy that lets
 a function delete items under a prefix no recorded call deleted fails the test.
 
-`SATCHEL_IAM_TABLE=1 pytest -s tests/test_iam.py` prints what each function called, and on what.
+`SATCHEL_IAM_TABLE=1 pytest -s tests/deploy/test_iam.py` prints what each function called, and on what.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], schema: T
         if operation in ("StopExecution", "DescribeExecution"):
             return [Request(f"states:{operation}", params["executionArn"])]
     raise AssertionError(
-        f"{service}.{operation} is not mapped to IAM here: add it to tests/test_iam.py's iam_requests"
+        f"{service}.{operation} is not mapped to IAM here: add it to tests/deploy/test_iam.py's iam_requests"
     )
 
 

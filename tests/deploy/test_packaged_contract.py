@@ -73,7 +73,7 @@ def _authorizer() -> Any:
 
 @pytest.fixture(scope="session")
 def package() -> Packaged:
-    return packaged()  # packaged once per test run, shared with tests/test_packaging.py
+    return packaged()  # packaged once per test run, shared with tests/deploy/test_packaging.py
 
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

@@ -390,7 +390,7 @@ def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: 
         assert not [action for action in actions if action.startswith("ssm:")], handler
 
 
-# --- Least privilege, statically (tests/test_iam.py checks the calls) ----------------------
+# --- Least privilege, statically (tests/deploy/test_iam.py checks the calls) ----------------------
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:

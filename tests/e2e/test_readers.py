@@ -3,7 +3,7 @@ sources' bytes and names.
 
 Readers: Info-ZIP `unzip` (-t, then -p), 7-Zip (`7z t`, then `x -so`), libarchive
 (`bsdtar -xOf`, a streaming reader), Python `zipfile` (testzip, then read), Java `ZipFile`
-and the streaming Java `ZipInputStream` (tests/readers/ZipCheck.java, run with `java`).
+and the streaming Java `ZipInputStream` (tests/support/readers/ZipCheck.java, run with `java`).
 Each reader lists the names (UTF-8) and extracts every member to a pipe; the test compares
 the names, and the length and CRC-32 of all the bytes in order, with the sources'. (The
 readers check each member's CRC themselves; the whole stream's CRC-32 and length show the

@@ -1,6 +1,6 @@
 """No fault leaves anything stuck.
 
-Each test makes one AWS operation fail at one point (tests/faults.py: throttling, 500,
+Each test makes one AWS operation fail at one point (tests/support/faults.py: throttling, 500,
 connection error, read timeout after the fact), lets the system react (botocore's retries,
 the state machine's Retry, a client's retry of its request, the next cleanup sweep), and
 then checks every invariant at once (`assert_nothing_stuck`).

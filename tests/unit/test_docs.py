@@ -1,7 +1,7 @@
 """The manual (docs/, built by `make docs`) cannot drift from the code: its code layout
 names every module, its examples are files that the tests run, and the README points
 only at what exists. (The state machine diagram and the configuration table are checked
-in tests/test_packaging.py.)"""
+in tests/deploy/test_packaging.py.)"""
 
 from __future__ import annotations
 
