@@ -1,5 +1,5 @@
-"""Notifications: the EventBridge event and the signed callback when a download finishes,
-retried with backoff, and callback URLs that would reach inside the network refused."""
+"""Callbacks without the stack: signed, retried with backoff, and callback URLs that would reach
+inside the network refused (tests/stack/test_callbacks.py has them end to end)."""
 
 from __future__ import annotations
 
