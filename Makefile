@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test lint typecheck unit docs docs-serve clean package deploy diagram integration bench
+.PHONY: venv run test test-fast lint typecheck suite docs docs-serve clean package deploy diagram integration bench
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv
+# The tests are in tiers (docs/development.md): test-fast runs the unit tier alone (no
+# emulator); suite runs every tier: unit, stack, e2e and deploy (tests/integration is
+# deselected unless a deployed stage is configured: `make integration`).
+test-fast: venv
+	$(BIN)/pytest tests/unit
+
+suite: venv
 	$(BIN)/pytest
 
 # The manual (docs/, mkdocs.yml), built as the site is, into build/site: --strict fails on a
@@ -45,7 +51,7 @@ docs: venv
 docs-serve: venv
 	NO_MKDOCS_2_WARNING=true $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
-test: lint typecheck docs unit
+test: lint typecheck docs suite
 
 # --- Deployment (docs/deploy.md) ---------------------------------------------------
 # STAGE is the Chalice stage in .chalice/config.json; the stack is named satchel-<STAGE>.

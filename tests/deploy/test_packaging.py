@@ -1,0 +1,635 @@
+"""The packaged stack (`make package`): both templates lint clean, the state machine is the
+ASL file the tests run, every function gets its configuration from the stack's resources,
+the resources are configured as the design asks, and the manual cannot drift from the
+code (its state machine diagram, docs/architecture.md; its configuration table,
+docs/configuration.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import boto3
+import pytest
+from chalice.app import Rate
+from moto import mock_aws
+from moto.events.models import EventPattern
+
+from chalicelib.core import settings
+from chalicelib.core.models import Principal
+from chalicelib.s3 import artifacts
+from chalicelib.storage.downloads import OWNER_INDEX, KeyStore
+from satchel_local import statemachine
+from satchel_local.stack import TABLE_KEYS, Stack
+from scripts import add_api_key, asl_to_mermaid
+from scripts import package as packaging
+from tests.support.stack_template import (
+    ACCOUNT,
+    REGION,
+    Packaged,
+    Resolver,
+    allows,
+    functions,
+    packaged,
+    role_of,
+    statements,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = {
+    "Table": "satchel-test",
+    "ArtifactsBucket": "satchel-test-artifacts",
+    "SourceBucket": "satchel-test-sources",
+}
+WORKFLOW_HANDLERS = {f"app.{name}" for name in statemachine.FUNCTIONS.values()}
+
+
+@pytest.fixture(scope="module")
+def package() -> Packaged:
+    return packaged()
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: spec for name, spec in template["Resources"].items() if spec["Type"] == kind}
+
+
+# --- The package itself -------------------------------------------------------------------
+
+
+def test_every_function_of_the_app_has_its_own_policy_file() -> None:
+    assert packaging.functions_without_policy("prod") == [], "see .chalice/policies/ and docs/deploy.md"
+
+
+def test_package_holds_both_templates_and_only_the_service_code(package: Packaged) -> None:
+    assert package.sam["Transform"] == "AWS::Serverless-2016-10-31"
+    assert "Transform" not in package.cloudformation
+    kinds = {spec["Type"] for spec in package.cloudformation["Resources"].values()}
+    assert not [kind for kind in kinds if kind.startswith("AWS::Serverless::")]
+    assert functions(package.sam).keys() == functions(package.cloudformation).keys()
+
+    with zipfile.ZipFile(package.files.deployment_zip) as archive:
+        names = set(archive.namelist())
+    assert "app.py" in names
+    sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "chalicelib").rglob("*.py")}
+    assert sources <= names, f"subpackages of chalicelib/ not packaged: {sorted(sources - names)}"
+    assert not [
+        name for name in names if name.startswith(("satchel_local/", "tests/", "scripts/", "deploy/"))
+    ]
+    assert "isal/__init__.py" in names  # requirements.txt is packaged, compiled wheels too
+
+
+def test_cfn_lint_passes_on_both_templates_and_catches_a_broken_reference(
+    package: Packaged, tmp_path: Path
+) -> None:
+    # The control: the expanded template with a GetAtt to a function that does not exist.
+    broken = json.loads(json.dumps(package.cloudformation))
+    substitutions = broken["Resources"]["DownloadStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    substitutions["PrepareFunctionArn"] = {"Fn::GetAtt": ["NoSuchFunction", "Arn"]}
+    control = tmp_path / "broken.json"
+    control.write_text(json.dumps(broken))
+
+    templates = [package.files.sam_template, package.files.cloudformation_template, control]
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    run = subprocess.run(
+        [str(cfn_lint), "--format", "json", *map(str, templates)], capture_output=True, text=True, check=False
+    )
+    assert run.stdout.strip(), run.stderr
+    matches = json.loads(run.stdout)
+    found: dict[str, list[str]] = {str(path): [] for path in templates}
+    for match in matches:
+        found[match["Filename"]].append(f"{match['Level']} {match['Rule']['Id']} {match['Message']}")
+    serious = [
+        f"{Path(name).name}: {line}"
+        for name, lines in found.items()
+        if name != str(control)
+        for line in lines
+        if not line.startswith("Informational")
+    ]
+    assert not serious, "\n".join(serious)
+    assert any(line.startswith("Error E1010") for line in found[str(control)]), found[str(control)]
+
+
+# --- The workflow -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sam", "cloudformation"])
+def test_the_state_machine_is_the_asl_file_with_every_function_in_the_stack(
+    package: Packaged, kind: str
+) -> None:
+    template = getattr(package, kind)
+    machine = template["Resources"]["DownloadStateMachine"]["Properties"]
+    assert machine["Definition"] == statemachine.load()
+    substitutions = machine["DefinitionSubstitutions"]
+    assert set(substitutions) == statemachine.placeholders()
+    by_handler = functions(template)
+    invoked = []
+    for placeholder, function in statemachine.FUNCTIONS.items():
+        logical_id = by_handler[f"app.{function}"]
+        assert substitutions[placeholder] == {"Fn::GetAtt": [logical_id, "Arn"]}
+        invoked.append(logical_id)
+
+    # Its role may invoke these functions (and their versions) and nothing else.
+    resolver = Resolver(template, NAMES)
+    policy = resolver.resolve(statements(template, machine["RoleArn"]["Fn::GetAtt"][0]))
+    lambda_statements = [s for s in policy if any(a.startswith("lambda:") for a in _actions(s))]
+    assert [_actions(s) for s in lambda_statements] == [["lambda:InvokeFunction"]]
+    arns = [resolver.arn(logical_id) for logical_id in invoked]
+    assert sorted(lambda_statements[0]["Resource"]) == sorted(arns + [f"{arn}:*" for arn in arns])
+
+
+def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> None:
+    template = package.cloudformation
+    stage = next(spec for spec in _resources(template, "AWS::ApiGateway::Stage").values())
+    events = {
+        "EventBusName": "satchel-events",
+        "RequestPrefix": "inbox/requests/",
+        "ServicePrincipals": '[{"tenant": "acme", "user_id": "etl", "roles": []}]',
+        "WebhookSecretParameter": "/satchel/webhook-secret",
+    }
+    for parameters, source_bucket in (({}, NAMES["SourceBucket"]), ({"SourceBucketName": "given"}, "given")):
+        datasets = '{"Transaction": {"table": "transactions"}}'
+        resolver = Resolver(template, NAMES, {**parameters, **events, "Datasets": datasets})
+        machine_arn = resolver.ref("DownloadStateMachine")
+        expected = Stack(
+            stage="prod",
+            table=NAMES["Table"],
+            artifact_bucket=NAMES["ArtifactsBucket"],
+            source_bucket=source_bucket,
+            state_machine_arn=machine_arn,
+        ).environment()
+        expected[settings.ENV_API_PREFIX] = "/" + resolver.resolve(stage["Properties"]["StageName"])
+        expected[settings.ENV_PUBLIC_URL] = ""
+        expected[settings.ENV_DATASETS] = datasets
+        expected[settings.ENV_EVENT_BUS] = events["EventBusName"]
+        expected[settings.ENV_REQUEST_PREFIX] = events["RequestPrefix"]
+        expected[settings.ENV_SERVICE_PRINCIPALS] = events["ServicePrincipals"]
+        # The secret's name only: its value is read from SSM, never put in the template.
+        expected[settings.ENV_WEBHOOK_SECRET_PARAMETER] = events["WebhookSecretParameter"]
+        expected[settings.ENV_TRACING] = "false"  # the Tracing parameter's default
+        for handler, logical_id in functions(template).items():
+            variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
+            assert resolver.resolve(variables) == expected, handler
+    # The state machine is named after the stack, as the ARN the functions get is built.
+    assert (
+        Resolver(template, NAMES).ref("DownloadStateMachine").endswith(":stateMachine:satchel-test-download")
+    )
+
+
+def test_the_table_has_the_local_layout_ttl_and_point_in_time_recovery(package: Packaged) -> None:
+    table = package.sam["Resources"]["Table"]
+    properties = table["Properties"]
+    assert properties["KeySchema"] == TABLE_KEYS["KeySchema"]
+    assert sorted(properties["AttributeDefinitions"], key=str) == sorted(
+        TABLE_KEYS["AttributeDefinitions"], key=str
+    )
+    assert properties["GlobalSecondaryIndexes"] == TABLE_KEYS["GlobalSecondaryIndexes"]
+    assert properties["GlobalSecondaryIndexes"][0]["IndexName"] == OWNER_INDEX
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+
+
+@pytest.mark.parametrize("bucket", ["ArtifactsBucket", "SourceBucket"])
+def test_buckets_are_private_encrypted_and_tls_only(package: Packaged, bucket: str) -> None:
+    resources = package.sam["Resources"]
+    properties = resources[bucket]["Properties"]
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    encryption = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    policies = [spec for spec in _resources(package.sam, "AWS::S3::BucketPolicy").values()]
+    (policy,) = [spec for spec in policies if spec["Properties"]["Bucket"] == {"Ref": bucket}]
+    (deny,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == "*"
+    assert deny["Action"] == "s3:*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert len(deny["Resource"]) == 2  # the bucket and its objects
+
+
+def test_artifacts_lifecycle_backs_up_satchels_own_cleanup(package: Packaged) -> None:
+    template = package.sam
+    rules = {
+        rule["Id"]: rule
+        for rule in template["Resources"]["ArtifactsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    }
+    assert {rule["Status"] for rule in rules.values()} == {"Enabled"}
+    assert rules["TemporaryObjects"]["Prefix"] == artifacts.TEMPORARY_PREFIX
+    assert rules["ExpiredArtifacts"]["Prefix"] == artifacts.ARTIFACTS_PREFIX
+    days = Resolver(template, NAMES).resolve(rules["ExpiredArtifacts"]["ExpirationInDays"])
+    longest = settings.Settings.retention_max_seconds
+    assert int(days) * 86400 > longest, "the lifecycle must not delete an artifact before it expires"
+    assert rules["IncompleteMultipartUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert "Prefix" not in rules["IncompleteMultipartUploads"]
+
+
+def test_source_bucket_is_made_unless_one_is_named(package: Packaged) -> None:
+    template = package.sam
+    assert template["Resources"]["SourceBucket"]["Condition"] == "CreateSourceBucket"
+    assert template["Resources"]["SourceBucket"]["DeletionPolicy"] == "Retain"
+    assert Resolver(template, NAMES).condition("CreateSourceBucket")
+    assert not Resolver(template, NAMES, {"SourceBucketName": "mine"}).condition("CreateSourceBucket")
+
+
+# --- Triggers and the schedule -------------------------------------------------------------
+
+
+def _function(template: dict[str, Any], handler: str) -> dict[str, Any]:
+    function: dict[str, Any] = template["Resources"][functions(template)[handler]]["Properties"]
+    return function
+
+
+def _policy(template: dict[str, Any], handler: str, resolver: Resolver) -> list[dict[str, Any]]:
+    policy: list[dict[str, Any]] = resolver.resolve(
+        statements(template, role_of(template, functions(template)[handler]))
+    )
+    return policy
+
+
+def test_the_requests_queue_is_the_apps_and_dead_letters_what_keeps_failing(package: Packaged) -> None:
+    template = package.sam
+    resources = template["Resources"]
+    queue = resources["RequestsQueue"]["Properties"]
+    dead_letters = resources["RequestsDeadLetterQueue"]["Properties"]
+    assert queue["QueueName"] == settings.EventSources.from_env().requests_queue  # what app.py reads
+    requests = _function(template, "app.handle_requests")
+    # Lambda's advice for an SQS source: at least six times the function's timeout.
+    assert queue["VisibilityTimeout"] >= 6 * requests["Timeout"]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["RequestsDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    # A dead letter keeps its first enqueue time: it must outlive the source queue's retention.
+    assert dead_letters["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    assert queue["SqsManagedSseEnabled"] is dead_letters["SqsManagedSseEnabled"] is True
+
+    (source,) = requests["Events"].values()
+    assert source["Type"] == "SQS"
+    assert source["Properties"]["Queue"] == {"Fn::GetAtt": ["RequestsQueue", "Arn"]}
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    (mapping,) = _resources(package.cloudformation, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["RequestsQueue", "Arn"]}
+
+    # Lambda polls the queue with the function's own role.
+    resolver = Resolver(template, NAMES)
+    policy = _policy(template, "app.handle_requests", resolver)
+    arn = resolver.arn("RequestsQueue")
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert allows(policy, action, arn, {}), action
+    assert not allows(policy, "sqs:ReceiveMessage", resolver.arn("RequestsDeadLetterQueue"), {})
+
+
+def _s3_event(bucket: str, key: str, detail_type: str = "Object Created") -> dict[str, Any]:
+    return {
+        "source": "aws.s3",
+        "detail-type": detail_type,
+        "detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": 10}},
+    }
+
+
+@pytest.mark.parametrize("parameters", [{}, {"SourceBucketName": "given", "RequestPrefix": "in/box/"}])
+def test_the_events_rule_takes_requests_and_manifests_of_the_source_bucket_only(
+    package: Packaged, parameters: dict[str, str]
+) -> None:
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES, parameters)
+    function_id = functions(template)["app.handle_event"]
+    (rule,) = [
+        spec["Properties"]
+        for spec in _resources(template, "AWS::Events::Rule").values()
+        if spec["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    ]
+    assert "EventBusName" not in rule  # the default bus: where S3 and other senders put events
+    pattern = EventPattern(None, resolver.resolve(rule["EventPattern"]))
+
+    def matches(event: dict[str, Any]) -> bool:
+        return pattern.matches_event(cast(Any, event))  # a TypedDict there, for no checking here
+
+    bucket = parameters.get("SourceBucketName", NAMES["SourceBucket"])
+    prefix = parameters.get("RequestPrefix", settings.Settings.request_prefix)
+    requested = {"source": "satchel.requests", "detail-type": "Satchel Download Requested", "detail": {}}
+    assert matches(requested)
+    assert matches(_s3_event(bucket, f"{prefix}acme/nightly.json"))
+    assert not matches(_s3_event(bucket, "acme/reports/a.csv"))  # a source, not a request
+    assert not matches(_s3_event("another-bucket", f"{prefix}acme/nightly.json"))
+    assert not matches(_s3_event(bucket, f"{prefix}acme/nightly.json", "Object Deleted"))
+    assert not matches({**requested, "detail-type": "Object Created"})
+
+    # The source bucket sends its events to EventBridge (one named by SourceBucketName must
+    # be set up so by its owner: docs/deploy.md).
+    notifications = template["Resources"]["SourceBucket"]["Properties"]["NotificationConfiguration"]
+    assert notifications == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+
+    # Events the function still fails on after Lambda's retries are dead-lettered; it may
+    # read request manifests and nothing else of the source bucket.
+    function = template["Resources"][function_id]["Properties"]
+    assert function["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}}
+    policy = _policy(template, "app.handle_event", resolver)
+    assert allows(policy, "sqs:SendMessage", resolver.arn("EventsDeadLetterQueue"), {})
+    assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/{prefix}acme/nightly.json", {})
+    assert not allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/acme/reports/a.csv", {})
+
+
+def test_cleanup_runs_on_the_schedule_the_app_was_packaged_with(package: Packaged) -> None:
+    cleanup = _function(package.sam, "app.sweep")
+    (event,) = cleanup["Events"].values()
+    minutes = settings.EventSources.from_env().cleanup_rate_minutes
+    assert event == {
+        "Type": "Schedule",
+        "Properties": {"Schedule": Rate(minutes, unit=Rate.MINUTES).to_string()},
+    }
+    # A sweep ends before the next begins (two at once are safe, but only waste).
+    assert cleanup["Timeout"] <= minutes * 60
+
+
+def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: Packaged) -> None:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert settings.ENV_WEBHOOK_SECRET not in config["stages"]["prod"].get("environment_variables", {})
+    template = package.cloudformation
+    for logical_id in functions(template).values():
+        variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
+        assert settings.ENV_WEBHOOK_SECRET not in variables, logical_id
+
+    # The functions that sign callbacks may read that one parameter, once it is named.
+    name = "/satchel/webhook-secret"
+    arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
+    resolver = Resolver(template, NAMES, {"WebhookSecretParameter": name})
+    readers = {
+        handler
+        for handler in functions(template)
+        if allows(_policy(template, handler, resolver), "ssm:GetParameter", arn, {})
+    }
+    assert readers == {
+        "app.app",
+        "app.finalize",
+        "app.fail",
+        "app.sweep",
+        "app.handle_requests",
+        "app.handle_event",
+    }
+    for handler in readers:
+        other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/satchel/other"
+        assert not allows(_policy(template, handler, resolver), "ssm:GetParameter", other, {}), handler
+    unset = Resolver(template, NAMES)
+    for handler in functions(template):
+        actions = [action for s in _policy(template, handler, unset) for action in _actions(s)]
+        assert not [action for action in actions if action.startswith("ssm:")], handler
+
+
+# --- Least privilege, statically (tests/deploy/test_iam.py checks the calls) ----------------------
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def test_every_function_has_its_own_role_with_narrow_resources(package: Packaged) -> None:
+    template = package.sam
+    by_handler = functions(template)
+    assert set(by_handler) >= WORKFLOW_HANDLERS | {"app.app", "app.bearer"}
+    roles = {handler: role_of(template, logical_id) for handler, logical_id in by_handler.items()}
+    assert len(set(roles.values())) == len(roles), f"functions share a role: {roles}"
+
+    roles_in_stack = _resources(template, "AWS::IAM::Role")
+    for role_id, role in roles_in_stack.items():
+        trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        services = {statement["Principal"]["Service"] for statement in trust}
+        expected = {
+            "StateMachineRole": "states.amazonaws.com",
+            "ApiGatewayLogsRole": "apigateway.amazonaws.com",  # the region's API Gateway logging
+        }.get(role_id, "lambda.amazonaws.com")
+        assert services == {expected}, role_id
+        resolver = Resolver(
+            template, NAMES, {"DatasetTableArns": "arn:aws:dynamodb:us-east-1:123456789012:table/t"}
+        )
+        for statement in resolver.resolve(statements(template, role_id)):
+            actions = _actions(statement)
+            assert statement["Effect"] == "Allow", role_id
+            assert not [action for action in actions if "*" in action], f"{role_id}: wildcard action"
+            resources = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            if "*" in resources:
+                assert all(action.startswith(("logs:", "xray:")) for action in actions), (
+                    f"{role_id}: {actions} on every resource"
+                )
+        # Without datasets, no statement is left with an empty resource (IAM would refuse it).
+        for statement in Resolver(template, NAMES).resolve(statements(template, role_id)):
+            assert statement["Resource"] not in ("", [""], []), f"{role_id}: {statement}"
+
+
+def test_each_function_may_write_only_its_own_log_group(package: Packaged) -> None:
+    template = package.sam
+    resolver = Resolver(template, NAMES)
+    for handler, logical_id in functions(template).items():
+        name = resolver.ref(logical_id)
+        log_group = next(
+            (
+                spec
+                for spec in _resources(template, "AWS::Logs::LogGroup").values()
+                if resolver.resolve(spec["Properties"]["LogGroupName"]) == f"/aws/lambda/{name}"
+            ),
+            None,
+        )
+        assert log_group, f"{logical_id} ({handler}): name it and give it a log group in deploy/template.yaml"
+        assert "RetentionInDays" in log_group["Properties"], handler
+        policy = resolver.resolve(statements(template, role_of(template, logical_id)))
+        logs = [statement for statement in policy if any(a.startswith("logs:") for a in _actions(statement))]
+        assert [statement["Resource"] for statement in logs] == [
+            f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/{name}:*"
+        ], handler
+
+
+def test_chalice_prod_stage_names_a_policy_file_per_function() -> None:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    prod = config["stages"]["prod"]
+    assert prod["autogen_policy"] is False
+    assert "manage_iam_role" not in prod
+    for name, function in prod["lambda_functions"].items():
+        assert (ROOT / ".chalice" / function["iam_policy_file"]).is_file(), name
+
+
+# --- Alarms -------------------------------------------------------------------------------
+
+
+def test_alarms_watch_failed_executions_and_api_errors(package: Packaged) -> None:
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES)
+    alarms = {
+        spec["Properties"]["MetricName"]: spec["Properties"]
+        for spec in _resources(template, "AWS::CloudWatch::Alarm").values()
+    }
+    machine = resolver.ref("DownloadStateMachine")
+    for metric in ("ExecutionsFailed", "ExecutionsTimedOut"):
+        assert alarms[metric]["Namespace"] == "AWS/States"
+        assert resolver.resolve(alarms[metric]["Dimensions"]) == [
+            {"Name": "StateMachineArn", "Value": machine}
+        ]
+    api = template["Resources"]["RestAPI"]["Properties"]
+    stage = next(iter(_resources(template, "AWS::ApiGateway::Stage").values()))["Properties"]
+    dimensions = {d["Name"]: d["Value"] for d in resolver.resolve(alarms["5XXError"]["Dimensions"])}
+    assert dimensions == {
+        "ApiName": resolver.resolve(api["Name"]),
+        "Stage": resolver.resolve(stage["StageName"]),
+    }
+    for properties in alarms.values():
+        assert properties["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_every_dead_letter_queue_has_an_alarm(package: Packaged) -> None:
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES)
+    watched = {
+        resolver.resolve(dimension["Value"])
+        for spec in _resources(template, "AWS::CloudWatch::Alarm").values()
+        if spec["Properties"]["Namespace"] == "AWS/SQS"
+        and spec["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and spec["Properties"]["Threshold"] == 1
+        and spec["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        for dimension in spec["Properties"]["Dimensions"]
+        if dimension["Name"] == "QueueName"
+    }
+    queues = _resources(template, "AWS::SQS::Queue")
+    redriven = [
+        spec["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for spec in queues.values()
+        if "RedrivePolicy" in spec["Properties"]
+    ]
+    function_queues = [
+        spec["Properties"]["DeadLetterConfig"]["TargetArn"]["Fn::GetAtt"][0]
+        for spec in _resources(template, "AWS::Lambda::Function").values()
+        if "DeadLetterConfig" in spec["Properties"]
+    ]
+    dead_letter_queues = set(redriven + function_queues)
+    assert dead_letter_queues == {"RequestsDeadLetterQueue", "EventsDeadLetterQueue"}
+    assert watched == {resolver.queue_name(queue) for queue in dead_letter_queues}
+
+
+# --- Giving users keys on a deployed stack -----------------------------------------------------
+
+
+def test_add_api_key_stores_a_key_the_authorizer_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    with mock_aws():
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            TableName="satchel-prod-table", BillingMode="PAY_PER_REQUEST", **TABLE_KEYS
+        )
+        assert (
+            add_api_key.main(
+                ["--table", "satchel-prod-table", "--tenant", "acme", "--user", "erin", "--admin"]
+            )
+            == 0
+        )
+        key = capsys.readouterr().out.strip()
+        table = boto3.resource("dynamodb", region_name="us-east-1").Table("satchel-prod-table")
+        principal = KeyStore(table).principal_for(key)
+    assert len(key) >= 43
+    assert principal == Principal("acme", "erin", frozenset({Principal.ADMIN_ROLE}))
+
+
+# --- The manual (docs/) ----------------------------------------------------------------------
+
+
+def test_the_manuals_state_machine_diagram_is_generated_from_the_asl_file() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    block = asl_to_mermaid.current_page_block(page)
+    assert block is not None, "docs/architecture.md has lost its diagram markers"
+    assert block == asl_to_mermaid.page_block(), "stale diagram: make diagram"
+    for name in statemachine.load()["States"]:
+        assert name in block
+
+
+def test_the_diagram_script_draws_choices_maps_and_waits() -> None:
+    definition = {
+        "StartAt": "Check",
+        "States": {
+            "Check": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.kind", "StringEquals": "zip", "Next": "Each"}],
+                "Default": "Pause",
+            },
+            "Pause": {"Type": "Wait", "Seconds": 5, "Next": "Done"},
+            "Each": {
+                "Type": "Map",
+                "ItemProcessor": {"StartAt": "One", "States": {"One": {"Type": "Pass", "End": True}}},
+                "Next": "Done",
+            },
+            "Done": {"Type": "Succeed"},
+        },
+    }
+    text = asl_to_mermaid.diagram(definition)
+    assert "state Check <<choice>>" in text
+    assert 'Check --> Each : $.kind == "zip"' in text
+    assert "Check --> Pause : otherwise" in text
+    assert "state Each {" in text
+    assert "        [*] --> One" in text
+    assert "Pause : wait Seconds 5" in text
+    assert "Done --> [*]" in text
+
+
+_SIZE = re.compile(r"^([\d,]+)\s*(KiB|MiB|GiB)?$")
+_UNITS = {None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def _documented_default(text: str) -> object:
+    text = text.strip()
+    if text == "(required)":
+        return dataclasses.MISSING
+    if text == "empty":
+        return ""
+    if text in ("`true`", "`false`"):
+        return text == "`true`"
+    if text.startswith("`") and text.endswith("`"):
+        return text.strip("`")
+    match = _SIZE.match(text)
+    assert match, f"cannot read the default {text!r}"
+    return int(match.group(1).replace(",", "")) * _UNITS[match.group(2)]
+
+
+PARSED: dict[str, Callable[[str], object]] = {
+    settings.ENV_DATASETS: settings.parse_datasets,
+    settings.ENV_SERVICE_PRINCIPALS: settings.parse_service_principals,
+}
+
+
+def test_the_manuals_configuration_table_names_every_setting_with_its_default() -> None:
+    section = (ROOT / "docs" / "configuration.md").read_text()
+    rows = re.findall(r"^\| `(SATCHEL_\w+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
+    table = dict(rows)
+    assert len(table) == len(rows), "a variable is listed twice"
+
+    source = (ROOT / "chalicelib" / "core" / "settings.py").read_text()
+    variables = set(re.findall(r'"(SATCHEL_[A-Z0-9_]+)"', source))
+    assert set(settings.INTEGER_VARIABLES.values()) <= variables
+    missing = sorted(variables - set(table))
+    assert not missing, f"docs/configuration.md's table lacks {missing}"
+    unknown = sorted(set(table) - variables)
+    assert not unknown, f"docs/configuration.md's table lists variables settings.py does not read: {unknown}"
+
+    fields = {field.name: field for field in dataclasses.fields(settings.Settings)}
+    names = {variable: field for field, variable in settings.INTEGER_VARIABLES.items()}
+    for variable in variables - set(names):
+        names[variable] = variable.removeprefix("SATCHEL_").lower()
+    for variable, field_name in names.items():
+        if field_name not in fields:
+            continue  # read elsewhere than the Settings object: listed, default not compared
+        field = fields[field_name]
+        default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        given = _documented_default(table[variable])
+        if variable in PARSED:  # Settings hold the parsed value: the manual gives its JSON
+            given = PARSED[variable](str(given))
+        assert given == default, variable

@@ -1,0 +1,649 @@
+"""No fault leaves anything stuck.
+
+Each test makes one AWS operation fail at one point (tests/support/faults.py: throttling, 500,
+connection error, read timeout after the fact), lets the system react (botocore's retries,
+the state machine's Retry, a client's retry of its request, the next cleanup sweep), and
+then checks every invariant at once (`assert_nothing_stuck`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.retries import standard
+from chalice.test import Client
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+from app import app
+from chalicelib.api import service
+from chalicelib.core import clients, clock
+from chalicelib.core.models import ACTIVE_STATES, Download, State
+from chalicelib.runtime import Runtime
+from chalicelib.s3 import artifacts
+from chalicelib.triggers import cleanup
+from chalicelib.triggers import inbound as triggers
+from satchel_local import lambdas
+from satchel_local.stack import REGION, Stack
+from tests.support import faults
+from tests.support.faults import CALLER, KINDS, Fault, Injector
+from tests.support.stack import TERMINAL, Reply, Satchel, dummy_aws_environment, running_stack
+
+SOURCE = "acme/faults/a.txt"
+SOURCE_B = "acme/faults/b.txt"
+# What a 5xx answer or a download's error must never show: ARNs, the account, raw botocore
+# text, a traceback.
+_INTERNALS = re.compile(
+    r"arn:aws|123456789012|botocore|ClientError|EndpointConnectionError|ReadTimeoutError|"
+    r"Traceback|An error occurred \(|Could not connect|Read timeout",
+)
+_ACTIVE = {state.value for state in ACTIVE_STATES}
+_PLAIN = TypeDeserializer()
+
+
+class _FastSleep:
+    """The ASL's Retry intervals (1 s, 2 s, 4 s) as 1/100 of them: the same retries, quickly."""
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds / 100)
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[Stack, Injector]]:
+    """One stack for the whole suite (provisioning is most of a test's time otherwise); each
+    test checks the invariants for what it changed, against a snapshot taken before it."""
+    with pytest.MonkeyPatch.context() as patch:
+        dummy_aws_environment(patch)
+        patch.setattr(retrier_decl, "time", _FastSleep)
+        # botocore's backoff between its own attempts: none; the attempts themselves are real.
+        patch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
+        with running_stack(patch) as stack:
+            injector = Injector(stack.table)
+            s3 = boto3.client("s3", region_name=REGION)
+            s3.put_object(Bucket=stack.source_bucket, Key=SOURCE, Body=b"fault injection\n" * 64)
+            s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_B, Body=b"second source\n" * 64)
+            yield stack, injector
+
+
+@pytest.fixture
+def injector(shared: tuple[Stack, Injector]) -> Injector:
+    # Fresh clients for each test, as a new Lambda container has: botocore's retry quota
+    # (a token bucket per client) drained by earlier tests' faults would cut retries short.
+    clients.reset()
+    shared[1].install()
+    return shared[1]
+
+
+@pytest.fixture
+def satchel(shared: tuple[Stack, Injector]) -> Iterator[Satchel]:
+    with Client(app, stage_name="test") as client:
+        yield Satchel(client, shared[0])
+
+
+# -- the invariants -------------------------------------------------------------------------
+
+
+def _items(satchel: Satchel) -> list[dict[str, Any]]:
+    """The table's downloads, quota counters and idempotency keys (not audit or links): only
+    the attributes the invariants read, so the scan stays cheap as the suite's table grows."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    arguments: dict[str, Any] = {
+        "TableName": satchel.stack.table,
+        "ConsistentRead": True,
+        "FilterExpression": "begins_with(pk, :d) OR begins_with(pk, :q) OR begins_with(pk, :i)",
+        "ProjectionExpression": "pk, id, #state, tenant, user_id, active, download_id, #error",
+        "ExpressionAttributeNames": {"#state": "state", "#error": "error"},
+        "ExpressionAttributeValues": {
+            ":d": {"S": "DOWNLOAD#"},
+            ":q": {"S": "QUOTA#"},
+            ":i": {"S": "IDEMPOTENCY#"},
+        },
+    }
+    found: list[dict[str, Any]] = []
+    while True:
+        page = dynamodb.scan(**arguments)
+        found.extend(
+            {name: _PLAIN.deserialize(value) for name, value in item.items()} for item in page["Items"]
+        )
+        if "LastEvaluatedKey" not in page:
+            return found
+        arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _execution_status(satchel: Satchel, download_id: str) -> str | None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+    try:
+        status: str = sfn.describe_execution(executionArn=arn)["status"]
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return None
+    return status
+
+
+def settle(satchel: Satchel, timeout: float = 60) -> None:
+    """Wait until no execution runs and no handler is busy: the system has done what it will."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    deadline = time.monotonic() + timeout
+    while sfn.list_executions(stateMachineArn=satchel.stack.state_machine_arn, statusFilter="RUNNING")[
+        "executions"
+    ]:
+        assert time.monotonic() < deadline, "an execution is still running"
+        time.sleep(0.05)
+    assert lambdas.wait_idle(timeout=timeout)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the table held before a test: its checks look only at what the test changed."""
+
+    downloads: frozenset[str]
+    keys: frozenset[str]
+    quota_gaps: dict[str, int]  # quota count minus PENDING+RUNNING downloads, per owner
+
+    @classmethod
+    def take(cls, satchel: Satchel) -> Snapshot:
+        items = _items(satchel)
+        return cls(
+            frozenset(item["id"] for item in items if item["pk"].startswith("DOWNLOAD#")),
+            frozenset(item["pk"] for item in items if item["pk"].startswith("IDEMPOTENCY#")),
+            _quota_gaps(items),
+        )
+
+
+def _quota_gaps(items: list[dict[str, Any]]) -> dict[str, int]:
+    gaps: dict[str, int] = {}
+    for item in items:
+        if item["pk"].startswith("QUOTA#"):
+            gaps[item["pk"]] = gaps.get(item["pk"], 0) + int(item["active"])
+        elif item["pk"].startswith("DOWNLOAD#") and item["state"] in _ACTIVE:
+            owner = f"QUOTA#{item['tenant']}#{item['user_id']}"
+            gaps[owner] = gaps.get(owner, 0) - 1
+    return {owner: gap for owner, gap in gaps.items() if gap}
+
+
+def assert_nothing_stuck(satchel: Satchel, before: Snapshot, replies: list[Reply]) -> None:
+    """Every invariant, checked once the system has settled (`settle`)."""
+    settle(satchel)
+    items = _items(satchel)
+    downloads = {item["id"]: item for item in items if item["pk"].startswith("DOWNLOAD#")}
+    new = {
+        download_id: item for download_id, item in downloads.items() if download_id not in before.downloads
+    }
+    # 1. Nothing non-terminal without a running execution (cleanup's deadline is a backstop only).
+    for download_id, item in new.items():
+        if item["state"] in _ACTIVE:
+            assert _execution_status(satchel, download_id) == "RUNNING", (download_id, item["state"])
+    # 2. Each user's quota count is their PENDING + RUNNING downloads.
+    assert _quota_gaps(items) == before.quota_gaps, "a quota count drifted from the active downloads"
+    # 3. An Idempotency-Key is released, or bound to a download whose workflow was started.
+    for item in items:
+        if item["pk"].startswith("IDEMPOTENCY#") and item["pk"] not in before.keys:
+            bound = item["download_id"]
+            assert bound in downloads, f"a key is bound to {bound}, which was never stored"
+            assert _execution_status(satchel, bound) is not None, f"a key replays {bound}, never started"
+    # 4. A finished download leaves no upload and no temporary object; only DONE keeps its artifact.
+    uploads = {artifacts.owner_of(upload["Key"]) for upload in satchel.open_uploads()}
+    objects = satchel.artifact_objects()
+    for download_id, item in new.items():
+        if item["state"] in TERMINAL:
+            assert download_id not in uploads, f"{item['state']} download {download_id} has an open upload"
+            leftovers = [key for key in objects if key.startswith(artifacts.temporary_prefix(download_id))]
+            assert leftovers == [], (item["state"], leftovers)
+            if item["state"] != "DONE":
+                assert artifacts.artifact_key(download_id) not in objects, item["state"]
+        message = str((item.get("error") or {}).get("message", ""))
+        assert not _INTERNALS.search(message), f"error.message shows AWS internals: {message}"
+    # 5. No 5xx shows AWS internals, and every 5xx has a stable Code.
+    for reply in replies:
+        if reply.status >= 500:
+            assert isinstance(reply.json, dict), reply.body
+            assert reply.json.get("Code"), reply.body
+            assert not _INTERNALS.search(reply.body.decode("utf-8", "replace")), reply.body
+
+
+# -- the scenarios: each drives one area, with the fault armed around the part under test ---
+
+Armed = Callable[[], AbstractContextManager[Any]]
+_unique = itertools.count()
+
+
+def _until_accepted(call: Callable[[], Reply], replies: list[Reply], tries: int = 3) -> Reply:
+    """A client's retry: again after a 5xx, 409 (key in flight) or 429, as the answer invites."""
+    for _ in range(tries):
+        reply = call()
+        replies.append(reply)
+        if reply.status < 500 and reply.status not in (409, 429):
+            break
+    return reply
+
+
+def _create(
+    satchel: Satchel, key: str | None = None, keys: tuple[str, ...] = (SOURCE,), **extra: Any
+) -> Reply:
+    body = {"type": "zip", "params": {"keys": list(keys)}, **extra}
+    return satchel.call("POST", "/downloads", body=body, headers={"Idempotency-Key": key} if key else {})
+
+
+def scenario_create(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """POST with an Idempotency-Key; the client retries the same request after a refusal."""
+    key = f"create-{next(_unique)}"
+    with faulted():
+        first = _create(satchel, key)
+    replies.append(first)
+    retried = _until_accepted(lambda: _create(satchel, key), replies)
+    assert retried.status == 202, retried.body
+    if first.status == 202:
+        assert retried.json["id"] == first.json["id"]  # a replay, not a second download
+    assert satchel.wait(retried.json["id"])["state"] == "DONE"
+
+
+def _built(satchel: Satchel, faulted: Armed, replies: list[Reply], keys: tuple[str, ...]) -> Any:
+    with faulted():
+        reply = _create(satchel, keys=keys)
+        replies.append(reply)
+        assert reply.status == 202, reply.body
+        return satchel.wait(reply.json["id"])
+
+
+def scenario_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE,))
+    assert final["state"] == "DONE", final
+
+
+def scenario_parallel_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B))
+    assert final["state"] == "DONE", final
+
+
+def scenario_failing_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE, "acme/faults/missing.txt"))
+    assert (final["state"], final["error"]["code"]) == ("FAILED", "SourceMissing"), final
+
+
+def scenario_cancel(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    download_id = _create(satchel).json["id"]
+    with faulted():
+        first = satchel.call("DELETE", f"/downloads/{download_id}")
+    replies.append(first)
+    if first.status >= 500:
+        _until_accepted(lambda: satchel.call("DELETE", f"/downloads/{download_id}"), replies)
+    assert satchel.wait(download_id)["state"] in {"CANCELLED", "DONE", "EXPIRED"}
+
+
+def scenario_delete(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    download_id = _create(satchel).json["id"]
+    assert satchel.wait(download_id)["state"] == "DONE"
+    with faulted():
+        first = satchel.call("DELETE", f"/downloads/{download_id}")
+    replies.append(first)
+    final = (
+        first
+        if first.status < 500
+        else _until_accepted(lambda: satchel.call("DELETE", f"/downloads/{download_id}"), replies)
+    )
+    assert final.status == 204, final.body
+    assert satchel.call("GET", f"/downloads/{download_id}").json["state"] == "EXPIRED"
+
+
+def scenario_link(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    created = _create(satchel, link={"max_uses": 5})
+    token = created.json["link"]["token"]
+    assert satchel.wait(created.json["id"])["state"] == "DONE"
+    with faulted():
+        first = satchel.call("GET", f"/links/{token}", user=None)
+    replies.append(first)
+    final = (
+        first
+        if first.status < 500
+        else _until_accepted(lambda: satchel.call("GET", f"/links/{token}", user=None), replies)
+    )
+    assert final.status == 302, final.body
+
+
+def scenario_trigger(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """An SQS message starts a download; a message reported failed is delivered again."""
+    message = {"tenant": "acme", "user_id": "alice", "request": {"type": "zip", "params": {"keys": [SOURCE]}}}
+    record = {"messageId": f"m-{next(_unique)}", "body": json.dumps(message)}
+    before = Snapshot.take(satchel).downloads
+    with faulted():
+        outcome = triggers.handle_messages(Runtime.from_env(), [record])
+    if outcome["batchItemFailures"]:
+        assert triggers.handle_messages(Runtime.from_env(), [record]) == {"batchItemFailures": []}
+    started = [
+        item
+        for item in _items(satchel)
+        if item["pk"].startswith("DOWNLOAD#") and item["id"] not in before and item["state"] != "FAILED"
+    ]
+    assert len(started) == 1, started  # one download for the message, however often it came
+    assert satchel.wait(started[0]["id"])["state"] == "DONE"
+
+
+def scenario_cleanup(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """An overdue PENDING download and a leftover upload of a FAILED one: a sweep removes
+    both; if a fault breaks one sweep, the next one (the schedule's) finishes the work."""
+    failed_id = _create(satchel, keys=("acme/faults/missing.txt",)).json["id"]
+    satchel.wait(failed_id)
+    satchel.s3.create_multipart_upload(
+        Bucket=satchel.stack.artifact_bucket, Key=artifacts.artifact_key(failed_id)
+    )
+    runtime = Runtime.from_env()
+    overdue = _pending_download(runtime)
+    later = clock.later(runtime.settings.build_deadline_seconds + 60)
+    # A failed sweep is what the next sweep recovers from.
+    with faulted(), contextlib.suppress(Exception):
+        cleanup.run(runtime, later)
+    cleanup.run(Runtime.from_env(), later)
+    assert runtime.downloads.require(overdue).state is State.FAILED
+
+
+def _pending_download(runtime: Runtime) -> str:
+    """A download recorded but never started (as after a lost start): cleanup's to time out."""
+    orphan = Download(
+        id=service.new_id(),
+        type="zip",
+        params={"keys": [SOURCE], "prefixes": [], "compression": "store"},
+        filename="orphan.zip",
+        tenant="acme",
+        user_id="bob",
+        state=State.PENDING,
+        created_at=clock.iso(clock.now()),
+        retention_seconds=3600,
+    )
+    runtime.downloads.create(orphan, 10)
+    return orphan.id
+
+
+# -- the matrix: area -> (scenario, where its calls run, the operations it calls) -----------
+
+Scenario = Callable[[Satchel, Armed, list[Reply]], None]
+AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
+    "create": (
+        scenario_create,
+        CALLER,
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",
+            "dynamodb.TransactWriteItems",
+            "stepfunctions.StartExecution",
+        ),
+    ),
+    "prepare": (scenario_download, "app.prepare", ("dynamodb.UpdateItem", "s3.HeadObject", "s3.PutObject")),
+    "build": (
+        scenario_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    "finalize": (
+        scenario_download,
+        "app.finalize",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.TransactWriteItems",
+            "events.PutEvents",
+            "s3.DeleteObjects",
+            "s3.ListObjectsV2",
+        ),
+    ),
+    "fail": (
+        scenario_failing_download,
+        "app.fail",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.TransactWriteItems",
+            "dynamodb.UpdateItem",
+            "events.PutEvents",
+            "s3.DeleteObject",
+            "s3.ListMultipartUploads",
+            "s3.ListObjectsV2",
+        ),
+    ),
+    "build_segment": (
+        scenario_parallel_download,
+        "app.build_segment",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    "assemble": (
+        scenario_parallel_download,
+        "app.assemble",
+        (
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.HeadObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    "cancel": (
+        scenario_cancel,
+        CALLER,
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",
+            "dynamodb.TransactWriteItems",
+            "events.PutEvents",
+            "stepfunctions.StopExecution",
+        ),
+    ),
+    "delete": (
+        scenario_delete,
+        CALLER,
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",
+            "dynamodb.UpdateItem",
+            "s3.DeleteObject",
+            "s3.ListMultipartUploads",
+            "s3.ListObjectsV2",
+        ),
+    ),
+    "link": (scenario_link, CALLER, ("dynamodb.GetItem", "dynamodb.PutItem", "dynamodb.UpdateItem")),
+    "trigger": (
+        scenario_trigger,
+        CALLER,
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",
+            "dynamodb.TransactWriteItems",
+            "stepfunctions.StartExecution",
+        ),
+    ),
+    "cleanup": (
+        scenario_cleanup,
+        CALLER,
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",
+            "dynamodb.Query",
+            "dynamodb.TransactWriteItems",
+            "dynamodb.UpdateItem",
+            "events.PutEvents",
+            "s3.AbortMultipartUpload",
+            "s3.DeleteObject",
+            "s3.ListMultipartUploads",
+            "s3.ListObjectsV2",
+            "stepfunctions.StopExecution",
+        ),
+    ),
+}
+_PARALLEL = {"build_segment", "assemble"}
+_AUTHENTICATED = {"create", "cancel", "delete"}
+FAULT_POINTS = [(area, operation) for area, (_, _, operations) in AREAS.items() for operation in operations]
+# What the docs state: "N fault points x K kinds".
+MATRIX = (len(FAULT_POINTS), len(KINDS))
+
+
+def test_the_matrix_is_what_the_docs_state(capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():
+        print(f"\nfault matrix: {MATRIX[0]} fault points x {MATRIX[1]} kinds ({', '.join(KINDS)})")
+    assert len(set(FAULT_POINTS)) == MATRIX[0]
+    assert MATRIX[1] == 4
+
+
+@pytest.fixture
+def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Two sources in two segments: the parallel path (Map, BuildSegment, Assemble)."""
+    area = request.node.callspec.params.get("area") if hasattr(request.node, "callspec") else None
+    if area in _PARALLEL:
+        monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+        monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
+
+
+@pytest.mark.parametrize("area", sorted(AREAS))
+@pytest.mark.usefixtures("small_segments")
+def test_each_area_calls_exactly_the_operations_its_matrix_faults(
+    area: str, satchel: Satchel, injector: Injector
+) -> None:
+    """The matrix is the calls the code makes: a new call in an area fails this until listed."""
+    scenario, step, operations = AREAS[area]
+    made: Counter[tuple[str, str]] = Counter()
+
+    @contextlib.contextmanager
+    def recording() -> Iterator[None]:
+        before = injector.calls.copy()
+        try:
+            yield
+        finally:
+            made.update(injector.calls - before)
+
+    scenario(satchel, recording, [])
+    settle(satchel)
+    observed = sorted({operation for (where, operation) in made if where == step})
+    assert observed == sorted(operations), f"{area} calls {observed}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("area", "operation"), FAULT_POINTS)
+@pytest.mark.usefixtures("small_segments")
+def test_no_fault_leaves_anything_stuck(
+    area: str, operation: str, kind: str, satchel: Satchel, injector: Injector
+) -> None:
+    """The operation's first call in the area fails on every attempt botocore makes; after the
+    system's own recovery (a step's Retry, the client's retry, the next sweep) nothing is stuck."""
+    scenario, step, _ = AREAS[area]
+    before = Snapshot.take(satchel)
+    replies: list[Reply] = []
+    # The key lookup of the authorizer comes first in authenticated areas: fault the area's own.
+    at = 2 if operation == "dynamodb.GetItem" and area in _AUTHENTICATED else 1
+    fault = Fault(operation, kind, at=at, step=step)
+    arming: list[Any] = []
+    scenario(satchel, lambda: _arm(injector, arming, fault), replies)
+    assert injector.fired(arming) > 0, f"{operation} was never called in {area}"
+    assert_nothing_stuck(satchel, before, replies)
+
+
+@contextlib.contextmanager
+def _arm(injector: Injector, arming: list[Any], fault: Fault) -> Iterator[None]:
+    with injector.armed(fault) as armed:
+        try:
+            yield
+        finally:
+            arming.extend(armed)
+
+
+# -- the recoveries the matrix relies on, shown one by one -----------------------------------
+
+
+def _transient_failures(satchel: Satchel, download_id: str) -> list[str]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return [
+        event["taskFailedEventDetails"]["error"]
+        for event in history
+        if event["type"] == "TaskFailed" and event["taskFailedEventDetails"]["error"] == "TransientError"
+    ]
+
+
+def test_the_state_machines_retry_carries_a_build_through_two_throttles_to_done(
+    satchel: Satchel, injector: Injector
+) -> None:
+    before = Snapshot.take(satchel)
+    # Two UploadPart calls in a row throttled on each of botocore's attempts: two Build runs fail.
+    with injector.armed(Fault("s3.UploadPart", "throttle", calls=2, step="app.build")) as arming:
+        created = _create(satchel)
+        final = satchel.wait(created.json["id"])
+    assert final["state"] == "DONE", final
+    assert injector.fired(arming) == 2 * faults.ATTEMPTS
+    assert _transient_failures(satchel, created.json["id"]) == ["TransientError", "TransientError"]
+    assert_nothing_stuck(satchel, before, [created])
+
+
+def test_a_throttle_that_outlasts_every_retry_fails_the_download_cleanly(
+    satchel: Satchel, injector: Injector
+) -> None:
+    before = Snapshot.take(satchel)
+    with injector.armed(Fault("s3.UploadPart", "throttle", calls=1000, step="app.build")):
+        created = _create(satchel)
+        final = satchel.wait(created.json["id"])
+    assert final["state"] == "FAILED"
+    assert final["error"]["code"] == "TransientError"
+    assert final["error"]["message"] == "an AWS service was busy or failing (UploadPart: SlowDown)"
+    assert len(_transient_failures(satchel, created.json["id"])) == 4  # the first run and 3 retries
+    assert_nothing_stuck(satchel, before, [created])
+
+
+@pytest.mark.parametrize("kind", ["internal", "connection"])
+def test_a_start_that_surely_failed_is_503_start_failed_and_frees_everything(
+    kind: str, satchel: Satchel, injector: Injector
+) -> None:
+    before = Snapshot.take(satchel)
+    with injector.armed(Fault("stepfunctions.StartExecution", kind, step=CALLER)):
+        refused = _create(satchel, key=f"start-fails-{kind}")
+    assert refused.status == 503
+    assert refused.json["Code"] == "StartFailed"
+    assert int(refused.headers["Retry-After"]) > 0
+    failed = [item for item in _items(satchel) if item["pk"].startswith("DOWNLOAD#")]
+    failed = [item for item in failed if item["id"] not in before.downloads]
+    assert [(item["state"], item["error"]["code"]) for item in failed] == [("FAILED", "StartFailed")]
+    retried = _create(satchel, key=f"start-fails-{kind}")  # the key was released: this one runs
+    assert retried.status == 202
+    assert "Idempotent-Replayed" not in retried.headers
+    assert satchel.wait(retried.json["id"])["state"] == "DONE"
+    assert_nothing_stuck(satchel, before, [refused, retried])
+
+
+def test_a_start_whose_answer_was_lost_is_found_by_its_name_and_runs(
+    satchel: Satchel, injector: Injector
+) -> None:
+    before = Snapshot.take(satchel)
+    # The execution starts, every answer is lost; DescribeExecution finds it by its name.
+    with injector.armed(Fault("stepfunctions.StartExecution", "timeout", step=CALLER)) as arming:
+        created = _create(satchel, key="start-lost")
+    assert injector.fired(arming) == faults.ATTEMPTS
+    assert created.status == 202, created.body
+    assert satchel.wait(created.json["id"])["state"] == "DONE"
+    assert _create(satchel, key="start-lost").json["id"] == created.json["id"]
+    assert_nothing_stuck(satchel, before, [created])

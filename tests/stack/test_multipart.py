@@ -1,0 +1,96 @@
+"""The multipart writer holds at most one part, and leaves no upload open on failure."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from chalicelib.s3.multipart import MultipartWriter
+from tests.support.recording import Recording
+
+MIB = 1024 * 1024
+
+
+def test_parts_are_exactly_part_size_and_the_sha256_is_of_the_whole(s3: Any) -> None:
+    recording = Recording(s3)
+    writer = MultipartWriter(recording, "bucket", "k", 5 * MIB, "application/zip")
+    data = os.urandom(12 * MIB + 123)
+    for start in range(0, len(data), 700_000):  # chunks that do not divide the part size
+        writer.write(data[start : start + 700_000])
+        assert writer.buffered < 5 * MIB  # never more than one part held
+    digest = writer.complete()
+    assert [size for kind, size, _ in recording.parts if kind == "write"] == [5 * MIB, 5 * MIB, 2 * MIB + 123]
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert s3.get_object(Bucket="bucket", Key="k")["Body"].read() == data
+    assert writer.size == len(data)
+
+
+def test_empty_artifact_completes_with_one_empty_part(s3: Any) -> None:
+    writer = MultipartWriter(s3, "bucket", "empty", 5 * MIB, "application/zip")
+    assert writer.complete() == hashlib.sha256(b"").hexdigest()
+    assert s3.head_object(Bucket="bucket", Key="empty")["ContentLength"] == 0
+
+
+def test_abort_leaves_no_upload(s3: Any) -> None:
+    writer = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip")
+    writer.write(os.urandom(6 * MIB))
+    writer.abort()
+    assert s3.list_multipart_uploads(Bucket="bucket").get("Uploads", []) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket="bucket")
+
+
+class Failing(Exception):
+    """The error a build was raising when it aborted its upload."""
+
+
+def fail_building(writer: MultipartWriter, message: str) -> None:
+    """As the build steps do: abort the upload on any error, then let the error go on."""
+    try:
+        raise Failing(message)
+    except Failing:
+        writer.abort()
+        raise
+
+
+def test_an_upload_already_aborted_does_not_mask_the_error_that_aborted_it(s3: Any) -> None:
+    writer = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip")
+    writer.write(os.urandom(6 * MIB))
+    # A concurrent abort (a retried step, the cleanup sweep) got there first.
+    s3.abort_multipart_upload(Bucket="bucket", Key="k", UploadId=writer.upload_id)
+
+    with pytest.raises(Failing, match="the source vanished"):
+        fail_building(writer, "the source vanished")
+    assert s3.list_multipart_uploads(Bucket="bucket").get("Uploads", []) == []
+
+
+class RefusingAbort(Recording):
+    def abort_multipart_upload(self, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "AbortMultipartUpload")
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_an_abort_that_fails_is_logged_and_the_original_error_propagates(s3: Any) -> None:
+    writer = MultipartWriter(RefusingAbort(s3), "bucket", "k", 5 * MIB, "application/zip")
+    # On the module's own logger: whether chalicelib's loggers propagate depends on what
+    # ran before in this process (chalicelib/core/observability.py).
+    kept, logger = Kept(), logging.getLogger("chalicelib.s3.multipart")
+    logger.addHandler(kept)
+    try:
+        with pytest.raises(Failing, match="the build broke"):
+            fail_building(writer, "the build broke")
+    finally:
+        logger.removeHandler(kept)
+    assert any(writer.upload_id in line for line in kept.lines), kept.lines

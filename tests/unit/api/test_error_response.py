@@ -1,0 +1,32 @@
+"""An error the API does not know answers 500 with a reference; its detail goes to the log only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from chalicelib.api.http import error_response
+from chalicelib.core import observability
+from tests.stack.test_error_messages import ACCOUNT, ROLE_ARN, denied, log_lines
+
+
+def test_an_unknown_error_answers_500_with_a_reference_the_log_holds_beside_the_detail(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    observability.logger()  # as every handler does first: log lines are JSON on stdout
+    try:
+        denied({}, None)
+    except ClientError as error:
+        response = error_response(error)
+
+    assert response.status_code == 500
+    body = response.body
+    assert body["Code"] == "InternalError"
+    assert ACCOUNT not in json.dumps(body)
+    reference = body["Message"].rsplit(" ", 1)[-1]
+    assert body["Message"] == f"an internal error occurred; reference {reference}"
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if reference in line["message"]]
+    assert line["level"] == "ERROR"
+    assert ROLE_ARN in line["exception"]
