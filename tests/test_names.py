@@ -11,7 +11,7 @@ from chalicelib.core.names import UniqueNames, is_principal_id, safe_filename, s
 from chalicelib.core.settings import Settings
 from chalicelib.runtime import Runtime
 from chalicelib.s3.artifacts import content_disposition
-from chalicelib.storage.downloads import KeyStore, hash_secret
+from chalicelib.storage.keys import KeyStore, hash_secret
 from chalicelib.triggers import inbound as triggers
 from scripts import add_api_key
 from tests.conftest import Satchel
