@@ -482,7 +482,7 @@ def _decode_cursor(cursor: str, owner: str) -> dict[str, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
         sort_key, pk = data["k"], data["i"]
-        if not (isinstance(sort_key, str) and isinstance(pk, str) and layout.download_id_of(pk)):
+        if not (isinstance(sort_key, str) and isinstance(pk, str) and layout.download_id_of(pk) is not None):
             raise ValueError("cursor fields")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("cursor is not one this API returned") from None

@@ -106,9 +106,7 @@ def download_key(download_id: str) -> dict[str, str]:
 
 def download_id_of(pk: str) -> str | None:
     """The id in a download's partition key; None for any other key."""
-    if not pk.startswith(DOWNLOAD) or len(pk) == len(DOWNLOAD):
-        return None
-    return pk[len(DOWNLOAD) :]
+    return pk.removeprefix(DOWNLOAD) if pk.startswith(DOWNLOAD) else None
 
 
 def owner_partition(tenant: str, user_id: str) -> str:
