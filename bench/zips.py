@@ -222,11 +222,11 @@ def peak_rss_mib() -> float:
 
 def plain_copy(runtime: Any, event: dict[str, Any]) -> dict[str, Any]:
     """The baseline: each source GetObject'ed and streamed into one multipart upload."""
-    from chalicelib.s3 import manifest, sources
+    from chalicelib.s3 import layout, manifest, sources
     from chalicelib.s3.multipart import MultipartWriter
 
     settings = runtime.settings
-    key = f"tmp/{event['download_id']}/plain-copy"
+    key = f"{layout.temporary_prefix(event['download_id'])}plain-copy"
     writer = MultipartWriter(runtime.s3, settings.artifact_bucket, key, settings.part_size, "application/zip")
     for entry in manifest.read(runtime.s3, settings.artifact_bucket, event["manifest_key"]):
         body = sources.open_object(runtime.s3, settings.source_bucket, entry.key, entry.etag)["Body"]

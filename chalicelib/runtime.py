@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.core import clients
 from chalicelib.core.settings import Settings
 from chalicelib.storage.audit import AuditLog
-from chalicelib.storage.downloads import DownloadStore, KeyStore, Lifetimes
+from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.storage.idempotency import IdempotencyStore
+from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.links import LinkStore
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)

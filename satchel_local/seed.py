@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.core.models import Principal
-from chalicelib.storage.downloads import KeyStore
+from chalicelib.storage.keys import KeyStore
 from satchel_local import demodata
 
 # The design asks for two users in one tenant, a tenant admin, and a user in another tenant.

@@ -37,7 +37,7 @@ from moto.server import ThreadedMotoServer
 from chalicelib.api.http import SECURITY_HEADERS
 from chalicelib.core import clients
 from chalicelib.core.settings import ENV_WEBHOOK_SECRET
-from chalicelib.storage.downloads import KeyStore
+from chalicelib.storage.keys import KeyStore
 from satchel_local import lambdas, seed
 from satchel_local.eventsources import EventSources
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision

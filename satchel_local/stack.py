@@ -1,7 +1,8 @@
 """Create Satchel's AWS resources in the emulator: buckets, table, functions, state machine,
 and the event plumbing: the requests queue, EventBridge rules and their queues.
 
-The table layout here is the one the deployed template declares; the state machine is
+The table is created from chalicelib/storage/layout.py, as scripts/package.py declares it in
+the deployed template; the state machine is
 built from the one ASL file, with the function placeholders filled by their ARNs.
 moto's EventBridge delivers to SQS but never invokes a Lambda function, so each rule that
 targets a function when deployed targets a queue here, which satchel_local.eventsources
@@ -22,7 +23,7 @@ import boto3
 from chalicelib.core import settings as env_names
 from chalicelib.core.settings import EventSources, Settings
 from chalicelib.notify import dispatch as notify
-from chalicelib.storage.downloads import DUE_INDEX, OWNER_INDEX
+from chalicelib.storage import layout
 from chalicelib.triggers import inbound as triggers
 from satchel_local import demodata, fastqueries, serialise, statemachine
 
@@ -33,35 +34,6 @@ REGION = "us-east-1"
 MOTO_CONFIG: dict[str, Any] = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
-}
-
-TABLE_KEYS: dict[str, Any] = {
-    "KeySchema": [
-        {"AttributeName": "pk", "KeyType": "HASH"},
-        {"AttributeName": "sk", "KeyType": "RANGE"},
-    ],
-    "AttributeDefinitions": [
-        {"AttributeName": name, "AttributeType": "S"}
-        for name in ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
-    ],
-    "GlobalSecondaryIndexes": [
-        {
-            "IndexName": OWNER_INDEX,
-            "KeySchema": [
-                {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        },
-        {
-            "IndexName": DUE_INDEX,
-            "KeySchema": [
-                {"AttributeName": "gsi2pk", "KeyType": "HASH"},
-                {"AttributeName": "gsi2sk", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        },
-    ],
 }
 
 _TRUST = {
@@ -198,6 +170,12 @@ def _event_plumbing(
     }
 
 
+def create_table(session: boto3.session.Session, name: str) -> None:
+    """Satchel's table, with the keys and indexes of the deployed one."""
+    dynamodb = session.client("dynamodb")
+    dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **layout.TABLE_KEYS)
+
+
 def provision(stage: str, region: str = REGION) -> Stack:
     fastqueries.install()  # exports read 100,000s of rows through the emulator's Query
     serialise.install()  # workers, sweeps and API calls share one moto from several threads
@@ -210,9 +188,7 @@ def provision(stage: str, region: str = REGION) -> Stack:
     s3 = session.client("s3")
     for bucket in (names["artifact_bucket"], names["source_bucket"]):
         s3.create_bucket(Bucket=bucket)
-    session.client("dynamodb").create_table(
-        TableName=names["table"], BillingMode="PAY_PER_REQUEST", **TABLE_KEYS
-    )
+    create_table(session, names["table"])
     demodata.create_table(session, stage)
     role = session.client("iam").create_role(
         RoleName=f"satchel-{stage}-role", AssumeRolePolicyDocument=json.dumps(_TRUST)

@@ -17,7 +17,7 @@ import boto3
 
 from chalicelib.core.models import Principal
 from chalicelib.core.names import PRINCIPAL_ID_PATTERN, is_principal_id
-from chalicelib.storage.downloads import KeyStore
+from chalicelib.storage.keys import KeyStore
 
 
 def table_of_stack(cloudformation: Any, stack: str) -> str:

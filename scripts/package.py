@@ -1,8 +1,8 @@
 """Package Satchel for CloudFormation, offline: `python -m scripts.package [--stage prod] [--out build]`.
 
 1. deploy/template.yaml, with statemachine/download.asl.json put into the state machine's
-   Definition, the table's keys and indexes taken from satchel_local/stack.py's
-   TABLE_KEYS (the layout the local stack and the tests use), and the requests queues
+   Definition, the table's keys and indexes taken from chalicelib/storage/layout.py's
+   TABLE_KEYS (the layout the code, the local stack and the tests use), and the requests queues
    named as the app's SQS source (SATCHEL_REQUESTS_QUEUE), is written to
    <out>/merge-template.json;
 2. `chalice package --merge-template` writes <out>/sam.json (a SAM template) and
@@ -32,8 +32,8 @@ from typing import Any
 from chalice.package import YAMLTemplateSerializer
 
 from chalicelib.core.settings import EventSources
+from chalicelib.storage.layout import TABLE_KEYS
 from satchel_local import statemachine
-from satchel_local.stack import TABLE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 MERGE_TEMPLATE = ROOT / "deploy" / "template.yaml"
@@ -72,14 +72,14 @@ class Package:
 
 def merge_template() -> dict[str, Any]:
     """deploy/template.yaml with the ASL file as the state machine's definition and the
-    table layout of the local stack."""
+    table layout of chalicelib/storage/layout.py (the local stack's too)."""
     template = YAMLTemplateSerializer().load_template(MERGE_TEMPLATE.read_text(), str(MERGE_TEMPLATE))
     machine = template["Resources"][STATE_MACHINE]["Properties"]
     table = template["Resources"][TABLE]["Properties"]
     if "Definition" in machine or set(TABLE_KEYS) & set(table):
         raise PackagingError(
             f"{MERGE_TEMPLATE}: the state machine's Definition comes from {statemachine.ASL_PATH}, "
-            f"the table's {', '.join(TABLE_KEYS)} from satchel_local/stack.py, not from here"
+            f"the table's {', '.join(TABLE_KEYS)} from chalicelib/storage/layout.py, not from here"
         )
     machine["Definition"] = statemachine.load()
     table.update(json.loads(json.dumps(TABLE_KEYS)))

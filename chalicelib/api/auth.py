@@ -12,7 +12,7 @@ from typing import Any
 
 from chalicelib.core.errors import UnknownPrincipal
 from chalicelib.core.models import Principal
-from chalicelib.storage.downloads import KeyStore
+from chalicelib.storage.keys import KeyStore
 
 log = logging.getLogger(__name__)
 _BEARER = "bearer "

@@ -3,7 +3,8 @@
 A stored member copied by S3 (`UploadPartCopy`) is announced with a CRC-32 taken from S3's
 metadata or combined from part checksums, never from bytes the builder read. Each such
 member is a `Check` (where its data lies in the artifact, its size, the CRC announced),
-kept in a small JSON-lines object under `tmp/<id>/` (not in the state payload). The Digest
+kept in a small JSON-lines object under `tmp/<id>/` (s3/layout.py: checks_key; not in the
+state payload). The Digest
 step, which reads the finished artifact once for its SHA-256 anyway, computes each listed
 range's CRC-32 on the way (`Verifier`) and fails the download on any mismatch.
 """
@@ -17,7 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib.core.errors import ChecksumMismatch
-from chalicelib.s3.artifacts import temporary_prefix
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,6 @@ class Check:
 
     def moved(self, by: int) -> Check:
         return replace(self, offset=self.offset + by)
-
-
-def checks_key(download_id: str) -> str:
-    return f"{temporary_prefix(download_id)}checks.jsonl"
 
 
 def write(s3: Any, bucket: str, key: str, checks: Iterable[Check]) -> None:

@@ -40,7 +40,7 @@ from chalicelib.core.errors import Cancelled, SourceMissing, TransientError
 from chalicelib.core.models import Download, Principal
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes.base import ArtifactFormat, Check, Renderer
-from chalicelib.s3 import sources
+from chalicelib.s3 import layout, sources
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def _write_checks(runtime: Runtime, download: Download, checks: Iterable[integri
     """The checks Digest makes of copied members, written even when there are none: Digest
     reads them whenever S3 copied a part, and a retried Build must not leave an earlier
     attempt's."""
-    key = integrity.checks_key(download.id)
+    key = layout.checks_key(download.id)
     integrity.write(runtime.s3, runtime.settings.artifact_bucket, key, checks)
 
 

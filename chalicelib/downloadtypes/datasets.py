@@ -21,7 +21,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 
 from chalicelib.core.settings import Dataset
-from chalicelib.storage.downloads import query_count, query_pages
+from chalicelib.storage.queries import query_count, query_pages
 
 FILTER_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "begins_with", "contains")
 

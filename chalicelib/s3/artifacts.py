@@ -1,5 +1,5 @@
-"""Objects Satchel owns in the artifact bucket: where they live, how they are handed out,
-and how every trace of a download is removed."""
+"""Objects Satchel owns in the artifact bucket: how they are handed out, and how every trace
+of a download is removed (where they live: s3/layout.py)."""
 
 from __future__ import annotations
 
@@ -12,25 +12,7 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 
 from chalicelib.core.models import Download
-
-ARTIFACTS_PREFIX = "artifacts/"
-TEMPORARY_PREFIX = "tmp/"
-
-
-def artifact_key(download_id: str) -> str:
-    return f"{ARTIFACTS_PREFIX}{download_id}"
-
-
-def temporary_prefix(download_id: str) -> str:
-    return f"{TEMPORARY_PREFIX}{download_id}/"
-
-
-def owner_of(key: str) -> str | None:
-    """The download an object or upload of the artifacts bucket belongs to, if any."""
-    for prefix in (ARTIFACTS_PREFIX, TEMPORARY_PREFIX):
-        if key.startswith(prefix):
-            return key[len(prefix) :].split("/", 1)[0] or None
-    return None
+from chalicelib.s3 import layout
 
 
 def content_disposition(filename: str) -> str:
@@ -71,9 +53,9 @@ def presign_download(s3: Any, bucket: str, download: Download, ttl_seconds: int)
 
 def abort_uploads(s3: Any, bucket: str, download_id: str) -> int:
     """Abort every multipart upload still open for this download (its artifact, its temporaries)."""
-    artifact = artifact_key(download_id)
+    artifact = layout.artifact_key(download_id)
     return _abort_under(s3, bucket, artifact, lambda key: key == artifact) + _abort_under(
-        s3, bucket, temporary_prefix(download_id), lambda key: True
+        s3, bucket, layout.temporary_prefix(download_id), lambda key: True
     )
 
 
@@ -100,14 +82,14 @@ def _abort_under(s3: Any, bucket: str, prefix: str, wanted: Callable[[str], bool
 
 def remove_temporary(s3: Any, bucket: str, download_id: str) -> None:
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=temporary_prefix(download_id)):
+    for page in paginator.paginate(Bucket=bucket, Prefix=layout.temporary_prefix(download_id)):
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if keys:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 def remove_artifact(s3: Any, bucket: str, download_id: str) -> None:
-    s3.delete_object(Bucket=bucket, Key=artifact_key(download_id))
+    s3.delete_object(Bucket=bucket, Key=layout.artifact_key(download_id))
 
 
 def remove_everything(s3: Any, bucket: str, download_id: str) -> None:

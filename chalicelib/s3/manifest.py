@@ -11,8 +11,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chalicelib.s3.artifacts import temporary_prefix
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -20,10 +18,6 @@ class Entry:
     size: int
     etag: str
     name: str
-
-
-def manifest_key(download_id: str) -> str:
-    return f"{temporary_prefix(download_id)}manifest.jsonl"
 
 
 def write(s3: Any, bucket: str, key: str, entries: Iterable[Entry]) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 from chalicelib.core import clock
 from chalicelib.core.models import Principal, plain
-from chalicelib.storage.downloads import query_count, query_pages
+from chalicelib.storage import layout
+from chalicelib.storage.queries import query_count, query_pages
 
 
 class Action(StrEnum):
@@ -59,8 +60,7 @@ class AuditLog:
         event = Event(clock.iso(clock.now()), tenant, action.value, actor, download_id, details)
         self._table.put_item(
             Item={
-                "pk": f"AUDIT#{tenant}",
-                "sk": f"{event.at}#{secrets.token_hex(4)}",
+                **layout.audit_key(tenant, event.at, secrets.token_hex(4)),
                 "at": event.at,
                 "tenant": tenant,
                 "action": event.action,
@@ -73,8 +73,8 @@ class AuditLog:
 
     def _query(self, tenant: str) -> dict[str, Any]:
         return {
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": f"AUDIT#{tenant}"},
+            "KeyConditionExpression": f"{layout.PK} = :pk",
+            "ExpressionAttributeValues": {":pk": layout.audit_partition(tenant)},
         }
 
     def pages(self, tenant: str) -> Iterator[list[dict[str, Any]]]:

@@ -1,4 +1,4 @@
-"""DynamoDB records: downloads and API keys, in one table.
+"""DynamoDB records of downloads (their keys: storage/layout.py).
 
 Every state change is a conditional write naming the states it may start from, so a
 terminal state is never overwritten (DONE -> EXPIRED is the only exit from one).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -19,18 +18,15 @@ from botocore.exceptions import ClientError
 
 from chalicelib.core import clock
 from chalicelib.core.errors import DownloadNotFound, InvalidCursor, QuotaExceeded
-from chalicelib.core.models import ACTIVE_STATES, Download, Principal, Progress, State
+from chalicelib.core.models import ACTIVE_STATES, Download, Progress, State
+from chalicelib.storage import layout
+from chalicelib.storage.queries import query_pages
 
-OWNER_INDEX = "by_owner"
-DUE_INDEX = "by_due"
-# The due index's partitions: work is spread over this many keys, so no one key runs hot.
-_DUE_SHARDS = 4
-_DOWNLOAD_SK = "DOWNLOAD"
-_KEY_SK = "APIKEY"
-_USER_SK = "USER"
-_QUOTA_SK = "QUOTA"
-_TENANT_QUOTA_SK = "TENANT_QUOTA"
 _QUOTA_RETRY_AFTER_SECONDS = 30
+# Moving a download in the due index; the values are named after the attributes (_values).
+_SET_DUE = f"SET {layout.DUE_PK} = :{layout.DUE_PK}, {layout.DUE_SK} = :{layout.DUE_SK}"
+# The due index entry is still the one that was read (Due.slot).
+_SAME_SLOT = f"{layout.DUE_SK} = :slot"
 # Work still owed after a committed transition (the sweep's follow-up: chalicelib/triggers/cleanup.py).
 _EFFECTS = "pending_effects"
 # While work is owed, the download is due again this soon: the next sweep finishes what a
@@ -58,46 +54,12 @@ def _cancelled_by_condition(error: ClientError, index: int) -> bool:
     return len(reasons) > index and reasons[index].get("Code") == "ConditionalCheckFailed"
 
 
-def _due(download_id: str, when: datetime) -> dict[str, str]:
-    return {
-        "gsi2pk": f"DUE#{int(download_id[-4:], 16) % _DUE_SHARDS}",
-        "gsi2sk": f"{clock.iso(when)}#{download_id}",
-    }
-
-
 def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {f":{name}": value for name, value in fields.items()}
 
 
 def _due_item(item: dict[str, Any]) -> Due:
-    return Due(Download.from_item(item), frozenset(item.get(_EFFECTS, ())), str(item["gsi2sk"]))
-
-
-def query_pages(table: Any, arguments: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
-    """Every page of a query (up to 1 MB each), following LastEvaluatedKey."""
-    arguments = dict(arguments)
-    while True:
-        page = table.query(**arguments)
-        yield page.get("Items", [])
-        if "LastEvaluatedKey" not in page:
-            return
-        arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def query_count(table: Any, arguments: dict[str, Any]) -> int:
-    """How many items a query matches (after its filter), without reading them out."""
-    arguments = {**arguments, "Select": "COUNT"}
-    total = 0
-    while True:
-        page = table.query(**arguments)
-        total += int(page.get("Count", 0))
-        if "LastEvaluatedKey" not in page:
-            return total
-        arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+    return Due(Download.from_item(item), frozenset(item.get(_EFFECTS, ())), str(item[layout.DUE_SK]))
 
 
 @dataclass(frozen=True)
@@ -132,23 +94,6 @@ class DownloadStore:
         self._lifetimes = lifetimes or Lifetimes()
         # None: the tenant's active downloads are counted, not limited.
         self._max_active_per_tenant = max_active_per_tenant
-
-    @staticmethod
-    def _key(download_id: str) -> dict[str, str]:
-        return {"pk": f"DOWNLOAD#{download_id}", "sk": _DOWNLOAD_SK}
-
-    @staticmethod
-    def _owner(tenant: str, user_id: str) -> str:
-        return f"OWNER#{tenant}#{user_id}"
-
-    @staticmethod
-    def _quota_key(tenant: str, user_id: str) -> dict[str, str]:
-        return {"pk": f"QUOTA#{tenant}#{user_id}", "sk": _QUOTA_SK}
-
-    @staticmethod
-    def _tenant_quota_key(tenant: str) -> dict[str, str]:
-        # Tenant ids never hold '#': this key cannot be a user's.
-        return {"pk": f"QUOTA#{tenant}", "sk": _TENANT_QUOTA_SK}
 
     def _count_active(self, key: dict[str, str], limit: int | None) -> dict[str, Any]:
         """The transaction item adding one active download to a counter, within `limit`."""
@@ -185,18 +130,17 @@ class DownloadStore:
             seconds=self._lifetimes.build_deadline_seconds
         )
         item = {
-            **self._key(download.id),
+            **layout.download_key(download.id),
             **download.to_item(),
-            "gsi1pk": self._owner(download.tenant, download.user_id),
-            "gsi1sk": f"{download.created_at}#{download.id}",
-            **_due(download.id, deadline),
+            **layout.owner_entry(download.tenant, download.user_id, download.created_at, download.id),
+            **layout.due_entry(download.id, deadline),
         }
         tenant_limit = self._max_active_per_tenant
         try:
             self._client.transact_write_items(
                 TransactItems=[
-                    self._count_active(self._quota_key(download.tenant, download.user_id), max_active),
-                    self._count_active(self._tenant_quota_key(download.tenant), tenant_limit),
+                    self._count_active(layout.quota_key(download.tenant, download.user_id), max_active),
+                    self._count_active(layout.tenant_quota_key(download.tenant), tenant_limit),
                     {
                         "Put": {
                             "TableName": self._table.name,
@@ -224,15 +168,15 @@ class DownloadStore:
             raise
 
     def active_count(self, tenant: str, user_id: str) -> int:
-        item = self._table.get_item(Key=self._quota_key(tenant, user_id), ConsistentRead=True).get("Item")
+        item = self._table.get_item(Key=layout.quota_key(tenant, user_id), ConsistentRead=True).get("Item")
         return int(item["active"]) if item else 0
 
     def tenant_active_count(self, tenant: str) -> int:
-        item = self._table.get_item(Key=self._tenant_quota_key(tenant), ConsistentRead=True).get("Item")
+        item = self._table.get_item(Key=layout.tenant_quota_key(tenant), ConsistentRead=True).get("Item")
         return int(item["active"]) if item else 0
 
     def get(self, download_id: str) -> Download | None:
-        item = self._table.get_item(Key=self._key(download_id), ConsistentRead=True).get("Item")
+        item = self._table.get_item(Key=layout.download_key(download_id), ConsistentRead=True).get("Item")
         return Download.from_item(item) if item else None
 
     def require(self, download_id: str) -> Download:
@@ -263,7 +207,7 @@ class DownloadStore:
         if effects:
             if to in ACTIVE_STATES:
                 raise ValueError("only a move out of the active states can owe follow-up work")
-            due.update(_due(download_id, clock.now() + EFFECTS_LEASE))
+            due.update(layout.due_entry(download_id, clock.now() + EFFECTS_LEASE))
             due[_EFFECTS] = set(effects)
         update = self._transition_update(download_id, sources, to, {**fields, **due})
         frees_slot = to not in ACTIVE_STATES and set(sources) <= ACTIVE_STATES
@@ -277,8 +221,8 @@ class DownloadStore:
             self._client.transact_write_items(
                 TransactItems=[
                     {"Update": {"TableName": self._table.name, **update}},
-                    self._free_active(self._quota_key(owner.tenant, owner.user_id)),
-                    self._free_active(self._tenant_quota_key(owner.tenant)),
+                    self._free_active(layout.quota_key(owner.tenant, owner.user_id)),
+                    self._free_active(layout.tenant_quota_key(owner.tenant)),
                 ]
             )
         except ClientError as error:
@@ -294,17 +238,17 @@ class DownloadStore:
         else what its record still owes. None if another sweep moved it first."""
         values: dict[str, Any] = {
             ":slot": found.slot,
-            **_values(_due(found.download.id, now + EFFECTS_LEASE)),
+            **_values(layout.due_entry(found.download.id, now + EFFECTS_LEASE)),
         }
-        expression = "SET gsi2pk = :gsi2pk, gsi2sk = :gsi2sk"
+        expression = _SET_DUE
         if effects is not None:
             expression += f", {_EFFECTS} = :effects"
             values[":effects"] = set(effects)
         try:
             result = self._table.update_item(
-                Key=self._key(found.download.id),
+                Key=layout.download_key(found.download.id),
                 UpdateExpression=expression,
-                ConditionExpression="gsi2sk = :slot",
+                ConditionExpression=_SAME_SLOT,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
@@ -318,12 +262,12 @@ class DownloadStore:
         """File a download found due too early under `when`, so it stops taking a share of
         every sweep (an index entry edited or written under a skewed clock). No-op if
         another sweep has moved it meanwhile."""
-        due = _due(found.download.id, when)
+        due = layout.due_entry(found.download.id, when)
         try:
             self._table.update_item(
-                Key=self._key(found.download.id),
-                UpdateExpression="SET gsi2pk = :gsi2pk, gsi2sk = :gsi2sk",
-                ConditionExpression="gsi2sk = :slot",
+                Key=layout.download_key(found.download.id),
+                UpdateExpression=_SET_DUE,
+                ConditionExpression=_SAME_SLOT,
                 ExpressionAttributeValues={":slot": found.slot, **_values(due)},
             )
         except ClientError as error:
@@ -350,7 +294,7 @@ class DownloadStore:
         try:
             # Never an update that would bring a purged record back as a stub.
             self._table.update_item(
-                Key=self._key(download.id), ConditionExpression="attribute_exists(pk)", **update
+                Key=layout.download_key(download.id), ConditionExpression="attribute_exists(pk)", **update
             )
         except ClientError as error:
             if not _is_conditional_failure(error):
@@ -369,7 +313,8 @@ class DownloadStore:
             due = now + retention
             backstop = due
         # DynamoDB's TTL deletes the record a day after cleanup should have, if it has not.
-        return {**_due(download_id, due), "ttl": int((backstop + timedelta(days=1)).timestamp())}
+        ttl = int((backstop + timedelta(days=1)).timestamp())
+        return {**layout.due_entry(download_id, due), layout.TTL: ttl}
 
     def due(self, now: datetime, limit: int) -> list[Due]:
         """Downloads whose due time has passed, at most `limit`, oldest first per shard.
@@ -377,8 +322,8 @@ class DownloadStore:
         The shards are read round robin, a page of at most a fair share from each in turn,
         so a backlog in one shard does not starve the others.
         """
-        share = max(1, -(-limit // _DUE_SHARDS))
-        readers = [self._due_pages(shard, now, share) for shard in range(_DUE_SHARDS)]
+        share = max(1, -(-limit // layout.DUE_SHARDS))
+        readers = [self._due_pages(shard, now, share) for shard in range(layout.DUE_SHARDS)]
         found: list[Due] = []
         while readers and len(found) < limit:
             for reader in list(readers):
@@ -393,9 +338,9 @@ class DownloadStore:
 
     def _due_pages(self, shard: int, now: datetime, page_size: int) -> Iterator[list[dict[str, Any]]]:
         query = {
-            "IndexName": DUE_INDEX,
-            "KeyConditionExpression": "gsi2pk = :shard AND gsi2sk < :now",
-            "ExpressionAttributeValues": {":shard": f"DUE#{shard}", ":now": clock.iso(now)},
+            "IndexName": layout.DUE_INDEX,
+            "KeyConditionExpression": f"{layout.DUE_PK} = :shard AND {layout.DUE_SK} < :now",
+            "ExpressionAttributeValues": {":shard": layout.due_partition(shard), ":now": clock.iso(now)},
             "Limit": page_size,
         }
         return query_pages(self._table, query)
@@ -405,7 +350,7 @@ class DownloadStore:
         allowed = list(states)
         try:
             self._table.delete_item(
-                Key=self._key(download_id),
+                Key=layout.download_key(download_id),
                 ConditionExpression="#state IN (" + ", ".join(f":s{i}" for i in range(len(allowed))) + ")",
                 ExpressionAttributeNames={"#state": "state"},
                 ExpressionAttributeValues={f":s{i}": state.value for i, state in enumerate(allowed)},
@@ -435,7 +380,7 @@ class DownloadStore:
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         condition = "#state IN (" + ", ".join(f":s{i}" for i in range(len(sources))) + ")"
         return {
-            "Key": self._key(download_id),
+            "Key": layout.download_key(download_id),
             "UpdateExpression": expression,
             "ConditionExpression": f"attribute_exists(pk) AND {condition}",
             "ExpressionAttributeNames": names,
@@ -446,7 +391,7 @@ class DownloadStore:
         """Write progress while RUNNING. False means the download left RUNNING (cancelled)."""
         try:
             self._table.update_item(
-                Key=self._key(download_id),
+                Key=layout.download_key(download_id),
                 UpdateExpression="SET progress = :p",
                 ConditionExpression="#state = :running",
                 ExpressionAttributeNames={"#state": "state"},
@@ -462,7 +407,7 @@ class DownloadStore:
         """Set the keys a build left out while RUNNING. False means it left RUNNING (cancelled)."""
         try:
             self._table.update_item(
-                Key=self._key(download_id),
+                Key=layout.download_key(download_id),
                 UpdateExpression="SET skipped = :k",
                 ConditionExpression="#state = :running",
                 ExpressionAttributeNames={"#state": "state"},
@@ -481,7 +426,7 @@ class DownloadStore:
         """
         try:
             self._table.update_item(
-                Key=self._key(download_id),
+                Key=layout.download_key(download_id),
                 UpdateExpression="SET progress.files_done = progress.files_done + :f, "
                 "progress.bytes_done = progress.bytes_done + :b",
                 ConditionExpression="#state = :running",
@@ -498,13 +443,13 @@ class DownloadStore:
         self, tenant: str, user_id: str, *, state: State | None, limit: int, cursor: str | None
     ) -> tuple[list[Download], str | None]:
         """The owner's downloads, newest first, `limit` at a time."""
-        owner = self._owner(tenant, user_id)
+        owner = layout.owner_partition(tenant, user_id)
         start = _decode_cursor(cursor, owner) if cursor else None
         found: list[Download] = []
         while len(found) < limit:
             query: dict[str, Any] = {
-                "IndexName": OWNER_INDEX,
-                "KeyConditionExpression": "gsi1pk = :owner",
+                "IndexName": layout.OWNER_INDEX,
+                "KeyConditionExpression": f"{layout.OWNER_PK} = :owner",
                 "ExpressionAttributeValues": {":owner": owner},
                 "ScanIndexForward": False,
                 "Limit": limit - len(found),
@@ -522,12 +467,12 @@ class DownloadStore:
                 return found, None
         last = found[-1]
         return found, _encode_cursor(
-            {**self._key(last.id), "gsi1pk": owner, "gsi1sk": f"{last.created_at}#{last.id}"}
+            {**layout.download_key(last.id), **layout.owner_entry(tenant, user_id, last.created_at, last.id)}
         )
 
 
 def _encode_cursor(key: Mapping[str, str]) -> str:
-    payload = json.dumps({"k": key["gsi1sk"], "i": key["pk"]}, separators=(",", ":"))
+    payload = json.dumps({"k": key[layout.OWNER_SK], "i": key[layout.PK]}, separators=(",", ":"))
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
@@ -537,38 +482,8 @@ def _decode_cursor(cursor: str, owner: str) -> dict[str, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
         sort_key, pk = data["k"], data["i"]
-        if not (isinstance(sort_key, str) and isinstance(pk, str) and pk.startswith("DOWNLOAD#")):
+        if not (isinstance(sort_key, str) and isinstance(pk, str) and layout.download_id_of(pk) is not None):
             raise ValueError("cursor fields")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("cursor is not one this API returned") from None
-    return {"pk": pk, "sk": _DOWNLOAD_SK, "gsi1pk": owner, "gsi1sk": sort_key}
-
-
-class KeyStore:
-    """API keys, stored by their SHA-256: a leaked table does not leak usable keys."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def principal_for(self, api_key: str) -> Principal | None:
-        item = self._table.get_item(Key={"pk": f"APIKEY#{hash_secret(api_key)}", "sk": _KEY_SK}).get("Item")
-        if not item or item.get("disabled"):
-            return None
-        return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))
-
-    def add(self, api_key: str, principal: Principal) -> None:
-        """Store a key for `principal`, and the principal itself (events act as it by name)."""
-        about = {"tenant": principal.tenant, "user_id": principal.user_id, "roles": sorted(principal.roles)}
-        self._table.put_item(Item={"pk": f"APIKEY#{hash_secret(api_key)}", "sk": _KEY_SK, **about})
-        self._table.put_item(Item={**self._user_key(principal.tenant, principal.user_id), **about})
-
-    @staticmethod
-    def _user_key(tenant: str, user_id: str) -> dict[str, str]:
-        return {"pk": f"USER#{tenant}#{user_id}", "sk": _USER_SK}
-
-    def principal_named(self, tenant: str, user_id: str) -> Principal | None:
-        """The principal of a user who holds a key in `tenant`, None if there is none."""
-        item = self._table.get_item(Key=self._user_key(tenant, user_id), ConsistentRead=True).get("Item")
-        if not item or item.get("disabled"):
-            return None
-        return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))
+    return {layout.PK: pk, layout.SK: layout.DOWNLOAD_SK, layout.OWNER_PK: owner, layout.OWNER_SK: sort_key}

@@ -16,11 +16,11 @@ from botocore.exceptions import ClientError
 from chalicelib.core import clock
 from chalicelib.core.errors import IdempotencyKeyReused, InvalidIdempotencyKey
 from chalicelib.core.models import Principal
-from chalicelib.storage.downloads import hash_secret
+from chalicelib.storage import layout
+from chalicelib.storage.keys import hash_secret
 
 HEADER = "Idempotency-Key"
 _MAX_LENGTH = 255
-_SK = "IDEMPOTENCY"
 
 
 def check_key(raw: str | None) -> str | None:
@@ -50,8 +50,7 @@ class IdempotencyStore:
 
     @staticmethod
     def _key(claim: Claim) -> dict[str, str]:
-        scope = f"{claim.principal.tenant}#{claim.principal.user_id}#{hash_secret(claim.key)}"
-        return {"pk": f"IDEMPOTENCY#{scope}", "sk": _SK}
+        return layout.idempotency_key(claim.principal.tenant, claim.principal.user_id, hash_secret(claim.key))
 
     def existing(self, claim: Claim) -> str | None:
         """The download this key already made (same body), None if the key is new; 409 if the
@@ -73,7 +72,7 @@ class IdempotencyStore:
                     **self._key(claim),
                     "request_hash": claim.request_hash,
                     "download_id": download_id,
-                    "ttl": int(clock.later(ttl_seconds).timestamp()),
+                    layout.TTL: int(clock.later(ttl_seconds).timestamp()),
                 },
                 ConditionExpression="attribute_not_exists(pk)",
             )

@@ -26,10 +26,10 @@ from chalicelib.core.errors import (
 )
 from chalicelib.core.models import ACTIVE_STATES, Download, Principal, State, plain
 from chalicelib.core.schemas import Schema
-from chalicelib.storage.downloads import hash_secret
+from chalicelib.storage import layout
+from chalicelib.storage.keys import hash_secret
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, URL-safe base64 without padding
-_LINK_SK = "LINK"
 
 REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -90,11 +90,11 @@ class LinkStore:
 
     @staticmethod
     def _key(token_hash: str) -> dict[str, str]:
-        return {"pk": f"LINK#{token_hash}", "sk": _LINK_SK}
+        return layout.link_key(token_hash)
 
     def add(self, link: Link, ttl_epoch: int) -> None:
         self._table.put_item(
-            Item={**self._key(link.token_hash), **asdict(link), "ttl": ttl_epoch},
+            Item={**self._key(link.token_hash), **asdict(link), layout.TTL: ttl_epoch},
             ConditionExpression="attribute_not_exists(pk)",
         )
 

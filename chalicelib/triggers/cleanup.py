@@ -25,7 +25,7 @@ from chalicelib.core import clock
 from chalicelib.core.models import ACTIVE_STATES, Download, ErrorInfo, State
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts
+from chalicelib.s3 import artifacts, layout
 from chalicelib.storage.audit import Action
 from chalicelib.storage.downloads import Due, StateConflict
 
@@ -187,7 +187,7 @@ class _Leftovers:
         self._states: dict[str, State | None] = {}
 
     def __call__(self, key: str, since: datetime) -> bool:
-        download_id = artifacts.owner_of(key)
+        download_id = layout.owner_of(key)
         if download_id is not None and download_id not in self._states:
             download = self._downloads.get(download_id)
             self._states[download_id] = download.state if download else None
@@ -210,9 +210,7 @@ def _remove_leftovers(runtime: Runtime, now: datetime, report: Report) -> None:
                 except ClientError as error:
                     if error.response["Error"]["Code"] != "NoSuchUpload":
                         raise
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=artifacts.TEMPORARY_PREFIX
-    ):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=layout.TEMPORARY_PREFIX):
         stale: list[ObjectIdentifierTypeDef] = [
             {"Key": item["Key"]}
             for item in page.get("Contents", [])

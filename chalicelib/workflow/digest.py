@@ -19,6 +19,7 @@ from typing import Any
 from chalicelib.archive import integrity
 from chalicelib.core.errors import retried_when_transient
 from chalicelib.runtime import Runtime
+from chalicelib.s3 import layout
 from chalicelib.workflow.payloads import Built, Digested
 
 
@@ -43,6 +44,6 @@ def object_sha256(
 def digest(runtime: Runtime, event: Built) -> Digested:
     settings, s3 = runtime.settings, runtime.s3
     bucket, download_id = settings.artifact_bucket, event["download_id"]
-    checks = list(integrity.read(s3, bucket, integrity.checks_key(download_id)))
+    checks = list(integrity.read(s3, bucket, layout.checks_key(download_id)))
     sha256 = object_sha256(s3, bucket, event["artifact_key"], settings.part_size, checks)
     return {**event, "sha256": sha256}

@@ -29,32 +29,12 @@ from chalicelib.core.models import Download, Progress
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes.base import DownloadType, SegmentPlan
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts, manifest
+from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.assembly import Assembler
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.workflow.payloads import Built, Prepared, SegmentBuilt, SegmentInput, counts
 from chalicelib.workflow.progress import ProgressTracker
-
-
-def _prefix(download_id: str, index: int) -> str:
-    return f"{artifacts.temporary_prefix(download_id)}segments/{index:05d}/"
-
-
-def manifest_key(download_id: str, index: int) -> str:
-    return f"{_prefix(download_id, index)}manifest.jsonl"
-
-
-def object_key(download_id: str, index: int) -> str:
-    return f"{_prefix(download_id, index)}members.zip"
-
-
-def directory_key(download_id: str, index: int) -> str:
-    return f"{_prefix(download_id, index)}directory.jsonl"
-
-
-def checks_key(download_id: str, index: int) -> str:
-    return f"{_prefix(download_id, index)}checks.jsonl"
 
 
 def groups(entries: list[Entry], settings: Settings) -> list[list[Entry]]:
@@ -95,7 +75,8 @@ def split(runtime: Runtime, download: Download, entries: list[Entry]) -> list[in
     if len(found) < 2:
         return None
     for index, group in enumerate(found):
-        manifest.write(runtime.s3, settings.artifact_bucket, manifest_key(download.id, index), group)
+        key = layout.segment_manifest_key(download.id, index)
+        manifest.write(runtime.s3, settings.artifact_bucket, key, group)
     return list(range(len(found)))
 
 
@@ -113,7 +94,7 @@ def build_segment(runtime: Runtime, event: SegmentInput) -> SegmentBuilt:
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
     plan = _plan(kind)
-    key = object_key(download_id, index)
+    key = layout.segment_object_key(download_id, index)
     artifacts.abort_uploads_of(s3, settings.artifact_bucket, key)  # a retry starts over
     tracker = ProgressTracker(
         runtime.downloads,
@@ -124,7 +105,7 @@ def build_segment(runtime: Runtime, event: SegmentInput) -> SegmentBuilt:
     )
     content_type = kind.artifact_format(download.params).content_type
     writer = MultipartWriter(s3, settings.artifact_bucket, key, settings.part_size, content_type)
-    entries = manifest.read(s3, settings.artifact_bucket, manifest_key(download_id, index))
+    entries = manifest.read(s3, settings.artifact_bucket, layout.segment_manifest_key(download_id, index))
     try:
         segment = plan.build(runtime, download, entries, tracker)
         Assembler(s3, writer, settings.read_chunk_bytes).write_all(segment.pieces)
@@ -140,10 +121,11 @@ def build_segment(runtime: Runtime, event: SegmentInput) -> SegmentBuilt:
     records = segment.records()
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     # Written even when empty: a retried segment must not leave an earlier attempt's checks.
-    integrity.write(s3, settings.artifact_bucket, checks_key(download_id, index), segment.checks())
+    checks = layout.segment_checks_key(download_id, index)
+    integrity.write(s3, settings.artifact_bucket, checks, segment.checks())
     s3.put_object(
         Bucket=settings.artifact_bucket,
-        Key=directory_key(download_id, index),
+        Key=layout.segment_directory_key(download_id, index),
         Body=text.encode("utf-8"),
         ContentType="application/x-ndjson",
     )
@@ -158,7 +140,7 @@ def _plan(kind: DownloadType) -> SegmentPlan:
 
 def _directory(runtime: Runtime, download_id: str, index: int) -> list[Any]:
     body = runtime.s3.get_object(
-        Bucket=runtime.settings.artifact_bucket, Key=directory_key(download_id, index)
+        Bucket=runtime.settings.artifact_bucket, Key=layout.segment_directory_key(download_id, index)
     )
     return [json.loads(line) for line in body["Body"].iter_lines() if line]
 
@@ -175,7 +157,7 @@ def _checks(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -
     """Every segment's checks, moved to where the segment landed in the artifact."""
     bucket = runtime.settings.artifact_bucket
     for index, offset in placed:
-        for check in integrity.read(runtime.s3, bucket, checks_key(download_id, index)):
+        for check in integrity.read(runtime.s3, bucket, layout.segment_checks_key(download_id, index)):
             yield check.moved(offset)
 
 
@@ -192,19 +174,18 @@ def assemble(runtime: Runtime, event: Prepared) -> Built:
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
     plan = _plan(kind)
-    artifacts.abort_uploads_of(s3, bucket, artifacts.artifact_key(download_id))  # a retry starts over
+    artifacts.abort_uploads_of(s3, bucket, layout.artifact_key(download_id))  # a retry starts over
     content_type = kind.artifact_format(download.params).content_type
-    writer = MultipartWriter(
-        s3, bucket, artifacts.artifact_key(download_id), settings.part_size, content_type
-    )
+    writer = MultipartWriter(s3, bucket, layout.artifact_key(download_id), settings.part_size, content_type)
     assembler = Assembler(s3, writer, settings.read_chunk_bytes)
     placed: list[tuple[int, int]] = []
     try:
         for index in event.get("segments", []):
-            head = s3.head_object(Bucket=bucket, Key=object_key(download_id, index))
+            members = layout.segment_object_key(download_id, index)
+            head = s3.head_object(Bucket=bucket, Key=members)
             size = int(head["ContentLength"])
             placed.append((index, writer.size))
-            assembler.copy(CopyRange(bucket, object_key(download_id, index), head["ETag"], 0, size))
+            assembler.copy(CopyRange(bucket, members, head["ETag"], 0, size))
         directory_offset = writer.size
         closing = plan.closing(download, _records(runtime, download_id, placed), directory_offset)
         assembler.write_all(closing)
@@ -212,7 +193,7 @@ def assemble(runtime: Runtime, event: Prepared) -> Built:
     except BaseException:
         writer.abort()
         raise
-    integrity.write(s3, bucket, integrity.checks_key(download_id), _checks(runtime, download_id, placed))
+    integrity.write(s3, bucket, layout.checks_key(download_id), _checks(runtime, download_id, placed))
     return {
         "download_id": download_id,
         "artifact_key": writer.key,

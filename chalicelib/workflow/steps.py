@@ -20,7 +20,7 @@ from chalicelib.core.errors import Cancelled, retried_when_transient
 from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts, manifest
+from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.assembly import Assembler
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
@@ -74,7 +74,7 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
         "parallel": numbers is not None,
     }
     if numbers is None:
-        output["manifest_key"] = key = manifest.manifest_key(download_id)
+        output["manifest_key"] = key = layout.manifest_key(download_id)
         manifest.write(runtime.s3, runtime.settings.artifact_bucket, key, plan.entries)
     else:
         output["segments"] = numbers
@@ -99,7 +99,7 @@ def build(runtime: Runtime, event: Prepared) -> Built:
     writer = MultipartWriter(
         runtime.s3,
         settings.artifact_bucket,
-        artifacts.artifact_key(download_id),
+        layout.artifact_key(download_id),
         settings.part_size,
         kind.artifact_format(download.params).content_type,
     )

@@ -24,10 +24,11 @@ from moto.events.models import EventPattern
 
 from chalicelib.core import settings
 from chalicelib.core.models import Principal
-from chalicelib.s3 import artifacts
-from chalicelib.storage.downloads import OWNER_INDEX, KeyStore
+from chalicelib.s3 import layout as artifacts
+from chalicelib.storage.keys import KeyStore
+from chalicelib.storage.layout import OWNER_INDEX, TABLE_KEYS
 from satchel_local import statemachine
-from satchel_local.stack import TABLE_KEYS, Stack
+from satchel_local.stack import Stack
 from scripts import add_api_key, asl_to_mermaid
 from scripts import package as packaging
 from tests.support.stack_template import (

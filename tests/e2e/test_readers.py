@@ -56,7 +56,7 @@ from chalicelib.archive import deflate, zipwriter
 from chalicelib.archive.zipwriter import ZipLayout
 from chalicelib.core import clients
 from chalicelib.s3 import sources
-from chalicelib.storage.downloads import KeyStore
+from chalicelib.storage.keys import KeyStore
 from satchel_local import lambdas
 from satchel_local.stack import MOTO_CONFIG, REGION, provision
 from tests.support.stack import USERS, Satchel, api_key_of

@@ -20,7 +20,7 @@ from chalicelib.core import clients, clock
 from chalicelib.core.errors import DownloadExpired, LinkGone
 from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts
+from chalicelib.s3 import layout as artifacts
 from chalicelib.storage import downloads as store
 from chalicelib.storage.audit import Action, AuditLog, Event
 from chalicelib.storage.downloads import DownloadStore, Lifetimes

@@ -31,7 +31,7 @@ from chalicelib.api import service
 from chalicelib.core import clients, clock
 from chalicelib.core.models import ACTIVE_STATES, Download, State
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts
+from chalicelib.s3 import layout as artifacts
 from chalicelib.triggers import cleanup
 from chalicelib.triggers import inbound as triggers
 from satchel_local import lambdas

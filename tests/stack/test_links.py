@@ -15,7 +15,7 @@ from chalicelib.core.errors import LinkNotFound
 from chalicelib.core.models import Principal
 from chalicelib.runtime import Runtime
 from chalicelib.storage import links
-from chalicelib.storage.downloads import hash_secret
+from chalicelib.storage.keys import hash_secret
 from satchel_local.stack import REGION
 from tests.support.stack import Satchel
 

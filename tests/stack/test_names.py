@@ -7,7 +7,7 @@ import pytest
 from chalicelib.core import clients
 from chalicelib.core.errors import MalformedRequest, UnknownPrincipal
 from chalicelib.runtime import Runtime
-from chalicelib.storage.downloads import KeyStore, hash_secret
+from chalicelib.storage.keys import KeyStore, hash_secret
 from chalicelib.triggers import inbound as triggers
 from tests.support.stack import Satchel
 

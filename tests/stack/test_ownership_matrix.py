@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.storage.downloads import hash_secret
+from chalicelib.storage.keys import hash_secret
 from tests.support.stack import Satchel, api_key_of
 
 CALLERS = ("owner", "peer", "admin", "other_tenant", "no_key", "bad_key")

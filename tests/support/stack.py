@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from app import app
 from chalicelib.core import clients
-from chalicelib.storage.downloads import KeyStore
+from chalicelib.storage.keys import KeyStore
 from satchel_local import lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision

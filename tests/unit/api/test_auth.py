@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.api import auth
-from chalicelib.storage.downloads import KeyStore, hash_secret
+from chalicelib.storage.keys import KeyStore, hash_secret
 
 
 class _Table:

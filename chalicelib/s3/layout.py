@@ -1,0 +1,66 @@
+"""The artifact bucket's layout: every key Satchel writes there.
+
+    artifacts/<id>                                   the finished file (s3/artifacts.py)
+    tmp/<id>/manifest.jsonl                          the entries Build reads (s3/manifest.py)
+    tmp/<id>/checks.jsonl                            CRC-32s Digest checks (archive/integrity.py)
+    tmp/<id>/segments/<index>/manifest.jsonl         one segment's entries (workflow/segments.py)
+    tmp/<id>/segments/<index>/members.zip            its members, as a zip's local entries
+    tmp/<id>/segments/<index>/directory.jsonl        their central directory records
+    tmp/<id>/segments/<index>/checks.jsonl           their CRC-32s still to check
+
+Everything of a download lies under `artifacts/<id>` or `tmp/<id>/` (`owner_of`), so removing
+a download (s3/artifacts.py) and the sweep's leftovers (triggers/cleanup.py) find it all, and
+the bucket's lifecycle rules (deploy/template.yaml) and the functions' policies
+(.chalice/policies/) name these two prefixes.
+"""
+
+from __future__ import annotations
+
+ARTIFACTS_PREFIX = "artifacts/"
+TEMPORARY_PREFIX = "tmp/"
+# Segments are numbered with this many digits, so the keys of one download list in order.
+_SEGMENT_DIGITS = 5
+
+
+def artifact_key(download_id: str) -> str:
+    return f"{ARTIFACTS_PREFIX}{download_id}"
+
+
+def temporary_prefix(download_id: str) -> str:
+    return f"{TEMPORARY_PREFIX}{download_id}/"
+
+
+def owner_of(key: str) -> str | None:
+    """The download an object or upload of the artifacts bucket belongs to, if any."""
+    for prefix in (ARTIFACTS_PREFIX, TEMPORARY_PREFIX):
+        if key.startswith(prefix):
+            return key[len(prefix) :].split("/", 1)[0] or None
+    return None
+
+
+def manifest_key(download_id: str) -> str:
+    return f"{temporary_prefix(download_id)}manifest.jsonl"
+
+
+def checks_key(download_id: str) -> str:
+    return f"{temporary_prefix(download_id)}checks.jsonl"
+
+
+def segment_prefix(download_id: str, index: int) -> str:
+    return f"{temporary_prefix(download_id)}segments/{index:0{_SEGMENT_DIGITS}d}/"
+
+
+def segment_manifest_key(download_id: str, index: int) -> str:
+    return f"{segment_prefix(download_id, index)}manifest.jsonl"
+
+
+def segment_object_key(download_id: str, index: int) -> str:
+    return f"{segment_prefix(download_id, index)}members.zip"
+
+
+def segment_directory_key(download_id: str, index: int) -> str:
+    return f"{segment_prefix(download_id, index)}directory.jsonl"
+
+
+def segment_checks_key(download_id: str, index: int) -> str:
+    return f"{segment_prefix(download_id, index)}checks.jsonl"
