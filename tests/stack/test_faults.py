@@ -436,6 +436,7 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         scenario_parallel_download,
         "app.assemble",
         (
+            "dynamodb.GetItem",
             "dynamodb.UpdateItem",
             "s3.CompleteMultipartUpload",
             "s3.CreateMultipartUpload",
