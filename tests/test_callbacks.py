@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.api import service
+from chalicelib.api import downloads
 from chalicelib.core.errors import ConfigurationError, InvalidCallbackUrl
 from chalicelib.core.settings import Settings
 from chalicelib.notify import callbacks
@@ -349,7 +349,7 @@ def test_without_a_signing_key_callbacks_are_refused(satchel: Satchel) -> None:
     body = {"type": "zip", "params": {"keys": ["acme/a.txt"]}, "callback_url": "http://127.0.0.1:9/x"}
 
     with pytest.raises(InvalidCallbackUrl, match="not configured"):
-        service.create(unsigned, USERS["alice"], body)
+        downloads.create(unsigned, USERS["alice"], body)
 
 
 # --- The EventBridge event --------------------------------------------------------------

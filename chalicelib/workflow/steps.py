@@ -24,8 +24,8 @@ from chalicelib.s3 import artifacts, manifest
 from chalicelib.s3.assembly import Assembler
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
-from chalicelib.triggers.cleanup import NOTIFY, REMOVE, follow_up
 from chalicelib.workflow import segments
+from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up
 from chalicelib.workflow.payloads import (
     Built,
     Digested,
