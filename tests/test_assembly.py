@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from chalicelib.archive import assembly
 from chalicelib.archive.zipwriter import CopyRange
 from chalicelib.core.settings import Settings
-from chalicelib.s3 import assembly, sources
+from chalicelib.s3 import sources
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.workflow import segments

@@ -18,10 +18,9 @@ from chalicelib import downloadtypes
 from chalicelib.archive.zipwriter import Piece
 from chalicelib.core.models import Download
 from chalicelib.downloadtypes import archive, export
-from chalicelib.downloadtypes.base import SegmentBuild, SegmentPlan
+from chalicelib.downloadtypes.base import ProgressTracker, SegmentBuild, SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
-from chalicelib.workflow.progress import ProgressTracker
 from tests.conftest import Satchel
 
 ROOT = Path(__file__).resolve().parent.parent
