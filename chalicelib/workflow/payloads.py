@@ -32,7 +32,7 @@ class StepError(TypedDict, total=False):
 
 
 class Start(TypedDict):
-    """The execution's input (service.start): Prepare's."""
+    """The execution's input (executions.start): Prepare's."""
 
     download_id: str
 
