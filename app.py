@@ -22,7 +22,7 @@ from chalice.app import (
 )
 
 from chalicelib import downloadtypes
-from chalicelib.api import auth, openapi, service
+from chalicelib.api import auth, downloads, links, openapi
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
@@ -131,7 +131,7 @@ def list_types() -> Response:
 def create_download() -> Response:
     runtime = Runtime.from_env()
     key = idempotency.check_key(request().headers.get(idempotency.HEADER))
-    created = service.create(runtime, caller(), json_body(request().raw_body), key)
+    created = downloads.create(runtime, caller(), json_body(request().raw_body), key)
     body = created.download.to_api(runtime.settings.api_prefix)
     if created.link is not None:
         body["link"] = created.link.to_api(base_url(runtime))
@@ -145,7 +145,7 @@ def create_download() -> Response:
 @api
 def list_downloads() -> Response:
     runtime = Runtime.from_env()
-    page = service.list_own(runtime, caller(), dict(request().query_params or {}))
+    page = downloads.list_own(runtime, caller(), dict(request().query_params or {}))
     items = [item.to_api(runtime.settings.api_prefix) for item in page.items]
     return respond({"items": items, "next_cursor": page.next_cursor})
 
@@ -154,14 +154,14 @@ def list_downloads() -> Response:
 @api
 def get_download(download_id: str) -> Response:
     runtime = Runtime.from_env()
-    return _download(runtime, service.get(runtime, caller(), download_id))
+    return _download(runtime, downloads.get(runtime, caller(), download_id))
 
 
 @app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=bearer)
 @api
 def delete_download(download_id: str) -> Response:
     runtime = Runtime.from_env()
-    cancelled = service.cancel_or_delete(runtime, caller(), download_id)
+    cancelled = downloads.cancel_or_delete(runtime, caller(), download_id)
     if cancelled is None:
         return Response(body="", status_code=204)
     return _download(runtime, cancelled, 202)
@@ -172,7 +172,7 @@ def delete_download(download_id: str) -> Response:
 def download_file(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.file_url_ttl_seconds
-    url = service.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_FILE)
+    url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_FILE)
     return Response(body="", status_code=302, headers={"Location": url.url, "Cache-Control": "no-store"})
 
 
@@ -181,7 +181,7 @@ def download_file(download_id: str) -> Response:
 def download_url(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.json_url_ttl_seconds
-    url = service.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_URL)
+    url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_URL)
     return respond({"url": url.url, "expires_at": url.expires_at}, headers={"Cache-Control": "no-store"})
 
 
@@ -189,21 +189,21 @@ def download_url(download_id: str) -> Response:
 @api
 def create_link(download_id: str) -> Response:
     runtime = Runtime.from_env()
-    issued = service.create_link(runtime, caller(), download_id, optional_json_body(request().raw_body))
+    issued = links.create(runtime, caller(), download_id, optional_json_body(request().raw_body))
     return respond(issued.to_api(base_url(runtime)), 201, {"Cache-Control": "no-store"})
 
 
 @app.route("/links/{token}", methods=["GET"])
 @api
 def follow_link(token: str) -> Response:
-    url = service.follow_link(Runtime.from_env(), token)
+    url = links.follow(Runtime.from_env(), token)
     return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
 
 
 @app.route("/links/{token}", methods=["DELETE"], authorizer=bearer)
 @api
 def revoke_link(token: str) -> Response:
-    service.revoke_link(Runtime.from_env(), caller(), token)
+    links.revoke(Runtime.from_env(), caller(), token)
     return Response(body="", status_code=204)
 
 

@@ -1,10 +1,10 @@
 """The OpenAPI 3.1 document of Satchel's whole API, served at GET /openapi.json.
 
 Built from the code it describes, so it cannot drift: the request bodies are
-`service.REQUEST_SCHEMA` (one variant per registered type, with its params schema) and
+`requests.REQUEST_SCHEMA` (one variant per registered type, with its params schema) and
 `links.REQUEST_SCHEMA`; states, page sizes and header names come from their modules.
-tests/test_openapi.py checks it against the app's routes and authorizers and against the
-shapes the API answers with; tests/test_fuzz.py fuzzes the running stack from it.
+tests/unit/api/test_openapi.py checks it against the app's routes and authorizers and against the
+shapes the API answers with; tests/e2e/test_fuzz.py fuzzes the running stack from it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chalicelib import downloadtypes
-from chalicelib.api import service
+from chalicelib.api import requests
 from chalicelib.core.models import Artifact, ErrorInfo, Progress, State
 from chalicelib.storage import idempotency, links
 
@@ -366,8 +366,8 @@ def _parameters() -> dict[str, dict[str, Any]]:
             "schema": {
                 "type": "integer",
                 "minimum": 1,
-                "maximum": service.MAX_PAGE,
-                "default": service.DEFAULT_PAGE,
+                "maximum": requests.MAX_PAGE,
+                "default": requests.DEFAULT_PAGE,
             },
         },
         "Cursor": {
@@ -514,8 +514,8 @@ def _download_request(types: list[downloadtypes.DownloadType]) -> JsonSchema:
 
 
 def _typed_request(kind: downloadtypes.DownloadType) -> JsonSchema:
-    """service.REQUEST_SCHEMA narrowed to one type: `type` is its name, `params` its schema."""
-    schema = copy.deepcopy(service.REQUEST_SCHEMA)
+    """requests.REQUEST_SCHEMA narrowed to one type: `type` is its name, `params` its schema."""
+    schema = copy.deepcopy(requests.REQUEST_SCHEMA)
     properties = schema["properties"]
     properties["type"] = {**properties["type"], "const": kind.name}
     properties["params"] = {**_schema_ref(_params_name(kind)), "description": kind.description}
@@ -523,7 +523,7 @@ def _typed_request(kind: downloadtypes.DownloadType) -> JsonSchema:
 
 
 def _download() -> JsonSchema:
-    """models.Download.to_api() (tests/test_openapi.py checks the two have the same keys)."""
+    """models.Download.to_api() (tests/unit/api/test_openapi.py checks the two have the same keys)."""
     properties: dict[str, JsonSchema] = {
         "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
         "type": {"type": "string"},

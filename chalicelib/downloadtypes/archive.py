@@ -27,14 +27,13 @@ from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.names import UniqueNames
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes import archiveoptions
-from chalicelib.downloadtypes.base import DownloadType, Plan, SegmentBuild
+from chalicelib.downloadtypes.base import DownloadType, Plan, ProgressTracker, SegmentBuild
 from chalicelib.downloadtypes.scope import Scope
 from chalicelib.s3 import sources
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
-    from chalicelib.workflow.progress import ProgressTracker
 
 PARAMS_SCHEMA: dict[str, Any] = {
     "type": "object",

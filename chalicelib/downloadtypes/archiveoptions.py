@@ -39,13 +39,12 @@ from chalicelib.core import clock
 from chalicelib.core.errors import Cancelled, SourceMissing, TransientError
 from chalicelib.core.models import Download, Principal
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import ArtifactFormat, Check, Renderer
+from chalicelib.downloadtypes.base import ArtifactFormat, Check, ProgressTracker, Renderer
 from chalicelib.s3 import layout, sources
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
-    from chalicelib.workflow.progress import ProgressTracker
 
 FORMATS: dict[str, ArtifactFormat] = {
     "zip": ArtifactFormat(".zip", "application/zip"),

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import DownloadType, Plan
+from chalicelib.downloadtypes.base import DownloadType, Plan, ProgressTracker
 from chalicelib.downloadtypes.rows import artifact_format, check_row_count, render_rows
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
-    from chalicelib.workflow.progress import ProgressTracker
 
 COLUMNS = ["at", "action", "actor", "download_id", "details"]
 

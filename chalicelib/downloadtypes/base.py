@@ -23,7 +23,6 @@ from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
-    from chalicelib.workflow.progress import ProgressTracker
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,16 @@ class Plan:
 
     totals: Progress
     entries: list[Entry] = field(default_factory=list)
+
+
+class ProgressTracker(Protocol):
+    """What a builder reports its progress to. Declared here, where the types use it, so that
+    they need not import the workflow that drives them (chalicelib/workflow/progress.py
+    implements it)."""
+
+    current: Progress
+
+    def advance(self, *, files: int = 0, bytes_: int = 0, rows: int = 0) -> None: ...
 
 
 # params -> normalised params to store (or a domain error), given the caller and settings.

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import DownloadType, Plan
+from chalicelib.downloadtypes.base import DownloadType, Plan, ProgressTracker
 from chalicelib.downloadtypes.rows import artifact_format, render_rows
 from chalicelib.downloadtypes.scope import Scope
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
-    from chalicelib.workflow.progress import ProgressTracker
 
 COLUMNS = ["key", "size", "last_modified", "etag"]
 

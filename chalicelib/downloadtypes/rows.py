@@ -6,15 +6,12 @@ The row and byte caps, the artifact's format from the params, and the streaming 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chalicelib.core.errors import MaxContentSizeExceeded
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes import rowformats
-from chalicelib.downloadtypes.base import ArtifactFormat
-
-if TYPE_CHECKING:
-    from chalicelib.workflow.progress import ProgressTracker
+from chalicelib.downloadtypes.base import ArtifactFormat, ProgressTracker
 
 
 def check_row_count(rows: int, settings: Settings) -> int:

@@ -165,7 +165,7 @@ _MULTIPART_ETAG = re.compile(r'-\d+"?$')
 def full_object_crc32(head: dict[str, Any], parts_count: int | None = None) -> int | None:
     """The object's CRC-32 from S3's checksum, only if it is the whole object's.
 
-    S3 answers in these shapes (tests/test_sources.py has one of each):
+    S3 answers in these shapes (tests/unit/s3/test_sources.py has one of each):
     - `ChecksumType: FULL_OBJECT`: the whole object's CRC, whatever the upload (trusted);
     - `ChecksumType: COMPOSITE`, value `…-N`: a CRC of the part CRCs (not the object's);
     - no `ChecksumType`, plain ETag, no parts: a single PUT, whose CRC is the object's;

@@ -3,53 +3,36 @@
 Every action is a conditional write or an idempotent delete, so two sweeps may run at once.
 Each download is handled on its own (one that fails is logged and counted, the rest go on),
 the due index's shards are read round robin (store.due), and the work owed after a
-committed transition is recorded with it and retried by later sweeps until done (STOP etc.).
-An artifact is deleted only after its download moved DONE -> EXPIRED, which happens only
-once its expiry has passed; links never outlive that expiry (links.issue and redeem), so
-no valid link ever points at a deleted artifact. DynamoDB's TTL and the bucket's lifecycle
-rules are backstops behind this sweep, not the mechanism.
+committed transition is recorded with it and retried by later sweeps until done
+(chalicelib/workflow/effects.py). An artifact is deleted only after its download moved
+DONE -> EXPIRED, which happens only once its expiry has passed; links never outlive that
+expiry (links.issue and redeem), so no valid link ever points at a deleted artifact.
+DynamoDB's TTL and the bucket's lifecycle rules are backstops behind this sweep, not the
+mechanism.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from chalicelib.api import service
 from chalicelib.core import clock
 from chalicelib.core.models import ACTIVE_STATES, Download, ErrorInfo, State
-from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts, layout
+from chalicelib.s3 import layout
 from chalicelib.storage.audit import Action
 from chalicelib.storage.downloads import Due, StateConflict
+from chalicelib.workflow.effects import NOTIFY, PURGE, REMOVE, STOP, audit, follow_up
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 log = logging.getLogger(__name__)
-ACTOR = "system:cleanup"
 BATCH = 200
-
-# Work owed once a transition is committed, recorded with it (store.transition's `effects`)
-# and struck off one by one as it is done. Whatever a failed or crashed sweep leaves owed, the
-# next one does: the record stays due within a short lease until nothing is owed. Each is safe
-# to repeat (stop, remove) or repeated at most once per failure (an audit entry, an event).
-STOP = "stop"  # the workflow, when the download timed out
-REMOVE = "remove"  # uploads, temporary objects, artifact
-NOTIFY = "notify"
-PURGE = "purge"  # the record itself: always last
-_AUDIT = "audit:"
-_ORDER = {STOP: 0, REMOVE: 1, _AUDIT: 2, NOTIFY: 3, PURGE: 4}
-
-
-def audit(action: Action) -> str:
-    return f"{_AUDIT}{action.value}"
 
 
 @dataclass
@@ -143,33 +126,6 @@ def _purge(runtime: Runtime, found: Due, now: datetime, report: Report) -> None:
     if claimed is not None:
         follow_up(runtime, claimed.download, claimed.effects)
         report.purged.append(found.download.id)
-
-
-def follow_up(runtime: Runtime, download: Download, effects: Collection[str]) -> None:
-    """Do the work owed after `download`'s last transition, striking off each piece once done."""
-    ordered = sorted(effects, key=lambda effect: _ORDER[_AUDIT if effect.startswith(_AUDIT) else effect])
-    for index, effect in enumerate(ordered):
-        _do(runtime, download, effect)
-        if effect != PURGE:  # a purged record is gone: nothing left to strike off
-            runtime.downloads.effect_done(download, effect, last=index == len(ordered) - 1)
-
-
-def _do(runtime: Runtime, download: Download, effect: str) -> None:
-    if effect == STOP:
-        error = download.error or ErrorInfo("Timeout", "the download did not finish before its deadline")
-        service.stop_execution(runtime, download.id, error.code, error.message)
-    elif effect == REMOVE:
-        artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download.id)
-    elif effect.startswith(_AUDIT):
-        action = Action(effect.removeprefix(_AUDIT))
-        extra = {"state": download.state.value} if action is Action.PURGED else {}
-        runtime.audit.record(download.tenant, action, ACTOR, download.id, **extra)
-    elif effect == NOTIFY:
-        notify.download_finished(runtime, download)
-    elif effect == PURGE:
-        runtime.downloads.delete(download.id, [download.state])
-    else:
-        raise ValueError(f"unknown follow-up work {effect!r} for download {download.id}")
 
 
 class _Leftovers:

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.api import service
+from chalicelib.api import downloads
 from chalicelib.core.errors import MalformedRequest, SatchelError, UnknownPrincipal
 from chalicelib.core.models import Principal, check_numbers
 from chalicelib.core.names import PRINCIPAL_ID_PATTERN, is_principal_id
@@ -47,7 +47,7 @@ def principal_named(runtime: Runtime, tenant: Any, user_id: Any) -> Principal:
 
 def _start(runtime: Runtime, principal: Principal, request: Any, idempotency_key: str) -> str:
     check_numbers(request, "request")  # as the API's json_body does: DynamoDB could not store them
-    created = service.create(runtime, principal, request, idempotency_key)
+    created = downloads.create(runtime, principal, request, idempotency_key)
     log.info(
         "started download %s for %s/%s%s",
         created.download.id,

@@ -1,7 +1,7 @@
 """The payloads the state machine hands between its steps (statemachine/download.asl.json).
 
 Each step's Lambda takes its state's input and returns the next state's input; these are
-their shapes, in the order a download goes through them. tests/test_payloads.py holds every
+their shapes, in the order a download goes through them. tests/unit/workflow/test_payloads.py holds every
 path the ASL reads or writes to a field declared here. Small by design: keys and counts,
 never contents (a state's payload is capped at 256 KB).
 """
@@ -32,7 +32,7 @@ class StepError(TypedDict, total=False):
 
 
 class Start(TypedDict):
-    """The execution's input (service.start): Prepare's."""
+    """The execution's input (executions.start): Prepare's."""
 
     download_id: str
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from chalicelib import downloadtypes
 from chalicelib.archive import integrity
+from chalicelib.archive.assembly import Assembler
 from chalicelib.archive.integrity import Check
 from chalicelib.archive.zipwriter import CopyRange
 from chalicelib.core import observability
@@ -30,7 +31,6 @@ from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes.base import DownloadType, SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
-from chalicelib.s3.assembly import Assembler
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.workflow.payloads import Built, Prepared, SegmentBuilt, SegmentInput, counts

@@ -14,6 +14,7 @@ import logging
 from dataclasses import asdict
 
 from chalicelib import downloadtypes
+from chalicelib.archive.assembly import Assembler
 from chalicelib.core import clock, observability
 from chalicelib.core.disclosure import shown_error
 from chalicelib.core.errors import Cancelled, retried_when_transient
@@ -21,11 +22,10 @@ from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo,
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
-from chalicelib.s3.assembly import Assembler
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
-from chalicelib.triggers.cleanup import NOTIFY, REMOVE, follow_up
 from chalicelib.workflow import segments
+from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up
 from chalicelib.workflow.payloads import (
     Built,
     Digested,

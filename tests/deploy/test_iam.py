@@ -40,7 +40,7 @@ from moto.core.exceptions import AWSError
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 from chalicelib import downloadtypes
-from chalicelib.api import service
+from chalicelib.api import downloads
 from chalicelib.core import clients, clock, settings
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
@@ -532,7 +532,7 @@ def never_started(user: str, **request: Any) -> str:
     """A download left PENDING, its workflow never started (made by the test, not recorded)."""
     runtime = dataclasses.replace(Runtime.from_env(), stepfunctions=cast("SFNClient", NeverStarted()))
     body = {"type": "zip", "params": {"keys": ["acme/iam/a.csv"]}, **request}
-    return service.create(runtime, PRINCIPALS[user], body).download.id
+    return downloads.create(runtime, PRINCIPALS[user], body).download.id
 
 
 def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from chalicelib.archive import assembly
 from chalicelib.archive.zipwriter import CopyRange
-from chalicelib.s3 import assembly, sources
+from chalicelib.s3 import sources
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter
 from tests.support.recording import Recording

@@ -9,7 +9,7 @@ from dataclasses import replace
 import boto3
 import pytest
 
-from chalicelib.api import service
+from chalicelib.api import downloads
 from chalicelib.core.errors import InvalidCallbackUrl
 from chalicelib.notify import callbacks
 from chalicelib.notify import dispatch as notify
@@ -81,7 +81,7 @@ def test_without_a_signing_key_callbacks_are_refused(satchel: Satchel) -> None:
     body = {"type": "zip", "params": {"keys": ["acme/a.txt"]}, "callback_url": "http://127.0.0.1:9/x"}
 
     with pytest.raises(InvalidCallbackUrl, match="not configured"):
-        service.create(unsigned, USERS["alice"], body)
+        downloads.create(unsigned, USERS["alice"], body)
 
 
 def test_every_terminal_state_is_published_to_eventbridge(satchel: Satchel) -> None:

@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chalicelib.api import service
+from chalicelib.api import downloads as api_downloads
+from chalicelib.api import links as api_links
 from chalicelib.core import clients, clock
 from chalicelib.core.errors import DownloadExpired, LinkGone
 from chalicelib.core.models import Download, State
@@ -144,7 +145,7 @@ def test_a_build_past_its_deadline_is_stopped_and_fails_with_timeout(
 def pending_download(runtime: Runtime, created_at: datetime, download_id: str | None = None) -> Download:
     """A download recorded but never started, as when its start_execution was lost."""
     orphan = Download(
-        id=download_id or service.new_id(),
+        id=download_id or api_downloads.new_id(),
         type="zip",
         params={"keys": ["acme/a.txt"], "prefixes": [], "compression": "store"},
         filename="orphan.zip",
@@ -261,9 +262,9 @@ def test_cleanup_racing_fetches_never_leaves_a_url_to_a_deleted_file(satchel: Sa
     def fetch() -> None:
         while not stop.is_set():
             try:
-                url = service.file_url(runtime, alice, download["id"], 300, Action.FETCHED_URL).url
+                url = api_downloads.file_url(runtime, alice, download["id"], 300, Action.FETCHED_URL).url
                 handed_out.append(presigned_until(url))
-                handed_out.append(presigned_until(service.follow_link(runtime, link["token"])))
+                handed_out.append(presigned_until(api_links.follow(runtime, link["token"])))
             except (DownloadExpired, LinkGone) as gone:
                 refused.append(gone.code)
             time.sleep(0.01)
@@ -307,7 +308,7 @@ def overdue(runtime: Runtime, count: int, shard: int = 0) -> list[str]:
     """`count` downloads of bob's, never started and past their deadline, in one due shard."""
     long_ago = clock.now() - timedelta(hours=3)
     # The shard is the id's last four hex digits modulo 4 (store._due).
-    ids = [service.new_id()[:-1] + str(shard) for _ in range(count)]
+    ids = [api_downloads.new_id()[:-1] + str(shard) for _ in range(count)]
     for download_id in ids:
         pending_download(runtime, long_ago, download_id)
     return ids

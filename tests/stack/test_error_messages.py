@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.api import service
+from chalicelib.api.downloads import new_id
 from chalicelib.core import clock
 from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
@@ -50,7 +50,7 @@ def step_error(handler: str) -> dict[str, str]:
 def running_download() -> str:
     runtime = Runtime.from_env()
     download = Download(
-        id=service.new_id(),
+        id=new_id(),
         type="zip",
         params={"keys": ["acme/a.txt"], "prefixes": [], "compression": "store"},
         filename="denied.zip",

@@ -27,7 +27,7 @@ from chalice.test import Client
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 from app import app
-from chalicelib.api import service
+from chalicelib.api.downloads import new_id
 from chalicelib.core import clients, clock
 from chalicelib.core.models import ACTIVE_STATES, Download, State
 from chalicelib.runtime import Runtime
@@ -351,7 +351,7 @@ def scenario_cleanup(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> 
 def _pending_download(runtime: Runtime) -> str:
     """A download recorded but never started (as after a lost start): cleanup's to time out."""
     orphan = Download(
-        id=service.new_id(),
+        id=new_id(),
         type="zip",
         params={"keys": [SOURCE], "prefixes": [], "compression": "store"},
         filename="orphan.zip",

@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from chalicelib.api import service
+from chalicelib.api import links
 from chalicelib.core import clients
 from chalicelib.core.errors import LinkGone
 from chalicelib.runtime import Runtime
@@ -29,7 +29,7 @@ def race(runtime: Runtime, token: str) -> list[str]:
     def attempt(_: int) -> str:
         barrier.wait()
         try:
-            service.follow_link(runtime, token)
+            links.follow(runtime, token)
         except LinkGone:
             return "410"
         return "302"

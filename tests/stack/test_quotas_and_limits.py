@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from chalicelib.api import service
+from chalicelib.api.downloads import new_id
 from chalicelib.core import clients, clock
 from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
@@ -73,7 +73,7 @@ def never_started(user: str) -> str:
     """A download recorded PENDING whose workflow never started: it stays active."""
     runtime = Runtime.from_env()
     download = Download(
-        id=service.new_id(),
+        id=new_id(),
         type="zip",
         params={"keys": ["acme/ok.txt"], "prefixes": [], "compression": "store"},
         filename="waiting.zip",

@@ -13,7 +13,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from app import app
 from chalicelib import downloadtypes
-from chalicelib.api import openapi, service
+from chalicelib.api import openapi, requests
 from chalicelib.core.models import Download, State
 
 Route = tuple[str, str]  # (path, METHOD)
@@ -105,7 +105,7 @@ def test_request_body_offers_every_registered_type() -> None:
     for name, target in mapping.items():
         variant = schemas[target.rsplit("/", 1)[1]]
         assert variant["properties"]["type"]["const"] == name
-        assert set(variant["properties"]) >= set(service.REQUEST_SCHEMA["properties"])
+        assert set(variant["properties"]) >= set(requests.REQUEST_SCHEMA["properties"])
 
 
 def test_document_is_built_once_and_handed_out_as_copies() -> None:

@@ -47,12 +47,12 @@ def test_a_route_that_names_a_download_logs_it_with_the_callers_tenant(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     def view(request: Request) -> str:
-        logging.getLogger("chalicelib.api.service").info("inside the route")
+        logging.getLogger("chalicelib.api.downloads").info("inside the route")
         return "answer"
 
     event = _request("/downloads/{download_id}", "f" * 32, "globex")
     assert observability.middleware(event, view) == "answer"
-    logging.getLogger("chalicelib.api.service").info("outside the route")
+    logging.getLogger("chalicelib.api.downloads").info("outside the route")
 
     inside, outside = _logs(capsys.readouterr().out)
     assert (inside["message"], inside["download_id"], inside["tenant"]) == (

@@ -12,10 +12,9 @@ from typing import Any
 from chalicelib.archive.zipwriter import Piece
 from chalicelib.core.models import Download
 from chalicelib.downloadtypes import archive, export
-from chalicelib.downloadtypes.base import SegmentBuild, SegmentPlan
+from chalicelib.downloadtypes.base import ProgressTracker, SegmentBuild, SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
-from chalicelib.workflow.progress import ProgressTracker
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -1,0 +1,247 @@
+"""The download lifecycle as the API sees it: create, read, list, cancel or delete, fetch.
+
+Every function takes the caller's principal and checks access itself (chalicelib/api/access.py).
+Every create, fetch, cancel and delete is audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.api import access, links, requests
+from chalicelib.api.requests import CreateRequest, LinkRequest
+from chalicelib.core import clock, observability
+from chalicelib.core.errors import (
+    DownloadExpired,
+    DownloadNotReady,
+    IdempotencyKeyInUse,
+    QuotaExceeded,
+    StartFailed,
+)
+from chalicelib.core.models import ACTIVE_STATES, Download, ErrorInfo, Principal, State
+from chalicelib.core.names import safe_filename
+from chalicelib.notify import dispatch as notify
+from chalicelib.runtime import Runtime
+from chalicelib.s3 import artifacts
+from chalicelib.storage.audit import Action, user_actor
+from chalicelib.storage.downloads import StateConflict
+from chalicelib.storage.idempotency import Claim, fingerprint
+from chalicelib.storage.links import IssuedLink
+from chalicelib.workflow import executions
+
+log = logging.getLogger(__name__)
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)  # 128 random bits
+
+
+@dataclass(frozen=True)
+class Created:
+    download: Download
+    link: IssuedLink | None = None
+    # True when an Idempotency-Key replay returned the download an earlier request made.
+    replayed: bool = False
+
+
+def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
+    request = requests.create_request(runtime.settings, principal, body)
+    download = _new_download(principal, request)
+    claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
+    try:
+        if claim:
+            earlier = runtime.idempotency.existing(claim) or runtime.idempotency.claim(
+                claim, download.id, runtime.settings.idempotency_ttl_seconds
+            )
+            # Bound to this very download: our own claim, whose answer was lost and which
+            # botocore sent again. Any other download: another request's, replayed, never
+            # ours to release.
+            if earlier and earlier != download.id:
+                return Created(_replay(runtime, earlier), replayed=True)
+        # Scoped, not bound to the invocation: one invocation may create several (a batch of requests).
+        with observability.download_keys(download):
+            return _create_and_start(runtime, principal, download, request.link)
+    except BaseException as error:
+        # Nothing was started: the key must not replay (or answer 409 for) a download that
+        # never runs, so a retry of this request really runs.
+        if claim:
+            _release(runtime, claim, download.id)
+        if isinstance(error, ClientError | BotoCoreError):
+            log.warning("could not create download %s", download.id, exc_info=True)
+            raise StartFailed("the download could not be started; try again") from error
+        raise
+
+
+def _create_and_start(
+    runtime: Runtime, principal: Principal, download: Download, link_request: LinkRequest | None
+) -> Created:
+    try:
+        runtime.downloads.create(download, runtime.settings.max_active_per_user)
+    except QuotaExceeded:
+        raise
+    except BaseException:
+        # An attempt whose answer was lost (a read timeout that botocore retried) may have
+        # stored it: then it holds a quota slot that nothing would free.
+        _abandon(runtime, download)
+        raise
+    try:
+        actor = user_actor(principal)
+        runtime.audit.record(download.tenant, Action.CREATED, actor, download.id, type=download.type)
+        observability.record_created(runtime.settings.stage, download)
+        issued = None
+        if link_request is not None:
+            issued = links.issue(runtime, principal, download, link_request)
+    except BaseException:
+        _abandon(runtime, download)
+        raise
+    _start(runtime, download)
+    return Created(download, issued)
+
+
+def _release(runtime: Runtime, claim: Claim, download_id: str) -> None:
+    """Release the key if this request bound it (its claim may have been written even when
+    the answer was an error); a key another request holds stays."""
+    try:
+        runtime.idempotency.release(claim, download_id)
+    except Exception:
+        log.exception("could not release an Idempotency-Key claim")
+
+
+def _new_download(principal: Principal, request: CreateRequest) -> Download:
+    """The download a checked request asks for, not yet stored."""
+    download_id = new_id()
+    kind, params = request.kind, request.params
+    extension = kind.artifact_format(params).extension
+    filename = safe_filename(request.filename, kind.default_name(download_id, params) + extension, extension)
+    return Download(
+        id=download_id,
+        type=kind.name,
+        params=params,
+        filename=filename,
+        tenant=principal.tenant,
+        user_id=principal.user_id,
+        state=State.PENDING,
+        created_at=clock.iso(clock.now()),
+        retention_seconds=request.retention_seconds,
+        callback_url=request.callback_url,
+    )
+
+
+def _replay(runtime: Runtime, download_id: str) -> Download:
+    download = runtime.downloads.get(download_id)
+    if download is None:  # the first request claimed the key and is still creating it
+        raise IdempotencyKeyInUse("a request with this Idempotency-Key is still being processed; retry")
+    return download
+
+
+def _start(runtime: Runtime, download: Download) -> None:
+    """Start the download's workflow; StartFailed (503) when it surely did not start, after
+    marking the download FAILED (which frees its quota slot)."""
+    try:
+        executions.start(runtime, download.id)
+    except (ClientError, BotoCoreError) as failure:
+        if _abandon(runtime, download):
+            raise StartFailed("the download could not be started; try again") from failure
+
+
+def _abandon(runtime: Runtime, download: Download) -> bool:
+    """Mark a download that was not started FAILED (StartFailed), freeing its quota slot.
+
+    Safe even if its execution did start after all: Prepare then finds it no longer PENDING
+    and the workflow ends, cleaning up. False when the download already left PENDING (its
+    workflow runs, or its owner cancelled it): then nothing failed. If even this write
+    fails, the download stays PENDING until cleanup times it out at its build deadline.
+    """
+    failure = ErrorInfo("StartFailed", "the download could not be started")
+    try:
+        failed = runtime.downloads.transition(
+            download.id,
+            [State.PENDING],
+            State.FAILED,
+            error=asdict(failure),
+            finished_at=clock.iso(clock.now()),
+        )
+    except StateConflict as conflict:
+        current = conflict.current
+        return current is None or current.state is State.PENDING
+    except Exception:
+        log.exception("could not mark download %s FAILED; cleanup will time it out", download.id)
+        return True
+    notify.download_finished(runtime, failed)
+    return True
+
+
+def get(runtime: Runtime, principal: Principal, download_id: str) -> Download:
+    return access.require(runtime, principal, download_id)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Download]
+    next_cursor: str | None
+
+
+def list_own(runtime: Runtime, principal: Principal, query: dict[str, str]) -> Page:
+    asked = requests.list_query(query)
+    items, cursor = runtime.downloads.list_owned(
+        principal.tenant, principal.user_id, state=asked.state, limit=asked.limit, cursor=asked.cursor
+    )
+    return Page(items, cursor)
+
+
+def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -> Download | None:
+    """Cancel a download that has not finished (returns it), or delete a finished one's
+    artifact (returns None). The record stays, for audit."""
+    download = access.require(runtime, principal, download_id)
+    actor = user_actor(principal)
+    if download.state in ACTIVE_STATES:
+        try:
+            cancelled = runtime.downloads.transition(
+                download_id, ACTIVE_STATES, State.CANCELLED, finished_at=clock.iso(clock.now())
+            )
+        except StateConflict as conflict:
+            download = conflict.current or download  # it finished meanwhile: delete instead
+        else:
+            runtime.audit.record(download.tenant, Action.CANCELLED, actor, download_id)
+            executions.stop(runtime, download_id, "Cancelled", "cancelled by its owner")
+            notify.download_finished(runtime, cancelled)
+            return cancelled
+    if download.state is State.DONE:
+        # Expired meanwhile (StateConflict)? The artifact goes all the same.
+        with contextlib.suppress(StateConflict):
+            runtime.downloads.transition(download_id, [State.DONE], State.EXPIRED)
+    artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
+    runtime.audit.record(download.tenant, Action.DELETED, actor, download_id, state=download.state.value)
+    return None
+
+
+@dataclass(frozen=True)
+class FileUrl:
+    url: str
+    expires_at: str
+
+
+def file_url(
+    runtime: Runtime, principal: Principal, download_id: str, ttl_seconds: int, action: Action
+) -> FileUrl:
+    """A presigned GET of the artifact, valid `ttl_seconds` at most and never past expiry."""
+    download = access.require(runtime, principal, download_id)
+    now = clock.now()
+    remaining = access.seconds_left(download, now)
+    if download.state is State.EXPIRED or (download.state is State.DONE and remaining < 1):
+        raise DownloadExpired("the download has expired and its file was deleted", state=State.EXPIRED.value)
+    if download.state is not State.DONE:
+        raise DownloadNotReady("download state is not DONE", state=download.state.value)
+    if download.artifact is None:
+        raise DownloadNotReady("download is DONE but has no artifact", state=download.state.value)
+    ttl = min(ttl_seconds, remaining)
+    url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
+    runtime.audit.record(download.tenant, action, user_actor(principal), download_id)
+    return FileUrl(url=url, expires_at=clock.iso(now + timedelta(seconds=ttl)))
