@@ -14,10 +14,13 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from chalicelib.core.errors import ChecksumMismatch
 from chalicelib.s3.artifacts import temporary_prefix
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,12 @@ def checks_key(download_id: str) -> str:
     return f"{temporary_prefix(download_id)}checks.jsonl"
 
 
-def write(s3: Any, bucket: str, key: str, checks: Iterable[Check]) -> None:
+def write(s3: S3Client, bucket: str, key: str, checks: Iterable[Check]) -> None:
     body = "".join(json.dumps([c.name, c.offset, c.size, c.crc], ensure_ascii=False) + "\n" for c in checks)
     s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/x-ndjson")
 
 
-def read(s3: Any, bucket: str, key: str) -> Iterator[Check]:
+def read(s3: S3Client, bucket: str, key: str) -> Iterator[Check]:
     """The checks written at `key`. Every zip build writes its checks, even none: a missing
     object is an error, never "nothing to check"."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]

@@ -44,6 +44,8 @@ from chalicelib.s3 import sources
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
     from chalicelib.runtime import Runtime
     from chalicelib.workflow.progress import ProgressTracker
 
@@ -280,7 +282,7 @@ def survey(runtime: Runtime, entries: list[Entry], options: Options) -> Survey:
     return Survey(present, missing, sha256)
 
 
-def _head(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
+def _head(s3: S3Client, settings: Settings, entry: Entry) -> str | SourceMissing:
     try:
         s3.head_object(Bucket=settings.source_bucket, Key=entry.key, IfMatch=entry.etag)
     except ClientError as error:
@@ -291,7 +293,7 @@ def _head(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
     return ""
 
 
-def _hash(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
+def _hash(s3: S3Client, settings: Settings, entry: Entry) -> str | SourceMissing:
     try:
         response = sources.open_object(s3, settings.source_bucket, entry.key, entry.etag)
     except SourceMissing as missing:
@@ -302,7 +304,7 @@ def _hash(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
     return digest.hexdigest()
 
 
-Look = Callable[[Any, Settings, Entry], "str | SourceMissing"]
+Look = Callable[["S3Client", Settings, Entry], "str | SourceMissing"]
 
 
 def skipped_keys(download: Download, found: Survey) -> list[str]:
