@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import (
     AuthRequest,
@@ -46,6 +46,9 @@ from chalicelib.workflow.payloads import (
     SegmentInput,
     Start,
 )
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 # Logs are Powertools' JSON lines, not Chalice's; every handler is observed
 # (chalicelib/core/observability.py).
@@ -209,7 +212,7 @@ def revoke_link(token: str) -> Response:
 
 # Downloads started by events, and the sweep that cleans up after them all.
 @app.on_sqs_message(queue=SOURCES.requests_queue, batch_size=10, name="requests")
-def handle_requests(event: SQSEvent) -> dict[str, Any]:
+def handle_requests(event: SQSEvent) -> PartialItemFailureResponse:
     return triggers.handle_messages(Runtime.from_env(), [record.to_dict() for record in event])
 
 

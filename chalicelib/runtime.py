@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from chalicelib.core import clients
 from chalicelib.core.settings import Settings
@@ -31,7 +31,7 @@ _PREFIX = "SATCHEL_"  # every variable Settings reads (chalicelib/core/settings.
 @dataclass(frozen=True)
 class _Key:
     environment: tuple[tuple[str, str], ...]
-    s3: Any  # clients.reset() makes new clients, and a new table resource: compared by identity
+    s3: S3Client  # clients.reset() makes new clients, and a new table resource: compared by identity
 
     def same(self, other: _Key) -> bool:
         return self.environment == other.environment and self.s3 is other.s3

@@ -29,13 +29,22 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 from satchel_local.stack import Stack
 from satchel_local.statemachine import function_name
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_lambda.client import LambdaClient
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        DeleteMessageBatchRequestEntryTypeDef,
+        MessageAttributeValueOutputTypeDef,
+        MessageTypeDef,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +58,7 @@ _PAUSE_AFTER_ERROR_SECONDS = 1.0
 _INVOKE_CONFIG = Config(read_timeout=960, connect_timeout=5, retries={"total_max_attempts": 1})
 
 
-def _invoke(lambdas: Any, function: str, event: dict[str, Any]) -> tuple[Any, str | None]:
+def _invoke(lambdas: LambdaClient, function: str, event: dict[str, Any]) -> tuple[Any, str | None]:
     """Invoke synchronously: (the decoded payload, the FunctionError or None)."""
     response = lambdas.invoke(FunctionName=function, Payload=json.dumps(event).encode("utf-8"))
     raw = response["Payload"].read()
@@ -60,7 +69,7 @@ def _invoke(lambdas: Any, function: str, event: dict[str, Any]) -> tuple[Any, st
     return payload, response.get("FunctionError")
 
 
-def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
+def _message_attribute(value: MessageAttributeValueOutputTypeDef) -> dict[str, Any]:
     """An SQS message attribute as Lambda's SQS event spells it."""
     attribute: dict[str, Any] = {
         "stringListValues": value.get("StringListValues", []),
@@ -76,7 +85,7 @@ def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
     return attribute
 
 
-def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+def sqs_record(message: MessageTypeDef, queue_arn: str) -> dict[str, Any]:
     """A received message as one of the Records Lambda hands an SQS-triggered function."""
     return {
         "messageId": message["MessageId"],
@@ -159,15 +168,15 @@ class _QueuePoller(_Worker):
     def __init__(self, name: str, halt: threading.Event, queue_url: str, function: str) -> None:
         super().__init__(name, halt)
         # Clients are made here, in the starting thread: creating them is not thread-safe.
-        self._sqs = boto3.session.Session().client("sqs")
-        self._lambda = boto3.session.Session().client("lambda", config=_INVOKE_CONFIG)
+        self._sqs: SQSClient = boto3.session.Session().client("sqs")
+        self._lambda: LambdaClient = boto3.session.Session().client("lambda", config=_INVOKE_CONFIG)
         self.queue_url = queue_url
         self.function = function
         self.queue_arn: str = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
 
-    def _receive(self) -> list[dict[str, Any]]:
+    def _receive(self) -> list[MessageTypeDef]:
         received = self._sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=BATCH_SIZE,
@@ -175,13 +184,12 @@ class _QueuePoller(_Worker):
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages: list[dict[str, Any]] = received.get("Messages", [])
-        return messages
+        return received.get("Messages", [])
 
-    def _delete(self, messages: list[dict[str, Any]]) -> None:
+    def _delete(self, messages: list[MessageTypeDef]) -> None:
         if not messages:
             return
-        entries = [
+        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
             {"Id": str(index), "ReceiptHandle": m["ReceiptHandle"]} for index, m in enumerate(messages)
         ]
         answer = self._sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
@@ -241,7 +249,7 @@ class Schedule(_Worker):
         self, name: str, halt: threading.Event, function: str, interval: float, rule_arn: str
     ) -> None:
         super().__init__(name, halt)
-        self._lambda = boto3.session.Session().client("lambda", config=_INVOKE_CONFIG)
+        self._lambda: LambdaClient = boto3.session.Session().client("lambda", config=_INVOKE_CONFIG)
         self.function = function
         self.interval = interval
         self.rule_arn = rule_arn

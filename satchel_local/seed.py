@@ -9,11 +9,14 @@ from __future__ import annotations
 import random
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Principal
 from chalicelib.storage.keys import KeyStore
 from satchel_local import demodata
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 # The design asks for two users in one tenant, a tenant admin, and a user in another tenant.
 PRINCIPALS: dict[str, Principal] = {
@@ -76,7 +79,7 @@ def seed_users(keys: KeyStore) -> dict[str, User]:
     return users
 
 
-def seed_sources(s3: Any, bucket: str) -> None:
+def seed_sources(s3: S3Client, bucket: str) -> None:
     for key, body in SOURCES.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
 

@@ -49,6 +49,7 @@ LOOPBACK = "127.0.0.1"
 # Variables that would send boto3 anywhere but the emulator, or to a real account.
 _FOREIGN_AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 _IDLE_TIMEOUT_SECONDS = 30.0
+_SIGNAL_CHECK_SECONDS = 0.5  # how soon the main thread notices SIGINT or SIGTERM at the latest
 
 
 @dataclass(frozen=True)
@@ -447,7 +448,10 @@ def run(options: Options) -> int:
     try:
         local.start()
         print(how_to_try(local.state(), options.state_file), flush=True)
-        stop.wait()
+        # Timed: a signal the kernel hands to another thread only flags the main thread for
+        # its next bytecode, which an untimed lock wait never reaches (the stop then hung).
+        while not stop.wait(_SIGNAL_CHECK_SECONDS):
+            pass
         print("Stopping...", flush=True)
     except StartupError as error:
         log.error("cannot start: %s", error)

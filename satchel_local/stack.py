@@ -16,7 +16,7 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
@@ -26,6 +26,12 @@ from chalicelib.notify import dispatch as notify
 from chalicelib.storage import layout
 from chalicelib.triggers import inbound as triggers
 from satchel_local import demodata, fastqueries, serialise, statemachine
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_lambda.client import LambdaClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sqs.client import SQSClient
 
 REGION = "us-east-1"
 
@@ -99,7 +105,7 @@ def _placeholder_code() -> bytes:
     return buffer.getvalue()
 
 
-def _queue_with_dead_letters(sqs: Any, name: str) -> tuple[str, str]:
+def _queue_with_dead_letters(sqs: SQSClient, name: str) -> tuple[str, str]:
     """A queue and its dead-letter queue, wired by a redrive policy: (url, dead-letter url)."""
     dead_letters = sqs.create_queue(QueueName=f"{name}-dead-letters")["QueueUrl"]
     dead_letters_arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])[
@@ -116,7 +122,9 @@ def _queue_with_dead_letters(sqs: Any, name: str) -> tuple[str, str]:
     return url, dead_letters
 
 
-def _route(sqs: Any, events: Any, name: str, pattern: dict[str, Any], queue_url: str) -> None:
+def _route(
+    sqs: SQSClient, events: EventBridgeClient, name: str, pattern: dict[str, Any], queue_url: str
+) -> None:
     """An EventBridge rule on the default bus delivering what matches `pattern` to a queue."""
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
@@ -124,10 +132,11 @@ def _route(sqs: Any, events: Any, name: str, pattern: dict[str, Any], queue_url:
 
 
 def _event_plumbing(
-    session: boto3.session.Session, s3: Any, stage: str, source_bucket: str
+    session: boto3.session.Session, s3: S3Client, stage: str, source_bucket: str
 ) -> dict[str, str]:
     """Queues, rules and notifications that start downloads from events, as deployed."""
-    sqs, events_client = session.client("sqs"), session.client("events")
+    sqs: SQSClient = session.client("sqs")
+    events_client: EventBridgeClient = session.client("events")
     # The queue app.py's `requests` function names (fixed when the app is packaged).
     requests, requests_dead = _queue_with_dead_letters(sqs, EventSources.from_env().requests_queue)
     events, events_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-events")
@@ -185,7 +194,7 @@ def provision(stage: str, region: str = REGION) -> Stack:
         "artifact_bucket": f"satchel-{stage}-artifacts",
         "source_bucket": f"satchel-{stage}-sources",
     }
-    s3 = session.client("s3")
+    s3: S3Client = session.client("s3")
     for bucket in (names["artifact_bucket"], names["source_bucket"]):
         s3.create_bucket(Bucket=bucket)
     create_table(session, names["table"])
@@ -193,7 +202,7 @@ def provision(stage: str, region: str = REGION) -> Stack:
     role = session.client("iam").create_role(
         RoleName=f"satchel-{stage}-role", AssumeRolePolicyDocument=json.dumps(_TRUST)
     )["Role"]["Arn"]
-    lambdas = session.client("lambda")
+    lambdas: LambdaClient = session.client("lambda")
     code = _placeholder_code()
     handlers = {name: name for name in statemachine.FUNCTIONS.values()} | EVENT_FUNCTIONS
     arns: dict[str, str] = {}

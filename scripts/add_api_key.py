@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import boto3
 
@@ -19,8 +19,11 @@ from chalicelib.core.models import Principal
 from chalicelib.core.names import PRINCIPAL_ID_PATTERN, is_principal_id
 from chalicelib.storage.keys import KeyStore
 
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_cloudformation.client import CloudFormationClient
 
-def table_of_stack(cloudformation: Any, stack: str) -> str:
+
+def table_of_stack(cloudformation: CloudFormationClient, stack: str) -> str:
     described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
     for output in described.get("Outputs", []):
         if output["OutputKey"] == "TableName":

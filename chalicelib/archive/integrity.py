@@ -15,9 +15,12 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from chalicelib.core.errors import ChecksumMismatch
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,12 @@ class Check:
         return replace(self, offset=self.offset + by)
 
 
-def write(s3: Any, bucket: str, key: str, checks: Iterable[Check]) -> None:
+def write(s3: S3Client, bucket: str, key: str, checks: Iterable[Check]) -> None:
     body = "".join(json.dumps([c.name, c.offset, c.size, c.crc], ensure_ascii=False) + "\n" for c in checks)
     s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/x-ndjson")
 
 
-def read(s3: Any, bucket: str, key: str) -> Iterator[Check]:
+def read(s3: S3Client, bucket: str, key: str) -> Iterator[Check]:
     """The checks written at `key`. Every zip build writes its checks, even none: a missing
     object is an error, never "nothing to check"."""
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]

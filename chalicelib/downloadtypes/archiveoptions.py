@@ -44,6 +44,8 @@ from chalicelib.s3 import layout, sources
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
     from chalicelib.runtime import Runtime
 
 FORMATS: dict[str, ArtifactFormat] = {
@@ -279,7 +281,7 @@ def survey(runtime: Runtime, entries: list[Entry], options: Options) -> Survey:
     return Survey(present, missing, sha256)
 
 
-def _head(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
+def _head(s3: S3Client, settings: Settings, entry: Entry) -> str | SourceMissing:
     try:
         s3.head_object(Bucket=settings.source_bucket, Key=entry.key, IfMatch=entry.etag)
     except ClientError as error:
@@ -290,7 +292,7 @@ def _head(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
     return ""
 
 
-def _hash(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
+def _hash(s3: S3Client, settings: Settings, entry: Entry) -> str | SourceMissing:
     try:
         response = sources.open_object(s3, settings.source_bucket, entry.key, entry.etag)
     except SourceMissing as missing:
@@ -301,7 +303,7 @@ def _hash(s3: Any, settings: Settings, entry: Entry) -> str | SourceMissing:
     return digest.hexdigest()
 
 
-Look = Callable[[Any, Settings, Entry], "str | SourceMissing"]
+Look = Callable[["S3Client", Settings, Entry], "str | SourceMissing"]
 
 
 def skipped_keys(download: Download, found: Survey) -> list[str]:

@@ -16,12 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 
 from chalicelib.core.settings import Dataset
 from chalicelib.storage.queries import query_count, query_pages
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
 
 FILTER_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "begins_with", "contains")
 
@@ -54,11 +57,11 @@ class Query:
             arguments["FilterExpression"] = condition
         return arguments
 
-    def pages(self, table: Any) -> Iterator[list[dict[str, Any]]]:
+    def pages(self, table: Table) -> Iterator[list[dict[str, Any]]]:
         """The matching rows, a DynamoDB page (up to 1 MB) at a time, only the chosen columns."""
         names = {f"#col{index}": column for index, column in enumerate(self.columns)}
         projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
         return query_pages(table, {**self._arguments(), **projection})
 
-    def count(self, table: Any) -> int:
+    def count(self, table: Table) -> int:
         return query_count(table, self._arguments())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import clients, observability
@@ -15,12 +14,18 @@ from chalicelib.notify import callbacks
 from chalicelib.storage.audit import Action
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+    from mypy_boto3_ssm.client import SSMClient
+
     from chalicelib.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 SOURCE = "satchel"
 DETAIL_TYPE = "Satchel Download State Changed"
+# How long a process signs with the key it read from SSM: a rotated key is in use within five
+# minutes, and a busy function reads the parameter once per five minutes, not per callback.
+WEBHOOK_SECRET_MAX_AGE_SECONDS = 300
 
 
 def payload(download: Download) -> dict[str, Any]:
@@ -85,13 +90,39 @@ def _call_back(runtime: Runtime, download: Download, body: dict[str, Any]) -> No
     )
 
 
-@cache
-def webhook_secret(value: str, parameter: str) -> str:
-    """The signing key: given directly, or read (once per process) from SSM Parameter Store."""
+def webhook_secret(value: str, parameter: str, max_age: int = WEBHOOK_SECRET_MAX_AGE_SECONDS) -> str:
+    """The signing key: given directly, or read from SSM Parameter Store (decrypted) and kept
+    for `max_age` seconds by Powertools' parameters cache; 0 reads it on every use."""
     if value:
         return value
     if not parameter:
         raise LookupError("no webhook secret is configured")
-    result = clients.ssm().get_parameter(Name=parameter, WithDecryption=True)
-    secret: str = result["Parameter"]["Value"]
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+    try:
+        secret = _parameters(clients.ssm()).get(parameter, max_age=max_age, decrypt=True)
+    except GetParameterError as wrapped:
+        # Powertools wraps the SDK's error; raise botocore's own, which the workflow steps'
+        # boundary classifies (a throttled read is a TransientError, retried by the state machine).
+        if isinstance(wrapped.__context__, Exception):
+            raise wrapped.__context__ from None
+        raise
+    if not isinstance(secret, str):  # no transform asked for: SSM's value is a string
+        raise TypeError(f"the webhook secret {parameter} is not a string")
     return secret
+
+
+_provider: tuple[SSMClient, SSMProvider] | None = None
+
+
+def _parameters(client: SSMClient) -> SSMProvider:
+    """One provider (and cache) per client: clients.reset() re-points the clients, and the
+    provider must use the one the fault injector and the local stack hook."""
+    global _provider
+    built = _provider
+    if built is None or built[0] is not client:
+        # Deferred, as chalicelib/core/observability.py defers Powertools: importing app.py stays cheap.
+        from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+        built = _provider = (client, SSMProvider(boto3_client=client))
+    return built[1]

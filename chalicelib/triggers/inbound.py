@@ -10,10 +10,11 @@ message delivered twice creates one download.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -22,6 +23,10 @@ from chalicelib.core.errors import MalformedRequest, SatchelError, UnknownPrinci
 from chalicelib.core.models import Principal, check_numbers
 from chalicelib.core.names import PRINCIPAL_ID_PATTERN, is_principal_id
 from chalicelib.runtime import Runtime
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +73,35 @@ def _message(body: str) -> dict[str, Any]:
     return message
 
 
-def handle_messages(runtime: Runtime, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """An SQS batch: start a download per message; report the messages that failed."""
-    failures = []
-    for record in records:
-        message_id = record["messageId"]
-        try:
-            message = _message(record["body"])
-            principal = principal_named(runtime, message.get("tenant"), message.get("user_id"))
-            key = message.get("idempotency_key") or f"sqs:{message_id}"
-            _start(runtime, principal, message["request"], str(key))
-        except SatchelError as refused:
-            log.warning("rejected message %s: %s %s", message_id, refused.code, refused.message)
-            failures.append({"itemIdentifier": message_id})
-        except Exception:
-            log.exception("could not process message %s; it will be retried", message_id)
-            failures.append({"itemIdentifier": message_id})
-    return {"batchItemFailures": failures}
+def handle_messages(runtime: Runtime, records: Iterable[dict[str, Any]]) -> PartialItemFailureResponse:
+    """An SQS batch: start a download per message; report the messages that failed.
+
+    Powertools' batch processor runs each message and collects the failures as SQS's
+    `batchItemFailures` (the event source mapping has ReportBatchItemFailures). A batch whose
+    every message failed is still answered, not raised: the answer names each message, so
+    only they are retried, as for a partial failure."""
+    # Deferred, as chalicelib/core/observability.py defers Powertools: importing app.py stays cheap.
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+
+    processor = BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)  # per call: it keeps state
+    with processor(list(records), functools.partial(_handle_message, runtime)):
+        processor.process()
+    return processor.response()
+
+
+def _handle_message(runtime: Runtime, record: SQSRecord) -> str:
+    """One message; raising reports it as a batch item failure."""
+    try:
+        message = _message(record.body)
+        principal = principal_named(runtime, message.get("tenant"), message.get("user_id"))
+        key = message.get("idempotency_key") or f"sqs:{record.message_id}"
+        return _start(runtime, principal, message["request"], str(key))
+    except SatchelError as refused:
+        log.warning("rejected message %s: %s %s", record.message_id, refused.code, refused.message)
+        raise
+    except Exception:
+        log.exception("could not process message %s; it will be retried", record.message_id)
+        raise
 
 
 def handle_event(runtime: Runtime, event: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from chalicelib.archive import integrity
 from chalicelib.core.errors import retried_when_transient
@@ -22,9 +22,12 @@ from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout
 from chalicelib.workflow.payloads import Built, Digested
 
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
+
 
 def object_sha256(
-    s3: Any, bucket: str, key: str, chunk_bytes: int, checks: Iterable[integrity.Check] = ()
+    s3: S3Client, bucket: str, key: str, chunk_bytes: int, checks: Iterable[integrity.Check] = ()
 ) -> str:
     """The object's SHA-256; `checks` verified on the way (ChecksumMismatch)."""
     digest = hashlib.sha256()

@@ -395,9 +395,9 @@ def callbacks(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callbac
     # The test stage gives the key itself too, and Chalice's test client puts it back into
     # os.environ on every call (for every thread). And each Lambda function is a process of
     # its own, with its own cache, where this test has one process: read the parameter on
-    # every use, so each function that signs shows its read.
-    read = notify.webhook_secret.__wrapped__
-    monkeypatch.setattr(notify, "webhook_secret", lambda value, parameter: read("", parameter))
+    # every use (a cache age of 0), so each function that signs shows its read.
+    read = notify.webhook_secret
+    monkeypatch.setattr(notify, "webhook_secret", lambda value, parameter: read("", parameter, max_age=0))
     received: list[dict[str, Any]] = []
     handler = type("IamReceiver", (Receiver,), {"received": received})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -5,12 +5,15 @@ columns projected, page after page."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 
 from chalicelib.core.settings import Dataset
 from chalicelib.downloadtypes.datasets import Query
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table as DynamoTable
 
 DATASET = Dataset("Transaction", "acme-transactions", "tenant", ["id", "amount", "date"], index="by-tenant")
 
@@ -26,11 +29,16 @@ class Table:
         self.calls.append(arguments)
         return self.pages[len(self.calls) - 1]
 
+    @property
+    def typed(self) -> DynamoTable:
+        """This fake where the code expects the boto3 resource (it answers the one call used)."""
+        return cast("DynamoTable", self)
+
 
 def test_rows_come_page_by_page_with_only_the_chosen_columns_of_the_callers_tenant() -> None:
     table = Table([{"Items": [{"id": "1"}], "LastEvaluatedKey": {"id": "1"}}, {"Items": [{"id": "2"}]}])
     query = Query(DATASET, "acme", ["id", "amount"])
-    assert list(query.pages(table)) == [[{"id": "1"}], [{"id": "2"}]]
+    assert list(query.pages(table.typed)) == [[{"id": "1"}], [{"id": "2"}]]
     first, second = table.calls
     assert first["KeyConditionExpression"] == Key("tenant").eq("acme")
     assert first["IndexName"] == "by-tenant"
@@ -59,7 +67,7 @@ def test_filters_are_anded_and_numbers_become_decimals() -> None:
         {"column": "flagged", "op": "eq", "value": True},  # a boolean stays a boolean
     ]
     table = Table([{"Count": 3}])
-    assert Query(DATASET, "globex", ["id"], filters).count(table) == 3
+    assert Query(DATASET, "globex", ["id"], filters).count(table.typed) == 3
     (call,) = table.calls
     expected = (
         Attr("amount").gte(Decimal("10.5")) & Attr("date").begins_with("2024-") & Attr("flagged").eq(True)
@@ -76,6 +84,6 @@ def test_filters_are_anded_and_numbers_become_decimals() -> None:
 def test_the_count_adds_up_every_page_and_a_dataset_without_an_index_queries_the_table() -> None:
     plain = Dataset("Order", "acme-orders", "tenant_id", ["id"])
     table = Table([{"Count": 2, "LastEvaluatedKey": {"k": 1}}, {"Count": 5}])
-    assert Query(plain, "acme", ["id"]).count(table) == 7
+    assert Query(plain, "acme", ["id"]).count(table.typed) == 7
     assert all("IndexName" not in call for call in table.calls)
     assert table.calls[0]["KeyConditionExpression"] == Key("tenant_id").eq("acme")

@@ -6,13 +6,16 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from chalicelib.archive.integrity import Check
 from chalicelib.core.errors import ChecksumMismatch
 from chalicelib.workflow.digest import object_sha256
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
 
 DATA = bytes(range(256)) * 40 + b"tail"
 
@@ -41,6 +44,11 @@ class S3:
         self.asked.append((Bucket, Key))
         return {"Body": self.body}
 
+    @property
+    def typed(self) -> S3Client:
+        """This fake where the code expects the boto3 client (it answers the one call used)."""
+        return cast("S3Client", self)
+
 
 def _check(offset: int, size: int, crc: int | None = None) -> Check:
     member = DATA[offset : offset + size]
@@ -49,7 +57,7 @@ def _check(offset: int, size: int, crc: int | None = None) -> Check:
 
 def test_the_sha256_is_of_the_whole_object_read_in_chunks_of_the_given_size() -> None:
     s3 = S3(DATA)
-    assert object_sha256(s3, "artifacts", "d/a.zip", 1000) == hashlib.sha256(DATA).hexdigest()
+    assert object_sha256(s3.typed, "artifacts", "d/a.zip", 1000) == hashlib.sha256(DATA).hexdigest()
     assert s3.asked == [("artifacts", "d/a.zip")]
     assert s3.body.sizes == [1000] * 11
     assert s3.body.closed
@@ -57,16 +65,16 @@ def test_the_sha256_is_of_the_whole_object_read_in_chunks_of_the_given_size() ->
 
 def test_members_whose_crcs_match_pass_across_chunk_boundaries() -> None:
     checks = [_check(0, 10), _check(990, 1500), _check(len(DATA) - 4, 4)]
-    assert object_sha256(S3(DATA), "b", "k", 1000, checks) == hashlib.sha256(DATA).hexdigest()
+    assert object_sha256(S3(DATA).typed, "b", "k", 1000, checks) == hashlib.sha256(DATA).hexdigest()
 
 
 def test_a_member_whose_crc_does_not_match_fails_and_the_body_is_closed() -> None:
     s3 = S3(DATA)
     with pytest.raises(ChecksumMismatch):
-        object_sha256(s3, "b", "k", 1000, [_check(990, 1500, crc=0)])
+        object_sha256(s3.typed, "b", "k", 1000, [_check(990, 1500, crc=0)])
     assert s3.body.closed
 
 
 def test_a_member_past_the_end_of_the_object_fails() -> None:
     with pytest.raises(ChecksumMismatch):
-        object_sha256(S3(DATA), "b", "k", 1000, [_check(len(DATA) - 4, 100, crc=1)])
+        object_sha256(S3(DATA).typed, "b", "k", 1000, [_check(len(DATA) - 4, 100, crc=1)])
