@@ -35,7 +35,7 @@ import boto3
 from botocore.config import Config
 
 from satchel_local.stack import Stack
-from satchel_local.statemachine import function_name
+from statemachine.definition import function_name
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_lambda.client import LambdaClient

@@ -25,7 +25,8 @@ from chalicelib.core.settings import EventSources, Settings
 from chalicelib.notify import dispatch as notify
 from chalicelib.storage import layout
 from chalicelib.triggers import inbound as triggers
-from satchel_local import demodata, fastqueries, serialise, statemachine
+from satchel_local import demodata, fastqueries, serialise
+from statemachine import definition as statemachine
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_events.client import EventBridgeClient

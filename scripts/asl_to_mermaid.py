@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from satchel_local import statemachine
+from statemachine import definition as statemachine
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "architecture.md"

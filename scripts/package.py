@@ -33,7 +33,7 @@ from chalice.package import YAMLTemplateSerializer
 
 from chalicelib.core.settings import EventSources
 from chalicelib.storage.layout import TABLE_KEYS
-from satchel_local import statemachine
+from statemachine import definition as statemachine
 
 ROOT = Path(__file__).resolve().parent.parent
 MERGE_TEMPLATE = ROOT / "deploy" / "template.yaml"

@@ -3,7 +3,7 @@ agrees with it. A failure names the one file to edit.
 
 The lists: .chalice/config.json (the prod stage's per-function settings), .chalice/policies/
 (one policy file each), deploy/template.yaml (a resource and a log group each),
-satchel_local/statemachine.py (the ASL's placeholders: the workflow's functions),
+statemachine/definition.py (the ASL's placeholders: the workflow's functions),
 satchel_local/stack.py (the event-driven functions of the local stack), and the tables of
 tests/deploy/test_iam.py and tests/deploy/test_packaged_contract.py keyed by handler. scripts/package.py
 reads app.py itself (`chalice_functions`).
@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 import app as application
-from satchel_local import stack, statemachine
+from satchel_local import stack
 from scripts import package as packaging
+from statemachine import definition as statemachine
 from tests.deploy import test_iam, test_packaged_contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +115,7 @@ def test_the_template_names_each_function_and_its_log_group() -> None:
 
 def test_the_workflow_functions_are_the_asls_placeholders() -> None:
     workflow = {name for name, function in declared().items() if function.kind == "workflow"}
-    agree(set(statemachine.FUNCTIONS.values()), workflow, "satchel_local/statemachine.py (FUNCTIONS)")
+    agree(set(statemachine.FUNCTIONS.values()), workflow, "statemachine/definition.py (FUNCTIONS)")
     agree(
         statemachine.placeholders(),
         set(statemachine.FUNCTIONS),

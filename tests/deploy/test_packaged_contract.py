@@ -27,7 +27,7 @@ from chalice.app import CloudWatchEventConfig, Rate, ScheduledEventConfig, SQSEv
 
 import app as application
 from chalicelib.core import errors, settings
-from satchel_local import statemachine
+from statemachine import definition as statemachine
 from tests.support.stack_template import NO_VALUE, Packaged, Resolver, functions, packaged
 
 NAMES = {

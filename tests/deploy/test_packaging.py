@@ -27,10 +27,10 @@ from chalicelib.core.models import Principal
 from chalicelib.s3 import layout as artifacts
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.layout import OWNER_INDEX, TABLE_KEYS
-from satchel_local import statemachine
 from satchel_local.stack import Stack
 from scripts import add_api_key, asl_to_mermaid
 from scripts import package as packaging
+from statemachine import definition as statemachine
 from tests.support.stack_template import (
     ACCOUNT,
     REGION,

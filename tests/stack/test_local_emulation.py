@@ -16,7 +16,7 @@ from moto.dynamodb.models.table import Table
 import app as app_module
 from satchel_local import eventsources, fastqueries
 from satchel_local.stack import REGION, Stack
-from satchel_local.statemachine import function_name
+from statemachine.definition import function_name
 from tests.support.stack import Satchel
 
 

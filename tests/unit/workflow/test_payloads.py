@@ -29,7 +29,7 @@ from chalicelib.workflow.payloads import (
     SegmentInput,
     Start,
 )
-from satchel_local import statemachine
+from statemachine import definition as statemachine
 
 ASL = json.loads(Path(statemachine.ASL_PATH).read_text())
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from app import app
-from satchel_local import statemachine
+from statemachine import definition as statemachine
 
 RETRYABLE = {"Lambda.ServiceException", "Lambda.TooManyRequestsException", "TransientError"}
 

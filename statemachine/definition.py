@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-ASL_PATH = Path(__file__).resolve().parent.parent / "statemachine" / "download.asl.json"
+ASL_PATH = Path(__file__).resolve().parent / "download.asl.json"
 APP_NAME = "satchel"
 
 # Placeholder in the ASL -> the Chalice `@app.lambda_function` it names. Packaging fills
