@@ -28,8 +28,8 @@ def test_the_head_of_a_range_tops_the_written_part_up_to_5_mib_and_the_rest_is_c
     source = os.urandom(12 * MIB)
     rng = put(s3, "src", source)
     recording = Recording(s3)
-    writer = MultipartWriter(recording, "bucket", "out", 8 * MIB, "application/zip")
-    assembler = assembly.Assembler(recording, writer, MIB)
+    writer = MultipartWriter(recording.typed, "bucket", "out", 8 * MIB, "application/zip")
+    assembler = assembly.Assembler(recording.typed, writer, MIB)
     assembler.write_all([b"header", rng, b"trailer"])
     assert writer.complete() is None  # S3 copied bytes the writer never saw
     head = 5 * MIB - len(b"header")
@@ -41,8 +41,8 @@ def test_the_head_of_a_range_tops_the_written_part_up_to_5_mib_and_the_rest_is_c
 def test_a_range_too_short_to_copy_is_read_through(s3: Any) -> None:
     rng = put(s3, "src", os.urandom(9 * MIB))
     recording = Recording(s3)
-    writer = MultipartWriter(recording, "bucket", "out", 5 * MIB, "application/zip")
-    assembly.Assembler(recording, writer, MIB).write_all([b"x", rng])
+    writer = MultipartWriter(recording.typed, "bucket", "out", 5 * MIB, "application/zip")
+    assembly.Assembler(recording.typed, writer, MIB).write_all([b"x", rng])
     assert writer.complete() is not None  # every byte seen: the digest is known
     assert [kind for kind, *_ in recording.parts] == ["write", "write"]
 
@@ -51,8 +51,8 @@ def test_ranges_larger_than_a_copy_part_are_split_evenly(s3: Any, monkeypatch: p
     monkeypatch.setattr(assembly, "S3_MAX_PART_SIZE", 12 * MIB)
     source = os.urandom(25 * MIB)
     recording = Recording(s3)
-    writer = MultipartWriter(recording, "bucket", "out", 5 * MIB, "application/zip")
-    assembly.Assembler(recording, writer, MIB).write_all([put(s3, "src", source)])
+    writer = MultipartWriter(recording.typed, "bucket", "out", 5 * MIB, "application/zip")
+    assembly.Assembler(recording.typed, writer, MIB).write_all([put(s3, "src", source)])
     writer.complete()
     copies = [last - first + 1 for kind, first, last in recording.parts if kind == "copy"]
     assert len(copies) == 3

@@ -18,7 +18,7 @@ MIB = 1024 * 1024
 
 def test_parts_are_exactly_part_size_and_the_sha256_is_of_the_whole(s3: Any) -> None:
     recording = Recording(s3)
-    writer = MultipartWriter(recording, "bucket", "k", 5 * MIB, "application/zip")
+    writer = MultipartWriter(recording.typed, "bucket", "k", 5 * MIB, "application/zip")
     data = os.urandom(12 * MIB + 123)
     for start in range(0, len(data), 700_000):  # chunks that do not divide the part size
         writer.write(data[start : start + 700_000])
@@ -83,7 +83,7 @@ class Kept(logging.Handler):
 
 
 def test_an_abort_that_fails_is_logged_and_the_original_error_propagates(s3: Any) -> None:
-    writer = MultipartWriter(RefusingAbort(s3), "bucket", "k", 5 * MIB, "application/zip")
+    writer = MultipartWriter(RefusingAbort(s3).typed, "bucket", "k", 5 * MIB, "application/zip")
     # On the module's own logger: whether chalicelib's loggers propagate depends on what
     # ran before in this process (chalicelib/core/observability.py).
     kept, logger = Kept(), logging.getLogger("chalicelib.s3.multipart")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 
 class Recording:
@@ -23,3 +26,8 @@ class Recording:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+    @property
+    def typed(self) -> S3Client:
+        """This wrapper where the code expects the boto3 client (it forwards every other call)."""
+        return cast("S3Client", self)
