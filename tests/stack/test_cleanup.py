@@ -220,7 +220,7 @@ def test_two_sweeps_at_once_expire_each_download_exactly_once(satchel: Satchel) 
     runtime = replace(
         base,
         downloads=DownloadStore(
-            SerialisedWrites(clients.table(base.settings.table)),
+            SerialisedWrites(clients.table(base.settings.table)).typed,
             Lifetimes(base.settings.build_deadline_seconds, base.settings.record_retention_seconds),
         ),
     )
