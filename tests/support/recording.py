@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
 class Recording:
     """A moto client that remembers each part: ("write", size) or ("copy", first, last)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: S3Client) -> None:
         self._client = client
         self.parts: list[tuple[str, int, int]] = []
 
