@@ -26,10 +26,13 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chalicelib.runtime import Runtime
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -102,7 +105,7 @@ class Bench:
     source_bucket: str
     artifact_bucket: str
 
-    def runtime(self) -> Any:
+    def runtime(self) -> Runtime:
         from chalicelib.runtime import Runtime
 
         return Runtime.from_env()
@@ -220,7 +223,7 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def plain_copy(runtime: Any, event: dict[str, Any]) -> dict[str, Any]:
+def plain_copy(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     """The baseline: each source GetObject'ed and streamed into one multipart upload."""
     from chalicelib.s3 import layout, manifest, sources
     from chalicelib.s3.multipart import MultipartWriter
@@ -248,7 +251,8 @@ def worker(step: str, event: dict[str, Any]) -> None:
         # S3's network wait, which the emulator on loopback does not have: each request
         # sleeps in its own thread before it is sent, so concurrent requests overlap it.
         runtime.s3.meta.events.register("before-send.s3", lambda **_: time.sleep(round_trip_ms / 1000))
-    steps: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
+    # Each step takes its own payload (a TypedDict) and answers one.
+    steps: dict[str, Callable[[Runtime, Any], Mapping[str, Any]]] = {
         "build": workflow.build,
         "digest": digest.digest,
         "copy": plain_copy,

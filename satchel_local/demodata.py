@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from boto3.dynamodb.types import TypeSerializer
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 INDEX = "Transaction"
 COLUMNS = ["id", "date", "merchant", "amount", "currency", "status", "card_last4", "refunded"]
@@ -39,7 +42,8 @@ def datasets_config(stage: str) -> str:
 
 
 def create_table(session: boto3.session.Session, stage: str) -> None:
-    session.client("dynamodb").create_table(
+    dynamodb: DynamoDBClient = session.client("dynamodb")
+    dynamodb.create_table(
         TableName=table_name(stage),
         BillingMode="PAY_PER_REQUEST",
         KeySchema=[

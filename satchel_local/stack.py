@@ -29,10 +29,12 @@ from satchel_local import demodata, fastqueries, serialise
 from statemachine import definition as statemachine
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_lambda.client import LambdaClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_stepfunctions.client import SFNClient
 
 REGION = "us-east-1"
 
@@ -182,7 +184,7 @@ def _event_plumbing(
 
 def create_table(session: boto3.session.Session, name: str) -> None:
     """Satchel's table, with the keys and indexes of the deployed one."""
-    dynamodb = session.client("dynamodb")
+    dynamodb: DynamoDBClient = session.client("dynamodb")
     dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **layout.TABLE_KEYS)
 
 
@@ -218,7 +220,8 @@ def provision(stage: str, region: str = REGION) -> Stack:
         )
         arns[name] = created["FunctionArn"]
     placeholders = {placeholder: arns[name] for placeholder, name in statemachine.FUNCTIONS.items()}
-    machine = session.client("stepfunctions").create_state_machine(
+    sfn: SFNClient = session.client("stepfunctions")
+    machine = sfn.create_state_machine(
         name=f"satchel-{stage}-download", definition=statemachine.render(placeholders), roleArn=role
     )
     plumbing = _event_plumbing(session, s3, stage, names["source_bucket"])

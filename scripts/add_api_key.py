@@ -21,6 +21,7 @@ from chalicelib.storage.keys import KeyStore
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_cloudformation.client import CloudFormationClient
+    from mypy_boto3_dynamodb.service_resource import DynamoDBServiceResource
 
 
 def table_of_stack(cloudformation: CloudFormationClient, stack: str) -> str:
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     table = args.table or table_of_stack(session.client("cloudformation"), args.stack)
     roles = frozenset({Principal.ADMIN_ROLE}) if args.admin else frozenset()
     api_key = secrets.token_urlsafe(32)
-    KeyStore(session.resource("dynamodb").Table(table)).add(api_key, Principal(args.tenant, args.user, roles))
+    resource: DynamoDBServiceResource = session.resource("dynamodb")
+    KeyStore(resource.Table(table)).add(api_key, Principal(args.tenant, args.user, roles))
     print(api_key)
     return 0
 

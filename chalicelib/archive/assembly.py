@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -21,11 +21,15 @@ from chalicelib.core.settings import S3_MIN_PART_SIZE
 from chalicelib.s3 import sources
 from chalicelib.s3.multipart import MultipartWriter
 
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
+
 S3_MAX_PART_SIZE = 5 * 1024**3
 
 
 class Assembler:
-    def __init__(self, s3: Any, writer: MultipartWriter, chunk_bytes: int) -> None:
+    def __init__(self, s3: S3Client, writer: MultipartWriter, chunk_bytes: int) -> None:
         self._s3 = s3
         self.writer = writer
         self._chunk_bytes = chunk_bytes
@@ -51,7 +55,7 @@ class Assembler:
         start = source.start + head
         count = math.ceil((source.end - start) / S3_MAX_PART_SIZE)
         step = math.ceil((source.end - start) / count)  # even parts: each ≥ 5 MiB
-        copy_source = {"Bucket": source.bucket, "Key": source.key}
+        copy_source: CopySourceTypeDef = {"Bucket": source.bucket, "Key": source.key}
         for first in range(start, source.end, step):
             last = min(first + step, source.end) - 1
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from functools import cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from botocore.config import Config
 
@@ -28,8 +28,9 @@ _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
 _S3 = _RETRIES.merge(Config(signature_version="s3v4"))
 
 
+# `object`, not Any: boto3 itself is untyped here, and each getter below casts to its stub type.
 @cache
-def _client(service: str) -> Any:
+def _client(service: str) -> object:
     import boto3  # deferred: keeps importing app.py cheap (a Lambda cold start)
 
     with _lock:  # creating clients is not thread-safe; using them is
@@ -37,7 +38,7 @@ def _client(service: str) -> Any:
 
 
 @cache
-def _table(name: str) -> Any:
+def _table(name: str) -> object:
     import boto3
 
     with _lock:

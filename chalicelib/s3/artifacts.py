@@ -6,13 +6,17 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
 from chalicelib.core.models import Download
 from chalicelib.s3 import layout
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
 def content_disposition(filename: str) -> str:
@@ -23,7 +27,9 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(visible, safe='')}"
 
 
-def presign(s3: Any, bucket: str, key: str, *, filename: str, content_type: str, ttl_seconds: int) -> str:
+def presign(
+    s3: S3Client, bucket: str, key: str, *, filename: str, content_type: str, ttl_seconds: int
+) -> str:
     url: str = s3.generate_presigned_url(
         "get_object",
         Params={
@@ -37,7 +43,7 @@ def presign(s3: Any, bucket: str, key: str, *, filename: str, content_type: str,
     return url
 
 
-def presign_download(s3: Any, bucket: str, download: Download, ttl_seconds: int) -> str:
+def presign_download(s3: S3Client, bucket: str, download: Download, ttl_seconds: int) -> str:
     """A presigned GET of a DONE download's artifact, saved under the download's filename."""
     if download.artifact is None:
         raise ValueError(f"download {download.id} has no artifact")
@@ -51,7 +57,7 @@ def presign_download(s3: Any, bucket: str, download: Download, ttl_seconds: int)
     )
 
 
-def abort_uploads(s3: Any, bucket: str, download_id: str) -> int:
+def abort_uploads(s3: S3Client, bucket: str, download_id: str) -> int:
     """Abort every multipart upload still open for this download (its artifact, its temporaries)."""
     artifact = layout.artifact_key(download_id)
     return _abort_under(s3, bucket, artifact, lambda key: key == artifact) + _abort_under(
@@ -59,12 +65,12 @@ def abort_uploads(s3: Any, bucket: str, download_id: str) -> int:
     )
 
 
-def abort_uploads_of(s3: Any, bucket: str, key: str) -> int:
+def abort_uploads_of(s3: S3Client, bucket: str, key: str) -> int:
     """Abort every multipart upload still open for exactly this key; count them."""
     return _abort_under(s3, bucket, key, lambda found: found == key)
 
 
-def _abort_under(s3: Any, bucket: str, prefix: str, wanted: Callable[[str], bool]) -> int:
+def _abort_under(s3: S3Client, bucket: str, prefix: str, wanted: Callable[[str], bool]) -> int:
     aborted = 0
     paginator = s3.get_paginator("list_multipart_uploads")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -80,19 +86,19 @@ def _abort_under(s3: Any, bucket: str, prefix: str, wanted: Callable[[str], bool
     return aborted
 
 
-def remove_temporary(s3: Any, bucket: str, download_id: str) -> None:
+def remove_temporary(s3: S3Client, bucket: str, download_id: str) -> None:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=layout.temporary_prefix(download_id)):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if keys:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
-def remove_artifact(s3: Any, bucket: str, download_id: str) -> None:
+def remove_artifact(s3: S3Client, bucket: str, download_id: str) -> None:
     s3.delete_object(Bucket=bucket, Key=layout.artifact_key(download_id))
 
 
-def remove_everything(s3: Any, bucket: str, download_id: str) -> None:
+def remove_everything(s3: S3Client, bucket: str, download_id: str) -> None:
     """Leave nothing of this download in the bucket: uploads, temporary objects, artifact."""
     abort_uploads(s3, bucket, download_id)
     remove_temporary(s3, bucket, download_id)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 
 @dataclass(frozen=True)
@@ -20,12 +23,12 @@ class Entry:
     name: str
 
 
-def write(s3: Any, bucket: str, key: str, entries: Iterable[Entry]) -> None:
+def write(s3: S3Client, bucket: str, key: str, entries: Iterable[Entry]) -> None:
     body = "".join(json.dumps(asdict(entry), ensure_ascii=False) + "\n" for entry in entries)
     s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/x-ndjson")
 
 
-def read(s3: Any, bucket: str, key: str) -> Iterator[Entry]:
+def read(s3: S3Client, bucket: str, key: str) -> Iterator[Entry]:
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     for line in body.iter_lines():
         if line:

@@ -10,26 +10,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
 
 log = logging.getLogger(__name__)
 
 
 class MultipartWriter:
-    def __init__(self, s3: Any, bucket: str, key: str, part_size: int, content_type: str) -> None:
+    def __init__(self, s3: S3Client, bucket: str, key: str, part_size: int, content_type: str) -> None:
         self._s3 = s3
         self.bucket = bucket
         self.key = key
         self._part_size = part_size
         self._buffer = bytearray()
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[CompletedPartTypeDef] = []
         self._sha256 = hashlib.sha256()
         self._copied = False
         self.size = 0
         created = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
-        self.upload_id: str = created["UploadId"]
+        self.upload_id = created["UploadId"]
 
     @property
     def buffered(self) -> int:
@@ -57,7 +61,7 @@ class MultipartWriter:
             self._upload(bytes(self._buffer))
             self._buffer.clear()
 
-    def copy_part(self, copy_source: dict[str, str], first: int, last: int, if_match: str) -> None:
+    def copy_part(self, copy_source: CopySourceTypeDef, first: int, last: int, if_match: str) -> None:
         """Bytes [first, last] of another object as the next part, copied by S3 itself."""
         if self._buffer:
             raise RuntimeError("flush() before copying: a part is either written or copied")

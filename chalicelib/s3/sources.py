@@ -16,16 +16,24 @@ import contextlib
 import contextvars
 import re
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
 
 from chalicelib.core.errors import SourceChanged, SourceMissing
 from chalicelib.s3.manifest import Entry
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import (
+        GetObjectOutputTypeDef,
+        GetObjectRequestTypeDef,
+        HeadObjectOutputTypeDef,
+    )
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,15 @@ def translate(error: ClientError, key: str) -> Exception:
     return unknown
 
 
-def open_object(s3: Any, bucket: str, key: str, etag: str, byte_range: str | None = None) -> dict[str, Any]:
+def open_object(
+    s3: S3Client, bucket: str, key: str, etag: str, byte_range: str | None = None
+) -> GetObjectOutputTypeDef:
     """GetObject of exactly the version Prepare saw (IfMatch on its ETag)."""
-    extra = {"Range": byte_range} if byte_range else {}
+    request: GetObjectRequestTypeDef = {"Bucket": bucket, "Key": key, "IfMatch": etag}
+    if byte_range:
+        request["Range"] = byte_range
     try:
-        response: dict[str, Any] = s3.get_object(Bucket=bucket, Key=key, IfMatch=etag, **extra)
+        response = s3.get_object(**request)
     except ClientError as error:
         raise translate(error, key) from None
     return response
@@ -84,7 +96,7 @@ def stream(body: Any, chunk_bytes: int) -> Iterator[bytes]:
         body.close()
 
 
-def _fetch_whole(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Source:
+def _fetch_whole(s3: S3Client, bucket: str, entry: Entry, chunk_bytes: int) -> Source:
     response = open_object(s3, bucket, entry.key, entry.etag)
     with response["Body"] as body:
         data: bytes = body.read()
@@ -92,14 +104,14 @@ def _fetch_whole(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Source
     return Source(entry, str(response.get("ContentType", "")), response["LastModified"], chunks)
 
 
-def _streamed(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Source:
+def _streamed(s3: S3Client, bucket: str, entry: Entry, chunk_bytes: int) -> Source:
     response = open_object(s3, bucket, entry.key, entry.etag)
     chunks = stream(response["Body"], chunk_bytes)
     content_type = str(response.get("ContentType", ""))
     return Source(entry, content_type, response["LastModified"], chunks, response["Body"].close)
 
 
-def fetch(s3: Any, bucket: str, entries: Iterable[Entry], window: Window) -> Iterator[Source]:
+def fetch(s3: S3Client, bucket: str, entries: Iterable[Entry], window: Window) -> Iterator[Source]:
     """The sources in order; small ones fetched ahead, concurrently, within the window."""
     if window.workers <= 1:  # one request at a time, none ahead: a round trip per file
         yield from (_streamed(s3, bucket, entry, window.chunk_bytes) for entry in entries)
@@ -162,7 +174,7 @@ def _submit(pool: ThreadPoolExecutor, work: Callable[..., _T], *args: Any) -> Fu
 _MULTIPART_ETAG = re.compile(r'-\d+"?$')
 
 
-def full_object_crc32(head: dict[str, Any], parts_count: int | None = None) -> int | None:
+def full_object_crc32(head: Mapping[str, Any], parts_count: int | None = None) -> int | None:
     """The object's CRC-32 from S3's checksum, only if it is the whole object's.
 
     S3 answers in these shapes (tests/unit/s3/test_sources.py has one of each):
@@ -198,7 +210,7 @@ def combine_crc32(parts: Iterable[tuple[int, int]]) -> int:
     return value
 
 
-def part_crc32s(s3: Any, bucket: str, entry: Entry) -> int | None:
+def part_crc32s(s3: S3Client, bucket: str, entry: Entry) -> int | None:
     """The whole object's CRC-32 combined from its parts' checksums, if S3 lists them all.
 
     GetObjectAttributes lists each part's size and CRC-32 for an object uploaded in parts
@@ -242,7 +254,7 @@ class Checked:
     bytes_read: int = 0
 
 
-def crc32(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
+def crc32(s3: S3Client, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
     """The CRC-32 of an object: S3's checksum if it is the whole object's, else the part
     checksums combined, else the bytes read in a first pass (chunk by chunk, not held)."""
     known = lookup_crc32(s3, bucket, entry)
@@ -256,23 +268,21 @@ def crc32(s3: Any, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
     return Checked(value, "read", response["LastModified"], str(response.get("ContentType", "")), read)
 
 
-def _head(s3: Any, bucket: str, entry: Entry) -> dict[str, Any]:
+def _head(s3: S3Client, bucket: str, entry: Entry) -> HeadObjectOutputTypeDef:
     try:
-        head: dict[str, Any] = s3.head_object(
-            Bucket=bucket, Key=entry.key, IfMatch=entry.etag, ChecksumMode="ENABLED"
-        )
+        head = s3.head_object(Bucket=bucket, Key=entry.key, IfMatch=entry.etag, ChecksumMode="ENABLED")
     except ClientError as error:
         raise translate(error, entry.key) from None
     return head
 
 
-def last_modified(s3: Any, bucket: str, entry: Entry) -> datetime:
+def last_modified(s3: S3Client, bucket: str, entry: Entry) -> datetime:
     """When the version Prepare saw was written (a HEAD pinned to its ETag)."""
     modified: datetime = _head(s3, bucket, entry)["LastModified"]
     return modified
 
 
-def lookup_crc32(s3: Any, bucket: str, entry: Entry) -> Checked | None:
+def lookup_crc32(s3: S3Client, bucket: str, entry: Entry) -> Checked | None:
     """The object's CRC-32 without reading it (S3's full-object checksum, or its part
     checksums combined), or None: then only its bytes can tell."""
     head = _head(s3, bucket, entry)
@@ -291,7 +301,7 @@ def lookup_crc32(s3: Any, bucket: str, entry: Entry) -> Checked | None:
     return None
 
 
-def _parts_count(s3: Any, bucket: str, entry: Entry) -> int | None:
+def _parts_count(s3: S3Client, bucket: str, entry: Entry) -> int | None:
     try:
         # (Not pinned with IfMatch: moto compares it with the part's ETag. Only a count is read.)
         head = s3.head_object(Bucket=bucket, Key=entry.key, PartNumber=1)
@@ -302,7 +312,7 @@ def _parts_count(s3: Any, bucket: str, entry: Entry) -> int | None:
 
 
 def crc32s(
-    s3: Any,
+    s3: S3Client,
     bucket: str,
     entries: Iterable[Entry],
     workers: int,

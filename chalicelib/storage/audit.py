@@ -9,12 +9,15 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import clock
 from chalicelib.core.models import Principal, plain
 from chalicelib.storage import layout
 from chalicelib.storage.queries import query_count, query_pages
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
 
 
 class Action(StrEnum):
@@ -53,7 +56,7 @@ class Event:
 
 
 class AuditLog:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     def record(self, tenant: str, action: Action, actor: str, download_id: str, **details: Any) -> Event:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -21,6 +21,10 @@ from chalicelib.core.errors import DownloadNotFound, InvalidCursor, QuotaExceede
 from chalicelib.core.models import ACTIVE_STATES, Download, Progress, State
 from chalicelib.storage import layout
 from chalicelib.storage.queries import query_pages
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef, UpdateTypeDef
 
 _QUOTA_RETRY_AFTER_SECONDS = 30
 # Moving a download in the due index; the values are named after the attributes (_values).
@@ -87,7 +91,7 @@ class DownloadStore:
     """
 
     def __init__(
-        self, table: Any, lifetimes: Lifetimes | None = None, max_active_per_tenant: int | None = None
+        self, table: Table, lifetimes: Lifetimes | None = None, max_active_per_tenant: int | None = None
     ) -> None:
         self._table = table
         self._client = table.meta.client  # the resource's client: plain Python values
@@ -95,20 +99,21 @@ class DownloadStore:
         # None: the tenant's active downloads are counted, not limited.
         self._max_active_per_tenant = max_active_per_tenant
 
-    def _count_active(self, key: dict[str, str], limit: int | None) -> dict[str, Any]:
+    def _count_active(self, key: dict[str, str], limit: int | None) -> TransactWriteItemTypeDef:
         """The transaction item adding one active download to a counter, within `limit`."""
-        update: dict[str, Any] = {
+        values = {":zero": 0, ":one": 1}
+        update: UpdateTypeDef = {
             "TableName": self._table.name,
             "Key": key,
             "UpdateExpression": "SET active = if_not_exists(active, :zero) + :one",
-            "ExpressionAttributeValues": {":zero": 0, ":one": 1},
+            "ExpressionAttributeValues": values,
         }
         if limit is not None:
             update["ConditionExpression"] = "attribute_not_exists(active) OR active < :limit"
-            update["ExpressionAttributeValues"][":limit"] = limit
+            values[":limit"] = limit
         return {"Update": update}
 
-    def _free_active(self, key: dict[str, str]) -> dict[str, Any]:
+    def _free_active(self, key: dict[str, str]) -> TransactWriteItemTypeDef:
         return {
             "Update": {
                 "TableName": self._table.name,
@@ -168,11 +173,13 @@ class DownloadStore:
             raise
 
     def active_count(self, tenant: str, user_id: str) -> int:
-        item = self._table.get_item(Key=layout.quota_key(tenant, user_id), ConsistentRead=True).get("Item")
+        found = self._table.get_item(Key=layout.quota_key(tenant, user_id), ConsistentRead=True)
+        item: dict[str, Any] | None = found.get("Item")
         return int(item["active"]) if item else 0
 
     def tenant_active_count(self, tenant: str) -> int:
-        item = self._table.get_item(Key=layout.tenant_quota_key(tenant), ConsistentRead=True).get("Item")
+        found = self._table.get_item(Key=layout.tenant_quota_key(tenant), ConsistentRead=True)
+        item: dict[str, Any] | None = found.get("Item")
         return int(item["active"]) if item else 0
 
     def get(self, download_id: str) -> Download | None:
@@ -220,7 +227,8 @@ class DownloadStore:
                 raise StateConflict(None)
             self._client.transact_write_items(
                 TransactItems=[
-                    {"Update": {"TableName": self._table.name, **update}},
+                    # The arguments of the update_item above (the code's own), plus the table.
+                    {"Update": cast("UpdateTypeDef", {"TableName": self._table.name, **update})},
                     self._free_active(layout.quota_key(owner.tenant, owner.user_id)),
                     self._free_active(layout.tenant_quota_key(owner.tenant)),
                 ]
@@ -444,7 +452,7 @@ class DownloadStore:
     ) -> tuple[list[Download], str | None]:
         """The owner's downloads, newest first, `limit` at a time."""
         owner = layout.owner_partition(tenant, user_id)
-        start = _decode_cursor(cursor, owner) if cursor else None
+        start: dict[str, Any] | None = _decode_cursor(cursor, owner) if cursor else None
         found: list[Download] = []
         while len(found) < limit:
             query: dict[str, Any] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -18,6 +18,9 @@ from chalicelib.core.errors import IdempotencyKeyReused, InvalidIdempotencyKey
 from chalicelib.core.models import Principal
 from chalicelib.storage import layout
 from chalicelib.storage.keys import hash_secret
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
 
 HEADER = "Idempotency-Key"
 _MAX_LENGTH = 255
@@ -45,7 +48,7 @@ class Claim:
 
 
 class IdempotencyStore:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     @staticmethod
@@ -55,7 +58,8 @@ class IdempotencyStore:
     def existing(self, claim: Claim) -> str | None:
         """The download this key already made (same body), None if the key is new; 409 if the
         key was used with another body."""
-        item = self._table.get_item(Key=self._key(claim), ConsistentRead=True).get("Item")
+        found = self._table.get_item(Key=self._key(claim), ConsistentRead=True)
+        item: dict[str, Any] | None = found.get("Item")
         if not item:
             return None
         if item["request_hash"] != claim.request_hash:

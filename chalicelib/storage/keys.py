@@ -7,10 +7,13 @@ idempotency keys): a leaked table does not leak usable secrets.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Principal
 from chalicelib.storage import layout
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
 
 
 def hash_secret(secret: str) -> str:
@@ -20,11 +23,12 @@ def hash_secret(secret: str) -> str:
 class KeyStore:
     """API keys, stored by their SHA-256, and each key's principal by name."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     def principal_for(self, api_key: str) -> Principal | None:
-        item = self._table.get_item(Key=layout.api_key_key(hash_secret(api_key))).get("Item")
+        found = self._table.get_item(Key=layout.api_key_key(hash_secret(api_key)))
+        item: dict[str, Any] | None = found.get("Item")
         if not item or item.get("disabled"):
             return None
         return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))
@@ -37,7 +41,8 @@ class KeyStore:
 
     def principal_named(self, tenant: str, user_id: str) -> Principal | None:
         """The principal of a user who holds a key in `tenant`, None if there is none."""
-        item = self._table.get_item(Key=layout.user_key(tenant, user_id), ConsistentRead=True).get("Item")
+        found = self._table.get_item(Key=layout.user_key(tenant, user_id), ConsistentRead=True)
+        item: dict[str, Any] | None = found.get("Item")
         if not item or item.get("disabled"):
             return None
         return Principal(item["tenant"], item["user_id"], frozenset(item.get("roles", [])))

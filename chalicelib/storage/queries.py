@@ -6,10 +6,13 @@ Shared by the stores (the audit trail) and the download types that query tables 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
 
 
-def query_pages(table: Any, arguments: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+def query_pages(table: Table, arguments: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
     """Every page of a query (up to 1 MB each), following LastEvaluatedKey."""
     arguments = dict(arguments)
     while True:
@@ -20,7 +23,7 @@ def query_pages(table: Any, arguments: dict[str, Any]) -> Iterator[list[dict[str
         arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def query_count(table: Any, arguments: dict[str, Any]) -> int:
+def query_count(table: Table, arguments: dict[str, Any]) -> int:
     """How many items a query matches (after its filter), without reading them out."""
     arguments = {**arguments, "Select": "COUNT"}
     total = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,20 +16,23 @@ from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter
 from tests.support.recording import Recording
 
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
+
 MIB = 1024 * 1024
 
 
-def put(s3: Any, key: str, body: bytes) -> CopyRange:
+def put(s3: S3Client, key: str, body: bytes) -> CopyRange:
     etag = s3.put_object(Bucket="bucket", Key=key, Body=body)["ETag"]
     return CopyRange("bucket", key, etag, 0, len(body))
 
 
-def test_the_head_of_a_range_tops_the_written_part_up_to_5_mib_and_the_rest_is_copied(s3: Any) -> None:
+def test_the_head_of_a_range_tops_the_written_part_up_to_5_mib_and_the_rest_is_copied(s3: S3Client) -> None:
     source = os.urandom(12 * MIB)
     rng = put(s3, "src", source)
     recording = Recording(s3)
-    writer = MultipartWriter(recording, "bucket", "out", 8 * MIB, "application/zip")
-    assembler = assembly.Assembler(recording, writer, MIB)
+    writer = MultipartWriter(recording.typed, "bucket", "out", 8 * MIB, "application/zip")
+    assembler = assembly.Assembler(recording.typed, writer, MIB)
     assembler.write_all([b"header", rng, b"trailer"])
     assert writer.complete() is None  # S3 copied bytes the writer never saw
     head = 5 * MIB - len(b"header")
@@ -38,21 +41,23 @@ def test_the_head_of_a_range_tops_the_written_part_up_to_5_mib_and_the_rest_is_c
     assert s3.get_object(Bucket="bucket", Key="out")["Body"].read() == b"header" + source + b"trailer"
 
 
-def test_a_range_too_short_to_copy_is_read_through(s3: Any) -> None:
+def test_a_range_too_short_to_copy_is_read_through(s3: S3Client) -> None:
     rng = put(s3, "src", os.urandom(9 * MIB))
     recording = Recording(s3)
-    writer = MultipartWriter(recording, "bucket", "out", 5 * MIB, "application/zip")
-    assembly.Assembler(recording, writer, MIB).write_all([b"x", rng])
+    writer = MultipartWriter(recording.typed, "bucket", "out", 5 * MIB, "application/zip")
+    assembly.Assembler(recording.typed, writer, MIB).write_all([b"x", rng])
     assert writer.complete() is not None  # every byte seen: the digest is known
     assert [kind for kind, *_ in recording.parts] == ["write", "write"]
 
 
-def test_ranges_larger_than_a_copy_part_are_split_evenly(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ranges_larger_than_a_copy_part_are_split_evenly(
+    s3: S3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(assembly, "S3_MAX_PART_SIZE", 12 * MIB)
     source = os.urandom(25 * MIB)
     recording = Recording(s3)
-    writer = MultipartWriter(recording, "bucket", "out", 5 * MIB, "application/zip")
-    assembly.Assembler(recording, writer, MIB).write_all([put(s3, "src", source)])
+    writer = MultipartWriter(recording.typed, "bucket", "out", 5 * MIB, "application/zip")
+    assembly.Assembler(recording.typed, writer, MIB).write_all([put(s3, "src", source)])
     writer.complete()
     copies = [last - first + 1 for kind, first, last in recording.parts if kind == "copy"]
     assert len(copies) == 3
@@ -61,7 +66,9 @@ def test_ranges_larger_than_a_copy_part_are_split_evenly(s3: Any, monkeypatch: p
     assert s3.get_object(Bucket="bucket", Key="out")["Body"].read() == source
 
 
-def test_fetching_keeps_manifest_order_and_runs_ahead_concurrently(s3: Any) -> None:
+def test_fetching_keeps_manifest_order_and_runs_ahead_concurrently(
+    s3: S3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     entries = []
     for index in range(30):
         body = os.urandom(1000 + index) if index != 7 else os.urandom(3 * MIB)
@@ -78,7 +85,7 @@ def test_fetching_keeps_manifest_order_and_runs_ahead_concurrently(s3: Any) -> N
         in_flight -= 1
         return original(**kwargs)
 
-    s3.get_object = slow_get
+    monkeypatch.setattr(s3, "get_object", slow_get)
     window = sources.Window(workers=4, window_bytes=MIB, chunk_bytes=MIB)
     got = [
         (source.entry.key, sum(map(len, source.chunks)))
@@ -88,7 +95,9 @@ def test_fetching_keeps_manifest_order_and_runs_ahead_concurrently(s3: Any) -> N
     assert peak > 1
 
 
-def test_crc32_comes_from_s3_when_it_has_one_and_from_the_bytes_otherwise(s3: Any) -> None:
+def test_crc32_comes_from_s3_when_it_has_one_and_from_the_bytes_otherwise(
+    s3: S3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     body = os.urandom(100_000)
     etag = s3.put_object(Bucket="bucket", Key="single", Body=body, ChecksumAlgorithm="CRC32")["ETag"]
     calls: list[str] = []
@@ -98,7 +107,7 @@ def test_crc32_comes_from_s3_when_it_has_one_and_from_the_bytes_otherwise(s3: An
         calls.append(kwargs["Key"])
         return original(**kwargs)
 
-    s3.get_object = recording_get
+    monkeypatch.setattr(s3, "get_object", recording_get)
 
     assert sources.crc32(s3, "bucket", Entry("single", len(body), etag, "single"), MIB).crc == zlib.crc32(
         body

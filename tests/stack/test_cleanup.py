@@ -220,7 +220,7 @@ def test_two_sweeps_at_once_expire_each_download_exactly_once(satchel: Satchel) 
     runtime = replace(
         base,
         downloads=DownloadStore(
-            SerialisedWrites(clients.table(base.settings.table)),
+            SerialisedWrites(clients.table(base.settings.table)).typed,
             Lifetimes(base.settings.build_deadline_seconds, base.settings.record_retention_seconds),
         ),
     )
@@ -364,7 +364,7 @@ def test_the_shards_are_read_round_robin_so_a_backlog_in_one_starves_no_other(sa
 class UnreachableS3:
     """S3 that lists nothing: removing a download's objects fails."""
 
-    def __init__(self, s3: Any) -> None:
+    def __init__(self, s3: S3Client) -> None:
         self._s3 = s3
 
     def get_paginator(self, name: str) -> Any:
@@ -377,7 +377,7 @@ class UnreachableS3:
 class RecordedEvents:
     """EventBridge, remembering which downloads each state-change event was about."""
 
-    def __init__(self, events: Any) -> None:
+    def __init__(self, events: EventBridgeClient) -> None:
         self._events = events
         self.about: list[str] = []
 

@@ -8,13 +8,16 @@ import hashlib
 import io
 import os
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
 from chalicelib.s3 import sources
 from tests.support.stack import Satchel
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 MIB = 1024 * 1024
 COPY_MIN = 10 * MIB
@@ -131,7 +134,7 @@ def test_a_member_s3_cannot_checksum_is_held_up_to_16_mib_and_read_twice_above(
     origins: dict[str, str] = {}
     original = sources.crc32
 
-    def recording(s3: Any, bucket: str, entry: Any, chunk_bytes: int) -> sources.Checked:
+    def recording(s3: S3Client, bucket: str, entry: Any, chunk_bytes: int) -> sources.Checked:
         checked = original(s3, bucket, entry, chunk_bytes)
         origins[entry.key] = checked.origin
         return checked

@@ -8,7 +8,7 @@ import io
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -23,6 +23,9 @@ from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import Prepared, Start
 from tests.support.archive_readers import files_under, run
 from tests.support.stack import Satchel
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 MIB = 1024 * 1024
 SOURCES = {
@@ -237,7 +240,7 @@ def test_a_source_gone_after_the_survey_is_skipped_by_the_retried_build(
 
 
 @pytest.mark.parametrize("manifest", [False, True])
-def test_the_survey_sorts_present_missing_and_changed_sources(s3: Any, manifest: bool) -> None:
+def test_the_survey_sorts_present_missing_and_changed_sources(s3: S3Client, manifest: bool) -> None:
     settings = SimpleNamespace(source_bucket="bucket", fetch_concurrency=3, read_chunk_bytes=4)
     runtime: Any = SimpleNamespace(s3=s3, settings=settings)
     entries = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -13,12 +13,15 @@ from botocore.exceptions import ClientError
 from chalicelib.s3.multipart import MultipartWriter
 from tests.support.recording import Recording
 
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
+
 MIB = 1024 * 1024
 
 
-def test_parts_are_exactly_part_size_and_the_sha256_is_of_the_whole(s3: Any) -> None:
+def test_parts_are_exactly_part_size_and_the_sha256_is_of_the_whole(s3: S3Client) -> None:
     recording = Recording(s3)
-    writer = MultipartWriter(recording, "bucket", "k", 5 * MIB, "application/zip")
+    writer = MultipartWriter(recording.typed, "bucket", "k", 5 * MIB, "application/zip")
     data = os.urandom(12 * MIB + 123)
     for start in range(0, len(data), 700_000):  # chunks that do not divide the part size
         writer.write(data[start : start + 700_000])
@@ -30,13 +33,13 @@ def test_parts_are_exactly_part_size_and_the_sha256_is_of_the_whole(s3: Any) -> 
     assert writer.size == len(data)
 
 
-def test_empty_artifact_completes_with_one_empty_part(s3: Any) -> None:
+def test_empty_artifact_completes_with_one_empty_part(s3: S3Client) -> None:
     writer = MultipartWriter(s3, "bucket", "empty", 5 * MIB, "application/zip")
     assert writer.complete() == hashlib.sha256(b"").hexdigest()
     assert s3.head_object(Bucket="bucket", Key="empty")["ContentLength"] == 0
 
 
-def test_abort_leaves_no_upload(s3: Any) -> None:
+def test_abort_leaves_no_upload(s3: S3Client) -> None:
     writer = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip")
     writer.write(os.urandom(6 * MIB))
     writer.abort()
@@ -57,7 +60,7 @@ def fail_building(writer: MultipartWriter, message: str) -> None:
         raise
 
 
-def test_an_upload_already_aborted_does_not_mask_the_error_that_aborted_it(s3: Any) -> None:
+def test_an_upload_already_aborted_does_not_mask_the_error_that_aborted_it(s3: S3Client) -> None:
     writer = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip")
     writer.write(os.urandom(6 * MIB))
     # A concurrent abort (a retried step, the cleanup sweep) got there first.
@@ -82,8 +85,8 @@ class Kept(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def test_an_abort_that_fails_is_logged_and_the_original_error_propagates(s3: Any) -> None:
-    writer = MultipartWriter(RefusingAbort(s3), "bucket", "k", 5 * MIB, "application/zip")
+def test_an_abort_that_fails_is_logged_and_the_original_error_propagates(s3: S3Client) -> None:
+    writer = MultipartWriter(RefusingAbort(s3).typed, "bucket", "k", 5 * MIB, "application/zip")
     # On the module's own logger: whether chalicelib's loggers propagate depends on what
     # ran before in this process (chalicelib/core/observability.py).
     kept, logger = Kept(), logging.getLogger("chalicelib.s3.multipart")

@@ -6,7 +6,7 @@ import base64
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -14,10 +14,13 @@ from boto3.s3.transfer import TransferConfig
 from chalicelib.s3 import sources
 from chalicelib.s3.manifest import Entry
 
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
+
 MIB = 1024 * 1024
 
 
-def test_an_object_uploaded_in_parts_is_read_for_its_crc_on_moto(s3: Any, tmp_path: Path) -> None:
+def test_an_object_uploaded_in_parts_is_read_for_its_crc_on_moto(s3: S3Client, tmp_path: Path) -> None:
     data = os.urandom(12 * MIB)
     path = tmp_path / "source.bin"
     path.write_bytes(data)
@@ -34,7 +37,7 @@ def test_an_object_uploaded_in_parts_is_read_for_its_crc_on_moto(s3: Any, tmp_pa
     assert (checked.crc, checked.origin, checked.bytes_read) == (zlib.crc32(data), "read", len(data))
 
 
-def test_a_single_put_checksum_is_used_without_reading(s3: Any) -> None:
+def test_a_single_put_checksum_is_used_without_reading(s3: S3Client) -> None:
     data = os.urandom(100_000)
     etag = s3.put_object(Bucket="bucket", Key="single", Body=data, ChecksumAlgorithm="CRC32")["ETag"]
     checked = sources.crc32(s3, "bucket", Entry("single", len(data), etag, "single"), MIB)

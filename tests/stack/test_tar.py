@@ -8,7 +8,7 @@ import hashlib
 import io
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -16,6 +16,9 @@ import requests
 from chalicelib.s3 import multipart
 from tests.support.archive_readers import files_under, run
 from tests.support.stack import Satchel
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 MIB = 1024 * 1024
 LONG = (
@@ -125,7 +128,7 @@ def test_a_tar_copies_large_members_server_side_and_is_digested(
     copies: list[str] = []
     copy_part = multipart.MultipartWriter.copy_part
 
-    def counted(self: multipart.MultipartWriter, copy_source: dict[str, str], *args: Any) -> None:
+    def counted(self: multipart.MultipartWriter, copy_source: CopySourceTypeDef, *args: Any) -> None:
         copies.append(copy_source["Key"])
         copy_part(self, copy_source, *args)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -15,6 +15,9 @@ from moto import mock_aws
 
 from chalicelib.core import clients
 from chalicelib.notify import dispatch
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_ssm.client import SSMClient
 
 PARAMETER = "/satchel-test/webhook-secret"
 
@@ -52,7 +55,7 @@ class Reads:
 
 
 @pytest.fixture
-def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[SSMClient]:
     monkeypatch.setattr(Clock, "at", Clock.at)
     monkeypatch.setattr(parameters_base, "datetime", Clock)
     with mock_aws():
@@ -65,11 +68,11 @@ def ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             clients.reset()
 
 
-def rotate(ssm: Any, value: str) -> None:
+def rotate(ssm: SSMClient, value: str) -> None:
     ssm.put_parameter(Name=PARAMETER, Value=value, Type="SecureString", Overwrite=True)
 
 
-def test_the_secret_is_read_once_within_its_cache_age_and_rotation_shows_after_it(ssm: Any) -> None:
+def test_the_secret_is_read_once_within_its_cache_age_and_rotation_shows_after_it(ssm: SSMClient) -> None:
     reads = Reads()
 
     assert dispatch.webhook_secret("", PARAMETER, max_age=60) == "whsec_first"  # decrypted
@@ -84,7 +87,7 @@ def test_the_secret_is_read_once_within_its_cache_age_and_rotation_shows_after_i
     assert reads.names == [PARAMETER, PARAMETER]
 
 
-def test_by_default_a_rotated_secret_signs_within_five_minutes(ssm: Any) -> None:
+def test_by_default_a_rotated_secret_signs_within_five_minutes(ssm: SSMClient) -> None:
     reads = Reads()
     assert dispatch.WEBHOOK_SECRET_MAX_AGE_SECONDS == 300
 
@@ -97,7 +100,7 @@ def test_by_default_a_rotated_secret_signs_within_five_minutes(ssm: Any) -> None
     assert reads.count == 2
 
 
-def test_a_cache_age_of_zero_reads_on_every_use(ssm: Any) -> None:
+def test_a_cache_age_of_zero_reads_on_every_use(ssm: SSMClient) -> None:
     reads = Reads()
 
     assert dispatch.webhook_secret("", PARAMETER, max_age=0) == "whsec_first"
@@ -106,7 +109,7 @@ def test_a_cache_age_of_zero_reads_on_every_use(ssm: Any) -> None:
     assert reads.count == 2
 
 
-def test_a_secret_given_directly_is_never_read_from_ssm(ssm: Any) -> None:
+def test_a_secret_given_directly_is_never_read_from_ssm(ssm: SSMClient) -> None:
     reads = Reads()
 
     assert dispatch.webhook_secret("whsec_local", PARAMETER) == "whsec_local"
@@ -115,7 +118,7 @@ def test_a_secret_given_directly_is_never_read_from_ssm(ssm: Any) -> None:
         dispatch.webhook_secret("", "")
 
 
-def test_reads_follow_the_clients_when_they_are_rebuilt(ssm: Any) -> None:
+def test_reads_follow_the_clients_when_they_are_rebuilt(ssm: SSMClient) -> None:
     """clients.reset() (tests, the local stack re-pointing its endpoint) builds a new SSM client:
     the reads go through it, where the fault injector and the endpoint are."""
     assert dispatch.webhook_secret("", PARAMETER, max_age=600) == "whsec_first"
@@ -127,7 +130,7 @@ def test_reads_follow_the_clients_when_they_are_rebuilt(ssm: Any) -> None:
     assert reads.count == 1
 
 
-def test_a_failed_read_raises_botocores_error_as_before(ssm: Any) -> None:
+def test_a_failed_read_raises_botocores_error_as_before(ssm: SSMClient) -> None:
     """Not Powertools' GetParameterError: the workflow steps' boundary classifies botocore's
     errors (a throttled read is a TransientError that the state machine retries)."""
     with pytest.raises(ClientError) as raised:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 
 class Recording:
     """A moto client that remembers each part: ("write", size) or ("copy", first, last)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: S3Client) -> None:
         self._client = client
         self.parts: list[tuple[str, int, int]] = []
 
@@ -23,3 +26,8 @@ class Recording:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+    @property
+    def typed(self) -> S3Client:
+        """This wrapper where the code expects the boto3 client (it forwards every other call)."""
+        return cast("S3Client", self)

@@ -8,7 +8,10 @@ serialises moto's racy calls process-wide: satchel_local/serialise.py.)
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
 
 
 class SerialisedWrites:
@@ -16,9 +19,14 @@ class SerialisedWrites:
 
     _WRITES = frozenset({"put_item", "update_item", "delete_item"})
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
         self._lock = threading.Lock()
+
+    @property
+    def typed(self) -> Table:
+        """This wrapper where the code expects the boto3 resource (it forwards every call)."""
+        return cast("Table", self)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._table, name)

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import pytest
@@ -21,6 +21,9 @@ from chalicelib.storage.keys import KeyStore
 from satchel_local import lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 USERS = PRINCIPALS  # alice and bob (acme), carol (acme admin), dave (globex)
 TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
@@ -195,7 +198,7 @@ def slow_build(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def s3() -> Iterator[Any]:
+def s3() -> Iterator[S3Client]:
     """A bare moto S3 with one bucket, `bucket`, for tests of the S3 plumbing alone."""
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")

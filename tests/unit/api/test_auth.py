@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.api import auth
 from chalicelib.storage.keys import KeyStore, hash_secret
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
 
 
 class _Table:
@@ -15,20 +18,25 @@ class _Table:
     def get_item(self, Key: dict[str, str], **_: Any) -> dict[str, Any]:
         return {"Item": self.item} if Key["pk"] == f"APIKEY#{hash_secret('k' * 20)}" else {}
 
+    @property
+    def typed(self) -> Table:
+        """This fake where the code expects the boto3 resource (it answers the one call used)."""
+        return cast("Table", self)
+
 
 def test_a_valid_key_record_gives_its_principal() -> None:
-    keys = KeyStore(_Table({"tenant": "acme", "user_id": "alice", "roles": ["user"]}))
+    keys = KeyStore(_Table({"tenant": "acme", "user_id": "alice", "roles": ["user"]}).typed)
     principal = auth.authenticate(keys, "Bearer " + "k" * 20)
     assert principal is not None
     assert (principal.tenant, principal.user_id) == ("acme", "alice")
 
 
 def test_a_key_record_with_an_id_outside_the_pattern_is_refused() -> None:
-    keys = KeyStore(_Table({"tenant": "acme#x", "user_id": "y", "roles": []}))
+    keys = KeyStore(_Table({"tenant": "acme#x", "user_id": "y", "roles": []}).typed)
     assert auth.authenticate(keys, "Bearer " + "k" * 20) is None
 
 
 def test_no_bearer_key_is_refused() -> None:
-    keys = KeyStore(_Table({"tenant": "acme", "user_id": "alice", "roles": []}))
+    keys = KeyStore(_Table({"tenant": "acme", "user_id": "alice", "roles": []}).typed)
     assert auth.authenticate(keys, None) is None
     assert auth.authenticate(keys, "Basic abc") is None
