@@ -15,6 +15,7 @@ Prints a table; the last line is one JSON object with the ratios the README repo
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import io
 import json
@@ -77,7 +78,7 @@ def deflate_engines(data: bytes) -> list[dict[str, Any]]:
         "zlib-6 (stdlib)": lambda: zlib.compressobj(6, zlib.DEFLATED, -15),
         "zlib-1 (stdlib)": lambda: zlib.compressobj(1, zlib.DEFLATED, -15),
         **{
-            f"isal-{level}": (lambda level=level: isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15))
+            f"isal-{level}": functools.partial(isal_zlib.compressobj, level, isal_zlib.DEFLATED, -15)
             for level in deflate.LEVELS
         },
     }
@@ -129,7 +130,7 @@ class Bench:
             retention_seconds=3600,
         )
         runtime.downloads.create(download, max_active=1_000_000)
-        return workflow.prepare(runtime, {"download_id": download.id})
+        return dict(workflow.prepare(runtime, {"download_id": download.id}))
 
     def work(self, step: str, event: dict[str, Any], **settings: str) -> dict[str, Any]:
         """One step in a worker process of its own; its result, time, peak RSS and bytes read."""
@@ -209,7 +210,7 @@ def _count_reads() -> Callable[[], int]:
         total += len(data)
         return data
 
-    StreamingBody.read = read  # type: ignore[method-assign]
+    StreamingBody.read = read
     return lambda: total
 
 
