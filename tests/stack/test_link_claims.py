@@ -152,6 +152,10 @@ def test_a_claim_after_its_window_needs_a_use(
     assert after.status_code == 303  # a new claim: the second use
     assert claim_cookie(after) != cookie
     assert uses_of(satchel, done_id) == [2]
+    table = boto3.resource("dynamodb", region_name=REGION).Table(satchel.stack.table)
+    stored = table.get_item(Key={"pk": f"LINK#{hash_secret(token)}", "sk": "LINK"})["Item"]
+    assert len(stored["claims"]) == 1  # the closed claim was struck off by the new claim's write
+    assert cookie not in repr(stored)  # claim ids are kept only hashed
     assert claim(satchel, token, cookie).status_code == 410  # the old claim is over, no use left
     assert claim(satchel, token, claim_cookie(after)).status_code == 303  # the new one is open
 
