@@ -301,10 +301,22 @@ def _read_link(operation_id: str, summary: str) -> Operation:
     return _operation(
         operation_id,
         summary,
-        {**ready, **_refusals("LinkNotFound", "LinkGone", "TooEarly")},
+        {**ready, **_link_refusals()},
         access="public",
         parameters=[_TOKEN, _ref(_PARAMETERS, "ClaimId")],
     )
+
+
+def _link_refusals() -> dict[str, Any]:
+    """A link's refusals, as JSON or, for browsers, as the page that says why."""
+    answers = {}
+    for name in ("LinkNotFound", "LinkGone", "TooEarly"):
+        refusal = _ERRORS[name]
+        headers = {**refusal.headers, **({"Sunset": "Sunset"} if name != "LinkNotFound" else {})}
+        answer = _answer(refusal.description, headers, _schema_ref(refusal.schema))
+        answer["content"].update(copy.deepcopy(_HTML))
+        answers[refusal.status] = answer
+    return answers
 
 
 def _claim_link() -> Operation:
@@ -321,7 +333,7 @@ def _claim_link() -> Operation:
     return _operation(
         "claimLink",
         "Claim a link: spends one use, unless the claimant's claim window is still open",
-        {**claimed, **redirect, **_refusals("LinkNotFound", "LinkGone", "TooEarly")},
+        {**claimed, **redirect, **_link_refusals()},
         access="public",
         parameters=[_TOKEN, _ref(_PARAMETERS, "ClaimId")],
     )
@@ -504,18 +516,11 @@ _ERRORS: dict[str, Refusal] = {
 }
 
 
-# A link's refusals are pages too, for browsers.
-_LINK_REFUSALS = ("LinkNotFound", "LinkGone", "TooEarly")
-
-
 def _responses() -> dict[str, dict[str, Any]]:
-    responses = {
+    return {
         name: _answer(refusal.description, refusal.headers, _schema_ref(refusal.schema))
         for name, refusal in _ERRORS.items()
     }
-    for name in _LINK_REFUSALS:
-        responses[name]["content"].update(copy.deepcopy(_HTML))
-    return responses
 
 
 # --- schemas ------------------------------------------------------------------------------
