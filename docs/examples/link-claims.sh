@@ -16,10 +16,10 @@ wait_done "$ID"
 curl -s -I "$LINK" | head -1                             # HTTP/1.1 200 OK: a read, nothing spent
 curl -s -H 'Accept: application/json' "$LINK" | python3 -m json.tool   # name, size, sha256, uses left
 
-curl -s -L -X POST -o by-curl.zip "$LINK"               # use 1: the claim's 303, followed
+curl -s -L -d '' -o by-curl.zip "$LINK"                 # use 1: a POST; its 303 followed with a GET
 wget -q --method=POST --content-disposition "$LINK"     # use 2: saved as reports.zip
 mv reports.zip by-wget.zip
 .venv/bin/satchel get "$LINK" -o by-satchel.zip          # use 3: resumable, sha256 verified
-curl -s -i -X POST "$LINK" | head -1                     # HTTP/1.1 410 Gone: used up
+curl -s -i -d '' "$LINK" | head -1                       # HTTP/1.1 410 Gone: used up
 
 curl -s "$API/downloads/$ID/links" -H "Authorization: Bearer $KEY" | python3 -m json.tool

@@ -12,13 +12,13 @@ LINK=$(echo "$CREATED" | python3 -c 'import json, sys; print(json.load(sys.stdin
 echo "$LINK"        # <the API>/links/<token>
 
 # Anyone, without a key: reading the link (GET, HEAD) shows the file and never spends a
-# use; it answers 425 until the zip is built. Only the claim, a POST, spends the use: it
-# answers a 303 to a URL minted for it, which -L follows. Any other answer than 425 (410:
-# the download failed or was cancelled) ends the wait.
+# use; it answers 425 until the zip is built. Only the claim, a POST (`-d ''`), spends the
+# use: it answers a 303 to a URL minted for it, which -L follows with a GET. Any other
+# answer than 425 (410: the download failed or was cancelled) ends the wait.
 until [ "$(curl -s -o /dev/null -w '%{http_code}' "$LINK")" != 425 ]; do sleep 1; done
-curl -s -L -X POST -o shared.zip "$LINK"
+curl -s -L -d '' -o shared.zip "$LINK"
 python3 -m zipfile -l shared.zip  # fails unless shared.zip is the zip
-curl -s -i -X POST "$LINK" | head -1     # HTTP/1.1 410 Gone: used up
+curl -s -i -d '' "$LINK" | head -1     # HTTP/1.1 410 Gone: used up
 
 # Another link to the same download, used twice at most; then revoke it.
 TOKEN=$(curl -s -X POST "$API/downloads/$ID/links" -H "Authorization: Bearer $KEY" \

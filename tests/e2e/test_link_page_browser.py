@@ -172,14 +172,16 @@ def test_the_link_page_shows_the_file_and_the_browser_saves_it(
 
 def test_the_page_fits_a_phone(stack: LocalStack, browsers: Callable[..., Browser]) -> None:
     _, link = shared_download(stack)
-    phone = browsers(width=390, height=844)
+    phone = browsers()
+    phone.emulate_phone(width=390, height=844)
 
     phone.driver.get(link)
 
     assert meta(phone, 'name="viewport"') is not None
-    overflow = phone.driver.execute_script(
-        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    width, overflow = phone.driver.execute_script(
+        "const page = document.documentElement;return [page.clientWidth, page.scrollWidth - page.clientWidth]"
     )
+    assert width == 390
     assert overflow == 0, "the page scrolls sideways on a phone"
     button = phone.driver.find_element(By.ID, "download")
     assert button.is_displayed()

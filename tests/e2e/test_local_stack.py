@@ -237,12 +237,15 @@ def test_links_and_idempotency_over_http(local_stack: LocalStack) -> None:
     assert "link" not in replay.json  # a token is shown once
 
     download = _wait_done(stack, created.json["id"], alice)
-    first = call("GET", link["url"])  # no credentials: the token is the credential
-    assert first.status == 302
+    read = call("GET", link["url"])  # no credentials: the token is the credential
+    assert (read.status, read.json["uses_left"]) == (200, 1)  # reading spends nothing
+    first = call("POST", link["url"])  # the claim
+    assert first.status == 303
     assert (
         hashlib.sha256(call("GET", first.headers["Location"]).body).hexdigest()
         == download["artifact"]["sha256"]
     )
+    assert call("POST", link["url"]).status == 410
     assert call("GET", link["url"]).status == 410
 
     another = call("POST", f"{stack.api}/downloads/{download['id']}/links", alice, {"max_uses": 2})

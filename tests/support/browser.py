@@ -3,7 +3,8 @@ chromedriver, headless, offline (Selenium Manager is never asked to download a d
 
 Each `Browser` is its own profile (cookies, cache) with its own download directory: two of
 them are two people. A download is waited for as an event: the finished file appearing in
-the directory (Chrome writes `NAME.crdownload` and renames it when done), with a deadline.
+the directory (Chrome writes a hidden temporary file, then `NAME.crdownload`, and renames it
+to NAME when done), with a deadline.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Browser:
             finished = sorted(
                 path
                 for path in self.downloads.iterdir()
-                if path.name not in self.seen and not path.name.endswith(PARTIAL_SUFFIX)
+                if path.name not in self.seen and _finished(path.name)
             )
             if finished:
                 self.seen.add(finished[0].name)
@@ -55,8 +56,19 @@ class Browser:
             )
             time.sleep(_POLL_SECONDS)
 
+    def emulate_phone(self, width: int = 390, height: int = 844) -> None:
+        """A phone's viewport (a headless window cannot be narrower than 500 pixels)."""
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": True}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
     def quit(self) -> None:
         self.driver.quit()
+
+
+def _finished(name: str) -> bool:
+    # Chrome writes into a hidden temporary file (.org.chromium.Chromium.XXXX), then
+    # NAME.crdownload, and renames that to NAME once every byte is there.
+    return not name.startswith(".") and not name.endswith(PARTIAL_SUFFIX)
 
 
 def open_browser(directory: Path, *, width: int = 1000, height: int = 900) -> Browser:
