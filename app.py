@@ -22,7 +22,7 @@ from chalice.app import (
 )
 
 from chalicelib import downloadtypes
-from chalicelib.api import auth, downloads, links, openapi
+from chalicelib.api import auth, downloads, linkpage, links, openapi
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
@@ -193,11 +193,34 @@ def create_link(download_id: str) -> Response:
     return respond(issued.to_api(base_url(runtime)), 201, {"Cache-Control": "no-store"})
 
 
-@app.route("/links/{token}", methods=["GET"])
+@app.route("/downloads/{download_id}/links", methods=["GET"], authorizer=bearer)
 @api
-def follow_link(token: str) -> Response:
-    url = links.follow(Runtime.from_env(), token)
-    return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
+def list_links(download_id: str) -> Response:
+    return respond({"items": links.list_for_owner(Runtime.from_env(), caller(), download_id)})
+
+
+# Reading a link never spends a use (previewers and scanners read every link); a claim does.
+@app.route("/links/{token}", methods=["GET", "HEAD"])
+@api
+def read_link(token: str) -> Response:
+    runtime = Runtime.from_env()
+    headers = request().headers
+    reading = links.read(runtime, token, linkpage.presented_claim(headers))
+    url = f"{base_url(runtime)}/links/{token}"
+    return linkpage.answer(reading, headers.get("accept"), url, head=request().method == "HEAD")
+
+
+# Any body type: a form posts x-www-form-urlencoded, curl and wget often post none at all.
+@app.route("/links/{token}", methods=["POST"], content_types=["*/*"])
+@api
+def claim_link(token: str) -> Response:
+    runtime = Runtime.from_env()
+    headers = request().headers
+    outcome = links.claim(runtime, token, linkpage.presented_claim(headers))
+    url = f"{base_url(runtime)}/links/{token}"
+    if isinstance(outcome, links.Reading):
+        return linkpage.answer(outcome, headers.get("accept"), url)
+    return linkpage.claimed(outcome, headers.get("accept"), url, secure=url.startswith("https://"))
 
 
 @app.route("/links/{token}", methods=["DELETE"], authorizer=bearer)

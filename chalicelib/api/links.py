@@ -1,18 +1,25 @@
-"""The link use cases: issue a link to a download, follow one, revoke one.
+"""The link use cases: issue a link to a download, read one, claim one, list and revoke them.
 
-Issuing and revoking check the caller's access to the download; following needs no
-principal, the token is the capability. Every link change and use is audited.
+Issuing, listing and revoking check the caller's access to the download; reading and
+claiming need no principal, the token is the capability. Reading never spends a use (chat
+previewers and mail scanners read every link they see); a claim spends one, unless its
+claimant presents a claim whose window is still open. Every link change and claim is
+audited, and each claim is announced (`link.claimed`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from chalicelib.api import access, requests
 from chalicelib.api.requests import LinkRequest
 from chalicelib.core import clock
-from chalicelib.core.errors import LinkGone
-from chalicelib.core.models import Download, Principal, State
+from chalicelib.core.errors import LinkGone, LinkNotFound, SatchelError
+from chalicelib.core.models import Download, Principal
+from chalicelib.notify import dispatch
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts
 from chalicelib.storage import links as stored
@@ -46,25 +53,164 @@ def create(runtime: Runtime, principal: Principal, download_id: str, body: Any) 
     return issue(runtime, principal, access.require(runtime, principal, download_id), request)
 
 
-def follow(runtime: Runtime, token: str) -> str:
-    """Use a link once: a fresh presigned URL of its download's artifact."""
-    link = stored.find(runtime.links, token)
+@dataclass(frozen=True)
+class Reading:
+    """What a link says to whoever reads it: its download's facts when it can be claimed,
+    else why not (`refusal`: LinkNotFound 404, LinkGone 410, LinkNotReady 425)."""
+
+    link: stored.Link | None
+    download: Download | None
+    refusal: SatchelError | None
+    claim_window_seconds: int
+    claim_open: bool = False  # the reader presented a claim whose window is still open
+    file_origin: str | None = None  # where a claim's redirect goes (the bucket's origin)
+
+    def facts(self, claim_url: str) -> dict[str, Any]:
+        """The JSON answer of a link that can be claimed."""
+        assert self.link is not None
+        assert self.download is not None
+        assert self.download.artifact is not None
+        artifact = self.download.artifact
+        return {
+            "link_id": self.link.link_id,
+            "download_id": self.download.id,
+            "filename": self.download.filename,
+            "size": artifact.size,
+            "content_type": artifact.content_type,
+            "sha256": artifact.sha256,
+            "expires_at": self.link.expires_at,
+            "artifact_expires_at": self.download.expires_at,
+            "max_uses": self.link.max_uses,
+            "uses": self.link.uses,
+            "uses_left": max(self.link.max_uses - self.link.uses, 0),
+            "claim_window_seconds": self.claim_window_seconds,
+            "claim": {"method": "POST", "url": claim_url},
+        }
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claim's answer: a fresh presigned URL, and the claim that may fetch it again."""
+
+    link: stored.Link
+    download: Download
+    url: str
+    url_expires_at: str
+    claim_id: str
+    claim_expires_at: str
+    use: int | None  # the use this claim spent; None for a re-claim, which spends none
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "expires_at": self.url_expires_at,
+            "claim_id": self.claim_id,
+            "claim_expires_at": self.claim_expires_at,
+            "use": self.use,
+        }
+
+
+def read(runtime: Runtime, token: str, claim_id: str | None = None) -> Reading:
+    """The link's facts, or why it cannot be claimed; never spends a use."""
+    window = runtime.settings.link_claim_window_seconds
+    try:
+        link = stored.find(runtime.links, token)
+    except LinkNotFound as error:
+        return Reading(None, None, error, window)
+    now = clock.iso(clock.now())
+    claim = stored.claim_hash(claim_id) if claim_id else None
+    open_claim = claim is not None and link.claim_open(claim, now)
     download = runtime.downloads.get(link.download_id)
-    used = stored.redeem(runtime.links, link, download, runtime.settings.link_retry_after_seconds)
-    assert download is not None  # redeem refuses a link whose download is gone
-    remaining = access.seconds_left(download, clock.now())
-    if remaining < 1:
-        raise LinkGone("the download has expired", state=State.EXPIRED.value)
-    url = artifacts.presign_download(
-        runtime.s3,
-        runtime.settings.artifact_bucket,
-        download,
-        min(runtime.settings.file_url_ttl_seconds, remaining),
+    try:
+        usable = stored.check_usable(
+            link, download, now, runtime.settings.link_retry_after_seconds, spend=not open_claim
+        )
+    except SatchelError as error:
+        return Reading(link, download, error, window, open_claim)
+    return Reading(link, usable, None, window, open_claim, _file_origin(runtime, usable))
+
+
+def _file_origin(runtime: Runtime, download: Download) -> str:
+    """The origin of the presigned URLs of this download (signing is local: no request)."""
+    url = urlsplit(artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, 60))
+    return f"{url.scheme}://{url.netloc}"
+
+
+def claim(runtime: Runtime, token: str, claim_id: str | None) -> Claimed | Reading:
+    """Claim the link: a fresh URL of its file. A new claim spends one use and opens a claim
+    window; `claim_id` of an open window re-claims without spending. A refusal comes back as
+    the Reading that says why."""
+    reading = read(runtime, token, claim_id)
+    if reading.refusal is not None:
+        return reading
+    link, download = reading.link, reading.download
+    assert link is not None
+    assert download is not None
+    now = clock.now()
+    if reading.claim_open and claim_id:
+        return _hand_out(runtime, link, download, claim_id, link.claims[_hash(claim_id)], None, now)
+    claim_id = stored.new_claim_id()
+    until = clock.iso(clock.later(runtime.settings.link_claim_window_seconds, now))
+    try:
+        used = stored.redeem(runtime.links, link, _hash(claim_id), clock.iso(now), until)
+    except LinkGone as error:  # lost the race for the last use, or revoked meanwhile
+        return Reading(link, download, error, reading.claim_window_seconds)
+    claimed = _hand_out(runtime, used, download, claim_id, until, used.uses, now)
+    _announce(runtime, claimed)
+    return claimed
+
+
+def _hash(claim_id: str) -> str:
+    hashed = stored.claim_hash(claim_id)
+    assert hashed is not None, "claim ids are made by stored.new_claim_id"
+    return hashed
+
+
+def _hand_out(
+    runtime: Runtime,
+    link: stored.Link,
+    download: Download,
+    claim_id: str,
+    until: str,
+    use: int | None,
+    now: datetime,
+) -> Claimed:
+    ttl = min(runtime.settings.file_url_ttl_seconds, access.seconds_left(download, now))
+    url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
+    details: dict[str, Any] = {"use": use, "uses": link.uses} if use is not None else {"reclaim": True}
+    runtime.audit.record(link.tenant, Action.LINK_USED, link.link_id, link.download_id, **details)
+    return Claimed(link, download, url, clock.iso(clock.later(ttl, now)), claim_id, until, use)
+
+
+def _announce(runtime: Runtime, claimed: Claimed) -> None:
+    """`link.claimed` on EventBridge; best-effort: a claim never fails for want of a receiver."""
+    assert claimed.use is not None
+    dispatch.link_claimed(
+        runtime,
+        {
+            "link_id": claimed.link.link_id,
+            "download_id": claimed.download.id,
+            "tenant": claimed.download.tenant,
+            "claimed_at": clock.iso(clock.now()),
+            "use": claimed.use,
+        },
     )
-    runtime.audit.record(
-        link.tenant, Action.LINK_USED, link_actor(link.token_hash), link.download_id, uses=used.uses
-    )
-    return url
+
+
+def list_for_owner(runtime: Runtime, principal: Principal, download_id: str) -> list[dict[str, Any]]:
+    """The download's links as its owner sees them: never the token."""
+    download = access.require(runtime, principal, download_id)
+    return [
+        {
+            "link_id": link.link_id,
+            "created_at": link.created_at,
+            "expires_at": link.expires_at,
+            "max_uses": link.max_uses,
+            "uses": link.uses,
+            "revoked": link.revoked,
+        }
+        for link in runtime.links.of_download(download.id)
+    ]
 
 
 def revoke(runtime: Runtime, principal: Principal, token: str) -> None:

@@ -96,8 +96,13 @@ def _paths() -> dict[str, dict[str, Operation]]:
         "/downloads/{download_id}": {"get": _get_download(), "delete": _delete_download()},
         "/downloads/{download_id}/file": {"get": _download_file()},
         "/downloads/{download_id}/url": {"get": _download_url()},
-        "/downloads/{download_id}/links": {"post": _create_link()},
-        "/links/{token}": {"get": _follow_link(), "delete": _revoke_link()},
+        "/downloads/{download_id}/links": {"post": _create_link(), "get": _list_links()},
+        "/links/{token}": {
+            "get": _read_link("readLink", "Read a link: its file's facts (the link page for browsers)"),
+            "head": _read_link("headLink", "GET's status and headers, without a body"),
+            "post": _claim_link(),
+            "delete": _revoke_link(),
+        },
         "/types": {"get": _list_types()},
         "/health": {"get": _health()},
         "/openapi.json": {"get": _openapi_document()},
@@ -272,16 +277,53 @@ def _create_link() -> Operation:
     )
 
 
-def _follow_link() -> Operation:
+def _list_links() -> Operation:
     return _operation(
-        "followLink",
-        "Follow a link: no other credential needed",
-        {
-            **_redirect("To a freshly presigned URL of the file; the use is counted."),
-            **_refusals("LinkNotFound", "LinkGone", "TooEarly"),
-        },
+        "listDownloadLinks",
+        "The download's links (never their tokens)",
+        {**_ok("The links, oldest first.", _schema_ref("LinkList")), **_refusals("NotFound")},
+        parameters=[_DOWNLOAD_ID],
+    )
+
+
+_LINK_HEADERS: Headers = {**_NO_STORE, "Sunset": "Sunset"}
+_HTML: dict[str, Any] = {"text/html": {"schema": {"type": "string", "description": "The link page."}}}
+
+
+def _read_link(operation_id: str, summary: str) -> Operation:
+    ready = _ok(
+        "The link can be claimed: its file's facts (JSON), or the link page (HTML, for an "
+        "`Accept` that lists `text/html`). Reading never spends a use.",
+        _schema_ref("LinkFacts"),
+        headers=_LINK_HEADERS,
+    )
+    ready["200"]["content"].update(_HTML)
+    return _operation(
+        operation_id,
+        summary,
+        {**ready, **_refusals("LinkNotFound", "LinkGone", "TooEarly")},
         access="public",
-        parameters=[_TOKEN],
+        parameters=[_TOKEN, _ref(_PARAMETERS, "ClaimId")],
+    )
+
+
+def _claim_link() -> Operation:
+    claimed = _ok(
+        "Claimed (`Accept: application/json`): a fresh presigned URL and the claim id.",
+        _schema_ref("LinkClaim"),
+        headers={**_LINK_HEADERS, "Set-Cookie": "SetCookie"},
+    )
+    redirect = _no_content(
+        "303",
+        "Claimed: to a freshly presigned URL of the file (RFC 6266 `Content-Disposition`).",
+        {"Location": "Location", "Set-Cookie": "SetCookie", **_LINK_HEADERS},
+    )
+    return _operation(
+        "claimLink",
+        "Claim a link: spends one use, unless the claimant's claim window is still open",
+        {**claimed, **redirect, **_refusals("LinkNotFound", "LinkGone", "TooEarly")},
+        access="public",
+        parameters=[_TOKEN, _ref(_PARAMETERS, "ClaimId")],
     )
 
 
@@ -335,6 +377,16 @@ def _parameters() -> dict[str, dict[str, Any]]:
             "required": True,
             "description": "A link's token (256 random bits, URL-safe base64), as its creation answered it.",
             "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"},
+        },
+        "ClaimId": {
+            "name": "Satchel-Claim",
+            "in": "header",
+            "required": False,
+            "description": (
+                "The `claim_id` of an earlier claim of this link (or the `satchel_claim` cookie): "
+                "within its window a claim spends no use."
+            ),
+            "schema": {"type": "string"},
         },
         "IdempotencyKey": {
             "name": idempotency.HEADER,
@@ -392,6 +444,14 @@ def _headers() -> dict[str, dict[str, Any]]:
             "schema": {"type": "string", "enum": ["true"]},
         },
         "CacheControl": {"description": "`no-store`: the URL is short-lived.", "schema": {"type": "string"}},
+        "Sunset": {
+            "description": "When the link expires (HTTP-date, RFC 8594).",
+            "schema": {"type": "string"},
+        },
+        "SetCookie": {
+            "description": "`satchel_claim`: the claim id, HttpOnly, for the link's path and claim window.",
+            "schema": {"type": "string"},
+        },
     }
 
 
@@ -425,11 +485,15 @@ _ERRORS: dict[str, Refusal] = {
     "IdempotencyConflict": Refusal("409", "This Idempotency-Key was used with another body."),
     "LinkConflict": Refusal("409", "The download is FAILED, CANCELLED or EXPIRED: no link to it."),
     "Expired": Refusal("410", "The download expired: its file is deleted."),
-    "LinkGone": Refusal("410", "The link is used up, expired or revoked."),
+    "LinkGone": Refusal(
+        "410", "The link is used up, expired or revoked, or its file is gone (`reason`).", "LinkGoneError"
+    ),
     "PayloadTooLarge": Refusal("413", "The body, or the number of keys in it, is too large."),
     "UnsupportedMediaType": Refusal("415", "The body must be `application/json`."),
     "UnprocessableContent": Refusal("422", "Invalid params or expiry, or an unknown type."),
-    "TooEarly": Refusal("425", "The download is not DONE yet: retry later.", headers=_RETRY_AFTER),
+    "TooEarly": Refusal(
+        "425", "The download is not DONE yet: retry later.", "LinkNotReadyError", headers=_RETRY_AFTER
+    ),
     "TooManyRequests": Refusal(
         "429",
         "You, or your tenant, have too many active downloads (`QuotaExceeded`; `scope` is "
@@ -440,11 +504,18 @@ _ERRORS: dict[str, Refusal] = {
 }
 
 
+# A link's refusals are pages too, for browsers.
+_LINK_REFUSALS = ("LinkNotFound", "LinkGone", "TooEarly")
+
+
 def _responses() -> dict[str, dict[str, Any]]:
-    return {
+    responses = {
         name: _answer(refusal.description, refusal.headers, _schema_ref(refusal.schema))
         for name, refusal in _ERRORS.items()
     }
+    for name in _LINK_REFUSALS:
+        responses[name]["content"].update(copy.deepcopy(_HTML))
+    return responses
 
 
 # --- schemas ------------------------------------------------------------------------------
@@ -477,6 +548,48 @@ def _schemas() -> dict[str, JsonSchema]:
             expires_at=_TIMESTAMP,
             max_uses={"type": "integer", "minimum": 1},
         ),
+        "LinkFacts": _object(
+            link_id={"type": "string"},
+            download_id={"type": "string"},
+            filename={"type": "string"},
+            size=_COUNT,
+            content_type={"type": "string"},
+            sha256={"type": "string"},
+            expires_at=_TIMESTAMP,
+            artifact_expires_at=_nullable(_TIMESTAMP),
+            max_uses={"type": "integer", "minimum": 1},
+            uses=_COUNT,
+            uses_left=_COUNT,
+            claim_window_seconds=_COUNT,
+            claim=_object(method={"type": "string", "enum": ["POST"]}, url={"type": "string"}),
+        ),
+        "LinkClaim": _object(
+            url={"type": "string"},
+            expires_at=_TIMESTAMP,
+            claim_id={"type": "string"},
+            claim_expires_at=_TIMESTAMP,
+            use={
+                "type": ["integer", "null"],
+                "description": "The use this claim spent; null for a re-claim.",
+            },
+        ),
+        "LinkList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": _object(
+                        link_id={"type": "string"},
+                        created_at=_TIMESTAMP,
+                        expires_at=_TIMESTAMP,
+                        max_uses={"type": "integer", "minimum": 1},
+                        uses=_COUNT,
+                        revoked={"type": "boolean"},
+                    ),
+                }
+            },
+        },
         "DownloadType": _object(
             name={"type": "string"},
             description={"type": "string"},
@@ -573,5 +686,17 @@ def _error_schemas() -> dict[str, JsonSchema]:
             "allOf": [_schema_ref("Error")],
             "required": ["state"],
             "properties": {"state": {"type": "string", "enum": [state.value for state in State]}},
+        },
+        "LinkGoneError": {
+            "allOf": [_schema_ref("Error")],
+            "properties": {
+                "reason": {"type": "string", "enum": ["used_up", "expired", "revoked", "download_gone"]},
+                "state": {"type": "string"},
+            },
+        },
+        "LinkNotReadyError": {
+            "allOf": [_schema_ref("Error")],
+            "required": ["progress"],
+            "properties": {"state": {"type": "string"}, "progress": _record(Progress)},
         },
     }

@@ -87,6 +87,7 @@ INTEGER_VARIABLES: dict[str, str] = {
     "link_max_ttl_seconds": "SATCHEL_LINK_MAX_TTL_SECONDS",
     "link_max_uses": "SATCHEL_LINK_MAX_USES",
     "link_retry_after_seconds": "SATCHEL_LINK_RETRY_AFTER_SECONDS",
+    "link_claim_window_seconds": "SATCHEL_LINK_CLAIM_WINDOW_SECONDS",
     "idempotency_ttl_seconds": "SATCHEL_IDEMPOTENCY_TTL_SECONDS",
     "build_deadline_seconds": "SATCHEL_BUILD_DEADLINE_SECONDS",
     "record_retention_seconds": "SATCHEL_RECORD_RETENTION_SECONDS",
@@ -156,6 +157,8 @@ class Settings:
     link_max_ttl_seconds: int = 7 * 24 * 3600
     link_max_uses: int = 1000
     link_retry_after_seconds: int = 5
+    # How long a claimant may claim a link again (retries, resumed downloads) without spending a use.
+    link_claim_window_seconds: int = 15 * 60
     idempotency_ttl_seconds: int = 24 * 3600
     # A download still PENDING or RUNNING this long after its creation is stopped (Timeout).
     build_deadline_seconds: int = 2 * 3600

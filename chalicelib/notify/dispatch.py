@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "satchel"
 DETAIL_TYPE = "Satchel Download State Changed"
+LINK_CLAIMED = "Satchel Link Claimed"
 
 
 def payload(download: Download) -> dict[str, Any]:
@@ -59,6 +60,24 @@ def download_finished(runtime: Runtime, download: Download) -> None:
             log.exception("could not publish the state change of download %s", download.id)
         if download.callback_url:
             _call_back(runtime, download, body)
+
+
+def link_claimed(runtime: Runtime, detail: dict[str, Any]) -> None:
+    """A link was claimed (`link.claimed`): on EventBridge, best-effort. A claim never waits
+    for nor fails because of a receiver; the webhook of the event is issue 16's."""
+    try:
+        runtime.events.put_events(
+            Entries=[
+                {
+                    "Source": SOURCE,
+                    "DetailType": LINK_CLAIMED,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": runtime.settings.event_bus,
+                }
+            ]
+        )
+    except Exception:
+        log.exception("could not publish the claim of link %s", detail.get("link_id"))
 
 
 def _call_back(runtime: Runtime, download: Download, body: dict[str, Any]) -> None:

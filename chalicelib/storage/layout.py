@@ -15,7 +15,9 @@ One table holds every record. The partition key's prefix says what a record is:
 
 A download also sits in two indexes: `by_owner` (`OWNER#<tenant>#<user>`, `<created>#<id>`)
 lists a user's downloads newest first; `by_due` (`DUE#<shard>`, `<due time>#<id>`) holds it
-under the time the sweep must next look at it. Tenant and user ids never hold '#'
+under the time the sweep must next look at it. A link also sits in `by_owner`, in its
+download's own partition (`LINKS#<download id>`, `<created>#<token hash>`), so the owner can
+list a download's links without a second index; no download lists there. Tenant and user ids never hold '#'
 (core/names.py), so no two of these keys can be the same.
 
 TABLE_KEYS declares the keys and indexes: the local stack (satchel_local/stack.py) creates
@@ -55,6 +57,7 @@ PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT)
 # Index partition key prefixes.
 OWNER = "OWNER#"
 DUE = "DUE#"
+LINKS_OF = "LINKS#"
 
 # Sort keys of the records that are alone in their partition.
 DOWNLOAD_SK = "DOWNLOAD"
@@ -151,6 +154,15 @@ def user_key(tenant: str, user_id: str) -> dict[str, str]:
 
 def link_key(token_hash: str) -> dict[str, str]:
     return {PK: f"{LINK}{token_hash}", SK: LINK_SK}
+
+
+def links_partition(download_id: str) -> str:
+    return f"{LINKS_OF}{download_id}"
+
+
+def links_entry(download_id: str, created_at: str, token_hash: str) -> dict[str, str]:
+    """A link's place in `by_owner`: its download's links, ordered by creation."""
+    return {OWNER_PK: links_partition(download_id), OWNER_SK: _join(created_at, token_hash)}
 
 
 def idempotency_key(tenant: str, user_id: str, key_hash: str) -> dict[str, str]:

@@ -1,16 +1,19 @@
 """Links: tokens that let anyone holding them fetch one download, a limited number of
 times, until they expire or are revoked.
 
-A token has 256 random bits and is stored only as its SHA-256. Each use is counted by a
-conditional write, so two requests racing for the last use get one redirect and one 410.
-A link is never itself an S3 URL: each use mints a fresh, short-lived presigned URL.
+A token has 256 random bits and is stored only as its SHA-256. Reading a link spends
+nothing; a *claim* spends one use by a conditional write, so two claims racing for the last
+use get one URL and one 410. A claim opens a window in which its claimant, presenting the
+claim id (128 random bits, stored as a prefix of its SHA-256 in the link's `claims` map with
+the window's end), may claim again without spending a use. A link is never itself an S3
+URL: each claim mints a fresh, short-lived presigned URL.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -27,9 +30,15 @@ from chalicelib.core.errors import (
 from chalicelib.core.models import ACTIVE_STATES, Download, Principal, State, plain
 from chalicelib.core.schemas import Schema
 from chalicelib.storage import layout
+from chalicelib.storage.audit import link_actor
 from chalicelib.storage.keys import hash_secret
+from chalicelib.storage.queries import query_pages
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, URL-safe base64 without padding
+_CLAIM_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")  # 16 bytes, URL-safe base64 without padding
+_CLAIM_HASH_CHARS = 32  # 128 bits of the claim id's SHA-256: as hard to guess as the id
+# Expired claims struck from the map by one claim's write: the map stays small without a sweep.
+_PRUNE_AT_MOST = 25
 
 REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -56,6 +65,18 @@ class Link:
     max_uses: int
     uses: int = 0
     revoked: bool = False
+    # Open claims: a prefix of the claim id's SHA-256 -> the end of its window (ISO).
+    claims: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def link_id(self) -> str:
+        """The public name of the link (as in the audit trail): never usable as the token."""
+        return link_actor(self.token_hash)
+
+    def claim_open(self, claim_hash: str, now: str) -> bool:
+        """Whether this claim's window is still open (and the link still alive)."""
+        until = self.claims.get(claim_hash)
+        return until is not None and until > now and not self.revoked and self.expires_at > now
 
     def refusal(self, now: str) -> str | None:
         """Why this link can no longer be used, or None."""
@@ -94,37 +115,65 @@ class LinkStore:
 
     def add(self, link: Link, ttl_epoch: int) -> None:
         self._table.put_item(
-            Item={**self._key(link.token_hash), **asdict(link), layout.TTL: ttl_epoch},
+            Item={
+                **self._key(link.token_hash),
+                **layout.links_entry(link.download_id, link.created_at, link.token_hash),
+                **asdict(link),
+                layout.TTL: ttl_epoch,
+            },
             ConditionExpression="attribute_not_exists(pk)",
         )
+
+    def of_download(self, download_id: str) -> list[Link]:
+        """The download's links, oldest first (the ones TTL has not yet removed)."""
+        query = {
+            "IndexName": layout.OWNER_INDEX,
+            "KeyConditionExpression": f"{layout.OWNER_PK} = :links",
+            "ExpressionAttributeValues": {":links": layout.links_partition(download_id)},
+        }
+        return [_from_item(item) for page in query_pages(self._table, query) for item in page]
 
     def get(self, token_hash: str) -> Link | None:
         item = self._table.get_item(Key=self._key(token_hash), ConsistentRead=True).get("Item")
         return _from_item(item) if item else None
 
-    def use(self, token_hash: str, now: str) -> Link | None:
-        """Count one use if the link still allows one; None if it did not.
+    def claim(self, link: Link, claim_hash: str, now: str, until: str) -> Link | None:
+        """Spend one use for a new claim, if the link still allows one, and record the claim
+        with the end of its window; None if it did not. One conditional write.
 
         Each call counts at most once, whatever botocore retries: the update records a
         random id of this use, and an attempt that finds its own id there (an earlier
-        attempt succeeded but its answer was lost) is that use, not another.
+        attempt succeeded but its answer was lost) is that use, not another. Claims of `link`
+        (as read) whose window has closed are struck off in the same write.
         """
         use_id = secrets.token_hex(16)
+        stale = [name for name, end in link.claims.items() if end <= now and name != claim_hash]
+        names = {"#claim": claim_hash} | {f"#old{i}": name for i, name in enumerate(stale[:_PRUNE_AT_MOST])}
+        update = "SET uses = uses + :one, last_use = :use, claims.#claim = :until"
+        if len(names) > 1:
+            update += " REMOVE " + ", ".join(f"claims.{name}" for name in names if name != "#claim")
         try:
             result = self._table.update_item(
-                Key=self._key(token_hash),
-                UpdateExpression="SET uses = uses + :one, last_use = :use",
+                Key=self._key(link.token_hash),
+                UpdateExpression=update,
                 ConditionExpression=(
                     "attribute_exists(pk) AND uses < max_uses AND revoked = :no AND expires_at > :now"
                     " AND (attribute_not_exists(last_use) OR last_use <> :use)"
                 ),
-                ExpressionAttributeValues={":one": 1, ":no": False, ":now": now, ":use": use_id},
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":one": 1,
+                    ":no": False,
+                    ":now": now,
+                    ":use": use_id,
+                    ":until": until,
+                },
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            item = self._table.get_item(Key=self._key(token_hash), ConsistentRead=True).get("Item")
+            item = self._table.get_item(Key=self._key(link.token_hash), ConsistentRead=True).get("Item")
             return _from_item(item) if item and item.get("last_use") == use_id else None
         return _from_item(result["Attributes"])
 
@@ -206,22 +255,49 @@ def find_owned(store: LinkStore, principal: Principal, token: str) -> Link:
     return link
 
 
-def redeem(store: LinkStore, link: Link, download: Download | None, retry_after: int) -> Link:
-    """Count one use of `link` for `download`, or say why it cannot be used now."""
-    now = clock.iso(clock.now())
-    reason = link.refusal(now)
-    if reason:
-        raise LinkGone(reason)
+def new_claim_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def claim_hash(claim_id: str) -> str | None:
+    """What the link record keeps of a claim id; None for anything that is not one."""
+    return hash_secret(claim_id)[:_CLAIM_HASH_CHARS] if _CLAIM_ID.match(claim_id) else None
+
+
+def check_usable(
+    link: Link, download: Download | None, now: str, retry_after: int, *, spend: bool
+) -> Download:
+    """The download behind `link` if it can be handed out now, or why not. `spend`: whether
+    the caller needs a use left (a new claim); a reader or an open claim does not."""
+    if link.revoked or link.expires_at <= now or (spend and link.uses >= link.max_uses):
+        raise LinkGone(link.refusal(now) or "the link can no longer be used", reason=_reason(link, now))
     if download is None or download.state in (State.FAILED, State.CANCELLED, State.EXPIRED):
         state = download.state.value if download else "deleted"
-        raise LinkGone(f"the download is {state}", state=state)
+        raise LinkGone(f"the download is {state}", state=state, reason="download_gone")
     if download.state in ACTIVE_STATES:
         raise LinkNotReady(
-            "the download is not ready yet; retry later", retry_after=retry_after, state=download.state.value
+            "the download is not ready yet; retry later",
+            retry_after=retry_after,
+            state=download.state.value,
+            progress=asdict(download.progress),
         )
     if download.expires_at and download.expires_at <= now:
-        raise LinkGone("the download has expired", state=State.EXPIRED.value)
-    used = store.use(link.token_hash, now)
+        raise LinkGone("the download has expired", state=State.EXPIRED.value, reason="download_gone")
+    return download
+
+
+def _reason(link: Link, now: str) -> str:
+    if link.revoked:
+        return "revoked"
+    if link.expires_at <= now:
+        return "expired"
+    return "used_up"
+
+
+def redeem(store: LinkStore, link: Link, claim: str, now: str, until: str) -> Link:
+    """Spend one use of `link` for the new claim `claim` (a claim hash), or LinkGone."""
+    used = store.claim(link, claim, now, until)
     if used is None:  # lost the race for the last use, or revoked/expired meanwhile
-        raise LinkGone((store.get(link.token_hash) or link).refusal(now) or "the link can no longer be used")
+        latest = store.get(link.token_hash) or link
+        raise LinkGone(latest.refusal(now) or "the link can no longer be used", reason=_reason(latest, now))
     return used

@@ -444,9 +444,11 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
 
     # Links: the one made with it, used up; another, revoked.
     token = download["link"]["token"]
-    assert satchel.call("GET", f"/links/{token}", user=None).status == 302
-    assert satchel.call("GET", f"/links/{token}", user=None).status == 410
+    assert satchel.call("GET", f"/links/{token}", user=None).status == 200
+    assert satchel.call("POST", f"/links/{token}", user=None).status == 303
+    assert satchel.call("POST", f"/links/{token}", user=None).status == 410
     other = satchel.call("POST", f"/downloads/{download['id']}/links", body={"max_uses": 2}).json["token"]
+    assert satchel.call("GET", f"/downloads/{download['id']}/links").status == 200
     assert satchel.call("DELETE", f"/links/{other}").status == 204
     assert satchel.call("GET", f"/links/{other}", user=None).status == 410
 

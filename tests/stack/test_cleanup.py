@@ -264,8 +264,13 @@ def test_cleanup_racing_fetches_never_leaves_a_url_to_a_deleted_file(satchel: Sa
             try:
                 url = api_downloads.file_url(runtime, alice, download["id"], 300, Action.FETCHED_URL).url
                 handed_out.append(presigned_until(url))
-                handed_out.append(presigned_until(api_links.follow(runtime, link["token"])))
-            except (DownloadExpired, LinkGone) as gone:
+                claimed = api_links.claim(runtime, link["token"], None)
+                if isinstance(claimed, api_links.Reading):
+                    assert isinstance(claimed.refusal, LinkGone), claimed.refusal
+                    refused.append(claimed.refusal.code)
+                else:
+                    handed_out.append(presigned_until(claimed.url))
+            except DownloadExpired as gone:
                 refused.append(gone.code)
             time.sleep(0.01)
 

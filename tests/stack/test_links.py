@@ -38,10 +38,11 @@ def new_link(satchel: Satchel, download_id: str, user: str = "alice", **body: An
 
 
 def follow(satchel: Satchel, token: str) -> Any:
-    return satchel.call("GET", f"/links/{token}", user=None)
+    """A new claimant's claim (no cookie, no claim id): spends a use, 303 to the file."""
+    return satchel.call("POST", f"/links/{token}", user=None)
 
 
-def test_single_use_link_redirects_once_then_is_gone(satchel: Satchel, done_id: str) -> None:
+def test_single_use_link_is_claimed_once_then_is_gone(satchel: Satchel, done_id: str) -> None:
     link = new_link(satchel, done_id)
     assert set(link) == {"url", "token", "expires_at", "max_uses"}
     assert link["max_uses"] == 1
@@ -49,7 +50,7 @@ def test_single_use_link_redirects_once_then_is_gone(satchel: Satchel, done_id: 
     assert link["url"].endswith(f"/links/{link['token']}")
 
     first = follow(satchel, link["token"])
-    assert first.status == 302
+    assert first.status == 303
     location = first.headers["Location"]
     assert "/links/" not in location
     assert int(parse_qs(urlparse(location).query)["X-Amz-Expires"][0]) <= 300  # minutes, not hours
@@ -58,12 +59,12 @@ def test_single_use_link_redirects_once_then_is_gone(satchel: Satchel, done_id: 
 
     second = follow(satchel, link["token"])
     assert second.status == 410
-    assert second.json == {"Code": "LinkGone", "Message": "the link has been used up"}
+    assert second.json == {"Code": "LinkGone", "Message": "the link has been used up", "reason": "used_up"}
 
 
 def test_multi_use_link_counts_every_use(satchel: Satchel, done_id: str) -> None:
     token = new_link(satchel, done_id, max_uses=3)["token"]
-    assert [follow(satchel, token).status for _ in range(4)] == [302, 302, 302, 410]
+    assert [follow(satchel, token).status for _ in range(4)] == [303, 303, 303, 410]
 
 
 def test_link_handed_out_before_done_answers_425_without_spending_a_use(
@@ -81,7 +82,7 @@ def test_link_handed_out_before_done_answers_425_without_spending_a_use(
     assert early.json["Code"] == "LinkNotReady"
     assert early.json["state"] in {"PENDING", "RUNNING"}
     assert satchel.wait(created.json["id"])["state"] == "DONE"
-    assert follow(satchel, token).status == 302
+    assert follow(satchel, token).status == 303
     assert follow(satchel, token).status == 410
 
 

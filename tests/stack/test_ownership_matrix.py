@@ -43,7 +43,10 @@ ROWS = [
     Row("GET", "/downloads/{id}/file", (302, 403, 302, 404, 401, 403)),
     Row("GET", "/downloads/{id}/url", (200, 403, 200, 404, 401, 403)),
     Row("POST", "/downloads/{id}/links", (201, 403, 201, 404, 401, 403), body={}),
-    Row("GET", "/links/{token}", (302, 302, 302, 302, 302, 302)),  # the token is the credential
+    Row("GET", "/links/{token}", (200, 200, 200, 200, 200, 200)),  # the token is the credential
+    Row("HEAD", "/links/{token}", (200, 200, 200, 200, 200, 200)),
+    Row("POST", "/links/{token}", (303, 303, 303, 303, 303, 303)),
+    Row("GET", "/downloads/{id}/links", (200, 403, 200, 404, 401, 403)),
     Row("DELETE", "/links/{token}", (204, 403, 204, 404, 401, 403), fresh=True),
     Row("DELETE", "/downloads/{id}", (204, 403, 204, 404, 401, 403), fresh=True),
 ]

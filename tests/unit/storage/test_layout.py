@@ -16,7 +16,7 @@ from chalicelib.storage import layout
 ROOT = Path(__file__).resolve().parents[3]
 
 
-INDEX_PREFIXES = (layout.OWNER, layout.DUE)
+INDEX_PREFIXES = (layout.OWNER, layout.DUE, layout.LINKS_OF)
 
 
 IDS = [
