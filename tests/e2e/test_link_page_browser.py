@@ -140,7 +140,7 @@ def test_the_link_page_shows_the_file_and_the_browser_saves_it(
     started = time.monotonic()
     download, link = shared_download(stack)
     shown = facts(link)
-    browser = browsers()
+    browser = browsers(width=900, height=620)  # the screenshot: the page, little around it
 
     browser.driver.get(link)
 
