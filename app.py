@@ -220,7 +220,8 @@ def claim_link(token: str) -> Response:
     url = f"{base_url(runtime)}/links/{token}"
     if isinstance(outcome, links.Reading):
         return linkpage.answer(outcome, headers.get("accept"), url)
-    return linkpage.claimed(outcome, headers.get("accept"), url, secure=url.startswith("https://"))
+    secure = url.startswith("https://") or headers.get("x-forwarded-proto", "").lower() == "https"
+    return linkpage.claimed(outcome, headers.get("accept"), url, secure=secure)
 
 
 @app.route("/links/{token}", methods=["DELETE"], authorizer=bearer)

@@ -11,12 +11,15 @@ ID=$(echo "$CREATED" | python3 -c 'import json, sys; print(json.load(sys.stdin)[
 LINK=$(echo "$CREATED" | python3 -c 'import json, sys; print(json.load(sys.stdin)["link"]["url"])')
 echo "$LINK"        # <the API>/links/<token>
 
-# Anyone, without a key: reading the link (GET, HEAD) shows the file and never spends a
-# use; it answers 425 until the zip is built. Only the claim, a POST (`-d ''`), spends the
-# use: it answers a 303 to a URL minted for it, which -L follows with a GET. Any other
-# answer than 425 (410: the download failed or was cancelled) ends the wait.
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "$LINK")" != 425 ]; do sleep 1; done
-curl -s -L -d '' -o shared.zip "$LINK"
+# Anyone, without a key. Reading the link (GET, as chat previews and mail scanners do) never
+# spends it: JSON here, the link page in a browser.
+curl -s -H 'Accept: application/json' "$LINK" | python3 -c \
+  'import json, sys; link = json.load(sys.stdin); print(link.get("filename"), link.get("uses_left", link.get("Code")))'
+
+# The claim (POST) spends the use: 425 until the zip is built, then a 303 to a URL minted for
+# this claim, which -L follows with a GET (`-d ''` makes the POST; `-X POST` would also POST to
+# the file's URL). Any other answer (410: the download failed or was cancelled) ends the wait.
+until [ "$(curl -s -L -d '' -o shared.zip -w '%{http_code}' "$LINK")" != 425 ]; do sleep 1; done
 python3 -m zipfile -l shared.zip  # fails unless shared.zip is the zip
 curl -s -i -d '' "$LINK" | head -1     # HTTP/1.1 410 Gone: used up
 

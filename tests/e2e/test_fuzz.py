@@ -318,8 +318,8 @@ def raw_call(
         ("TRACE", "/downloads", "GET, POST"),
         ("QUERY", "/downloads/{done}", "DELETE, GET"),
         ("PUT", "/health", "GET"),
-        ("PATCH", "/links/{link}", "DELETE, GET"),
-        ("HEAD", "/downloads/{done}/links", "POST"),
+        ("PATCH", "/links/{link}", "DELETE, GET, HEAD, POST"),
+        ("HEAD", "/downloads/{done}/links", "GET, POST"),
     ],
 )
 def test_a_method_no_route_has_is_405_with_allow(
@@ -343,7 +343,9 @@ def test_the_local_servers_every_answer_carries_the_security_headers(target: Tar
     answers = {
         "200": raw_call(target, "GET", "/health"),
         "302": raw_call(target, "GET", f"/downloads/{done}/file", alice),
-        "302 link": raw_call(target, "GET", f"/links/{link}"),
+        "200 link": raw_call(target, "GET", f"/links/{link}"),
+        "303 claim": raw_call(target, "POST", f"/links/{link}"),
+        "200 links": raw_call(target, "GET", f"/downloads/{done}/links", alice),
         "401": raw_call(target, "GET", "/downloads"),
         "403": raw_call(target, "GET", "/downloads", "not-a-key"),
         "404 unknown path": raw_call(target, "GET", "/nowhere"),

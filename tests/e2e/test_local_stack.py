@@ -79,6 +79,17 @@ def call(
             return Reply(error.code, dict(error.headers.items()), error.read())
 
 
+def call_raw(method: str, url: str, data: bytes, headers: dict[str, str]) -> Reply:
+    """A request with a body as it is (a form's), not JSON."""
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with _opener.open(request, timeout=30) as response:
+            return Reply(response.status, dict(response.headers.items()), response.read())
+    except HTTPError as error:
+        with error:
+            return Reply(error.code, dict(error.headers.items()), error.read())
+
+
 @dataclass
 class LocalStack:
     process: subprocess.Popen[bytes]
@@ -237,15 +248,32 @@ def test_links_and_idempotency_over_http(local_stack: LocalStack) -> None:
     assert "link" not in replay.json  # a token is shown once
 
     download = _wait_done(stack, created.json["id"], alice)
-    read = call("GET", link["url"])  # no credentials: the token is the credential
-    assert (read.status, read.json["uses_left"]) == (200, 1)  # reading spends nothing
-    first = call("POST", link["url"])  # the claim
-    assert first.status == 303
+    # Reading, as chat previews and browsers do, spends nothing: no credentials, the token is one.
+    browser = "text/html,application/xhtml+xml,*/*;q=0.8"
+    facts = call("GET", link["url"], extra={"Accept": "application/json", "User-Agent": "Slackbot 1.0"})
+    assert (facts.status, facts.json["uses_left"]) == (200, 1)
+    assert facts.json["claim"] == {"method": "POST", "url": link["url"]}
+    page = call("GET", link["url"], extra={"Accept": browser})
+    assert page.status == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert f'<form method="post" action="/links/{link["token"]}">' in page.body.decode()
+    head = call("HEAD", link["url"], extra={"Accept": browser})
+    assert (head.status, head.body, head.headers["Content-Type"]) == (200, b"", page.headers["Content-Type"])
+
+    # The form's POST (urlencoded body, as a browser sends it) claims: 303 and a claim cookie.
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": browser}
+    first = call_raw("POST", link["url"], b"", form)
+    assert first.status == 303, first.body
     assert (
         hashlib.sha256(call("GET", first.headers["Location"]).body).hexdigest()
         == download["artifact"]["sha256"]
     )
-    assert call("POST", link["url"]).status == 410
+    cookie = first.headers["Set-Cookie"].split(";")[0]
+    assert cookie.startswith("satchel_claim=")
+    again = call_raw("POST", link["url"], b"", {**form, "Cookie": cookie})
+    assert again.status == 303, again.body  # within the claim window: no use spent
+    assert call_raw("POST", link["url"], b"", form).status == 410  # anyone else: used up
     assert call("GET", link["url"]).status == 410
 
     another = call("POST", f"{stack.api}/downloads/{download['id']}/links", alice, {"max_uses": 2})
