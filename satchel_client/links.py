@@ -313,7 +313,7 @@ class LinkClient:
             return GetResult(url, fetched, use=0, reclaimed=False)
         part = part_path(target)
         kept_claim = claim_path(part)
-        saved = saved or load_claim(kept_claim, url)
+        saved = load_claim(kept_claim, url) or saved
         if saved is not None and (saved.size, saved.sha256) != (shared.size, shared.sha256):
             saved = None  # a claim of another file once behind this link: it does not resume
         claim = self._claim(url, shared, kept_claim, saved)
@@ -331,7 +331,9 @@ class LinkClient:
         os.replace(part, target)
         kept_claim.unlink(missing_ok=True)
         fetched = FetchResult(target, size, sha256, resumed_from=kept, transferred=size - kept)
-        return GetResult(url, fetched, use=claim.use, reclaimed=saved is not None)
+        # A re-claim keeps its claim id; a claim whose window had passed was a new one.
+        reclaimed = saved is not None and claim.claim_id in ("", saved.claim_id)
+        return GetResult(url, fetched, use=claim.use, reclaimed=reclaimed)
 
     def _look(
         self,
@@ -342,28 +344,31 @@ class LinkClient:
         timeout: float | None,
         on_wait: Callable[[LinkNotReady], None] | None,
     ) -> tuple[SharedFile, SavedClaim | None]:
-        """The link's file, as the link shows it; or, when the link is used up but a claim kept
-        for it (at `path`, given explicitly) is still open, as that claim saved it."""
+        """The link's file, as the link shows it to this claimant (a claim kept from an earlier
+        get is presented: within its window the link shows the file even with no use left);
+        or, should the link still refuse while that claim is open, as the claim saved it."""
+        kept = self._kept_claim(url, path)
+        claim_id = kept.claim_id if kept else None
         try:
             if wait:
-                return self.wait_ready(url, timeout=timeout, on_wait=on_wait), None
-            return self.inspect(url), None
+                return self.wait_ready(url, timeout=timeout, claim_id=claim_id, on_wait=on_wait), kept
+            return self.inspect(url, claim_id), kept
         except ApiError as refused:
-            saved = self._open_claim(url, path) if refused.status == 410 else None
-            if saved is None:
+            if refused.status != 410 or kept is None or not kept.open_at(self._clock()):
                 raise
-            return saved.shared_file(), saved
+            return kept.shared_file(), kept
 
-    def _open_claim(self, url: str, path: str | os.PathLike[str] | None) -> SavedClaim | None:
-        # The link no longer tells the file's name: look beside the file asked for, or for
-        # any claim of this link in the directory the file goes to.
+    def _kept_claim(self, url: str, path: str | os.PathLike[str] | None) -> SavedClaim | None:
+        """A claim of this link kept by an earlier get into the same place, if there is one."""
+        # Before the link is read its file's name is unknown: look beside the file asked
+        # for, then for any claim of this link in the directory the file goes to.
         target = Path(path) if path is not None else Path.cwd()
         directory = target if target.is_dir() else target.parent
         candidates = [] if target.is_dir() else [claim_path(part_path(target))]
         candidates += sorted(directory.glob(f"*{PART_SUFFIX}{CLAIM_SUFFIX}"))
         for candidate in candidates:
             saved = load_claim(candidate, url)
-            if saved is not None and saved.open_at(self._clock()):
+            if saved is not None:
                 return saved
         return None
 

@@ -235,6 +235,9 @@ def test_a_retry_in_another_tab_spends_no_use_and_another_person_is_refused(
 
     assert sha256_of(first) == sha256_of(second) == download["artifact"]["sha256"]
     assert uses(stack, download["id"]) == [1]
+    person.driver.get(link)  # for its claimant, within the window, the page still offers the file
+    assert person.driver.find_elements(By.ID, "download")
+    assert "again" in person.driver.find_element(By.ID, "uses-left").text
 
     click_download(other)  # no cookie: a claim of its own, and the only use is spent
     WebDriverWait(other.driver, PAGE_DEADLINE_SECONDS).until(

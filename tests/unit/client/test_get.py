@@ -202,8 +202,24 @@ def test_an_interrupted_get_resumes_with_its_claim_id_and_a_range(
         1000,
         len(ARTIFACT) - 1000,
     )
+    assert api.requests_to("GET", LINK_PATH)[0].headers["Satchel-Claim"] == CLAIM_ID  # read as its claimant
     assert api.requests_to("POST", LINK_PATH)[0].headers["Satchel-Claim"] == CLAIM_ID
     assert api.requests_to("GET", FILE_PATH)[0].headers["Range"] == "bytes=1000-"
+
+
+def test_a_claim_whose_window_had_passed_is_a_new_claim(
+    api: FakeApi, links: LinkClient, tmp_path: Path
+) -> None:
+    api.on("GET", LINK_PATH, Answer(200, shown(api, max_uses=2, uses=1, uses_left=1)))
+    api.on("POST", LINK_PATH, Answer(200, {**claimed(api, use=2), "claim_id": "d" * 32}))
+    part = part_path(tmp_path / "out.zip")
+    part.write_bytes(ARTIFACT[:1000])
+    save_claim(claim_path(part), saved_claim(api, datetime.now(UTC) - timedelta(seconds=1)))
+
+    got = links.get(api.url + LINK_PATH, tmp_path / "out.zip")
+
+    assert (got.reclaimed, got.use, got.fetched.resumed_from) == (False, 2, 1000)
+    assert (tmp_path / "out.zip").read_bytes() == ARTIFACT
 
 
 def test_a_used_up_link_still_resumes_for_its_claimant_within_the_window(
