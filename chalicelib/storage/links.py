@@ -171,11 +171,28 @@ class LinkStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as error:
-            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            code = error.response["Error"]["Code"]
+            if code == "ValidationException" and not self._has_claims(link.token_hash):
+                # A link issued before claims existed has no map to add to: give it one, once.
+                self._add_claims_map(link.token_hash)
+                return self.claim(link, claim_hash, now, until)
+            if code != "ConditionalCheckFailedException":
                 raise
             item = self._table.get_item(Key=self._key(link.token_hash), ConsistentRead=True).get("Item")
             return _from_item(item) if item and item.get("last_use") == use_id else None
         return _from_item(result["Attributes"])
+
+    def _has_claims(self, token_hash: str) -> bool:
+        item = self._table.get_item(Key=self._key(token_hash), ConsistentRead=True).get("Item")
+        return item is None or "claims" in item
+
+    def _add_claims_map(self, token_hash: str) -> None:
+        self._table.update_item(
+            Key=self._key(token_hash),
+            UpdateExpression="SET claims = if_not_exists(claims, :empty)",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":empty": {}},
+        )
 
     def revoke(self, token_hash: str) -> None:
         """Mark the link revoked; LinkNotFound if it is gone (TTL may delete it at any time,

@@ -15,6 +15,8 @@ import requests
 
 from chalicelib.core import clock
 from chalicelib.notify import dispatch
+from chalicelib.storage.keys import hash_secret
+from chalicelib.storage.links import LinkStore
 from satchel_local.stack import REGION
 from tests.support.stack import Satchel
 
@@ -268,3 +270,27 @@ def test_a_claim_is_announced_on_eventbridge(satchel: Satchel, done_id: str) -> 
     assert (event["detail"]["link_id"], event["detail"]["download_id"]) == (link_id, done_id)
     assert (event["detail"]["tenant"], event["detail"]["use"]) == ("acme", 1)
     assert token not in json.dumps(event)
+
+
+def test_a_link_issued_before_claims_existed_can_be_claimed(
+    satchel: Satchel, done_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Links live for days: one written without the `claims` map still claims, once each."""
+    added: list[str] = []
+    original = LinkStore._add_claims_map
+
+    def spy(store: LinkStore, token_hash: str) -> None:
+        added.append(token_hash)
+        original(store, token_hash)
+
+    monkeypatch.setattr(LinkStore, "_add_claims_map", spy)
+    token = new_token(satchel, done_id, max_uses=2)
+    table = boto3.resource("dynamodb", region_name=REGION).Table(satchel.stack.table)
+    key = {"pk": f"LINK#{hash_secret(token)}", "sk": "LINK"}
+    table.update_item(Key=key, UpdateExpression="REMOVE claims")
+    assert "claims" not in table.get_item(Key=key)["Item"]
+    first = claim(satchel, token)
+    assert first.status_code == 303, first.body
+    assert claim(satchel, token, claim_cookie(first)).status_code == 303
+    assert uses_of(satchel, done_id) == [1]
+    assert added == [hash_secret(token)]  # the map was added once, by the first claim
