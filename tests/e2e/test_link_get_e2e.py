@@ -10,6 +10,7 @@ back for the not-ready case by a gate in front of Prepare (tests/support/buildga
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -34,7 +35,6 @@ from tests.e2e.test_local_stack import (
     running_stack,
 )
 from tests.support import buildgate
-from tests.support.browser import sha256_of
 
 RUN_TIMEOUT = 60.0
 GROW_TIMEOUT = 20.0
@@ -92,6 +92,10 @@ def uses(stack: LocalStack, download_id: str) -> list[int]:
     listed = call("GET", f"{stack.api}/downloads/{download_id}/links", stack.key("alice"))
     assert listed.status == 200, listed.body
     return [int(item["uses"]) for item in listed.json["items"]]
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def link_status(link: str) -> int:
