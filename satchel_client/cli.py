@@ -22,7 +22,8 @@ from satchel_client.errors import (
     VerificationError,
     WaitTimeout,
 )
-from satchel_client.models import CANCELLED, EXPIRED, STATES, Download, FetchResult
+from satchel_client.links import GetResult, LinkClient, LinkNotReady, link_url, target_for
+from satchel_client.models import CANCELLED, EXPIRED, STATES, Download, FetchResult, SharedFile
 from satchel_client.transfer import part_path, target_path
 from satchel_client.ui import Ui
 
@@ -43,11 +44,12 @@ EXIT_CODES = """exit codes:
   0    success
   1    another error (e.g. the output file cannot be written)
   2    usage: wrong arguments, or no API URL/key (--api-url/--api-key, $SATCHEL_API_URL/KEY, --as)
-  3    the API refused the request (4xx): the message has its Code
+  3    the API refused the request (4xx): the message has its Code; for `get`, a link
+       not found (404), gone (410: used up, expired, revoked) or not ready yet (425)
   4    the download ended FAILED, CANCELLED or EXPIRED
   5    the API could not be reached, or failed (5xx), after retries
   6    the fetched file did not match the download's sha256 (it was removed)
-  7    --timeout passed while the download was still being built
+  7    --timeout passed while the download (or a link's file, `get --wait`) was being built
   130  interrupted (Ctrl-C); an interrupted fetch resumes when run again"""
 
 
@@ -77,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, ui: Ui) -> None:
+    if args.command is cmd_get:  # a link is its own credential: no API URL or key needed
+        cmd_get(args, ui)
+        return
     connection = resolve(
         api_url=args.api_url, api_key=args.api_key, as_user=args.as_user, environ=os.environ, cwd=Path.cwd()
     )
@@ -234,6 +239,97 @@ def cmd_types(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
     ui.result(render.types(kinds), [kind.raw for kind in kinds])
 
 
+def cmd_get(args: argparse.Namespace, ui: Ui) -> None:
+    try:
+        url = link_url(args.link)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    saving: list[Path] = []  # where the file goes, once the link has said its name
+    with LinkClient() as links, ui.fetching("") as bar:
+
+        def show(shared: SharedFile) -> None:
+            saving.append(target_for(shared, args.output))
+            bar.describe(saving[-1].name)
+            ui.notice(render.shared_file(shared))
+
+        def waiting(not_ready: LinkNotReady) -> None:
+            ui.notice(render.not_ready(not_ready.body, not_ready.retry_after))
+
+        try:
+            got = links.get(
+                url,
+                args.output,
+                wait=args.wait,
+                timeout=args.timeout,
+                observer=bar,
+                rate_limit=args.limit_rate,
+                on_wait=waiting,
+                on_file=show,
+            )
+        except LinkNotReady as not_ready:
+            raise _not_ready(not_ready, args) from None
+        except ApiError as error:
+            raise _link_refused(error) from None
+        except VerificationError as error:
+            hint = (
+                "the bytes were removed: run the same command again (within the claim window no use is spent)"
+            )
+            raise CommandError(Exit.CORRUPT, str(error), hint) from None
+        except KeyboardInterrupt:
+            raise CommandError(Exit.INTERRUPTED, "interrupted", _link_resume_hint(saving)) from None
+        except NetworkError as error:
+            raise CommandError(Exit.UNAVAILABLE, str(error), _link_resume_hint(saving)) from error
+    ui.notice(render.fetched(got.fetched) + _use_note(got))
+    ui.result(str(got.fetched.path), got.to_json())
+
+
+def _use_note(got: GetResult) -> str:
+    if got.reclaimed:
+        return "; resumed within the claim window, no further use spent"
+    return f"; claimed use {got.use}" if got.use else "; nothing claimed"
+
+
+def _not_ready(not_ready: LinkNotReady, args: argparse.Namespace) -> CommandError:
+    after = not_ready.retry_after
+    if args.wait:
+        hint = "it goes on: run the same command again (with --wait, and a longer --timeout) to wait more"
+        return CommandError(Exit.TIMEOUT, str(not_ready), hint, retry_after=after)
+    when = f"retry after {after} s" if after else "retry later"
+    hint = f"{when}, or add --wait to wait for it (nothing was claimed)"
+    return CommandError(
+        Exit.REFUSED, str(not_ready), hint, status=425, code="LinkNotReady", retry_after=after
+    )
+
+
+_LINK_HINTS = {
+    "LinkNotFound": "check the link: copy it whole (a link that was never issued is not found)",
+    "LinkGone": "it is used up, expired or revoked, or its file was deleted: ask its owner for a new link",
+}
+
+
+def _link_refused(error: ApiError) -> CommandError:
+    if not error.is_refusal:
+        hint = "the request was retried; try again later"
+        return CommandError(Exit.UNAVAILABLE, f"the API failed: {error}", hint, status=error.status)
+    hint = _LINK_HINTS.get(error.code, "")
+    return CommandError(Exit.REFUSED, f"refused: {error}", hint, status=error.status, code=error.code)
+
+
+_CORRUPT_HINT = (
+    "the bytes were removed: run the same command again (within the claim window, no use is spent)"
+)
+
+
+def _link_resume_hint(saving: list[Path]) -> str:
+    kept = _kept(part_path(saving[-1])) if saving else 0
+    if not kept:
+        return "nothing was saved; run the same command again"
+    return (
+        f"{kept} bytes are kept in {part_path(saving[-1])}: run the same command again to resume "
+        "from there (within the claim window, no further use is spent)"
+    )
+
+
 def _wait(client: SatchelClient, download_id: str, timeout: float | None, ui: Ui) -> Download:
     try:
         with ui.waiting(download_id) as show:
@@ -310,12 +406,23 @@ def _rate(text: str) -> int:
     return int(match.group(1)) * _RATE_UNITS[match.group(2).lower()]
 
 
-def _common_options(*, after_command: bool) -> argparse.ArgumentParser:
+def _common_options(*, after_command: bool, connection: bool = True) -> argparse.ArgumentParser:
     # Accepted before and after the command (`satchel --as alice list`, `satchel list --as alice`).
     # After it, the defaults are SUPPRESS, so that a subcommand does not reset what was given
     # before it; and a separate parser, because parents share their action objects.
     default = argparse.SUPPRESS if after_command else None
     common = argparse.ArgumentParser(add_help=False, argument_default=default)
+    if connection:  # `get` needs none: a link is its own credential
+        _connection_options(common)
+    output = common.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print results as JSON on stdout, for scripts")
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or messages; errors only"
+    )
+    return common
+
+
+def _connection_options(common: argparse.ArgumentParser) -> None:
     connection = common.add_argument_group("connection")
     connection.add_argument("--api-url", metavar="URL", help=f"the API's base URL (default: ${ENV_API_URL})")
     connection.add_argument("--api-key", metavar="KEY", help=f"your API key (default: ${ENV_API_KEY})")
@@ -325,12 +432,6 @@ def _common_options(*, after_command: bool) -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"call the local stack (`make run`) as its user NAME, e.g. alice; from {STATE_FILE_NAME}",
     )
-    output = common.add_argument_group("output")
-    output.add_argument("--json", action="store_true", help="print results as JSON on stdout, for scripts")
-    output.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars or messages; errors only"
-    )
-    return common
 
 
 def _wait_options() -> argparse.ArgumentParser:
@@ -386,6 +487,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list(add("list", cmd_list, "list your downloads, newest first"))
     add("cancel", cmd_cancel, "cancel a running download, or delete a finished one's file").add_argument("id")
     _add_link(add("link", cmd_link, "make a link to a download that works without an API key"))
+    get = commands.add_parser(
+        "get",
+        help="claim a shared link and save its file, resuming an interrupted get, verified (no API key)",
+        description=(
+            "Claim a link (one use; a resume within the claim window spends none), save its file and "
+            "verify its sha256. The link's page is only read first: reading never spends a use."
+        ),
+        parents=[
+            _common_options(after_command=True, connection=False),
+            _wait_options(),
+            _fetch_options("where to save it (default: the link's file name, here); a directory: in it"),
+        ],
+    )
+    get.set_defaults(command=cmd_get)
+    get.add_argument("link", metavar="LINK", help="the link, e.g. https://satchel.example.com/links/TOKEN")
+    get.add_argument("--wait", action="store_true", help="wait while its file is being built (425)")
     add("types", cmd_types, "list the download types and their parameters")
     return parser
 

@@ -32,10 +32,9 @@ from satchel_client.transfer import (
     SilentObserver,
     Sink,
     Throttle,
-    content_range_start,
     is_complete,
     part_path,
-    stream_into,
+    stream_rest,
     target_path,
 )
 
@@ -370,19 +369,8 @@ class SatchelClient:
         )
 
     def _stream(self, url: str, sink: Sink, total: int, observer: FetchObserver, throttle: Throttle) -> None:
-        offset = sink.size
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
         # No auth: a presigned URL is its own credential, and the API key must not leave the API.
-        with self._http.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
-            if response.status_code not in (200, 206):
-                raise ApiError.from_response(response)
-            if offset and (response.status_code == 200 or content_range_start(response) != offset):
-                # The whole file (or some other range) came back: keep nothing from before.
-                sink.restart()
-                observer.begin(0, total)
-                if response.status_code != 200:
-                    return  # this body starts elsewhere; the next attempt asks from byte 0
-            stream_into(response, sink, throttle, observer.advance)
+        stream_rest(self._http, url, sink, total, observer, throttle, self.timeout)
 
     # -- plumbing -------------------------------------------------------------------------
 

@@ -195,3 +195,63 @@ class FetchResult:
             "resumed_from": self.resumed_from,
             "transferred": self.transferred,
         }
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    """What a link shows before it is claimed (GET /links/{token} as JSON): reading spends nothing."""
+
+    url: str  # the link itself
+    filename: str
+    size: int
+    sha256: str
+    content_type: str
+    expires_at: str | None
+    max_uses: int
+    uses: int
+    uses_left: int
+    claim_window_seconds: int
+    claim_url: str  # where the claim (a POST) goes
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, url: str, data: Mapping[str, Any]) -> SharedFile:
+        claim = data.get("claim") or {}
+        return cls(
+            url=url,
+            filename=str(data.get("filename") or ""),
+            size=_int(data, "size"),
+            sha256=str(data["sha256"]),
+            content_type=str(data.get("content_type") or ""),
+            expires_at=_str(data, "expires_at"),
+            max_uses=_int(data, "max_uses"),
+            uses=_int(data, "uses"),
+            uses_left=_int(data, "uses_left"),
+            claim_window_seconds=_int(data, "claim_window_seconds"),
+            claim_url=str(claim.get("url") or url),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a claim (POST /links/{token} as JSON): a presigned URL of the file, and the
+    claim id that lets the same claimant claim again until `claim_expires_at` without a use."""
+
+    url: str
+    expires_at: str | None
+    claim_id: str
+    claim_expires_at: str | None
+    use: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Claim:
+        return cls(
+            url=str(data["url"]),
+            expires_at=_str(data, "expires_at"),
+            claim_id=str(data.get("claim_id") or ""),
+            claim_expires_at=_str(data, "claim_expires_at"),
+            use=_int(data, "use"),
+            raw=dict(data),
+        )

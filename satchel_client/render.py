@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from satchel_client.models import Download, DownloadType, FetchResult, Link
+from satchel_client.models import Download, DownloadType, FetchResult, Link, SharedFile
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB")
 
@@ -85,3 +86,22 @@ def fetched(result: FetchResult) -> str:
         return f"{result.path} is already there ({size(result.size)}, sha256 verified)"
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
     return f"saved {result.path} ({size(result.size)}, sha256 verified{resumed})"
+
+
+def shared_file(item: SharedFile) -> str:
+    uses = f", {item.uses_left} of {item.max_uses} uses left" if item.max_uses else ""
+    expires = f", link expires {item.expires_at}" if item.expires_at else ""
+    return f"{item.filename or 'a file'}: {size(item.size)}, sha256 {item.sha256}{uses}{expires}"
+
+
+def not_ready(body: Mapping[str, Any], retry_after: int | None) -> str:
+    """A 425's body, for people: how far the build is."""
+    done = body.get("progress") or {}
+    parts = []
+    if done.get("files_total"):
+        parts.append(f"{done.get('files_done', 0)}/{done['files_total']} files")
+    if done.get("bytes_total"):
+        parts.append(f"{size(int(done.get('bytes_done', 0)))} of {size(int(done['bytes_total']))}")
+    progress = f" ({', '.join(parts)})" if parts else ""
+    after = f"; asking again in {retry_after} s" if retry_after else ""
+    return f"not ready yet: its file is being built{progress}{after}"

@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol
 
 import requests
 
+from satchel_client.errors import ApiError
 from satchel_client.models import Download
 
 CHUNK_BYTES = 64 * 1024
@@ -160,3 +161,28 @@ def stream_into(
         sink.write(chunk)
         advance(sink.size)
         throttle.pace(len(chunk))
+
+
+def stream_rest(
+    session: requests.Session,
+    url: str,
+    sink: Sink,
+    total: int,
+    observer: FetchObserver,
+    throttle: Throttle,
+    timeout: float | tuple[float, float],
+) -> None:
+    """Append what `sink` lacks of the file at `url` (a presigned URL: sent without credentials),
+    asking for the rest with a Range; a server that answers another range starts it over."""
+    offset = sink.size
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        if response.status_code not in (200, 206):
+            raise ApiError.from_response(response)
+        if offset and (response.status_code == 200 or content_range_start(response) != offset):
+            # The whole file (or some other range) came back: keep nothing from before.
+            sink.restart()
+            observer.begin(0, total)
+            if response.status_code != 200:
+                return  # this body starts elsewhere; the next attempt asks from byte 0
+        stream_into(response, sink, throttle, observer.advance)

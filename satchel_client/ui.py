@@ -107,6 +107,10 @@ class FetchBar:
     def __init__(self, ui: Ui, progress: Progress, task: TaskID) -> None:
         self._ui, self._progress, self._task = ui, progress, task
 
+    def describe(self, label: str) -> None:
+        """Name the bar once the file's name is known (a link tells it only when read)."""
+        self._progress.update(self._task, description=label)
+
     def begin(self, offset: int, total: int) -> None:
         if offset:
             self._ui.notice(f"resuming at byte {offset} of {total} (kept from an interrupted fetch)")

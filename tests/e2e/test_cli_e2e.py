@@ -176,8 +176,9 @@ def test_json_results_for_scripts(stack: LocalStack, workdir: Path) -> None:
     assert zip_members(workdir / "all.zip") == expected_members(ALL_KEYS)
 
     link = json.loads(ok(workdir, "--as", "alice", "--json", "link", download_id, "--max-uses", "1"))
-    assert call("GET", link["url"]).status == 302  # no key needed: the token is the credential
-    assert call("GET", link["url"]).status == 410  # single-use
+    assert call("GET", link["url"]).status == 200  # reading the link spends nothing
+    assert call("POST", link["url"]).status == 303  # no key needed: the token is the credential
+    assert call("POST", link["url"]).status == 410  # single-use
 
     assert json.loads(ok(workdir, "--as", "alice", "--json", "cancel", download_id)) == {
         "id": download_id,
