@@ -9,6 +9,7 @@ audited, and each claim is announced (`link.claimed`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,8 @@ from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts
 from chalicelib.storage import links as stored
 from chalicelib.storage.audit import Action, link_actor, user_actor
+
+log = logging.getLogger(__name__)
 
 
 def issue(
@@ -178,7 +181,25 @@ def _hand_out(
     ttl = min(runtime.settings.file_url_ttl_seconds, access.seconds_left(download, now))
     url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
     details: dict[str, Any] = {"use": use, "uses": link.uses} if use is not None else {"reclaim": True}
-    runtime.audit.record(link.tenant, Action.LINK_USED, link.link_id, link.download_id, **details)
+    try:
+        runtime.audit.record(link.tenant, Action.LINK_USED, link.link_id, link.download_id, **details)
+    except Exception:
+        if use is None:
+            raise  # a re-claim spent nothing: its claimant may simply try again
+        # The use is spent: failing now would cost the claimant it (no claim id, no URL). The
+        # entry goes to the log instead, whole, for the trail to be completed from.
+        log.exception(
+            "audit entry not written",
+            extra={
+                "audit": {
+                    "tenant": link.tenant,
+                    "action": Action.LINK_USED.value,
+                    "actor": link.link_id,
+                    "download_id": link.download_id,
+                    **details,
+                }
+            },
+        )
     return Claimed(link, download, url, clock.iso(clock.later(ttl, now)), claim_id, until, use)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -33,6 +33,9 @@ from chalicelib.storage import layout
 from chalicelib.storage.audit import link_actor
 from chalicelib.storage.keys import hash_secret
 from chalicelib.storage.queries import query_pages
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_dynamodb.service_resource import Table
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, URL-safe base64 without padding
 _CLAIM_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")  # 16 bytes, URL-safe base64 without padding
@@ -106,7 +109,7 @@ class IssuedLink:
 
 
 class LinkStore:
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     @staticmethod

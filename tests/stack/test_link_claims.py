@@ -298,3 +298,34 @@ def test_a_link_issued_before_claims_existed_can_be_claimed(
     assert claim(satchel, token, claim_cookie(first)).status_code == 303
     assert uses_of(satchel, done_id) == [1]
     assert added == [hash_secret(token)]  # the map was added once, by the first claim
+
+
+def test_a_claim_whose_audit_entry_cannot_be_written_still_hands_out_the_spent_use(
+    satchel: Satchel, done_id: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The use is spent before the entry is written: answering 500 then would leave the claimant
+    with neither the file nor a claim to retry with. The entry goes to the log instead."""
+    from chalicelib.storage.audit import AuditLog
+
+    written = AuditLog.record
+
+    def unwritable(self: AuditLog, tenant: str, action: Any, *args: Any, **details: Any) -> Any:
+        if action.value == "link.used":
+            raise ConnectionError("the table could not be reached")
+        return written(self, tenant, action, *args, **details)
+
+    token = new_token(satchel, done_id, max_uses=1)
+    monkeypatch.setattr(AuditLog, "record", unwritable)
+    claimed = claim(satchel, token)
+    assert claimed.status_code == 303
+    assert requests.get(claimed.headers["Location"], timeout=30).content
+    assert uses_of(satchel, done_id) == [1]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    [entry] = [line["audit"] for line in lines if line.get("message") == "audit entry not written"]
+    assert (entry["action"], entry["use"], entry["download_id"]) == ("link.used", 1, done_id)
+    # A re-claim spent nothing, so its own failure is an error its claimant may retry.
+    again = claim(satchel, token, cookie=claim_cookie(claimed))
+    assert again.status_code == 500
+    monkeypatch.setattr(AuditLog, "record", written)
+    assert claim(satchel, token, cookie=claim_cookie(claimed)).status_code == 303
+    assert uses_of(satchel, done_id) == [1]

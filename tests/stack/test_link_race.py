@@ -45,7 +45,7 @@ def test_racing_claims_for_the_last_use_give_exactly_one_url(satchel: Satchel) -
     download_id = satchel.create({"keys": ["acme/race.txt"]}).json["id"]
     assert satchel.wait(download_id)["state"] == "DONE"
     base = Runtime.from_env()
-    runtime = replace(base, links=LinkStore(SerialisedWrites(clients.table(base.settings.table))))
+    runtime = replace(base, links=LinkStore(SerialisedWrites(clients.table(base.settings.table)).typed))
 
     for max_uses in (1, 3):
         for _ in range(LINKS):
@@ -63,7 +63,7 @@ def test_two_claimants_racing_for_a_single_use_link_one_wins(satchel: Satchel) -
     download_id = satchel.create({"keys": ["acme/race2.txt"]}).json["id"]
     assert satchel.wait(download_id)["state"] == "DONE"
     base = Runtime.from_env()
-    runtime = replace(base, links=LinkStore(SerialisedWrites(clients.table(base.settings.table))))
+    runtime = replace(base, links=LinkStore(SerialisedWrites(clients.table(base.settings.table)).typed))
     for _ in range(LINKS):
         token = satchel.call("POST", f"/downloads/{download_id}/links", body={"max_uses": 1}).json["token"]
         assert links.read(runtime, token).refusal is None  # the preview: nothing spent
