@@ -50,39 +50,32 @@ def download_finished(runtime: Runtime, download: Download) -> None:
     with observability.download_keys(download):
         observability.record_finished(runtime.settings.stage, download)
         body = payload(download)
-        try:
-            runtime.events.put_events(
-                Entries=[
-                    {
-                        "Source": SOURCE,
-                        "DetailType": DETAIL_TYPE,
-                        "Detail": json.dumps(body),
-                        "EventBusName": runtime.settings.event_bus,
-                    }
-                ]
-            )
-        except Exception:
-            log.exception("could not publish the state change of download %s", download.id)
+        _publish(runtime, DETAIL_TYPE, body, f"the state change of download {download.id}")
         if download.callback_url:
             _call_back(runtime, download, body)
 
 
 def link_claimed(runtime: Runtime, detail: dict[str, Any]) -> None:
     """A link was claimed (`link.claimed`): on EventBridge, best-effort. A claim never waits
-    for nor fails because of a receiver; the webhook of the event is issue 16's."""
+    for nor fails because of a receiver, so the event sends no callback from the API."""
+    _publish(runtime, LINK_CLAIMED, detail, f"the claim of link {detail.get('link_id')}")
+
+
+def _publish(runtime: Runtime, detail_type: str, detail: dict[str, Any], what: str) -> None:
+    """One event on the bus; a failure is logged, never raised (the event reports, it decides nothing)."""
     try:
         runtime.events.put_events(
             Entries=[
                 {
                     "Source": SOURCE,
-                    "DetailType": LINK_CLAIMED,
+                    "DetailType": detail_type,
                     "Detail": json.dumps(detail),
                     "EventBusName": runtime.settings.event_bus,
                 }
             ]
         )
     except Exception:
-        log.exception("could not publish the claim of link %s", detail.get("link_id"))
+        log.exception("could not publish %s", what)
 
 
 def _call_back(runtime: Runtime, download: Download, body: dict[str, Any]) -> None:

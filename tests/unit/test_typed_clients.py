@@ -1,4 +1,4 @@
-"""boto3 clients, tables and resources are typed with their stubs, never `Any` (issue 14).
+"""boto3 clients, tables and resources are typed with their stubs, never `Any`.
 
 Every module under chalicelib/ is read from its source (ast). A function parameter, an
 annotated attribute or variable, or a function's return, whose name says it holds a client
