@@ -10,7 +10,6 @@ it as soon as its `.part` file has grown.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -21,7 +20,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,12 +29,11 @@ import pytest
 
 from satchel_local.seed import tenant_sources
 from tests.e2e.test_local_stack import EXAMPLES, LocalStack, call, running_stack
+from tests.support import cli
 
 SATCHEL = Path(sys.executable).parent / "satchel"  # the console script `make` installs
 # Generous: the stack seeds its demo data before it is ready, and a busy 2-core machine
 # (the whole suite runs at once) can take a while for that.
-RUN_TIMEOUT = 60.0
-GROW_TIMEOUT = 20.0
 SOURCES = tenant_sources("acme")
 ALL_KEYS = sorted(SOURCES)
 HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -59,23 +56,8 @@ def workdir(stack: LocalStack, tmp_path: Path) -> Iterator[Path]:
     assert stack.process.poll() is None, f"the stack exited ({stack.process.returncode}):\n{stack.output()}"
 
 
-def _environment() -> dict[str, str]:
-    # Nothing from the developer's shell may choose the API, the key or the terminal's looks.
-    unwanted = ("SATCHEL_API_URL", "SATCHEL_API_KEY", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR")
-    environ = {name: value for name, value in os.environ.items() if name not in unwanted}
-    return {**environ, "COLUMNS": "120", "TERM": "xterm"}
-
-
 def satchel(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SATCHEL), *args],
-        cwd=workdir,
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    return cli.run([str(SATCHEL), *args], workdir)
 
 
 def ok(workdir: Path, *args: str) -> str:
@@ -95,15 +77,11 @@ def expected_members(keys: list[str]) -> dict[str, bytes]:
     return {key.removeprefix("acme/"): SOURCES[key] for key in keys}
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def run_on_a_terminal(workdir: Path, *args: str) -> tuple[int, str, str]:
     """Run the command with stderr on a pseudo-terminal, as in a shell: (status, stdout, screen)."""
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        [str(SATCHEL), *args], cwd=workdir, env=_environment(), stdout=subprocess.PIPE, stderr=follower
+        [str(SATCHEL), *args], cwd=workdir, env=cli.environment(), stdout=subprocess.PIPE, stderr=follower
     )
     os.close(follower)
     screen = bytearray()
@@ -121,7 +99,7 @@ def run_on_a_terminal(workdir: Path, *args: str) -> tuple[int, str, str]:
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        stdout, _ = process.communicate(timeout=RUN_TIMEOUT)
+        stdout, _ = process.communicate(timeout=cli.RUN_TIMEOUT)
     finally:
         reader.join(timeout=5)
         os.close(leader)
@@ -189,22 +167,13 @@ def test_json_results_for_scripts(stack: LocalStack, workdir: Path) -> None:
     assert f"download {download_id} ended EXPIRED" in gone.stderr
 
 
-def _grow(part: Path, beyond: int) -> int:
-    """Wait until `part` holds more than `beyond` bytes; its size."""
-    deadline = time.monotonic() + GROW_TIMEOUT
-    while not (part.exists() and part.stat().st_size > beyond):
-        assert time.monotonic() < deadline, f"{part} did not grow beyond {beyond} bytes"
-        time.sleep(0.01)
-    return part.stat().st_size
-
-
 def _slow_fetch(workdir: Path, download_id: str) -> subprocess.Popen[str]:
     # 32 KiB/s: the ~195 KiB zip takes 6 s, so a signal sent as soon as bytes arrive always
     # lands mid-transfer, however busy the machine (the limit only ever makes it slower).
     return subprocess.Popen(
         [str(SATCHEL), "--as", "alice", "fetch", download_id, "-o", "out.zip", "--limit-rate", "32K"],
         cwd=workdir,
-        env=_environment(),
+        env=cli.environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -218,18 +187,18 @@ def test_an_interrupted_or_killed_fetch_resumes_with_a_range_and_verifies(workdi
 
     # Ctrl-C: the bytes stay, and the command says how to go on.
     fetch = _slow_fetch(workdir, download_id)
-    _grow(part, 0)
+    cli.grow(part, 0)
     fetch.send_signal(signal.SIGINT)
-    _, stderr = fetch.communicate(timeout=RUN_TIMEOUT)
+    _, stderr = fetch.communicate(timeout=cli.RUN_TIMEOUT)
     assert fetch.returncode == 130, stderr
     first_cut = part.stat().st_size
     assert f"{first_cut} bytes are kept in out.zip.part: run the same command again to resume" in stderr
 
     # Killed outright (no chance to clean up): it resumed from the first cut, then died.
     fetch = _slow_fetch(workdir, download_id)
-    second_cut = _grow(part, first_cut)
+    second_cut = cli.grow(part, first_cut)
     fetch.kill()
-    _, stderr = fetch.communicate(timeout=RUN_TIMEOUT)
+    _, stderr = fetch.communicate(timeout=cli.RUN_TIMEOUT)
     assert f"resuming at byte {first_cut} of {size}" in stderr
     second_cut = part.stat().st_size
     assert first_cut < second_cut < size
@@ -240,7 +209,7 @@ def test_an_interrupted_or_killed_fetch_resumes_with_a_range_and_verifies(workdi
     assert f"resuming at byte {second_cut} of {size}" in resumed.stderr
     result = json.loads(resumed.stdout)
     assert (result["resumed_from"], result["transferred"]) == (second_cut, size - second_cut)
-    assert (result["sha256"], sha256_of(workdir / "out.zip")) == (sha256, sha256)
+    assert (result["sha256"], cli.sha256_of(workdir / "out.zip")) == (sha256, sha256)
     assert not part.exists()
     assert zip_members(workdir / "out.zip") == expected_members(ALL_KEYS)
 
@@ -322,10 +291,10 @@ def run_examples(workdir: Path, *names: str) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         ["bash", "-c", script],
         cwd=workdir,
-        env=_environment(),
+        env=cli.environment(),
         capture_output=True,
         text=True,
-        timeout=RUN_TIMEOUT * 2,
+        timeout=cli.RUN_TIMEOUT * 2,
         check=False,
     )
 
@@ -337,7 +306,7 @@ def test_the_manuals_satchel_examples_work_as_written(stack: LocalStack, workdir
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("out.zip", "reports.zip", "q1.zip", "q2.zip"):
         assert zipfile.is_zipfile(workdir / name), name
-    assert sha256_of(workdir / "q2.zip") in result.stdout
+    assert cli.sha256_of(workdir / "q2.zip") in result.stdout
     assert "exit 4" in result.stdout, result.stderr + stack.output()[-4000:]
     assert "ended FAILED: SourceMissing" in result.stderr
     assert f"{stack.api}/links/" in result.stdout  # the link's URL
@@ -347,10 +316,10 @@ def test_the_manuals_python_client_example_works_as_written(stack: LocalStack, w
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "client.py")],
         cwd=workdir,
-        env=_environment(),
+        env=cli.environment(),
         capture_output=True,
         text=True,
-        timeout=RUN_TIMEOUT * 2,
+        timeout=cli.RUN_TIMEOUT * 2,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr

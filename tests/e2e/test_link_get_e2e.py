@@ -10,13 +10,10 @@ back for the not-ready case by a gate in front of Prepare (tests/support/buildga
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +31,8 @@ from tests.e2e.test_local_stack import (
     run_example,
     running_stack,
 )
-from tests.support import buildgate
+from tests.support import buildgate, cli
 
-RUN_TIMEOUT = 60.0
-GROW_TIMEOUT = 20.0
 ALL_KEYS = sorted(tenant_sources("acme"))
 
 
@@ -50,28 +45,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         assert started.stop(signal.SIGINT) == 0, started.output()
 
 
-def _environment() -> dict[str, str]:
-    # This checkout's client (not whichever one the virtualenv's `satchel` script points at),
-    # and nothing that would say which API or key to use: a link needs none.
-    unwanted = ("SATCHEL_API_URL", "SATCHEL_API_KEY", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR")
-    environ = {name: value for name, value in os.environ.items() if name not in unwanted}
-    return {**environ, "PYTHONPATH": str(PROJECT_DIR), "COLUMNS": "120", "TERM": "xterm"}
-
-
 def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "satchel_client", *args]
 
 
 def satchel(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        _command(*args),
-        cwd=workdir,
-        env=_environment(),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    # This checkout's client (not whichever one the virtualenv's `satchel` script points at),
+    # and nothing that says which API or key to use: a link needs none.
+    return cli.run(_command(*args), workdir, PYTHONPATH=str(PROJECT_DIR))
 
 
 def shared(stack: LocalStack, max_uses: int = 1, *, wait: bool = True) -> tuple[dict[str, Any], str]:
@@ -94,21 +75,8 @@ def uses(stack: LocalStack, download_id: str) -> list[int]:
     return [int(item["uses"]) for item in listed.json["items"]]
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def link_status(link: str) -> int:
     return call("GET", link, extra={"Accept": "application/json"}).status
-
-
-def _grow(part: Path, beyond: int) -> int:
-    """Wait until `part` holds more than `beyond` bytes; its size."""
-    deadline = time.monotonic() + GROW_TIMEOUT
-    while not (part.exists() and part.stat().st_size > beyond):
-        assert time.monotonic() < deadline, f"{part} did not grow beyond {beyond} bytes"
-        time.sleep(0.01)
-    return part.stat().st_size
 
 
 def interrupted_get(workdir: Path, link: str) -> Path:
@@ -118,15 +86,15 @@ def interrupted_get(workdir: Path, link: str) -> Path:
     getting = subprocess.Popen(
         _command("get", link, "-o", "out.zip", "--limit-rate", "32K"),
         cwd=workdir,
-        env=_environment(),
+        env=cli.environment(PYTHONPATH=str(PROJECT_DIR)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     part = workdir / "out.zip.part"
-    _grow(part, 0)
+    cli.grow(part, 0)
     getting.send_signal(signal.SIGINT)
-    _, stderr = getting.communicate(timeout=RUN_TIMEOUT)
+    _, stderr = getting.communicate(timeout=cli.RUN_TIMEOUT)
     assert getting.returncode == 130, stderr
     assert "run the same command again to resume" in stderr
     assert (workdir / "out.zip.part.claim").is_file()  # the claim id, kept for the resume
@@ -143,7 +111,7 @@ def test_a_get_claims_a_single_use_link_once(stack: LocalStack, tmp_path: Path) 
     assert got.returncode == 0, got.stderr
     result = json.loads(got.stdout)
     assert (result["path"], result["use"], result["verified"]) == ("all.zip", 1, True)
-    assert sha256_of(tmp_path / "all.zip") == result["sha256"] == download["artifact"]["sha256"]
+    assert cli.sha256_of(tmp_path / "all.zip") == result["sha256"] == download["artifact"]["sha256"]
     assert "1 of 1 uses left" in got.stderr  # what the link showed before the claim
     assert uses(stack, download["id"]) == [1]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["all.zip"]  # no .part, no claim left
@@ -174,7 +142,7 @@ def test_an_interrupted_get_resumes_within_the_claim_window_without_a_second_use
     result = json.loads(resumed.stdout)
     assert (result["reclaimed"], result["resumed_from"]) == (True, kept)
     assert result["transferred"] == download["artifact"]["size"] - kept
-    assert sha256_of(tmp_path / "out.zip") == download["artifact"]["sha256"]
+    assert cli.sha256_of(tmp_path / "out.zip") == download["artifact"]["sha256"]
     assert "no further use spent" in resumed.stderr
     assert uses(stack, download["id"]) == [1]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.zip"]
@@ -200,7 +168,7 @@ def test_a_corrupt_partial_file_is_refused_and_a_retry_spends_no_use(
     retried = satchel(tmp_path, "get", link, "-o", "out.zip")
 
     assert retried.returncode == 0, retried.stderr
-    assert sha256_of(tmp_path / "out.zip") == download["artifact"]["sha256"]
+    assert cli.sha256_of(tmp_path / "out.zip") == download["artifact"]["sha256"]
     assert uses(stack, download["id"]) == [1]
 
 
@@ -219,20 +187,20 @@ def test_not_ready_says_when_then_wait_gets_it_once_built(stack: LocalStack, tmp
         waiting = subprocess.Popen(
             _command("get", link, "--wait", "--timeout", "60"),
             cwd=tmp_path,
-            env=_environment(),
+            env=cli.environment(PYTHONPATH=str(PROJECT_DIR)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         buildgate.release(gate)
-        _, stderr = waiting.communicate(timeout=RUN_TIMEOUT + 60)
+        _, stderr = waiting.communicate(timeout=cli.RUN_TIMEOUT + 60)
     finally:
         buildgate.release(gate)
         buildgate.restore(lambdas)
 
     assert waiting.returncode == 0, stderr
     done = _wait_done(stack, download["id"], stack.key("alice"))
-    assert sha256_of(tmp_path / "all.zip") == done["artifact"]["sha256"]
+    assert cli.sha256_of(tmp_path / "all.zip") == done["artifact"]["sha256"]
     assert uses(stack, download["id"]) == [1]
 
 
@@ -257,5 +225,5 @@ def test_the_manuals_claim_lines_work_as_written(
     assert "HTTP/1.1 200 OK" in lines  # HEAD: reading spends nothing
     assert "HTTP/1.1 410 Gone" in lines  # the fourth claim of a three-use link
     files = [workdir / name for name in ("by-curl.zip", "by-wget.zip", "by-satchel.zip")]
-    assert len({sha256_of(path) for path in files}) == 1
+    assert len({cli.sha256_of(path) for path in files}) == 1
     assert '"uses": 3' in result.stdout
