@@ -187,7 +187,7 @@ def _ready(reading: Reading, claim_url: str) -> str:
     action = urlsplit(claim_url).path
     body = (
         "<dl>"
-        f"<dt>Size</dt><dd>{_e(human_size(artifact.size))} ({artifact.size:,} bytes)</dd>"
+        f"<dt>Size</dt><dd>{_e(size_text(artifact.size))}</dd>"
         f"<dt>Type</dt><dd>{_e(artifact.content_type)}</dd>"
         f"<dt>SHA-256</dt><dd><code id=sha256>{_e(artifact.sha256)}</code></dd>"
         f'<dt>Expires</dt><dd><time datetime="{_e(link.expires_at)}">{_e(_absolute(expires))}</time>'
@@ -256,6 +256,12 @@ def _e(value: object) -> str:
 
 def _absolute(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def size_text(size: int) -> str:
+    """The size as a person reads it, with the exact bytes when the unit rounds them."""
+    human = human_size(size)
+    return human if human.endswith(" bytes") else f"{human} ({size:,} bytes)"
 
 
 def human_size(size: int) -> str:

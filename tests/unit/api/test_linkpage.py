@@ -280,3 +280,11 @@ def test_the_presented_claim_comes_from_the_header_or_the_cookie(
 )
 def test_sizes_read_as_people_read_them(size: int, shown: str) -> None:
     assert linkpage.human_size(size) == shown
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(520, "520 bytes"), (1536, "1.5 KiB (1,536 bytes)"), (5 * 1024**3, "5.0 GiB (5,368,709,120 bytes)")],
+)
+def test_the_page_gives_exact_bytes_only_where_the_unit_rounds_them(size: int, shown: str) -> None:
+    assert linkpage.size_text(size) == shown
