@@ -215,7 +215,7 @@ def _not_ready(reading: Reading, refusal: LinkNotReady) -> str:
     return _shell(
         f"{name} is not ready yet",
         refusal.code,
-        f"{meter}<p class=note>This page refreshes itself every {refusal.retry_after} seconds.</p>",
+        f"{meter}<p class=note>This page refreshes itself every {_seconds(refusal.retry_after)}.</p>",
         refresh=refusal.retry_after,
     )
 
@@ -256,6 +256,10 @@ def _e(value: object) -> str:
 
 def _absolute(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _seconds(count: int) -> str:
+    return "second" if count == 1 else f"{count} seconds"
 
 
 def size_text(size: int) -> str:

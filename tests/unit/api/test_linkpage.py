@@ -288,3 +288,12 @@ def test_sizes_read_as_people_read_them(size: int, shown: str) -> None:
 )
 def test_the_page_gives_exact_bytes_only_where_the_unit_rounds_them(size: int, shown: str) -> None:
     assert linkpage.size_text(size) == shown
+
+
+@pytest.mark.parametrize(("retry_after", "said"), [(1, "every second"), (5, "every 5 seconds")])
+def test_the_not_ready_page_says_how_often_it_refreshes(retry_after: int, said: str) -> None:
+    refusal = LinkNotReady("not ready", retry_after=retry_after, state="PENDING")
+    reading = Reading(a_link(), a_download(state=State.PENDING), refusal, 900)
+    body = linkpage.answer(reading, BROWSER, URL).body
+    assert isinstance(body, str)
+    assert f"This page refreshes itself {said}." in body
