@@ -12,7 +12,7 @@ from chalicelib.notify import dispatch as notify
 from tests.support.receiver import Receiver, verified
 
 DETAIL = {
-    "link_id": "lnk_0123456789abcdef",
+    "link_id": "link:0123456789abcdef",
     "download_id": "d-1",
     "tenant": "acme",
     "claimed_at": "2026-11-29T15:00:00Z",
@@ -71,10 +71,10 @@ def test_a_link_claimed_callback_is_signed_and_names_its_event(receiver: Receive
         attempts=1,
         timeout_seconds=2,
         backoff_ms=1,
-        event_id="lnk_0123456789abcdef.claimed.2",
+        event_id="link:0123456789abcdef.claimed.2",
     )
     assert outcome.delivered
     [call] = receiver.received
     assert verified(call, "secret-one") == body
     assert json.loads(call.body)["type"] == "link.claimed"
-    assert call.headers[callbacks.EVENT_HEADER] == "lnk_0123456789abcdef.claimed.2"
+    assert call.headers[callbacks.EVENT_HEADER] == "link:0123456789abcdef.claimed.2"
