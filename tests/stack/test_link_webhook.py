@@ -12,15 +12,17 @@ from typing import Any
 
 import boto3
 import pytest
+from chalice.test import Client
 
 import app as app_module
+from chalicelib.core.settings import ENV_EVENT_BUS
 from chalicelib.notify import callbacks
 from chalicelib.notify import dispatch as notify
 from satchel_local import eventsources
 from satchel_local.stack import REGION, Stack
 from statemachine.definition import function_name
 from tests.support.receiver import Receiver, verified
-from tests.support.stack import Satchel
+from tests.support.stack import Satchel, running_stack
 
 JSON = {"Accept": "application/json"}
 
@@ -164,3 +166,24 @@ def test_a_claim_does_not_wait_for_a_slow_receiver(
     [_, call] = receiver.received
     assert verified(call)["download_id"] == download_id
     assert delivery_seconds >= 5.0
+
+
+def test_claims_on_a_bus_of_their_own_reach_the_function(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SATCHEL_EVENT_BUS names another bus: the claim's event goes there, and so does the
+    function's rule (deploy/template.yaml's EventBusName), not to the default bus."""
+    monkeypatch.setenv(ENV_EVENT_BUS, "satchel-events")
+    with running_stack(monkeypatch) as stack, Client(app_module.app, stage_name="test") as client:
+        satchel = Satchel(client, stack)
+        events = boto3.client("events", region_name=REGION)
+        on_default = [rule["Name"] for rule in events.list_rules(EventBusName="default")["Rules"]]
+        assert f"satchel-{stack.stage}-link-claims" not in on_default
+        download_id, token = linked_download(satchel, "acme/hook/bus.txt", callback_url=receiver.url)
+        receiver.wait_for(1)
+
+        claim(satchel, token)
+        deliver_claims(stack)
+
+        [_, call] = receiver.wait_for(2)
+        assert verified(call)["download_id"] == download_id
