@@ -27,6 +27,7 @@ from chalicelib.api.http import error_response, json_body, optional_json_body, r
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
 from chalicelib.core.settings import EventSources
+from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.storage import idempotency
 from chalicelib.storage.audit import Action
@@ -246,6 +247,14 @@ def handle_requests(event: SQSEvent) -> PartialItemFailureResponse:
 )
 def handle_event(event: CloudWatchEvent) -> None:
     triggers.handle_event(Runtime.from_env(), event.to_dict())
+
+
+# A claimed link's callback, sent apart from the claim, which never waits on a receiver. Chalice
+# makes the rule on the default bus; deploy/template.yaml moves it to the bus the claim's
+# event goes to (EventBusName, SATCHEL_EVENT_BUS).
+@app.on_cw_event({"detail-type": [notify.LINK_CLAIMED], "source": [notify.SOURCE]}, name="link_webhook")
+def link_webhook(event: CloudWatchEvent) -> None:
+    notify.link_claimed_callback(Runtime.from_env(), event.detail)
 
 
 @app.schedule(Rate(SOURCES.cleanup_rate_minutes, unit=Rate.MINUTES), name="cleanup")

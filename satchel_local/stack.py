@@ -61,6 +61,7 @@ _TRUST = {
 EVENT_FUNCTIONS: dict[str, str] = {
     "requests": "handle_requests",
     "events": "handle_event",
+    "link_webhook": "link_webhook",
     "cleanup": "sweep",
 }
 
@@ -87,6 +88,10 @@ class Stack:
     events_dead_letter_queue_url: str = ""
     # Every "Satchel Download State Changed" event, for whoever wants to watch them.
     state_changes_queue_url: str = ""
+    # What the rule of the `link_webhook` function delivers ("Satchel Link Claimed" events on
+    # the configured bus), polled into it as EventBridge invokes it.
+    link_claims_queue_url: str = ""
+    link_claims_dead_letter_queue_url: str = ""
 
     def environment(self) -> dict[str, str]:
         """The variables the handlers read (chalicelib.core.settings)."""
@@ -126,12 +131,25 @@ def _queue_with_dead_letters(sqs: SQSClient, name: str) -> tuple[str, str]:
 
 
 def _route(
-    sqs: SQSClient, events: EventBridgeClient, name: str, pattern: dict[str, Any], queue_url: str
+    sqs: SQSClient,
+    events: EventBridgeClient,
+    name: str,
+    pattern: dict[str, Any],
+    queue_url: str,
+    bus: str = "default",
 ) -> None:
-    """An EventBridge rule on the default bus delivering what matches `pattern` to a queue."""
+    """An EventBridge rule on `bus` delivering what matches `pattern` to a queue."""
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
-    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED", EventBusName=bus)
+    events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
+
+
+def _notification_bus(events: EventBridgeClient) -> str:
+    """The bus Satchel's own events go to (SATCHEL_EVENT_BUS), made if it is not the default."""
+    bus = os.environ.get(env_names.ENV_EVENT_BUS) or Settings.event_bus
+    if bus != "default" and not events.list_event_buses(NamePrefix=bus).get("EventBuses"):
+        events.create_event_bus(Name=bus)
+    return bus
 
 
 def _event_plumbing(
@@ -144,6 +162,8 @@ def _event_plumbing(
     requests, requests_dead = _queue_with_dead_letters(sqs, EventSources.from_env().requests_queue)
     events, events_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-events")
     state_changes = sqs.create_queue(QueueName=f"satchel-{stage}-state-changes")["QueueUrl"]
+    link_claims, link_claims_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-link-claims")
+    bus = _notification_bus(events_client)
     s3.put_bucket_notification_configuration(
         Bucket=source_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
     )
@@ -172,6 +192,16 @@ def _event_plumbing(
         f"satchel-{stage}-state-changes",
         {"source": [notify.SOURCE], "detail-type": [notify.DETAIL_TYPE]},
         state_changes,
+        bus,
+    )
+    # As deploy/template.yaml makes it: app.py's pattern, on the configured bus.
+    _route(
+        sqs,
+        events_client,
+        f"satchel-{stage}-link-claims",
+        {"source": [notify.SOURCE], "detail-type": [notify.LINK_CLAIMED]},
+        link_claims,
+        bus,
     )
     return {
         "requests_queue_url": requests,
@@ -179,6 +209,8 @@ def _event_plumbing(
         "events_queue_url": events,
         "events_dead_letter_queue_url": events_dead,
         "state_changes_queue_url": state_changes,
+        "link_claims_queue_url": link_claims,
+        "link_claims_dead_letter_queue_url": link_claims_dead,
     }
 
 

@@ -160,9 +160,14 @@ def deliver(
     attempts: int,
     timeout_seconds: float,
     backoff_ms: int,
+    event_id: str | None = None,
 ) -> Delivery:
-    """POST `payload`, retrying timeouts, 5xx, 408 and 429 with exponential backoff."""
+    """POST `payload`, retrying timeouts, 5xx, 408 and 429 with exponential backoff.
+
+    `event_id` (the Satchel-Event-Id header, by which a receiver drops a repeat) defaults to
+    a state change's "<download id>.<state>"."""
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    event_id = event_id or f"{payload['id']}.{payload['state']}"
     status: int | None = None
     error: str | None = None
     for attempt in range(1, attempts + 1):
@@ -172,7 +177,7 @@ def deliver(
             "User-Agent": "Satchel-Callback/1",
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(secret, timestamp, body),
-            EVENT_HEADER: f"{payload['id']}.{payload['state']}",
+            EVENT_HEADER: event_id,
         }
         try:
             status, error = _post(check(url, allow_loopback, ports), body, headers, timeout_seconds), None

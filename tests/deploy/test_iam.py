@@ -4,9 +4,10 @@ policy allows no action its function does not make.
 
 The calls are recorded while the stack runs real flows (a zip built, fetched, linked,
 replayed, refused over quota, cancelled, deleted, and one that fails, each telling its
-callback; downloads asked for by SQS messages, an EventBridge event and a request manifest
-in S3, and by a message and an event whose workflow Step Functions refuses to start; and a
-cleanup sweep that expires, times out and purges). A call is attributed to the
+callback, the claim of a link told by the link_webhook function; downloads asked for by
+SQS messages, an EventBridge event and a request manifest in S3, and by a message and an
+event whose workflow Step Functions refuses to start; and a cleanup sweep that expires,
+times out and purges). A call is attributed to the
 function running it: Lambda functions through the context variable satchel_local.lambdas
 sets around each handler, the authorizer and the API handler through Chalice's local
 gateway. Each is looked up in the template by its `Handler` string.
@@ -45,10 +46,11 @@ from chalicelib.core import clients, clock, settings
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.triggers import inbound as triggers
-from satchel_local import lambdas
+from satchel_local import eventsources, lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import REGION as STACK_REGION
 from satchel_local.stack import Stack
+from statemachine.definition import function_name
 from tests.support.stack import Satchel, api_key_of
 from tests.support.stack_template import (
     ACCOUNT,
@@ -69,6 +71,7 @@ API_HANDLER = "app.app"
 AUTHORIZER = "app.bearer"
 REQUESTS = "app.handle_requests"
 EVENTS = "app.handle_event"
+LINK_WEBHOOK = "app.link_webhook"
 CLEANUP = "app.sweep"
 # As a deployment names it (WebhookSecretParameter): the key is read from SSM, not given.
 WEBHOOK_PARAMETER = "/satchel-test/webhook-secret"
@@ -378,10 +381,14 @@ class Callbacks:
     url: str
     received: list[dict[str, Any]]
 
+    def link_claims(self) -> list[dict[str, Any]]:
+        return [payload for payload in self.received if payload.get("type") == notify.LINK_CLAIMED_TYPE]
+
     def states(self) -> dict[str, set[str]]:
         found: dict[str, set[str]] = defaultdict(set)
         for payload in self.received:
-            found[payload["id"]].add(payload["state"])
+            if payload.get("type") != notify.LINK_CLAIMED_TYPE:
+                found[payload["id"]].add(payload["state"])
         return dict(found)
 
 
@@ -447,6 +454,12 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
     assert satchel.call("GET", f"/links/{token}", user=None).status == 200
     assert satchel.call("POST", f"/links/{token}", user=None).status == 303
     assert satchel.call("POST", f"/links/{token}", user=None).status == 410
+    # The claim's event, as EventBridge delivers it to link_webhook (the bus's rule, polled).
+    stack = satchel.stack
+    function = function_name(stack.stage, "link_webhook")
+    eventsources.EventBridgeTarget(
+        "link-claims", threading.Event(), stack.link_claims_queue_url, function
+    ).step()
     other = satchel.call("POST", f"/downloads/{download['id']}/links", body={"max_uses": 2}).json["token"]
     assert satchel.call("GET", f"/downloads/{download['id']}/links").status == 200
     assert satchel.call("DELETE", f"/links/{other}").status == 204
@@ -714,6 +727,7 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
     assert set().union(*states.values()) == {"DONE", "FAILED", "CANCELLED"}, states
     assert [states.get(download_id) for download_id in report["timed_out"]].count({"FAILED"}) == 1
     assert [states.get(download_id) for download_id in not_started] == [{"FAILED"}, {"FAILED"}], states
+    assert [claim["use"] for claim in callbacks.link_claims()] == [1]  # told by link_webhook
 
     template = packaged().sam
     by_handler = functions(template)
@@ -739,6 +753,7 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
         "app.fail",
         REQUESTS,
         EVENTS,
+        LINK_WEBHOOK,
         CLEANUP,
     }
     assert set(made) <= set(by_handler), f"functions the stack lacks: {set(made) - set(by_handler)}"

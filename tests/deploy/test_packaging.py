@@ -345,6 +345,50 @@ def test_the_events_rule_takes_requests_and_manifests_of_the_source_bucket_only(
     assert not allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/acme/reports/a.csv", {})
 
 
+@pytest.mark.parametrize("parameters", [{}, {"EventBusName": "satchel-events"}])
+def test_the_link_webhook_rule_is_on_the_bus_the_claims_go_to(
+    package: Packaged, parameters: dict[str, str]
+) -> None:
+    """The API puts "Satchel Link Claimed" on EventBusName (SATCHEL_EVENT_BUS): the rule that
+    invokes link_webhook is there, not on the default bus Chalice would pick, and EventBridge
+    may invoke the function for that rule."""
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES, parameters)
+    function_id = functions(template)["app.link_webhook"]
+    rules = {
+        rule_id: spec["Properties"]
+        for rule_id, spec in _resources(template, "AWS::Events::Rule").items()
+        if spec["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    }
+    ((rule_id, rule),) = rules.items()
+    bus = parameters.get("EventBusName", "default")
+    assert resolver.resolve(rule["EventBusName"]) == bus
+    assert (
+        resolver.resolve(template["Resources"]["LinkWebhook"]["Properties"]["Environment"]["Variables"])[
+            settings.ENV_EVENT_BUS
+        ]
+        == bus
+    )
+    pattern = EventPattern(None, resolver.resolve(rule["EventPattern"]))
+    claimed = {"source": "satchel", "detail-type": "Satchel Link Claimed", "detail": {"use": 1}}
+    assert pattern.matches_event(cast(Any, claimed))
+    assert not pattern.matches_event(cast(Any, {**claimed, "detail-type": "Satchel Download State Changed"}))
+    assert not pattern.matches_event(cast(Any, {**claimed, "source": "satchel.requests"}))
+    (permission,) = [
+        spec["Properties"]
+        for spec in _resources(template, "AWS::Lambda::Permission").values()
+        if spec["Properties"]["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
+    ]
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["FunctionName"] == {"Ref": function_id}
+    # It may read downloads (for their callback_url) and nothing else of the table.
+    policy = _policy(template, "app.link_webhook", resolver)
+    table = resolver.arn("Table")
+    assert allows(policy, "dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["DOWNLOAD#d-1"]})
+    assert not allows(policy, "dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["LINK#x"]})
+    assert not allows(policy, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["DOWNLOAD#d-1"]})
+
+
 def test_cleanup_runs_on_the_schedule_the_app_was_packaged_with(package: Packaged) -> None:
     cleanup = _function(package.sam, "app.sweep")
     (event,) = cleanup["Events"].values()
@@ -381,6 +425,7 @@ def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: 
         "app.sweep",
         "app.handle_requests",
         "app.handle_event",
+        "app.link_webhook",
     }
     for handler in readers:
         other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/satchel/other"

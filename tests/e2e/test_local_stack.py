@@ -498,6 +498,7 @@ def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack)
         "requests_dead_letter_queue_url",
         "events_queue_url",
         "state_changes_queue_url",
+        "link_claims_queue_url",
     ):
         assert sqs.get_queue_attributes(QueueUrl=state[name], AttributeNames=["QueueArn"])["Attributes"]
     redrive = json.loads(
@@ -700,6 +701,38 @@ def test_a_callback_arrives_signed_and_the_state_change_is_published(event_stack
     assert [(e["source"], e["detail-type"], e["detail"]["state"]) for e in mine] == [
         ("satchel", "Satchel Download State Changed", "DONE")
     ]
+
+
+def test_a_claimed_link_calls_back_link_claimed(event_stack: LocalStack) -> None:
+    """The claim's event goes from the bus to the link_webhook function, which calls back."""
+    stack, alice = event_stack, event_stack.key("alice")
+    with callback_receiver() as (url, received):
+        request = {**_zip_request("claimed.zip"), "callback_url": url, "link": {}}
+        created = call("POST", f"{stack.api}/downloads", alice, request)
+        assert created.status == 202, created.body
+        assert _wait_done(stack, created.json["id"], alice)["state"] == "DONE"
+        claimed = call(
+            "POST", f"{stack.api}/links/{created.json['link']['token']}", extra={"Accept": "application/json"}
+        )
+        assert claimed.status == 200, claimed.body
+        bodies: list[dict[str, Any]] = []
+        deadline = time.monotonic() + EVENT_TIMEOUT
+        while not any(body.get("type") == "link.claimed" for body in bodies):
+            try:
+                callback = received.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no link.claimed callback after {EVENT_TIMEOUT} s:\n{stack.output()}")
+            timestamp = callback.headers["satchel-timestamp"]
+            expected = hmac.new(
+                stack.state["webhook_secret"].encode(),
+                f"{timestamp}.".encode() + callback.body,
+                hashlib.sha256,
+            ).hexdigest()
+            assert hmac.compare_digest(callback.headers["satchel-signature"], f"v1={expected}")
+            bodies.append(json.loads(callback.body))
+    [link_claimed] = [body for body in bodies if body.get("type") == "link.claimed"]
+    assert link_claimed["download_id"] == created.json["id"]
+    assert (link_claimed["tenant"], link_claimed["use"]) == ("acme", claimed.json["use"])
 
 
 # --- The emulator glue itself, in process: fast, and exact about what Lambda would do ---

@@ -30,6 +30,7 @@ from app import app
 from chalicelib.api.downloads import new_id
 from chalicelib.core import clients, clock
 from chalicelib.core.models import ACTIVE_STATES, Download, State
+from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout as artifacts
 from chalicelib.triggers import cleanup
@@ -38,6 +39,7 @@ from satchel_local import lambdas
 from satchel_local.stack import REGION, Stack
 from tests.support import faults
 from tests.support.faults import CALLER, KINDS, Fault, Injector
+from tests.support.receiver import serving
 from tests.support.stack import TERMINAL, Reply, Satchel, dummy_aws_environment, running_stack
 
 SOURCE = "acme/faults/a.txt"
@@ -320,6 +322,41 @@ def scenario_link(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> Non
     assert final.status == 303, final.body
 
 
+def scenario_link_webhook(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """A claim's event reaches link_webhook; a fault reading the download fails that
+    invocation, and Lambda's next try of the event calls back, once."""
+    with serving() as receiver:
+        created = _create(satchel, link={}, callback_url=receiver.url)
+        download_id, token = created.json["id"], created.json["link"]["token"]
+        assert satchel.wait(download_id)["state"] == "DONE"
+        claimed = satchel.call("POST", f"/links/{token}", user=None, headers={"Accept": "application/json"})
+        replies.append(claimed)
+        assert claimed.status == 200, claimed.body
+        [link] = satchel.call("GET", f"/downloads/{download_id}/links").json["items"]
+        detail = {
+            "link_id": link["link_id"],
+            "download_id": download_id,
+            "tenant": "acme",
+            "claimed_at": clock.iso(clock.now()),
+            "use": claimed.json["use"],
+        }
+        event = {
+            **satchel.client.events.generate_cw_event(notify.SOURCE, notify.LINK_CLAIMED, detail, []),
+            "id": f"claim-{next(_unique)}",
+        }
+
+        def invoke() -> bool:
+            _, failed = lambdas.run_handler("app.link_webhook", "link_webhook", json.dumps(event), 60)
+            return failed
+
+        with faulted():
+            failed = invoke()
+        if failed:
+            assert not invoke()  # EventBridge's retry of an invocation that failed
+        calls = receiver.wait_for(2)
+        assert [json.loads(call.body)["use"] for call in calls if b"link.claimed" in call.body] == [1]
+
+
 def scenario_trigger(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     """An SQS message starts a download; a message reported failed is delivered again."""
     message = {"tenant": "acme", "user_id": "alice", "request": {"type": "zip", "params": {"keys": [SOURCE]}}}
@@ -483,6 +520,7 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         CALLER,
         ("dynamodb.GetItem", "dynamodb.PutItem", "dynamodb.UpdateItem", "events.PutEvents"),
     ),
+    "link_webhook": (scenario_link_webhook, "app.link_webhook", ("dynamodb.GetItem",)),
     "trigger": (
         scenario_trigger,
         CALLER,

@@ -3,6 +3,7 @@ the check a receiver makes of a callback's signature."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -43,6 +44,13 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    with serving() as state:
+        yield state
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[Receiver]:
+    """A receiver for as long as the block runs (the fixture's, or a scenario's own)."""
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
