@@ -41,7 +41,7 @@ class ApiError(SatchelError):
     @classmethod
     def from_response(cls, response: requests.Response) -> ApiError:
         code, message, body = _parse_error_body(response)
-        return cls(response.status_code, code, message, body, _retry_after(response))
+        return cls(response.status_code, code, message, body, retry_after(response))
 
     @property
     def is_refusal(self) -> bool:
@@ -121,8 +121,9 @@ def _parse_error_body(response: requests.Response) -> tuple[str, str, dict[str, 
     return response.reason or "Error", text.strip()[:200], {}
 
 
-def _retry_after(response: requests.Response) -> int | None:
-    value = response.headers.get("Retry-After", "")
+def retry_after(response: requests.Response) -> int | None:
+    """The answer's Retry-After in seconds (the delay form; an HTTP-date gives None)."""
+    value = response.headers.get("Retry-After", "").strip()
     return int(value) if value.isdigit() else None
 
 

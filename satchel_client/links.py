@@ -38,7 +38,7 @@ from satchel_client.client import (
     _retry,
     _session,
 )
-from satchel_client.errors import ApiError, NetworkError, SatchelError, VerificationError
+from satchel_client.errors import ApiError, NetworkError, SatchelError, VerificationError, retry_after
 from satchel_client.models import Claim, FetchResult, SharedFile
 from satchel_client.transfer import (
     PART_SUFFIX,
@@ -241,7 +241,7 @@ class LinkClient:
         `ApiError` (404 LinkNotFound, 410 LinkGone)."""
         response = self._send("GET", url, claim_id)
         if response.status_code == NOT_READY:
-            raise LinkNotReady(url, _retry_after(response), _body(response))
+            raise LinkNotReady(url, retry_after(response), _body(response))
         if response.status_code != 200:
             raise ApiError.from_response(response)
         return SharedFile.from_api(url, _json_of(response))
@@ -251,7 +251,7 @@ class LinkClient:
         claimant's and its window is open."""
         response = self._send("POST", url, claim_id)
         if response.status_code == NOT_READY:
-            raise LinkNotReady(url, _retry_after(response), _body(response))
+            raise LinkNotReady(url, retry_after(response), _body(response))
         if response.status_code != 200:
             raise ApiError.from_response(response)
         return Claim.from_api(_json_of(response))
@@ -428,11 +428,6 @@ class LinkClient:
             )
         except requests.RequestException as error:
             raise NetworkError.from_exception(_origin(url), error) from error
-
-
-def _retry_after(response: requests.Response) -> int | None:
-    value = response.headers.get("Retry-After", "").strip()
-    return int(value) if value.isdigit() else None
 
 
 def _body(response: requests.Response) -> dict[str, Any]:
