@@ -1,26 +1,163 @@
-"""The deflate engine, and which sources are not worth deflating.
+"""The deflate engine: a member compressed in chunks, on every core, as one deflate stream.
 
-ISA-L (`isal`), through its zlib-compatible public interface. On this project's benchmark
-(`make bench`, README "Performance") its level 2, the default, deflates a mixed corpus
-about 13 times faster than stdlib zlib at level 6, for output about a fifth larger; level 3
-is smaller by 3% but slower by half or more. Levels are ISA-L's: 0 (fastest) to 3.
-Files that are compressed already are stored: deflating them again costs time and saves
-nothing.
+A member is cut into chunks of `CHUNK_BYTES` (1 MiB). Each chunk is compressed on its own,
+in a thread pool as wide as the machine's cores (the engines release the GIL while they
+compress), by a fresh compressor primed with the previous chunk's last 32 KiB (`zdict`, as
+pigz does: matches may reach back across the cut, so the chunks cost almost nothing in
+size). Every chunk but the last ends on a full flush (an empty stored block, byte-aligned,
+BFINAL clear) and the last on Z_FINISH, so the chunks' outputs, concatenated, are one valid
+deflate stream that any inflater reads. Each chunk's CRC-32 is computed beside it and the
+member's is combined from them (`crc32_combine`, which both zlib-ng and ISA-L export).
+
+The output depends only on the bytes and the chunk size, never on how many threads ran or
+how S3's responses were cut: the same sources always give the same archive.
+
+`compression_level` (0 fastest to 3 smallest) names an engine and its own level, chosen by
+`make bench` (docs/performance.md): 0 is ISA-L level 2, about 15 times zlib level 6's speed
+per core at a fifth more size; 1-3 are zlib-ng levels 4, 5 and 6, within 5% of zlib level
+6's size at 2-3.5 times its speed per core. Files that are compressed already are stored:
+deflating them again costs time and saves nothing.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import posixpath
+from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import ModuleType
 
-LEVELS = (0, 1, 2, 3)
+
+@dataclass(frozen=True)
+class Engine:
+    """A deflate library (`isal` or `zlib-ng`) and its own level."""
+
+    library: str
+    level: int
+
+    def module(self) -> ModuleType:
+        # Deferred: a cold start that builds no zip loads neither library.
+        if self.library == "isal":
+            from isal import isal_zlib
+
+            return isal_zlib
+        from zlib_ng import zlib_ng
+
+        return zlib_ng
+
+
+ENGINES = {0: Engine("isal", 2), 1: Engine("zlib-ng", 4), 2: Engine("zlib-ng", 5), 3: Engine("zlib-ng", 6)}
+LEVELS = tuple(ENGINES)
 DEFAULT_LEVEL = 2
-# ISA-L's output (levels 1-3) depends on how its input is cut, not only on the bytes: fed
-# in blocks of one fixed size, the same bytes always deflate to the same bytes (README,
-# "Deterministic"), however S3's responses arrive.
-BLOCK_BYTES = 1024 * 1024
+CHUNK_BYTES = 1024 * 1024
+# What a chunk is primed with: deflate's whole window, so no match is lost at the cut.
+WINDOW_BYTES = 32 * 1024
+# A member's input is cut into fixed blocks, so its output never depends on S3's reads.
+BLOCK_BYTES = CHUNK_BYTES
 _RAW_DEFLATE = -15  # zip members are raw deflate streams: no zlib header or trailer
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per width for the life of the process (a warm Lambda reuses it)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="deflate")
+
+
+def cores() -> int:
+    """The cores this process may run on (a Lambda's vCPUs: 1 at 1,769 MB, 6 at 10,240 MB)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def compress_chunk(engine: Engine, chunk: bytes, primer: bytes, final: bool) -> tuple[bytes, int]:
+    """One chunk's deflate blocks (ending on a full flush unless `final`) and its CRC-32."""
+    module = engine.module()
+    if primer:
+        strategy = module.Z_DEFAULT_STRATEGY
+        compressor = module.compressobj(
+            engine.level, module.DEFLATED, _RAW_DEFLATE, module.DEF_MEM_LEVEL, strategy, primer
+        )
+    else:
+        compressor = module.compressobj(engine.level, module.DEFLATED, _RAW_DEFLATE)
+    out: bytes = compressor.compress(chunk)
+    out += compressor.flush(module.Z_FINISH if final else module.Z_FULL_FLUSH)
+    crc: int = module.crc32(chunk)
+    return out, crc
+
+
+class ChunkedDeflate:
+    """One member's deflate stream: `stream` yields its compressed bytes in order; once it
+    is exhausted, `crc`, `size` and `compressed_size` are the member's.
+
+    At most `in_flight` chunks (twice the workers by default) are read ahead and being
+    compressed at once, so memory is bounded by about 2 x in_flight x chunk_bytes whatever
+    the member's size. A member of one chunk is compressed in the calling thread.
+    """
+
+    def __init__(
+        self,
+        level: int = DEFAULT_LEVEL,
+        chunk_bytes: int = CHUNK_BYTES,
+        workers: int | None = None,
+        in_flight: int | None = None,
+    ) -> None:
+        if level not in ENGINES:
+            raise ValueError(f"deflate level {level} is not one of {LEVELS}")
+        if chunk_bytes < WINDOW_BYTES:
+            raise ValueError(f"a deflate chunk must be at least {WINDOW_BYTES} bytes")
+        self.engine = ENGINES[level]
+        self.chunk_bytes = chunk_bytes
+        self.workers = workers or cores()
+        self.in_flight = in_flight or 2 * self.workers
+        self.crc = 0
+        self.size = 0
+        self.compressed_size = 0
+
+    def stream(self, data: Iterable[bytes]) -> Iterator[bytes]:
+        module = self.engine.module()
+        pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
+        held: bytes | None = None  # one chunk held back: only the next one tells if it is the last
+        primer = b""
+        try:
+            for chunk in blocks(data, self.chunk_bytes):
+                if held is not None:
+                    future = _pool(self.workers).submit(compress_chunk, self.engine, held, primer, False)
+                    pending.append((future, len(held)))
+                    primer = held[-WINDOW_BYTES:]
+                    while len(pending) >= self.in_flight:
+                        yield from self._settle(module, *pending.popleft())
+                held = chunk
+            last = held if held is not None else b""
+            if pending:
+                final = _pool(self.workers).submit(compress_chunk, self.engine, last, primer, True)
+                pending.append((final, len(last)))
+                while pending:
+                    yield from self._settle(module, *pending.popleft())
+            else:
+                out, crc = compress_chunk(self.engine, last, primer, True)
+                yield from self._account(module, out, crc, len(last))
+        finally:
+            for future, _ in pending:  # the reader stopped early: drop what has not started
+                future.cancel()
+
+    def _settle(self, module: ModuleType, future: Future[tuple[bytes, int]], length: int) -> Iterator[bytes]:
+        out, crc = future.result()
+        yield from self._account(module, out, crc, length)
+
+    def _account(self, module: ModuleType, out: bytes, crc: int, length: int) -> Iterator[bytes]:
+        self.crc = module.crc32_combine(self.crc, crc, length)
+        self.size += length
+        self.compressed_size += len(out)
+        if out:
+            yield out
+
+
+def compressor(level: int = DEFAULT_LEVEL) -> ChunkedDeflate:
+    """A fresh member's deflate at `level` (one per member: it keeps the member's CRC-32)."""
+    return ChunkedDeflate(level)
+
 
 # Formats that carry their own compression (lower case, with the dot).
 PRECOMPRESSED_EXTENSIONS = frozenset(
@@ -87,18 +224,6 @@ _PRECOMPRESSED_TYPES = frozenset(
 )
 _PRECOMPRESSED_FAMILIES = ("video/", "audio/")
 _UNCOMPRESSED_AUDIO = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/aiff", "audio/x-aiff"})
-
-
-class Compressor(Protocol):
-    def compress(self, data: bytes, /) -> bytes: ...
-    def flush(self) -> bytes: ...
-
-
-def compressor(level: int) -> Compressor:
-    from isal import isal_zlib  # deferred: a cold start that builds no zip never loads it
-
-    engine: Compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _RAW_DEFLATE)
-    return engine
 
 
 def blocks(chunks: Iterable[bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:

@@ -9,13 +9,12 @@ carry one given time, so the same sources give the same bytes.
 
 Unlike zip, a tar header needs no checksum of the member, so a member's bytes can be a range
 that S3 copies (zipwriter.CopyRange) whatever its size. `tar.gz` is one gzip stream (RFC
-1952) over the whole tar, deflated by chalicelib.archive.deflate's engine.
+1952) over the whole tar, deflated by chalicelib.archive.deflate's chunked engine.
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Iterable, Iterator
 
 from chalicelib.archive import deflate
@@ -55,32 +54,13 @@ def member(name: str, data: bytes, mtime: int) -> Iterator[bytes]:
     yield padding(len(data))
 
 
-class GzipStream:
-    """One gzip member over everything passed to `compress`, in bounded memory."""
-
-    def __init__(self, level: int) -> None:
-        self._engine = deflate.compressor(level)
-        self._crc = 0
-        self._size = 0
-
-    def compress(self, data: bytes) -> bytes:
-        self._crc = zlib.crc32(data, self._crc)
-        self._size += len(data)
-        return self._engine.compress(data)
-
-    def finish(self) -> bytes:
-        return self._engine.flush() + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
-
-
 def gzipped(pieces: Iterable[Piece], level: int) -> Iterator[bytes]:
-    """The pieces (bytes only: a copied range cannot be compressed) as one gzip stream."""
-    stream = GzipStream(level)
+    """The pieces (bytes only: a copied range cannot be compressed) as one gzip stream,
+    deflated in chunks on every core like a zip member; the trailer's CRC-32 is combined."""
+    engine = deflate.ChunkedDeflate(level)
     yield _GZIP_HEADER
-    # ISA-L's output depends on how its input is cut: fixed blocks give the same bytes every run.
-    for block in deflate.blocks(_bytes_only(pieces)):
-        if out := stream.compress(block):
-            yield out
-    yield stream.finish()
+    yield from engine.stream(_bytes_only(pieces))
+    yield struct.pack("<II", engine.crc, engine.size & 0xFFFFFFFF)
 
 
 def _bytes_only(pieces: Iterable[Piece]) -> Iterator[bytes]:

@@ -27,8 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from chalicelib.archive import deflate
-from chalicelib.archive.deflate import Compressor
+from chalicelib.archive.deflate import ChunkedDeflate
 from chalicelib.archive.integrity import Check
 from chalicelib.core.errors import ChecksumMismatch
 
@@ -231,13 +230,14 @@ class ZipLayout:
         name: str,
         size: int,
         chunks: Iterable[bytes],
-        compressor: Compressor,
+        compressor: ChunkedDeflate,
         modified: datetime | None = None,
     ) -> Iterator[bytes]:
         """A deflated member whose CRC and compressed size are learnt on the way: a data
         descriptor follows it. (Stored members are always `known`: see the module's docstring.)
 
         `size` is the expected size (from the manifest): it decides ZIP64 before a byte is seen.
+        `compressor` deflates the member in chunks, in parallel (chalicelib/archive/deflate.py).
         """
         flags, stamp = _UTF8_NAMES | _DATA_DESCRIPTOR, self._stamp(modified)
         zip64 = may_need_zip64(size)
@@ -245,17 +245,8 @@ class ZipLayout:
         # With a descriptor the header's CRC and sizes are zero (ZIP64: 0xFFFFFFFF, zeros in the extra).
         header = self._header(name.encode("utf-8"), method, 0, 0, 0, flags, zip64, stamp)
         yield header
-        crc = seen = written = 0
-        for chunk in deflate.blocks(chunks):  # the same cut whatever the reads: the same output
-            crc = zlib.crc32(chunk, crc)
-            seen += len(chunk)
-            data = compressor.compress(chunk)
-            if data:
-                written += len(data)
-                yield data
-        tail = compressor.flush()
-        written += len(tail)
-        yield tail
+        yield from compressor.stream(chunks)
+        crc, seen, written = compressor.crc, compressor.size, compressor.compressed_size
         if not zip64 and (seen >= LIMIT_32 or written >= LIMIT_32):
             raise ValueError(f"member {name!r} grew past 4 GiB after its header was written")
         descriptor = (_DESCRIPTOR_64 if zip64 else _DESCRIPTOR_32).pack(0x08074B50, crc, written, seen)

@@ -84,6 +84,7 @@ def test_package_holds_both_templates_and_only_the_service_code(package: Package
         name for name in names if name.startswith(("satchel_local/", "tests/", "scripts/", "deploy/"))
     ]
     assert "isal/__init__.py" in names  # requirements.txt is packaged, compiled wheels too
+    assert "zlib_ng/__init__.py" in names
 
 
 def test_cfn_lint_passes_on_both_templates_and_catches_a_broken_reference(

@@ -189,7 +189,7 @@ def test_each_member_carries_its_own_modification_time() -> None:
 
 
 def test_a_deflated_member_is_the_same_bytes_however_its_source_arrives() -> None:
-    """ISA-L's output depends on how its input is cut; the writer feeds it fixed blocks."""
+    """The engine cuts its input into fixed chunks, whatever pieces S3's reads arrive in."""
     draw = random.Random(1)
     data = b"".join(
         b"row,%d,%s\n" % (i, draw.randbytes(draw.randint(0, 20)).hex().encode()) for i in range(300_000)
