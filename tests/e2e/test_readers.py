@@ -16,7 +16,8 @@ Archives, built once for the module and shared by the readers:
   Build and parallel segments; members small, 1-16 MiB and over 16 MiB, uploaded in one
   PUT or in parts (boto3 upload_file, CRC32: moto's unmarked composite checksum), already
   compressed (.jpg, .zip of random bytes), unicode, emoji, nested, empty and duplicate names;
-- at the writer level (chalicelib.archive.zipwriter), ZIP64 by entry count (70,000 entries) and by
+- at the writer level (chalicelib.archive.zipwriter), the chunked deflate engine at every
+  level (members of many chunks, of one byte, empty); ZIP64 by entry count (70,000 entries) and by
   size (a 4 GiB + 1 MiB member of zeros, stored, its data a hole in a sparse temporary file:
   no disk, and no 4 GiB held anywhere).
 
@@ -270,6 +271,36 @@ def huge_member(tmp_path_factory: pytest.TempPathFactory) -> Archive:
     return Archive(path, expected)
 
 
+@pytest.fixture(scope="module")
+def chunked_members(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    """The chunked deflate engine (1 MiB chunks, on every core, one deflate stream per member)
+    at every level: members of many chunks, of exactly three, text and random bytes mixed, of
+    one byte, empty; and one stored member."""
+    path = tmp_path_factory.mktemp("chunked") / "chunked.zip"
+    layout = ZipLayout(WHEN)
+    rows = _text(9 * MIB + 7, 11)
+    members = [(f"level-{level}/rows.csv", rows, level) for level in deflate.LEVELS]
+    members += [
+        ("exact.csv", _text(3 * deflate.CHUNK_BYTES, 12), deflate.DEFAULT_LEVEL),
+        ("mixed.bin", rows[:MIB] + os.urandom(2 * MIB + 3) + rows[:MIB], deflate.DEFAULT_LEVEL),
+        ("one.txt", b"x", deflate.DEFAULT_LEVEL),
+        ("empty.txt", b"", deflate.DEFAULT_LEVEL),
+    ]
+    stored = b"stored as it is\n"
+
+    def pieces() -> Iterator[zipwriter.Piece]:
+        for name, body, level in members:
+            cut = [body[start : start + 300_000] for start in range(0, len(body), 300_000)]
+            yield from layout.streamed(name, len(body), cut, deflate.compressor(level))
+        yield from layout.known("stored.txt", zlib.crc32(stored), len(stored), [stored])
+
+    _write(path, layout, pieces())
+    with zipfile.ZipFile(path) as opened:
+        assert all(info.compress_size < info.file_size for info in opened.infolist()[:4])
+    expected = _expected([*((name, [body]) for name, body, _ in members), ("stored.txt", [stored])])
+    return Archive(path, expected)
+
+
 def _workflow(name: str) -> Callable[[pytest.FixtureRequest], Archive]:
     def built(request: pytest.FixtureRequest) -> Archive:
         archives: dict[str, Archive] = request.getfixturevalue("workflow_archives")
@@ -290,6 +321,7 @@ ARCHIVES: dict[str, Callable[[pytest.FixtureRequest], Archive]] = {
     **{name: _workflow(name) for name in WORKFLOW_BUILDS},
     "zip64-entries": _fixture("many_entries"),
     "zip64-size": _fixture("huge_member"),
+    "chunked": _fixture("chunked_members"),
 }
 
 
