@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
     from chalicelib.runtime import Runtime
 
 MIB = 1024 * 1024
@@ -42,6 +44,8 @@ STREAM_SIZE = 8 * MIB  # rss: objects below the copy threshold, so every byte pa
 SMALL_FILES = 5_000
 # The small-files case again with a modelled S3 round trip (not part of the JSON line).
 MODELLED_FILES, MODELLED_ROUND_TRIP_MS = 1_000, 10
+# files_cost_growth: zips of this many small files (the last against the first).
+FILE_COUNTS = (1_000, 10_000, 100_000)
 ROUND_TRIP_VARIABLE = "BENCH_ROUND_TRIP_MS"
 
 
@@ -467,6 +471,41 @@ def small_files(bench: Bench, rows: list[Row]) -> dict[str, float]:
     }
 
 
+def files_curve(bench: Bench, rows: list[Row], counts: tuple[int, ...] = FILE_COUNTS) -> dict[str, float]:
+    """Zips of `counts` small files (2-5 KB, deflated): the cost per file (Prepare, then
+    Build in its worker) and the worker's peak RSS at each size. Each size is seeded under a
+    prefix of its own; the objects of a size are freed once it is measured."""
+    data = corpus(8 * MIB)
+    s3 = bench.runtime().s3
+    # Above the default cap (the limit is checked by Prepare, in this process).
+    os.environ["SATCHEL_MAX_FILES"] = str(10 * max(counts))
+    costs, peaks = {}, {}
+    for count in counts:
+        prefix = f"{TENANT}/curve-{count}/"
+        seed(bench, ((f"{prefix}{i:06d}.txt", varied(data, 2_000 + i % 3_000, i)) for i in range(count)))
+        started = time.perf_counter()
+        prepared = bench.prepare({"prefixes": [prefix]})
+        prepare_seconds = time.perf_counter() - started
+        built = bench.work("build", prepared, SATCHEL_MAX_FILES=os.environ["SATCHEL_MAX_FILES"])
+        bench.forget(built["artifact_key"])
+        costs[count] = (prepare_seconds + built["seconds"]) / count
+        peaks[count] = built["peak_rss_mib"]
+        rows.append(
+            (
+                f"zip of {count:,} small files: Prepare + Build per file",
+                f"{costs[count] * 1e6:,.0f} µs",
+                f"Build worker peak RSS {peaks[count]:.0f} MiB",
+            )
+        )
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bench.source_bucket, Prefix=prefix):
+            keys: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bench.source_bucket, Delete={"Objects": keys})
+    first, last = min(counts), max(counts)
+    return {"files_cost_growth": costs[last] / costs[first], "files_rss_growth": peaks[last] / peaks[first]}
+
+
 def deflate_speed(rows: list[Row]) -> dict[str, float]:
     from chalicelib.archive import deflate
 
@@ -527,22 +566,34 @@ def cold_start(rows: list[Row]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("STEP", "EVENT"), help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=["deflate"], help="only the deflate cases (no emulator)")
+    parser.add_argument(
+        "--only", choices=["deflate", "files"], help="only the deflate cases, or the files curve"
+    )
+    parser.add_argument(
+        "--files",
+        default=",".join(str(count) for count in FILE_COUNTS),
+        help="file counts of the files_cost_growth curve, comma-separated (the last against the first)",
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], json.loads(args.worker[1]))
         return
     rows: list[Row] = []
     results: dict[str, float] = {}
-    results |= deflate_speed(rows)
-    if not args.only:
+    counts = tuple(int(count) for count in args.files.split(","))
+    if args.only in (None, "deflate"):
+        results |= deflate_speed(rows)
+    if args.only is None:
         results |= cold_start(rows)
+    if args.only in (None, "files"):
         moto, bench = start_emulator()
         try:
-            results |= store_and_copy(bench, rows)
-            results |= parts_sources(bench, rows)
-            results |= small_files(bench, rows)
-            results |= memory(bench, rows)
+            if args.only is None:
+                results |= store_and_copy(bench, rows)
+                results |= parts_sources(bench, rows)
+                results |= small_files(bench, rows)
+                results |= memory(bench, rows)
+            results |= files_curve(bench, rows, counts)
         finally:
             moto.stop()
     width = max(len(row[0]) for row in rows)
@@ -559,6 +610,8 @@ def main() -> None:
         "worker_bytes_ratio",
         "small_files_speedup",
         "small_files_speedup_modelled",
+        "files_cost_growth",
+        "files_rss_growth",
         "import_ratio",
     ]
     print(json.dumps({key: round(results[key], 3) for key in keys if key in results}))
