@@ -520,7 +520,8 @@ def deflate_speed(rows: list[Row]) -> dict[str, float]:
             (
                 f"deflate {name}{' (default)' if name.startswith(default) else ''}",
                 f"{rate / 1e6:,.0f} MB/s",
-                f"x{base['seconds'] / item['seconds']:.2f} speed, size x{item['size'] / base['size']:.3f}, "
+                f"x{base['seconds'] / item['seconds']:.2f} speed "
+                f"(x{base['cpu'] / item['cpu']:.2f} per core), size x{item['size'] / base['size']:.3f}, "
                 f"{item['cpu'] / item['seconds']:.1f} cores busy",
             )
         )
