@@ -55,8 +55,6 @@ DEFAULT_LEVEL = 2
 CHUNK_BYTES = 1024 * 1024
 # What a chunk is primed with: deflate's whole window, so no match is lost at the cut.
 WINDOW_BYTES = 32 * 1024
-# A member's input is cut into fixed blocks, so its output never depends on S3's reads.
-BLOCK_BYTES = CHUNK_BYTES
 _RAW_DEFLATE = -15  # zip members are raw deflate streams: no zlib header or trailer
 
 
@@ -226,8 +224,9 @@ _PRECOMPRESSED_FAMILIES = ("video/", "audio/")
 _UNCOMPRESSED_AUDIO = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/aiff", "audio/x-aiff"})
 
 
-def blocks(chunks: Iterable[bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """The same bytes in blocks of exactly `size` (the last one shorter)."""
+def blocks(chunks: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The same bytes in blocks of exactly `size` (the last one shorter): a member's chunks
+    never depend on how S3's responses were cut."""
     held = bytearray()
     for chunk in chunks:
         if not held and len(chunk) == size:
