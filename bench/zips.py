@@ -233,8 +233,9 @@ def start_emulator() -> tuple[Any, Bench]:
         **{name: os.environ[name] for name in os.environ if name.startswith("AWS_") or name == "MOTO_PORT"},
     }
     # One worker is what is measured here: no parallel segments (the tests exercise those).
-    os.environ.update({**stack.environment(), "SATCHEL_PARALLEL_MIN_BYTES": str(64 * GIB)})
-    environment["SATCHEL_PARALLEL_MIN_BYTES"] = str(64 * GIB)
+    one_worker = {"SATCHEL_PARALLEL_MIN_BYTES": str(64 * GIB), "SATCHEL_PARALLEL_MIN_FILES": str(10**9)}
+    os.environ.update({**stack.environment(), **one_worker})
+    environment.update(one_worker)
     return moto, Bench(
         os.environ["AWS_ENDPOINT_URL"], environment, stack.source_bucket, stack.artifact_bucket
     )
@@ -490,13 +491,13 @@ def files_curve(bench: Bench, rows: list[Row], counts: tuple[int, ...] = FILE_CO
         bench.forget(built["artifact_key"])
         costs[count] = (prepare_seconds + built["seconds"]) / count
         peaks[count] = built["peak_rss_mib"]
-        rows.append(
-            (
-                f"zip of {count:,} small files: Prepare + Build per file",
-                f"{costs[count] * 1e6:,.0f} µs",
-                f"Build worker peak RSS {peaks[count]:.0f} MiB",
-            )
+        row = (
+            f"zip of {count:,} small files: Prepare + Build per file",
+            f"{costs[count] * 1e6:,.0f} µs",
+            f"Build worker peak RSS {peaks[count]:.0f} MiB",
         )
+        rows.append(row)
+        print(*row, sep="  ", file=sys.stderr, flush=True)  # a long case: each size as it ends
         paginator = s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bench.source_bucket, Prefix=prefix):
             keys: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in page.get("Contents", [])]
