@@ -569,7 +569,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("STEP", "EVENT"), help=argparse.SUPPRESS)
     parser.add_argument(
-        "--only", choices=["deflate", "files"], help="only the deflate cases, or the files curve"
+        "--only",
+        choices=["deflate", "files", "small"],
+        help="only the deflate cases, the files curve or the small files",
     )
     parser.add_argument(
         "--files",
@@ -587,15 +589,18 @@ def main() -> None:
         results |= deflate_speed(rows)
     if args.only is None:
         results |= cold_start(rows)
-    if args.only in (None, "files"):
+    if args.only in (None, "files", "small"):
         moto, bench = start_emulator()
         try:
             if args.only is None:
                 results |= store_and_copy(bench, rows)
                 results |= parts_sources(bench, rows)
+            if args.only in (None, "small"):
                 results |= small_files(bench, rows)
+            if args.only is None:
                 results |= memory(bench, rows)
-            results |= files_curve(bench, rows, counts)
+            if args.only in (None, "files"):
+                results |= files_curve(bench, rows, counts)
         finally:
             moto.stop()
     width = max(len(row[0]) for row in rows)
