@@ -22,7 +22,7 @@ from chalice.app import (
 )
 
 from chalicelib import downloadtypes
-from chalicelib.api import auth, downloads, linkpage, links, openapi
+from chalicelib.api import auth, downloads, dryrun, linkpage, links, openapi
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
@@ -134,8 +134,11 @@ def list_types() -> Response:
 @api
 def create_download() -> Response:
     runtime = Runtime.from_env()
+    body = json_body(request().raw_body)
+    if dryrun.asked(body):  # the plan, and nothing started, stored or counted
+        return respond(dryrun.plan(runtime, caller(), body).to_api())
     key = idempotency.check_key(request().headers.get(idempotency.HEADER))
-    created = downloads.create(runtime, caller(), json_body(request().raw_body), key)
+    created = downloads.create(runtime, caller(), body, key)
     body = created.download.to_api(runtime.settings.api_prefix)
     if created.link is not None:
         body["link"] = created.link.to_api(base_url(runtime))

@@ -22,6 +22,7 @@ from chalicelib.core.errors import (
     DownloadExpired,
     DownloadNotReady,
     IdempotencyKeyInUse,
+    InvalidParams,
     QuotaExceeded,
     StartFailed,
 )
@@ -53,7 +54,9 @@ class Created:
 
 def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
     request = requests.create_request(runtime.settings, principal, body)
-    download = _new_download(principal, request)
+    if request.dry_run:  # only POST /downloads answers a plan (app.py); an event must not start one
+        raise InvalidParams("dry_run is answered by POST /downloads only", path="dry_run")
+    download = new_download(principal, request)
     claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
     try:
         if claim:
@@ -114,9 +117,9 @@ def _release(runtime: Runtime, claim: Claim, download_id: str) -> None:
         log.exception("could not release an Idempotency-Key claim")
 
 
-def _new_download(principal: Principal, request: CreateRequest) -> Download:
-    """The download a checked request asks for, not yet stored."""
-    download_id = new_id()
+def new_download(principal: Principal, request: CreateRequest, download_id: str | None = None) -> Download:
+    """The download a checked request asks for, not yet stored (a new id unless given)."""
+    download_id = download_id or new_id()
     kind, params = request.kind, request.params
     extension = kind.artifact_format(params).extension
     filename = safe_filename(request.filename, kind.default_name(download_id, params) + extension, extension)

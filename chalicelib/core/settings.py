@@ -103,6 +103,7 @@ INTEGER_VARIABLES: dict[str, str] = {
     "segment_bytes": "SATCHEL_SEGMENT_BYTES",
     "segment_files": "SATCHEL_SEGMENT_FILES",
     "max_segments": "SATCHEL_MAX_SEGMENTS",
+    "dry_run_seconds": "SATCHEL_DRY_RUN_SECONDS",
 }
 
 MIB = 1024 * 1024
@@ -135,8 +136,9 @@ class Settings:
     callback_allow_loopback: bool = False
     # The ports an https callback may go to, comma-separated; loopback receivers use any.
     callback_ports: str = "443"
-    max_content_bytes: int = 5 * 1024 * MIB
-    max_files: int = 50_000
+    # A zip's sources: 1 TiB and a million files by default, checked in Prepare (and by a dry run).
+    max_content_bytes: int = 1024 * 1024 * MIB
+    max_files: int = 1_000_000
     max_keys: int = 1000
     # Caps of the row types (export, listing, audit): rows in one file, and its size in bytes.
     max_rows: int = 10_000_000
@@ -181,6 +183,9 @@ class Settings:
     segment_bytes: int = 512 * MIB
     segment_files: int = 2_500
     max_segments: int = 100
+    # How long a dry run may list sources before it answers with lower bounds (`complete: false`):
+    # within API Gateway's 29-second integration timeout.
+    dry_run_seconds: int = 20
 
     @property
     def callback_port_numbers(self) -> tuple[int, ...]:

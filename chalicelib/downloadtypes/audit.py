@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import DownloadType, Plan, ProgressTracker
+from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker
 from chalicelib.downloadtypes.rows import artifact_format, check_row_count, render_rows
 from chalicelib.s3.manifest import Entry
 
@@ -35,8 +35,8 @@ def check_params(params: dict[str, Any], principal: Principal, settings: Setting
     }
 
 
-def plan(runtime: Runtime, download: Download) -> Plan:
-    rows = check_row_count(runtime.audit.count(download.tenant), runtime.settings)
+def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> Plan:
+    rows = check_row_count(runtime.audit.count(download.tenant), runtime.settings, limits)
     return Plan(totals=Progress(files_total=1, rows_total=rows))
 
 

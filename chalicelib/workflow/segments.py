@@ -63,16 +63,22 @@ def _runs(entries: list[Entry], most_bytes: int, most_files: int) -> list[list[E
     return found
 
 
-def split(runtime: Runtime, download: Download, entries: list[Entry]) -> list[int] | None:
-    """Prepare: the segments' numbers when this download is built in parallel, else None."""
-    settings = runtime.settings
+def parallel_groups(settings: Settings, download: Download, entries: list[Entry]) -> list[list[Entry]] | None:
+    """The segments this download is built in, in parallel; None when one Build builds it."""
     if not downloadtypes.get(download.type).can_segment(download.params):
         return None
     total = sum(entry.size for entry in entries)
     if total <= settings.parallel_min_bytes and len(entries) <= settings.parallel_min_files:
         return None
     found = groups(entries, settings)
-    if len(found) < 2:
+    return found if len(found) >= 2 else None
+
+
+def split(runtime: Runtime, download: Download, entries: list[Entry]) -> list[int] | None:
+    """Prepare: the segments' numbers when this download is built in parallel, else None."""
+    settings = runtime.settings
+    found = parallel_groups(settings, download, entries)
+    if found is None:
         return None
     for index, group in enumerate(found):
         key = layout.segment_manifest_key(download.id, index)
