@@ -15,7 +15,7 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -31,6 +31,7 @@ from statemachine import definition as statemachine
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_lambda.client import LambdaClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
@@ -92,6 +93,10 @@ class Stack:
     # the configured bus), polled into it as EventBridge invokes it.
     link_claims_queue_url: str = ""
     link_claims_dead_letter_queue_url: str = ""
+    # The key that encrypts the tenants' webhook secrets (an alias, as a deployment may name it).
+    kms_key_id: str = ""
+    # The seeded tenants' webhook secrets, by tenant (satchel_local.seed.seed_webhook_secrets).
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
         """The variables the handlers read (chalicelib.core.settings)."""
@@ -102,6 +107,7 @@ class Stack:
             env_names.ENV_ARTIFACT_BUCKET: self.artifact_bucket,
             env_names.ENV_SOURCE_BUCKET: self.source_bucket,
             env_names.ENV_STATE_MACHINE_ARN: self.state_machine_arn,
+            env_names.ENV_KMS_KEY_ID: self.kms_key_id,
         }
 
 
@@ -220,6 +226,17 @@ def create_table(session: boto3.session.Session, name: str) -> None:
     dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **layout.TABLE_KEYS)
 
 
+def create_webhook_secrets_key(session: boto3.session.Session, stage: str) -> str:
+    """The emulator's KMS key for webhook secrets, rotated yearly as the deployed one is;
+    answered by its alias."""
+    kms: KMSClient = session.client("kms")
+    key = kms.create_key(Description=f"Satchel {stage}: webhook signing secrets")["KeyMetadata"]["KeyId"]
+    kms.enable_key_rotation(KeyId=key)
+    alias = f"alias/satchel-{stage}-webhook-secrets"
+    kms.create_alias(AliasName=alias, TargetKeyId=key)
+    return alias
+
+
 def provision(stage: str, region: str = REGION) -> Stack:
     fastqueries.install()  # exports read 100,000s of rows through the emulator's Query
     serialise.install()  # workers, sweeps and API calls share one moto from several threads
@@ -257,4 +274,10 @@ def provision(stage: str, region: str = REGION) -> Stack:
         name=f"satchel-{stage}-download", definition=statemachine.render(placeholders), roleArn=role
     )
     plumbing = _event_plumbing(session, s3, stage, names["source_bucket"])
-    return Stack(stage=stage, state_machine_arn=machine["stateMachineArn"], **names, **plumbing)
+    return Stack(
+        stage=stage,
+        state_machine_arn=machine["stateMachineArn"],
+        kms_key_id=create_webhook_secrets_key(session, stage),
+        **names,
+        **plumbing,
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api import access, links, requests
+from chalicelib.api import access, links, requests, tenants
 from chalicelib.api.requests import CreateRequest, LinkRequest
 from chalicelib.core import clock, observability
 from chalicelib.core.errors import (
@@ -24,6 +24,7 @@ from chalicelib.core.errors import (
     IdempotencyKeyInUse,
     QuotaExceeded,
     StartFailed,
+    WebhookSecretMissing,
 )
 from chalicelib.core.models import ACTIVE_STATES, Download, ErrorInfo, Principal, State
 from chalicelib.core.names import safe_filename
@@ -53,6 +54,9 @@ class Created:
 
 def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
     request = requests.create_request(runtime.settings, principal, body)
+    if request.callback_url is not None:
+        # Before the key is claimed and a quota slot taken: this refusal leaves nothing behind.
+        _require_webhook_secret(runtime, principal)
     download = _new_download(principal, request)
     claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
     try:
@@ -77,6 +81,16 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
             log.warning("could not create download %s", download.id, exc_info=True)
             raise StartFailed("the download could not be started; try again") from error
         raise
+
+
+def _require_webhook_secret(runtime: Runtime, principal: Principal) -> None:
+    """A callback is signed with the tenant's secret: without one, no callback can be asked for."""
+    if runtime.webhook_secrets.describe(principal.tenant, clock.now()) is None:
+        raise WebhookSecretMissing(
+            "callback_url needs the tenant's webhook signing secret, and the tenant has none yet; "
+            f"a tenant admin creates one with POST {tenants.SECRET_PATH}",
+            path="callback_url",
+        )
 
 
 def _create_and_start(
