@@ -274,10 +274,19 @@ def provision(stage: str, region: str = REGION) -> Stack:
         name=f"satchel-{stage}-download", definition=statemachine.render(placeholders), roleArn=role
     )
     plumbing = _event_plumbing(session, s3, stage, names["source_bucket"])
+    # Named, not unpacked: a dict of str unpacked could be any field, webhook_secrets too.
     return Stack(
         stage=stage,
+        table=names["table"],
+        artifact_bucket=names["artifact_bucket"],
+        source_bucket=names["source_bucket"],
         state_machine_arn=machine["stateMachineArn"],
         kms_key_id=create_webhook_secrets_key(session, stage),
-        **names,
-        **plumbing,
+        requests_queue_url=plumbing["requests_queue_url"],
+        requests_dead_letter_queue_url=plumbing["requests_dead_letter_queue_url"],
+        events_queue_url=plumbing["events_queue_url"],
+        events_dead_letter_queue_url=plumbing["events_dead_letter_queue_url"],
+        state_changes_queue_url=plumbing["state_changes_queue_url"],
+        link_claims_queue_url=plumbing["link_claims_queue_url"],
+        link_claims_dead_letter_queue_url=plumbing["link_claims_dead_letter_queue_url"],
     )
