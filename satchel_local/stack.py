@@ -226,13 +226,17 @@ def create_table(session: boto3.session.Session, name: str) -> None:
     dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **layout.TABLE_KEYS)
 
 
+def webhook_secrets_alias(stage: str) -> str:
+    return f"alias/satchel-{stage}-webhook-secrets"
+
+
 def create_webhook_secrets_key(session: boto3.session.Session, stage: str) -> str:
     """The emulator's KMS key for webhook secrets, rotated yearly as the deployed one is;
     answered by its alias."""
     kms: KMSClient = session.client("kms")
     key = kms.create_key(Description=f"Satchel {stage}: webhook signing secrets")["KeyMetadata"]["KeyId"]
     kms.enable_key_rotation(KeyId=key)
-    alias = f"alias/satchel-{stage}-webhook-secrets"
+    alias = webhook_secrets_alias(stage)
     kms.create_alias(AliasName=alias, TargetKeyId=key)
     return alias
 
