@@ -85,7 +85,13 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
 
 def _require_webhook_secret(runtime: Runtime, principal: Principal) -> None:
     """A callback is signed with the tenant's secret: without one, no callback can be asked for."""
-    if runtime.webhook_secrets.describe(principal.tenant, clock.now()) is None:
+    try:
+        secret = runtime.webhook_secrets.describe(principal.tenant, clock.now())
+    except (ClientError, BotoCoreError) as error:
+        # As any other failure to create: the caller may retry (nothing was stored).
+        log.warning("could not read the webhook secret of tenant %s", principal.tenant, exc_info=True)
+        raise StartFailed("the download could not be started; try again") from error
+    if secret is None:
         raise WebhookSecretMissing(
             "callback_url needs the tenant's webhook signing secret, and the tenant has none yet; "
             f"a tenant admin creates one with POST {tenants.SECRET_PATH}",

@@ -7,17 +7,23 @@ when the test says, without sleeping."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from chalicelib.api import downloads
 from chalicelib.core import clients, clock
+from chalicelib.core.errors import StartFailed
 from chalicelib.core.models import Principal
 from chalicelib.runtime import Runtime
 from chalicelib.storage.audit import AuditLog
+from chalicelib.storage.idempotency import Claim, fingerprint
 from chalicelib.storage.keys import KeyStore
+from chalicelib.storage.secrets import WebhookSecrets
 from tests.support.stack import Satchel, api_key_of
 
 PATH = "/tenant/webhook-secret"
@@ -200,3 +206,28 @@ def test_a_callback_needs_a_secret_and_the_refusal_leaves_nothing_behind(
     assert created.status == 202, created.body
     assert "Idempotent-Replayed" not in created.headers
     assert api.wait(created.json["id"], "ian")["state"] == "DONE"
+
+
+class Unavailable:
+    """A table whose reads fail as DynamoDB's do when it is unavailable (after botocore's retries)."""
+
+    def get_item(self, **_: Any) -> Any:
+        error = {"Error": {"Code": "InternalServerError", "Message": "injected"}}
+        raise ClientError(error, "GetItem")
+
+
+def test_a_failure_to_read_the_secret_is_a_retryable_refusal(api: Satchel) -> None:
+    runtime = dataclasses.replace(Runtime.from_env())
+    runtime.__dict__["webhook_secrets"] = WebhookSecrets(
+        Unavailable(),  # type: ignore[arg-type]
+        clients.kms(),
+        runtime.settings.kms_key_id,
+    )
+    request = {"type": "zip", "params": {"keys": ["initech/a.txt"]}, "callback_url": "http://127.0.0.1:9/cb"}
+    with pytest.raises(StartFailed) as refused:
+        downloads.create(runtime, MORE_USERS["ian"], request, "retry-me")
+    assert refused.value.status == 503
+    assert refused.value.headers() == {"Retry-After": "5"}
+    assert api.call("GET", "/downloads", "ian").json["items"] == []
+    claim = Claim(MORE_USERS["ian"], "retry-me", fingerprint(request))
+    assert Runtime.from_env().idempotency.existing(claim) is None
