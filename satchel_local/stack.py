@@ -1,5 +1,6 @@
 """Create Satchel's AWS resources in the emulator: buckets, table, functions, state machine,
-and the event plumbing: the requests queue, EventBridge rules and their queues.
+the KMS key of the tenants' webhook secrets, and the event plumbing: the requests queue,
+EventBridge rules and their queues.
 
 The table is created from chalicelib/storage/layout.py, as scripts/package.py declares it in
 the deployed template; the state machine is

@@ -5,9 +5,13 @@ The store itself runs against moto in tests/stack/test_webhook_secrets_store.py.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
+from datetime import UTC, datetime
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from chalicelib.core.errors import ConfigurationError
 from chalicelib.core.settings import Settings
@@ -27,6 +31,26 @@ def test_a_new_secret_is_whsec_and_32_random_bytes() -> None:
     for secret in made:
         assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", secret), secret
         assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+
+
+def test_the_standard_webhooks_verifier_takes_the_secret_as_its_own() -> None:
+    """The reference verifier reads the key out of the secret as a signer must: a signature
+    made with the 32 decoded bytes verifies; one made with the text of the secret does not."""
+    secret = new_secret()
+    timestamp = str(int(datetime.now(UTC).timestamp()))
+    body = '{"type":"download.completed"}'
+
+    def headers(signing_key: bytes) -> dict[str, str]:
+        mac = hmac.new(signing_key, f"msg_1.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+        signature = base64.b64encode(mac).decode()
+        return {"webhook-id": "msg_1", "webhook-timestamp": timestamp, "webhook-signature": f"v1,{signature}"}
+
+    verifier = Webhook(secret)
+    assert verifier.verify(body, headers(base64.b64decode(secret.removeprefix("whsec_")))) == {
+        "type": "download.completed"
+    }
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(body, headers(secret.encode()))
 
 
 def test_the_encryption_context_names_the_tenant() -> None:
