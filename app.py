@@ -22,7 +22,7 @@ from chalice.app import (
 )
 
 from chalicelib import downloadtypes
-from chalicelib.api import auth, downloads, dryrun, linkpage, links, openapi
+from chalicelib.api import auth, downloads, dryrun, linkpage, links, openapi, tenants
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
@@ -236,6 +236,20 @@ def claim_link(token: str) -> Response:
 def revoke_link(token: str) -> Response:
     links.revoke(Runtime.from_env(), caller(), token)
     return Response(body="", status_code=204)
+
+
+# The tenant's webhook signing secret, for its admins: shown once, when made.
+@app.route(tenants.SECRET_PATH, methods=["POST"], authorizer=bearer)
+@api
+def rotate_webhook_secret() -> Response:
+    issued = tenants.rotate_secret(Runtime.from_env(), caller(), optional_json_body(request().raw_body))
+    return respond(issued.to_api(), 201, {"Cache-Control": "no-store"})
+
+
+@app.route(tenants.SECRET_PATH, methods=["GET"], authorizer=bearer)
+@api
+def describe_webhook_secret() -> Response:
+    return respond(tenants.describe_secret(Runtime.from_env(), caller()).to_api())
 
 
 # Downloads started by events, and the sweep that cleans up after them all.

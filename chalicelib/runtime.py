@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from chalicelib.core import clients
@@ -19,6 +20,7 @@ from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.storage.idempotency import IdempotencyStore
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.links import LinkStore
+from chalicelib.storage.secrets import WebhookSecrets
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_events.client import EventBridgeClient
@@ -52,6 +54,11 @@ class Runtime:
     links: LinkStore
     idempotency: IdempotencyStore
     audit: AuditLog
+
+    @cached_property
+    def webhook_secrets(self) -> WebhookSecrets:
+        # Built on first use: most functions never sign, and need no KMS client.
+        return WebhookSecrets(clients.table(self.settings.table), clients.kms(), self.settings.kms_key_id)
 
     @classmethod
     def from_env(cls) -> Runtime:

@@ -12,6 +12,7 @@ executions and wait for their handlers, stop moto.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -38,6 +39,7 @@ from chalicelib.api.http import SECURITY_HEADERS
 from chalicelib.core import clients
 from chalicelib.core.settings import ENV_WEBHOOK_SECRET
 from chalicelib.storage.keys import KeyStore
+from chalicelib.storage.secrets import WebhookSecrets
 from satchel_local import lambdas, seed
 from satchel_local.eventsources import EventSources
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
@@ -251,6 +253,8 @@ class LocalStack:
         self.stack = provision(self.options.stage)
         os.environ.update(self.stack.environment())
         self.users = seed.seed_users(KeyStore(clients.table(self.stack.table)))
+        store = WebhookSecrets(clients.table(self.stack.table), clients.kms(), self.stack.kms_key_id)
+        self.stack = dataclasses.replace(self.stack, webhook_secrets=seed.seed_webhook_secrets(store))
         seed.seed_sources(clients.s3(), self.stack.source_bucket)
         seed.seed_dataset(self.options.stage, REGION, self.options.demo_rows)
         self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
@@ -287,6 +291,9 @@ class LocalStack:
             "link_claims_queue_url": self.stack.link_claims_queue_url,
             # What callbacks are signed with (the local stage's, .chalice/config.json).
             "webhook_secret": os.environ.get(ENV_WEBHOOK_SECRET, ""),
+            # Each demo tenant's own signing secret (Standard Webhooks, whsec_...), as its
+            # admin's POST /tenant/webhook-secret showed it.
+            "webhook_secrets": dict(self.stack.webhook_secrets),
             "cleanup_interval_seconds": self.options.cleanup_interval,
             "users": {name: user.describe() for name, user in self.users.items()},
         }

@@ -1,5 +1,6 @@
 """Create Satchel's AWS resources in the emulator: buckets, table, functions, state machine,
-and the event plumbing: the requests queue, EventBridge rules and their queues.
+the KMS key of the tenants' webhook secrets, and the event plumbing: the requests queue,
+EventBridge rules and their queues.
 
 The table is created from chalicelib/storage/layout.py, as scripts/package.py declares it in
 the deployed template; the state machine is
@@ -15,7 +16,7 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -31,6 +32,7 @@ from statemachine import definition as statemachine
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_lambda.client import LambdaClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
@@ -92,6 +94,10 @@ class Stack:
     # the configured bus), polled into it as EventBridge invokes it.
     link_claims_queue_url: str = ""
     link_claims_dead_letter_queue_url: str = ""
+    # The key that encrypts the tenants' webhook secrets (an alias, as a deployment may name it).
+    kms_key_id: str = ""
+    # The seeded tenants' webhook secrets, by tenant (satchel_local.seed.seed_webhook_secrets).
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
         """The variables the handlers read (chalicelib.core.settings)."""
@@ -102,6 +108,7 @@ class Stack:
             env_names.ENV_ARTIFACT_BUCKET: self.artifact_bucket,
             env_names.ENV_SOURCE_BUCKET: self.source_bucket,
             env_names.ENV_STATE_MACHINE_ARN: self.state_machine_arn,
+            env_names.ENV_KMS_KEY_ID: self.kms_key_id,
         }
 
 
@@ -220,6 +227,21 @@ def create_table(session: boto3.session.Session, name: str) -> None:
     dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **layout.TABLE_KEYS)
 
 
+def webhook_secrets_alias(stage: str) -> str:
+    return f"alias/satchel-{stage}-webhook-secrets"
+
+
+def create_webhook_secrets_key(session: boto3.session.Session, stage: str) -> str:
+    """The emulator's KMS key for webhook secrets, rotated yearly as the deployed one is;
+    answered by its alias."""
+    kms: KMSClient = session.client("kms")
+    key = kms.create_key(Description=f"Satchel {stage}: webhook signing secrets")["KeyMetadata"]["KeyId"]
+    kms.enable_key_rotation(KeyId=key)
+    alias = webhook_secrets_alias(stage)
+    kms.create_alias(AliasName=alias, TargetKeyId=key)
+    return alias
+
+
 def provision(stage: str, region: str = REGION) -> Stack:
     fastqueries.install()  # exports read 100,000s of rows through the emulator's Query
     serialise.install()  # workers, sweeps and API calls share one moto from several threads
@@ -257,4 +279,19 @@ def provision(stage: str, region: str = REGION) -> Stack:
         name=f"satchel-{stage}-download", definition=statemachine.render(placeholders), roleArn=role
     )
     plumbing = _event_plumbing(session, s3, stage, names["source_bucket"])
-    return Stack(stage=stage, state_machine_arn=machine["stateMachineArn"], **names, **plumbing)
+    # Named, not unpacked: a dict of str unpacked could be any field, webhook_secrets too.
+    return Stack(
+        stage=stage,
+        table=names["table"],
+        artifact_bucket=names["artifact_bucket"],
+        source_bucket=names["source_bucket"],
+        state_machine_arn=machine["stateMachineArn"],
+        kms_key_id=create_webhook_secrets_key(session, stage),
+        requests_queue_url=plumbing["requests_queue_url"],
+        requests_dead_letter_queue_url=plumbing["requests_dead_letter_queue_url"],
+        events_queue_url=plumbing["events_queue_url"],
+        events_dead_letter_queue_url=plumbing["events_dead_letter_queue_url"],
+        state_changes_queue_url=plumbing["state_changes_queue_url"],
+        link_claims_queue_url=plumbing["link_claims_queue_url"],
+        link_claims_dead_letter_queue_url=plumbing["link_claims_dead_letter_queue_url"],
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api import access, links, requests
+from chalicelib.api import access, links, requests, tenants
 from chalicelib.api.requests import CreateRequest, LinkRequest
 from chalicelib.core import clock, observability
 from chalicelib.core.errors import (
@@ -25,6 +25,7 @@ from chalicelib.core.errors import (
     InvalidParams,
     QuotaExceeded,
     StartFailed,
+    WebhookSecretMissing,
 )
 from chalicelib.core.models import ACTIVE_STATES, Download, ErrorInfo, Principal, State
 from chalicelib.core.names import safe_filename
@@ -56,6 +57,9 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
     request = requests.create_request(runtime.settings, principal, body)
     if request.dry_run:  # only POST /downloads answers a plan (app.py); an event must not start one
         raise InvalidParams("dry_run is answered by POST /downloads only", path="dry_run")
+    if request.callback_url is not None:
+        # Before the key is claimed and a quota slot taken: this refusal leaves nothing behind.
+        _require_webhook_secret(runtime, principal)
     download = new_download(principal, request)
     claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
     try:
@@ -80,6 +84,22 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
             log.warning("could not create download %s", download.id, exc_info=True)
             raise StartFailed("the download could not be started; try again") from error
         raise
+
+
+def _require_webhook_secret(runtime: Runtime, principal: Principal) -> None:
+    """A callback is signed with the tenant's secret: without one, no callback can be asked for."""
+    try:
+        secret = runtime.webhook_secrets.describe(principal.tenant, clock.now())
+    except (ClientError, BotoCoreError) as error:
+        # As any other failure to create: the caller may retry (nothing was stored).
+        log.warning("could not read the webhook secret of tenant %s", principal.tenant, exc_info=True)
+        raise StartFailed("the download could not be started; try again") from error
+    if secret is None:
+        raise WebhookSecretMissing(
+            "callback_url needs the tenant's webhook signing secret, and the tenant has none yet; "
+            f"a tenant admin creates one with POST {tenants.SECRET_PATH}",
+            path="callback_url",
+        )
 
 
 def _create_and_start(

@@ -103,6 +103,7 @@ def _paths() -> dict[str, dict[str, Operation]]:
             "post": _claim_link(),
             "delete": _revoke_link(),
         },
+        "/tenant/webhook-secret": {"post": _rotate_webhook_secret(), "get": _describe_webhook_secret()},
         "/types": {"get": _list_types()},
         "/health": {"get": _health()},
         "/openapi.json": {"get": _openapi_document()},
@@ -345,6 +346,53 @@ def _revoke_link() -> Operation:
         "Revoke a link (its download's owner, or the tenant admin)",
         {**_no_content("204", "Revoked."), **_refusals("LinkNotFound")},
         parameters=[_TOKEN],
+    )
+
+
+# --- the tenant's webhook secret (chalicelib/api/tenants.py), for tenant admins -------------
+
+
+def _secret_info() -> JsonSchema:
+    return _object(
+        created_at={"type": "string", "format": "date-time"},
+        previous_valid_until=_nullable({"type": "string", "format": "date-time"}),
+    )
+
+
+def _secret_refusal(description: str) -> dict[str, Any]:
+    return _answer(description, None, _schema_ref("Error"))
+
+
+def _rotate_webhook_secret() -> Operation:
+    issued = _secret_info()
+    issued["properties"]["secret"] = {
+        "type": "string",
+        "pattern": "^whsec_",
+        "description": "Shown only now.",
+    }
+    issued["required"] = [*issued["required"], "secret"]
+    grace = {"type": "integer", "minimum": 0, "description": "Seconds the old secret still signs."}
+    return _operation(
+        "rotateWebhookSecret",
+        "Make or rotate the tenant's webhook signing secret (tenant admins)",
+        {
+            **_ok("The new secret, shown this once.", issued, "201", _NO_STORE),
+            "409": _secret_refusal("`WebhookSecretConflict`: another rotation won the race; rotate again."),
+            **_refusals("BadRequest", "UnsupportedMediaType", "UnprocessableContent"),
+        },
+        body={"type": "object", "additionalProperties": False, "properties": {"grace_seconds": grace}},
+        body_required=False,
+    )
+
+
+def _describe_webhook_secret() -> Operation:
+    return _operation(
+        "describeWebhookSecret",
+        "When the tenant's webhook secret was made; never the secret (tenant admins)",
+        {
+            **_ok("The secret's dates.", _secret_info()),
+            "404": _secret_refusal("`WebhookSecretNotFound`: the tenant has no secret yet."),
+        },
     )
 
 

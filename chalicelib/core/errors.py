@@ -110,6 +110,22 @@ class IdempotencyKeyInUse(SatchelError):
     status = 409
 
 
+class WebhookSecretMissing(SatchelError):
+    """A callback was asked for, but the tenant has no signing secret to sign it with."""
+
+    status = 409
+
+
+class WebhookSecretConflict(SatchelError):
+    """Two rotations of one tenant's secret raced: the other one won."""
+
+    status = 409
+
+
+class WebhookSecretNotFound(SatchelError):
+    status = 404
+
+
 class DownloadExpired(SatchelError):
     status = 410
 
@@ -193,6 +209,13 @@ class TransientError(SatchelError):
 
 class SourceChanged(SatchelError):
     status = 409
+
+
+class WebhookSecretUnreadable(SatchelError):
+    """A stored secret that KMS will not decrypt for its tenant: tampered with, moved from
+    another tenant's record, or encrypted under another key. Never signed with."""
+
+    status = 500
 
 
 class ChecksumMismatch(SatchelError):

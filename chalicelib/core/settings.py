@@ -28,6 +28,7 @@ ENV_WEBHOOK_SECRET = "SATCHEL_WEBHOOK_SECRET"
 ENV_WEBHOOK_SECRET_PARAMETER = "SATCHEL_WEBHOOK_SECRET_PARAMETER"
 ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
 ENV_CALLBACK_PORTS = "SATCHEL_CALLBACK_PORTS"
+ENV_KMS_KEY_ID = "SATCHEL_KMS_KEY_ID"
 
 # Read when the app is packaged, since Chalice fixes event sources at that time.
 ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
@@ -95,6 +96,7 @@ INTEGER_VARIABLES: dict[str, str] = {
     "callback_attempts": "SATCHEL_CALLBACK_ATTEMPTS",
     "callback_timeout_seconds": "SATCHEL_CALLBACK_TIMEOUT_SECONDS",
     "callback_backoff_ms": "SATCHEL_CALLBACK_BACKOFF_MS",
+    "webhook_secret_grace_seconds": "SATCHEL_WEBHOOK_SECRET_GRACE_SECONDS",
     "fetch_concurrency": "SATCHEL_FETCH_CONCURRENCY",
     "fetch_window_bytes": "SATCHEL_FETCH_WINDOW_BYTES",
     "server_copy_min_bytes": "SATCHEL_SERVER_COPY_MIN_BYTES",
@@ -132,6 +134,8 @@ class Settings:
     # The key that signs callbacks: the value itself (local, tests) or an SSM parameter name.
     webhook_secret: str = ""
     webhook_secret_parameter: str = ""
+    # The KMS key (id, ARN or alias) that encrypts the tenants' webhook signing secrets.
+    kms_key_id: str = ""
     # Callbacks over http to loopback (a receiver on this machine): the local stage only.
     callback_allow_loopback: bool = False
     # The ports an https callback may go to, comma-separated; loopback receivers use any.
@@ -171,6 +175,8 @@ class Settings:
     callback_attempts: int = 3
     callback_timeout_seconds: int = 3
     callback_backoff_ms: int = 500
+    # How long a rotated-out webhook secret still signs (the most a rotation may ask for).
+    webhook_secret_grace_seconds: int = 24 * 3600
     # Sources read at once (zip), and the bytes of small ones that may be fetched ahead.
     fetch_concurrency: int = 8
     fetch_window_bytes: int = 16 * MIB
@@ -213,6 +219,7 @@ class Settings:
         values["service_principals"] = parse_service_principals(env.get(ENV_SERVICE_PRINCIPALS) or "[]")
         values["webhook_secret"] = env.get(ENV_WEBHOOK_SECRET, "")
         values["webhook_secret_parameter"] = env.get(ENV_WEBHOOK_SECRET_PARAMETER, "")
+        values["kms_key_id"] = env.get(ENV_KMS_KEY_ID, "")
         loopback = env.get(ENV_CALLBACK_ALLOW_LOOPBACK, "")
         values["callback_allow_loopback"] = (
             loopback.lower() == "true" if loopback else values["stage"] == "local"

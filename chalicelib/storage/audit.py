@@ -34,6 +34,9 @@ class Action(StrEnum):
     PURGED = "download.purged"
     CALLBACK_DELIVERED = "callback.delivered"
     CALLBACK_FAILED = "callback.failed"
+    # Tenant-wide, about no download (their download_id is "").
+    WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated"
+    WEBHOOK_SECRET_READ = "webhook_secret.read"
 
 
 def user_actor(principal: Principal) -> str:

@@ -12,6 +12,7 @@ One table holds every record. The partition key's prefix says what a record is:
 | `LINK#<sha256 of the token>`                    | `LINK`          | a link (storage/links)        |
 | `IDEMPOTENCY#<tenant>#<user>#<sha256 of key>`   | `IDEMPOTENCY`   | an idempotency key            |
 | `AUDIT#<tenant>`                                | `<at>#<random>` | an audit event                |
+| `WEBHOOK_SECRET#<tenant>`                       | `WEBHOOK_SECRET`| webhook secrets (storage/secrets) |
 
 A download also sits in two indexes: `by_owner` (`OWNER#<tenant>#<user>`, `<created>#<id>`)
 lists a user's downloads newest first; `by_due` (`DUE#<shard>`, `<due time>#<id>`) holds it
@@ -53,7 +54,8 @@ USER = "USER#"
 LINK = "LINK#"
 IDEMPOTENCY = "IDEMPOTENCY#"
 AUDIT = "AUDIT#"
-PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT)
+WEBHOOK_SECRET = "WEBHOOK_SECRET#"
+PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT, WEBHOOK_SECRET)
 # Index partition key prefixes.
 OWNER = "OWNER#"
 DUE = "DUE#"
@@ -67,6 +69,7 @@ API_KEY_SK = "APIKEY"
 USER_SK = "USER"
 LINK_SK = "LINK"
 IDEMPOTENCY_SK = "IDEMPOTENCY"
+WEBHOOK_SECRET_SK = "WEBHOOK_SECRET"
 
 _SEPARATOR = "#"
 
@@ -178,3 +181,8 @@ def audit_key(tenant: str, at: str, nonce: str) -> dict[str, str]:
     """An audit event's key: the tenant's trail, ordered by time; `nonce` parts events of the
     same instant."""
     return {PK: audit_partition(tenant), SK: _join(at, nonce)}
+
+
+def webhook_secret_key(tenant: str) -> dict[str, str]:
+    """A tenant's webhook signing secrets: one record, rotated in place."""
+    return {PK: f"{WEBHOOK_SECRET}{tenant}", SK: WEBHOOK_SECRET_SK}

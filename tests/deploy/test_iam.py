@@ -49,7 +49,7 @@ from chalicelib.triggers import inbound as triggers
 from satchel_local import eventsources, lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import REGION as STACK_REGION
-from satchel_local.stack import Stack
+from satchel_local.stack import Stack, webhook_secrets_alias
 from statemachine.definition import function_name
 from tests.support.stack import Satchel, api_key_of
 from tests.support.stack_template import (
@@ -58,6 +58,7 @@ from tests.support.stack_template import (
     Resolver,
     allows,
     functions,
+    kms_key_arn,
     packaged,
     role_of,
     statements,
@@ -73,6 +74,7 @@ REQUESTS = "app.handle_requests"
 EVENTS = "app.handle_event"
 LINK_WEBHOOK = "app.link_webhook"
 CLEANUP = "app.sweep"
+STACK_STAGE = "test"  # the stage the stack fixture provisions
 # As a deployment names it (WebhookSecretParameter): the key is read from SSM, not given.
 WEBHOOK_PARAMETER = "/satchel-test/webhook-secret"
 
@@ -279,6 +281,18 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], schema: T
             context = (("events:source", (entry["Source"],)), ("events:detail-type", (entry["DetailType"],)))
             found.append(Request("events:PutEvents", arn, context))
         return found
+    if service == "kms" and operation in ("Encrypt", "Decrypt"):
+        # The stack's one key, which the local stack names by its alias.
+        assert params["KeyId"] == webhook_secrets_alias(STACK_STAGE), params
+        encryption_context: dict[str, str] = params.get("EncryptionContext", {})
+        context = (
+            ("kms:EncryptionContextKeys", tuple(sorted(encryption_context))),
+            *(
+                (f"kms:EncryptionContext:{key}", (value,))
+                for key, value in sorted(encryption_context.items())
+            ),
+        )
+        return [Request(f"kms:{operation}", kms_key_arn("WebhookSecretsKey"), context)]
     if service == "ssm" and operation == "GetParameter":
         name = params["Name"] if params["Name"].startswith("/") else f"/{params['Name']}"
         return [Request("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}")]
@@ -501,6 +515,11 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
     assert satchel.wait_execution(running, 30) in {"ABORTED", "FAILED"}
     assert lambdas.wait_idle(timeout=30)
     monkeypatch.delenv("SATCHEL_MAX_ACTIVE_PER_USER")
+
+    # The tenant admin rotates the tenant's webhook secret (encrypted with KMS), and reads when.
+    rotated = satchel.call("POST", "/tenant/webhook-secret", "carol", {"grace_seconds": 60})
+    assert rotated.status == 201, rotated.body
+    assert satchel.call("GET", "/tenant/webhook-secret", "carol").status == 200
 
     # The other registered types, reading the audit trail and a dataset.
     registered = {kind.name for kind in downloadtypes.all_types()}

@@ -174,6 +174,7 @@ def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> 
         # The secret's name only: its value is read from SSM, never put in the template.
         expected[settings.ENV_WEBHOOK_SECRET_PARAMETER] = events["WebhookSecretParameter"]
         expected[settings.ENV_TRACING] = "false"  # the Tracing parameter's default
+        expected[settings.ENV_KMS_KEY_ID] = resolver.get_att("WebhookSecretsKey", "Arn")
         for handler, logical_id in functions(template).items():
             variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
             assert resolver.resolve(variables) == expected, handler

@@ -39,10 +39,12 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from chalicelib.core import clock
 from chalicelib.core.settings import INTEGER_VARIABLES
+from chalicelib.storage.secrets import PlaintextCache, WebhookSecrets
 from satchel_local import demodata, seed
 from satchel_local.seed import tenant_sources
-from satchel_local.stack import MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_SECONDS
+from satchel_local.stack import MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_SECONDS, webhook_secrets_alias
 from tests.support.stack import Reply
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -512,6 +514,36 @@ def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack)
     )
     assert state["webhook_secret"]
     assert state["cleanup_interval_seconds"] == 1
+
+
+def test_the_state_file_holds_each_demo_tenants_webhook_secret(event_stack: LocalStack) -> None:
+    """`webhook_secrets`: one Standard Webhooks secret per demo tenant, the very one the
+    stack stores (encrypted in the emulator's KMS) and signs that tenant's callbacks with."""
+    secrets = event_stack.state["webhook_secrets"]
+    assert set(secrets) == {user["tenant"] for user in event_stack.state["users"].values()}
+    assert set(secrets) == {"acme", "globex"}
+    for secret in secrets.values():
+        assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", secret), secret
+    assert secrets["acme"] != secrets["globex"]
+
+    table = (
+        boto3.session.Session()
+        .resource(
+            "dynamodb",
+            endpoint_url=event_stack.state["aws_endpoint"],
+            region_name=event_stack.state["region"],
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        .Table("satchel-local")
+    )  # the stage python -m satchel_local runs by default
+    store = WebhookSecrets(table, aws(event_stack, "kms"), webhook_secrets_alias("local"), PlaintextCache())
+    for tenant, secret in secrets.items():
+        assert store.signing(tenant, clock.now()) == [secret]
+    # A tenant admin reads its dates over HTTP, never the secret.
+    read = call("GET", f"{event_stack.api}/tenant/webhook-secret", event_stack.key("carol"))
+    assert read.status == 200, read.body
+    assert secrets["acme"].encode() not in read.body
 
 
 def test_an_sqs_message_starts_a_download(event_stack: LocalStack) -> None:

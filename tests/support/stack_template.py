@@ -142,6 +142,8 @@ class Resolver:
             return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{self.ref(name)}:*"
         if kind == "AWS::SQS::Queue":
             return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.queue_name(name)}"
+        if kind == "AWS::KMS::Key":
+            return kms_key_arn(name)  # a key's id is random: its logical ID stands for it
         raise AssertionError(f"no ARN known for {name} ({kind})")
 
     def queue_name(self, name: str) -> str:
@@ -204,6 +206,10 @@ class Resolver:
         if key.startswith("Fn::"):
             raise AssertionError(f"{key} is not evaluated here")
         return {key: self.resolve(argument)}
+
+
+def kms_key_arn(logical_id: str) -> str:
+    return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{logical_id}"
 
 
 # --- IAM evaluation ------------------------------------------------------------------
