@@ -119,6 +119,8 @@ class Resolver:
         if name in self.names:
             return self.names[name]
         properties = resource.get("Properties", {})
+        if kind == "AWS::Events::EventBus":
+            return str(self.resolve(properties["Name"]))
         for key in ("FunctionName", "StateMachineName", "LogGroupName", "TopicName"):
             if key in properties:
                 return str(self.resolve(properties[key]))
@@ -142,6 +144,8 @@ class Resolver:
             return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{self.ref(name)}:*"
         if kind == "AWS::SQS::Queue":
             return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.queue_name(name)}"
+        if kind == "AWS::Events::EventBus":
+            return f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{self.ref(name)}"
         raise AssertionError(f"no ARN known for {name} ({kind})")
 
     def queue_name(self, name: str) -> str:
