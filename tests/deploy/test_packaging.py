@@ -383,7 +383,7 @@ def test_the_manifests_rule_takes_manifests_of_the_source_bucket_only(
     assert not allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/acme/reports/a.csv", {})
 
 
-def test_the_request_bus_policy_lets_in_the_named_senders_with_request_sources_only(package: Packaged) -> None:
+def test_the_request_bus_policy_lets_named_senders_put_requests_only(package: Packaged) -> None:
     template = package.cloudformation
     policy = template["Resources"]["RequestBusPolicy"]
     assert policy["Condition"] == "HasRequestBusSenders"
@@ -401,7 +401,10 @@ def test_the_request_bus_policy_lets_in_the_named_senders_with_request_sources_o
     assert not allows(statement_list, "events:PutEvents", bus, {"events:source": ["satchel"]})
 
 
-@pytest.mark.parametrize("senders", ["", "arn:aws:iam::123456789012:role/etl,arn:aws:iam::123456789012:user/ops"])
+QUEUE_SENDERS = "arn:aws:iam::123456789012:role/etl,arn:aws:iam::123456789012:user/ops"
+
+
+@pytest.mark.parametrize("senders", ["", QUEUE_SENDERS])
 def test_only_the_named_principals_may_send_to_the_requests_queue(package: Packaged, senders: str) -> None:
     template = package.cloudformation
     resolver = Resolver(template, NAMES, {"RequestsQueueSenders": senders})
