@@ -104,7 +104,7 @@ def _handle_message(runtime: Runtime, record: SQSRecord) -> str:
         key = message.get("idempotency_key") or f"sqs:{record.message_id}"
         source = {
             "kind": "queue",
-            "queue": record.event_source_arn.rsplit(":", 1)[-1],
+            "queue": str(record.raw_event.get("eventSourceARN", "")).rsplit(":", 1)[-1],
             "sender": record.attributes.sender_id,
             "message_id": record.message_id,
         }
