@@ -327,12 +327,13 @@ def test_the_manuals_curl_examples_work_as_written(local_stack: LocalStack, tmp_
     assert outputs["cancel.sh"].splitlines()[-2:] == ["HTTP/1.1 204 No Content", "HTTP/1.1 410 Gone"]
     exports = [json.loads(line) for line in outputs["exports.sh"].splitlines() if line.startswith("{")]
     assert [(e["type"], e["state"]) for e in exports] == [("export", "PENDING")] * 2
-    # One download by an SQS message, one by a manifest dropped into the source bucket.
+    # One download by an SQS message, one by a request-bus event, one by a manifest dropped
+    # into alice's folder of the source bucket.
     listed = call("GET", f"{local_stack.api}/downloads?limit=50", local_stack.key("alice")).json["items"]
     by_event = sorted(
         (item["filename"], item["state"]) for item in listed if item["filename"].endswith("ed.zip")
     )
-    assert by_event == [("dropped.zip", "DONE"), ("queued.zip", "DONE")]
+    assert by_event == [("dropped.zip", "DONE"), ("evented.zip", "DONE"), ("queued.zip", "DONE")]
     assert local_stack.stop(signal.SIGINT) == 0
 
 
