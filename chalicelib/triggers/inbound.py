@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib.api import downloads
-from chalicelib.core.errors import MalformedRequest, SatchelError, UnknownPrincipal
+from chalicelib.core.errors import MalformedRequest, SatchelError, StartFailed, UnknownPrincipal
 from chalicelib.core.models import Principal, check_numbers
 from chalicelib.runtime import Runtime
 from chalicelib.triggers import senders
@@ -120,7 +120,8 @@ def _handle_message(runtime: Runtime, record: SQSRecord) -> str:
 def handle_event(runtime: Runtime, event: dict[str, Any]) -> str | None:
     """A request event from the request bus, acting within the tenant its source names.
     Returns the download started, or None when the event was rejected (and logged).
-    Transient errors raise, so Lambda retries the event."""
+    Transient errors raise (a start Step Functions or DynamoDB refused, StartFailed,
+    among them), so Lambda retries the event, then dead-letters it."""
     try:
         if event.get("detail-type") != REQUESTED:
             raise MalformedRequest(f"not a request: detail-type {str(event.get('detail-type'))[:80]!r}")
@@ -139,6 +140,8 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> str | None:
             "source": str(source),
         }
         return _start(runtime, principal, detail.get("request"), str(key), origin)
+    except StartFailed:
+        raise  # nothing started, or it ended FAILED and its key was released: worth a retry
     except SatchelError as refused:
         log.warning("rejected event %s: %s %s", event.get("id"), refused.code, refused.message)
         return None
@@ -150,6 +153,8 @@ def handle_manifest(runtime: Runtime, event: dict[str, Any]) -> str | None:
     logged). Transient errors raise, so Lambda retries the event."""
     try:
         return _from_manifest(runtime, event)
+    except StartFailed:
+        raise  # as for a request event: Lambda tries the event again, then dead-letters it
     except SatchelError as refused:
         log.warning("rejected manifest event %s: %s %s", event.get("id"), refused.code, refused.message)
         return None

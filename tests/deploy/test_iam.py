@@ -534,6 +534,15 @@ def invoke(handler: str, event: dict[str, Any]) -> Any:
     return json.loads(payload)
 
 
+def invoke_failing(handler: str, event: dict[str, Any]) -> str:
+    """Run a function that fails (so that Lambda tries its event again): the error's type."""
+    name = handler.removeprefix("app.")
+    payload, failed = lambdas.run_handler(handler, name, json.dumps(event), timeout=300)
+    assert failed, payload
+    error_type: str = json.loads(payload)["errorType"]
+    return error_type
+
+
 def newest(satchel: Satchel, user: str) -> Any:
     reply = satchel.call("GET", "/downloads?limit=1", user)
     assert reply.status == 200, reply.body
@@ -657,7 +666,7 @@ def run_start_failures(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callba
         event = satchel.client.events.generate_cw_event(
             triggers.REQUEST_SOURCE_PREFIX + "acme", triggers.REQUESTED, detail, []
         )
-        assert invoke(EVENTS, {**event, "id": str(uuid.uuid4())}) is None
+        assert invoke_failing(EVENTS, {**event, "id": str(uuid.uuid4())}) == "StartFailed"
         failed.append(newest(satchel, "bob"))
 
         bucket, key = (
@@ -667,7 +676,7 @@ def run_start_failures(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callba
         satchel.put_source(key, json.dumps({"request": request}).encode())
         detail = {"bucket": {"name": bucket}, "object": {"key": key}}
         created = satchel.client.events.generate_cw_event("aws.s3", triggers.OBJECT_CREATED, detail, [])
-        assert invoke(MANIFESTS, {**created, "id": str(uuid.uuid4())}) is None
+        assert invoke_failing(MANIFESTS, {**created, "id": str(uuid.uuid4())}) == "StartFailed"
         failed.append(newest(satchel, "alice"))
     for download in failed:
         assert download["state"] == "FAILED", download
