@@ -258,12 +258,21 @@ def handle_requests(event: SQSEvent) -> PartialItemFailureResponse:
     return triggers.handle_messages(Runtime.from_env(), [record.to_dict() for record in event])
 
 
+# Request events: Chalice makes the rule on the default bus; deploy/template.yaml moves it to
+# the request bus (SATCHEL_REQUEST_BUS), whose policy says who may put events there.
 @app.on_cw_event(
-    {"detail-type": [triggers.REQUESTED, triggers.OBJECT_CREATED], "source": ["satchel.requests", "aws.s3"]},
+    {"detail-type": [triggers.REQUESTED], "source": [{"prefix": triggers.REQUEST_SOURCE_PREFIX}]},
     name="events",
 )
 def handle_event(event: CloudWatchEvent) -> None:
     triggers.handle_event(Runtime.from_env(), event.to_dict())
+
+
+# Request manifests: S3 sends "Object Created" to the default bus only; deploy/template.yaml
+# narrows the rule to the source bucket's request prefix.
+@app.on_cw_event({"detail-type": [triggers.OBJECT_CREATED], "source": ["aws.s3"]}, name="manifests")
+def handle_manifest(event: CloudWatchEvent) -> None:
+    triggers.handle_manifest(Runtime.from_env(), event.to_dict())
 
 
 # A claimed link's callback, sent apart from the claim, which never waits on a receiver. Chalice

@@ -287,6 +287,10 @@ class LocalStack:
             "requests_dead_letter_queue_url": self.stack.requests_dead_letter_queue_url,
             "events_queue_url": self.stack.events_queue_url,
             "events_dead_letter_queue_url": self.stack.events_dead_letter_queue_url,
+            # Put "Satchel Download Requested" events here, source "satchel.requests.<tenant>".
+            "request_bus": self.stack.request_bus,
+            "manifests_queue_url": self.stack.manifests_queue_url,
+            "manifests_dead_letter_queue_url": self.stack.manifests_dead_letter_queue_url,
             "state_changes_queue_url": self.stack.state_changes_queue_url,
             "link_claims_queue_url": self.stack.link_claims_queue_url,
             # What callbacks are signed with (the local stage's, .chalice/config.json).
@@ -390,6 +394,7 @@ def how_to_try(state: dict[str, Any], state_file: Path) -> str:
             f"  users        {users}",
             f"  keys         {state_file}  (all users' API keys; removed when this stops)",
             f"  requests     {state['requests_queue_url']}  (an SQS message starts a download)",
+            f"  request bus  {state['request_bus']}  (so does an event, source satchel.requests.<tenant>)",
             f"  cleanup      {cleanup}",
             "",
             "Try it as alice:",

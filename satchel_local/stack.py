@@ -63,6 +63,7 @@ _TRUST = {
 EVENT_FUNCTIONS: dict[str, str] = {
     "requests": "handle_requests",
     "events": "handle_event",
+    "manifests": "handle_manifest",
     "link_webhook": "link_webhook",
     "cleanup": "sweep",
 }
@@ -73,6 +74,11 @@ EVENT_FUNCTIONS: dict[str, str] = {
 # is also what Lambda gives an event it invokes asynchronously (the first and two retries).
 VISIBILITY_TIMEOUT_SECONDS = 3
 MAX_RECEIVE_COUNT = 3
+
+# The IAM user id moto's SQS names as every message's SenderId: the local stack and the tests
+# bind it to the demo tenants, as a deployment binds its senders' role ids (SATCHEL_QUEUE_SENDERS).
+MOTO_SENDER_ID = "AIDAIT2UOQQY3AUEKVGXU"
+DEMO_TENANTS = ("acme", "globex")
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,15 @@ class Stack:
     # Where downloads are requested by SQS, and where what failed MAX_RECEIVE_COUNT times goes.
     requests_queue_url: str = ""
     requests_dead_letter_queue_url: str = ""
-    # What the EventBridge rules of the `events` function deliver (it is polled into it).
+    # The bus "Satchel Download Requested" events are put on (SATCHEL_REQUEST_BUS).
+    request_bus: str = ""
+    # What the request bus's rule delivers for the `events` function (polled into it).
     events_queue_url: str = ""
     events_dead_letter_queue_url: str = ""
+    # What the default bus's rule delivers for the `manifests` function: S3's "Object
+    # Created" events of request manifests (polled into it).
+    manifests_queue_url: str = ""
+    manifests_dead_letter_queue_url: str = ""
     # Every "Satchel Download State Changed" event, for whoever wants to watch them.
     state_changes_queue_url: str = ""
     # What the rule of the `link_webhook` function delivers ("Satchel Link Claimed" events on
@@ -109,7 +121,13 @@ class Stack:
             env_names.ENV_SOURCE_BUCKET: self.source_bucket,
             env_names.ENV_STATE_MACHINE_ARN: self.state_machine_arn,
             env_names.ENV_KMS_KEY_ID: self.kms_key_id,
+            env_names.ENV_REQUEST_BUS: self.request_bus or request_bus_name(self.stage),
+            env_names.ENV_QUEUE_SENDERS: json.dumps({MOTO_SENDER_ID: list(DEMO_TENANTS)}),
         }
+
+
+def request_bus_name(stage: str) -> str:
+    return f"satchel-{stage}-requests"
 
 
 def _placeholder_code() -> bytes:
@@ -168,6 +186,8 @@ def _event_plumbing(
     # The queue app.py's `requests` function names (fixed when the app is packaged).
     requests, requests_dead = _queue_with_dead_letters(sqs, EventSources.from_env().requests_queue)
     events, events_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-events")
+    manifests, manifests_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-manifests")
+    request_bus = events_client.create_event_bus(Name=request_bus_name(stage))["EventBusArn"].split("/")[-1]
     state_changes = sqs.create_queue(QueueName=f"satchel-{stage}-state-changes")["QueueUrl"]
     link_claims, link_claims_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-link-claims")
     bus = _notification_bus(events_client)
@@ -179,8 +199,10 @@ def _event_plumbing(
         sqs,
         events_client,
         f"satchel-{stage}-requested",
-        {"source": ["satchel.requests"], "detail-type": [triggers.REQUESTED]},
+        # As deploy/template.yaml makes it: app.py's pattern, on the request bus.
+        {"source": [{"prefix": triggers.REQUEST_SOURCE_PREFIX}], "detail-type": [triggers.REQUESTED]},
         events,
+        request_bus,
     )
     _route(
         sqs,
@@ -191,7 +213,7 @@ def _event_plumbing(
             "detail-type": [triggers.OBJECT_CREATED],
             "detail": {"bucket": {"name": [source_bucket]}, "object": {"key": [{"prefix": request_prefix}]}},
         },
-        events,
+        manifests,
     )
     _route(
         sqs,
@@ -215,6 +237,9 @@ def _event_plumbing(
         "requests_dead_letter_queue_url": requests_dead,
         "events_queue_url": events,
         "events_dead_letter_queue_url": events_dead,
+        "request_bus": request_bus,
+        "manifests_queue_url": manifests,
+        "manifests_dead_letter_queue_url": manifests_dead,
         "state_changes_queue_url": state_changes,
         "link_claims_queue_url": link_claims,
         "link_claims_dead_letter_queue_url": link_claims_dead,

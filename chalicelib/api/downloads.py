@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -53,7 +54,15 @@ class Created:
     replayed: bool = False
 
 
-def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
+def create(
+    runtime: Runtime,
+    principal: Principal,
+    body: Any,
+    idempotency_key: str | None = None,
+    source: Mapping[str, str] | None = None,
+) -> Created:
+    """`source` says where the request came from, for the audit trail: a trigger's queue, bus
+    or manifest (chalicelib/triggers/inbound.py); None is the API."""
     request = requests.create_request(runtime.settings, principal, body)
     if request.dry_run:  # only POST /downloads answers a plan (app.py); an event must not start one
         raise InvalidParams("dry_run is answered by POST /downloads only", path="dry_run")
@@ -74,7 +83,7 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
                 return Created(_replay(runtime, earlier), replayed=True)
         # Scoped, not bound to the invocation: one invocation may create several (a batch of requests).
         with observability.download_keys(download):
-            return _create_and_start(runtime, principal, download, request.link)
+            return _create_and_start(runtime, principal, download, request.link, source or {"kind": "api"})
     except BaseException as error:
         # Nothing was started: the key must not replay (or answer 409 for) a download that
         # never runs, so a retry of this request really runs.
@@ -103,7 +112,11 @@ def _require_webhook_secret(runtime: Runtime, principal: Principal) -> None:
 
 
 def _create_and_start(
-    runtime: Runtime, principal: Principal, download: Download, link_request: LinkRequest | None
+    runtime: Runtime,
+    principal: Principal,
+    download: Download,
+    link_request: LinkRequest | None,
+    source: Mapping[str, str],
 ) -> Created:
     try:
         runtime.downloads.create(download, runtime.settings.max_active_per_user)
@@ -116,7 +129,9 @@ def _create_and_start(
         raise
     try:
         actor = user_actor(principal)
-        runtime.audit.record(download.tenant, Action.CREATED, actor, download.id, type=download.type)
+        runtime.audit.record(
+            download.tenant, Action.CREATED, actor, download.id, type=download.type, source=dict(source)
+        )
         observability.record_created(runtime.settings.stage, download)
         issued = None
         if link_request is not None:

@@ -170,6 +170,14 @@ class UnknownPrincipal(SatchelError):
     status = 403
 
 
+class SenderNotAllowed(SatchelError):
+    """A trigger names a principal its sender may not act for: an SQS sender not bound to that
+    tenant or user (SATCHEL_QUEUE_SENDERS), a request event whose source is another tenant's,
+    a manifest whose path is another user's or names no user."""
+
+    status = 403
+
+
 # 503: a dependency refused; the caller may retry.
 class StartFailed(_RetryLater):
     status = 503

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -24,6 +25,8 @@ ENV_DATASETS = "SATCHEL_DATASETS"
 ENV_EVENT_BUS = "SATCHEL_EVENT_BUS"
 ENV_REQUEST_PREFIX = "SATCHEL_REQUEST_PREFIX"
 ENV_SERVICE_PRINCIPALS = "SATCHEL_SERVICE_PRINCIPALS"
+ENV_REQUEST_BUS = "SATCHEL_REQUEST_BUS"
+ENV_QUEUE_SENDERS = "SATCHEL_QUEUE_SENDERS"
 ENV_WEBHOOK_SECRET = "SATCHEL_WEBHOOK_SECRET"
 ENV_WEBHOOK_SECRET_PARAMETER = "SATCHEL_WEBHOOK_SECRET_PARAMETER"
 ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
@@ -129,8 +132,14 @@ class Settings:
     event_bus: str = "default"
     # Request manifests dropped under <source bucket>/<request_prefix><tenant>/ start downloads.
     request_prefix: str = "requests/"
-    # Principals that events may act as without an API key (JSON [{tenant, user_id, roles}]).
+    # Principals that events may act as without an API key (JSON [{tenant, user_id, roles}]),
+    # the only ones a trigger may act as with the tenant admin role.
     service_principals: tuple[Principal, ...] = ()
+    # The custom EventBridge bus "Satchel Download Requested" events are read from.
+    request_bus: str = "satchel-requests"
+    # Who may send to the requests queue, for whom: SQS SenderId (before any ':') -> the
+    # tenants ("acme") or users ("acme/alice") it may act for (chalicelib/triggers/senders.py).
+    queue_senders: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # The key that signs callbacks: the value itself (local, tests) or an SSM parameter name.
     webhook_secret: str = ""
     webhook_secret_parameter: str = ""
@@ -217,6 +226,8 @@ class Settings:
         values["event_bus"] = env.get(ENV_EVENT_BUS) or cls.event_bus
         values["request_prefix"] = env.get(ENV_REQUEST_PREFIX) or cls.request_prefix
         values["service_principals"] = parse_service_principals(env.get(ENV_SERVICE_PRINCIPALS) or "[]")
+        values["request_bus"] = env.get(ENV_REQUEST_BUS) or cls.request_bus
+        values["queue_senders"] = parse_queue_senders(env.get(ENV_QUEUE_SENDERS) or "{}")
         values["webhook_secret"] = env.get(ENV_WEBHOOK_SECRET, "")
         values["webhook_secret_parameter"] = env.get(ENV_WEBHOOK_SECRET_PARAMETER, "")
         values["kms_key_id"] = env.get(ENV_KMS_KEY_ID, "")
@@ -294,6 +305,38 @@ def parse_service_principals(raw: str) -> tuple[Principal, ...]:
     return tuple(
         Principal(spec["tenant"], spec["user_id"], frozenset(spec.get("roles", []))) for spec in specs
     )
+
+
+_SENDER_ID = re.compile(r"^[A-Z0-9]{1,128}$")
+
+
+def parse_queue_senders(raw: str) -> dict[str, tuple[str, ...]]:
+    """{sender id: ["tenant" | "tenant/user", ...]}, parsed once, failing at start-up. A sender
+    id is the unique id of an IAM role (AROA...) or user (AIDA...), as SQS's SenderId names it."""
+    try:
+        specs = json.loads(raw)
+    except ValueError:
+        specs = None
+    valid = isinstance(specs, dict) and all(
+        isinstance(sender, str)
+        and _SENDER_ID.match(sender)
+        and isinstance(grants, list)
+        and all(_is_grant(grant) for grant in grants)
+        for sender, grants in specs.items()
+    )
+    if not valid:
+        raise ConfigurationError(
+            f"{ENV_QUEUE_SENDERS} must be a JSON object mapping IAM unique ids (AROA..., AIDA...) to "
+            f'lists of "<tenant>" or "<tenant>/<user_id>", whose ids match {PRINCIPAL_ID_PATTERN}'
+        )
+    return {sender: tuple(grants) for sender, grants in specs.items()}
+
+
+def _is_grant(grant: object) -> bool:
+    if not isinstance(grant, str):
+        return False
+    parts = grant.split("/")
+    return len(parts) <= 2 and all(is_principal_id(part) for part in parts)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from chalicelib.s3.manifest import Entry
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
 
-COLUMNS = ["at", "action", "actor", "download_id", "details"]
+# `source`: where a download.created came from ({kind: api}, or a trigger's queue, bus or
+# manifest: chalicelib/triggers/inbound.py), beside the principal in `actor`.
+COLUMNS = ["at", "action", "actor", "source", "download_id", "details"]
 
 PARAMS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -43,7 +45,14 @@ def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> 
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[bytes]:
-    return render_rows(runtime.audit.pages(download.tenant), download.params, tracker, runtime.settings)
+    pages = ([_with_source(row) for row in page] for page in runtime.audit.pages(download.tenant))
+    return render_rows(pages, download.params, tracker, runtime.settings)
+
+
+def _with_source(row: dict[str, Any]) -> dict[str, Any]:
+    """The source recorded in the details, in its own column."""
+    details = dict(row.get("details") or {})
+    return {**row, "source": details.pop("source", None), "details": details}
 
 
 TYPE = DownloadType(

@@ -48,8 +48,8 @@ from chalicelib.runtime import Runtime
 from chalicelib.triggers import inbound as triggers
 from satchel_local import eventsources, lambdas
 from satchel_local.seed import PRINCIPALS
+from satchel_local.stack import MOTO_SENDER_ID, Stack, webhook_secrets_alias
 from satchel_local.stack import REGION as STACK_REGION
-from satchel_local.stack import Stack, webhook_secrets_alias
 from statemachine.definition import function_name
 from tests.support.stack import Satchel, api_key_of
 from tests.support.stack_template import (
@@ -72,6 +72,7 @@ API_HANDLER = "app.app"
 AUTHORIZER = "app.bearer"
 REQUESTS = "app.handle_requests"
 EVENTS = "app.handle_event"
+MANIFESTS = "app.handle_manifest"
 LINK_WEBHOOK = "app.link_webhook"
 CLEANUP = "app.sweep"
 STACK_STAGE = "test"  # the stage the stack fixture provisions
@@ -114,6 +115,9 @@ NOT_EXERCISED: dict[str, dict[str, str]] = {
         "sqs:GetQueueAttributes": "Lambda's SQS event source reads the queue's attributes",
     },
     EVENTS: {
+        "sqs:SendMessage": "Lambda dead-letters an event the function still failed on after its retries",
+    },
+    MANIFESTS: {
         "sqs:SendMessage": "Lambda dead-letters an event the function still failed on after its retries",
     },
 }
@@ -549,6 +553,15 @@ def invoke(handler: str, event: dict[str, Any]) -> Any:
     return json.loads(payload)
 
 
+def invoke_failing(handler: str, event: dict[str, Any]) -> str:
+    """Run a function that fails (so that Lambda tries its event again): the error's type."""
+    name = handler.removeprefix("app.")
+    payload, failed = lambdas.run_handler(handler, name, json.dumps(event), timeout=300)
+    assert failed, payload
+    error_type: str = json.loads(payload)["errorType"]
+    return error_type
+
+
 def newest(satchel: Satchel, user: str) -> Any:
     reply = satchel.call("GET", "/downloads?limit=1", user)
     assert reply.status == 200, reply.body
@@ -582,7 +595,9 @@ def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tupl
     # Refusals over quota come first, while no workflow runs: moto undoes a failed
     # transaction by restoring a copy of the whole table, which would revert a concurrent
     # PENDING -> RUNNING (DynamoDB itself has no such race).
-    refused = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, over_quota, [])
+    refused = satchel.client.events.generate_cw_event(
+        triggers.REQUEST_SOURCE_PREFIX + "acme", triggers.REQUESTED, over_quota, []
+    )
     invoke(EVENTS, {**refused, "id": str(uuid.uuid4())})
     bodies = [
         json.dumps(over_quota),
@@ -593,6 +608,7 @@ def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tupl
     batch = satchel.client.events.generate_sqs_event(bodies, queue_name="satchel-requests")
     for record in batch["Records"]:
         record["messageId"] = str(uuid.uuid4())
+        record["attributes"]["SenderId"] = MOTO_SENDER_ID
     answer = invoke(REQUESTS, batch)
     rejected = [record["messageId"] for record in batch["Records"][:-1]]
     assert answer == {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in rejected]}
@@ -601,26 +617,29 @@ def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tupl
 
     # The same message delivered again (SQS is at least once): the same download.
     again = satchel.client.events.generate_sqs_event([json.dumps(good)], queue_name="satchel-requests")
+    again["Records"][0]["attributes"]["SenderId"] = MOTO_SENDER_ID
     assert invoke(REQUESTS, again) == {"batchItemFailures": []}
     assert newest(satchel, "alice")["id"] == by_message["id"]
 
     monkeypatch.delenv("SATCHEL_MAX_ACTIVE_PER_USER")
 
     asked = {"tenant": "acme", "user_id": "alice", "request": {**request, "filename": "asked.zip"}}
-    event = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, asked, [])
+    event = satchel.client.events.generate_cw_event(
+        triggers.REQUEST_SOURCE_PREFIX + "acme", triggers.REQUESTED, asked, []
+    )
     invoke(EVENTS, {**event, "id": str(uuid.uuid4())})
     by_event = newest(satchel, "alice")
     assert by_event["filename"] == "asked.zip"
     started.append(by_event["id"])
 
-    # A manifest dropped under the request prefix, acting as bob of its tenant.
-    bucket, key = satchel.stack.source_bucket, f"{settings.Settings.request_prefix}acme/iam.json"
-    satchel.put_source(key, json.dumps({"user_id": "bob", "request": request}).encode())
+    # A manifest dropped in bob's folder under the request prefix, acting as bob.
+    bucket, key = satchel.stack.source_bucket, f"{settings.Settings.request_prefix}acme/bob/iam.json"
+    satchel.put_source(key, json.dumps({"request": request}).encode())
     detail = {"bucket": {"name": bucket}, "object": {"key": key}}
     created = satchel.client.events.generate_cw_event(
         "aws.s3", triggers.OBJECT_CREATED, detail, [f"arn:aws:s3:::{bucket}"]
     )
-    invoke(EVENTS, {**created, "id": str(uuid.uuid4())})
+    invoke(MANIFESTS, {**created, "id": str(uuid.uuid4())})
     by_manifest = newest(satchel, "bob")
     assert by_manifest["user_id"] == "bob"
     started.append(by_manifest["id"])
@@ -639,7 +658,7 @@ class ExecutionLimitExceeded(AWSError):
 
 
 def run_start_failures(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: str) -> list[str]:
-    """A message and an event whose workflow Step Functions refuses to start: each download
+    """A message, an event and a manifest whose workflow Step Functions refuses to start: each download
     ends FAILED `StartFailed`, is announced and told to its callback, and its idempotency
     key is released. Returns their ids."""
     request = {"type": "zip", "params": {"keys": ["acme/iam/a.csv"]}, "callback_url": callback_url}
@@ -658,13 +677,26 @@ def run_start_failures(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callba
         }
         batch = satchel.client.events.generate_sqs_event([json.dumps(message)], queue_name="satchel-requests")
         batch["Records"][0]["messageId"] = message_id = str(uuid.uuid4())
+        batch["Records"][0]["attributes"]["SenderId"] = MOTO_SENDER_ID
         assert invoke(REQUESTS, batch) == {"batchItemFailures": [{"itemIdentifier": message_id}]}
         failed.append(newest(satchel, "alice"))
 
         detail = {"tenant": "acme", "user_id": "bob", "request": request}
-        event = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, detail, [])
-        assert invoke(EVENTS, {**event, "id": str(uuid.uuid4())}) is None
+        event = satchel.client.events.generate_cw_event(
+            triggers.REQUEST_SOURCE_PREFIX + "acme", triggers.REQUESTED, detail, []
+        )
+        assert invoke_failing(EVENTS, {**event, "id": str(uuid.uuid4())}) == "StartFailed"
         failed.append(newest(satchel, "bob"))
+
+        bucket, key = (
+            satchel.stack.source_bucket,
+            f"{settings.Settings.request_prefix}acme/alice/no-start.json",
+        )
+        satchel.put_source(key, json.dumps({"request": request}).encode())
+        detail = {"bucket": {"name": bucket}, "object": {"key": key}}
+        created = satchel.client.events.generate_cw_event("aws.s3", triggers.OBJECT_CREATED, detail, [])
+        assert invoke_failing(MANIFESTS, {**created, "id": str(uuid.uuid4())}) == "StartFailed"
+        failed.append(newest(satchel, "alice"))
     for download in failed:
         assert download["state"] == "FAILED", download
         assert download["error"]["code"] == "StartFailed", download
@@ -745,7 +777,7 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
     states = callbacks.states()
     assert set().union(*states.values()) == {"DONE", "FAILED", "CANCELLED"}, states
     assert [states.get(download_id) for download_id in report["timed_out"]].count({"FAILED"}) == 1
-    assert [states.get(download_id) for download_id in not_started] == [{"FAILED"}, {"FAILED"}], states
+    assert [states.get(download_id) for download_id in not_started] == [{"FAILED"}] * 3, states
     assert [claim["use"] for claim in callbacks.link_claims()] == [1]  # told by link_webhook
 
     template = packaged().sam
@@ -772,6 +804,7 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
         "app.fail",
         REQUESTS,
         EVENTS,
+        MANIFESTS,
         LINK_WEBHOOK,
         CLEANUP,
     }

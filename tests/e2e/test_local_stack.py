@@ -329,12 +329,13 @@ def test_the_manuals_curl_examples_work_as_written(local_stack: LocalStack, tmp_
     assert outputs["cancel.sh"].splitlines()[-2:] == ["HTTP/1.1 204 No Content", "HTTP/1.1 410 Gone"]
     exports = [json.loads(line) for line in outputs["exports.sh"].splitlines() if line.startswith("{")]
     assert [(e["type"], e["state"]) for e in exports] == [("export", "PENDING")] * 2
-    # One download by an SQS message, one by a manifest dropped into the source bucket.
+    # One download by an SQS message, one by a request-bus event, one by a manifest dropped
+    # into alice's folder of the source bucket.
     listed = call("GET", f"{local_stack.api}/downloads?limit=50", local_stack.key("alice")).json["items"]
     by_event = sorted(
         (item["filename"], item["state"]) for item in listed if item["filename"].endswith("ed.zip")
     )
-    assert by_event == [("dropped.zip", "DONE"), ("queued.zip", "DONE")]
+    assert by_event == [("dropped.zip", "DONE"), ("evented.zip", "DONE"), ("queued.zip", "DONE")]
     assert local_stack.stop(signal.SIGINT) == 0
 
 
@@ -499,10 +500,15 @@ def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack)
         "requests_queue_url",
         "requests_dead_letter_queue_url",
         "events_queue_url",
+        "manifests_queue_url",
         "state_changes_queue_url",
         "link_claims_queue_url",
     ):
         assert sqs.get_queue_attributes(QueueUrl=state[name], AttributeNames=["QueueArn"])["Attributes"]
+    assert (
+        aws(event_stack, "events").describe_event_bus(Name=state["request_bus"])["Name"]
+        == state["request_bus"]
+    )
     redrive = json.loads(
         sqs.get_queue_attributes(QueueUrl=state["requests_queue_url"], AttributeNames=["RedrivePolicy"])[
             "Attributes"
@@ -594,13 +600,13 @@ def test_a_bad_message_is_dead_lettered_and_its_batch_mate_still_succeeds(event_
     assert remaining == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
 
 
-def test_a_request_manifest_in_the_source_bucket_starts_a_download(event_stack: LocalStack) -> None:
+def test_a_request_manifest_in_a_users_folder_starts_a_download(event_stack: LocalStack) -> None:
     stack = event_stack
     filename = f"manifest-{uuid.uuid4().hex[:8]}.zip"
-    manifest = {"user_id": "alice", "request": _zip_request(filename)}
+    manifest = {"request": _zip_request(filename)}
     aws(stack, "s3").put_object(
         Bucket=stack.state["source_bucket"],
-        Key=f"requests/acme/{uuid.uuid4().hex}.json",
+        Key=f"requests/acme/alice/{uuid.uuid4().hex}.json",
         Body=json.dumps(manifest).encode(),
     )
     download = _wait_for_download_named(stack, "alice", filename)
@@ -608,26 +614,26 @@ def test_a_request_manifest_in_the_source_bucket_starts_a_download(event_stack: 
     assert download["tenant"] == "acme"
 
 
-def test_a_download_requested_event_starts_a_download(event_stack: LocalStack) -> None:
+def test_a_download_requested_event_on_the_request_bus_starts_a_download(event_stack: LocalStack) -> None:
     stack = event_stack
     filename = f"event-{uuid.uuid4().hex[:8]}.zip"
-    detail = {
-        "tenant": "globex",
-        "user_id": "dave",
-        "request": _zip_request(filename, ["globex/plans/roadmap.md"]),
+    detail = {"user_id": "dave", "request": _zip_request(filename, ["globex/plans/roadmap.md"])}
+    entry = {
+        "Source": "satchel.requests.globex",
+        "DetailType": "Satchel Download Requested",
+        "Detail": json.dumps(detail),
     }
+    # First on the default bus, where no rule takes requests, then on the request bus.
+    ignored_request = _zip_request(f"ignored-{filename}", ["globex/plans/roadmap.md"])
+    ignored = {**entry, "Detail": json.dumps({**detail, "request": ignored_request})}
     put = aws(stack, "events").put_events(
-        Entries=[
-            {
-                "Source": "satchel.requests",
-                "DetailType": "Satchel Download Requested",
-                "Detail": json.dumps(detail),
-            }
-        ]
+        Entries=[ignored, {**entry, "EventBusName": stack.state["request_bus"]}]
     )
     assert put["FailedEntryCount"] == 0, put
     download = _wait_for_download_named(stack, "dave", filename)
     assert download["state"] == "DONE", download
+    listed = call("GET", f"{stack.api}/downloads?limit=100", stack.key("dave")).json["items"]
+    assert [item["filename"] for item in listed if item["filename"].endswith(filename)] == [filename]
 
 
 def test_the_cleanup_loop_expires_a_download_and_deletes_its_artifact(event_stack: LocalStack) -> None:

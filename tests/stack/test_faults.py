@@ -36,7 +36,7 @@ from chalicelib.s3 import layout as artifacts
 from chalicelib.triggers import cleanup
 from chalicelib.triggers import inbound as triggers
 from satchel_local import lambdas
-from satchel_local.stack import REGION, Stack
+from satchel_local.stack import MOTO_SENDER_ID, REGION, Stack
 from tests.support import faults
 from tests.support.faults import CALLER, KINDS, Fault, Injector
 from tests.support.receiver import serving
@@ -360,7 +360,11 @@ def scenario_link_webhook(satchel: Satchel, faulted: Armed, replies: list[Reply]
 def scenario_trigger(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     """An SQS message starts a download; a message reported failed is delivered again."""
     message = {"tenant": "acme", "user_id": "alice", "request": {"type": "zip", "params": {"keys": [SOURCE]}}}
-    record = {"messageId": f"m-{next(_unique)}", "body": json.dumps(message)}
+    record = {
+        "messageId": f"m-{next(_unique)}",
+        "body": json.dumps(message),
+        "attributes": {"SenderId": MOTO_SENDER_ID},  # bound to the test tenants
+    }
     before = Snapshot.take(satchel).downloads
     with faulted():
         outcome = triggers.handle_messages(Runtime.from_env(), [record])
@@ -372,6 +376,35 @@ def scenario_trigger(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> 
         if item["pk"].startswith("DOWNLOAD#") and item["id"] not in before and item["state"] != "FAILED"
     ]
     assert len(started) == 1, started  # one download for the message, however often it came
+    assert satchel.wait(started[0]["id"])["state"] == "DONE"
+
+
+def scenario_manifest(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """A manifest dropped in alice's folder starts a download; an invocation that failed (a
+    start refused among them) is tried again by Lambda, and starts one download."""
+    key = f"requests/acme/alice/fault-{next(_unique)}.json"
+    satchel.put_source(key, json.dumps({"request": {"type": "zip", "params": {"keys": [SOURCE]}}}).encode())
+    detail = {"bucket": {"name": satchel.stack.source_bucket}, "object": {"key": key}}
+    event = {
+        **satchel.client.events.generate_cw_event("aws.s3", triggers.OBJECT_CREATED, detail, []),
+        "id": f"manifest-{next(_unique)}",
+    }
+    before = Snapshot.take(satchel).downloads
+
+    def invoke() -> bool:
+        _, failed = lambdas.run_handler("app.handle_manifest", "manifests", json.dumps(event), 60)
+        return failed
+
+    with faulted():
+        failed = invoke()
+    if failed:
+        assert not invoke()  # EventBridge's retry of an invocation that failed
+    started = [
+        item
+        for item in _items(satchel)
+        if item["pk"].startswith("DOWNLOAD#") and item["id"] not in before and item["state"] != "FAILED"
+    ]
+    assert len(started) == 1, started  # one download for the manifest, however often it came
     assert satchel.wait(started[0]["id"])["state"] == "DONE"
 
 
@@ -528,6 +561,18 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "dynamodb.GetItem",
             "dynamodb.PutItem",
             "dynamodb.TransactWriteItems",
+            "stepfunctions.StartExecution",
+        ),
+    ),
+    "manifest": (
+        scenario_manifest,
+        "app.handle_manifest",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",
+            "dynamodb.TransactWriteItems",
+            "s3.GetObject",
+            "s3.HeadObject",
             "stepfunctions.StartExecution",
         ),
     ),

@@ -119,6 +119,8 @@ class Resolver:
         if name in self.names:
             return self.names[name]
         properties = resource.get("Properties", {})
+        if kind == "AWS::Events::EventBus":
+            return str(self.resolve(properties["Name"]))
         for key in ("FunctionName", "StateMachineName", "LogGroupName", "TopicName"):
             if key in properties:
                 return str(self.resolve(properties[key]))
@@ -144,6 +146,8 @@ class Resolver:
             return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.queue_name(name)}"
         if kind == "AWS::KMS::Key":
             return kms_key_arn(name)  # a key's id is random: its logical ID stands for it
+        if kind == "AWS::Events::EventBus":
+            return f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{self.ref(name)}"
         raise AssertionError(f"no ARN known for {name} ({kind})")
 
     def queue_name(self, name: str) -> str:
