@@ -708,8 +708,8 @@ def test_the_diagram_script_draws_choices_maps_and_waits() -> None:
     assert "Done --> [*]" in text
 
 
-_SIZE = re.compile(r"^([\d,]+)\s*(KiB|MiB|GiB)?$")
-_UNITS = {None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE = re.compile(r"^([\d,]+)\s*(KiB|MiB|GiB|TiB)?$")
+_UNITS = {None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
 
 
 def _documented_default(text: str) -> object:
