@@ -17,6 +17,7 @@ from chalicelib.core.settings import Settings
 from chalicelib.storage.audit import AuditLog
 from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.storage.idempotency import IdempotencyStore
+from chalicelib.storage.identities import IdentityStore
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.links import LinkStore
 
@@ -52,6 +53,7 @@ class Runtime:
     links: LinkStore
     idempotency: IdempotencyStore
     audit: AuditLog
+    identities: IdentityStore
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -81,6 +83,7 @@ class Runtime:
             links=LinkStore(table),
             idempotency=IdempotencyStore(table),
             audit=AuditLog(table),
+            identities=IdentityStore(table),
         )
 
 

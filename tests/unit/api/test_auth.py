@@ -16,7 +16,7 @@ class _Table:
         self.item = item
 
     def get_item(self, Key: dict[str, str], **_: Any) -> dict[str, Any]:
-        return {"Item": self.item} if Key["pk"] == f"APIKEY#{hash_secret('k' * 20)}" else {}
+        return {"Item": {**Key, **self.item}} if Key["pk"] == f"APIKEY#{hash_secret('k' * 20)}" else {}
 
     @property
     def typed(self) -> Table:
