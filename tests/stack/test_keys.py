@@ -29,7 +29,8 @@ def test_an_admin_issues_a_key_that_works_and_is_shown_once(satchel: Satchel) ->
     )
     assert issued.status == 201, issued.body
     key = issued.json["api_key"]
-    assert key.startswith("sat_") and issued.json["prefix"] == key[:8]
+    assert key.startswith("sat_")
+    assert issued.json["prefix"] == key[:8]
     assert (issued.json["tenant"], issued.json["user_id"], issued.json["roles"]) == (
         "acme",
         "erin",
@@ -77,7 +78,8 @@ def test_another_tenants_key_does_not_exist(satchel: Satchel, stack: Stack) -> N
 def test_a_disabled_key_is_refused_with_its_code(satchel: Satchel) -> None:
     key = satchel.call("POST", "/keys", "carol", {"user_id": "frank"}).json
     disabled = satchel.call("DELETE", f"/keys/{key['id']}", "carol")
-    assert disabled.status == 200 and disabled.json["disabled"] is True
+    assert disabled.status == 200
+    assert disabled.json["disabled"] is True
     assert _with_key(satchel, "GET", "/downloads", key["api_key"]).status == 403
     verdict = auth.authorize(Runtime.from_env(), f"Bearer {key['api_key']}")
     assert (verdict.principal, verdict.refusal) == (None, "KeyDisabled")
@@ -99,7 +101,8 @@ def test_rotation_issues_a_new_key_and_disables_the_old(satchel: Satchel) -> Non
     rotated = satchel.call("POST", f"/keys/{old['id']}/rotate", "carol", {"expires_in": 600})
     assert rotated.status == 201, rotated.body
     new = rotated.json
-    assert new["id"] != old["id"] and new["api_key"] != old["api_key"]
+    assert new["id"] != old["id"]
+    assert new["api_key"] != old["api_key"]
     assert (new["user_id"], new["roles"]) == ("hana", ["analyst"])
     assert _with_key(satchel, "GET", "/downloads", new["api_key"]).status == 200
     assert _with_key(satchel, "GET", "/downloads", old["api_key"]).status == 403
@@ -128,7 +131,8 @@ def test_last_use_is_written_at_most_once_per_window(stack: Stack) -> None:
     assert keys.touch(record, clock.later(299, now), every=300) is False  # within the window: no write
     assert keys.touch(record, clock.later(301, now), every=300) is True
     stamped = keys.find("acme", record.key_id)
-    assert stamped is not None and stamped.last_used_at == clock.iso(clock.later(301, now))
+    assert stamped is not None
+    assert stamped.last_used_at == clock.iso(clock.later(301, now))
 
 
 def test_a_failed_last_use_write_never_fails_the_request(stack: Stack) -> None:
