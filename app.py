@@ -66,10 +66,10 @@ SOURCES = EventSources.from_env()
 # API keys or OIDC tokens (SATCHEL_AUTH_MODE; chalicelib/api/auth.py). API Gateway caches an
 # answer for ttl_seconds: a disabled key, or a token past its expiry, may pass that long.
 @app.authorizer(ttl_seconds=60)
-def bearer(request: AuthRequest) -> AuthResponse:
+def bearer(request: AuthRequest) -> AuthResponse | dict[str, Any]:
     verdict = auth.authorize(Runtime.from_env(), request.token)
     if verdict.principal is None:
-        return AuthResponse(routes=[], principal_id="anonymous", context=auth.refusal_context(verdict))
+        return auth.deny(request.method_arn, verdict)
     return AuthResponse(
         routes=["*"],
         principal_id=f"{verdict.principal.tenant}/{verdict.principal.user_id}",

@@ -102,6 +102,22 @@ def refusal_context(verdict: Verdict) -> dict[str, str]:
     return {"code": verdict.refusal or KEY_UNKNOWN}
 
 
+def deny(method_arn: str, verdict: Verdict) -> dict[str, Any]:
+    """The authorizer's refusal: an explicit Deny of every route of the stage (API Gateway
+    caches the answer for the credential, whichever route it is used on next), with the code."""
+    api, _, rest = method_arn.partition("/")
+    stage = rest.split("/", 1)[0]
+    every_route = f"{api}/{stage}/*" if api and stage else method_arn
+    return {
+        "principalId": "anonymous",
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": [every_route]}],
+        },
+        "context": refusal_context(verdict),
+    }
+
+
 def to_context(principal: Principal) -> dict[str, str]:
     return {
         "tenant": principal.tenant,

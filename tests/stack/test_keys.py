@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from app import bearer
 from chalicelib.api import auth
 from chalicelib.core import clients, clock
 from chalicelib.core.models import Principal
@@ -83,7 +84,12 @@ def test_a_disabled_key_is_refused_with_its_code(satchel: Satchel) -> None:
     assert _with_key(satchel, "GET", "/downloads", key["api_key"]).status == 403
     verdict = auth.authorize(Runtime.from_env(), f"Bearer {key['api_key']}")
     assert (verdict.principal, verdict.refusal) == (None, "KeyDisabled")
-    assert auth.refusal_context(verdict) == {"code": "KeyDisabled"}
+    # As the authorizer Lambda answers API Gateway: an explicit Deny carrying the code.
+    arn = "arn:aws:execute-api:us-east-1:123456789012:abc123/api/GET/downloads"
+    event = {"type": "TOKEN", "authorizationToken": f"Bearer {key['api_key']}", "methodArn": arn}
+    answer = bearer(event, None)
+    assert answer["context"] == {"code": "KeyDisabled"}
+    assert answer["policyDocument"]["Statement"][0]["Effect"] == "Deny"
 
 
 def test_an_expired_key_is_refused_with_its_code(satchel: Satchel, stack: Stack) -> None:

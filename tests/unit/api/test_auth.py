@@ -40,3 +40,17 @@ def test_no_bearer_key_is_refused() -> None:
     keys = KeyStore(_Table({"tenant": "acme", "user_id": "alice", "roles": []}).typed)
     assert auth.authenticate(keys, None) is None
     assert auth.authenticate(keys, "Basic abc") is None
+
+
+def test_a_refusal_denies_every_route_of_the_stage_and_names_its_code() -> None:
+    arn = "arn:aws:execute-api:eu-west-1:123456789012:abc123/api/GET/downloads/x"
+    denied = auth.deny(arn, auth.Verdict(None, "KeyExpired"))
+    assert denied["policyDocument"]["Statement"] == [
+        {
+            "Action": "execute-api:Invoke",
+            "Effect": "Deny",
+            "Resource": ["arn:aws:execute-api:eu-west-1:123456789012:abc123/api/*"],
+        }
+    ]
+    assert denied["context"] == {"code": "KeyExpired"}
+    assert denied["principalId"] == "anonymous"
