@@ -7,11 +7,16 @@ tenant admins use `satchel keys`, which goes through the API):
     python -m scripts.keys --stack satchel-prod disable --tenant acme KEY_ID
     python -m scripts.keys --stack satchel-prod map-iam ROLE_ARN --tenant acme --user etl [--admin]
     python -m scripts.keys --stack satchel-prod unmap-iam ROLE_ARN
+    python -m scripts.keys --stack satchel-prod index-legacy
+
+`index-legacy` (once, after upgrading) gives keys made before keys had ids their id, so they
+can be listed, rotated and disabled like the others.
 
 A key is printed once, alone on stdout, and stored only as its SHA-256. `map-iam` maps an IAM
 role or user to a principal for a stage that signs in with IAM (an assumed-role session ARN
 is accepted and mapped as its role). Uses your AWS credentials: dynamodb:PutItem,
-UpdateItem, Query (the by_owner index) and DeleteItem on the table, and
+UpdateItem, Query (the by_owner index), DeleteItem (unmap-iam) and Scan (index-legacy) on the
+table, and
 cloudformation:DescribeStacks with --stack.
 """
 
@@ -75,6 +80,8 @@ def run(table: Table, args: argparse.Namespace) -> int:
             print(issued.api_key)
         case "disable":
             print(_show(keys.disable(_find(keys, args))))
+        case "index-legacy":
+            print(f"indexed {keys.index_unlisted()} key(s)")
         case "map-iam" | "unmap-iam":
             arn = iam.normalise(args.arn)
             if arn is None:
@@ -123,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     mapping.add_argument("arn")
     principal(mapping)
     actions.add_parser("unmap-iam", help="remove an IAM mapping").add_argument("arn")
+    actions.add_parser("index-legacy", help="list keys made before keys had ids (once, after upgrading)")
     return parser
 
 

@@ -242,6 +242,41 @@ class KeyStore:
         self.disable(record, now)
         return issued
 
+    def index_unlisted(self, now: datetime | None = None) -> int:
+        """Give keys stored before keys had ids (no place in `by_owner`) their id and place, so
+        they can be listed, rotated and disabled; their `created_at` becomes `now` and their
+        prefix stays unknown. A scan of the whole table: an operator's one-off. How many."""
+        stamp = clock.iso(now or clock.now())
+        arguments: dict[str, Any] = {
+            "FilterExpression": "begins_with(#pk, :keys) AND attribute_not_exists(#owner)",
+            "ExpressionAttributeNames": {"#pk": layout.PK, "#owner": layout.OWNER_PK},
+            "ExpressionAttributeValues": {":keys": layout.API_KEY},
+        }
+        indexed = 0
+        while True:
+            page = self._table.scan(**arguments)
+            for item in page.get("Items", []):
+                record = KeyRecord.from_item(item)
+                entry = layout.keys_entry(record.principal.tenant, stamp, record.key_id)
+                self._table.update_item(
+                    Key=layout.api_key_key(record.key_hash),
+                    UpdateExpression=(
+                        "SET key_id = :id, created_at = if_not_exists(created_at, :at), "
+                        "#owner = :owner, #order = :order"
+                    ),
+                    ExpressionAttributeNames={"#owner": layout.OWNER_PK, "#order": layout.OWNER_SK},
+                    ExpressionAttributeValues={
+                        ":id": record.key_id,
+                        ":at": stamp,
+                        ":owner": entry[layout.OWNER_PK],
+                        ":order": entry[layout.OWNER_SK],
+                    },
+                )
+                indexed += 1
+            if "LastEvaluatedKey" not in page:
+                return indexed
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def principal_named(self, tenant: str, user_id: str) -> Principal | None:
         """The principal of a user who holds a key in `tenant`, None if there is none."""
         found = self._table.get_item(Key=layout.user_key(tenant, user_id), ConsistentRead=True)

@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from chalicelib.core.models import Principal
 from chalicelib.storage.identities import IdentityStore
-from chalicelib.storage.keys import KeyStore
+from chalicelib.storage.keys import KeyStore, hash_secret
 from satchel_local.stack import REGION, create_table
 from scripts import keys as keys_script
 
@@ -73,3 +73,19 @@ def test_map_and_unmap_an_iam_role(table: Table, capsys: pytest.CaptureFixture[s
     assert identities.principal_for("arn:aws:iam::123456789012:role/etl") is None
     with pytest.raises(SystemExit, match="not an IAM"):
         keys_script.main(["--table", TABLE, "map-iam", "nonsense", "--tenant", "acme", "--user", "x"])
+
+
+def test_keys_made_before_ids_are_indexed_once(table: Table, capsys: pytest.CaptureFixture[str]) -> None:
+    # A record as keys were stored before their lifecycle: no id, no place in by_owner.
+    legacy = "legacy-key-0123456789abcdef"
+    item = {"pk": f"APIKEY#{hash_secret(legacy)}", "sk": "APIKEY", "tenant": "acme", "user_id": "old"}
+    table.put_item(Item={**item, "roles": ["admin"]})
+    store = KeyStore(table)
+    assert store.list("acme") == []
+    assert _run(capsys, "index-legacy") == "indexed 1 key(s)"
+    assert _run(capsys, "index-legacy") == "indexed 0 key(s)"
+    (record,) = store.list("acme")
+    assert record.key_id == hash_secret(legacy)[:16]
+    assert store.check(legacy).principal == Principal("acme", "old", frozenset({"admin"}))
+    _run(capsys, "disable", "--tenant", "acme", record.key_id)
+    assert store.check(legacy).refusal == "KeyDisabled"
