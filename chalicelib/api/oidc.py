@@ -129,8 +129,9 @@ def verify(sign_in: SignIn, token: str, jwks: Jwks, now: int | None = None) -> d
         raise TokenRefused(INVALID_TOKEN, "no key id")
     try:
         key = jwks.key(kid)
-    except (OSError, ValueError, JoseError) as error:
-        raise TokenRefused(INVALID_TOKEN, f"the issuer's keys could not be read: {error}") from None
+    except (OSError, ValueError, KeyError, TypeError, JoseError) as error:
+        # An issuer that is down or answers nonsense: its tokens are refused, never a 500.
+        raise TokenRefused(INVALID_TOKEN, f"the issuer's keys could not be read: {error!r}") from None
     if key is None:
         raise TokenRefused(INVALID_TOKEN, f"unknown key id {kid[:40]!r}")
     try:

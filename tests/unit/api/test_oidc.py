@@ -5,8 +5,10 @@ with its stable code."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -175,6 +177,18 @@ def test_an_unknown_kid_refetches_the_jwks_at_most_once_per_refresh_interval(
 def test_an_unreachable_issuer_refuses_tokens_without_an_exception(provider: IdentityProvider) -> None:
     sign_in = _sign_in(provider, SATCHEL_OIDC_JWKS_URL="http://127.0.0.1:9/.well-known/jwks.json")
     assert _refusal(sign_in, provider.token()) == "InvalidToken"
+    nonsense: list[dict[str, Any]] = [{"keys": [{"kty": "RSA"}]}, {"keys": "none"}, {}]
+    for answer in nonsense:
+        jwks = oidc.Jwks(provider.url, 3600, 60, fetch=functools.partial(_answering, answer))
+        assert _refusal(sign_in, provider.token(), jwks) == "InvalidToken"
+
+
+def _answering(answer: dict[str, Any], url: str) -> dict[str, Any]:
+    return answer
+
+
+def test_a_future_iat_is_refused(provider: IdentityProvider) -> None:
+    assert _refusal(_sign_in(provider), provider.token(iat=int(time.time()) + 600)) == "InvalidToken"
 
 
 @pytest.mark.parametrize(
