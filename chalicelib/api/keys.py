@@ -16,6 +16,7 @@ from chalicelib.core.errors import Forbidden, InvalidParams, KeyNotFound, Malfor
 from chalicelib.core.models import Principal
 from chalicelib.core.names import PRINCIPAL_ID_PATTERN, is_principal_id
 from chalicelib.runtime import Runtime
+from chalicelib.storage.audit import Action, user_actor
 from chalicelib.storage.keys import IssuedKey, KeyRecord
 
 MIN_LIFETIME_SECONDS = 60
@@ -75,7 +76,9 @@ def create(runtime: Runtime, caller: Principal, body: Any) -> IssuedKey:
     if not isinstance(roles, list) or not all(is_principal_id(role) for role in roles):
         raise InvalidParams(f"roles must be a list of names matching {PRINCIPAL_ID_PATTERN}", field="roles")
     principal = Principal(caller.tenant, user_id, frozenset(roles))
-    return runtime.keys.issue(principal, expires_at=_expires_at(body))
+    issued = runtime.keys.issue(principal, expires_at=_expires_at(body))
+    _audit(runtime, caller, Action.KEY_ISSUED, issued.record)
+    return issued
 
 
 def list_own(runtime: Runtime, caller: Principal) -> list[dict[str, Any]]:
@@ -97,8 +100,24 @@ def rotate(runtime: Runtime, caller: Principal, key_id: str, body: Any) -> Issue
     body = _object(body)
     if set(body) - {"expires_in"}:
         raise InvalidParams("a rotation takes only expires_in", field="expires_in")
-    return runtime.keys.rotate(record, expires_at=_expires_at(body))
+    issued = runtime.keys.rotate(record, expires_at=_expires_at(body))
+    _audit(runtime, caller, Action.KEY_ROTATED, record, successor=issued.record.key_id)
+    return issued
 
 
 def disable(runtime: Runtime, caller: Principal, key_id: str) -> KeyRecord:
-    return runtime.keys.disable(_require(runtime, caller, key_id))
+    disabled = runtime.keys.disable(_require(runtime, caller, key_id))
+    _audit(runtime, caller, Action.KEY_DISABLED, disabled)
+    return disabled
+
+
+def _audit(runtime: Runtime, caller: Principal, action: Action, record: KeyRecord, **details: str) -> None:
+    runtime.audit.record(
+        caller.tenant,
+        action,
+        user_actor(caller),
+        "",
+        key_id=record.key_id,
+        user_id=record.principal.user_id,
+        **details,
+    )

@@ -34,6 +34,10 @@ class Action(StrEnum):
     PURGED = "download.purged"
     CALLBACK_DELIVERED = "callback.delivered"
     CALLBACK_FAILED = "callback.failed"
+    # API keys (no download: download_id is empty; details name the key by id, never the key).
+    KEY_ISSUED = "key.issued"
+    KEY_ROTATED = "key.rotated"
+    KEY_DISABLED = "key.disabled"
 
 
 def user_actor(principal: Principal) -> str:

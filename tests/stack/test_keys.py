@@ -146,3 +146,17 @@ def test_a_failed_last_use_write_never_fails_the_request(stack: Stack) -> None:
     record = keys.add("gone-key-0123456789abcdef", Principal("acme", "jo"))
     clients.table(stack.table).delete_item(Key={"pk": f"APIKEY#{record.key_hash}", "sk": "APIKEY"})
     assert keys.touch(record, clock.now()) is False  # the conditional write lost: no exception
+
+
+def test_the_key_lifecycle_is_in_the_tenants_audit_trail(satchel: Satchel) -> None:
+    issued = satchel.call("POST", "/keys", "carol", {"user_id": "kim"}).json
+    rotated = satchel.call("POST", f"/keys/{issued['id']}/rotate", "carol").json
+    satchel.call("DELETE", f"/keys/{rotated['id']}", "carol")
+    trail = [event for event in Runtime.from_env().audit.events("acme") if event.action.startswith("key.")]
+    assert [(event.action, event.actor, event.details["key_id"]) for event in trail] == [
+        ("key.issued", "user:carol", issued["id"]),
+        ("key.rotated", "user:carol", issued["id"]),
+        ("key.disabled", "user:carol", rotated["id"]),
+    ]
+    assert trail[1].details["successor"] == rotated["id"]
+    assert issued["api_key"] not in str([event.details for event in trail])
