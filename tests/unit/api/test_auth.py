@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.api import auth
@@ -54,3 +55,12 @@ def test_a_refusal_denies_every_route_of_the_stage_and_names_its_code() -> None:
     ]
     assert denied["context"] == {"code": "KeyExpired"}
     assert denied["principalId"] == "anonymous"
+
+
+def test_the_manual_states_the_authorizers_cache_time() -> None:
+    # A disabled key keeps working for up to this long: the manual must say so, correctly.
+    from app import bearer
+
+    ttl = bearer.config.ttl_seconds
+    page = (Path(__file__).resolve().parents[3] / "docs" / "sign-in.md").read_text(encoding="utf-8")
+    assert f"API Gateway caches the authorizer's answer for a credential for **{ttl}\nseconds**" in page
