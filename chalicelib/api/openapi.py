@@ -731,6 +731,8 @@ def _key_paths() -> dict[str, dict[str, Operation]]:
     }
     page = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": key}}}
     not_found = {"404": _answer("No such key in your tenant.", None, _schema_ref("Error"))}
+    # A body is read before the caller's role is checked: a malformed one answers first.
+    body_refusals = _refusals("BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "UnprocessableContent")
     key_id = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
     rotation = _object(expires_in=copy.deepcopy(apikeys.REQUEST_SCHEMA["properties"]["expires_in"]))
     return {
@@ -755,7 +757,7 @@ def _key_paths() -> dict[str, dict[str, Operation]]:
             "post": _operation(
                 "rotateKey",
                 "Issue a new key for the same user and roles, and disable this one (tenant admins)",
-                {**_ok("The new key, shown once.", issued, "201", _NO_STORE), **not_found},
+                {**_ok("The new key, shown once.", issued, "201", _NO_STORE), **not_found, **body_refusals},
                 parameters=[key_id],
                 body=rotation,
                 body_required=False,
