@@ -742,7 +742,7 @@ def _key_paths() -> dict[str, dict[str, Operation]]:
                 "Issue an API key in your tenant (tenant admins)",
                 {
                     **_ok("The key, shown once.", issued, "201", _NO_STORE),
-                    **_refusals("UnprocessableContent"),
+                    **body_refusals,
                 },
                 body=copy.deepcopy(apikeys.REQUEST_SCHEMA),
                 body_required=False,
