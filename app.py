@@ -15,6 +15,7 @@ from chalice.app import (
     AuthResponse,
     Chalice,
     CloudWatchEvent,
+    IAMAuthorizer,
     Rate,
     Request,
     Response,
@@ -23,10 +24,11 @@ from chalice.app import (
 
 from chalicelib import downloadtypes
 from chalicelib.api import auth, downloads, dryrun, linkpage, links, openapi, tenants
+from chalicelib.api import keys as apikeys
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
-from chalicelib.core.settings import EventSources
+from chalicelib.core.settings import EventSources, auth_mode
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.storage import idempotency
@@ -61,16 +63,22 @@ app.register_middleware(security_headers, "http")  # Cache-Control: no-store and
 SOURCES = EventSources.from_env()
 
 
+# API keys or OIDC tokens (SATCHEL_AUTH_MODE; chalicelib/api/auth.py). API Gateway caches an
+# answer for ttl_seconds: a disabled key, or a token past its expiry, may pass that long.
 @app.authorizer(ttl_seconds=60)
-def bearer(request: AuthRequest) -> AuthResponse:
-    principal = auth.authenticate(Runtime.from_env().keys, request.token)
-    if principal is None:
-        return AuthResponse(routes=[], principal_id="anonymous")
+def bearer(request: AuthRequest) -> AuthResponse | dict[str, Any]:
+    verdict = auth.authorize(Runtime.from_env(), request.token)
+    if verdict.principal is None:
+        return auth.deny(request.method_arn, verdict)
     return AuthResponse(
         routes=["*"],
-        principal_id=f"{principal.tenant}/{principal.user_id}",
-        context=auth.to_context(principal),
+        principal_id=f"{verdict.principal.tenant}/{verdict.principal.user_id}",
+        context=auth.to_context(verdict.principal),
     )
+
+
+# Fixed when the app is packaged: a stage on IAM sign-in has API Gateway check SigV4 (AWS_IAM).
+signed_in = IAMAuthorizer() if auth_mode() == "iam" else bearer
 
 
 def api(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -93,7 +101,7 @@ def request() -> Request:
 
 
 def caller() -> Principal:
-    return auth.from_context(request().context)
+    return auth.caller(Runtime.from_env(), request().context)
 
 
 def _download(runtime: Runtime, download: Any, status: int = 200, **headers: str) -> Response:
@@ -124,13 +132,13 @@ def openapi_document() -> Response:
     return respond(openapi.document(Runtime.from_env().settings.api_prefix or "/"))
 
 
-@app.route("/types", methods=["GET"], authorizer=bearer)
+@app.route("/types", methods=["GET"], authorizer=signed_in)
 @api
 def list_types() -> Response:
     return respond({"items": [kind.describe() for kind in downloadtypes.all_types()]})
 
 
-@app.route("/downloads", methods=["POST"], authorizer=bearer)
+@app.route("/downloads", methods=["POST"], authorizer=signed_in)
 @api
 def create_download() -> Response:
     runtime = Runtime.from_env()
@@ -148,7 +156,7 @@ def create_download() -> Response:
     return respond(body, 202, headers)
 
 
-@app.route("/downloads", methods=["GET"], authorizer=bearer)
+@app.route("/downloads", methods=["GET"], authorizer=signed_in)
 @api
 def list_downloads() -> Response:
     runtime = Runtime.from_env()
@@ -157,14 +165,14 @@ def list_downloads() -> Response:
     return respond({"items": items, "next_cursor": page.next_cursor})
 
 
-@app.route("/downloads/{download_id}", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}", methods=["GET"], authorizer=signed_in)
 @api
 def get_download(download_id: str) -> Response:
     runtime = Runtime.from_env()
     return _download(runtime, downloads.get(runtime, caller(), download_id))
 
 
-@app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=bearer)
+@app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=signed_in)
 @api
 def delete_download(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -174,7 +182,7 @@ def delete_download(download_id: str) -> Response:
     return _download(runtime, cancelled, 202)
 
 
-@app.route("/downloads/{download_id}/file", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}/file", methods=["GET"], authorizer=signed_in)
 @api
 def download_file(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -183,7 +191,7 @@ def download_file(download_id: str) -> Response:
     return Response(body="", status_code=302, headers={"Location": url.url, "Cache-Control": "no-store"})
 
 
-@app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=signed_in)
 @api
 def download_url(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -192,7 +200,7 @@ def download_url(download_id: str) -> Response:
     return respond({"url": url.url, "expires_at": url.expires_at}, headers={"Cache-Control": "no-store"})
 
 
-@app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=bearer)
+@app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=signed_in)
 @api
 def create_link(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -200,7 +208,7 @@ def create_link(download_id: str) -> Response:
     return respond(issued.to_api(base_url(runtime)), 201, {"Cache-Control": "no-store"})
 
 
-@app.route("/downloads/{download_id}/links", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}/links", methods=["GET"], authorizer=signed_in)
 @api
 def list_links(download_id: str) -> Response:
     return respond({"items": links.list_for_owner(Runtime.from_env(), caller(), download_id)})
@@ -231,7 +239,7 @@ def claim_link(token: str) -> Response:
     return linkpage.claimed(outcome, headers.get("accept"), url, secure=secure)
 
 
-@app.route("/links/{token}", methods=["DELETE"], authorizer=bearer)
+@app.route("/links/{token}", methods=["DELETE"], authorizer=signed_in)
 @api
 def revoke_link(token: str) -> Response:
     links.revoke(Runtime.from_env(), caller(), token)
@@ -239,17 +247,44 @@ def revoke_link(token: str) -> Response:
 
 
 # The tenant's webhook signing secret, for its admins: shown once, when made.
-@app.route(tenants.SECRET_PATH, methods=["POST"], authorizer=bearer)
+@app.route(tenants.SECRET_PATH, methods=["POST"], authorizer=signed_in)
 @api
 def rotate_webhook_secret() -> Response:
     issued = tenants.rotate_secret(Runtime.from_env(), caller(), optional_json_body(request().raw_body))
     return respond(issued.to_api(), 201, {"Cache-Control": "no-store"})
 
 
-@app.route(tenants.SECRET_PATH, methods=["GET"], authorizer=bearer)
+@app.route(tenants.SECRET_PATH, methods=["GET"], authorizer=signed_in)
 @api
 def describe_webhook_secret() -> Response:
     return respond(tenants.describe_secret(Runtime.from_env(), caller()).to_api())
+
+
+# A tenant admin's API keys (chalicelib/api/keys.py); a key is shown once, when issued.
+@app.route("/keys", methods=["POST"], authorizer=signed_in)
+@api
+def create_key() -> Response:
+    issued = apikeys.create(Runtime.from_env(), caller(), optional_json_body(request().raw_body))
+    return respond(issued.to_api(), 201)
+
+
+@app.route("/keys", methods=["GET"], authorizer=signed_in)
+@api
+def list_keys() -> Response:
+    return respond({"items": apikeys.list_own(Runtime.from_env(), caller())})
+
+
+@app.route("/keys/{key_id}/rotate", methods=["POST"], authorizer=signed_in)
+@api
+def rotate_key(key_id: str) -> Response:
+    issued = apikeys.rotate(Runtime.from_env(), caller(), key_id, optional_json_body(request().raw_body))
+    return respond(issued.to_api(), 201)
+
+
+@app.route("/keys/{key_id}", methods=["DELETE"], authorizer=signed_in)
+@api
+def disable_key(key_id: str) -> Response:
+    return respond(apikeys.disable(Runtime.from_env(), caller(), key_id).to_api())
 
 
 # Downloads started by events, and the sweep that cleans up after them all.

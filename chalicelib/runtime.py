@@ -18,6 +18,7 @@ from chalicelib.core.settings import Settings
 from chalicelib.storage.audit import AuditLog
 from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.storage.idempotency import IdempotencyStore
+from chalicelib.storage.identities import IdentityStore
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.links import LinkStore
 from chalicelib.storage.secrets import WebhookSecrets
@@ -54,6 +55,7 @@ class Runtime:
     links: LinkStore
     idempotency: IdempotencyStore
     audit: AuditLog
+    identities: IdentityStore
 
     @cached_property
     def webhook_secrets(self) -> WebhookSecrets:
@@ -88,6 +90,7 @@ class Runtime:
             links=LinkStore(table),
             idempotency=IdempotencyStore(table),
             audit=AuditLog(table),
+            identities=IdentityStore(table),
         )
 
 

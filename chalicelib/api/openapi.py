@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chalicelib import downloadtypes
+from chalicelib.api import keys as apikeys
 from chalicelib.api import requests
 from chalicelib.core.models import Artifact, ErrorInfo, Progress, State
 from chalicelib.storage import idempotency, links
@@ -105,6 +106,7 @@ def _paths() -> dict[str, dict[str, Operation]]:
         },
         "/tenant/webhook-secret": {"post": _rotate_webhook_secret(), "get": _describe_webhook_secret()},
         "/types": {"get": _list_types()},
+        **_key_paths(),
         "/health": {"get": _health()},
         "/openapi.json": {"get": _openapi_document()},
     }
@@ -751,5 +753,70 @@ def _error_schemas() -> dict[str, JsonSchema]:
             "allOf": [_schema_ref("Error")],
             "required": ["progress"],
             "properties": {"state": {"type": "string"}, "progress": _record(Progress)},
+        },
+    }
+
+
+# --- API keys (a tenant admin's; chalicelib/api/keys.py) -------------------------------------
+
+
+def _key_paths() -> dict[str, dict[str, Operation]]:
+    key = _object(
+        id={"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        prefix={"type": "string", "description": "The key's first characters, to tell keys apart."},
+        tenant={"type": "string"},
+        user_id={"type": "string"},
+        roles={"type": "array", "items": {"type": "string"}},
+        created_at={"type": "string", "format": "date-time"},
+        expires_at=_nullable({"type": "string", "format": "date-time"}),
+        disabled={"type": "boolean"},
+        last_used_at=_nullable({"type": "string", "format": "date-time"}),
+    )
+    issued = {
+        "allOf": [key],
+        "required": ["api_key"],
+        "properties": {"api_key": {"type": "string", "description": "The key: shown this once only."}},
+    }
+    page = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": key}}}
+    not_found = {"404": _answer("No such key in your tenant.", None, _schema_ref("Error"))}
+    # A body is read before the caller's role is checked: a malformed one answers first.
+    body_refusals = _refusals("BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "UnprocessableContent")
+    key_id = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    rotation = _object(expires_in=copy.deepcopy(apikeys.REQUEST_SCHEMA["properties"]["expires_in"]))
+    return {
+        "/keys": {
+            "post": _operation(
+                "createKey",
+                "Issue an API key in your tenant (tenant admins)",
+                {
+                    **_ok("The key, shown once.", issued, "201", _NO_STORE),
+                    **body_refusals,
+                },
+                body=copy.deepcopy(apikeys.REQUEST_SCHEMA),
+                body_required=False,
+            ),
+            "get": _operation(
+                "listKeys",
+                "Your tenant's API keys, never the keys (tenant admins)",
+                _ok("The keys, newest first.", page),
+            ),
+        },
+        "/keys/{key_id}/rotate": {
+            "post": _operation(
+                "rotateKey",
+                "Issue a new key for the same user and roles, and disable this one (tenant admins)",
+                {**_ok("The new key, shown once.", issued, "201", _NO_STORE), **not_found, **body_refusals},
+                parameters=[key_id],
+                body=rotation,
+                body_required=False,
+            )
+        },
+        "/keys/{key_id}": {
+            "delete": _operation(
+                "disableKey",
+                "Disable an API key (refused from the authorizer's cache TTL on)",
+                {**_ok("The disabled key.", key), **not_found},
+                parameters=[key_id],
+            )
         },
     }

@@ -83,12 +83,24 @@ class SourceNotAllowed(SatchelError):
     status = 403
 
 
+class UnmappedPrincipal(SatchelError):
+    """A caller AWS (IAM) or the identity provider vouched for, but whom no mapping names."""
+
+    status = 403
+
+
 # 404 / 409 / 410 / 425: the download or link is not there, not ready, or gone.
 class DownloadNotFound(SatchelError):
     status = 404
 
 
 class LinkNotFound(SatchelError):
+    status = 404
+
+
+class KeyNotFound(SatchelError):
+    """No API key with this id in the caller's tenant (another tenant's keys do not exist)."""
+
     status = 404
 
 

@@ -33,6 +33,23 @@ ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
 ENV_CALLBACK_PORTS = "SATCHEL_CALLBACK_PORTS"
 ENV_KMS_KEY_ID = "SATCHEL_KMS_KEY_ID"
 
+# Sign-in (chalicelib/api/auth.py). The mode is also read when the app is packaged: an `iam`
+# stage's routes use API Gateway's AWS_IAM authorization instead of the bearer authorizer.
+ENV_AUTH_MODE = "SATCHEL_AUTH_MODE"
+ENV_KEY_LAST_USED_SECONDS = "SATCHEL_KEY_LAST_USED_SECONDS"
+ENV_OIDC_ISSUER = "SATCHEL_OIDC_ISSUER"
+ENV_OIDC_AUDIENCE = "SATCHEL_OIDC_AUDIENCE"
+ENV_OIDC_JWKS_URL = "SATCHEL_OIDC_JWKS_URL"
+ENV_OIDC_ALGORITHMS = "SATCHEL_OIDC_ALGORITHMS"
+ENV_OIDC_LEEWAY_SECONDS = "SATCHEL_OIDC_LEEWAY_SECONDS"
+ENV_OIDC_TENANT_CLAIM = "SATCHEL_OIDC_TENANT_CLAIM"
+ENV_OIDC_TENANT = "SATCHEL_OIDC_TENANT"
+ENV_OIDC_USER_CLAIM = "SATCHEL_OIDC_USER_CLAIM"
+ENV_OIDC_ROLES_CLAIM = "SATCHEL_OIDC_ROLES_CLAIM"
+ENV_OIDC_ADMIN_VALUE = "SATCHEL_OIDC_ADMIN_VALUE"
+ENV_OIDC_JWKS_CACHE_SECONDS = "SATCHEL_OIDC_JWKS_CACHE_SECONDS"
+ENV_OIDC_JWKS_REFRESH_SECONDS = "SATCHEL_OIDC_JWKS_REFRESH_SECONDS"
+
 # Read when the app is packaged, since Chalice fixes event sources at that time.
 ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
 ENV_CLEANUP_RATE_MINUTES = "SATCHEL_CLEANUP_RATE_MINUTES"
@@ -53,6 +70,104 @@ class EventSources:
             requests_queue=env.get(ENV_REQUESTS_QUEUE) or cls.requests_queue,
             cleanup_rate_minutes=int(env.get(ENV_CLEANUP_RATE_MINUTES) or cls.cleanup_rate_minutes),
         )
+
+
+AUTH_MODES = ("keys", "oidc", "iam")
+# Asymmetric algorithms only: `none` would accept an unsigned token, and an HMAC algorithm
+# would let a public JWKS key be used as a shared secret (algorithm confusion).
+OIDC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def auth_mode(environ: Mapping[str, str] | None = None) -> str:
+    """How callers sign in on this stage: `keys` (default), `oidc` or `iam`."""
+    env = os.environ if environ is None else environ
+    mode = (env.get(ENV_AUTH_MODE) or "keys").strip().lower()
+    if mode not in AUTH_MODES:
+        raise ConfigurationError(f"{ENV_AUTH_MODE} must be one of {', '.join(AUTH_MODES)}, got {mode!r}")
+    return mode
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """How callers prove who they are, and how that maps to a principal (docs/sign-in.md)."""
+
+    mode: str = "keys"
+    # keys: a key's last use is written at most once in this many seconds.
+    key_last_used_seconds: int = 300
+    # oidc: whose tokens, for whom, signed how; and which claims name the principal.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_algorithms: tuple[str, ...] = ("RS256",)
+    oidc_leeway_seconds: int = 60
+    oidc_tenant_claim: str = "tenant"
+    oidc_tenant: str = ""  # every token's tenant, for an issuer that serves one tenant
+    oidc_user_claim: str = "sub"
+    oidc_roles_claim: str = "roles"
+    oidc_admin_value: str = "admin"
+    oidc_jwks_cache_seconds: int = 3600
+    oidc_jwks_refresh_seconds: int = 60
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SignIn:
+        env = os.environ if environ is None else environ
+        mode = auth_mode(env)
+
+        def seconds(name: str, default: int) -> int:
+            raw = env.get(name)
+            if not raw:
+                return default
+            if not raw.isdigit():
+                raise ConfigurationError(f"{name} must be a whole number of seconds, got {raw!r}")
+            return int(raw)
+
+        issuer = (env.get(ENV_OIDC_ISSUER) or "").rstrip("/")
+        algorithms = tuple(
+            part.strip() for part in (env.get(ENV_OIDC_ALGORITHMS) or "RS256").split(",") if part.strip()
+        )
+        sign_in = cls(
+            mode=mode,
+            key_last_used_seconds=seconds(ENV_KEY_LAST_USED_SECONDS, cls.key_last_used_seconds),
+            oidc_issuer=issuer,
+            oidc_audience=env.get(ENV_OIDC_AUDIENCE) or "",
+            # Cognito user pools publish their keys here; other issuers name theirs.
+            oidc_jwks_url=env.get(ENV_OIDC_JWKS_URL) or (f"{issuer}/.well-known/jwks.json" if issuer else ""),
+            oidc_algorithms=algorithms,
+            oidc_leeway_seconds=seconds(ENV_OIDC_LEEWAY_SECONDS, cls.oidc_leeway_seconds),
+            oidc_tenant_claim=env.get(ENV_OIDC_TENANT_CLAIM) or cls.oidc_tenant_claim,
+            oidc_tenant=env.get(ENV_OIDC_TENANT) or "",
+            oidc_user_claim=env.get(ENV_OIDC_USER_CLAIM) or cls.oidc_user_claim,
+            oidc_roles_claim=env.get(ENV_OIDC_ROLES_CLAIM) or cls.oidc_roles_claim,
+            oidc_admin_value=env.get(ENV_OIDC_ADMIN_VALUE) or cls.oidc_admin_value,
+            oidc_jwks_cache_seconds=seconds(ENV_OIDC_JWKS_CACHE_SECONDS, cls.oidc_jwks_cache_seconds),
+            oidc_jwks_refresh_seconds=seconds(ENV_OIDC_JWKS_REFRESH_SECONDS, cls.oidc_jwks_refresh_seconds),
+        )
+        sign_in._check()
+        return sign_in
+
+    def _check(self) -> None:
+        if self.mode != "oidc":
+            return
+        missing = [
+            name
+            for name, value in (
+                (ENV_OIDC_ISSUER, self.oidc_issuer),
+                (ENV_OIDC_AUDIENCE, self.oidc_audience),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(f"{ENV_AUTH_MODE}=oidc needs {', '.join(missing)}")
+        refused = sorted(set(self.oidc_algorithms) - OIDC_ALGORITHMS)
+        if refused or not self.oidc_algorithms:
+            raise ConfigurationError(
+                f"{ENV_OIDC_ALGORITHMS} may list only {', '.join(sorted(OIDC_ALGORITHMS))}; refused: "
+                f"{', '.join(refused) or 'an empty list'}"
+            )
+        if self.oidc_tenant and not is_principal_id(self.oidc_tenant):
+            raise ConfigurationError(f"{ENV_OIDC_TENANT} must match {PRINCIPAL_ID_PATTERN}")
 
 
 @dataclass(frozen=True)
@@ -149,6 +264,8 @@ class Settings:
     callback_allow_loopback: bool = False
     # The ports an https callback may go to, comma-separated; loopback receivers use any.
     callback_ports: str = "443"
+    # How callers sign in (SATCHEL_AUTH_MODE and the SATCHEL_OIDC_* variables).
+    sign_in: SignIn = dataclasses.field(default_factory=SignIn)
     # A zip's sources: 1 TiB and a million files by default, checked in Prepare (and by a dry run).
     max_content_bytes: int = 1024 * 1024 * MIB
     max_files: int = 1_000_000
@@ -236,6 +353,7 @@ class Settings:
             loopback.lower() == "true" if loopback else values["stage"] == "local"
         )
         values["callback_ports"] = env.get(ENV_CALLBACK_PORTS) or cls.callback_ports
+        values["sign_in"] = SignIn.from_env(env)
         for field, name in INTEGER_VARIABLES.items():
             raw = env.get(name)
             if raw:

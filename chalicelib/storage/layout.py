@@ -9,6 +9,7 @@ One table holds every record. The partition key's prefix says what a record is:
 | `QUOTA#<tenant>`                                | `TENANT_QUOTA`  | the tenant's active downloads |
 | `APIKEY#<sha256 of the key>`                    | `APIKEY`        | an API key (storage/keys)     |
 | `USER#<tenant>#<user>`                          | `USER`          | a principal, by name          |
+| `IAMPRINCIPAL#<normalised IAM ARN>`             | `IAMPRINCIPAL`  | an IAM caller's principal     |
 | `LINK#<sha256 of the token>`                    | `LINK`          | a link (storage/links)        |
 | `IDEMPOTENCY#<tenant>#<user>#<sha256 of key>`   | `IDEMPOTENCY`   | an idempotency key            |
 | `AUDIT#<tenant>`                                | `<at>#<random>` | an audit event                |
@@ -18,7 +19,9 @@ A download also sits in two indexes: `by_owner` (`OWNER#<tenant>#<user>`, `<crea
 lists a user's downloads newest first; `by_due` (`DUE#<shard>`, `<due time>#<id>`) holds it
 under the time the sweep must next look at it. A link also sits in `by_owner`, in its
 download's own partition (`LINKS#<download id>`, `<created>#<token hash>`), so the owner can
-list a download's links without a second index; no download lists there. Tenant and user ids never hold '#'
+list a download's links without a second index; no download lists there. An API key also
+sits in `by_owner`, in its tenant's keys (`KEYS#<tenant>`, `<created>#<key id>`), so a tenant
+admin can list and address the tenant's keys by id. Tenant and user ids never hold '#'
 (core/names.py), so no two of these keys can be the same.
 
 TABLE_KEYS declares the keys and indexes: the local stack (satchel_local/stack.py) creates
@@ -55,11 +58,13 @@ LINK = "LINK#"
 IDEMPOTENCY = "IDEMPOTENCY#"
 AUDIT = "AUDIT#"
 WEBHOOK_SECRET = "WEBHOOK_SECRET#"
-PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT, WEBHOOK_SECRET)
+IAM_PRINCIPAL = "IAMPRINCIPAL#"
+PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT, WEBHOOK_SECRET, IAM_PRINCIPAL)
 # Index partition key prefixes.
 OWNER = "OWNER#"
 DUE = "DUE#"
 LINKS_OF = "LINKS#"
+KEYS_OF = "KEYS#"
 
 # Sort keys of the records that are alone in their partition.
 DOWNLOAD_SK = "DOWNLOAD"
@@ -70,6 +75,7 @@ USER_SK = "USER"
 LINK_SK = "LINK"
 IDEMPOTENCY_SK = "IDEMPOTENCY"
 WEBHOOK_SECRET_SK = "WEBHOOK_SECRET"
+IAM_PRINCIPAL_SK = "IAMPRINCIPAL"
 
 _SEPARATOR = "#"
 
@@ -153,6 +159,20 @@ def api_key_key(key_hash: str) -> dict[str, str]:
 
 def user_key(tenant: str, user_id: str) -> dict[str, str]:
     return {PK: f"{USER}{_join(tenant, user_id)}", SK: USER_SK}
+
+
+def keys_partition(tenant: str) -> str:
+    return f"{KEYS_OF}{tenant}"
+
+
+def keys_entry(tenant: str, created_at: str, key_id: str) -> dict[str, str]:
+    """An API key's place in `by_owner`: its tenant's keys, ordered by creation."""
+    return {OWNER_PK: keys_partition(tenant), OWNER_SK: _join(created_at, key_id)}
+
+
+def iam_principal_key(arn: str) -> dict[str, str]:
+    """An IAM caller's mapping (api/iam.py normalises the ARN first); ARNs hold no '#'."""
+    return {PK: f"{IAM_PRINCIPAL}{arn}", SK: IAM_PRINCIPAL_SK}
 
 
 def link_key(token_hash: str) -> dict[str, str]:

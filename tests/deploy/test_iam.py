@@ -483,6 +483,12 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
     assert satchel.call("DELETE", f"/links/{other}").status == 204
     assert satchel.call("GET", f"/links/{other}", user=None).status == 410
 
+    # A tenant admin's keys: issued, listed, rotated, disabled.
+    issued = satchel.call("POST", "/keys", "carol", {"user_id": "erin", "expires_in": 3600}).json
+    assert satchel.call("GET", "/keys", "carol").status == 200
+    rotated = satchel.call("POST", f"/keys/{issued['id']}/rotate", "carol").json
+    assert satchel.call("DELETE", f"/keys/{rotated['id']}", "carol").status == 200
+
     # A large zip: segments built in parallel and joined by Assemble, the large member copied
     # by S3 (its CRC-32 from S3's checksum), and the artifact hashed by Digest.
     monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
