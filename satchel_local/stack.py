@@ -17,7 +17,7 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import boto3
 
@@ -177,9 +177,22 @@ def _notification_bus(events: EventBridgeClient) -> str:
     return bus
 
 
-def _event_plumbing(
-    session: boto3.session.Session, s3: S3Client, stage: str, source_bucket: str
-) -> dict[str, str]:
+class Plumbing(TypedDict):
+    """What _event_plumbing makes: each a field of Stack, by the same name."""
+
+    requests_queue_url: str
+    requests_dead_letter_queue_url: str
+    events_queue_url: str
+    events_dead_letter_queue_url: str
+    request_bus: str
+    manifests_queue_url: str
+    manifests_dead_letter_queue_url: str
+    state_changes_queue_url: str
+    link_claims_queue_url: str
+    link_claims_dead_letter_queue_url: str
+
+
+def _event_plumbing(session: boto3.session.Session, s3: S3Client, stage: str, source_bucket: str) -> Plumbing:
     """Queues, rules and notifications that start downloads from events, as deployed."""
     sqs: SQSClient = session.client("sqs")
     events_client: EventBridgeClient = session.client("events")
@@ -304,7 +317,6 @@ def provision(stage: str, region: str = REGION) -> Stack:
         name=f"satchel-{stage}-download", definition=statemachine.render(placeholders), roleArn=role
     )
     plumbing = _event_plumbing(session, s3, stage, names["source_bucket"])
-    # Named, not unpacked: a dict of str unpacked could be any field, webhook_secrets too.
     return Stack(
         stage=stage,
         table=names["table"],
@@ -312,11 +324,5 @@ def provision(stage: str, region: str = REGION) -> Stack:
         source_bucket=names["source_bucket"],
         state_machine_arn=machine["stateMachineArn"],
         kms_key_id=create_webhook_secrets_key(session, stage),
-        requests_queue_url=plumbing["requests_queue_url"],
-        requests_dead_letter_queue_url=plumbing["requests_dead_letter_queue_url"],
-        events_queue_url=plumbing["events_queue_url"],
-        events_dead_letter_queue_url=plumbing["events_dead_letter_queue_url"],
-        state_changes_queue_url=plumbing["state_changes_queue_url"],
-        link_claims_queue_url=plumbing["link_claims_queue_url"],
-        link_claims_dead_letter_queue_url=plumbing["link_claims_dead_letter_queue_url"],
+        **plumbing,  # every queue and bus, each by its field's name (a TypedDict: checked)
     )
