@@ -36,11 +36,15 @@ typecheck: venv
 # The tests are in tiers (docs/development.md): test-fast runs the unit tier alone (no
 # emulator); suite runs every tier: unit, stack, e2e and deploy (tests/integration is
 # deselected unless a deployed stage is configured: `make integration`).
+# Both run the tests in WORKERS processes at once (pytest-xdist; `make suite WORKERS=0` runs
+# them in this one): 2, this machine's cores, with the suite waiting on subprocesses and polls.
+WORKERS ?= 2
+
 test-fast: venv
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n $(WORKERS) tests/unit
 
 suite: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS)
 
 # The manual (docs/, mkdocs.yml), built as the site is, into build/site: --strict fails on a
 # broken link, a missing example file or a page left out of the nav.
