@@ -37,7 +37,8 @@ typecheck: venv
 # emulator); suite runs every tier: unit, stack, e2e and deploy (tests/integration is
 # deselected unless a deployed stage is configured: `make integration`).
 # Both run the tests in WORKERS processes at once (pytest-xdist; `make suite WORKERS=0` runs
-# them in this one): 2, this machine's cores, with the suite waiting on subprocesses and polls.
+# them in this one). 2: the cores of these machines (`-n auto` finds the same number here);
+# docs/development.md says how tests are spread and how to keep two apart.
 WORKERS ?= 2
 
 test-fast: venv
