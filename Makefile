@@ -36,11 +36,16 @@ typecheck: venv
 # The tests are in tiers (docs/development.md): test-fast runs the unit tier alone (no
 # emulator); suite runs every tier: unit, stack, e2e and deploy (tests/integration is
 # deselected unless a deployed stage is configured: `make integration`).
+# Both run the tests in WORKERS processes at once (pytest-xdist; `make suite WORKERS=0` runs
+# them in this one). 2: the cores of these machines (`-n auto` finds the same number here);
+# docs/development.md says how tests are spread and how to keep two apart.
+WORKERS ?= 2
+
 test-fast: venv
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -n $(WORKERS) tests/unit
 
 suite: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS)
 
 # The manual (docs/, mkdocs.yml), built as the site is, into build/site: --strict fails on a
 # broken link, a missing example file or a page left out of the nav.
