@@ -233,7 +233,6 @@ class Run:
         placed = list(state.placed) if state else []
         files = state.files if state else 0
         pending = state.pending if state else None
-        run_offset = writer.size
         assembler = Assembler(
             self._runtime.s3, writer, self._settings.read_chunk_bytes, stop=self._budget.low
         )
@@ -249,6 +248,8 @@ class Run:
                 checks.append(pending.check)
                 tracker.advance(files=1, bytes_=pending.size)
                 pending = None
+        # Where this run's members are laid out from (after a member carried on, if any).
+        run_offset = writer.size
         if pending is None:
             entries = itertools.islice(
                 manifest.read(self._runtime.s3, self._bucket, target.manifest_key), start, None
