@@ -280,11 +280,12 @@ class Run:
         tracker.flush()
         files += len(records)
         placed.append(run_offset)
+        if exhausted and pending is None:
+            # The last run's records and checks are still in memory: only earlier runs' are read.
+            return self._finish(writer, tracker, placed, files, records, checks)
         self._put(target.run_key(self._run, "directory.jsonl"), _lines(records), "application/x-ndjson")
         integrity.write(self._runtime.s3, self._bucket, target.run_key(self._run, "checks.jsonl"), checks)
-        if not exhausted or pending is not None:
-            return self._hand_on(writer, tracker, start, placed, files, pending)
-        return self._finish(writer, tracker, placed, files)
+        return self._hand_on(writer, tracker, start, placed, files, pending)
 
     def _hand_on(
         self,
@@ -303,35 +304,44 @@ class Run:
         self._put(self._target.run_key(following, "state.json"), state.to_json().encode("utf-8"))
         return Outcome(False, following, writer.size, None, tracker.current, files)
 
-    def _runs(self, placed: list[int]) -> Iterator[tuple[int, list[Any]]]:
+    def _runs(self, placed: list[int], last: list[Any]) -> Iterator[tuple[int, list[Any]]]:
         """Each run's records (one run in memory at a time) with the offset the run began at."""
-        for run, offset in enumerate(placed):
+        for run, offset in enumerate(placed[:-1]):
             text = self._get(self._target.run_key(run, "directory.jsonl")).decode("utf-8")
             yield offset, [json.loads(line) for line in text.splitlines() if line]
+        yield placed[-1], last
 
-    def _checks(self, placed: list[int]) -> Iterator[Check]:
+    def _checks(self, placed: list[int], last: list[Check]) -> Iterator[Check]:
         s3, target = self._runtime.s3, self._target
-        for run in range(len(placed)):
+        for run in range(len(placed) - 1):
             yield from integrity.read(s3, self._bucket, target.run_key(run, "checks.jsonl"))
+        yield from last
 
     def _finish(
-        self, writer: MultipartWriter, tracker: ProgressTracker, placed: list[int], files: int
+        self,
+        writer: MultipartWriter,
+        tracker: ProgressTracker,
+        placed: list[int],
+        files: int,
+        records: list[Any],
+        checks: list[Check],
     ) -> Outcome:
         s3, bucket, target = self._runtime.s3, self._bucket, self._target
         if target.segment is None:
             # The artifact: what the plan closes with (a zip's central directory), then done.
-            closing = self._plan.closing(self._download, self._runs(placed), writer.size)
+            closing = self._plan.closing(self._download, self._runs(placed, records), writer.size)
             Assembler(s3, writer, self._settings.read_chunk_bytes).write_all(closing)
             sha256 = writer.complete()
-            integrity.write(s3, bucket, layout.checks_key(target.download_id), self._checks(placed))
+            integrity.write(s3, bucket, layout.checks_key(target.download_id), self._checks(placed, checks))
             return Outcome(True, self._run, writer.size, sha256, tracker.current, files)
         writer.complete()
         # A segment: its runs' records, each line one run's, for Assemble to place.
-        directory = "".join(json.dumps([offset, records]) + "\n" for offset, records in self._runs(placed))
+        runs = self._runs(placed, records)
+        directory = "".join(json.dumps([offset, each]) + "\n" for offset, each in runs)
         key = layout.segment_directory_key(target.download_id, target.segment)
         self._put(key, directory.encode("utf-8"), "application/x-ndjson")
         checks_key = layout.segment_checks_key(target.download_id, target.segment)
-        integrity.write(s3, bucket, checks_key, list(self._checks(placed)))
+        integrity.write(s3, bucket, checks_key, list(self._checks(placed, checks)))
         return Outcome(True, self._run, writer.size, None, tracker.current, files)
 
 

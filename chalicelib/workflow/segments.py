@@ -27,7 +27,7 @@ from chalicelib.archive.zipwriter import CopyRange
 from chalicelib.core import observability
 from chalicelib.core.errors import Cancelled, TooManyParts, retried_when_transient
 from chalicelib.core.models import Download, Progress
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import S3_MIN_PART_SIZE, Settings
 from chalicelib.downloadtypes.base import DownloadType, SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
@@ -77,18 +77,25 @@ def parts_needed(found: list[list[Entry]], settings: Settings) -> int:
     """An upper bound on the parts of the largest upload the plan makes.
 
     Each segment's object: its bytes in parts of `part_size`, plus, for each member S3
-    copies, the part it closes and one per 5 GiB of it. The joined artifact: per segment one
-    part it closes and one per 5 GiB, then its central directory in parts of `part_size`.
+    copies, the part it closes and one per 5 GiB of it. The joined artifact: a segment of at
+    least 5 MiB is copied in parts of up to 5 GiB (closing the part written before it, if
+    smaller segments were read through); smaller ones are read into written parts; then the
+    central directory in parts of `part_size`.
     """
     part, copy_min = settings.part_size, settings.server_copy_min_bytes
-    largest_segment = joined = 0
+    largest_segment = copied = small = read = 0
     for group in found:
         size = sum(entry.size + _MEMBER_OVERHEAD for entry in group)
         copies = sum(1 + math.ceil(entry.size / _MAX_COPY_PART) for entry in group if entry.size >= copy_min)
         largest_segment = max(largest_segment, math.ceil(size / part) + copies + 1)
-        joined += 1 + math.ceil(size / _MAX_COPY_PART)
+        if size >= S3_MIN_PART_SIZE:
+            copied += math.ceil(size / _MAX_COPY_PART)
+        else:
+            small, read = small + 1, read + size
+    closed = min(small, len(found) - small)  # a written part closed before a copied segment
     directory = sum(len(group) for group in found) * _MEMBER_OVERHEAD
-    return max(largest_segment, joined + math.ceil(directory / part) + 1)
+    joined = copied + closed + math.ceil(read / S3_MIN_PART_SIZE) + math.ceil(directory / part) + 1
+    return max(largest_segment, joined)
 
 
 def single_parts_needed(entries: list[Entry], settings: Settings) -> int:
