@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from chalicelib.core.errors import TooManyParts
@@ -27,7 +29,7 @@ def test_segments_close_at_their_bytes_or_files_and_never_exceed_the_maximum() -
 GIB = 1024**3
 
 
-def _download(params: dict[str, object] | None = None) -> Download:
+def _download(params: dict[str, Any] | None = None) -> Download:
     return Download(
         id="d" * 32,
         type="zip",
