@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from chalicelib.archive import integrity
 from chalicelib.archive.assembly import Assembler, CopyHandedOn
 from chalicelib.archive.integrity import Check
@@ -193,7 +195,7 @@ class Run:
         body: bytes = self._runtime.s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
         return body
 
-    def _start(self) -> tuple[MultipartWriter, _State | None]:
+    def _start(self) -> tuple[MultipartWriter, _State | None] | Outcome:
         settings, target = self._settings, self._target
         if self._run == 0:
             # A retried first run starts over: whatever an earlier attempt left open goes first.
@@ -203,6 +205,10 @@ class Run:
             )
             return writer, None
         state = _State.from_json(json.loads(self._get(target.run_key(self._run, "state.json"))))
+        if not self._open(state.upload_id):
+            finished = self._finished()
+            if finished is not None:
+                return finished
         held = self._get(target.run_key(self._run, "held"))
         saved = Saved(state.upload_id, state.parts, state.size, held)
         writer = MultipartWriter(
@@ -210,8 +216,31 @@ class Run:
         )
         return writer, state
 
+    def _open(self, upload_id: str) -> bool:
+        paginator = self._runtime.s3.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._target.key):
+            if any(upload["UploadId"] == upload_id for upload in page.get("Uploads", [])):
+                return True
+        return False
+
+    def _finished(self) -> Outcome | None:
+        """A retried last run whose upload is gone: if an earlier attempt completed it (the
+        answer to CompleteMultipartUpload was lost), what that attempt saved just before."""
+        try:
+            raw = json.loads(self._get(self._target.run_key(self._run, "finished.json")))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None  # never completed: the resumed upload's calls report what happened
+            raise
+        return Outcome(
+            True, self._run, int(raw["size"]), None, Progress(**raw["progress"]), int(raw["files"])
+        )
+
     def go(self) -> Outcome:
-        writer, state = self._start()
+        started = self._start()
+        if isinstance(started, Outcome):
+            return started
+        writer, state = started
         tracker = self._trackers(state.progress if state else None)
         try:
             outcome = self._go(writer, state, tracker)
@@ -327,22 +356,26 @@ class Run:
         checks: list[Check],
     ) -> Outcome:
         s3, bucket, target = self._runtime.s3, self._bucket, self._target
+        # Everything the next steps read is written before the upload completes: a retry
+        # that finds it completed (its answer lost) then only reports what was saved.
         if target.segment is None:
             # The artifact: what the plan closes with (a zip's central directory), then done.
             closing = self._plan.closing(self._download, self._runs(placed, records), writer.size)
             Assembler(s3, writer, self._settings.read_chunk_bytes).write_all(closing)
-            sha256 = writer.complete()
             integrity.write(s3, bucket, layout.checks_key(target.download_id), self._checks(placed, checks))
-            return Outcome(True, self._run, writer.size, sha256, tracker.current, files)
-        writer.complete()
-        # A segment: its runs' records, each line one run's, for Assemble to place.
-        runs = self._runs(placed, records)
-        directory = "".join(json.dumps([offset, each]) + "\n" for offset, each in runs)
-        key = layout.segment_directory_key(target.download_id, target.segment)
-        self._put(key, directory.encode("utf-8"), "application/x-ndjson")
-        checks_key = layout.segment_checks_key(target.download_id, target.segment)
-        integrity.write(s3, bucket, checks_key, list(self._checks(placed, checks)))
-        return Outcome(True, self._run, writer.size, None, tracker.current, files)
+        else:
+            # A segment: its runs' records, each line one run's, for Assemble to place.
+            runs = self._runs(placed, records)
+            directory = "".join(json.dumps([offset, each]) + "\n" for offset, each in runs)
+            key = layout.segment_directory_key(target.download_id, target.segment)
+            self._put(key, directory.encode("utf-8"), "application/x-ndjson")
+            checks_key = layout.segment_checks_key(target.download_id, target.segment)
+            integrity.write(s3, bucket, checks_key, list(self._checks(placed, checks)))
+        if self._run > 0:  # a first run's retry starts over: it needs none of this
+            finished = {"size": writer.size, "files": files, "progress": asdict(tracker.current)}
+            self._put(target.run_key(self._run, "finished.json"), json.dumps(finished).encode("utf-8"))
+        sha256 = writer.complete()
+        return Outcome(True, self._run, writer.size, sha256, tracker.current, files)
 
 
 def _lines(records: list[Any]) -> bytes:
