@@ -39,6 +39,7 @@ from chalicelib.workflow import digest as digests
 from chalicelib.workflow import segments
 from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import (
+    BuildRun,
     Built,
     Digested,
     Failed,
@@ -49,6 +50,7 @@ from chalicelib.workflow.payloads import (
     SegmentInput,
     Start,
 )
+from chalicelib.workflow.runs import Budget
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -330,8 +332,9 @@ def prepare(event: Start, context: Any) -> Prepared:
 
 
 @app.lambda_function(name="build")
-def build(event: Prepared, context: Any) -> Built:
-    return workflow.build(Runtime.from_env(), event)
+def build(event: Prepared, context: Any) -> BuildRun:
+    runtime = Runtime.from_env()
+    return workflow.build(runtime, event, Budget.of(context, runtime.settings))
 
 
 @app.lambda_function(name="finalize")
@@ -347,7 +350,8 @@ def fail(event: FailInput, context: Any) -> Failed:
 # Large zips in parallel segments, and the SHA-256 of artifacts S3 partly copied.
 @app.lambda_function(name="build_segment")
 def build_segment(event: SegmentInput, context: Any) -> SegmentBuilt:
-    return segments.build_segment(Runtime.from_env(), event)
+    runtime = Runtime.from_env()
+    return segments.build_segment(runtime, event, Budget.of(context, runtime.settings))
 
 
 @app.lambda_function(name="assemble")

@@ -79,10 +79,17 @@ def plan(runtime: Runtime, principal: Principal, body: Any) -> Planned:
             kind.name, download.filename, Progress(), 0, limits.complete, _limits(settings, kind), [refused]
         )
     problems = list(limits.broken)
-    count: int | None = 0
-    if not problems:
-        groups = segments.parallel_groups(settings, download, found.entries) if limits.complete else None
-        count = None if not limits.complete else len(groups) if groups else 1
+    count: int | None = None  # not known while the listing is incomplete
+    if problems:
+        count = 0
+    elif limits.complete:
+        try:  # as Prepare splits it, checked against S3's parts per upload
+            groups = segments.plan(download, found.entries, settings)
+        except SatchelError as too_many:  # TooManyParts
+            problems.append(too_many)
+            count = 0
+        else:
+            count = len(groups) if groups else 1
     return Planned(
         type=kind.name,
         filename=download.filename,

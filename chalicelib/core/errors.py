@@ -211,6 +211,12 @@ class TooManyFiles(SatchelError):
     status = 413
 
 
+class TooManyParts(SatchelError):
+    """The plan would need more than S3's 10,000 parts in one multipart upload."""
+
+    status = 413
+
+
 class NothingToDownload(SatchelError):
     status = 422
 

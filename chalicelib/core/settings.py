@@ -224,6 +224,8 @@ INTEGER_VARIABLES: dict[str, str] = {
     "segment_files": "SATCHEL_SEGMENT_FILES",
     "max_segments": "SATCHEL_MAX_SEGMENTS",
     "dry_run_seconds": "SATCHEL_DRY_RUN_SECONDS",
+    "map_concurrency": "SATCHEL_MAP_CONCURRENCY",
+    "handoff_reserve_ms": "SATCHEL_HANDOFF_RESERVE_MS",
 }
 
 MIB = 1024 * 1024
@@ -311,10 +313,17 @@ class Settings:
     # Zips over either size are built in parallel segments (Map), then joined by Assemble.
     parallel_min_bytes: int = 1024 * MIB
     parallel_min_files: int = 10_000
-    # A segment closes at this many bytes or files; there are never more than max_segments.
+    # A segment closes at this many bytes or files; there are never more than max_segments
+    # (the segments grow instead). The real bound is S3's 10,000 parts of the joined upload:
+    # chalicelib/workflow/segments.py checks a plan against it (TooManyParts) before any build.
     segment_bytes: int = 512 * MIB
     segment_files: int = 2_500
-    max_segments: int = 100
+    max_segments: int = 9_000
+    # Segments built at once by the Distributed Map (its MaxConcurrencyPath).
+    map_concurrency: int = 10
+    # A long step hands on to its next run when less than this is left of its Lambda run
+    # (chalicelib/workflow/runs.py): enough to finish the members already fetched and save.
+    handoff_reserve_ms: int = 120_000
     # How long a dry run may list sources before it answers with lower bounds (`complete: false`):
     # within API Gateway's 29-second integration timeout.
     dry_run_seconds: int = 20

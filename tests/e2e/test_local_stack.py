@@ -235,6 +235,31 @@ def test_a_curl_style_session_then_ctrl_c(local_stack: LocalStack) -> None:
     assert "Stopped." in stack.output()
 
 
+def test_make_runs_distributed_map_segments_that_hand_on_between_runs(tmp_path: Path) -> None:
+    """Through `make run`'s stack (moto's server, its interpreter calling the handlers): one
+    segment per source, each Lambda run short of time after one member, still the zip."""
+    environment = {
+        "SATCHEL_PARALLEL_MIN_FILES": "1",
+        "SATCHEL_SEGMENT_FILES": "1",
+        "SATCHEL_HANDOFF_RESERVE_MS": str(10_000 * 1000),  # above the functions' 900 s
+    }
+    with running_stack(tmp_path, demo_rows=10, environment=environment) as stack:
+        alice = stack.key("alice")
+        sources = tenant_sources("acme")
+        created = call(
+            "POST", f"{stack.api}/downloads", alice, {"type": "zip", "params": {"keys": list(sources)}}
+        )
+        assert created.status == 202, created.body
+        download = _wait_done(stack, created.json["id"], alice)
+        assert download["state"] == "DONE", download
+        fetched = call("GET", call("GET", f"{stack.api}{download['url']}", alice).headers["Location"])
+        assert hashlib.sha256(fetched.body).hexdigest() == download["artifact"]["sha256"]
+        assert _zip_members(fetched.body) == {
+            key.removeprefix("acme/"): body for key, body in sources.items()
+        }
+        assert stack.stop(signal.SIGINT) == 0, stack.output()
+
+
 def test_links_and_idempotency_over_http(local_stack: LocalStack) -> None:
     stack, alice = local_stack, local_stack.key("alice")
     request = {"type": "zip", "params": {"keys": ["acme/reports/2024/q1.csv"]}, "link": {"max_uses": 1}}

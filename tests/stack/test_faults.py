@@ -496,6 +496,22 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.ListObjectsV2",
         ),
     ),
+    # Build handing on after every member (`handing_on`): the faults land in its second run,
+    # the one that goes on from the saved upload (`_AT`).
+    "build_runs": (
+        scenario_parallel_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     "build_segment": (
         scenario_parallel_download,
         "app.build_segment",
@@ -595,6 +611,15 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
     ),
 }
 _PARALLEL = {"build_segment", "assemble"}
+# Build's second run (of two, one source each) makes these calls of its operation first; the
+# first run made the earlier ones (its record, its manifest and source, its saved state).
+# CreateMultipartUpload and ListMultipartUploads come in the first run only.
+_AT = {
+    ("build_runs", "dynamodb.GetItem"): 2,
+    ("build_runs", "dynamodb.UpdateItem"): 2,
+    ("build_runs", "s3.GetObject"): 3,
+    ("build_runs", "s3.PutObject"): 5,
+}
 _AUTHENTICATED = {"create", "cancel", "delete"}
 FAULT_POINTS = [(area, operation) for area, (_, _, operations) in AREAS.items() for operation in operations]
 # What the docs state: "N fault points x K kinds".
@@ -610,11 +635,14 @@ def test_the_matrix_is_what_the_docs_state(capsys: pytest.CaptureFixture[str]) -
 
 @pytest.fixture
 def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    """Two sources in two segments: the parallel path (Map, BuildSegment, Assemble)."""
+    """Two sources in two segments: the parallel path (Map, BuildSegment, Assemble); or in
+    one Build that hands on after each member (every run is short of time)."""
     area = request.node.callspec.params.get("area") if hasattr(request.node, "callspec") else None
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
+    if area == "build_runs":
+        monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
 
 
 @pytest.mark.parametrize("area", sorted(AREAS))
@@ -652,7 +680,7 @@ def test_no_fault_leaves_anything_stuck(
     before = Snapshot.take(satchel)
     replies: list[Reply] = []
     # The key lookup of the authorizer comes first in authenticated areas: fault the area's own.
-    at = 2 if operation == "dynamodb.GetItem" and area in _AUTHENTICATED else 1
+    at = 2 if operation == "dynamodb.GetItem" and area in _AUTHENTICATED else _AT.get((area, operation), 1)
     fault = Fault(operation, kind, at=at, step=step)
     arming: list[Any] = []
     scenario(satchel, lambda: _arm(injector, arming, fault), replies)
