@@ -27,6 +27,7 @@ from chalice.app import CloudWatchEventConfig, Rate, ScheduledEventConfig, SQSEv
 
 import app as application
 from chalicelib.core import errors, settings
+from chalicelib.core.settings import Settings
 from statemachine import definition as statemachine
 from tests.support.stack_template import NO_VALUE, Packaged, Resolver, functions, packaged
 
@@ -389,9 +390,11 @@ def test_the_api_the_authorizer_and_the_builds_have_reserved_concurrency(package
     ]
     # The defaults fit an account with Lambda's default concurrency.
     assert sum(reserved.values()) <= ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM
-    # The workflow's own fan-out fits under the segment builders' cap.
+    # The workflow's own fan-out (the Distributed Map's concurrency, a setting the payload
+    # carries) fits under the segment builders' cap.
     map_state = statemachine.load()["States"]["BuildSegments"]
-    assert map_state["MaxConcurrency"] <= reserved["app.build_segment"]
+    assert map_state["MaxConcurrencyPath"] == "$.segments.concurrency"
+    assert Settings.map_concurrency <= reserved["app.build_segment"]
 
 
 def test_access_logs_name_the_route_never_the_path(package: Packaged) -> None:
