@@ -22,7 +22,7 @@ from chalice.app import (
 )
 
 from chalicelib import downloadtypes
-from chalicelib.api import auth, downloads, linkpage, links, openapi
+from chalicelib.api import auth, downloads, linkpage, links, openapi, quotas
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
@@ -97,7 +97,13 @@ def caller() -> Principal:
 
 
 def _download(runtime: Runtime, download: Any, status: int = 200, **headers: str) -> Response:
-    return respond(download.to_api(runtime.settings.api_prefix), status, headers)
+    body = download.to_api(runtime.settings.api_prefix)
+    return respond(body, status, {**_sunset(download.expires_at), **headers})
+
+
+def _sunset(expires_at: str | None) -> dict[str, str]:
+    """`Sunset` (RFC 8594): when the download's file goes, once it has one."""
+    return {"Sunset": linkpage.http_date(expires_at)} if expires_at else {}
 
 
 def base_url(runtime: Runtime) -> str:
@@ -121,7 +127,8 @@ def health() -> Response:
 @app.route("/openapi.json", methods=["GET"])
 @api
 def openapi_document() -> Response:
-    return respond(openapi.document(Runtime.from_env().settings.api_prefix or "/"))
+    settings = Runtime.from_env().settings
+    return respond(openapi.document(settings.api_prefix or "/", settings))
 
 
 @app.route("/types", methods=["GET"], authorizer=bearer)
@@ -134,6 +141,10 @@ def list_types() -> Response:
 @api
 def create_download() -> Response:
     runtime = Runtime.from_env()
+    return quotas.with_quota_headers(runtime, caller(), lambda: _create_download(runtime))
+
+
+def _create_download(runtime: Runtime) -> Response:
     key = idempotency.check_key(request().headers.get(idempotency.HEADER))
     created = downloads.create(runtime, caller(), json_body(request().raw_body), key)
     body = created.download.to_api(runtime.settings.api_prefix)
@@ -177,7 +188,9 @@ def download_file(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.file_url_ttl_seconds
     url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_FILE)
-    return Response(body="", status_code=302, headers={"Location": url.url, "Cache-Control": "no-store"})
+    headers: dict[str, str | list[str]] = {"Location": url.url, "Cache-Control": "no-store"}
+    headers.update(_sunset(url.artifact_expires_at))
+    return Response(body="", status_code=302, headers=headers)
 
 
 @app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=bearer)
@@ -186,7 +199,8 @@ def download_url(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.json_url_ttl_seconds
     url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_URL)
-    return respond({"url": url.url, "expires_at": url.expires_at}, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store", **_sunset(url.artifact_expires_at)}
+    return respond({"url": url.url, "expires_at": url.expires_at}, headers=headers)
 
 
 @app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=bearer)
