@@ -915,7 +915,8 @@ def _problem(
     schema = {
         "type": "object",
         "description": description,
-        "required": [*properties, *details],
+        # `status` is optional (RFC 9457): API Gateway's catch-all answers cannot name theirs.
+        "required": [name for name in [*properties, *details] if name != "status"],
         "properties": {**properties, **details, **(optional or {})},
     }
     return schema
