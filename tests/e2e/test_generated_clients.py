@@ -166,7 +166,13 @@ class Api:
         }
         self.links = {
             name: importlib.import_module(f"{PACKAGE}.api.links.{name}")
-            for name in ("create_download_link", "list_download_links", "read_link", "claim_link")
+            for name in (
+                "create_download_link",
+                "list_download_links",
+                "read_link",
+                "claim_link",
+                "revoke_link",
+            )
         }
         self.stack = stack
         self.package = package
@@ -237,10 +243,12 @@ def test_round_trip_with_the_generated_client(api: Api) -> None:
     json_client = api.client(None).with_headers({"Accept": "application/json"})
     claim = api.links["claim_link"].sync(client=json_client, token=link.token)
     assert isinstance(claim, models.LinkClaim)
+    revoked = api.links["revoke_link"].sync_detailed(client=api.client(), token=link.token)
+    assert revoked.status_code == 204
     gone = api.links["read_link"].sync_detailed(client=json_client, token=link.token)
     assert gone.status_code == 410
     assert isinstance(gone.parsed, models.LinkGoneError)
-    assert (gone.parsed.code, gone.parsed.reason.value) == ("LinkGone", "used_up")
+    assert (gone.parsed.code, gone.parsed.reason.value) == ("LinkGone", "revoked")
     assert gone.headers["Content-Type"] == "application/problem+json"
 
     page = api.downloads["list_downloads"].sync(client=api.client(), limit=100)
@@ -252,10 +260,10 @@ def test_round_trip_with_the_generated_client(api: Api) -> None:
     assert api.wait("alice", download_id).state == models.DownloadState.EXPIRED
 
 
-def test_a_running_download_is_cancelled_and_refusals_are_typed_problems(api: Api, tmp_path: Path) -> None:
+def test_a_running_download_is_cancelled_and_refusals_are_typed_problems(api: Api) -> None:
     models, alice = api.models, api.client()
     lambdas = aws(api.stack, "lambda")
-    gate = tmp_path / "build-gate"
+    gate = api.stack.state_file.parent / "build-gate"  # the stack's GATE_VARIABLE
     failed = api.create("alice", ["acme/no/such/object.csv"])  # before the gate: it runs, and fails
     assert failed.status_code == 202
     assert api.wait("alice", failed.parsed.id).state == models.DownloadState.FAILED
