@@ -61,8 +61,9 @@ def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None)
 
 def security_headers(request: Request, get_response: Callable[[Request], Response]) -> Response:
     """Chalice HTTP middleware: SECURITY_HEADERS on every answer a route gives, including the
-    ones built without respond() (204, 302) and Chalice's own (405, 415)."""
-    response = get_response(request)
+    ones built without respond() (204, 302) and Chalice's own (405, 415), which it also
+    turns into problems like every other error."""
+    response = as_problem(get_response(request))
     present = {name.lower() for name in response.headers}
     for name, value in SECURITY_HEADERS.items():
         if name.lower() not in present:
@@ -88,3 +89,18 @@ def problem_response(body: dict[str, Any], status: int, headers: dict[str, str] 
     if status in RETRY_STATUSES and "Retry-After" not in extra:
         extra["Retry-After"] = str(DEFAULT_RETRY_AFTER_SECONDS)
     return respond(body, status, extra)
+
+
+def as_problem(response: Response) -> Response:
+    """Chalice's own error answers ({"Code", "Message"}: MethodNotAllowedError, UnsupportedMediaType,
+    BadRequest, InternalServerError) as problems; any other answer as it is."""
+    body = response.body
+    if response.status_code < 400 or not isinstance(body, dict) or "type" in body:
+        return response
+    if not isinstance(body.get("Code"), str) or not isinstance(body.get("Message"), str):
+        return response
+    details = {name: value for name, value in body.items() if name not in ("Code", "Message")}
+    response.body = problem(body["Code"], response.status_code, body["Message"], **details)
+    headers = {name: value for name, value in response.headers.items() if name.lower() != "content-type"}
+    response.headers = {**headers, "Content-Type": PROBLEM_JSON}
+    return response
