@@ -329,7 +329,7 @@ def test_a_method_no_route_has_is_405_with_allow(
     status, headers, body = raw_call(target, method, path, target.api_keys["alice"])
     assert status == 405, body
     assert headers["allow"] == allowed
-    assert headers["content-type"] == "application/json"
+    assert headers["content-type"] == "application/problem+json"
     if method == "HEAD":
         assert body == b""
     else:
