@@ -668,6 +668,7 @@ def _schemas(bounds: Bounds) -> dict[str, JsonSchema]:
         "DownloadRequest": _discriminated({kind.name: _request_name(kind) for kind in types}),
         **{_request_name(kind): _typed_request(kind, bounds) for kind in types},
         **{_params_name(kind): _params(kind, bounds) for kind in types},
+        **{_stored_params_name(kind): _stored_params(kind, bounds) for kind in types},
         "LinkRequest": _link_request(bounds),
         "Download": _discriminated({kind.name: _download_name(kind) for kind in types}),
         **{_download_name(kind): _download(kind) for kind in types},
@@ -789,6 +790,10 @@ def _params_name(kind: downloadtypes.DownloadType) -> str:
     return f"{_name(kind)}Params"
 
 
+def _stored_params_name(kind: downloadtypes.DownloadType) -> str:
+    return f"{_name(kind)}DownloadParams"
+
+
 def _download_name(kind: downloadtypes.DownloadType) -> str:
     return f"{_name(kind)}Download"
 
@@ -827,6 +832,16 @@ def _params(kind: downloadtypes.DownloadType, bounds: Bounds) -> JsonSchema:
     return schema
 
 
+def _stored_params(kind: downloadtypes.DownloadType, bounds: Bounds) -> JsonSchema:
+    """A download's `params` as the server keeps them: what was asked, with the defaults filled
+    in and what it resolved added (an export's `columns`, full keys), so more properties may be
+    there than a request may send."""
+    schema = _params(kind, bounds)
+    schema.pop("additionalProperties", None)
+    schema["description"] = "The request's params, with the defaults and what the server resolved."
+    return schema
+
+
 def _typed_request(kind: downloadtypes.DownloadType, bounds: Bounds) -> JsonSchema:
     """requests.REQUEST_SCHEMA narrowed to one type: `type` is its name, `params` its schema,
     with the stage's bounds and defaults (requests.create_request's checks)."""
@@ -848,7 +863,7 @@ def _download_properties(kind: downloadtypes.DownloadType) -> dict[str, JsonSche
     return {
         "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
         "type": {"type": "string", "const": kind.name},
-        "params": _schema_ref(_params_name(kind)),
+        "params": _schema_ref(_stored_params_name(kind)),
         "filename": {"type": "string"},
         "tenant": {"type": "string"},
         "user_id": {"type": "string"},

@@ -220,7 +220,7 @@ def test_round_trip_with_the_generated_client(api: Api) -> None:
 
     done = api.wait("alice", download_id)
     assert done.state == models.DownloadState.DONE
-    assert isinstance(done.params, models.ZipParams)
+    assert isinstance(done.params, models.ZipDownloadParams)
     assert done.created_at.tzinfo is not None  # format: date-time, parsed as a datetime
     assert isinstance(done.artifact, models.Artifact)
 

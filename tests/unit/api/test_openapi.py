@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from app import app
 from chalicelib import downloadtypes
 from chalicelib.api import openapi, requests
-from chalicelib.core.models import Download, State
-from chalicelib.core.settings import Settings
+from chalicelib.core.models import Download, Principal, State
+from chalicelib.core.settings import Settings, parse_datasets
 
 Route = tuple[str, str]  # (path, METHOD)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -105,8 +106,28 @@ def test_download_schema_has_the_fields_of_the_api_shape_per_type() -> None:
             assert set(schema["required"]) == set(download.to_api())
             assert schema["properties"]["type"]["const"] == kind
             assert schema["properties"]["params"] == {
-                "$ref": f"#/components/schemas/{kind.capitalize()}Params"
+                "$ref": f"#/components/schemas/{kind.capitalize()}DownloadParams"
             }
+
+
+def test_a_downloads_params_as_stored_fit_its_types_download_params() -> None:
+    """What a type's check keeps (defaults filled in, columns resolved) is valid against the
+    schema the document gives a download's `params`."""
+    schemas = openapi.document()["components"]["schemas"]
+    settings = Settings(
+        table="t",
+        artifact_bucket="a",
+        source_bucket="sources",
+        state_machine_arn="arn",
+        datasets=parse_datasets('{"Transaction": {"table": "t", "columns": ["id", "amount"]}}'),
+    )
+    carol = Principal("acme", "carol", frozenset({"admin"}))  # audit needs the admin role
+    asked = {"zip": {"keys": ["acme/a.csv"]}, "export": {"index": "Transaction"}, "audit": {}}
+    asked["listing"] = {"prefix": "acme/"}
+    for kind in downloadtypes.all_types():
+        stored = kind.validate(asked[kind.name], carol, settings)
+        schema = {**schemas[f"{kind.name.capitalize()}DownloadParams"], "components": {"schemas": schemas}}
+        jsonschema.validate(stored, schema)
 
 
 def test_no_all_of_anywhere_generators_make_duplicate_models_of_it() -> None:
