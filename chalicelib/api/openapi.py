@@ -235,6 +235,29 @@ def _redirect(description: str, headers: Headers | None = None) -> dict[str, Any
     return _no_content("302", description, {"Location": "Location", **_NO_STORE, **(headers or {})})
 
 
+def _linked(answers: dict[str, Any], status: str, expression: str, *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links from the answer `status` to operations of the download (or link) it names:
+    where a client, or a stateful fuzzer, goes next with the id or token `expression` picks."""
+    parameter = "token" if expression.endswith("/token") else "download_id"
+    answers[status]["links"] = {
+        operation_id[0].upper() + operation_id[1:]: {
+            "operationId": operation_id,
+            "parameters": {parameter: expression},
+        }
+        for operation_id in operation_ids
+    }
+    return answers
+
+
+_OF_A_DOWNLOAD = (
+    "getDownload",
+    "deleteDownload",
+    "getDownloadUrl",
+    "getDownloadFile",
+    "createDownloadLink",
+    "listDownloadLinks",
+)
+_OF_A_LINK = ("readLink", "claimLink", "revokeLink")
 _NO_STORE: Headers = {"Cache-Control": "CacheControl"}
 _SUNSET: Headers = {"Sunset": "ArtifactSunset"}
 _DOWNLOAD_ID = _ref(_PARAMETERS, "DownloadId")
@@ -248,6 +271,7 @@ def _create_download() -> Operation:
         "202",
         {"Location": "Location", "Idempotent-Replayed": "IdempotentReplayed", **_RATE_LIMITS},
     )
+    _linked(created, "202", "$response.body#/id", *_OF_A_DOWNLOAD)
     return _operation(
         "createDownload",
         "Start a download",
@@ -281,7 +305,15 @@ def _list_downloads() -> Operation:
     return _operation(
         "listDownloads",
         "Your downloads, newest first",
-        {**_ok("A page of your downloads.", _schema_ref("DownloadPage")), **_refusals("BadRequest")},
+        {
+            **_linked(
+                _ok("A page of your downloads.", _schema_ref("DownloadPage")),
+                "200",
+                "$response.body#/items/0/id",
+                *_OF_A_DOWNLOAD,
+            ),
+            **_refusals("BadRequest"),
+        },
         tag="downloads",
         parameters=[_ref(_PARAMETERS, name) for name in ("State", "Limit", "Cursor")],
     )
@@ -351,7 +383,12 @@ def _create_link() -> Operation:
         "createDownloadLink",
         "Hand out a link to the file (it may be made before the download is DONE)",
         {
-            **_ok("The link; its token is shown only now.", _schema_ref("Link"), "201", _NO_STORE),
+            **_linked(
+                _ok("The link; its token is shown only now.", _schema_ref("Link"), "201", _NO_STORE),
+                "201",
+                "$response.body#/token",
+                *_OF_A_LINK,
+            ),
             **_refusals(
                 "BadRequest",
                 "NotFound",
