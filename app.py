@@ -23,7 +23,7 @@ from chalice.app import (
 )
 
 from chalicelib import downloadtypes
-from chalicelib.api import auth, downloads, dryrun, linkpage, links, openapi, tenants
+from chalicelib.api import auth, downloads, dryrun, linkpage, links, openapi, quotas, tenants
 from chalicelib.api import keys as apikeys
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
@@ -107,7 +107,13 @@ def caller() -> Principal:
 
 
 def _download(runtime: Runtime, download: Any, status: int = 200, **headers: str) -> Response:
-    return respond(download.to_api(runtime.settings.api_prefix), status, headers)
+    body = download.to_api(runtime.settings.api_prefix)
+    return respond(body, status, {**_sunset(download.expires_at), **headers})
+
+
+def _sunset(expires_at: str | None) -> dict[str, str]:
+    """`Sunset` (RFC 8594): when the download's file goes, once it has one."""
+    return {"Sunset": linkpage.http_date(expires_at)} if expires_at else {}
 
 
 def base_url(runtime: Runtime) -> str:
@@ -131,7 +137,8 @@ def health() -> Response:
 @app.route("/openapi.json", methods=["GET"])
 @api
 def openapi_document() -> Response:
-    return respond(openapi.document(Runtime.from_env().settings.api_prefix or "/"))
+    settings = Runtime.from_env().settings
+    return respond(openapi.document(settings.api_prefix or "/", settings))
 
 
 @app.route("/types", methods=["GET"], authorizer=signed_in)
@@ -144,18 +151,22 @@ def list_types() -> Response:
 @api
 def create_download() -> Response:
     runtime = Runtime.from_env()
+    return quotas.with_quota_headers(runtime, caller(), lambda: _create_download(runtime))
+
+
+def _create_download(runtime: Runtime) -> Response:
     body = json_body(request().raw_body)
     if dryrun.asked(body):  # the plan, and nothing started, stored or counted
         return respond(dryrun.plan(runtime, caller(), body).to_api())
     key = idempotency.check_key(request().headers.get(idempotency.HEADER))
     created = downloads.create(runtime, caller(), body, key)
-    body = created.download.to_api(runtime.settings.api_prefix)
+    answer = created.download.to_api(runtime.settings.api_prefix)
     if created.link is not None:
-        body["link"] = created.link.to_api(base_url(runtime))
+        answer["link"] = created.link.to_api(base_url(runtime))
     headers = {"Location": f"{runtime.settings.api_prefix}/downloads/{created.download.id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return respond(body, 202, headers)
+    return respond(answer, 202, headers)
 
 
 @app.route("/downloads", methods=["GET"], authorizer=signed_in)
@@ -190,7 +201,9 @@ def download_file(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.file_url_ttl_seconds
     url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_FILE)
-    return Response(body="", status_code=302, headers={"Location": url.url, "Cache-Control": "no-store"})
+    headers: dict[str, str | list[str]] = {"Location": url.url, "Cache-Control": "no-store"}
+    headers.update(_sunset(url.artifact_expires_at))
+    return Response(body="", status_code=302, headers=headers)
 
 
 @app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=signed_in)
@@ -199,7 +212,8 @@ def download_url(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.json_url_ttl_seconds
     url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_URL)
-    return respond({"url": url.url, "expires_at": url.expires_at}, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store", **_sunset(url.artifact_expires_at)}
+    return respond({"url": url.url, "expires_at": url.expires_at}, headers=headers)
 
 
 @app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=signed_in)

@@ -49,6 +49,10 @@ DEFAULT_RETRIES = 3
 # Worth another try: the gateway or a dependency was briefly unavailable. 429 is not here:
 # it means "over your quota", which retrying does not fix within a request's lifetime.
 RETRY_STATUSES = frozenset({502, 503, 504})
+# A create whose key is still in flight (409 IdempotencyKeyInUse) is sent again this many
+# times, waiting as its Retry-After says (at most this long each time).
+IN_FLIGHT_ATTEMPTS = 5
+MAX_IN_FLIGHT_WAIT_SECONDS = 5
 # A broken transfer is resumed from where it stopped, this many times within one fetch.
 FETCH_ATTEMPTS = 5
 # A body that breaks mid-way surfaces as one of these, from requests or from urllib3's raw stream.
@@ -166,7 +170,18 @@ class SatchelClient:
         optional = {"filename": filename, "expires_in": expires_in, "link": link}
         body.update({name: value for name, value in optional.items() if value is not None})
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
-        return Download.from_api(self._json("POST", "/downloads", body=body, headers=headers, expect=(202,)))
+        for attempt in range(IN_FLIGHT_ATTEMPTS):
+            try:
+                return Download.from_api(
+                    self._json("POST", "/downloads", body=body, headers=headers, expect=(202,))
+                )
+            except ApiError as error:
+                # 409 IdempotencyKeyInUse: a retry met the first request still being processed
+                # (its answer was lost); once that one is done, the same key replays it.
+                if error.code != "IdempotencyKeyInUse" or attempt + 1 == IN_FLIGHT_ATTEMPTS:
+                    raise
+                time.sleep(min(error.retry_after or 1, MAX_IN_FLIGHT_WAIT_SECONDS))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def create_zip(
         self,

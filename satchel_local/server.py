@@ -35,8 +35,9 @@ from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, c
 from chalice.package import YAMLTemplateSerializer
 from moto.server import ThreadedMotoServer
 
-from chalicelib.api.http import SECURITY_HEADERS
+from chalicelib.api.http import PROBLEM_JSON, SECURITY_HEADERS
 from chalicelib.core import clients
+from chalicelib.core.errors import problem
 from chalicelib.core.settings import ENV_WEBHOOK_SECRET
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.secrets import WebhookSecrets
@@ -149,7 +150,7 @@ def gateway_answer(code: int, error_type: str | None) -> str | None:
 
 class RequestHandler(ChaliceRequestHandler):
     """`chalice local`'s handler, with what the API answers everywhere: a method no route of
-    the path has is 405 with `Allow` and a `{"Code", "Message"}` body (http.server's own answer
+    the path has is 405 with `Allow` and a problem body (`Code`, `Message`) (http.server's own answer
     to a method it has no `do_` for, such as TRACE, is a 501 HTML page), and every answer
     carries SECURITY_HEADERS, the authorizer's refusals included."""
 
@@ -179,11 +180,9 @@ class RequestHandler(ChaliceRequestHandler):
             self._generic_handle()
             return
         self._parse_payload()  # read the body off the connection, which stays open
-        body = {
-            "Code": "MethodNotAllowed",
-            "Message": f"{self.command} is not allowed here; allowed: {', '.join(allowed)}",
-        }
-        headers = {"Content-Type": "application/json", "Allow": ", ".join(allowed)}
+        message = f"{self.command} is not allowed here; allowed: {', '.join(allowed)}"
+        body = problem("MethodNotAllowed", 405, message)
+        headers = {"Content-Type": PROBLEM_JSON, "Allow": ", ".join(allowed)}
         # An answer to HEAD has no body: one sent anyway would be read as the next response.
         self._send_http_response(405, headers, None if self.command == "HEAD" else json.dumps(body))
 
@@ -194,9 +193,9 @@ class RequestHandler(ChaliceRequestHandler):
         if answer is not None:
             response = gateway_responses()[answer]
             code = int(response["StatusCode"])
+            headers.pop("Content-Type", None)  # Chalice's; the Gateway Response names its own
             for name, value in response["ResponseParameters"]["Headers"].items():
                 headers[name] = value.strip("'")  # a static value in API Gateway's quoting
-            headers["Content-Type"] = "application/json"
             template = response["ResponseTemplates"]["application/json"]
             body = None if self.command == "HEAD" else template
         super()._send_http_response(code, headers, body)

@@ -264,6 +264,8 @@ def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -
 class FileUrl:
     url: str
     expires_at: str
+    # When the artifact itself goes (the download's expires_at): the answer's Sunset.
+    artifact_expires_at: str | None = None
 
 
 def file_url(
@@ -282,4 +284,4 @@ def file_url(
     ttl = min(ttl_seconds, remaining)
     url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
     runtime.audit.record(download.tenant, action, user_actor(principal), download_id)
-    return FileUrl(url=url, expires_at=clock.iso(now + timedelta(seconds=ttl)))
+    return FileUrl(url, clock.iso(now + timedelta(seconds=ttl)), download.expires_at)

@@ -3,16 +3,50 @@
 One class per failure, and its name is its identity everywhere: the HTTP body's `Code`,
 the ASL error name a Catch matches, and the `error.code` a user sees on a FAILED download.
 `status` is the HTTP status the API answers with; it means nothing inside the workflow.
+
+An answer's body is an RFC 9457 problem: `Code` and `Message` as ever, beside `type` (the
+code's URI, PROBLEM_TYPES + Code, each listed in docs/errors.md), `title` (the code in words),
+`status` and `detail` (the message). API Gateway's own answers (deploy/template.yaml) and the
+local server's have the same shape.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+# A problem's `type` is this plus its Code: an identifier first (RFC 9457 3.1.1), and the
+# address of the code's entry in the manual (docs/errors.md).
+PROBLEM_TYPES = "https://satchel.dev/problems/"
+_WORD = re.compile(r"[A-Z][a-z0-9]*|[a-z0-9]+")
+
+
+def problem_type(code: str) -> str:
+    return PROBLEM_TYPES + code
+
+
+def problem_title(code: str) -> str:
+    """The code in words, the same for every occurrence: "DownloadNotFound" -> "Download not found"."""
+    words = _WORD.findall(code)
+    return " ".join([words[0], *(word.lower() for word in words[1:])]) if words else code
+
+
+def problem(code: str, status: int, message: str, **details: Any) -> dict[str, Any]:
+    """An RFC 9457 problem body that keeps Satchel's `Code` and `Message`; details beside them."""
+    return {
+        "type": problem_type(code),
+        "title": problem_title(code),
+        "status": status,
+        "detail": message,
+        "Code": code,
+        "Message": message,
+        **details,
+    }
 
 
 class SatchelError(Exception):
@@ -28,7 +62,7 @@ class SatchelError(Exception):
         return type(self).__name__
 
     def body(self) -> dict[str, Any]:
-        return {"Code": self.code, "Message": self.message, **self.details}
+        return problem(self.code, self.status, self.message, **self.details)
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -115,11 +149,18 @@ class DownloadUnavailable(SatchelError):
 
 
 class IdempotencyKeyReused(SatchelError):
-    status = 409
+    """The key was used with another body (the IETF Idempotency-Key draft: 422)."""
+
+    status = 422
 
 
-class IdempotencyKeyInUse(SatchelError):
+class IdempotencyKeyInUse(_RetryLater):
+    """The first request with this key is still being processed (the draft: 409)."""
+
     status = 409
+
+    def __init__(self, message: str, retry_after: int = 1, **details: Any) -> None:
+        super().__init__(message, retry_after, **details)
 
 
 class WebhookSecretMissing(SatchelError):
