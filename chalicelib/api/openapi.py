@@ -122,7 +122,11 @@ def _build(server_url: str, bounds: Bounds) -> dict[str, Any]:
                 BEARER: {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "An API key: `Authorization: Bearer <key>`.",
+                    "description": (
+                        "An API key, or on a stage that signs in with OIDC an ID or access token "
+                        "(a JWT): `Authorization: Bearer <credential>`. An IAM stage takes SigV4 "
+                        "signatures instead (docs: Sign-in)."
+                    ),
                 }
             },
         },
@@ -276,10 +280,17 @@ def _create_download() -> Operation:
         {"Location": "Location", "Idempotent-Replayed": "IdempotentReplayed", **_RATE_LIMITS},
     )
     _linked(created, "202", "$response.body#/id", *_OF_A_DOWNLOAD)
+    planned = _ok(
+        "`dry_run: true`: the plan, and nothing started, stored or counted against a quota.",
+        _schema_ref("DryRunPlan"),
+        "200",
+        dict(_RATE_LIMITS),
+    )
     return _operation(
         "createDownload",
         "Start a download",
         {
+            **planned,
             **created,
             **_refusals(
                 "CreateBadRequest",
@@ -839,6 +850,32 @@ def _schemas(bounds: Bounds) -> dict[str, JsonSchema]:
             required_role={"type": ["string", "null"], "description": "The role a caller needs, if any."},
         ),
         "Health": _object(status={"type": "string", "enum": ["ok"]}),
+        "DryRunPlan": _object(
+            dry_run={"type": "boolean", "enum": [True]},
+            type={"type": "string"},
+            filename={"type": "string"},
+            totals=_object(files_total=_COUNT, bytes_total=_COUNT, rows_total=_COUNT),
+            segments={
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "1: one Build run; more: built in parallel; 0: it would not start; "
+                "null: not known (the listing stopped at the dry run's time budget).",
+            },
+            parallel={"type": ["boolean", "null"]},
+            complete={"type": "boolean", "description": "False: the totals are lower bounds."},
+            would_start={"type": "boolean"},
+            limits={
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "The type's limits as configured (max_files, max_content_bytes, max_rows...).",
+            },
+            problems={
+                "type": "array",
+                "items": _schema_ref("Error"),
+                "description": "Each limit the run would break, or what would fail it, with its Code.",
+            },
+            skipped={"type": "array", "items": {"type": "string"}},
+        ),
         **_error_schemas(),
     }
 
