@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv run test test-fast lint typecheck suite docs docs-serve clean package deploy diagram integration bench
+.PHONY: venv node-tools run test test-fast lint typecheck suite docs docs-serve clean package deploy diagram integration bench
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The OpenAPI document's npm tools (Spectral, openapi-typescript, tsc: tools/node/package.json),
+# installed as package-lock.json pins them; tests/e2e/test_generated_clients.py runs them.
+NODE_TOOLS := tools/node/node_modules/.installed-$(shell cat tools/node/package-lock.json | cksum | cut -d' ' -f1)
+
+$(NODE_TOOLS): tools/node/package.json tools/node/package-lock.json
+	cd tools/node && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(NODE_TOOLS)
+
+node-tools: $(NODE_TOOLS)
 
 # The API's and the emulator's ports: `make run PORT=8080 MOTO_PORT=5050` (0: any free one;
 # .satchel-local.json says which).
@@ -36,11 +46,16 @@ typecheck: venv
 # The tests are in tiers (docs/development.md): test-fast runs the unit tier alone (no
 # emulator); suite runs every tier: unit, stack, e2e and deploy (tests/integration is
 # deselected unless a deployed stage is configured: `make integration`).
-test-fast: venv
-	$(BIN)/pytest tests/unit
+# Both run the tests in WORKERS processes at once (pytest-xdist; `make suite WORKERS=0` runs
+# them in this one). 2: the cores of these machines (`-n auto` finds the same number here);
+# docs/development.md says how tests are spread and how to keep two apart.
+WORKERS ?= 2
 
-suite: venv
-	$(BIN)/pytest
+test-fast: venv
+	$(BIN)/pytest -n $(WORKERS) tests/unit
+
+suite: venv node-tools
+	$(BIN)/pytest -n $(WORKERS)
 
 # The manual (docs/, mkdocs.yml), built as the site is, into build/site: --strict fails on a
 # broken link, a missing example file or a page left out of the nav.
@@ -88,7 +103,7 @@ integration: venv
 	$(BIN)/pytest tests/integration
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build .satchel-local.json
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build .satchel-local.json tools/node/node_modules
 
 # Zip throughput, memory and worker traffic against the local emulator (docs/performance.md).
 # Not part of `make test`: it moves about 3 GiB through moto and takes a few minutes.

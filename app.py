@@ -15,6 +15,7 @@ from chalice.app import (
     AuthResponse,
     Chalice,
     CloudWatchEvent,
+    IAMAuthorizer,
     Rate,
     Request,
     Response,
@@ -22,11 +23,12 @@ from chalice.app import (
 )
 
 from chalicelib import downloadtypes
-from chalicelib.api import auth, downloads, linkpage, links, openapi
+from chalicelib.api import auth, downloads, dryrun, linkpage, links, openapi, quotas, tenants
+from chalicelib.api import keys as apikeys
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
-from chalicelib.core.settings import EventSources
+from chalicelib.core.settings import EventSources, auth_mode
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.storage import idempotency
@@ -37,6 +39,7 @@ from chalicelib.workflow import digest as digests
 from chalicelib.workflow import segments
 from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import (
+    BuildRun,
     Built,
     Digested,
     Failed,
@@ -47,6 +50,7 @@ from chalicelib.workflow.payloads import (
     SegmentInput,
     Start,
 )
+from chalicelib.workflow.runs import Budget
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -61,16 +65,22 @@ app.register_middleware(security_headers, "http")  # Cache-Control: no-store and
 SOURCES = EventSources.from_env()
 
 
+# API keys or OIDC tokens (SATCHEL_AUTH_MODE; chalicelib/api/auth.py). API Gateway caches an
+# answer for ttl_seconds: a disabled key, or a token past its expiry, may pass that long.
 @app.authorizer(ttl_seconds=60)
-def bearer(request: AuthRequest) -> AuthResponse:
-    principal = auth.authenticate(Runtime.from_env().keys, request.token)
-    if principal is None:
-        return AuthResponse(routes=[], principal_id="anonymous")
+def bearer(request: AuthRequest) -> AuthResponse | dict[str, Any]:
+    verdict = auth.authorize(Runtime.from_env(), request.token)
+    if verdict.principal is None:
+        return auth.deny(request.method_arn, verdict)
     return AuthResponse(
         routes=["*"],
-        principal_id=f"{principal.tenant}/{principal.user_id}",
-        context=auth.to_context(principal),
+        principal_id=f"{verdict.principal.tenant}/{verdict.principal.user_id}",
+        context=auth.to_context(verdict.principal),
     )
+
+
+# Fixed when the app is packaged: a stage on IAM sign-in has API Gateway check SigV4 (AWS_IAM).
+signed_in = IAMAuthorizer() if auth_mode() == "iam" else bearer
 
 
 def api(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -93,11 +103,17 @@ def request() -> Request:
 
 
 def caller() -> Principal:
-    return auth.from_context(request().context)
+    return auth.caller(Runtime.from_env(), request().context)
 
 
 def _download(runtime: Runtime, download: Any, status: int = 200, **headers: str) -> Response:
-    return respond(download.to_api(runtime.settings.api_prefix), status, headers)
+    body = download.to_api(runtime.settings.api_prefix)
+    return respond(body, status, {**_sunset(download.expires_at), **headers})
+
+
+def _sunset(expires_at: str | None) -> dict[str, str]:
+    """`Sunset` (RFC 8594): when the download's file goes, once it has one."""
+    return {"Sunset": linkpage.http_date(expires_at)} if expires_at else {}
 
 
 def base_url(runtime: Runtime) -> str:
@@ -121,31 +137,39 @@ def health() -> Response:
 @app.route("/openapi.json", methods=["GET"])
 @api
 def openapi_document() -> Response:
-    return respond(openapi.document(Runtime.from_env().settings.api_prefix or "/"))
+    settings = Runtime.from_env().settings
+    return respond(openapi.document(settings.api_prefix or "/", settings))
 
 
-@app.route("/types", methods=["GET"], authorizer=bearer)
+@app.route("/types", methods=["GET"], authorizer=signed_in)
 @api
 def list_types() -> Response:
     return respond({"items": [kind.describe() for kind in downloadtypes.all_types()]})
 
 
-@app.route("/downloads", methods=["POST"], authorizer=bearer)
+@app.route("/downloads", methods=["POST"], authorizer=signed_in)
 @api
 def create_download() -> Response:
     runtime = Runtime.from_env()
+    return quotas.with_quota_headers(runtime, caller(), lambda: _create_download(runtime))
+
+
+def _create_download(runtime: Runtime) -> Response:
+    body = json_body(request().raw_body)
+    if dryrun.asked(body):  # the plan, and nothing started, stored or counted
+        return respond(dryrun.plan(runtime, caller(), body).to_api())
     key = idempotency.check_key(request().headers.get(idempotency.HEADER))
-    created = downloads.create(runtime, caller(), json_body(request().raw_body), key)
-    body = created.download.to_api(runtime.settings.api_prefix)
+    created = downloads.create(runtime, caller(), body, key)
+    answer = created.download.to_api(runtime.settings.api_prefix)
     if created.link is not None:
-        body["link"] = created.link.to_api(base_url(runtime))
+        answer["link"] = created.link.to_api(base_url(runtime))
     headers = {"Location": f"{runtime.settings.api_prefix}/downloads/{created.download.id}"}
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return respond(body, 202, headers)
+    return respond(answer, 202, headers)
 
 
-@app.route("/downloads", methods=["GET"], authorizer=bearer)
+@app.route("/downloads", methods=["GET"], authorizer=signed_in)
 @api
 def list_downloads() -> Response:
     runtime = Runtime.from_env()
@@ -154,14 +178,14 @@ def list_downloads() -> Response:
     return respond({"items": items, "next_cursor": page.next_cursor})
 
 
-@app.route("/downloads/{download_id}", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}", methods=["GET"], authorizer=signed_in)
 @api
 def get_download(download_id: str) -> Response:
     runtime = Runtime.from_env()
     return _download(runtime, downloads.get(runtime, caller(), download_id))
 
 
-@app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=bearer)
+@app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=signed_in)
 @api
 def delete_download(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -171,25 +195,28 @@ def delete_download(download_id: str) -> Response:
     return _download(runtime, cancelled, 202)
 
 
-@app.route("/downloads/{download_id}/file", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}/file", methods=["GET"], authorizer=signed_in)
 @api
 def download_file(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.file_url_ttl_seconds
     url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_FILE)
-    return Response(body="", status_code=302, headers={"Location": url.url, "Cache-Control": "no-store"})
+    headers: dict[str, str | list[str]] = {"Location": url.url, "Cache-Control": "no-store"}
+    headers.update(_sunset(url.artifact_expires_at))
+    return Response(body="", status_code=302, headers=headers)
 
 
-@app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=signed_in)
 @api
 def download_url(download_id: str) -> Response:
     runtime = Runtime.from_env()
     ttl = runtime.settings.json_url_ttl_seconds
     url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_URL)
-    return respond({"url": url.url, "expires_at": url.expires_at}, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store", **_sunset(url.artifact_expires_at)}
+    return respond({"url": url.url, "expires_at": url.expires_at}, headers=headers)
 
 
-@app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=bearer)
+@app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=signed_in)
 @api
 def create_link(download_id: str) -> Response:
     runtime = Runtime.from_env()
@@ -197,7 +224,7 @@ def create_link(download_id: str) -> Response:
     return respond(issued.to_api(base_url(runtime)), 201, {"Cache-Control": "no-store"})
 
 
-@app.route("/downloads/{download_id}/links", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}/links", methods=["GET"], authorizer=signed_in)
 @api
 def list_links(download_id: str) -> Response:
     return respond({"items": links.list_for_owner(Runtime.from_env(), caller(), download_id)})
@@ -228,11 +255,52 @@ def claim_link(token: str) -> Response:
     return linkpage.claimed(outcome, headers.get("accept"), url, secure=secure)
 
 
-@app.route("/links/{token}", methods=["DELETE"], authorizer=bearer)
+@app.route("/links/{token}", methods=["DELETE"], authorizer=signed_in)
 @api
 def revoke_link(token: str) -> Response:
     links.revoke(Runtime.from_env(), caller(), token)
     return Response(body="", status_code=204)
+
+
+# The tenant's webhook signing secret, for its admins: shown once, when made.
+@app.route(tenants.SECRET_PATH, methods=["POST"], authorizer=signed_in)
+@api
+def rotate_webhook_secret() -> Response:
+    issued = tenants.rotate_secret(Runtime.from_env(), caller(), optional_json_body(request().raw_body))
+    return respond(issued.to_api(), 201, {"Cache-Control": "no-store"})
+
+
+@app.route(tenants.SECRET_PATH, methods=["GET"], authorizer=signed_in)
+@api
+def describe_webhook_secret() -> Response:
+    return respond(tenants.describe_secret(Runtime.from_env(), caller()).to_api())
+
+
+# A tenant admin's API keys (chalicelib/api/keys.py); a key is shown once, when issued.
+@app.route("/keys", methods=["POST"], authorizer=signed_in)
+@api
+def create_key() -> Response:
+    issued = apikeys.create(Runtime.from_env(), caller(), optional_json_body(request().raw_body))
+    return respond(issued.to_api(), 201)
+
+
+@app.route("/keys", methods=["GET"], authorizer=signed_in)
+@api
+def list_keys() -> Response:
+    return respond({"items": apikeys.list_own(Runtime.from_env(), caller())})
+
+
+@app.route("/keys/{key_id}/rotate", methods=["POST"], authorizer=signed_in)
+@api
+def rotate_key(key_id: str) -> Response:
+    issued = apikeys.rotate(Runtime.from_env(), caller(), key_id, optional_json_body(request().raw_body))
+    return respond(issued.to_api(), 201)
+
+
+@app.route("/keys/{key_id}", methods=["DELETE"], authorizer=signed_in)
+@api
+def disable_key(key_id: str) -> Response:
+    return respond(apikeys.disable(Runtime.from_env(), caller(), key_id).to_api())
 
 
 # Downloads started by events, and the sweep that cleans up after them all.
@@ -241,12 +309,21 @@ def handle_requests(event: SQSEvent) -> PartialItemFailureResponse:
     return triggers.handle_messages(Runtime.from_env(), [record.to_dict() for record in event])
 
 
+# Request events: Chalice makes the rule on the default bus; deploy/template.yaml moves it to
+# the request bus (SATCHEL_REQUEST_BUS), whose policy says who may put events there.
 @app.on_cw_event(
-    {"detail-type": [triggers.REQUESTED, triggers.OBJECT_CREATED], "source": ["satchel.requests", "aws.s3"]},
+    {"detail-type": [triggers.REQUESTED], "source": [{"prefix": triggers.REQUEST_SOURCE_PREFIX}]},
     name="events",
 )
 def handle_event(event: CloudWatchEvent) -> None:
     triggers.handle_event(Runtime.from_env(), event.to_dict())
+
+
+# Request manifests: S3 sends "Object Created" to the default bus only; deploy/template.yaml
+# narrows the rule to the source bucket's request prefix.
+@app.on_cw_event({"detail-type": [triggers.OBJECT_CREATED], "source": ["aws.s3"]}, name="manifests")
+def handle_manifest(event: CloudWatchEvent) -> None:
+    triggers.handle_manifest(Runtime.from_env(), event.to_dict())
 
 
 # A claimed link's callback, sent apart from the claim, which never waits on a receiver. Chalice
@@ -269,8 +346,9 @@ def prepare(event: Start, context: Any) -> Prepared:
 
 
 @app.lambda_function(name="build")
-def build(event: Prepared, context: Any) -> Built:
-    return workflow.build(Runtime.from_env(), event)
+def build(event: Prepared, context: Any) -> BuildRun:
+    runtime = Runtime.from_env()
+    return workflow.build(runtime, event, Budget.of(context, runtime.settings))
 
 
 @app.lambda_function(name="finalize")
@@ -286,7 +364,8 @@ def fail(event: FailInput, context: Any) -> Failed:
 # Large zips in parallel segments, and the SHA-256 of artifacts S3 partly copied.
 @app.lambda_function(name="build_segment")
 def build_segment(event: SegmentInput, context: Any) -> SegmentBuilt:
-    return segments.build_segment(Runtime.from_env(), event)
+    runtime = Runtime.from_env()
+    return segments.build_segment(runtime, event, Budget.of(context, runtime.settings))
 
 
 @app.lambda_function(name="assemble")

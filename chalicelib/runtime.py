@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from chalicelib.core import clients
@@ -17,8 +18,10 @@ from chalicelib.core.settings import Settings
 from chalicelib.storage.audit import AuditLog
 from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.storage.idempotency import IdempotencyStore
+from chalicelib.storage.identities import IdentityStore
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.links import LinkStore
+from chalicelib.storage.secrets import WebhookSecrets
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_events.client import EventBridgeClient
@@ -52,6 +55,12 @@ class Runtime:
     links: LinkStore
     idempotency: IdempotencyStore
     audit: AuditLog
+    identities: IdentityStore
+
+    @cached_property
+    def webhook_secrets(self) -> WebhookSecrets:
+        # Built on first use: most functions never sign, and need no KMS client.
+        return WebhookSecrets(clients.table(self.settings.table), clients.kms(), self.settings.kms_key_id)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -81,6 +90,7 @@ class Runtime:
             links=LinkStore(table),
             idempotency=IdempotencyStore(table),
             audit=AuditLog(table),
+            identities=IdentityStore(table),
         )
 
 

@@ -8,6 +8,7 @@ with SatchelClient("http://127.0.0.1:8000", api_key) as satchel:
     satchel.fetch(download.id, "reports.zip")   # resumable, sha256-verified
 """
 
+from satchel_client.auth import BearerAuth, SigV4Auth
 from satchel_client.client import Backoff, SatchelClient
 from satchel_client.errors import (
     ApiError,
@@ -34,6 +35,7 @@ __all__ = [
     "ApiError",
     "Artifact",
     "Backoff",
+    "BearerAuth",
     "Download",
     "DownloadFailed",
     "DownloadType",
@@ -47,6 +49,7 @@ __all__ = [
     "Progress",
     "SatchelClient",
     "SatchelError",
+    "SigV4Auth",
     "VerificationError",
     "WaitTimeout",
 ]

@@ -12,8 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from satchel_client import render
+from satchel_client.auth import BearerAuth, SigV4Auth
 from satchel_client.client import SatchelClient, version
-from satchel_client.config import ENV_API_KEY, ENV_API_URL, STATE_FILE_NAME, UsageError, resolve
+from satchel_client.config import (
+    ENV_API_KEY,
+    ENV_API_URL,
+    ENV_SIGV4,
+    ENV_TOKEN,
+    STATE_FILE_NAME,
+    Connection,
+    UsageError,
+    resolve,
+)
 from satchel_client.errors import (
     ApiError,
     DownloadFailed,
@@ -83,10 +93,28 @@ def _run(args: argparse.Namespace, ui: Ui) -> None:
         cmd_get(args, ui)
         return
     connection = resolve(
-        api_url=args.api_url, api_key=args.api_key, as_user=args.as_user, environ=os.environ, cwd=Path.cwd()
+        api_url=args.api_url,
+        api_key=args.api_key,
+        as_user=args.as_user,
+        environ=os.environ,
+        cwd=Path.cwd(),
+        token=args.token,
+        sigv4=bool(args.sigv4),
     )
-    with SatchelClient(connection.api_url, connection.api_key) as client:
+    with client_for(connection, args.region) as client:
         args.command(client, args, ui)
+
+
+def client_for(connection: Connection, region: str | None = None) -> SatchelClient:
+    """A client signed in as the connection says: a key, a bearer token, or SigV4."""
+    if connection.sigv4:
+        try:
+            return SatchelClient(connection.api_url, auth=SigV4Auth(region))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if connection.token:
+        return SatchelClient(connection.api_url, auth=BearerAuth(connection.token))
+    return SatchelClient(connection.api_url, connection.api_key)
 
 
 def _report(ui: Ui, failure: CommandError) -> int:
@@ -149,6 +177,7 @@ _REFUSAL_HINTS = {
     "DuplicateKeys": "name each key once",
     "TooManyKeys": "ask for fewer keys; a --prefix covers many objects at once",
     "IdempotencyKeyReused": "that --idempotency-key went with another request: choose a new one",
+    "KeyNotFound": "check the id: `satchel keys list` shows your tenant's keys",
     "LinkNotFound": "no such link (or not yours)",
 }
 
@@ -237,6 +266,30 @@ def cmd_link(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
 def cmd_types(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
     kinds = client.types()
     ui.result(render.types(kinds), [kind.raw for kind in kinds])
+
+
+def cmd_keys_list(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
+    keys = client.list_keys()
+    if not keys:
+        ui.notice("no keys")
+    ui.result(render.keys(keys) if keys else "", list(keys))
+
+
+def cmd_keys_create(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
+    issued = client.create_key(args.user, roles=args.role, expires_in=args.expires_in)
+    ui.notice(f"key {issued['id']} for {issued['tenant']}/{issued['user_id']}: shown once, store it now")
+    ui.result(issued["api_key"], issued)
+
+
+def cmd_keys_rotate(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
+    issued = client.rotate_key(args.id, expires_in=args.expires_in)
+    ui.notice(f"key {args.id} is disabled; its successor {issued['id']} is shown once, store it now")
+    ui.result(issued["api_key"], issued)
+
+
+def cmd_keys_disable(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
+    record = client.disable_key(args.id)
+    ui.result(f"disabled key {record['id']} ({record['prefix']}…)", record)
 
 
 def cmd_get(args: argparse.Namespace, ui: Ui) -> None:
@@ -427,6 +480,17 @@ def _connection_options(common: argparse.ArgumentParser) -> None:
     connection.add_argument("--api-url", metavar="URL", help=f"the API's base URL (default: ${ENV_API_URL})")
     connection.add_argument("--api-key", metavar="KEY", help=f"your API key (default: ${ENV_API_KEY})")
     connection.add_argument(
+        "--token",
+        metavar="JWT",
+        help=f"an OIDC token, on a stage that signs in with OIDC (default: ${ENV_TOKEN})",
+    )
+    connection.add_argument(
+        "--sigv4",
+        action="store_true",
+        help=f"sign with your AWS credentials, on a stage that signs in with IAM (default: ${ENV_SIGV4})",
+    )
+    connection.add_argument("--region", metavar="REGION", help="the API's AWS region, for --sigv4")
+    connection.add_argument(
         "--as",
         dest="as_user",
         metavar="NAME",
@@ -504,7 +568,31 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("link", metavar="LINK", help="the link, e.g. https://satchel.example.com/links/TOKEN")
     get.add_argument("--wait", action="store_true", help="wait while its file is being built (425)")
     add("types", cmd_types, "list the download types and their parameters")
+    _add_keys(commands.add_parser("keys", help="your tenant's API keys (tenant admins)"), common)
     return parser
+
+
+def _add_keys(keys: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    actions = keys.add_subparsers(title="actions", metavar="ACTION", required=True)
+
+    def add(name: str, command: Command, help: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help, description=help, parents=[common])
+        sub.set_defaults(command=command)
+        return sub
+
+    add("list", cmd_keys_list, "list the tenant's keys: id, prefix, user, roles, dates (never the keys)")
+    create = add("create", cmd_keys_create, "issue a key, printed once")
+    create.add_argument("--user", metavar="USER", help="whose key (default: yours)")
+    create.add_argument("--role", action="append", default=[], metavar="ROLE", help="a role (repeatable)")
+    create.add_argument("--expires-in", type=_positive_int, metavar="S", help="the key expires in S seconds")
+    rotate = add("rotate", cmd_keys_rotate, "issue a successor for the same user and roles; disable this one")
+    rotate.add_argument("id")
+    rotate.add_argument(
+        "--expires-in", type=_positive_int, metavar="S", help="the new key expires in S seconds"
+    )
+    add(
+        "disable", cmd_keys_disable, "disable a key (refused within the authorizer's cache time)"
+    ).add_argument("id")
 
 
 def _zip_output() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.util import Retry
 
+from satchel_client.auth import BearerAuth
 from satchel_client.errors import (
     ApiError,
     DownloadFailed,
@@ -48,6 +49,10 @@ DEFAULT_RETRIES = 3
 # Worth another try: the gateway or a dependency was briefly unavailable. 429 is not here:
 # it means "over your quota", which retrying does not fix within a request's lifetime.
 RETRY_STATUSES = frozenset({502, 503, 504})
+# A create whose key is still in flight (409 IdempotencyKeyInUse) is sent again this many
+# times, waiting as its Retry-After says (at most this long each time).
+IN_FLIGHT_ATTEMPTS = 5
+MAX_IN_FLIGHT_WAIT_SECONDS = 5
 # A broken transfer is resumed from where it stopped, this many times within one fetch.
 FETCH_ATTEMPTS = 5
 # A body that breaks mid-way surfaces as one of these, from requests or from urllib3's raw stream.
@@ -107,19 +112,9 @@ def version() -> str:
         return "dev"
 
 
-class _BearerAuth(AuthBase):
-    """Given per request, not set on the session: presigned file URLs must never see the key."""
-
-    def __init__(self, api_key: str) -> None:
-        self._api_key = api_key
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._api_key}"
-        return request
-
-
 class SatchelClient:
-    """A Satchel API, as one user (the owner of `api_key`) sees it.
+    """A Satchel API, as one user sees it: the owner of `api_key`, or whoever `auth` signs in as
+    (satchel_client.auth: `BearerAuth(oidc_token)`, `SigV4Auth(region)`).
 
     Requests time out (`timeout`, seconds, or (connect, read)) and are retried with
     backoff on connection errors and 502/503/504, `retries` times. Creating a download sends
@@ -132,14 +127,17 @@ class SatchelClient:
     def __init__(
         self,
         api_url: str,
-        api_key: str,
+        api_key: str | None = None,
         *,
+        auth: AuthBase | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
     ) -> None:
+        if (api_key is None) == (auth is None):
+            raise ValueError("give an API key or an auth (a bearer token, SigV4), and only one")
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
-        self._auth = _BearerAuth(api_key)
+        self._auth: AuthBase = auth if auth is not None else BearerAuth(str(api_key))
         self._http = _session(_retry(retries, retry_unsafe=True))
         self._once = _session(_retry(retries, retry_unsafe=False))
 
@@ -172,7 +170,18 @@ class SatchelClient:
         optional = {"filename": filename, "expires_in": expires_in, "link": link}
         body.update({name: value for name, value in optional.items() if value is not None})
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
-        return Download.from_api(self._json("POST", "/downloads", body=body, headers=headers, expect=(202,)))
+        for attempt in range(IN_FLIGHT_ATTEMPTS):
+            try:
+                return Download.from_api(
+                    self._json("POST", "/downloads", body=body, headers=headers, expect=(202,))
+                )
+            except ApiError as error:
+                # 409 IdempotencyKeyInUse: a retry met the first request still being processed
+                # (its answer was lost); once that one is done, the same key replays it.
+                if error.code != "IdempotencyKeyInUse" or attempt + 1 == IN_FLIGHT_ATTEMPTS:
+                    raise
+                time.sleep(min(error.retry_after or 1, MAX_IN_FLIGHT_WAIT_SECONDS))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def create_zip(
         self,
@@ -261,6 +270,37 @@ class SatchelClient:
 
     def types(self) -> tuple[DownloadType, ...]:
         return tuple(DownloadType.from_api(item) for item in self._json("GET", "/types")["items"])
+
+    # -- API keys (tenant admins) -----------------------------------------------------------
+
+    def create_key(
+        self, user_id: str | None = None, *, roles: Sequence[str] = (), expires_in: int | None = None
+    ) -> dict[str, Any]:
+        """POST /keys: a new key in your tenant; the answer's `api_key` is shown this once."""
+        body: dict[str, Any] = {"roles": list(roles)}
+        if user_id is not None:
+            body["user_id"] = user_id
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        # once=True: a repeat would issue a second key.
+        answer: dict[str, Any] = self._json("POST", "/keys", body=body, expect=(201,), once=True)
+        return answer
+
+    def list_keys(self) -> tuple[dict[str, Any], ...]:
+        """GET /keys: your tenant's keys (id, prefix, user, roles, dates, disabled), never the keys."""
+        return tuple(self._json("GET", "/keys")["items"])
+
+    def rotate_key(self, key_id: str, *, expires_in: int | None = None) -> dict[str, Any]:
+        """POST /keys/{id}/rotate: a new key for the same user and roles; the old one is disabled."""
+        body = {} if expires_in is None else {"expires_in": expires_in}
+        path = f"/keys/{_segment(key_id)}/rotate"
+        answer: dict[str, Any] = self._json("POST", path, body=body, expect=(201,), once=True)
+        return answer
+
+    def disable_key(self, key_id: str) -> dict[str, Any]:
+        """DELETE /keys/{id}: refused from the authorizer's cache time on."""
+        answer: dict[str, Any] = self._json("DELETE", f"/keys/{_segment(key_id)}")
+        return answer
 
     # -- waiting and fetching -------------------------------------------------------------
 

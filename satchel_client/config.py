@@ -1,7 +1,9 @@
-"""Which API the command calls, and with whose key.
+"""Which API the command calls, and how it signs in.
 
 In order: `--as NAME` (a user of the local stack, from the `.satchel-local.json` that
-`make run` writes), else `--api-url`/`--api-key`, else `SATCHEL_API_URL`/`SATCHEL_API_KEY`.
+`make run` writes), else `--api-url` and one credential flag (`--api-key`, `--token` for an
+OIDC stage, `--sigv4` for an IAM stage), else `SATCHEL_API_URL` and one of
+`SATCHEL_API_KEY`, `SATCHEL_TOKEN`, `SATCHEL_SIGV4=true`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 STATE_FILE_NAME = ".satchel-local.json"
 ENV_API_URL = "SATCHEL_API_URL"
 ENV_API_KEY = "SATCHEL_API_KEY"
+ENV_TOKEN = "SATCHEL_TOKEN"
+ENV_SIGV4 = "SATCHEL_SIGV4"
 
 
 class UsageError(Exception):
@@ -24,7 +28,9 @@ class UsageError(Exception):
 @dataclass(frozen=True)
 class Connection:
     api_url: str
-    api_key: str
+    api_key: str | None
+    token: str | None = None  # an OIDC token (a bearer credential like a key)
+    sigv4: bool = False  # sign with AWS credentials (an IAM stage)
 
 
 def resolve(
@@ -34,16 +40,32 @@ def resolve(
     as_user: str | None,
     environ: Mapping[str, str],
     cwd: Path,
+    token: str | None = None,
+    sigv4: bool = False,
 ) -> Connection:
+    given = [
+        flag for flag, value in (("--api-key", api_key), ("--token", token), ("--sigv4", sigv4)) if value
+    ]
     if as_user is not None:
-        if api_key:
-            raise UsageError("--as and --api-key both say whose key to use: give only one of them")
+        if given:
+            raise UsageError(f"--as and {given[0]} both say how to sign in: give only one of them")
         return local_user(as_user, cwd, api_url)
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} each say how to sign in: give only one of them")
     url = api_url or environ.get(ENV_API_URL)
-    key = api_key or environ.get(ENV_API_KEY)
-    if url and key:
-        return Connection(url, key)
-    raise UsageError(_what_is_missing(url, key, find_state_file(cwd)))
+    if not given:  # none on the command line: the environment's
+        api_key, token = environ.get(ENV_API_KEY), environ.get(ENV_TOKEN)
+        sigv4 = environ.get(ENV_SIGV4, "").lower() in ("1", "true", "yes")
+        named = [
+            name for name, value in ((ENV_API_KEY, api_key), (ENV_TOKEN, token), (ENV_SIGV4, sigv4)) if value
+        ]
+        if len(named) > 1:
+            raise UsageError(f"${' and $'.join(named)} each say how to sign in: set only one of them")
+    if url and (api_key or token or sigv4):
+        return Connection(url, api_key or None, token or None, sigv4)
+    raise UsageError(
+        _what_is_missing(url, api_key or token or ("sigv4" if sigv4 else None), find_state_file(cwd))
+    )
 
 
 def find_state_file(start: Path) -> Path | None:
@@ -83,7 +105,7 @@ def _read_state(path: Path) -> dict[str, Any]:
 def _what_is_missing(url: str | None, key: str | None, state_file: Path | None) -> str:
     needed = (
         ("API URL (--api-url or $SATCHEL_API_URL)", url),
-        ("API key (--api-key or $SATCHEL_API_KEY)", key),
+        ("API key (--api-key or $SATCHEL_API_KEY; or --token, --sigv4)", key),
     )
     missing = [what for what, value in needed if not value]
     local = (

@@ -37,6 +37,9 @@ class ApiError(SatchelError):
         self.message = message
         self.body = body or {}
         self.retry_after = retry_after
+        # RFC 9457: the code's URI and its name in words (docs/errors.md), when the answer has them.
+        self.type: str | None = self.body.get("type") if isinstance(self.body.get("type"), str) else None
+        self.title: str | None = self.body.get("title") if isinstance(self.body.get("title"), str) else None
 
     @classmethod
     def from_response(cls, response: requests.Response) -> ApiError:

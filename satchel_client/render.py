@@ -105,3 +105,25 @@ def not_ready(body: Mapping[str, Any], retry_after: int | None) -> str:
     progress = f" ({', '.join(parts)})" if parts else ""
     after = f"; asking again in {retry_after} s" if retry_after else ""
     return f"not ready yet: its file is being built{progress}{after}"
+
+
+def keys(items: Iterable[Mapping[str, Any]]) -> str:
+    """API keys as a table; a key itself is never listed, only its first characters."""
+    rows = [("ID", "PREFIX", "USER", "ROLES", "CREATED", "EXPIRES", "LAST USED", "STATE")]
+    for item in items:
+        rows.append(
+            (
+                str(item["id"]),
+                f"{item['prefix']}…",
+                f"{item['tenant']}/{item['user_id']}",
+                ",".join(item.get("roles") or []) or "-",
+                str(item["created_at"])[:19],
+                str(item.get("expires_at") or "never")[:19],
+                str(item.get("last_used_at") or "never")[:19],
+                "disabled" if item.get("disabled") else "active",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

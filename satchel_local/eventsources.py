@@ -1,7 +1,8 @@
 """Lambda's event sources, emulated: queues polled into functions, and a schedule.
 
 Deployed, Lambda polls the requests queue for the `requests` function, EventBridge invokes
-the `events` function, and a schedule invokes `cleanup`. moto does none of it the way
+the `events` function (request bus) and the `manifests` function (S3's events on the default
+bus), and a schedule invokes `cleanup`. moto does none of it the way
 Lambda does: its own SQS event source mapping runs inside SendMessage and ignores
 batchItemFailures, its EventBridge delivers to queues but never to functions, and it runs
 no schedules. So here:
@@ -10,10 +11,11 @@ no schedules. So here:
   for up to ten messages, one invocation with the batch, then only the messages not named
   in batchItemFailures are deleted. A failed message becomes visible again once its
   visibility timeout passes, and the queue's redrive policy dead-letters it in the end;
-- the queue the EventBridge rules deliver to is polled into the `events` function, one
+- the queue the request bus's rule delivers to is polled into the `events` function, one
   event per invocation as EventBridge invokes it; an event whose invocation fails stays
-  in the queue to be tried again, then dead-lettered; the link claims' queue is polled
-  into the `link_webhook` function the same way;
+  in the queue to be tried again, then dead-lettered; the manifests' queue is polled into
+  the `manifests` function, and the link claims' queue into the `link_webhook` function,
+  the same way;
 - `cleanup` is invoked every few seconds with a scheduled event.
 
 Every invocation goes through moto's Lambda Invoke, so it reaches the real handler by
@@ -275,6 +277,12 @@ class EventSources:
             ),
             EventBridgeTarget(
                 "events-queue", self._halt, stack.events_queue_url, function_name(stack.stage, "events")
+            ),
+            EventBridgeTarget(
+                "manifests-queue",
+                self._halt,
+                stack.manifests_queue_url,
+                function_name(stack.stage, "manifests"),
             ),
             EventBridgeTarget(
                 "link-claims-queue",

@@ -12,6 +12,7 @@ import contextvars
 import importlib
 import json
 import threading
+import time
 import traceback
 import uuid
 from typing import Any
@@ -29,16 +30,17 @@ current_handler: contextvars.ContextVar[str | None] = contextvars.ContextVar("cu
 
 
 class Context:
-    """The parts of the Lambda context object handlers may use."""
+    """The parts of the Lambda context object handlers may use. The remaining time counts
+    down from the function's timeout, as Lambda's does (steps that hand on ask it)."""
 
     def __init__(self, function_name: str, timeout_seconds: int) -> None:
         self.function_name = function_name
         self.aws_request_id = str(uuid.uuid4())
         self.memory_limit_in_mb = 1024
-        self._timeout_ms = timeout_seconds * 1000
+        self._deadline = time.monotonic() + timeout_seconds
 
     def get_remaining_time_in_millis(self) -> int:
-        return self._timeout_ms
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 def run_handler(handler: str, function_name: str, body: Any, timeout: int) -> tuple[bytes, bool]:

@@ -11,8 +11,10 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.core import clock
 from chalicelib.core.models import Principal
 from chalicelib.storage.keys import KeyStore
+from chalicelib.storage.secrets import WebhookSecrets
 from satchel_local import demodata
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
@@ -77,6 +79,17 @@ def seed_users(keys: KeyStore) -> dict[str, User]:
     for user in users.values():
         keys.add(user.api_key, user.principal)
     return users
+
+
+def tenants() -> list[str]:
+    """The seeded users' tenants, each once."""
+    return sorted({principal.tenant for principal in PRINCIPALS.values()})
+
+
+def seed_webhook_secrets(store: WebhookSecrets) -> dict[str, str]:
+    """A webhook signing secret for each seeded tenant, as its admin would make one: by tenant."""
+    now = clock.now()
+    return {tenant: store.rotate(tenant, now, grace_seconds=0).secret for tenant in tenants()}
 
 
 def seed_sources(s3: S3Client, bucket: str) -> None:

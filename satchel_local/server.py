@@ -12,6 +12,7 @@ executions and wait for their handlers, stop moto.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -34,10 +35,12 @@ from chalice.local import ChaliceRequestHandler, LocalDevServer, RouteMatcher, c
 from chalice.package import YAMLTemplateSerializer
 from moto.server import ThreadedMotoServer
 
-from chalicelib.api.http import SECURITY_HEADERS
+from chalicelib.api.http import PROBLEM_JSON, SECURITY_HEADERS
 from chalicelib.core import clients
+from chalicelib.core.errors import problem
 from chalicelib.core.settings import ENV_WEBHOOK_SECRET
 from chalicelib.storage.keys import KeyStore
+from chalicelib.storage.secrets import WebhookSecrets
 from satchel_local import lambdas, seed
 from satchel_local.eventsources import EventSources
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
@@ -147,7 +150,7 @@ def gateway_answer(code: int, error_type: str | None) -> str | None:
 
 class RequestHandler(ChaliceRequestHandler):
     """`chalice local`'s handler, with what the API answers everywhere: a method no route of
-    the path has is 405 with `Allow` and a `{"Code", "Message"}` body (http.server's own answer
+    the path has is 405 with `Allow` and a problem body (`Code`, `Message`) (http.server's own answer
     to a method it has no `do_` for, such as TRACE, is a 501 HTML page), and every answer
     carries SECURITY_HEADERS, the authorizer's refusals included."""
 
@@ -177,11 +180,9 @@ class RequestHandler(ChaliceRequestHandler):
             self._generic_handle()
             return
         self._parse_payload()  # read the body off the connection, which stays open
-        body = {
-            "Code": "MethodNotAllowed",
-            "Message": f"{self.command} is not allowed here; allowed: {', '.join(allowed)}",
-        }
-        headers = {"Content-Type": "application/json", "Allow": ", ".join(allowed)}
+        message = f"{self.command} is not allowed here; allowed: {', '.join(allowed)}"
+        body = problem("MethodNotAllowed", 405, message)
+        headers = {"Content-Type": PROBLEM_JSON, "Allow": ", ".join(allowed)}
         # An answer to HEAD has no body: one sent anyway would be read as the next response.
         self._send_http_response(405, headers, None if self.command == "HEAD" else json.dumps(body))
 
@@ -192,9 +193,9 @@ class RequestHandler(ChaliceRequestHandler):
         if answer is not None:
             response = gateway_responses()[answer]
             code = int(response["StatusCode"])
+            headers.pop("Content-Type", None)  # Chalice's; the Gateway Response names its own
             for name, value in response["ResponseParameters"]["Headers"].items():
                 headers[name] = value.strip("'")  # a static value in API Gateway's quoting
-            headers["Content-Type"] = "application/json"
             template = response["ResponseTemplates"]["application/json"]
             body = None if self.command == "HEAD" else template
         super()._send_http_response(code, headers, body)
@@ -251,6 +252,8 @@ class LocalStack:
         self.stack = provision(self.options.stage)
         os.environ.update(self.stack.environment())
         self.users = seed.seed_users(KeyStore(clients.table(self.stack.table)))
+        store = WebhookSecrets(clients.table(self.stack.table), clients.kms(), self.stack.kms_key_id)
+        self.stack = dataclasses.replace(self.stack, webhook_secrets=seed.seed_webhook_secrets(store))
         seed.seed_sources(clients.s3(), self.stack.source_bucket)
         seed.seed_dataset(self.options.stage, REGION, self.options.demo_rows)
         self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
@@ -283,10 +286,17 @@ class LocalStack:
             "requests_dead_letter_queue_url": self.stack.requests_dead_letter_queue_url,
             "events_queue_url": self.stack.events_queue_url,
             "events_dead_letter_queue_url": self.stack.events_dead_letter_queue_url,
+            # Put "Satchel Download Requested" events here, source "satchel.requests.<tenant>".
+            "request_bus": self.stack.request_bus,
+            "manifests_queue_url": self.stack.manifests_queue_url,
+            "manifests_dead_letter_queue_url": self.stack.manifests_dead_letter_queue_url,
             "state_changes_queue_url": self.stack.state_changes_queue_url,
             "link_claims_queue_url": self.stack.link_claims_queue_url,
             # What callbacks are signed with (the local stage's, .chalice/config.json).
             "webhook_secret": os.environ.get(ENV_WEBHOOK_SECRET, ""),
+            # Each demo tenant's own signing secret (Standard Webhooks, whsec_...), as its
+            # admin's POST /tenant/webhook-secret showed it.
+            "webhook_secrets": dict(self.stack.webhook_secrets),
             "cleanup_interval_seconds": self.options.cleanup_interval,
             "users": {name: user.describe() for name, user in self.users.items()},
         }
@@ -383,6 +393,7 @@ def how_to_try(state: dict[str, Any], state_file: Path) -> str:
             f"  users        {users}",
             f"  keys         {state_file}  (all users' API keys; removed when this stops)",
             f"  requests     {state['requests_queue_url']}  (an SQS message starts a download)",
+            f"  request bus  {state['request_bus']}  (so does an event, source satchel.requests.<tenant>)",
             f"  cleanup      {cleanup}",
             "",
             "Try it as alice:",

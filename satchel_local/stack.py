@@ -1,5 +1,6 @@
 """Create Satchel's AWS resources in the emulator: buckets, table, functions, state machine,
-and the event plumbing: the requests queue, EventBridge rules and their queues.
+the KMS key of the tenants' webhook secrets, and the event plumbing: the requests queue,
+EventBridge rules and their queues.
 
 The table is created from chalicelib/storage/layout.py, as scripts/package.py declares it in
 the deployed template; the state machine is
@@ -15,8 +16,8 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import boto3
 
@@ -31,6 +32,7 @@ from statemachine import definition as statemachine
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_lambda.client import LambdaClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
@@ -61,6 +63,7 @@ _TRUST = {
 EVENT_FUNCTIONS: dict[str, str] = {
     "requests": "handle_requests",
     "events": "handle_event",
+    "manifests": "handle_manifest",
     "link_webhook": "link_webhook",
     "cleanup": "sweep",
 }
@@ -71,6 +74,11 @@ EVENT_FUNCTIONS: dict[str, str] = {
 # is also what Lambda gives an event it invokes asynchronously (the first and two retries).
 VISIBILITY_TIMEOUT_SECONDS = 3
 MAX_RECEIVE_COUNT = 3
+
+# The IAM user id moto's SQS names as every message's SenderId: the local stack and the tests
+# bind it to the demo tenants, as a deployment binds its senders' role ids (SATCHEL_QUEUE_SENDERS).
+MOTO_SENDER_ID = "AIDAIT2UOQQY3AUEKVGXU"
+DEMO_TENANTS = ("acme", "globex")
 
 
 @dataclass(frozen=True)
@@ -83,15 +91,25 @@ class Stack:
     # Where downloads are requested by SQS, and where what failed MAX_RECEIVE_COUNT times goes.
     requests_queue_url: str = ""
     requests_dead_letter_queue_url: str = ""
-    # What the EventBridge rules of the `events` function deliver (it is polled into it).
+    # The bus "Satchel Download Requested" events are put on (SATCHEL_REQUEST_BUS).
+    request_bus: str = ""
+    # What the request bus's rule delivers for the `events` function (polled into it).
     events_queue_url: str = ""
     events_dead_letter_queue_url: str = ""
+    # What the default bus's rule delivers for the `manifests` function: S3's "Object
+    # Created" events of request manifests (polled into it).
+    manifests_queue_url: str = ""
+    manifests_dead_letter_queue_url: str = ""
     # Every "Satchel Download State Changed" event, for whoever wants to watch them.
     state_changes_queue_url: str = ""
     # What the rule of the `link_webhook` function delivers ("Satchel Link Claimed" events on
     # the configured bus), polled into it as EventBridge invokes it.
     link_claims_queue_url: str = ""
     link_claims_dead_letter_queue_url: str = ""
+    # The key that encrypts the tenants' webhook secrets (an alias, as a deployment may name it).
+    kms_key_id: str = ""
+    # The seeded tenants' webhook secrets, by tenant (satchel_local.seed.seed_webhook_secrets).
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
         """The variables the handlers read (chalicelib.core.settings)."""
@@ -102,7 +120,14 @@ class Stack:
             env_names.ENV_ARTIFACT_BUCKET: self.artifact_bucket,
             env_names.ENV_SOURCE_BUCKET: self.source_bucket,
             env_names.ENV_STATE_MACHINE_ARN: self.state_machine_arn,
+            env_names.ENV_KMS_KEY_ID: self.kms_key_id,
+            env_names.ENV_REQUEST_BUS: self.request_bus or request_bus_name(self.stage),
+            env_names.ENV_QUEUE_SENDERS: json.dumps({MOTO_SENDER_ID: list(DEMO_TENANTS)}),
         }
+
+
+def request_bus_name(stage: str) -> str:
+    return f"satchel-{stage}-requests"
 
 
 def _placeholder_code() -> bytes:
@@ -152,15 +177,30 @@ def _notification_bus(events: EventBridgeClient) -> str:
     return bus
 
 
-def _event_plumbing(
-    session: boto3.session.Session, s3: S3Client, stage: str, source_bucket: str
-) -> dict[str, str]:
+class Plumbing(TypedDict):
+    """What _event_plumbing makes: each a field of Stack, by the same name."""
+
+    requests_queue_url: str
+    requests_dead_letter_queue_url: str
+    events_queue_url: str
+    events_dead_letter_queue_url: str
+    request_bus: str
+    manifests_queue_url: str
+    manifests_dead_letter_queue_url: str
+    state_changes_queue_url: str
+    link_claims_queue_url: str
+    link_claims_dead_letter_queue_url: str
+
+
+def _event_plumbing(session: boto3.session.Session, s3: S3Client, stage: str, source_bucket: str) -> Plumbing:
     """Queues, rules and notifications that start downloads from events, as deployed."""
     sqs: SQSClient = session.client("sqs")
     events_client: EventBridgeClient = session.client("events")
     # The queue app.py's `requests` function names (fixed when the app is packaged).
     requests, requests_dead = _queue_with_dead_letters(sqs, EventSources.from_env().requests_queue)
     events, events_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-events")
+    manifests, manifests_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-manifests")
+    request_bus = events_client.create_event_bus(Name=request_bus_name(stage))["EventBusArn"].split("/")[-1]
     state_changes = sqs.create_queue(QueueName=f"satchel-{stage}-state-changes")["QueueUrl"]
     link_claims, link_claims_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-link-claims")
     bus = _notification_bus(events_client)
@@ -172,8 +212,10 @@ def _event_plumbing(
         sqs,
         events_client,
         f"satchel-{stage}-requested",
-        {"source": ["satchel.requests"], "detail-type": [triggers.REQUESTED]},
+        # As deploy/template.yaml makes it: app.py's pattern, on the request bus.
+        {"source": [{"prefix": triggers.REQUEST_SOURCE_PREFIX}], "detail-type": [triggers.REQUESTED]},
         events,
+        request_bus,
     )
     _route(
         sqs,
@@ -184,7 +226,7 @@ def _event_plumbing(
             "detail-type": [triggers.OBJECT_CREATED],
             "detail": {"bucket": {"name": [source_bucket]}, "object": {"key": [{"prefix": request_prefix}]}},
         },
-        events,
+        manifests,
     )
     _route(
         sqs,
@@ -208,6 +250,9 @@ def _event_plumbing(
         "requests_dead_letter_queue_url": requests_dead,
         "events_queue_url": events,
         "events_dead_letter_queue_url": events_dead,
+        "request_bus": request_bus,
+        "manifests_queue_url": manifests,
+        "manifests_dead_letter_queue_url": manifests_dead,
         "state_changes_queue_url": state_changes,
         "link_claims_queue_url": link_claims,
         "link_claims_dead_letter_queue_url": link_claims_dead,
@@ -218,6 +263,21 @@ def create_table(session: boto3.session.Session, name: str) -> None:
     """Satchel's table, with the keys and indexes of the deployed one."""
     dynamodb: DynamoDBClient = session.client("dynamodb")
     dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **layout.TABLE_KEYS)
+
+
+def webhook_secrets_alias(stage: str) -> str:
+    return f"alias/satchel-{stage}-webhook-secrets"
+
+
+def create_webhook_secrets_key(session: boto3.session.Session, stage: str) -> str:
+    """The emulator's KMS key for webhook secrets, rotated yearly as the deployed one is;
+    answered by its alias."""
+    kms: KMSClient = session.client("kms")
+    key = kms.create_key(Description=f"Satchel {stage}: webhook signing secrets")["KeyMetadata"]["KeyId"]
+    kms.enable_key_rotation(KeyId=key)
+    alias = webhook_secrets_alias(stage)
+    kms.create_alias(AliasName=alias, TargetKeyId=key)
+    return alias
 
 
 def provision(stage: str, region: str = REGION) -> Stack:
@@ -257,4 +317,12 @@ def provision(stage: str, region: str = REGION) -> Stack:
         name=f"satchel-{stage}-download", definition=statemachine.render(placeholders), roleArn=role
     )
     plumbing = _event_plumbing(session, s3, stage, names["source_bucket"])
-    return Stack(stage=stage, state_machine_arn=machine["stateMachineArn"], **names, **plumbing)
+    return Stack(
+        stage=stage,
+        table=names["table"],
+        artifact_bucket=names["artifact_bucket"],
+        source_bucket=names["source_bucket"],
+        state_machine_arn=machine["stateMachineArn"],
+        kms_key_id=create_webhook_secrets_key(session, stage),
+        **plumbing,  # every queue and bus, each by its field's name (a TypedDict: checked)
+    )

@@ -9,21 +9,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.api import access, links, requests
+from chalicelib.api import access, links, requests, tenants
 from chalicelib.api.requests import CreateRequest, LinkRequest
 from chalicelib.core import clock, observability
 from chalicelib.core.errors import (
     DownloadExpired,
     DownloadNotReady,
     IdempotencyKeyInUse,
+    InvalidParams,
     QuotaExceeded,
     StartFailed,
+    WebhookSecretMissing,
 )
 from chalicelib.core.models import ACTIVE_STATES, Download, ErrorInfo, Principal, State
 from chalicelib.core.names import safe_filename
@@ -51,9 +54,22 @@ class Created:
     replayed: bool = False
 
 
-def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: str | None = None) -> Created:
+def create(
+    runtime: Runtime,
+    principal: Principal,
+    body: Any,
+    idempotency_key: str | None = None,
+    source: Mapping[str, str] | None = None,
+) -> Created:
+    """`source` says where the request came from, for the audit trail: a trigger's queue, bus
+    or manifest (chalicelib/triggers/inbound.py); None is the API."""
     request = requests.create_request(runtime.settings, principal, body)
-    download = _new_download(principal, request)
+    if request.dry_run:  # only POST /downloads answers a plan (app.py); an event must not start one
+        raise InvalidParams("dry_run is answered by POST /downloads only", path="dry_run")
+    if request.callback_url is not None:
+        # Before the key is claimed and a quota slot taken: this refusal leaves nothing behind.
+        _require_webhook_secret(runtime, principal)
+    download = new_download(principal, request)
     claim = Claim(principal, idempotency_key, fingerprint(body)) if idempotency_key else None
     try:
         if claim:
@@ -67,7 +83,7 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
                 return Created(_replay(runtime, earlier), replayed=True)
         # Scoped, not bound to the invocation: one invocation may create several (a batch of requests).
         with observability.download_keys(download):
-            return _create_and_start(runtime, principal, download, request.link)
+            return _create_and_start(runtime, principal, download, request.link, source or {"kind": "api"})
     except BaseException as error:
         # Nothing was started: the key must not replay (or answer 409 for) a download that
         # never runs, so a retry of this request really runs.
@@ -79,8 +95,28 @@ def create(runtime: Runtime, principal: Principal, body: Any, idempotency_key: s
         raise
 
 
+def _require_webhook_secret(runtime: Runtime, principal: Principal) -> None:
+    """A callback is signed with the tenant's secret: without one, no callback can be asked for."""
+    try:
+        secret = runtime.webhook_secrets.describe(principal.tenant, clock.now())
+    except (ClientError, BotoCoreError) as error:
+        # As any other failure to create: the caller may retry (nothing was stored).
+        log.warning("could not read the webhook secret of tenant %s", principal.tenant, exc_info=True)
+        raise StartFailed("the download could not be started; try again") from error
+    if secret is None:
+        raise WebhookSecretMissing(
+            "callback_url needs the tenant's webhook signing secret, and the tenant has none yet; "
+            f"a tenant admin creates one with POST {tenants.SECRET_PATH}",
+            path="callback_url",
+        )
+
+
 def _create_and_start(
-    runtime: Runtime, principal: Principal, download: Download, link_request: LinkRequest | None
+    runtime: Runtime,
+    principal: Principal,
+    download: Download,
+    link_request: LinkRequest | None,
+    source: Mapping[str, str],
 ) -> Created:
     try:
         runtime.downloads.create(download, runtime.settings.max_active_per_user)
@@ -93,7 +129,9 @@ def _create_and_start(
         raise
     try:
         actor = user_actor(principal)
-        runtime.audit.record(download.tenant, Action.CREATED, actor, download.id, type=download.type)
+        runtime.audit.record(
+            download.tenant, Action.CREATED, actor, download.id, type=download.type, source=dict(source)
+        )
         observability.record_created(runtime.settings.stage, download)
         issued = None
         if link_request is not None:
@@ -114,9 +152,9 @@ def _release(runtime: Runtime, claim: Claim, download_id: str) -> None:
         log.exception("could not release an Idempotency-Key claim")
 
 
-def _new_download(principal: Principal, request: CreateRequest) -> Download:
-    """The download a checked request asks for, not yet stored."""
-    download_id = new_id()
+def new_download(principal: Principal, request: CreateRequest, download_id: str | None = None) -> Download:
+    """The download a checked request asks for, not yet stored (a new id unless given)."""
+    download_id = download_id or new_id()
     kind, params = request.kind, request.params
     extension = kind.artifact_format(params).extension
     filename = safe_filename(request.filename, kind.default_name(download_id, params) + extension, extension)
@@ -226,6 +264,8 @@ def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -
 class FileUrl:
     url: str
     expires_at: str
+    # When the artifact itself goes (the download's expires_at): the answer's Sunset.
+    artifact_expires_at: str | None = None
 
 
 def file_url(
@@ -244,4 +284,4 @@ def file_url(
     ttl = min(ttl_seconds, remaining)
     url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
     runtime.audit.record(download.tenant, action, user_actor(principal), download_id)
-    return FileUrl(url=url, expires_at=clock.iso(now + timedelta(seconds=ttl)))
+    return FileUrl(url, clock.iso(now + timedelta(seconds=ttl)), download.expires_at)

@@ -1,4 +1,5 @@
-"""HTTP shapes: JSON bodies in, JSON answers and `{"Code", "Message"}` errors out."""
+"""HTTP shapes: JSON bodies in; JSON answers, and errors as RFC 9457 problems
+(`application/problem+json`, chalicelib/core/errors.py: problem) that keep `Code` and `Message`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from typing import Any
 from chalice.app import Request, Response
 
 from chalicelib.core import disclosure
-from chalicelib.core.errors import MalformedRequest, RequestTooLarge, SatchelError
+from chalicelib.core.errors import MalformedRequest, RequestTooLarge, SatchelError, problem
 from chalicelib.core.models import check_numbers
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
+PROBLEM_JSON = "application/problem+json"
+# Statuses that pass with time: their answers always say when to come back (RFC 9110 10.2.3).
+RETRY_STATUSES = frozenset({425, 429, 503})
+DEFAULT_RETRY_AFTER_SECONDS = 5
 # On every answer: many carry a token, a presigned URL or someone's download, and none is
 # worth caching, leaking through a Referer, or sniffed into something else than its type.
 SECURITY_HEADERS = {
@@ -56,8 +61,9 @@ def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None)
 
 def security_headers(request: Request, get_response: Callable[[Request], Response]) -> Response:
     """Chalice HTTP middleware: SECURITY_HEADERS on every answer a route gives, including the
-    ones built without respond() (204, 302) and Chalice's own (405, 415)."""
-    response = get_response(request)
+    ones built without respond() (204, 302) and Chalice's own (405, 415), which it also
+    turns into problems like every other error."""
+    response = as_problem(get_response(request))
     present = {name.lower() for name in response.headers}
     for name, value in SECURITY_HEADERS.items():
         if name.lower() not in present:
@@ -70,8 +76,31 @@ def error_response(error: Exception) -> Response:
     message says nothing of the error (it may carry ARNs, the account id): the detail is
     logged beside the reference the message quotes."""
     if isinstance(error, SatchelError):
-        return respond(error.body(), error.status, error.headers())
+        return problem_response(error.body(), error.status, error.headers())
     reference = disclosure.new_reference()
     log.exception("unhandled error; reference %s", reference)
     message = f"an internal error occurred; reference {reference}"
-    return respond({"Code": disclosure.INTERNAL_ERROR, "Message": message}, 500)
+    return problem_response(problem(disclosure.INTERNAL_ERROR, 500, message), 500)
+
+
+def problem_response(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+    """A problem answer; one whose status passes with time carries Retry-After."""
+    extra = {"Content-Type": PROBLEM_JSON, **(headers or {})}
+    if status in RETRY_STATUSES and "Retry-After" not in extra:
+        extra["Retry-After"] = str(DEFAULT_RETRY_AFTER_SECONDS)
+    return respond(body, status, extra)
+
+
+def as_problem(response: Response) -> Response:
+    """Chalice's own error answers ({"Code", "Message"}: MethodNotAllowedError, UnsupportedMediaType,
+    BadRequest, InternalServerError) as problems; any other answer as it is."""
+    body = response.body
+    if response.status_code < 400 or not isinstance(body, dict) or "type" in body:
+        return response
+    if not isinstance(body.get("Code"), str) or not isinstance(body.get("Message"), str):
+        return response
+    details = {name: value for name, value in body.items() if name not in ("Code", "Message")}
+    response.body = problem(body["Code"], response.status_code, body["Message"], **details)
+    headers = {name: value for name, value in response.headers.items() if name.lower() != "content-type"}
+    response.headers = {**headers, "Content-Type": PROBLEM_JSON}
+    return response

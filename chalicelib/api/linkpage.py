@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from chalice.app import Response
 
-from chalicelib.api.http import SECURITY_HEADERS, respond
+from chalicelib.api.http import SECURITY_HEADERS, problem_response, respond
 from chalicelib.api.links import Claimed, Reading
 from chalicelib.core import clock
 from chalicelib.core.errors import LinkGone, LinkNotFound, LinkNotReady
@@ -90,7 +90,7 @@ def answer(reading: Reading, accept: str | None, claim_url: str, *, head: bool =
     headers: dict[str, str] = {"Cache-Control": "no-store"}
     if reading.link is not None:
         headers["Sunset"] = http_date(reading.link.expires_at)
-    status, body = 200, None
+    status = 200
     if reading.refusal is not None:
         status = reading.refusal.status
         headers.update(reading.refusal.headers())
@@ -99,8 +99,10 @@ def answer(reading: Reading, accept: str | None, claim_url: str, *, head: bool =
         headers.update(_page_headers(reading.file_origin))
         page_headers: dict[str, str | list[str]] = {**headers}
         return Response(body="" if head else page, status_code=status, headers=page_headers)
-    body = reading.refusal.body() if reading.refusal is not None else reading.facts(claim_url)
-    response = respond(body, status, headers)
+    if reading.refusal is not None:
+        response = problem_response(reading.refusal.body(), status, headers)
+    else:
+        response = respond(reading.facts(claim_url), status, headers)
     if head:
         response.body = ""
     return response

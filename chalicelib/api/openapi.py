@@ -2,7 +2,17 @@
 
 Built from the code it describes, so it cannot drift: the request bodies are
 `requests.REQUEST_SCHEMA` (one variant per registered type, with its params schema) and
-`links.REQUEST_SCHEMA`; states, page sizes and header names come from their modules.
+`links.REQUEST_SCHEMA`; every bound and default the server enforces comes from the stage's
+Settings (Bounds below); states, page sizes and header names come from their modules.
+
+Written for the tools integrators use: `openapi-python-client` and `openapi-typescript`
+generate clients from it, and Spectral's recommended ruleset finds nothing in it
+(tests/e2e/test_generated_clients.py). So: no `allOf` (generators merge it into duplicate
+models), every object a client parses is a named component, per-type shapes are a `oneOf`
+discriminated by `type`, and every component is used.
+
+To add a route: a function returning `_operation(...)` (with its tag) in `_paths()`; a new
+refusal is a Refusal in `_ERRORS`, a new header one in `_headers()`.
 tests/unit/api/test_openapi.py checks it against the app's routes and authorizers and against the
 shapes the API answers with; tests/e2e/test_fuzz.py fuzzes the running stack from it.
 """
@@ -16,8 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chalicelib import downloadtypes
+from chalicelib.api import keys as apikeys
 from chalicelib.api import requests
+from chalicelib.core.errors import PROBLEM_TYPES
 from chalicelib.core.models import Artifact, ErrorInfo, Progress, State
+from chalicelib.core.settings import Settings
 from chalicelib.storage import idempotency, links
 
 JsonSchema = dict[str, Any]
@@ -28,40 +41,92 @@ Headers = dict[str, str]  # header name: name of its component in #/components/h
 OPENAPI_VERSION = "3.1.0"
 BEARER = "bearer"
 JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
 _SCHEMAS = "#/components/schemas/"
 _RESPONSES = "#/components/responses/"
 _PARAMETERS = "#/components/parameters/"
+_HEADERS = "#/components/headers/"
+
+TAGS = {
+    "downloads": "Ask for a download, follow it, fetch or cancel it.",
+    "links": "Links to a download's file, to hand out: read them freely, claim them to download.",
+    "service": "The service itself: its types, its health, this document.",
+    "tenant": "A tenant admin's own tenant: its API keys and its webhook signing secret.",
+}
 
 
-def document(server_url: str = "/") -> dict[str, Any]:
-    """The whole document, for an API served under `server_url` (the stage's path prefix).
+@dataclass(frozen=True)
+class Bounds:
+    """What the server enforces that a client should know up front (the stage's Settings)."""
+
+    retention_min_seconds: int
+    retention_max_seconds: int
+    retention_default_seconds: int
+    link_max_ttl_seconds: int
+    link_default_ttl_seconds: int
+    link_max_uses: int
+    max_keys: int
+    max_active_per_user: int
+    max_active_per_tenant: int
+
+    @classmethod
+    def of(cls, settings: Settings | None = None) -> Bounds:
+        """The settings' bounds; without settings, the defaults a stage has unless configured."""
+        if settings is None:
+            return cls(**_DEFAULTS)
+        return cls(**{field.name: getattr(settings, field.name) for field in dataclasses.fields(cls)})
+
+
+_DEFAULTS: dict[str, Any] = {
+    setting.name: setting.default
+    for setting in dataclasses.fields(Settings)
+    if setting.name in {bound.name for bound in dataclasses.fields(Bounds)}
+}
+
+
+def document(server_url: str = "/", settings: Settings | None = None) -> dict[str, Any]:
+    """The whole document, for an API served under `server_url` (the stage's path prefix) with
+    these settings' bounds (the defaults when None).
 
     A fresh copy each call: callers may change it without touching the cached original.
     """
-    return copy.deepcopy(_build(server_url))
+    return copy.deepcopy(_build(server_url, Bounds.of(settings)))
 
 
 @functools.cache
-def _build(server_url: str) -> dict[str, Any]:
+def _build(server_url: str, bounds: Bounds) -> dict[str, Any]:
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "Satchel",
             "version": "1",
             "summary": "Serverless downloads: ask for an archive, follow its progress, fetch it by link.",
+            "description": (
+                "Ask for a download (a zip of stored objects, or an export of a dataset), follow its "
+                "state and progress, fetch the file through an expiring URL or hand out links. Errors "
+                "are RFC 9457 problems (`application/problem+json`) that keep Satchel's `Code` and "
+                f"`Message`; each `type` is `{PROBLEM_TYPES}<Code>`, listed in the manual's error page."
+            ),
+            "contact": {"name": "Satchel maintainers", "url": "https://satchel.dev/"},
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
-        "servers": [{"url": server_url}],
+        "servers": [{"url": server_url, "description": "This stage."}],
+        "tags": [{"name": name, "description": description} for name, description in TAGS.items()],
         "paths": _paths(),
         "components": {
-            "schemas": _schemas(),
-            "responses": _responses(),
+            "schemas": _schemas(bounds),
+            "responses": _responses(bounds),
             "parameters": _parameters(),
-            "headers": _headers(),
+            "headers": _headers(bounds),
             "securitySchemes": {
                 BEARER: {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "An API key: `Authorization: Bearer <key>`.",
+                    "description": (
+                        "An API key, or on a stage that signs in with OIDC an ID or access token "
+                        "(a JWT): `Authorization: Bearer <credential>`. An IAM stage takes SigV4 "
+                        "signatures instead (docs: Sign-in)."
+                    ),
                 }
             },
         },
@@ -79,8 +144,8 @@ def _schema_ref(name: str) -> dict[str, str]:
     return _ref(_SCHEMAS, name)
 
 
-def _json_content(schema: JsonSchema) -> dict[str, Any]:
-    return {JSON: {"schema": schema}}
+def _content(schema: JsonSchema, media_type: str = JSON) -> dict[str, Any]:
+    return {media_type: {"schema": schema}}
 
 
 def _nullable(schema: JsonSchema) -> JsonSchema:
@@ -103,7 +168,9 @@ def _paths() -> dict[str, dict[str, Operation]]:
             "post": _claim_link(),
             "delete": _revoke_link(),
         },
+        "/tenant/webhook-secret": {"post": _rotate_webhook_secret(), "get": _describe_webhook_secret()},
         "/types": {"get": _list_types()},
+        **_key_paths(),
         "/health": {"get": _health()},
         "/openapi.json": {"get": _openapi_document()},
     }
@@ -114,17 +181,24 @@ def _operation(
     summary: str,
     responses: dict[str, Any],
     *,
+    tag: str,
+    description: str | None = None,
     access: Access = "bearer",
     parameters: list[dict[str, Any]] | None = None,
     body: JsonSchema | None = None,
     body_required: bool = True,
 ) -> Operation:
     """One operation; `bearer` ones answer 401 and 403 from the authorizer as well."""
-    result: Operation = {"operationId": operation_id, "summary": summary}
+    result: Operation = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "description": description or summary + ".",
+    }
     if parameters:
         result["parameters"] = parameters
     if body is not None:
-        result["requestBody"] = {"required": body_required, "content": _json_content(body)}
+        result["requestBody"] = {"required": body_required, "content": _content(body)}
     if access == "bearer":
         result["security"] = [{BEARER: []}]
         responses = {
@@ -149,27 +223,51 @@ def _no_content(status: str, description: str, headers: Headers | None = None) -
     return {status: _answer(description, headers)}
 
 
-def _answer(description: str, headers: Headers | None, schema: JsonSchema | None = None) -> dict[str, Any]:
+def _answer(
+    description: str, headers: Headers | None, schema: JsonSchema | None = None, media_type: str = JSON
+) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": description}
     if schema is not None:
-        answer["content"] = _json_content(schema)
+        answer["content"] = _content(schema, media_type)
     if headers:
-        answer["headers"] = {
-            name: _ref("#/components/headers/", component) for name, component in headers.items()
-        }
+        answer["headers"] = {name: _ref(_HEADERS, component) for name, component in headers.items()}
     return answer
 
 
 def _refusals(*names: str) -> dict[str, Any]:
-    """Shared error responses by name (see _responses), keyed by their status."""
+    """Shared error responses by name (see _ERRORS), keyed by their status."""
     return {_ERRORS[name].status: _ref(_RESPONSES, name) for name in names}
 
 
-def _redirect(description: str) -> dict[str, Any]:
-    return _no_content("302", description, {"Location": "Location", **_NO_STORE})
+def _redirect(description: str, headers: Headers | None = None) -> dict[str, Any]:
+    return _no_content("302", description, {"Location": "Location", **_NO_STORE, **(headers or {})})
 
 
+def _linked(answers: dict[str, Any], status: str, expression: str, *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links from the answer `status` to operations of the download (or link) it names:
+    where a client, or a stateful fuzzer, goes next with the id or token `expression` picks."""
+    parameter = "token" if expression.endswith("/token") else "download_id"
+    answers[status]["links"] = {
+        operation_id[0].upper() + operation_id[1:]: {
+            "operationId": operation_id,
+            "parameters": {parameter: expression},
+        }
+        for operation_id in operation_ids
+    }
+    return answers
+
+
+_OF_A_DOWNLOAD = (
+    "getDownload",
+    "deleteDownload",
+    "getDownloadUrl",
+    "getDownloadFile",
+    "createDownloadLink",
+    "listDownloadLinks",
+)
+_OF_A_LINK = ("readLink", "claimLink", "revokeLink")
 _NO_STORE: Headers = {"Cache-Control": "CacheControl"}
+_SUNSET: Headers = {"Sunset": "ArtifactSunset"}
 _DOWNLOAD_ID = _ref(_PARAMETERS, "DownloadId")
 _TOKEN = _ref(_PARAMETERS, "Token")
 
@@ -179,23 +277,40 @@ def _create_download() -> Operation:
         "Accepted: the download is PENDING; `link` is there when one was asked for.",
         _schema_ref("CreatedDownload"),
         "202",
-        {"Location": "Location", "Idempotent-Replayed": "IdempotentReplayed"},
+        {"Location": "Location", "Idempotent-Replayed": "IdempotentReplayed", **_RATE_LIMITS},
+    )
+    _linked(created, "202", "$response.body#/id", *_OF_A_DOWNLOAD)
+    planned = _ok(
+        "`dry_run: true`: the plan, and nothing started, stored or counted against a quota.",
+        _schema_ref("DryRunPlan"),
+        "200",
+        dict(_RATE_LIMITS),
     )
     return _operation(
         "createDownload",
         "Start a download",
         {
+            **planned,
             **created,
             **_refusals(
-                "BadRequest",
-                "IdempotencyConflict",
+                "CreateBadRequest",
+                "IdempotencyKeyInUse",
                 "PayloadTooLarge",
                 "UnsupportedMediaType",
-                "UnprocessableContent",
-                "TooManyRequests",
+                "CreateUnprocessable",
+                "QuotaExceeded",
                 "ServiceUnavailable",
             ),
         },
+        tag="downloads",
+        description=(
+            "Starts a download of one of the registered types (GET /types). Every answer carries "
+            "`RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers): how many "
+            "downloads you, and your tenant, may have PENDING or RUNNING at once, and how many "
+            "more you may start now. With an `Idempotency-Key`, a retry with the same body answers "
+            "the first download; the same key with another body is 422, and 409 while the first "
+            "request is still being processed."
+        ),
         parameters=[_ref(_PARAMETERS, "IdempotencyKey")],
         body=_schema_ref("DownloadRequest"),
     )
@@ -205,7 +320,16 @@ def _list_downloads() -> Operation:
     return _operation(
         "listDownloads",
         "Your downloads, newest first",
-        {**_ok("A page of your downloads.", _schema_ref("DownloadPage")), **_refusals("BadRequest")},
+        {
+            **_linked(
+                _ok("A page of your downloads.", _schema_ref("DownloadPage")),
+                "200",
+                "$response.body#/items/0/id",
+                *_OF_A_DOWNLOAD,
+            ),
+            **_refusals("BadRequest"),
+        },
+        tag="downloads",
         parameters=[_ref(_PARAMETERS, name) for name in ("State", "Limit", "Cursor")],
     )
 
@@ -214,7 +338,13 @@ def _get_download() -> Operation:
     return _operation(
         "getDownload",
         "A download, its state and progress",
-        {**_ok("The download.", _schema_ref("Download")), **_refusals("NotFound")},
+        {
+            **_ok(
+                "The download (`Sunset`: when its file expires).", _schema_ref("Download"), headers=_SUNSET
+            ),
+            **_refusals("NotFound"),
+        },
+        tag="downloads",
         parameters=[_DOWNLOAD_ID],
     )
 
@@ -228,6 +358,7 @@ def _delete_download() -> Operation:
             **_no_content("204", "It had finished: its file is deleted (the record stays, EXPIRED)."),
             **_refusals("NotFound"),
         },
+        tag="downloads",
         parameters=[_DOWNLOAD_ID],
     )
 
@@ -237,9 +368,10 @@ def _download_file() -> Operation:
         "getDownloadFile",
         "Fetch the file: a redirect to a short-lived presigned URL",
         {
-            **_redirect("To the file (`Content-Disposition: attachment`, RFC 6266 UTF-8 name)."),
+            **_redirect("To the file (`Content-Disposition: attachment`, RFC 6266 UTF-8 name).", _SUNSET),
             **_refusals("NotFound", "NotDone", "Expired"),
         },
+        tag="downloads",
         parameters=[_DOWNLOAD_ID],
     )
 
@@ -249,9 +381,14 @@ def _download_url() -> Operation:
         "getDownloadUrl",
         "The file's presigned URL, as JSON",
         {
-            **_ok("A presigned URL, valid until `expires_at`.", _schema_ref("FileUrl"), headers=_NO_STORE),
+            **_ok(
+                "A presigned URL, valid until `expires_at`.",
+                _schema_ref("FileUrl"),
+                headers={**_NO_STORE, **_SUNSET},
+            ),
             **_refusals("NotFound", "NotDone", "Expired"),
         },
+        tag="downloads",
         parameters=[_DOWNLOAD_ID],
     )
 
@@ -261,7 +398,12 @@ def _create_link() -> Operation:
         "createDownloadLink",
         "Hand out a link to the file (it may be made before the download is DONE)",
         {
-            **_ok("The link; its token is shown only now.", _schema_ref("Link"), "201", _NO_STORE),
+            **_linked(
+                _ok("The link; its token is shown only now.", _schema_ref("Link"), "201", _NO_STORE),
+                "201",
+                "$response.body#/token",
+                *_OF_A_LINK,
+            ),
             **_refusals(
                 "BadRequest",
                 "NotFound",
@@ -271,6 +413,7 @@ def _create_link() -> Operation:
                 "UnprocessableContent",
             ),
         },
+        tag="links",
         parameters=[_DOWNLOAD_ID],
         body=_schema_ref("LinkRequest"),
         body_required=False,  # no body: the defaults
@@ -282,11 +425,12 @@ def _list_links() -> Operation:
         "listDownloadLinks",
         "The download's links (never their tokens)",
         {**_ok("The links, oldest first.", _schema_ref("LinkList")), **_refusals("NotFound")},
+        tag="links",
         parameters=[_DOWNLOAD_ID],
     )
 
 
-_LINK_HEADERS: Headers = {**_NO_STORE, "Sunset": "Sunset"}
+_LINK_HEADERS: Headers = {**_NO_STORE, "Sunset": "LinkSunset"}
 _HTML: dict[str, Any] = {"text/html": {"schema": {"type": "string", "description": "The link page."}}}
 
 
@@ -301,22 +445,11 @@ def _read_link(operation_id: str, summary: str) -> Operation:
     return _operation(
         operation_id,
         summary,
-        {**ready, **_link_refusals()},
+        {**ready, **_refusals("LinkPageNotFound", "LinkGone", "LinkNotReady")},
+        tag="links",
         access="public",
         parameters=[_TOKEN, _ref(_PARAMETERS, "ClaimId")],
     )
-
-
-def _link_refusals() -> dict[str, Any]:
-    """A link's refusals, as JSON or, for browsers, as the page that says why."""
-    answers = {}
-    for name in ("LinkNotFound", "LinkGone", "TooEarly"):
-        refusal = _ERRORS[name]
-        headers = {**refusal.headers, **({"Sunset": "Sunset"} if name != "LinkNotFound" else {})}
-        answer = _answer(refusal.description, headers, _schema_ref(refusal.schema))
-        answer["content"].update(copy.deepcopy(_HTML))
-        answers[refusal.status] = answer
-    return answers
 
 
 def _claim_link() -> Operation:
@@ -333,7 +466,8 @@ def _claim_link() -> Operation:
     return _operation(
         "claimLink",
         "Claim a link: spends one use, unless the claimant's claim window is still open",
-        {**claimed, **redirect, **_link_refusals()},
+        {**claimed, **redirect, **_refusals("LinkPageNotFound", "LinkGone", "LinkNotReady")},
+        tag="links",
         access="public",
         parameters=[_TOKEN, _ref(_PARAMETERS, "ClaimId")],
     )
@@ -344,34 +478,86 @@ def _revoke_link() -> Operation:
         "revokeLink",
         "Revoke a link (its download's owner, or the tenant admin)",
         {**_no_content("204", "Revoked."), **_refusals("LinkNotFound")},
+        tag="links",
         parameters=[_TOKEN],
     )
 
 
-def _list_types() -> Operation:
-    page = {
-        "type": "object",
-        "required": ["items"],
-        "properties": {"items": {"type": "array", "items": _schema_ref("DownloadType")}},
+# --- the tenant's webhook secret (chalicelib/api/tenants.py), for tenant admins -------------
+
+
+def _secret_info() -> JsonSchema:
+    return _object(
+        created_at={"type": "string", "format": "date-time"},
+        previous_valid_until=_nullable({"type": "string", "format": "date-time"}),
+    )
+
+
+def _secret_refusal(description: str) -> dict[str, Any]:
+    return _answer(description, None, _schema_ref("Error"))
+
+
+def _rotate_webhook_secret() -> Operation:
+    issued = _secret_info()
+    issued["properties"]["secret"] = {
+        "type": "string",
+        "pattern": "^whsec_",
+        "description": "Shown only now.",
     }
-    return _operation("listTypes", "The download types and their parameters", _ok("The types.", page))
+    issued["required"] = [*issued["required"], "secret"]
+    grace = {"type": "integer", "minimum": 0, "description": "Seconds the old secret still signs."}
+    return _operation(
+        "rotateWebhookSecret",
+        "Make or rotate the tenant's webhook signing secret (tenant admins)",
+        {
+            **_ok("The new secret, shown this once.", issued, "201", _NO_STORE),
+            "409": _secret_refusal("`WebhookSecretConflict`: another rotation won the race; rotate again."),
+            **_refusals("BadRequest", "UnsupportedMediaType", "UnprocessableContent"),
+        },
+        body={"type": "object", "additionalProperties": False, "properties": {"grace_seconds": grace}},
+        body_required=False,
+        tag="tenant",
+    )
+
+
+def _describe_webhook_secret() -> Operation:
+    return _operation(
+        "describeWebhookSecret",
+        "When the tenant's webhook secret was made; never the secret (tenant admins)",
+        {
+            **_ok("The secret's dates.", _secret_info()),
+            "404": _secret_refusal("`WebhookSecretNotFound`: the tenant has no secret yet."),
+        },
+        tag="tenant",
+    )
+
+
+def _list_types() -> Operation:
+    return _operation(
+        "listTypes",
+        "The download types and their parameters",
+        _ok("The types.", _schema_ref("TypeList")),
+        tag="service",
+    )
 
 
 def _health() -> Operation:
-    status = {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"const": "ok"}},
-    }
-    return _operation("health", "Liveness", _ok("Up.", status), access="public")
+    return _operation("health", "Liveness", _ok("Up.", _schema_ref("Health")), tag="service", access="public")
 
 
 def _openapi_document() -> Operation:
     this = {"type": "object", "required": ["openapi", "info", "paths"]}
-    return _operation("openapiDocument", "This document", _ok("OpenAPI 3.1.", this), access="public")
+    return _operation(
+        "openapiDocument", "This document", _ok("OpenAPI 3.1.", this), tag="service", access="public"
+    )
 
 
 # --- parameters and headers ---------------------------------------------------------------
+
+# An Idempotency-Key: a Structured Field String of 1-255 printable ASCII characters (the
+# IETF draft), or the same bare, as clients before the draft send it (no quote first, no
+# space at either end: HTTP would trim it).
+_IDEMPOTENCY_KEY = r'^(?:[!#-~](?:[ -~]{0,253}[!-~])?|"(?:[ !#-\[\]-~]|\\["\\]){1,255}")$'
 
 
 def _parameters() -> dict[str, dict[str, Any]]:
@@ -405,16 +591,12 @@ def _parameters() -> dict[str, dict[str, Any]]:
             "in": "header",
             "required": False,
             "description": (
-                "Retries with the same key and body answer the first download; "
-                "the same key with another body answers 409."
+                'A Structured Field String (`"8e03978e-40d5"`, the IETF Idempotency-Key draft), or the '
+                "same unquoted. Retries with the same key and body answer the first download; the same "
+                "key with another body answers 422, and 409 while the first request is in flight. "
+                "A malformed key is 400."
             ),
-            # 1-255 printable ASCII characters, no space at either end (HTTP would trim it).
-            "schema": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 255,
-                "pattern": "^[!-~]([ -~]*[!-~])?$",
-            },
+            "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY},
         },
         "State": {
             "name": "state",
@@ -427,6 +609,7 @@ def _parameters() -> dict[str, dict[str, Any]]:
             "name": "limit",
             "in": "query",
             "required": False,
+            "description": "How many downloads a page has at most.",
             "schema": {
                 "type": "integer",
                 "minimum": 1,
@@ -444,7 +627,11 @@ def _parameters() -> dict[str, dict[str, Any]]:
     }
 
 
-def _headers() -> dict[str, dict[str, Any]]:
+_RETRY_AFTER: Headers = {"Retry-After": "RetryAfter"}
+_RATE_LIMITS: Headers = {"RateLimit-Policy": "RateLimitPolicy", "RateLimit": "RateLimit"}
+
+
+def _headers(bounds: Bounds) -> dict[str, dict[str, Any]]:
     return {
         "Location": {"description": "Where to go next.", "schema": {"type": "string"}},
         "RetryAfter": {
@@ -456,12 +643,31 @@ def _headers() -> dict[str, dict[str, Any]]:
             "schema": {"type": "string", "enum": ["true"]},
         },
         "CacheControl": {"description": "`no-store`: the URL is short-lived.", "schema": {"type": "string"}},
-        "Sunset": {
+        "LinkSunset": {
             "description": "When the link expires (HTTP-date, RFC 8594).",
+            "schema": {"type": "string"},
+        },
+        "ArtifactSunset": {
+            "description": "When the download's file expires (HTTP-date, RFC 8594), once it has one.",
             "schema": {"type": "string"},
         },
         "SetCookie": {
             "description": "`satchel_claim`: the claim id, HttpOnly, for the link's path and claim window.",
+            "schema": {"type": "string"},
+        },
+        "RateLimitPolicy": {
+            "description": (
+                "The quotas on downloads PENDING or RUNNING at once (draft-ietf-httpapi-ratelimit-"
+                f'headers): `"user";q={bounds.max_active_per_user};qu="concurrent-requests", '
+                f'"tenant";q={bounds.max_active_per_tenant};qu="concurrent-requests"`.'
+            ),
+            "schema": {"type": "string"},
+        },
+        "RateLimit": {
+            "description": (
+                'How many more downloads may start now, per policy: `"user";r=3, "tenant";r=57`. '
+                "Absent when the counts could not be read."
+            ),
             "schema": {"type": "string"},
         },
     }
@@ -472,18 +678,23 @@ def _headers() -> dict[str, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A shared error response: its status, what it means, its body's schema, its headers."""
+    """A shared error response: its status, what it means, its body's schema, its headers,
+    and whether browsers get the link page instead (the link routes)."""
 
     status: str
     description: str
     schema: str = "Error"
     headers: Headers = field(default_factory=dict)
+    page: bool = False
 
 
-_RETRY_AFTER: Headers = {"Retry-After": "RetryAfter"}
 _ERRORS: dict[str, Refusal] = {
-    "BadRequest": Refusal(
-        "400", "Malformed: not JSON, empty or duplicate keys, a bad query or Idempotency-Key."
+    "BadRequest": Refusal("400", "Malformed: not JSON, or a bad query (`InvalidQuery`, `InvalidCursor`)."),
+    "CreateBadRequest": Refusal(
+        "400",
+        "Malformed: not JSON, empty or duplicate keys (`EmptyKeys`, `DuplicateKeys`), or a malformed "
+        "Idempotency-Key (`InvalidIdempotencyKey`).",
+        headers=_RATE_LIMITS,
     ),
     "Unauthorized": Refusal("401", "No API key (answered by API Gateway, as a Gateway Response)."),
     "Forbidden": Refusal(
@@ -493,51 +704,85 @@ _ERRORS: dict[str, Refusal] = {
     ),
     "NotFound": Refusal("404", "No such download (another tenant's downloads do not exist for you)."),
     "LinkNotFound": Refusal("404", "No such link."),
+    "LinkPageNotFound": Refusal("404", "No such link.", page=True),
     "NotDone": Refusal("409", "The download is not DONE; `state` says what it is.", "NotDoneError"),
-    "IdempotencyConflict": Refusal("409", "This Idempotency-Key was used with another body."),
-    "LinkConflict": Refusal("409", "The download is FAILED, CANCELLED or EXPIRED: no link to it."),
+    "IdempotencyKeyInUse": Refusal(
+        "409",
+        "The first request with this Idempotency-Key is still being processed "
+        "(`IdempotencyKeyInUse`): retry.",
+        headers={**_RETRY_AFTER, **_RATE_LIMITS},
+    ),
+    "LinkConflict": Refusal(
+        "409", "The download is FAILED, CANCELLED or EXPIRED: no link to it.", "NotDoneError"
+    ),
     "Expired": Refusal("410", "The download expired: its file is deleted."),
     "LinkGone": Refusal(
-        "410", "The link is used up, expired or revoked, or its file is gone (`reason`).", "LinkGoneError"
+        "410",
+        "The link is used up, expired or revoked, or its file is gone (`reason`).",
+        "LinkGoneError",
+        {"Sunset": "LinkSunset"},
+        page=True,
     ),
     "PayloadTooLarge": Refusal("413", "The body, or the number of keys in it, is too large."),
     "UnsupportedMediaType": Refusal("415", "The body must be `application/json`."),
-    "UnprocessableContent": Refusal("422", "Invalid params or expiry, or an unknown type."),
-    "TooEarly": Refusal(
-        "425", "The download is not DONE yet: retry later.", "LinkNotReadyError", headers=_RETRY_AFTER
+    "UnprocessableContent": Refusal("422", "Invalid params or expiry (`InvalidParams`)."),
+    "CreateUnprocessable": Refusal(
+        "422",
+        "Invalid params or expiry, an unknown type, or an Idempotency-Key used before with "
+        "another body (`IdempotencyKeyReused`).",
+        headers=_RATE_LIMITS,
     ),
-    "TooManyRequests": Refusal(
+    "LinkNotReady": Refusal(
+        "425",
+        "The download is not DONE yet: retry later.",
+        "LinkNotReadyError",
+        {**_RETRY_AFTER, "Sunset": "LinkSunset"},
+        page=True,
+    ),
+    "QuotaExceeded": Refusal(
         "429",
         "You, or your tenant, have too many active downloads (`QuotaExceeded`; `scope` is "
         "`user` or `tenant`, `limit` the limit).",
-        headers=_RETRY_AFTER,
+        "QuotaError",
+        {**_RETRY_AFTER, **_RATE_LIMITS},
     ),
-    "ServiceUnavailable": Refusal("503", "The workflow could not be started: retry."),
+    "ServiceUnavailable": Refusal("503", "The workflow could not be started: retry.", headers=_RETRY_AFTER),
 }
 
 
-def _responses() -> dict[str, dict[str, Any]]:
-    return {
-        name: _answer(refusal.description, refusal.headers, _schema_ref(refusal.schema))
-        for name, refusal in _ERRORS.items()
-    }
+def _responses(bounds: Bounds) -> dict[str, dict[str, Any]]:
+    answers = {}
+    for name, refusal in _ERRORS.items():
+        answer = _answer(refusal.description, refusal.headers, _schema_ref(refusal.schema), PROBLEM_JSON)
+        if refusal.page:
+            answer["content"].update(copy.deepcopy(_HTML))
+        answers[name] = answer
+    return answers
 
 
 # --- schemas ------------------------------------------------------------------------------
 
 
-def _schemas() -> dict[str, JsonSchema]:
+def _schemas(bounds: Bounds) -> dict[str, JsonSchema]:
     types = downloadtypes.all_types()
     return {
-        "DownloadRequest": _download_request(types),
-        **{_request_name(kind): _typed_request(kind) for kind in types},
-        **{_params_name(kind): copy.deepcopy(kind.params_schema) for kind in types},
-        "LinkRequest": copy.deepcopy(links.REQUEST_SCHEMA),
-        "Download": _download(),
-        "CreatedDownload": {
-            "allOf": [_schema_ref("Download")],
-            "properties": {"link": _schema_ref("Link")},
+        "DownloadRequest": _discriminated({kind.name: _request_name(kind) for kind in types}),
+        **{_request_name(kind): _typed_request(kind, bounds) for kind in types},
+        **{_params_name(kind): _params(kind, bounds) for kind in types},
+        **{_stored_params_name(kind): _stored_params(kind, bounds) for kind in types},
+        "LinkRequest": _link_request(bounds),
+        "Download": _discriminated({kind.name: _download_name(kind) for kind in types}),
+        **{_download_name(kind): _download(kind) for kind in types},
+        "CreatedDownload": _discriminated({kind.name: _created_name(kind) for kind in types}),
+        **{_created_name(kind): _created(kind) for kind in types},
+        "DownloadState": {
+            "type": "string",
+            "enum": [state.value for state in State],
+            "description": "PENDING -> RUNNING -> DONE | FAILED | CANCELLED; DONE later becomes EXPIRED.",
         },
+        "Progress": _record(Progress),
+        "Artifact": _record(Artifact, hidden=("key",)),
+        "DownloadError": _record(ErrorInfo),
         "DownloadPage": {
             "type": "object",
             "required": ["items", "next_cursor"],
@@ -551,7 +796,7 @@ def _schemas() -> dict[str, JsonSchema]:
             url={"type": "string"},
             token={"type": "string"},
             expires_at=_TIMESTAMP,
-            max_uses={"type": "integer", "minimum": 1},
+            max_uses=_max_uses(bounds),
         ),
         "LinkFacts": _object(
             link_id={"type": "string"},
@@ -561,13 +806,14 @@ def _schemas() -> dict[str, JsonSchema]:
             content_type={"type": "string"},
             sha256={"type": "string"},
             expires_at=_TIMESTAMP,
-            artifact_expires_at=_nullable(_TIMESTAMP),
-            max_uses={"type": "integer", "minimum": 1},
+            artifact_expires_at=_NULLABLE_TIMESTAMP,
+            max_uses=_max_uses(bounds),
             uses=_COUNT,
             uses_left=_COUNT,
             claim_window_seconds=_COUNT,
-            claim=_object(method={"type": "string", "enum": ["POST"]}, url={"type": "string"}),
+            claim=_schema_ref("LinkClaimAction"),
         ),
+        "LinkClaimAction": _object(method={"type": "string", "enum": ["POST"]}, url={"type": "string"}),
         "LinkClaim": _object(
             url={"type": "string"},
             expires_at=_TIMESTAMP,
@@ -581,19 +827,20 @@ def _schemas() -> dict[str, JsonSchema]:
         "LinkList": {
             "type": "object",
             "required": ["items"],
-            "properties": {
-                "items": {
-                    "type": "array",
-                    "items": _object(
-                        link_id={"type": "string"},
-                        created_at=_TIMESTAMP,
-                        expires_at=_TIMESTAMP,
-                        max_uses={"type": "integer", "minimum": 1},
-                        uses=_COUNT,
-                        revoked={"type": "boolean"},
-                    ),
-                }
-            },
+            "properties": {"items": {"type": "array", "items": _schema_ref("LinkSummary")}},
+        },
+        "LinkSummary": _object(
+            link_id={"type": "string"},
+            created_at=_TIMESTAMP,
+            expires_at=_TIMESTAMP,
+            max_uses=_max_uses(bounds),
+            uses=_COUNT,
+            revoked={"type": "boolean"},
+        ),
+        "TypeList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": _schema_ref("DownloadType")}},
         },
         "DownloadType": _object(
             name={"type": "string"},
@@ -602,11 +849,43 @@ def _schemas() -> dict[str, JsonSchema]:
             formats={"type": "array", "items": {"type": "string"}},
             required_role={"type": ["string", "null"], "description": "The role a caller needs, if any."},
         ),
+        "Health": _object(status={"type": "string", "enum": ["ok"]}),
+        "DryRunPlan": _object(
+            dry_run={"type": "boolean", "enum": [True]},
+            type={"type": "string"},
+            filename={"type": "string"},
+            totals=_object(files_total=_COUNT, bytes_total=_COUNT, rows_total=_COUNT),
+            segments={
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "1: one Build run; more: built in parallel; 0: it would not start; "
+                "null: not known (the listing stopped at the dry run's time budget).",
+            },
+            parallel={"type": ["boolean", "null"]},
+            complete={"type": "boolean", "description": "False: the totals are lower bounds."},
+            would_start={"type": "boolean"},
+            limits={
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "The type's limits as configured (max_files, max_content_bytes, max_rows...).",
+            },
+            problems={
+                "type": "array",
+                "items": _schema_ref("Error"),
+                "description": "Each limit the run would break, or what would fail it, with its Code.",
+            },
+            skipped={"type": "array", "items": {"type": "string"}},
+        ),
         **_error_schemas(),
     }
 
 
-_TIMESTAMP: JsonSchema = {"type": "string", "description": "ISO 8601, UTC (`2026-11-23T09:00:00.000Z`)."}
+_TIMESTAMP: JsonSchema = {
+    "type": "string",
+    "format": "date-time",
+    "description": "RFC 3339, UTC (`2026-11-23T09:00:00.000Z`).",
+}
+_NULLABLE_TIMESTAMP: JsonSchema = {**_TIMESTAMP, "type": ["string", "null"]}
 _COUNT: JsonSchema = {"type": "integer", "minimum": 0}
 
 
@@ -615,48 +894,114 @@ def _object(**properties: JsonSchema) -> JsonSchema:
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
-def _request_name(kind: downloadtypes.DownloadType) -> str:
-    return f"{kind.name.capitalize()}DownloadRequest"
-
-
-def _params_name(kind: downloadtypes.DownloadType) -> str:
-    return f"{kind.name.capitalize()}Params"
-
-
-def _download_request(types: list[downloadtypes.DownloadType]) -> JsonSchema:
-    variants = {kind.name: f"{_SCHEMAS}{_request_name(kind)}" for kind in types}
+def _discriminated(variants: dict[str, str]) -> JsonSchema:
+    """One of the per-type schemas, chosen by `type` (the type's name)."""
     return {
-        "oneOf": [{"$ref": target} for target in variants.values()],
-        "discriminator": {"propertyName": "type", "mapping": variants},
+        "oneOf": [_schema_ref(name) for name in variants.values()],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {kind: f"{_SCHEMAS}{name}" for kind, name in variants.items()},
+        },
     }
 
 
-def _typed_request(kind: downloadtypes.DownloadType) -> JsonSchema:
-    """requests.REQUEST_SCHEMA narrowed to one type: `type` is its name, `params` its schema."""
-    schema = copy.deepcopy(requests.REQUEST_SCHEMA)
+def _name(kind: downloadtypes.DownloadType) -> str:
+    return kind.name.capitalize()
+
+
+def _request_name(kind: downloadtypes.DownloadType) -> str:
+    return f"{_name(kind)}DownloadRequest"
+
+
+def _params_name(kind: downloadtypes.DownloadType) -> str:
+    return f"{_name(kind)}Params"
+
+
+def _stored_params_name(kind: downloadtypes.DownloadType) -> str:
+    return f"{_name(kind)}DownloadParams"
+
+
+def _download_name(kind: downloadtypes.DownloadType) -> str:
+    return f"{_name(kind)}Download"
+
+
+def _created_name(kind: downloadtypes.DownloadType) -> str:
+    return f"Created{_name(kind)}Download"
+
+
+def _max_uses(bounds: Bounds) -> JsonSchema:
+    return {"type": "integer", "minimum": 1, "maximum": bounds.link_max_uses}
+
+
+def _link_request(bounds: Bounds) -> JsonSchema:
+    """links.REQUEST_SCHEMA with the stage's bounds and defaults (links.check_request's checks)."""
+    schema = copy.deepcopy(links.REQUEST_SCHEMA)
     properties = schema["properties"]
-    properties["type"] = {**properties["type"], "const": kind.name}
-    properties["params"] = {**_schema_ref(_params_name(kind)), "description": kind.description}
+    properties["expires_in"] |= {
+        "maximum": bounds.link_max_ttl_seconds,
+        "default": bounds.link_default_ttl_seconds,
+    }
+    properties["max_uses"] |= {"maximum": bounds.link_max_uses, "default": 1}
     return schema
 
 
-def _download() -> JsonSchema:
+def _params(kind: downloadtypes.DownloadType, bounds: Bounds) -> JsonSchema:
+    """The type's params schema; the zip type's key lists with the stage's limit (TooManyKeys)."""
+    schema = copy.deepcopy(kind.params_schema)
+    for name in ("keys", "prefixes"):
+        listed = schema.get("properties", {}).get(name)
+        if listed is not None and listed.get("type") == "array":
+            listed["maxItems"] = bounds.max_keys
+            listed["description"] = (
+                f"{listed.get('description', '')} Keys and prefixes together: at most {bounds.max_keys} "
+                "(413 TooManyKeys)."
+            ).strip()
+    return schema
+
+
+def _stored_params(kind: downloadtypes.DownloadType, bounds: Bounds) -> JsonSchema:
+    """A download's `params` as the server keeps them: what was asked, with the defaults filled
+    in and what it resolved added (an export's `columns`, full keys), so more properties may be
+    there than a request may send."""
+    schema = _params(kind, bounds)
+    schema.pop("additionalProperties", None)
+    schema["description"] = "The request's params, with the defaults and what the server resolved."
+    return schema
+
+
+def _typed_request(kind: downloadtypes.DownloadType, bounds: Bounds) -> JsonSchema:
+    """requests.REQUEST_SCHEMA narrowed to one type: `type` is its name, `params` its schema,
+    with the stage's bounds and defaults (requests.create_request's checks)."""
+    schema = copy.deepcopy(requests.REQUEST_SCHEMA)
+    properties = schema["properties"]
+    properties["type"] = {"type": "string", "const": kind.name, "description": kind.description}
+    properties["params"] = _schema_ref(_params_name(kind))
+    properties["expires_in"] |= {
+        "minimum": bounds.retention_min_seconds,
+        "maximum": bounds.retention_max_seconds,
+        "default": bounds.retention_default_seconds,
+    }
+    properties["link"] = _schema_ref("LinkRequest")
+    return schema
+
+
+def _download_properties(kind: downloadtypes.DownloadType) -> dict[str, JsonSchema]:
     """models.Download.to_api() (tests/unit/api/test_openapi.py checks the two have the same keys)."""
-    properties: dict[str, JsonSchema] = {
+    return {
         "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-        "type": {"type": "string"},
-        "params": {"type": "object"},
+        "type": {"type": "string", "const": kind.name},
+        "params": _schema_ref(_stored_params_name(kind)),
         "filename": {"type": "string"},
         "tenant": {"type": "string"},
         "user_id": {"type": "string"},
-        "state": {"type": "string", "enum": [state.value for state in State]},
-        "progress": _record(Progress),
-        "artifact": _nullable(_record(Artifact, hidden=("key",))),
-        "error": _nullable(_record(ErrorInfo)),
+        "state": _schema_ref("DownloadState"),
+        "progress": _schema_ref("Progress"),
+        "artifact": _nullable(_schema_ref("Artifact")),
+        "error": _nullable(_schema_ref("DownloadError")),
         "created_at": _TIMESTAMP,
-        "started_at": _nullable(_TIMESTAMP),
-        "finished_at": _nullable(_TIMESTAMP),
-        "expires_at": _nullable(_TIMESTAMP),
+        "started_at": _NULLABLE_TIMESTAMP,
+        "finished_at": _NULLABLE_TIMESTAMP,
+        "expires_at": _NULLABLE_TIMESTAMP,
         "callback_url": {"type": ["string", "null"]},
         "url": {"type": ["string", "null"], "description": "The file endpoint's path once DONE."},
         "skipped": {
@@ -665,7 +1010,19 @@ def _download() -> JsonSchema:
             "description": "Keys of sources left out because they were missing (zip `on_missing: skip`).",
         },
     }
-    return _object(**properties)
+
+
+def _download(kind: downloadtypes.DownloadType) -> JsonSchema:
+    schema = _object(**_download_properties(kind))
+    schema["description"] = f"A `{kind.name}` download: {kind.description}"
+    return schema
+
+
+def _created(kind: downloadtypes.DownloadType) -> JsonSchema:
+    """The download as its creation answers it: with `link` when one was asked for."""
+    schema = _download(kind)
+    schema["properties"]["link"] = _schema_ref("Link")
+    return schema
 
 
 def _record(cls: type[Any], hidden: tuple[str, ...] = ()) -> JsonSchema:
@@ -680,28 +1037,119 @@ def _type_name(annotation: Any) -> str:
     return annotation if isinstance(annotation, str) else str(annotation.__name__)
 
 
+def _problem(
+    description: str, optional: dict[str, JsonSchema] | None = None, **details: JsonSchema
+) -> JsonSchema:
+    """An RFC 9457 problem with Satchel's `Code` and `Message`, and these details beside
+    (`optional` ones too, where some answers have them)."""
+    properties: dict[str, JsonSchema] = {
+        "type": {
+            "type": "string",
+            "format": "uri",
+            "description": f"`{PROBLEM_TYPES}<Code>`: the manual's entry for the code.",
+        },
+        "title": {"type": "string", "description": "The code in words."},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string", "description": "What went wrong, for this request (`Message`)."},
+        "Code": {"type": "string", "description": "The error's stable name."},
+        "Message": {"type": "string"},
+    }
+    schema = {
+        "type": "object",
+        "description": description,
+        # `status` is optional (RFC 9457): API Gateway's catch-all answers cannot name theirs.
+        "required": [name for name in [*properties, *details] if name != "status"],
+        "properties": {**properties, **details, **(optional or {})},
+    }
+    return schema
+
+
 def _error_schemas() -> dict[str, JsonSchema]:
-    error = _object(Code={"type": "string"}, Message={"type": "string"})
-    error["description"] = (
-        "`Code` is the error's stable name; some errors add details (`path`, `key`, `state`)."
-    )
+    states = _schema_ref("DownloadState")
     return {
-        "Error": error,
-        "NotDoneError": {
-            "allOf": [_schema_ref("Error")],
-            "required": ["state"],
-            "properties": {"state": {"type": "string", "enum": [state.value for state in State]}},
+        "Error": _problem("A refusal; some add details (`path`, `key`, `limit`)."),
+        "NotDoneError": _problem(
+            "The download is not DONE (or never will be): `state` says what it is.", state=states
+        ),
+        "LinkGoneError": _problem(
+            "The link cannot be claimed any more; `state` is the download's when it is gone.",
+            {"state": {"type": "string"}},
+            reason={"type": "string", "enum": ["used_up", "expired", "revoked", "download_gone"]},
+        ),
+        "LinkNotReadyError": _problem(
+            "The link's download is not DONE yet.", state=states, progress=_schema_ref("Progress")
+        ),
+        "QuotaError": _problem(
+            "Too many downloads PENDING or RUNNING at once.",
+            scope={"type": "string", "enum": ["user", "tenant"]},
+            limit={"type": "integer", "minimum": 0},
+        ),
+    }
+
+
+# --- API keys (a tenant admin's; chalicelib/api/keys.py) -------------------------------------
+
+
+def _key_paths() -> dict[str, dict[str, Operation]]:
+    key = _object(
+        id={"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        prefix={"type": "string", "description": "The key's first characters, to tell keys apart."},
+        tenant={"type": "string"},
+        user_id={"type": "string"},
+        roles={"type": "array", "items": {"type": "string"}},
+        created_at={"type": "string", "format": "date-time"},
+        expires_at=_nullable({"type": "string", "format": "date-time"}),
+        disabled={"type": "boolean"},
+        last_used_at=_nullable({"type": "string", "format": "date-time"}),
+    )
+    # One object, not an allOf with sibling properties: generators drop such a model.
+    issued = copy.deepcopy(key)
+    issued["properties"]["api_key"] = {"type": "string", "description": "The key: shown this once only."}
+    issued["required"] = [*issued.get("required", []), "api_key"]
+    page = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": key}}}
+    not_found = {"404": _answer("No such key in your tenant.", None, _schema_ref("Error"))}
+    # A body is read before the caller's role is checked: a malformed one answers first.
+    body_refusals = _refusals("BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "UnprocessableContent")
+    key_id = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    rotation = _object(expires_in=copy.deepcopy(apikeys.REQUEST_SCHEMA["properties"]["expires_in"]))
+    return {
+        "/keys": {
+            "post": _operation(
+                "createKey",
+                "Issue an API key in your tenant (tenant admins)",
+                {
+                    **_ok("The key, shown once.", issued, "201", _NO_STORE),
+                    **body_refusals,
+                },
+                body=copy.deepcopy(apikeys.REQUEST_SCHEMA),
+                body_required=False,
+                tag="tenant",
+            ),
+            "get": _operation(
+                "listKeys",
+                "Your tenant's API keys, never the keys (tenant admins)",
+                _ok("The keys, newest first.", page),
+                tag="tenant",
+            ),
         },
-        "LinkGoneError": {
-            "allOf": [_schema_ref("Error")],
-            "properties": {
-                "reason": {"type": "string", "enum": ["used_up", "expired", "revoked", "download_gone"]},
-                "state": {"type": "string"},
-            },
+        "/keys/{key_id}/rotate": {
+            "post": _operation(
+                "rotateKey",
+                "Issue a new key for the same user and roles, and disable this one (tenant admins)",
+                {**_ok("The new key, shown once.", issued, "201", _NO_STORE), **not_found, **body_refusals},
+                parameters=[key_id],
+                body=rotation,
+                body_required=False,
+                tag="tenant",
+            )
         },
-        "LinkNotReadyError": {
-            "allOf": [_schema_ref("Error")],
-            "required": ["progress"],
-            "properties": {"state": {"type": "string"}, "progress": _record(Progress)},
+        "/keys/{key_id}": {
+            "delete": _operation(
+                "disableKey",
+                "Disable an API key (refused from the authorizer's cache TTL on)",
+                {**_ok("The disabled key.", key), **not_found},
+                parameters=[key_id],
+                tag="tenant",
+            )
         },
     }

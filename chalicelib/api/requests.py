@@ -37,6 +37,10 @@ REQUEST_SCHEMA: dict[str, Any] = {
             "maxLength": 2048,
             "description": "https URL that receives a signed POST when the download finishes.",
         },
+        "dry_run": {
+            "type": "boolean",
+            "description": "Answer 200 with the plan (totals, segments, limits broken); start nothing.",
+        },
     },
 }
 _REQUEST = Schema(REQUEST_SCHEMA)
@@ -55,6 +59,7 @@ class CreateRequest:
     retention_seconds: int
     link: LinkRequest | None
     callback_url: str | None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,9 @@ def create_request(settings: Settings, principal: Principal, body: Any) -> Creat
     callback_url = body.get("callback_url")
     if callback_url is not None:
         _check_callback_url(settings, callback_url)
-    return CreateRequest(kind, params, body.get("filename"), retention, link, callback_url)
+    return CreateRequest(
+        kind, params, body.get("filename"), retention, link, callback_url, body.get("dry_run", False)
+    )
 
 
 def link_request(settings: Settings, body: Any, root: str = "") -> LinkRequest:

@@ -11,7 +11,8 @@ At a member boundary that costs about 5 MiB of worker traffic; the bulk never to
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
@@ -28,11 +29,30 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
 S3_MAX_PART_SIZE = 5 * 1024**3
 
 
+class CopyHandedOn(Exception):
+    """Raised by `copy` between two copied parts when `stop` says the run must end: `rest`
+    is what is still to copy, `began_at` where the range's first byte landed in the upload."""
+
+    def __init__(self, rest: CopyRange, began_at: int) -> None:
+        super().__init__(f"handed on with {rest.length} bytes of {rest.key} still to copy")
+        self.rest = rest
+        self.began_at = began_at
+
+
 class Assembler:
-    def __init__(self, s3: S3Client, writer: MultipartWriter, chunk_bytes: int) -> None:
+    def __init__(
+        self,
+        s3: S3Client,
+        writer: MultipartWriter,
+        chunk_bytes: int,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         self._s3 = s3
         self.writer = writer
         self._chunk_bytes = chunk_bytes
+        # Asked between copied parts of one range: a range larger than one Lambda run can
+        # copy is handed on mid-member (CopyHandedOn), at a part boundary.
+        self._stop = stop
         self.bytes_read = 0  # source bytes that passed through the worker for ranges
         self.bytes_copied = 0
 
@@ -44,6 +64,7 @@ class Assembler:
                 self.writer.write(piece)
 
     def copy(self, source: CopyRange) -> None:
+        began_at = self.writer.size
         pending = self.writer.buffered
         head = S3_MIN_PART_SIZE - pending if 0 < pending < S3_MIN_PART_SIZE else 0
         if source.length - head < S3_MIN_PART_SIZE:
@@ -57,6 +78,8 @@ class Assembler:
         step = math.ceil((source.end - start) / count)  # even parts: each ≥ 5 MiB
         copy_source: CopySourceTypeDef = {"Bucket": source.bucket, "Key": source.key}
         for first in range(start, source.end, step):
+            if first > start and self._stop is not None and self._stop():
+                raise CopyHandedOn(replace(source, start=first), began_at)
             last = min(first + step, source.end) - 1
             try:
                 self.writer.copy_part(copy_source, first, last, source.etag)

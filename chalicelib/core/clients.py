@@ -16,6 +16,7 @@ from botocore.config import Config
 if TYPE_CHECKING:  # the stubs are a development requirement (requirements-dev.txt), not a runtime one
     from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_ssm.client import SSMClient
     from mypy_boto3_stepfunctions.client import SFNClient
@@ -59,6 +60,10 @@ def events() -> EventBridgeClient:
 
 def ssm() -> SSMClient:
     return cast("SSMClient", _client("ssm"))
+
+
+def kms() -> KMSClient:
+    return cast("KMSClient", _client("kms"))
 
 
 def table(name: str) -> Table:

@@ -3,16 +3,50 @@
 One class per failure, and its name is its identity everywhere: the HTTP body's `Code`,
 the ASL error name a Catch matches, and the `error.code` a user sees on a FAILED download.
 `status` is the HTTP status the API answers with; it means nothing inside the workflow.
+
+An answer's body is an RFC 9457 problem: `Code` and `Message` as ever, beside `type` (the
+code's URI, PROBLEM_TYPES + Code, each listed in docs/errors.md), `title` (the code in words),
+`status` and `detail` (the message). API Gateway's own answers (deploy/template.yaml) and the
+local server's have the same shape.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+# A problem's `type` is this plus its Code: an identifier first (RFC 9457 3.1.1), and the
+# address of the code's entry in the manual (docs/errors.md).
+PROBLEM_TYPES = "https://satchel.dev/problems/"
+_WORD = re.compile(r"[A-Z][a-z0-9]*|[a-z0-9]+")
+
+
+def problem_type(code: str) -> str:
+    return PROBLEM_TYPES + code
+
+
+def problem_title(code: str) -> str:
+    """The code in words, the same for every occurrence: "DownloadNotFound" -> "Download not found"."""
+    words = _WORD.findall(code)
+    return " ".join([words[0], *(word.lower() for word in words[1:])]) if words else code
+
+
+def problem(code: str, status: int, message: str, **details: Any) -> dict[str, Any]:
+    """An RFC 9457 problem body that keeps Satchel's `Code` and `Message`; details beside them."""
+    return {
+        "type": problem_type(code),
+        "title": problem_title(code),
+        "status": status,
+        "detail": message,
+        "Code": code,
+        "Message": message,
+        **details,
+    }
 
 
 class SatchelError(Exception):
@@ -28,7 +62,7 @@ class SatchelError(Exception):
         return type(self).__name__
 
     def body(self) -> dict[str, Any]:
-        return {"Code": self.code, "Message": self.message, **self.details}
+        return problem(self.code, self.status, self.message, **self.details)
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -83,12 +117,24 @@ class SourceNotAllowed(SatchelError):
     status = 403
 
 
+class UnmappedPrincipal(SatchelError):
+    """A caller AWS (IAM) or the identity provider vouched for, but whom no mapping names."""
+
+    status = 403
+
+
 # 404 / 409 / 410 / 425: the download or link is not there, not ready, or gone.
 class DownloadNotFound(SatchelError):
     status = 404
 
 
 class LinkNotFound(SatchelError):
+    status = 404
+
+
+class KeyNotFound(SatchelError):
+    """No API key with this id in the caller's tenant (another tenant's keys do not exist)."""
+
     status = 404
 
 
@@ -103,11 +149,34 @@ class DownloadUnavailable(SatchelError):
 
 
 class IdempotencyKeyReused(SatchelError):
+    """The key was used with another body (the IETF Idempotency-Key draft: 422)."""
+
+    status = 422
+
+
+class IdempotencyKeyInUse(_RetryLater):
+    """The first request with this key is still being processed (the draft: 409)."""
+
+    status = 409
+
+    def __init__(self, message: str, retry_after: int = 1, **details: Any) -> None:
+        super().__init__(message, retry_after, **details)
+
+
+class WebhookSecretMissing(SatchelError):
+    """A callback was asked for, but the tenant has no signing secret to sign it with."""
+
     status = 409
 
 
-class IdempotencyKeyInUse(SatchelError):
+class WebhookSecretConflict(SatchelError):
+    """Two rotations of one tenant's secret raced: the other one won."""
+
     status = 409
+
+
+class WebhookSecretNotFound(SatchelError):
+    status = 404
 
 
 class DownloadExpired(SatchelError):
@@ -154,6 +223,14 @@ class UnknownPrincipal(SatchelError):
     status = 403
 
 
+class SenderNotAllowed(SatchelError):
+    """A trigger names a principal its sender may not act for: an SQS sender not bound to that
+    tenant or user (SATCHEL_QUEUE_SENDERS), a request event whose source is another tenant's,
+    a manifest whose path is another user's or names no user."""
+
+    status = 403
+
+
 # 503: a dependency refused; the caller may retry.
 class StartFailed(_RetryLater):
     status = 503
@@ -175,6 +252,12 @@ class TooManyFiles(SatchelError):
     status = 413
 
 
+class TooManyParts(SatchelError):
+    """The plan would need more than S3's 10,000 parts in one multipart upload."""
+
+    status = 413
+
+
 class NothingToDownload(SatchelError):
     status = 422
 
@@ -193,6 +276,13 @@ class TransientError(SatchelError):
 
 class SourceChanged(SatchelError):
     status = 409
+
+
+class WebhookSecretUnreadable(SatchelError):
+    """A stored secret that KMS will not decrypt for its tenant: tampered with, moved from
+    another tenant's record, or encrypted under another key. Never signed with."""
+
+    status = 500
 
 
 class ChecksumMismatch(SatchelError):

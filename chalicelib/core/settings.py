@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -24,10 +25,30 @@ ENV_DATASETS = "SATCHEL_DATASETS"
 ENV_EVENT_BUS = "SATCHEL_EVENT_BUS"
 ENV_REQUEST_PREFIX = "SATCHEL_REQUEST_PREFIX"
 ENV_SERVICE_PRINCIPALS = "SATCHEL_SERVICE_PRINCIPALS"
+ENV_REQUEST_BUS = "SATCHEL_REQUEST_BUS"
+ENV_QUEUE_SENDERS = "SATCHEL_QUEUE_SENDERS"
 ENV_WEBHOOK_SECRET = "SATCHEL_WEBHOOK_SECRET"
 ENV_WEBHOOK_SECRET_PARAMETER = "SATCHEL_WEBHOOK_SECRET_PARAMETER"
 ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
 ENV_CALLBACK_PORTS = "SATCHEL_CALLBACK_PORTS"
+ENV_KMS_KEY_ID = "SATCHEL_KMS_KEY_ID"
+
+# Sign-in (chalicelib/api/auth.py). The mode is also read when the app is packaged: an `iam`
+# stage's routes use API Gateway's AWS_IAM authorization instead of the bearer authorizer.
+ENV_AUTH_MODE = "SATCHEL_AUTH_MODE"
+ENV_KEY_LAST_USED_SECONDS = "SATCHEL_KEY_LAST_USED_SECONDS"
+ENV_OIDC_ISSUER = "SATCHEL_OIDC_ISSUER"
+ENV_OIDC_AUDIENCE = "SATCHEL_OIDC_AUDIENCE"
+ENV_OIDC_JWKS_URL = "SATCHEL_OIDC_JWKS_URL"
+ENV_OIDC_ALGORITHMS = "SATCHEL_OIDC_ALGORITHMS"
+ENV_OIDC_LEEWAY_SECONDS = "SATCHEL_OIDC_LEEWAY_SECONDS"
+ENV_OIDC_TENANT_CLAIM = "SATCHEL_OIDC_TENANT_CLAIM"
+ENV_OIDC_TENANT = "SATCHEL_OIDC_TENANT"
+ENV_OIDC_USER_CLAIM = "SATCHEL_OIDC_USER_CLAIM"
+ENV_OIDC_ROLES_CLAIM = "SATCHEL_OIDC_ROLES_CLAIM"
+ENV_OIDC_ADMIN_VALUE = "SATCHEL_OIDC_ADMIN_VALUE"
+ENV_OIDC_JWKS_CACHE_SECONDS = "SATCHEL_OIDC_JWKS_CACHE_SECONDS"
+ENV_OIDC_JWKS_REFRESH_SECONDS = "SATCHEL_OIDC_JWKS_REFRESH_SECONDS"
 
 # Read when the app is packaged, since Chalice fixes event sources at that time.
 ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
@@ -49,6 +70,104 @@ class EventSources:
             requests_queue=env.get(ENV_REQUESTS_QUEUE) or cls.requests_queue,
             cleanup_rate_minutes=int(env.get(ENV_CLEANUP_RATE_MINUTES) or cls.cleanup_rate_minutes),
         )
+
+
+AUTH_MODES = ("keys", "oidc", "iam")
+# Asymmetric algorithms only: `none` would accept an unsigned token, and an HMAC algorithm
+# would let a public JWKS key be used as a shared secret (algorithm confusion).
+OIDC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def auth_mode(environ: Mapping[str, str] | None = None) -> str:
+    """How callers sign in on this stage: `keys` (default), `oidc` or `iam`."""
+    env = os.environ if environ is None else environ
+    mode = (env.get(ENV_AUTH_MODE) or "keys").strip().lower()
+    if mode not in AUTH_MODES:
+        raise ConfigurationError(f"{ENV_AUTH_MODE} must be one of {', '.join(AUTH_MODES)}, got {mode!r}")
+    return mode
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """How callers prove who they are, and how that maps to a principal (docs/sign-in.md)."""
+
+    mode: str = "keys"
+    # keys: a key's last use is written at most once in this many seconds.
+    key_last_used_seconds: int = 300
+    # oidc: whose tokens, for whom, signed how; and which claims name the principal.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_algorithms: tuple[str, ...] = ("RS256",)
+    oidc_leeway_seconds: int = 60
+    oidc_tenant_claim: str = "tenant"
+    oidc_tenant: str = ""  # every token's tenant, for an issuer that serves one tenant
+    oidc_user_claim: str = "sub"
+    oidc_roles_claim: str = "roles"
+    oidc_admin_value: str = "admin"
+    oidc_jwks_cache_seconds: int = 3600
+    oidc_jwks_refresh_seconds: int = 60
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SignIn:
+        env = os.environ if environ is None else environ
+        mode = auth_mode(env)
+
+        def seconds(name: str, default: int) -> int:
+            raw = env.get(name)
+            if not raw:
+                return default
+            if not raw.isdigit():
+                raise ConfigurationError(f"{name} must be a whole number of seconds, got {raw!r}")
+            return int(raw)
+
+        issuer = (env.get(ENV_OIDC_ISSUER) or "").rstrip("/")
+        algorithms = tuple(
+            part.strip() for part in (env.get(ENV_OIDC_ALGORITHMS) or "RS256").split(",") if part.strip()
+        )
+        sign_in = cls(
+            mode=mode,
+            key_last_used_seconds=seconds(ENV_KEY_LAST_USED_SECONDS, cls.key_last_used_seconds),
+            oidc_issuer=issuer,
+            oidc_audience=env.get(ENV_OIDC_AUDIENCE) or "",
+            # Cognito user pools publish their keys here; other issuers name theirs.
+            oidc_jwks_url=env.get(ENV_OIDC_JWKS_URL) or (f"{issuer}/.well-known/jwks.json" if issuer else ""),
+            oidc_algorithms=algorithms,
+            oidc_leeway_seconds=seconds(ENV_OIDC_LEEWAY_SECONDS, cls.oidc_leeway_seconds),
+            oidc_tenant_claim=env.get(ENV_OIDC_TENANT_CLAIM) or cls.oidc_tenant_claim,
+            oidc_tenant=env.get(ENV_OIDC_TENANT) or "",
+            oidc_user_claim=env.get(ENV_OIDC_USER_CLAIM) or cls.oidc_user_claim,
+            oidc_roles_claim=env.get(ENV_OIDC_ROLES_CLAIM) or cls.oidc_roles_claim,
+            oidc_admin_value=env.get(ENV_OIDC_ADMIN_VALUE) or cls.oidc_admin_value,
+            oidc_jwks_cache_seconds=seconds(ENV_OIDC_JWKS_CACHE_SECONDS, cls.oidc_jwks_cache_seconds),
+            oidc_jwks_refresh_seconds=seconds(ENV_OIDC_JWKS_REFRESH_SECONDS, cls.oidc_jwks_refresh_seconds),
+        )
+        sign_in._check()
+        return sign_in
+
+    def _check(self) -> None:
+        if self.mode != "oidc":
+            return
+        missing = [
+            name
+            for name, value in (
+                (ENV_OIDC_ISSUER, self.oidc_issuer),
+                (ENV_OIDC_AUDIENCE, self.oidc_audience),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(f"{ENV_AUTH_MODE}=oidc needs {', '.join(missing)}")
+        refused = sorted(set(self.oidc_algorithms) - OIDC_ALGORITHMS)
+        if refused or not self.oidc_algorithms:
+            raise ConfigurationError(
+                f"{ENV_OIDC_ALGORITHMS} may list only {', '.join(sorted(OIDC_ALGORITHMS))}; refused: "
+                f"{', '.join(refused) or 'an empty list'}"
+            )
+        if self.oidc_tenant and not is_principal_id(self.oidc_tenant):
+            raise ConfigurationError(f"{ENV_OIDC_TENANT} must match {PRINCIPAL_ID_PATTERN}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +214,7 @@ INTEGER_VARIABLES: dict[str, str] = {
     "callback_attempts": "SATCHEL_CALLBACK_ATTEMPTS",
     "callback_timeout_seconds": "SATCHEL_CALLBACK_TIMEOUT_SECONDS",
     "callback_backoff_ms": "SATCHEL_CALLBACK_BACKOFF_MS",
+    "webhook_secret_grace_seconds": "SATCHEL_WEBHOOK_SECRET_GRACE_SECONDS",
     "fetch_concurrency": "SATCHEL_FETCH_CONCURRENCY",
     "fetch_window_bytes": "SATCHEL_FETCH_WINDOW_BYTES",
     "server_copy_min_bytes": "SATCHEL_SERVER_COPY_MIN_BYTES",
@@ -103,6 +223,9 @@ INTEGER_VARIABLES: dict[str, str] = {
     "segment_bytes": "SATCHEL_SEGMENT_BYTES",
     "segment_files": "SATCHEL_SEGMENT_FILES",
     "max_segments": "SATCHEL_MAX_SEGMENTS",
+    "dry_run_seconds": "SATCHEL_DRY_RUN_SECONDS",
+    "map_concurrency": "SATCHEL_MAP_CONCURRENCY",
+    "handoff_reserve_ms": "SATCHEL_HANDOFF_RESERVE_MS",
 }
 
 MIB = 1024 * 1024
@@ -126,17 +249,28 @@ class Settings:
     event_bus: str = "default"
     # Request manifests dropped under <source bucket>/<request_prefix><tenant>/ start downloads.
     request_prefix: str = "requests/"
-    # Principals that events may act as without an API key (JSON [{tenant, user_id, roles}]).
+    # Principals that events may act as without an API key (JSON [{tenant, user_id, roles}]),
+    # the only ones a trigger may act as with the tenant admin role.
     service_principals: tuple[Principal, ...] = ()
+    # The custom EventBridge bus "Satchel Download Requested" events are read from.
+    request_bus: str = "satchel-requests"
+    # Who may send to the requests queue, for whom: SQS SenderId (before any ':') -> the
+    # tenants ("acme") or users ("acme/alice") it may act for (chalicelib/triggers/senders.py).
+    queue_senders: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # The key that signs callbacks: the value itself (local, tests) or an SSM parameter name.
     webhook_secret: str = ""
     webhook_secret_parameter: str = ""
+    # The KMS key (id, ARN or alias) that encrypts the tenants' webhook signing secrets.
+    kms_key_id: str = ""
     # Callbacks over http to loopback (a receiver on this machine): the local stage only.
     callback_allow_loopback: bool = False
     # The ports an https callback may go to, comma-separated; loopback receivers use any.
     callback_ports: str = "443"
-    max_content_bytes: int = 5 * 1024 * MIB
-    max_files: int = 50_000
+    # How callers sign in (SATCHEL_AUTH_MODE and the SATCHEL_OIDC_* variables).
+    sign_in: SignIn = dataclasses.field(default_factory=SignIn)
+    # A zip's sources: 1 TiB and a million files by default, checked in Prepare (and by a dry run).
+    max_content_bytes: int = 1024 * 1024 * MIB
+    max_files: int = 1_000_000
     max_keys: int = 1000
     # Caps of the row types (export, listing, audit): rows in one file, and its size in bytes.
     max_rows: int = 10_000_000
@@ -169,6 +303,8 @@ class Settings:
     callback_attempts: int = 3
     callback_timeout_seconds: int = 3
     callback_backoff_ms: int = 500
+    # How long a rotated-out webhook secret still signs (the most a rotation may ask for).
+    webhook_secret_grace_seconds: int = 24 * 3600
     # Sources read at once (zip), and the bytes of small ones that may be fetched ahead.
     fetch_concurrency: int = 8
     fetch_window_bytes: int = 16 * MIB
@@ -177,10 +313,20 @@ class Settings:
     # Zips over either size are built in parallel segments (Map), then joined by Assemble.
     parallel_min_bytes: int = 1024 * MIB
     parallel_min_files: int = 10_000
-    # A segment closes at this many bytes or files; there are never more than max_segments.
+    # A segment closes at this many bytes or files; there are never more than max_segments
+    # (the segments grow instead). The real bound is S3's 10,000 parts of the joined upload:
+    # chalicelib/workflow/segments.py checks a plan against it (TooManyParts) before any build.
     segment_bytes: int = 512 * MIB
     segment_files: int = 2_500
-    max_segments: int = 100
+    max_segments: int = 9_000
+    # Segments built at once by the Distributed Map (its MaxConcurrencyPath).
+    map_concurrency: int = 10
+    # A long step hands on to its next run when less than this is left of its Lambda run
+    # (chalicelib/workflow/runs.py): enough to finish the members already fetched and save.
+    handoff_reserve_ms: int = 120_000
+    # How long a dry run may list sources before it answers with lower bounds (`complete: false`):
+    # within API Gateway's 29-second integration timeout.
+    dry_run_seconds: int = 20
 
     @property
     def callback_port_numbers(self) -> tuple[int, ...]:
@@ -206,13 +352,17 @@ class Settings:
         values["event_bus"] = env.get(ENV_EVENT_BUS) or cls.event_bus
         values["request_prefix"] = env.get(ENV_REQUEST_PREFIX) or cls.request_prefix
         values["service_principals"] = parse_service_principals(env.get(ENV_SERVICE_PRINCIPALS) or "[]")
+        values["request_bus"] = env.get(ENV_REQUEST_BUS) or cls.request_bus
+        values["queue_senders"] = parse_queue_senders(env.get(ENV_QUEUE_SENDERS) or "{}")
         values["webhook_secret"] = env.get(ENV_WEBHOOK_SECRET, "")
         values["webhook_secret_parameter"] = env.get(ENV_WEBHOOK_SECRET_PARAMETER, "")
+        values["kms_key_id"] = env.get(ENV_KMS_KEY_ID, "")
         loopback = env.get(ENV_CALLBACK_ALLOW_LOOPBACK, "")
         values["callback_allow_loopback"] = (
             loopback.lower() == "true" if loopback else values["stage"] == "local"
         )
         values["callback_ports"] = env.get(ENV_CALLBACK_PORTS) or cls.callback_ports
+        values["sign_in"] = SignIn.from_env(env)
         for field, name in INTEGER_VARIABLES.items():
             raw = env.get(name)
             if raw:
@@ -282,6 +432,38 @@ def parse_service_principals(raw: str) -> tuple[Principal, ...]:
     return tuple(
         Principal(spec["tenant"], spec["user_id"], frozenset(spec.get("roles", []))) for spec in specs
     )
+
+
+_SENDER_ID = re.compile(r"^[A-Z0-9]{1,128}$")
+
+
+def parse_queue_senders(raw: str) -> dict[str, tuple[str, ...]]:
+    """{sender id: ["tenant" | "tenant/user", ...]}, parsed once, failing at start-up. A sender
+    id is the unique id of an IAM role (AROA...) or user (AIDA...), as SQS's SenderId names it."""
+    try:
+        specs = json.loads(raw)
+    except ValueError:
+        specs = None
+    valid = isinstance(specs, dict) and all(
+        isinstance(sender, str)
+        and _SENDER_ID.match(sender)
+        and isinstance(grants, list)
+        and all(_is_grant(grant) for grant in grants)
+        for sender, grants in specs.items()
+    )
+    if not valid:
+        raise ConfigurationError(
+            f"{ENV_QUEUE_SENDERS} must be a JSON object mapping IAM unique ids (AROA..., AIDA...) to "
+            f'lists of "<tenant>" or "<tenant>/<user_id>", whose ids match {PRINCIPAL_ID_PATTERN}'
+        )
+    return {sender: tuple(grants) for sender, grants in specs.items()}
+
+
+def _is_grant(grant: object) -> bool:
+    if not isinstance(grant, str):
+        return False
+    parts = grant.split("/")
+    return len(parts) <= 2 and all(is_principal_id(part) for part in parts)
 
 
 @dataclass(frozen=True)

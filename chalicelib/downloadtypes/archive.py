@@ -27,7 +27,7 @@ from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.names import UniqueNames
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes import archiveoptions
-from chalicelib.downloadtypes.base import DownloadType, Plan, ProgressTracker, SegmentBuild
+from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker, SegmentBuild
 from chalicelib.downloadtypes.scope import Scope
 from chalicelib.s3 import sources
 from chalicelib.s3.manifest import Entry
@@ -110,8 +110,12 @@ def _distinct_prefixes(prefixes: list[str]) -> list[str]:
     return unique
 
 
-def plan(runtime: Runtime, download: Download) -> Plan:
-    """Expand keys and prefixes into manifest entries, enforcing the size and count limits."""
+def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> Plan:
+    """Expand keys and prefixes into manifest entries, enforcing the size and count limits.
+
+    A dry run's `limits` collects a broken limit and the count goes on (only the totals: no
+    entry is kept past a broken limit, so memory stays bounded by the limits)."""
+    limits = limits or Limits()
     s3, params = runtime.s3, download.params
     source_bucket = runtime.settings.source_bucket
     max_bytes, max_files = runtime.settings.max_content_bytes, runtime.settings.max_files
@@ -121,23 +125,31 @@ def plan(runtime: Runtime, download: Download) -> Plan:
     skipped: list[str] = []
     seen: set[str] = set()
     entries: list[Entry] = []
-    total = 0
+    total = files = 0
 
     def add(key: str, size: int, etag: str) -> None:
-        nonlocal total
+        nonlocal total, files
         if key in seen:
             return
         seen.add(key)
         total += size
+        files += 1
         if total > max_bytes:
-            raise MaxContentSizeExceeded(
-                f"sources exceed the maximum content size of {max_bytes} bytes", max_bytes=max_bytes
+            limits.exceeded(
+                MaxContentSizeExceeded(
+                    f"sources exceed the maximum content size of {max_bytes} bytes", max_bytes=max_bytes
+                )
             )
-        if len(entries) >= max_files:
-            raise TooManyFiles(f"sources exceed the maximum of {max_files} files")
-        entries.append(Entry(key=key, size=size, etag=etag, name=names.claim(scope.entry_name(key))))
+        if files > max_files:
+            limits.exceeded(
+                TooManyFiles(f"sources exceed the maximum of {max_files} files", max_files=max_files)
+            )
+        if not limits.any_broken:
+            entries.append(Entry(key=key, size=size, etag=etag, name=names.claim(scope.entry_name(key))))
 
     for key in params.get("keys", []):
+        if limits.out_of_time():
+            break
         try:
             head = s3.head_object(Bucket=source_bucket, Key=key)
         except ClientError as error:
@@ -155,15 +167,22 @@ def plan(runtime: Runtime, download: Download) -> Plan:
                 if item["Key"].endswith("/") and item["Size"] == 0:
                     continue  # a console "folder" marker, not a file
                 add(item["Key"], int(item["Size"]), item["ETag"])
+            if limits.out_of_time():
+                break
+        if not limits.complete:
+            break
+    if limits.any_broken or not limits.complete:  # a dry run's count: totals, no entries
+        return Plan(totals=Progress(files_total=files, bytes_total=total), skipped=skipped)
     if not entries:
         raise NothingToDownload(
             "none of the named sources exist" if skipped else "the given prefixes hold no objects"
         )
-    if options.skips:
+    if options.skips and not limits.collect:  # a dry run stores nothing
         archiveoptions.prepare_skip(skipped, runtime, download)
     return Plan(
         totals=Progress(files_total=len(entries), bytes_total=sum(entry.size for entry in entries)),
         entries=entries,
+        skipped=skipped,
     )
 
 
@@ -346,4 +365,5 @@ TYPE = DownloadType(
     artifact_format=archiveoptions.artifact_format,
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",
     segments=ZipSegments(),
+    limits=("max_files", "max_content_bytes", "max_keys"),
 )

@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import DownloadType, Plan, ProgressTracker
+from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker
 from chalicelib.downloadtypes.rows import artifact_format, check_row_count, render_rows
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
 
-COLUMNS = ["at", "action", "actor", "download_id", "details"]
+# `source`: where a download.created came from ({kind: api}, or a trigger's queue, bus or
+# manifest: chalicelib/triggers/inbound.py), beside the principal in `actor`.
+COLUMNS = ["at", "action", "actor", "source", "download_id", "details"]
 
 PARAMS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -35,15 +37,22 @@ def check_params(params: dict[str, Any], principal: Principal, settings: Setting
     }
 
 
-def plan(runtime: Runtime, download: Download) -> Plan:
-    rows = check_row_count(runtime.audit.count(download.tenant), runtime.settings)
+def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> Plan:
+    rows = check_row_count(runtime.audit.count(download.tenant), runtime.settings, limits)
     return Plan(totals=Progress(files_total=1, rows_total=rows))
 
 
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[bytes]:
-    return render_rows(runtime.audit.pages(download.tenant), download.params, tracker, runtime.settings)
+    pages = ([_with_source(row) for row in page] for page in runtime.audit.pages(download.tenant))
+    return render_rows(pages, download.params, tracker, runtime.settings)
+
+
+def _with_source(row: dict[str, Any]) -> dict[str, Any]:
+    """The source recorded in the details, in its own column."""
+    details = dict(row.get("details") or {})
+    return {**row, "source": details.pop("source", None), "details": details}
 
 
 TYPE = DownloadType(

@@ -8,6 +8,7 @@ Build). The type modules import this one; only the registry (`__init__.py`) impo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.archive import integrity
 from chalicelib.archive.zipwriter import Piece
-from chalicelib.core.errors import Forbidden
+from chalicelib.core.errors import Forbidden, SatchelError
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.schemas import Schema
 from chalicelib.core.settings import Settings
@@ -37,6 +38,8 @@ class Plan:
 
     totals: Progress
     entries: list[Entry] = field(default_factory=list)
+    # Sources named but missing, left out as `on_missing: skip` asks.
+    skipped: list[str] = field(default_factory=list)
 
 
 class ProgressTracker(Protocol):
@@ -49,10 +52,51 @@ class ProgressTracker(Protocol):
     def advance(self, *, files: int = 0, bytes_: int = 0, rows: int = 0) -> None: ...
 
 
+# The clock a dry run's budget runs on (a test may replace it).
+_monotonic = time.monotonic
+
+
+class Limits:
+    """Where a planner reports a limit its plan breaks (files, bytes, rows).
+
+    Prepare's default: the first one is raised at once, and the download fails with its Code
+    before anything is built. A dry run collects every limit broken instead, and the planner
+    goes on counting, so the caller learns the real totals; within a time budget, after which
+    the planner stops early and the totals are lower bounds (`complete` is False)."""
+
+    def __init__(self, *, collect: bool = False, budget_seconds: float | None = None) -> None:
+        self.collect = collect
+        self.broken: list[SatchelError] = []
+        self.complete = True
+        self._deadline = None if budget_seconds is None else _monotonic() + budget_seconds
+
+    def exceeded(self, error: SatchelError) -> None:
+        """`error` names a limit the plan breaks: raised, or (a dry run) noted once per Code."""
+        if not self.collect:
+            raise error
+        if all(known.code != error.code for known in self.broken):
+            self.broken.append(error)
+
+    @property
+    def any_broken(self) -> bool:
+        return bool(self.broken)
+
+    def out_of_time(self) -> bool:
+        """For a planner between pages of a long listing: whether to stop there (a dry run)."""
+        if self._deadline is None or _monotonic() < self._deadline:
+            return False
+        self.complete = False
+        return True
+
+
+class Planner(Protocol):
+    """Prepare: what the artifact is made of, checked against sources and limits."""
+
+    def __call__(self, runtime: Runtime, download: Download, limits: Limits | None = None) -> Plan: ...
+
+
 # params -> normalised params to store (or a domain error), given the caller and settings.
 Check = Callable[[dict[str, Any], Principal, Settings], dict[str, Any]]
-# Prepare: what the artifact is made of, checked against sources and limits.
-Planner = Callable[["Runtime", Download], Plan]
 # Build: the artifact's bytes, advancing the tracker as its inputs are consumed. A piece may
 # also be a range of a source object, which S3 copies into the artifact without the worker.
 Renderer = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker"], Iterator[Piece]]
@@ -110,6 +154,8 @@ class DownloadType:
     required_role: str | None = None
     # How a large plan is built in segments, in parallel, and joined; None: one Build run.
     segments: SegmentPlan | None = None
+    # The settings that bound this type's artifact (a dry run shows them beside the totals).
+    limits: tuple[str, ...] = ("max_rows", "max_table_bytes")
 
     @cached_property
     def _params(self) -> Schema:

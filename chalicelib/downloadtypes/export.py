@@ -11,7 +11,7 @@ from chalicelib.core.errors import InvalidParams
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes import datasets, rowformats
-from chalicelib.downloadtypes.base import DownloadType, Plan, ProgressTracker
+from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker
 from chalicelib.downloadtypes.rows import artifact_format, check_row_count, render_rows
 from chalicelib.s3.manifest import Entry
 
@@ -90,10 +90,10 @@ def _query(runtime: Runtime, download: Download) -> datasets.Query:
     return datasets.Query(dataset, download.tenant, download.params["columns"], download.params["filters"])
 
 
-def plan(runtime: Runtime, download: Download) -> Plan:
+def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> Plan:
     query = _query(runtime, download)
     rows = query.count(clients.table(query.dataset.table))
-    return Plan(totals=Progress(files_total=1, rows_total=check_row_count(rows, runtime.settings)))
+    return Plan(totals=Progress(files_total=1, rows_total=check_row_count(rows, runtime.settings, limits)))
 
 
 def render(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import DownloadType, Plan, ProgressTracker
+from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker
 from chalicelib.downloadtypes.rows import artifact_format, render_rows
 from chalicelib.downloadtypes.scope import Scope
 from chalicelib.s3.manifest import Entry
@@ -44,7 +44,7 @@ def check_params(params: dict[str, Any], principal: Principal, settings: Setting
 
 
 # 3. Prepare: totals for the progress bar (a listing cannot know its size up front).
-def plan(runtime: Runtime, download: Download) -> Plan:
+def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> Plan:
     return Plan(totals=Progress(files_total=1))
 
 

@@ -11,13 +11,14 @@ from typing import Any
 from chalicelib.core.errors import MaxContentSizeExceeded
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes import rowformats
-from chalicelib.downloadtypes.base import ArtifactFormat, ProgressTracker
+from chalicelib.downloadtypes.base import ArtifactFormat, Limits, ProgressTracker
 
 
-def check_row_count(rows: int, settings: Settings) -> int:
-    """Refuse in Prepare, before anything is built, a file known to hold too many rows."""
+def check_row_count(rows: int, settings: Settings, limits: Limits | None = None) -> int:
+    """Refuse in Prepare, before anything is built, a file known to hold too many rows (a
+    dry run's `limits` notes it instead)."""
     if rows > settings.max_rows:
-        raise _too_many_rows(settings.max_rows)
+        (limits or Limits()).exceeded(_too_many_rows(settings.max_rows))
     return rows
 
 

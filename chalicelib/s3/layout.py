@@ -7,6 +7,9 @@
     tmp/<id>/segments/<index>/members.zip            its members, as a zip's local entries
     tmp/<id>/segments/<index>/directory.jsonl        their central directory records
     tmp/<id>/segments/<index>/checks.jsonl           their CRC-32s still to check
+    tmp/<id>/segments.json                           the segments' numbers: the Map's ItemReader
+    tmp/<id>/runs/<run>/...                          a Build handed on between Lambda runs
+    tmp/<id>/segments/<index>/runs/<run>/...         a segment's, likewise (workflow/runs.py)
 
 Everything of a download lies under `artifacts/<id>` or `tmp/<id>/` (`owner_of`), so removing
 a download (s3/artifacts.py) and the sweep's leftovers (triggers/cleanup.py) find it all, and
@@ -20,6 +23,7 @@ ARTIFACTS_PREFIX = "artifacts/"
 TEMPORARY_PREFIX = "tmp/"
 # Segments are numbered with this many digits, so the keys of one download list in order.
 _SEGMENT_DIGITS = 5
+_RUN_DIGITS = 5
 
 
 def artifact_key(download_id: str) -> str:
@@ -64,3 +68,17 @@ def segment_directory_key(download_id: str, index: int) -> str:
 
 def segment_checks_key(download_id: str, index: int) -> str:
     return f"{segment_prefix(download_id, index)}checks.jsonl"
+
+
+def segment_list_key(download_id: str) -> str:
+    return f"{temporary_prefix(download_id)}segments.json"
+
+
+def runs_prefix(download_id: str, segment: int | None = None) -> str:
+    """Where a build that hands on between Lambda runs keeps what the next run needs."""
+    base = temporary_prefix(download_id) if segment is None else segment_prefix(download_id, segment)
+    return f"{base}runs/"
+
+
+def run_key(download_id: str, segment: int | None, run: int, name: str) -> str:
+    return f"{runs_prefix(download_id, segment)}{run:0{_RUN_DIGITS}d}/{name}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
@@ -21,8 +22,27 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Saved:
+    """An upload in progress: its id, the parts done (number, ETag), the bytes written in all
+    (held ones included) and those held short of a part."""
+
+    upload_id: str
+    parts: list[tuple[int, str]]
+    size: int
+    held: bytes
+
+
 class MultipartWriter:
-    def __init__(self, s3: S3Client, bucket: str, key: str, part_size: int, content_type: str) -> None:
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        key: str,
+        part_size: int,
+        content_type: str,
+        resumed: Saved | None = None,
+    ) -> None:
         self._s3 = s3
         self.bucket = bucket
         self.key = key
@@ -32,8 +52,28 @@ class MultipartWriter:
         self._sha256 = hashlib.sha256()
         self._copied = False
         self.size = 0
-        created = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
-        self.upload_id = created["UploadId"]
+        if resumed is None:
+            created = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
+            self.upload_id = created["UploadId"]
+            return
+        # Carried on from an earlier Lambda run (chalicelib/workflow/runs.py): its parts, and
+        # the bytes it held short of a part. Parts go on from the next number, so a retried run
+        # overwrites the very parts its failed attempt wrote. The hash of the earlier runs'
+        # bytes is not carried: `complete` returns None (the Digest step hashes the artifact).
+        self.upload_id = resumed.upload_id
+        self._parts = [{"PartNumber": number, "ETag": etag} for number, etag in resumed.parts]
+        self._buffer = bytearray(resumed.held)
+        self.size = resumed.size
+        self._copied = True
+
+    def saved(self) -> Saved:
+        """What a later run needs to go on with this upload (`MultipartWriter(..., resumed=)`)."""
+        return Saved(
+            upload_id=self.upload_id,
+            parts=[(part["PartNumber"], part["ETag"]) for part in self._parts],
+            size=self.size,
+            held=bytes(self._buffer),
+        )
 
     @property
     def buffered(self) -> int:

@@ -34,6 +34,13 @@ class Action(StrEnum):
     PURGED = "download.purged"
     CALLBACK_DELIVERED = "callback.delivered"
     CALLBACK_FAILED = "callback.failed"
+    # Tenant-wide, about no download (their download_id is "").
+    WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated"
+    WEBHOOK_SECRET_READ = "webhook_secret.read"
+    # API keys (no download: download_id is empty; details name the key by id, never the key).
+    KEY_ISSUED = "key.issued"
+    KEY_ROTATED = "key.rotated"
+    KEY_DISABLED = "key.disabled"
 
 
 def user_actor(principal: Principal) -> str:

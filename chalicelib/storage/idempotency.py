@@ -1,13 +1,19 @@
 """Idempotency keys: a retried POST /downloads returns the download the first one made.
 
-The key is scoped to its user and remembered with a hash of the request body: the same
-key with the same body is a replay; with another body it is a mistake (409).
+As the IETF draft (draft-ietf-httpapi-idempotency-key-header) has it: the header is a
+Structured Field String (`Idempotency-Key: "8e03978e"`); a bare value (`Idempotency-Key:
+8e03978e`) is taken too, as the clients written before the draft send it. Anything else is
+400 `InvalidIdempotencyKey`. The key is scoped to its user and remembered with a hash of the
+request body: the same key with the same body is a replay, with another body a mistake (422
+`IdempotencyKeyReused`), and while the first request is still being processed a retry is
+409 `IdempotencyKeyInUse`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +32,24 @@ HEADER = "Idempotency-Key"
 _MAX_LENGTH = 255
 
 
+# RFC 8941 sf-string: DQUOTE *( unescaped / "\\" ( DQUOTE / "\\" ) ) DQUOTE, printable ASCII.
+_SF_STRING = re.compile(r'"((?:[ !#-\[\]-~]|\\["\\])*)"')
+_SF_ESCAPE = re.compile(r"\\(.)")
+
+
 def check_key(raw: str | None) -> str | None:
+    """The key a header value names (None when there is none); 400 when it is malformed."""
     if raw is None:
         return None
-    if not 1 <= len(raw) <= _MAX_LENGTH or not raw.isascii() or not raw.isprintable():
-        raise InvalidIdempotencyKey(f"{HEADER} must be 1 to {_MAX_LENGTH} printable ASCII characters")
-    return raw
+    quoted = _SF_STRING.fullmatch(raw)
+    if raw.startswith('"') and quoted is None:
+        raise InvalidIdempotencyKey(f"{HEADER} is not a valid Structured Field String (RFC 8941)")
+    key = _SF_ESCAPE.sub(r"\1", quoted.group(1)) if quoted else raw
+    if not 1 <= len(key) <= _MAX_LENGTH or not key.isascii() or not key.isprintable():
+        raise InvalidIdempotencyKey(
+            f'{HEADER} must be a string of 1 to {_MAX_LENGTH} printable ASCII characters, e.g. "a1b2c3"'
+        )
+    return key
 
 
 def fingerprint(body: Any) -> str:
@@ -56,7 +74,7 @@ class IdempotencyStore:
         return layout.idempotency_key(claim.principal.tenant, claim.principal.user_id, hash_secret(claim.key))
 
     def existing(self, claim: Claim) -> str | None:
-        """The download this key already made (same body), None if the key is new; 409 if the
+        """The download this key already made (same body), None if the key is new; 422 if the
         key was used with another body."""
         found = self._table.get_item(Key=self._key(claim), ConsistentRead=True)
         item: dict[str, Any] | None = found.get("Item")
@@ -69,7 +87,7 @@ class IdempotencyStore:
 
     def claim(self, claim: Claim, download_id: str, ttl_seconds: int) -> str | None:
         """Bind the key to `download_id`. None if it is ours; else the download a racing
-        request bound it to first (or 409 if that request had another body)."""
+        request bound it to first (or 422 if that request had another body)."""
         try:
             self._table.put_item(
                 Item={

@@ -9,15 +9,19 @@ One table holds every record. The partition key's prefix says what a record is:
 | `QUOTA#<tenant>`                                | `TENANT_QUOTA`  | the tenant's active downloads |
 | `APIKEY#<sha256 of the key>`                    | `APIKEY`        | an API key (storage/keys)     |
 | `USER#<tenant>#<user>`                          | `USER`          | a principal, by name          |
+| `IAMPRINCIPAL#<normalised IAM ARN>`             | `IAMPRINCIPAL`  | an IAM caller's principal     |
 | `LINK#<sha256 of the token>`                    | `LINK`          | a link (storage/links)        |
 | `IDEMPOTENCY#<tenant>#<user>#<sha256 of key>`   | `IDEMPOTENCY`   | an idempotency key            |
 | `AUDIT#<tenant>`                                | `<at>#<random>` | an audit event                |
+| `WEBHOOK_SECRET#<tenant>`                       | `WEBHOOK_SECRET`| webhook secrets (storage/secrets) |
 
 A download also sits in two indexes: `by_owner` (`OWNER#<tenant>#<user>`, `<created>#<id>`)
 lists a user's downloads newest first; `by_due` (`DUE#<shard>`, `<due time>#<id>`) holds it
 under the time the sweep must next look at it. A link also sits in `by_owner`, in its
 download's own partition (`LINKS#<download id>`, `<created>#<token hash>`), so the owner can
-list a download's links without a second index; no download lists there. Tenant and user ids never hold '#'
+list a download's links without a second index; no download lists there. An API key also
+sits in `by_owner`, in its tenant's keys (`KEYS#<tenant>`, `<created>#<key id>`), so a tenant
+admin can list and address the tenant's keys by id. Tenant and user ids never hold '#'
 (core/names.py), so no two of these keys can be the same.
 
 TABLE_KEYS declares the keys and indexes: the local stack (satchel_local/stack.py) creates
@@ -53,11 +57,14 @@ USER = "USER#"
 LINK = "LINK#"
 IDEMPOTENCY = "IDEMPOTENCY#"
 AUDIT = "AUDIT#"
-PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT)
+WEBHOOK_SECRET = "WEBHOOK_SECRET#"
+IAM_PRINCIPAL = "IAMPRINCIPAL#"
+PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT, WEBHOOK_SECRET, IAM_PRINCIPAL)
 # Index partition key prefixes.
 OWNER = "OWNER#"
 DUE = "DUE#"
 LINKS_OF = "LINKS#"
+KEYS_OF = "KEYS#"
 
 # Sort keys of the records that are alone in their partition.
 DOWNLOAD_SK = "DOWNLOAD"
@@ -67,6 +74,8 @@ API_KEY_SK = "APIKEY"
 USER_SK = "USER"
 LINK_SK = "LINK"
 IDEMPOTENCY_SK = "IDEMPOTENCY"
+WEBHOOK_SECRET_SK = "WEBHOOK_SECRET"
+IAM_PRINCIPAL_SK = "IAMPRINCIPAL"
 
 _SEPARATOR = "#"
 
@@ -152,6 +161,20 @@ def user_key(tenant: str, user_id: str) -> dict[str, str]:
     return {PK: f"{USER}{_join(tenant, user_id)}", SK: USER_SK}
 
 
+def keys_partition(tenant: str) -> str:
+    return f"{KEYS_OF}{tenant}"
+
+
+def keys_entry(tenant: str, created_at: str, key_id: str) -> dict[str, str]:
+    """An API key's place in `by_owner`: its tenant's keys, ordered by creation."""
+    return {OWNER_PK: keys_partition(tenant), OWNER_SK: _join(created_at, key_id)}
+
+
+def iam_principal_key(arn: str) -> dict[str, str]:
+    """An IAM caller's mapping (api/iam.py normalises the ARN first); ARNs hold no '#'."""
+    return {PK: f"{IAM_PRINCIPAL}{arn}", SK: IAM_PRINCIPAL_SK}
+
+
 def link_key(token_hash: str) -> dict[str, str]:
     return {PK: f"{LINK}{token_hash}", SK: LINK_SK}
 
@@ -178,3 +201,8 @@ def audit_key(tenant: str, at: str, nonce: str) -> dict[str, str]:
     """An audit event's key: the tenant's trail, ordered by time; `nonce` parts events of the
     same instant."""
     return {PK: audit_partition(tenant), SK: _join(at, nonce)}
+
+
+def webhook_secret_key(tenant: str) -> dict[str, str]:
+    """A tenant's webhook signing secrets: one record, rotated in place."""
+    return {PK: f"{WEBHOOK_SECRET}{tenant}", SK: WEBHOOK_SECRET_SK}

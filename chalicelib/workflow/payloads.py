@@ -37,32 +37,47 @@ class Start(TypedDict):
     download_id: str
 
 
+class SegmentList(TypedDict):
+    """Where the Distributed Map reads the segments' numbers (its ItemReader: a JSON array in
+    S3, never in a payload), how many there are, and how many are built at once."""
+
+    bucket: str
+    key: str
+    count: int
+    concurrency: int
+
+
 class Prepared(TypedDict):
     """Prepare's output: the input of ChooseBuild, Build, BuildSegments and Assemble.
 
     `parallel` is always there (the Choice tests a value, not a path that may be absent);
-    then `segments` when true, else `manifest_key`.
+    then `segments` when true, else `manifest_key`. `run` is there when a Build handed on
+    (chalicelib/workflow/runs.py): the run that goes on from where the last one stopped.
     """
 
     download_id: str
     totals: Counts
     parallel: bool
     manifest_key: NotRequired[str]
-    segments: NotRequired[list[int]]
+    segments: NotRequired[SegmentList]
+    run: NotRequired[int]
 
 
 class SegmentInput(TypedDict):
-    """One Map item (the ItemSelector): BuildSegment's input."""
+    """One Map item (the ItemSelector), or a segment's run handing on: BuildSegment's input."""
 
     download_id: str
     totals: Counts
     index: int
+    run: NotRequired[int]
 
 
-class SegmentBuilt(TypedDict):
-    """BuildSegment's output (the Map discards it: ResultPath null)."""
+class SegmentBuilt(SegmentInput):
+    """BuildSegment's output: `done`, or the `run` to go on with (SegmentHandsOn loops back).
 
-    index: int
+    SegmentDone hands back {} in its place, and the Map drops that (ResultPath null)."""
+
+    done: bool
     size: int
     files: int
 
@@ -87,6 +102,20 @@ class Digested(_Artifact):
     """Digest's output, and Built once CheckDigest let it through: Finalize's input."""
 
     sha256: str
+
+
+class BuildRun(Built):
+    """Build's output: BuildHandsOn sends it back to Build until `done`, then to CheckDigest.
+
+    Until done, `size` and `progress` are what is written so far, `sha256` None, and `run`
+    the next run's number; Prepare's fields go on with it.
+    """
+
+    totals: Counts
+    parallel: bool
+    manifest_key: NotRequired[str]
+    done: bool
+    run: NotRequired[int]
 
 
 class Finished(TypedDict):

@@ -32,10 +32,12 @@ class ProgressTracker:
         clock: Callable[[], float] = time.monotonic,
         *,
         shared: bool = False,
+        done: Progress | None = None,
     ) -> None:
         self._downloads = downloads
         self._download_id = download_id
-        self.current = replace(totals, files_done=0, bytes_done=0, rows_done=0)
+        # `done`: what earlier Lambda runs of the same build did (chalicelib/workflow/runs.py).
+        self.current = done or replace(totals, files_done=0, bytes_done=0, rows_done=0)
         self._every_bytes = every_bytes
         self._clock = clock
         # Shared: one of several parallel builders of the download, each adding what it did.

@@ -25,16 +25,21 @@ from chalicelib.archive.assembly import Assembler
 from chalicelib.archive.integrity import Check
 from chalicelib.archive.zipwriter import CopyRange
 from chalicelib.core import observability
-from chalicelib.core.errors import Cancelled, retried_when_transient
+from chalicelib.core.errors import Cancelled, TooManyParts, retried_when_transient
 from chalicelib.core.models import Download, Progress
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import S3_MIN_PART_SIZE, Settings
 from chalicelib.downloadtypes.base import DownloadType, SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter
-from chalicelib.workflow.payloads import Built, Prepared, SegmentBuilt, SegmentInput, counts
+from chalicelib.workflow import runs
+from chalicelib.workflow.payloads import Built, Prepared, SegmentBuilt, SegmentInput, SegmentList, counts
 from chalicelib.workflow.progress import ProgressTracker
+
+# S3's bound on the parts of one multipart upload: the joined artifact and each segment's
+# object are one each. It, not the payload or the execution's history, bounds a download.
+S3_MAX_PARTS = 10_000
 
 
 def groups(entries: list[Entry], settings: Settings) -> list[list[Entry]]:
@@ -63,21 +68,103 @@ def _runs(entries: list[Entry], most_bytes: int, most_files: int) -> list[list[E
     return found
 
 
-def split(runtime: Runtime, download: Download, entries: list[Entry]) -> list[int] | None:
-    """Prepare: the segments' numbers when this download is built in parallel, else None."""
+# Most bytes a zip adds to a member, headers and descriptor (ZIP64, a long name): an upper bound.
+_MEMBER_OVERHEAD = 2 * 1024
+_MAX_COPY_PART = 5 * 1024**3
+
+
+def parts_needed(found: list[list[Entry]], settings: Settings) -> int:
+    """An upper bound on the parts of the largest upload the plan makes.
+
+    Each segment's object: its bytes in parts of `part_size`, plus, for each member S3
+    copies, the part it closes and one per 5 GiB of it. The joined artifact: a segment of at
+    least 5 MiB is copied in parts of up to 5 GiB (closing the part written before it, if
+    smaller segments were read through); smaller ones are read into written parts; then the
+    central directory in parts of `part_size`.
+    """
+    part, copy_min = settings.part_size, settings.server_copy_min_bytes
+    largest_segment = copied = small = read = 0
+    for group in found:
+        size = sum(entry.size + _MEMBER_OVERHEAD for entry in group)
+        copies = sum(1 + math.ceil(entry.size / _MAX_COPY_PART) for entry in group if entry.size >= copy_min)
+        largest_segment = max(largest_segment, math.ceil(size / part) + copies + 1)
+        if size >= S3_MIN_PART_SIZE:
+            copied += math.ceil(size / _MAX_COPY_PART)
+        else:
+            small, read = small + 1, read + size
+    closed = min(small, len(found) - small)  # a written part closed before a copied segment
+    directory = sum(len(group) for group in found) * _MEMBER_OVERHEAD
+    joined = copied + closed + math.ceil(read / S3_MIN_PART_SIZE) + math.ceil(directory / part) + 1
+    return max(largest_segment, joined)
+
+
+def single_parts_needed(entries: list[Entry], settings: Settings) -> int:
+    """The same bound for one Build's upload: every byte in parts, each copy closing one."""
+    size = sum(entry.size + 2 * _MEMBER_OVERHEAD for entry in entries)
+    copies = sum(
+        1 + math.ceil(entry.size / _MAX_COPY_PART)
+        for entry in entries
+        if entry.size >= settings.server_copy_min_bytes
+    )
+    return math.ceil(size / settings.part_size) + copies + 1
+
+
+def _check_parts(needed: int, settings: Settings) -> None:
+    if needed > S3_MAX_PARTS:
+        raise TooManyParts(
+            f"this download would need up to {needed} parts in one S3 upload, more than S3's "
+            f"{S3_MAX_PARTS}: raise SATCHEL_PART_SIZE (now {settings.part_size} bytes) or "
+            "SATCHEL_SEGMENT_BYTES, or download less at once",
+            parts=needed,
+            limit=S3_MAX_PARTS,
+        )
+
+
+def plan(download: Download, entries: list[Entry], settings: Settings) -> list[list[Entry]] | None:
+    """The segments this download is built in (None: one Build), checked against S3's parts
+    (TooManyParts) before anything is built. Stores nothing: a dry run may ask too."""
+    found = _split(download, entries, settings)
+    if found is None:
+        _check_parts(single_parts_needed(entries, settings), settings)
+    else:
+        _check_parts(parts_needed(found, settings), settings)
+    return found
+
+
+def split(runtime: Runtime, download: Download, entries: list[Entry]) -> SegmentList | None:
+    """Prepare: where the Map finds this download's segments when it is built in parallel
+    (their manifests, and the list its ItemReader reads, written to S3), else None."""
     settings = runtime.settings
+    found = plan(download, entries, settings)
+    if found is None:
+        return None
+    bucket = settings.artifact_bucket
+    for index, group in enumerate(found):
+        manifest.write(runtime.s3, bucket, layout.segment_manifest_key(download.id, index), group)
+    key = layout.segment_list_key(download.id)
+    # The Map's ItemReader reads this JSON array: one item per segment, its number.
+    runtime.s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(list(range(len(found)))).encode(),
+        ContentType="application/json",
+    )
+    return {
+        "bucket": bucket,
+        "key": key,
+        "count": len(found),
+        "concurrency": settings.map_concurrency,
+    }
+
+
+def _split(download: Download, entries: list[Entry], settings: Settings) -> list[list[Entry]] | None:
     if not downloadtypes.get(download.type).can_segment(download.params):
         return None
     total = sum(entry.size for entry in entries)
     if total <= settings.parallel_min_bytes and len(entries) <= settings.parallel_min_files:
         return None
     found = groups(entries, settings)
-    if len(found) < 2:
-        return None
-    for index, group in enumerate(found):
-        key = layout.segment_manifest_key(download.id, index)
-        manifest.write(runtime.s3, settings.artifact_bucket, key, group)
-    return list(range(len(found)))
+    return found if len(found) >= 2 else None
 
 
 def _load(runtime: Runtime, download_id: str) -> Download:
@@ -87,49 +174,41 @@ def _load(runtime: Runtime, download_id: str) -> Download:
 
 
 @retried_when_transient
-def build_segment(runtime: Runtime, event: SegmentInput) -> SegmentBuilt:
-    """One Map iteration: the segment's pieces into tmp/<id>/segments/<n>/, its records beside them."""
-    download_id, index = event["download_id"], int(event["index"])
-    settings, s3 = runtime.settings, runtime.s3
+def build_segment(runtime: Runtime, event: SegmentInput, budget: runs.Budget | None = None) -> SegmentBuilt:
+    """One Map child's run: the segment's pieces into tmp/<id>/segments/<n>/, its records
+    beside them; or, when its Lambda run is running out, as far as it got (`done` false)."""
+    download_id, index, run = event["download_id"], int(event["index"]), int(event.get("run", 0))
+    settings = runtime.settings
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
-    plan = _plan(kind)
-    key = layout.segment_object_key(download_id, index)
-    artifacts.abort_uploads_of(s3, settings.artifact_bucket, key)  # a retry starts over
-    tracker = ProgressTracker(
-        runtime.downloads,
-        download_id,
-        Progress(**event["totals"]),
-        settings.progress_every_bytes,
-        shared=True,
+    target = runs.Target(
+        download_id=download_id,
+        segment=index,
+        key=layout.segment_object_key(download_id, index),
+        manifest_key=layout.segment_manifest_key(download_id, index),
+        content_type=kind.artifact_format(download.params).content_type,
     )
-    content_type = kind.artifact_format(download.params).content_type
-    writer = MultipartWriter(s3, settings.artifact_bucket, key, settings.part_size, content_type)
-    entries = manifest.read(s3, settings.artifact_bucket, layout.segment_manifest_key(download_id, index))
-    try:
-        segment = plan.build(runtime, download, entries, tracker)
-        Assembler(s3, writer, settings.read_chunk_bytes).write_all(segment.pieces)
-        tracker.flush()
-        writer.complete()
-    except Cancelled:
-        writer.abort()
-        artifacts.remove_everything(s3, settings.artifact_bucket, download_id)
-        raise
-    except BaseException:
-        writer.abort()
-        raise
-    records = segment.records()
-    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    # Written even when empty: a retried segment must not leave an earlier attempt's checks.
-    checks = layout.segment_checks_key(download_id, index)
-    integrity.write(s3, settings.artifact_bucket, checks, segment.checks())
-    s3.put_object(
-        Bucket=settings.artifact_bucket,
-        Key=layout.segment_directory_key(download_id, index),
-        Body=text.encode("utf-8"),
-        ContentType="application/x-ndjson",
-    )
-    return {"index": index, "size": writer.size, "files": len(records)}
+    totals = Progress(**event["totals"])
+
+    def tracker(done: Progress | None) -> ProgressTracker:
+        # Shared: each segment adds what it did; every run starts counting from nothing.
+        return ProgressTracker(
+            runtime.downloads, download_id, totals, settings.progress_every_bytes, shared=True
+        )
+
+    budget = budget or runs.Budget.of(None, settings)
+    outcome = runs.Run(runtime, download, _plan(kind), target, run, budget, tracker).go()
+    output: SegmentBuilt = {
+        "download_id": download_id,
+        "totals": event["totals"],
+        "index": index,
+        "done": outcome.done,
+        "size": outcome.size,
+        "files": outcome.files,
+    }
+    if not outcome.done:
+        output["run"] = outcome.run
+    return output
 
 
 def _plan(kind: DownloadType) -> SegmentPlan:
@@ -138,19 +217,24 @@ def _plan(kind: DownloadType) -> SegmentPlan:
     return kind.segments
 
 
-def _directory(runtime: Runtime, download_id: str, index: int) -> list[Any]:
+def _directory(runtime: Runtime, download_id: str, index: int) -> Iterator[tuple[int, list[Any]]]:
+    """A segment's records, run by run (chalicelib/workflow/runs.py), each with its run's offset."""
     body = runtime.s3.get_object(
         Bucket=runtime.settings.artifact_bucket, Key=layout.segment_directory_key(download_id, index)
     )
-    return [json.loads(line) for line in body["Body"].iter_lines() if line]
+    for line in body["Body"].iter_lines():
+        if line:
+            offset, records = json.loads(line)
+            yield int(offset), records
 
 
 def _records(
     runtime: Runtime, download_id: str, placed: list[tuple[int, int]]
 ) -> Iterator[tuple[int, list[Any]]]:
-    """Each segment's records (one segment in memory at a time) with the offset it landed at."""
+    """Each segment's records (one segment in memory at a time) with the offset they landed at."""
     for index, offset in placed:
-        yield offset, _directory(runtime, download_id, index)
+        for at, records in _directory(runtime, download_id, index):
+            yield offset + at, records
 
 
 def _checks(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -> Iterator[Check]:
@@ -180,7 +264,8 @@ def assemble(runtime: Runtime, event: Prepared) -> Built:
     assembler = Assembler(s3, writer, settings.read_chunk_bytes)
     placed: list[tuple[int, int]] = []
     try:
-        for index in event.get("segments", []):
+        segment_list = event.get("segments")
+        for index in range(segment_list["count"] if segment_list else 0):
             members = layout.segment_object_key(download_id, index)
             head = s3.head_object(Bucket=bucket, Key=members)
             size = int(head["ContentLength"])

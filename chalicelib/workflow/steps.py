@@ -19,14 +19,16 @@ from chalicelib.core import clock, observability
 from chalicelib.core.disclosure import shown_error
 from chalicelib.core.errors import Cancelled, retried_when_transient
 from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
+from chalicelib.downloadtypes.base import SegmentPlan
 from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
-from chalicelib.workflow import segments
+from chalicelib.workflow import runs, segments
 from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up
 from chalicelib.workflow.payloads import (
+    BuildRun,
     Built,
     Digested,
     Failed,
@@ -67,17 +69,17 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
     plan = downloadtypes.get(download.type).plan(runtime, download)
     # Large enough: segments for the Map to build in parallel; else one manifest for Build.
     # `parallel` is always there: the ASL's Choice tests a value, not a path that may be absent.
-    numbers = segments.split(runtime, download, plan.entries)
+    segment_list = segments.split(runtime, download, plan.entries)
     output: Prepared = {
         "download_id": download_id,
         "totals": counts(plan.totals),
-        "parallel": numbers is not None,
+        "parallel": segment_list is not None,
     }
-    if numbers is None:
+    if segment_list is None:
         output["manifest_key"] = key = layout.manifest_key(download_id)
         manifest.write(runtime.s3, runtime.settings.artifact_bucket, key, plan.entries)
     else:
-        output["segments"] = numbers
+        output["segments"] = segment_list
     if not runtime.downloads.record_progress(download_id, plan.totals):
         _discard_when_cancelled(runtime, download_id)
         raise Cancelled("the download was cancelled while it was being prepared")
@@ -85,10 +87,72 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
 
 
 @retried_when_transient
-def build(runtime: Runtime, event: Prepared) -> Built:
+def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) -> BuildRun:
+    """The artifact into one multipart upload. A type built through a segment plan (the plain
+    zip) hands on before its Lambda run ends (`done` false: BuildHandsOn runs Build again,
+    chalicelib/workflow/runs.py); any other is built in this one run."""
+    download_id = event["download_id"]
+    download = _load(runtime, download_id)
+    kind = downloadtypes.get(download.type)
+    if kind.can_segment(download.params) and kind.segments is not None:
+        return _build_in_runs(runtime, event, download, kind.segments, budget)
+    return _run_output(event, _build_at_once(runtime, event, download), None)
+
+
+def _run_output(event: Prepared, built: Built, run: int | None) -> BuildRun:
+    """Build's output: Prepare's fields go on (BuildHandsOn may send it back to Build), with
+    what is built so far and, until done, the next run's number."""
+    output: BuildRun = {
+        "download_id": event["download_id"],
+        "totals": event["totals"],
+        "parallel": event["parallel"],
+        "artifact_key": built["artifact_key"],
+        "size": built["size"],
+        "sha256": built["sha256"],
+        "progress": built["progress"],
+        "done": run is None,
+    }
+    if "manifest_key" in event:
+        output["manifest_key"] = event["manifest_key"]
+    if run is not None:
+        output["run"] = run
+    return output
+
+
+def _build_in_runs(
+    runtime: Runtime, event: Prepared, download: Download, plan: SegmentPlan, budget: runs.Budget | None
+) -> BuildRun:
+    settings, download_id = runtime.settings, event["download_id"]
+    run = int(event.get("run", 0))
+    target = runs.Target(
+        download_id=download_id,
+        segment=None,
+        key=layout.artifact_key(download_id),
+        manifest_key=event["manifest_key"],
+        content_type=downloadtypes.get(download.type).artifact_format(download.params).content_type,
+    )
+    totals = Progress(**event["totals"])
+
+    def tracker(done: Progress | None) -> ProgressTracker:
+        return ProgressTracker(
+            runtime.downloads, download_id, totals, settings.progress_every_bytes, done=done
+        )
+
+    budget = budget or runs.Budget.of(None, settings)
+    outcome = runs.Run(runtime, download, plan, target, run, budget, tracker).go()
+    built: Built = {
+        "download_id": download_id,
+        "artifact_key": target.key,
+        "size": outcome.size,
+        "sha256": outcome.sha256,
+        "progress": counts(outcome.progress),
+    }
+    return _run_output(event, built, None if outcome.done else outcome.run)
+
+
+def _build_at_once(runtime: Runtime, event: Prepared, download: Download) -> Built:
     download_id = event["download_id"]
     settings = runtime.settings
-    download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
     # A retried Build starts over: whatever a previous attempt left open goes first.
     artifacts.abort_uploads(runtime.s3, settings.artifact_bucket, download_id)

@@ -48,8 +48,8 @@ from chalicelib.runtime import Runtime
 from chalicelib.triggers import inbound as triggers
 from satchel_local import eventsources, lambdas
 from satchel_local.seed import PRINCIPALS
+from satchel_local.stack import MOTO_SENDER_ID, Stack, webhook_secrets_alias
 from satchel_local.stack import REGION as STACK_REGION
-from satchel_local.stack import Stack
 from statemachine.definition import function_name
 from tests.support.stack import Satchel, api_key_of
 from tests.support.stack_template import (
@@ -58,6 +58,7 @@ from tests.support.stack_template import (
     Resolver,
     allows,
     functions,
+    kms_key_arn,
     packaged,
     role_of,
     statements,
@@ -71,8 +72,10 @@ API_HANDLER = "app.app"
 AUTHORIZER = "app.bearer"
 REQUESTS = "app.handle_requests"
 EVENTS = "app.handle_event"
+MANIFESTS = "app.handle_manifest"
 LINK_WEBHOOK = "app.link_webhook"
 CLEANUP = "app.sweep"
+STACK_STAGE = "test"  # the stage the stack fixture provisions
 # As a deployment names it (WebhookSecretParameter): the key is read from SSM, not given.
 WEBHOOK_PARAMETER = "/satchel-test/webhook-secret"
 
@@ -112,6 +115,9 @@ NOT_EXERCISED: dict[str, dict[str, str]] = {
         "sqs:GetQueueAttributes": "Lambda's SQS event source reads the queue's attributes",
     },
     EVENTS: {
+        "sqs:SendMessage": "Lambda dead-letters an event the function still failed on after its retries",
+    },
+    MANIFESTS: {
         "sqs:SendMessage": "Lambda dead-letters an event the function still failed on after its retries",
     },
 }
@@ -279,6 +285,18 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], schema: T
             context = (("events:source", (entry["Source"],)), ("events:detail-type", (entry["DetailType"],)))
             found.append(Request("events:PutEvents", arn, context))
         return found
+    if service == "kms" and operation in ("Encrypt", "Decrypt"):
+        # The stack's one key, which the local stack names by its alias.
+        assert params["KeyId"] == webhook_secrets_alias(STACK_STAGE), params
+        encryption_context: dict[str, str] = params.get("EncryptionContext", {})
+        context = (
+            ("kms:EncryptionContextKeys", tuple(sorted(encryption_context))),
+            *(
+                (f"kms:EncryptionContext:{key}", (value,))
+                for key, value in sorted(encryption_context.items())
+            ),
+        )
+        return [Request(f"kms:{operation}", kms_key_arn("WebhookSecretsKey"), context)]
     if service == "ssm" and operation == "GetParameter":
         name = params["Name"] if params["Name"].startswith("/") else f"/{params['Name']}"
         return [Request("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}")]
@@ -295,6 +313,10 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], schema: T
 # --- Recording -------------------------------------------------------------------------
 
 
+# The calls the state machine makes itself (not its functions), held to StateMachineRole.
+STATE_MACHINE = "StateMachine"
+
+
 class Recorder:
     def __init__(self, schema: TableSchema) -> None:
         self.schema = schema
@@ -309,7 +331,11 @@ class Recorder:
             if threading.current_thread() is not threading.main_thread():
                 with self._lock:
                     self.unattributed_in_threads.append(f"{service}.{operation}")
-            return
+            if service != "s3" or threading.current_thread() is threading.main_thread():
+                return
+            # The interpreter's own S3 calls (the Distributed Map's ItemReader): the state
+            # machine's role makes them.
+            handler = STATE_MACHINE
         call = Call(handler, service, operation, tuple(iam_requests(service, operation, params, self.schema)))
         with self._lock:
             self.calls.append(call)
@@ -465,6 +491,12 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
     assert satchel.call("DELETE", f"/links/{other}").status == 204
     assert satchel.call("GET", f"/links/{other}", user=None).status == 410
 
+    # A tenant admin's keys: issued, listed, rotated, disabled.
+    issued = satchel.call("POST", "/keys", "carol", {"user_id": "erin", "expires_in": 3600}).json
+    assert satchel.call("GET", "/keys", "carol").status == 200
+    rotated = satchel.call("POST", f"/keys/{issued['id']}/rotate", "carol").json
+    assert satchel.call("DELETE", f"/keys/{rotated['id']}", "carol").status == 200
+
     # A large zip: segments built in parallel and joined by Assemble, the large member copied
     # by S3 (its CRC-32 from S3's checksum), and the artifact hashed by Digest.
     monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
@@ -502,6 +534,11 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
     assert lambdas.wait_idle(timeout=30)
     monkeypatch.delenv("SATCHEL_MAX_ACTIVE_PER_USER")
 
+    # The tenant admin rotates the tenant's webhook secret (encrypted with KMS), and reads when.
+    rotated = satchel.call("POST", "/tenant/webhook-secret", "carol", {"grace_seconds": 60})
+    assert rotated.status == 201, rotated.body
+    assert satchel.call("GET", "/tenant/webhook-secret", "carol").status == 200
+
     # The other registered types, reading the audit trail and a dataset.
     registered = {kind.name for kind in downloadtypes.all_types()}
     if "audit" in registered:
@@ -528,6 +565,15 @@ def invoke(handler: str, event: dict[str, Any]) -> Any:
     payload, failed = lambdas.run_handler(handler, name, json.dumps(event), timeout=300)
     assert not failed, payload
     return json.loads(payload)
+
+
+def invoke_failing(handler: str, event: dict[str, Any]) -> str:
+    """Run a function that fails (so that Lambda tries its event again): the error's type."""
+    name = handler.removeprefix("app.")
+    payload, failed = lambdas.run_handler(handler, name, json.dumps(event), timeout=300)
+    assert failed, payload
+    error_type: str = json.loads(payload)["errorType"]
+    return error_type
 
 
 def newest(satchel: Satchel, user: str) -> Any:
@@ -563,7 +609,9 @@ def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tupl
     # Refusals over quota come first, while no workflow runs: moto undoes a failed
     # transaction by restoring a copy of the whole table, which would revert a concurrent
     # PENDING -> RUNNING (DynamoDB itself has no such race).
-    refused = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, over_quota, [])
+    refused = satchel.client.events.generate_cw_event(
+        triggers.REQUEST_SOURCE_PREFIX + "acme", triggers.REQUESTED, over_quota, []
+    )
     invoke(EVENTS, {**refused, "id": str(uuid.uuid4())})
     bodies = [
         json.dumps(over_quota),
@@ -574,6 +622,7 @@ def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tupl
     batch = satchel.client.events.generate_sqs_event(bodies, queue_name="satchel-requests")
     for record in batch["Records"]:
         record["messageId"] = str(uuid.uuid4())
+        record["attributes"]["SenderId"] = MOTO_SENDER_ID
     answer = invoke(REQUESTS, batch)
     rejected = [record["messageId"] for record in batch["Records"][:-1]]
     assert answer == {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in rejected]}
@@ -582,26 +631,29 @@ def run_trigger_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch) -> tupl
 
     # The same message delivered again (SQS is at least once): the same download.
     again = satchel.client.events.generate_sqs_event([json.dumps(good)], queue_name="satchel-requests")
+    again["Records"][0]["attributes"]["SenderId"] = MOTO_SENDER_ID
     assert invoke(REQUESTS, again) == {"batchItemFailures": []}
     assert newest(satchel, "alice")["id"] == by_message["id"]
 
     monkeypatch.delenv("SATCHEL_MAX_ACTIVE_PER_USER")
 
     asked = {"tenant": "acme", "user_id": "alice", "request": {**request, "filename": "asked.zip"}}
-    event = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, asked, [])
+    event = satchel.client.events.generate_cw_event(
+        triggers.REQUEST_SOURCE_PREFIX + "acme", triggers.REQUESTED, asked, []
+    )
     invoke(EVENTS, {**event, "id": str(uuid.uuid4())})
     by_event = newest(satchel, "alice")
     assert by_event["filename"] == "asked.zip"
     started.append(by_event["id"])
 
-    # A manifest dropped under the request prefix, acting as bob of its tenant.
-    bucket, key = satchel.stack.source_bucket, f"{settings.Settings.request_prefix}acme/iam.json"
-    satchel.put_source(key, json.dumps({"user_id": "bob", "request": request}).encode())
+    # A manifest dropped in bob's folder under the request prefix, acting as bob.
+    bucket, key = satchel.stack.source_bucket, f"{settings.Settings.request_prefix}acme/bob/iam.json"
+    satchel.put_source(key, json.dumps({"request": request}).encode())
     detail = {"bucket": {"name": bucket}, "object": {"key": key}}
     created = satchel.client.events.generate_cw_event(
         "aws.s3", triggers.OBJECT_CREATED, detail, [f"arn:aws:s3:::{bucket}"]
     )
-    invoke(EVENTS, {**created, "id": str(uuid.uuid4())})
+    invoke(MANIFESTS, {**created, "id": str(uuid.uuid4())})
     by_manifest = newest(satchel, "bob")
     assert by_manifest["user_id"] == "bob"
     started.append(by_manifest["id"])
@@ -620,7 +672,7 @@ class ExecutionLimitExceeded(AWSError):
 
 
 def run_start_failures(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: str) -> list[str]:
-    """A message and an event whose workflow Step Functions refuses to start: each download
+    """A message, an event and a manifest whose workflow Step Functions refuses to start: each download
     ends FAILED `StartFailed`, is announced and told to its callback, and its idempotency
     key is released. Returns their ids."""
     request = {"type": "zip", "params": {"keys": ["acme/iam/a.csv"]}, "callback_url": callback_url}
@@ -639,13 +691,26 @@ def run_start_failures(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callba
         }
         batch = satchel.client.events.generate_sqs_event([json.dumps(message)], queue_name="satchel-requests")
         batch["Records"][0]["messageId"] = message_id = str(uuid.uuid4())
+        batch["Records"][0]["attributes"]["SenderId"] = MOTO_SENDER_ID
         assert invoke(REQUESTS, batch) == {"batchItemFailures": [{"itemIdentifier": message_id}]}
         failed.append(newest(satchel, "alice"))
 
         detail = {"tenant": "acme", "user_id": "bob", "request": request}
-        event = satchel.client.events.generate_cw_event("satchel.requests", triggers.REQUESTED, detail, [])
-        assert invoke(EVENTS, {**event, "id": str(uuid.uuid4())}) is None
+        event = satchel.client.events.generate_cw_event(
+            triggers.REQUEST_SOURCE_PREFIX + "acme", triggers.REQUESTED, detail, []
+        )
+        assert invoke_failing(EVENTS, {**event, "id": str(uuid.uuid4())}) == "StartFailed"
         failed.append(newest(satchel, "bob"))
+
+        bucket, key = (
+            satchel.stack.source_bucket,
+            f"{settings.Settings.request_prefix}acme/alice/no-start.json",
+        )
+        satchel.put_source(key, json.dumps({"request": request}).encode())
+        detail = {"bucket": {"name": bucket}, "object": {"key": key}}
+        created = satchel.client.events.generate_cw_event("aws.s3", triggers.OBJECT_CREATED, detail, [])
+        assert invoke_failing(MANIFESTS, {**created, "id": str(uuid.uuid4())}) == "StartFailed"
+        failed.append(newest(satchel, "alice"))
     for download in failed:
         assert download["state"] == "FAILED", download
         assert download["error"]["code"] == "StartFailed", download
@@ -726,7 +791,7 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
     states = callbacks.states()
     assert set().union(*states.values()) == {"DONE", "FAILED", "CANCELLED"}, states
     assert [states.get(download_id) for download_id in report["timed_out"]].count({"FAILED"}) == 1
-    assert [states.get(download_id) for download_id in not_started] == [{"FAILED"}, {"FAILED"}], states
+    assert [states.get(download_id) for download_id in not_started] == [{"FAILED"}] * 3, states
     assert [claim["use"] for claim in callbacks.link_claims()] == [1]  # told by link_webhook
 
     template = packaged().sam
@@ -753,11 +818,16 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
         "app.fail",
         REQUESTS,
         EVENTS,
+        MANIFESTS,
         LINK_WEBHOOK,
         CLEANUP,
     }
-    assert set(made) <= set(by_handler), f"functions the stack lacks: {set(made) - set(by_handler)}"
-    assert set(recorder.unattributed_in_threads) <= {"lambda.Invoke"}, recorder.unattributed_in_threads
+    assert made.get(STATE_MACHINE) == {"s3:GetObject"}  # the Distributed Map's ItemReader
+    functions_made = set(made) - {STATE_MACHINE}
+    assert functions_made <= set(by_handler), f"functions the stack lacks: {functions_made - set(by_handler)}"
+    assert set(recorder.unattributed_in_threads) <= {"lambda.Invoke", "s3.GetObject"}, (
+        recorder.unattributed_in_threads
+    )
 
     stack = satchel.stack
     names = {
@@ -775,6 +845,7 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
             handler: resolver.resolve(statements(template, role_of(template, function_id)))
             for handler, function_id in by_handler.items()
         }
+        policies[STATE_MACHINE] = resolver.resolve(statements(template, "StateMachineRole"))
         refused = sorted(
             {
                 f"{call.handler}: {call.service}.{call.operation} needs {request.action} "

@@ -18,7 +18,7 @@ from satchel_local.stack import REGION, create_table
 from scripts import package as packaging
 
 ROOT = Path(__file__).resolve().parents[2]
-INDEX_PREFIXES = (layout.OWNER, layout.DUE, layout.LINKS_OF)
+INDEX_PREFIXES = (layout.OWNER, layout.DUE, layout.LINKS_OF, layout.KEYS_OF)
 
 
 def test_the_deployed_template_takes_the_table_schema_and_ttl_from_the_layout() -> None:

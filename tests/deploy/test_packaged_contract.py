@@ -27,6 +27,7 @@ from chalice.app import CloudWatchEventConfig, Rate, ScheduledEventConfig, SQSEv
 
 import app as application
 from chalicelib.core import errors, settings
+from chalicelib.core.settings import Settings
 from statemachine import definition as statemachine
 from tests.support.stack_template import NO_VALUE, Packaged, Resolver, functions, packaged
 
@@ -54,7 +55,7 @@ GATEWAY_RESPONSES: dict[str, tuple[str | None, str]] = {
     "DEFAULT_4XX": (None, "RequestRefused"),
     "DEFAULT_5XX": (None, "InternalError"),
 }
-RETRY_AFTER = {"THROTTLED", "AUTHORIZER_FAILURE"}
+RETRY_AFTER = {"THROTTLED", "AUTHORIZER_FAILURE", "DEFAULT_5XX"}  # the ones that may be 429 or 503
 # Lambda's default concurrency per account and region, and what must stay unreserved.
 ACCOUNT_CONCURRENCY, UNRESERVED_MINIMUM = 1000, 100
 RESERVED = {
@@ -190,12 +191,16 @@ def test_api_gateways_own_answers_have_the_apis_error_shape(package: Packaged) -
         response = responses[response_type]
         assert response.get("statusCode") == status, response_type
         body = _render(response["responseTemplates"]["application/json"])
-        assert set(body) == {"Code", "Message"}, response_type
-        assert body["Code"] == code, response_type
+        # An RFC 9457 problem that keeps Code and Message; a catch-all cannot name its status.
+        problem = errors.problem(code, int(status or 0), body["Message"])
+        if status is None:
+            del problem["status"]
+        assert body == problem, response_type
         assert isinstance(body["Message"], str), response_type
         assert body["Message"], response_type
         headers = response["responseParameters"]
         assert headers["gatewayresponse.header.Cache-Control"] == "'no-store'", response_type
+        assert headers["gatewayresponse.header.Content-Type"] == "'application/problem+json'", response_type
         assert ("gatewayresponse.header.Retry-After" in headers) == (response_type in RETRY_AFTER)
         # A Code that names one of the API's own errors answers that error's status.
         known = getattr(errors, code, None)
@@ -389,9 +394,11 @@ def test_the_api_the_authorizer_and_the_builds_have_reserved_concurrency(package
     ]
     # The defaults fit an account with Lambda's default concurrency.
     assert sum(reserved.values()) <= ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM
-    # The workflow's own fan-out fits under the segment builders' cap.
+    # The workflow's own fan-out (the Distributed Map's concurrency, a setting the payload
+    # carries) fits under the segment builders' cap.
     map_state = statemachine.load()["States"]["BuildSegments"]
-    assert map_state["MaxConcurrency"] <= reserved["app.build_segment"]
+    assert map_state["MaxConcurrencyPath"] == "$.segments.concurrency"
+    assert Settings.map_concurrency <= reserved["app.build_segment"]
 
 
 def test_access_logs_name_the_route_never_the_path(package: Packaged) -> None:

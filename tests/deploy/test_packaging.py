@@ -153,6 +153,7 @@ def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> 
         "EventBusName": "satchel-events",
         "RequestPrefix": "inbox/requests/",
         "ServicePrincipals": '[{"tenant": "acme", "user_id": "etl", "roles": []}]',
+        "QueueSenders": '{"AROAEXAMPLEROLEID": ["acme"]}',
         "WebhookSecretParameter": "/satchel/webhook-secret",
     }
     for parameters, source_bucket in (({}, NAMES["SourceBucket"]), ({"SourceBucketName": "given"}, "given")):
@@ -172,9 +173,12 @@ def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> 
         expected[settings.ENV_EVENT_BUS] = events["EventBusName"]
         expected[settings.ENV_REQUEST_PREFIX] = events["RequestPrefix"]
         expected[settings.ENV_SERVICE_PRINCIPALS] = events["ServicePrincipals"]
+        expected[settings.ENV_QUEUE_SENDERS] = events["QueueSenders"]
+        expected[settings.ENV_REQUEST_BUS] = resolver.ref("RequestBus")
         # The secret's name only: its value is read from SSM, never put in the template.
         expected[settings.ENV_WEBHOOK_SECRET_PARAMETER] = events["WebhookSecretParameter"]
         expected[settings.ENV_TRACING] = "false"  # the Tracing parameter's default
+        expected[settings.ENV_KMS_KEY_ID] = resolver.get_att("WebhookSecretsKey", "Arn")
         for handler, logical_id in functions(template).items():
             variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
             assert resolver.resolve(variables) == expected, handler
@@ -303,33 +307,68 @@ def _s3_event(bucket: str, key: str, detail_type: str = "Object Created") -> dic
     }
 
 
-@pytest.mark.parametrize("parameters", [{}, {"SourceBucketName": "given", "RequestPrefix": "in/box/"}])
-def test_the_events_rule_takes_requests_and_manifests_of_the_source_bucket_only(
-    package: Packaged, parameters: dict[str, str]
-) -> None:
-    template = package.cloudformation
-    resolver = Resolver(template, NAMES, parameters)
-    function_id = functions(template)["app.handle_event"]
-    (rule,) = [
-        spec["Properties"]
-        for spec in _resources(template, "AWS::Events::Rule").values()
+def _rule_of(template: dict[str, Any], handler: str) -> tuple[str, dict[str, Any]]:
+    function_id = functions(template)[handler]
+    ((rule_id, rule),) = [
+        (rule_id, spec["Properties"])
+        for rule_id, spec in _resources(template, "AWS::Events::Rule").items()
         if spec["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
     ]
-    assert "EventBusName" not in rule  # the default bus: where S3 and other senders put events
+    return rule_id, rule
+
+
+def test_the_events_rule_takes_requests_on_the_request_bus_only(package: Packaged) -> None:
+    """Requests are read from the stack's own bus, whose policy says who may put them there,
+    never from the default bus, where any principal of the account with PutEvents could."""
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES)
+    _, rule = _rule_of(template, "app.handle_event")
+    assert rule["EventBusName"] == {"Ref": "RequestBus"}
+    bus = template["Resources"]["RequestBus"]
+    assert bus["Type"] == "AWS::Events::EventBus"
+    assert resolver.resolve(bus["Properties"]["Name"]) == "satchel-test-requests"
     pattern = EventPattern(None, resolver.resolve(rule["EventPattern"]))
 
     def matches(event: dict[str, Any]) -> bool:
         return pattern.matches_event(cast(Any, event))  # a TypedDict there, for no checking here
 
+    requested = {"source": "satchel.requests.acme", "detail-type": "Satchel Download Requested", "detail": {}}
+    assert matches(requested)
+    assert not matches({**requested, "source": "satchel.requests"})  # names no tenant
+    assert not matches({**requested, "source": "acme"})
+    assert not matches({**requested, "detail-type": "Object Created"})
+    assert not matches(_s3_event(NAMES["SourceBucket"], "requests/acme/alice/a.json"))
+
+    # It reads nothing of the source bucket, and dead-letters what it still fails on.
+    function = template["Resources"][functions(template)["app.handle_event"]]["Properties"]
+    assert function["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}}
+    policy = _policy(template, "app.handle_event", resolver)
+    assert allows(policy, "sqs:SendMessage", resolver.arn("EventsDeadLetterQueue"), {})
+    manifest = f"arn:aws:s3:::{NAMES['SourceBucket']}/requests/acme/alice/a.json"
+    assert not allows(policy, "s3:GetObject", manifest, {})
+
+
+@pytest.mark.parametrize("parameters", [{}, {"SourceBucketName": "given", "RequestPrefix": "in/box/"}])
+def test_the_manifests_rule_takes_manifests_of_the_source_bucket_only(
+    package: Packaged, parameters: dict[str, str]
+) -> None:
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES, parameters)
+    _, rule = _rule_of(template, "app.handle_manifest")
+    assert "EventBusName" not in rule  # the default bus: the only one S3 sends to
+    pattern = EventPattern(None, resolver.resolve(rule["EventPattern"]))
+
+    def matches(event: dict[str, Any]) -> bool:
+        return pattern.matches_event(cast(Any, event))
+
     bucket = parameters.get("SourceBucketName", NAMES["SourceBucket"])
     prefix = parameters.get("RequestPrefix", settings.Settings.request_prefix)
-    requested = {"source": "satchel.requests", "detail-type": "Satchel Download Requested", "detail": {}}
-    assert matches(requested)
-    assert matches(_s3_event(bucket, f"{prefix}acme/nightly.json"))
+    assert matches(_s3_event(bucket, f"{prefix}acme/alice/nightly.json"))
     assert not matches(_s3_event(bucket, "acme/reports/a.csv"))  # a source, not a request
-    assert not matches(_s3_event("another-bucket", f"{prefix}acme/nightly.json"))
-    assert not matches(_s3_event(bucket, f"{prefix}acme/nightly.json", "Object Deleted"))
-    assert not matches({**requested, "detail-type": "Object Created"})
+    assert not matches(_s3_event("another-bucket", f"{prefix}acme/alice/nightly.json"))
+    assert not matches(_s3_event(bucket, f"{prefix}acme/alice/nightly.json", "Object Deleted"))
+    requested = {"source": "satchel.requests.acme", "detail-type": "Satchel Download Requested", "detail": {}}
+    assert not matches(requested)  # a request on the default bus starts nothing
 
     # The source bucket sends its events to EventBridge (one named by SourceBucketName must
     # be set up so by its owner: docs/deploy.md).
@@ -338,12 +377,53 @@ def test_the_events_rule_takes_requests_and_manifests_of_the_source_bucket_only(
 
     # Events the function still fails on after Lambda's retries are dead-lettered; it may
     # read request manifests and nothing else of the source bucket.
-    function = template["Resources"][function_id]["Properties"]
+    function = template["Resources"][functions(template)["app.handle_manifest"]]["Properties"]
     assert function["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}}
-    policy = _policy(template, "app.handle_event", resolver)
+    policy = _policy(template, "app.handle_manifest", resolver)
     assert allows(policy, "sqs:SendMessage", resolver.arn("EventsDeadLetterQueue"), {})
-    assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/{prefix}acme/nightly.json", {})
+    assert allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/{prefix}acme/alice/nightly.json", {})
     assert not allows(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/acme/reports/a.csv", {})
+
+
+def test_the_request_bus_policy_lets_named_senders_put_requests_only(package: Packaged) -> None:
+    template = package.cloudformation
+    policy = template["Resources"]["RequestBusPolicy"]
+    assert policy["Condition"] == "HasRequestBusSenders"
+    assert not Resolver(template, NAMES).condition("HasRequestBusSenders")  # none named: no policy
+    senders = "arn:aws:iam::111122223333:role/etl,444455556666"
+    resolver = Resolver(template, NAMES, {"RequestBusSenders": senders})
+    assert resolver.condition("HasRequestBusSenders")
+    statement = resolver.resolve(policy["Properties"]["Statement"])
+    assert resolver.resolve(policy["Properties"]["EventBusName"]) == "satchel-test-requests"
+    assert statement["Principal"] == {"AWS": senders.split(",")}
+    bus = resolver.arn("RequestBus")
+    assert statement["Resource"] == bus
+    statement_list = [statement]
+    assert allows(statement_list, "events:PutEvents", bus, {"events:source": ["satchel.requests.acme"]})
+    assert not allows(statement_list, "events:PutEvents", bus, {"events:source": ["satchel"]})
+
+
+QUEUE_SENDERS = "arn:aws:iam::123456789012:role/etl,arn:aws:iam::123456789012:user/ops"
+
+
+@pytest.mark.parametrize("senders", ["", QUEUE_SENDERS])
+def test_only_the_named_principals_may_send_to_the_requests_queue(package: Packaged, senders: str) -> None:
+    template = package.cloudformation
+    resolver = Resolver(template, NAMES, {"RequestsQueueSenders": senders})
+    document = resolver.resolve(template["Resources"]["RequestsQueuePolicy"]["Properties"]["PolicyDocument"])
+    queue = resolver.arn("RequestsQueue")
+    named = [sender for sender in senders.split(",") if sender]
+    (deny,) = [s for s in document["Statement"] if s["Sid"] == "OnlyNamedSenders"]
+    assert (deny["Effect"], deny["Action"], deny["Resource"]) == ("Deny", "sqs:SendMessage", queue)
+    allowed = deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    for sender in named:
+        assert sender in allowed
+    anyone = "arn:aws:iam::123456789012:role/anyone-else"
+    assert anyone not in allowed  # denied, whatever its own IAM policy says
+    if not named:
+        assert allowed == ["arn:aws:iam::000000000000:user/no-sender"]  # everyone is denied
+    grants = [s for s in document["Statement"] if s.get("Sid") == "NamedSenders"]
+    assert [g["Principal"] for g in grants] == ([{"AWS": named}] if named else [])
 
 
 @pytest.mark.parametrize("parameters", [{}, {"EventBusName": "satchel-events"}])
@@ -426,6 +506,7 @@ def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: 
         "app.sweep",
         "app.handle_requests",
         "app.handle_event",
+        "app.handle_manifest",
         "app.link_webhook",
     }
     for handler in readers:
@@ -628,8 +709,8 @@ def test_the_diagram_script_draws_choices_maps_and_waits() -> None:
     assert "Done --> [*]" in text
 
 
-_SIZE = re.compile(r"^([\d,]+)\s*(KiB|MiB|GiB)?$")
-_UNITS = {None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+_SIZE = re.compile(r"^([\d,]+)\s*(KiB|MiB|GiB|TiB)?$")
+_UNITS = {None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
 
 
 def _documented_default(text: str) -> object:
@@ -650,6 +731,7 @@ def _documented_default(text: str) -> object:
 PARSED: dict[str, Callable[[str], object]] = {
     settings.ENV_DATASETS: settings.parse_datasets,
     settings.ENV_SERVICE_PRINCIPALS: settings.parse_service_principals,
+    settings.ENV_QUEUE_SENDERS: settings.parse_queue_senders,
 }
 
 

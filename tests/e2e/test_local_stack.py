@@ -39,10 +39,12 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from chalicelib.core import clock
 from chalicelib.core.settings import INTEGER_VARIABLES
+from chalicelib.storage.secrets import PlaintextCache, WebhookSecrets
 from satchel_local import demodata, seed
 from satchel_local.seed import tenant_sources
-from satchel_local.stack import MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_SECONDS
+from satchel_local.stack import MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_SECONDS, webhook_secrets_alias
 from tests.support.stack import Reply
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -233,6 +235,31 @@ def test_a_curl_style_session_then_ctrl_c(local_stack: LocalStack) -> None:
     assert "Stopped." in stack.output()
 
 
+def test_make_runs_distributed_map_segments_that_hand_on_between_runs(tmp_path: Path) -> None:
+    """Through `make run`'s stack (moto's server, its interpreter calling the handlers): one
+    segment per source, each Lambda run short of time after one member, still the zip."""
+    environment = {
+        "SATCHEL_PARALLEL_MIN_FILES": "1",
+        "SATCHEL_SEGMENT_FILES": "1",
+        "SATCHEL_HANDOFF_RESERVE_MS": str(10_000 * 1000),  # above the functions' 900 s
+    }
+    with running_stack(tmp_path, demo_rows=10, environment=environment) as stack:
+        alice = stack.key("alice")
+        sources = tenant_sources("acme")
+        created = call(
+            "POST", f"{stack.api}/downloads", alice, {"type": "zip", "params": {"keys": list(sources)}}
+        )
+        assert created.status == 202, created.body
+        download = _wait_done(stack, created.json["id"], alice)
+        assert download["state"] == "DONE", download
+        fetched = call("GET", call("GET", f"{stack.api}{download['url']}", alice).headers["Location"])
+        assert hashlib.sha256(fetched.body).hexdigest() == download["artifact"]["sha256"]
+        assert _zip_members(fetched.body) == {
+            key.removeprefix("acme/"): body for key, body in sources.items()
+        }
+        assert stack.stop(signal.SIGINT) == 0, stack.output()
+
+
 def test_links_and_idempotency_over_http(local_stack: LocalStack) -> None:
     stack, alice = local_stack, local_stack.key("alice")
     request = {"type": "zip", "params": {"keys": ["acme/reports/2024/q1.csv"]}, "link": {"max_uses": 1}}
@@ -327,12 +354,13 @@ def test_the_manuals_curl_examples_work_as_written(local_stack: LocalStack, tmp_
     assert outputs["cancel.sh"].splitlines()[-2:] == ["HTTP/1.1 204 No Content", "HTTP/1.1 410 Gone"]
     exports = [json.loads(line) for line in outputs["exports.sh"].splitlines() if line.startswith("{")]
     assert [(e["type"], e["state"]) for e in exports] == [("export", "PENDING")] * 2
-    # One download by an SQS message, one by a manifest dropped into the source bucket.
+    # One download by an SQS message, one by a request-bus event, one by a manifest dropped
+    # into alice's folder of the source bucket.
     listed = call("GET", f"{local_stack.api}/downloads?limit=50", local_stack.key("alice")).json["items"]
     by_event = sorted(
         (item["filename"], item["state"]) for item in listed if item["filename"].endswith("ed.zip")
     )
-    assert by_event == [("dropped.zip", "DONE"), ("queued.zip", "DONE")]
+    assert by_event == [("dropped.zip", "DONE"), ("evented.zip", "DONE"), ("queued.zip", "DONE")]
     assert local_stack.stop(signal.SIGINT) == 0
 
 
@@ -497,10 +525,15 @@ def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack)
         "requests_queue_url",
         "requests_dead_letter_queue_url",
         "events_queue_url",
+        "manifests_queue_url",
         "state_changes_queue_url",
         "link_claims_queue_url",
     ):
         assert sqs.get_queue_attributes(QueueUrl=state[name], AttributeNames=["QueueArn"])["Attributes"]
+    assert (
+        aws(event_stack, "events").describe_event_bus(Name=state["request_bus"])["Name"]
+        == state["request_bus"]
+    )
     redrive = json.loads(
         sqs.get_queue_attributes(QueueUrl=state["requests_queue_url"], AttributeNames=["RedrivePolicy"])[
             "Attributes"
@@ -512,6 +545,36 @@ def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack)
     )
     assert state["webhook_secret"]
     assert state["cleanup_interval_seconds"] == 1
+
+
+def test_the_state_file_holds_each_demo_tenants_webhook_secret(event_stack: LocalStack) -> None:
+    """`webhook_secrets`: one Standard Webhooks secret per demo tenant, the very one the
+    stack stores (encrypted in the emulator's KMS) and signs that tenant's callbacks with."""
+    secrets = event_stack.state["webhook_secrets"]
+    assert set(secrets) == {user["tenant"] for user in event_stack.state["users"].values()}
+    assert set(secrets) == {"acme", "globex"}
+    for secret in secrets.values():
+        assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", secret), secret
+    assert secrets["acme"] != secrets["globex"]
+
+    table = (
+        boto3.session.Session()
+        .resource(
+            "dynamodb",
+            endpoint_url=event_stack.state["aws_endpoint"],
+            region_name=event_stack.state["region"],
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        .Table("satchel-local")
+    )  # the stage python -m satchel_local runs by default
+    store = WebhookSecrets(table, aws(event_stack, "kms"), webhook_secrets_alias("local"), PlaintextCache())
+    for tenant, secret in secrets.items():
+        assert store.signing(tenant, clock.now()) == [secret]
+    # A tenant admin reads its dates over HTTP, never the secret.
+    read = call("GET", f"{event_stack.api}/tenant/webhook-secret", event_stack.key("carol"))
+    assert read.status == 200, read.body
+    assert secrets["acme"].encode() not in read.body
 
 
 def test_an_sqs_message_starts_a_download(event_stack: LocalStack) -> None:
@@ -562,13 +625,13 @@ def test_a_bad_message_is_dead_lettered_and_its_batch_mate_still_succeeds(event_
     assert remaining == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
 
 
-def test_a_request_manifest_in_the_source_bucket_starts_a_download(event_stack: LocalStack) -> None:
+def test_a_request_manifest_in_a_users_folder_starts_a_download(event_stack: LocalStack) -> None:
     stack = event_stack
     filename = f"manifest-{uuid.uuid4().hex[:8]}.zip"
-    manifest = {"user_id": "alice", "request": _zip_request(filename)}
+    manifest = {"request": _zip_request(filename)}
     aws(stack, "s3").put_object(
         Bucket=stack.state["source_bucket"],
-        Key=f"requests/acme/{uuid.uuid4().hex}.json",
+        Key=f"requests/acme/alice/{uuid.uuid4().hex}.json",
         Body=json.dumps(manifest).encode(),
     )
     download = _wait_for_download_named(stack, "alice", filename)
@@ -576,26 +639,26 @@ def test_a_request_manifest_in_the_source_bucket_starts_a_download(event_stack: 
     assert download["tenant"] == "acme"
 
 
-def test_a_download_requested_event_starts_a_download(event_stack: LocalStack) -> None:
+def test_a_download_requested_event_on_the_request_bus_starts_a_download(event_stack: LocalStack) -> None:
     stack = event_stack
     filename = f"event-{uuid.uuid4().hex[:8]}.zip"
-    detail = {
-        "tenant": "globex",
-        "user_id": "dave",
-        "request": _zip_request(filename, ["globex/plans/roadmap.md"]),
+    detail = {"user_id": "dave", "request": _zip_request(filename, ["globex/plans/roadmap.md"])}
+    entry = {
+        "Source": "satchel.requests.globex",
+        "DetailType": "Satchel Download Requested",
+        "Detail": json.dumps(detail),
     }
+    # First on the default bus, where no rule takes requests, then on the request bus.
+    ignored_request = _zip_request(f"ignored-{filename}", ["globex/plans/roadmap.md"])
+    ignored = {**entry, "Detail": json.dumps({**detail, "request": ignored_request})}
     put = aws(stack, "events").put_events(
-        Entries=[
-            {
-                "Source": "satchel.requests",
-                "DetailType": "Satchel Download Requested",
-                "Detail": json.dumps(detail),
-            }
-        ]
+        Entries=[ignored, {**entry, "EventBusName": stack.state["request_bus"]}]
     )
     assert put["FailedEntryCount"] == 0, put
     download = _wait_for_download_named(stack, "dave", filename)
     assert download["state"] == "DONE", download
+    listed = call("GET", f"{stack.api}/downloads?limit=100", stack.key("dave")).json["items"]
+    assert [item["filename"] for item in listed if item["filename"].endswith(filename)] == [filename]
 
 
 def test_the_cleanup_loop_expires_a_download_and_deletes_its_artifact(event_stack: LocalStack) -> None:

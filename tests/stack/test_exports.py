@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
+from chalicelib.core.errors import problem
 from satchel_local import demodata
 from satchel_local.stack import REGION
 from tests.support.stack import Satchel
@@ -161,11 +162,7 @@ def test_export_params_are_validated(satchel: Satchel, params: dict[str, Any], p
 def test_audit_is_for_tenant_admins(satchel: Satchel) -> None:
     reply = satchel.call("POST", "/downloads", "alice", {"type": "audit", "params": {}})
     assert reply.status == 403
-    assert reply.json == {
-        "Code": "Forbidden",
-        "Message": "type 'audit' requires the 'admin' role",
-        "role": "admin",
-    }
+    assert reply.json == problem("Forbidden", 403, "type 'audit' requires the 'admin' role", role="admin")
 
 
 def test_audit_export_lists_the_tenants_trail(satchel: Satchel, rows: int) -> None:

@@ -36,7 +36,7 @@ from chalicelib.s3 import layout as artifacts
 from chalicelib.triggers import cleanup
 from chalicelib.triggers import inbound as triggers
 from satchel_local import lambdas
-from satchel_local.stack import REGION, Stack
+from satchel_local.stack import MOTO_SENDER_ID, REGION, Stack
 from tests.support import faults
 from tests.support.faults import CALLER, KINDS, Fault, Injector
 from tests.support.receiver import serving
@@ -360,7 +360,11 @@ def scenario_link_webhook(satchel: Satchel, faulted: Armed, replies: list[Reply]
 def scenario_trigger(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     """An SQS message starts a download; a message reported failed is delivered again."""
     message = {"tenant": "acme", "user_id": "alice", "request": {"type": "zip", "params": {"keys": [SOURCE]}}}
-    record = {"messageId": f"m-{next(_unique)}", "body": json.dumps(message)}
+    record = {
+        "messageId": f"m-{next(_unique)}",
+        "body": json.dumps(message),
+        "attributes": {"SenderId": MOTO_SENDER_ID},  # bound to the test tenants
+    }
     before = Snapshot.take(satchel).downloads
     with faulted():
         outcome = triggers.handle_messages(Runtime.from_env(), [record])
@@ -372,6 +376,35 @@ def scenario_trigger(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> 
         if item["pk"].startswith("DOWNLOAD#") and item["id"] not in before and item["state"] != "FAILED"
     ]
     assert len(started) == 1, started  # one download for the message, however often it came
+    assert satchel.wait(started[0]["id"])["state"] == "DONE"
+
+
+def scenario_manifest(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """A manifest dropped in alice's folder starts a download; an invocation that failed (a
+    start refused among them) is tried again by Lambda, and starts one download."""
+    key = f"requests/acme/alice/fault-{next(_unique)}.json"
+    satchel.put_source(key, json.dumps({"request": {"type": "zip", "params": {"keys": [SOURCE]}}}).encode())
+    detail = {"bucket": {"name": satchel.stack.source_bucket}, "object": {"key": key}}
+    event = {
+        **satchel.client.events.generate_cw_event("aws.s3", triggers.OBJECT_CREATED, detail, []),
+        "id": f"manifest-{next(_unique)}",
+    }
+    before = Snapshot.take(satchel).downloads
+
+    def invoke() -> bool:
+        _, failed = lambdas.run_handler("app.handle_manifest", "manifests", json.dumps(event), 60)
+        return failed
+
+    with faulted():
+        failed = invoke()
+    if failed:
+        assert not invoke()  # EventBridge's retry of an invocation that failed
+    started = [
+        item
+        for item in _items(satchel)
+        if item["pk"].startswith("DOWNLOAD#") and item["id"] not in before and item["state"] != "FAILED"
+    ]
+    assert len(started) == 1, started  # one download for the manifest, however often it came
     assert satchel.wait(started[0]["id"])["state"] == "DONE"
 
 
@@ -463,6 +496,22 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.ListObjectsV2",
         ),
     ),
+    # Build handing on after every member (`handing_on`): the faults land in its second run,
+    # the one that goes on from the saved upload (`_AT`).
+    "build_runs": (
+        scenario_parallel_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     "build_segment": (
         scenario_parallel_download,
         "app.build_segment",
@@ -531,6 +580,18 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "stepfunctions.StartExecution",
         ),
     ),
+    "manifest": (
+        scenario_manifest,
+        "app.handle_manifest",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",
+            "dynamodb.TransactWriteItems",
+            "s3.GetObject",
+            "s3.HeadObject",
+            "stepfunctions.StartExecution",
+        ),
+    ),
     "cleanup": (
         scenario_cleanup,
         CALLER,
@@ -550,6 +611,15 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
     ),
 }
 _PARALLEL = {"build_segment", "assemble"}
+# Build's second run (of two, one source each) makes these calls of its operation first; the
+# first run made the earlier ones (its record, its manifest and source, its saved state).
+# CreateMultipartUpload and ListMultipartUploads come in the first run only.
+_AT = {
+    ("build_runs", "dynamodb.GetItem"): 2,
+    ("build_runs", "dynamodb.UpdateItem"): 2,
+    ("build_runs", "s3.GetObject"): 3,
+    ("build_runs", "s3.PutObject"): 5,
+}
 _AUTHENTICATED = {"create", "cancel", "delete"}
 FAULT_POINTS = [(area, operation) for area, (_, _, operations) in AREAS.items() for operation in operations]
 # What the docs state: "N fault points x K kinds".
@@ -565,11 +635,14 @@ def test_the_matrix_is_what_the_docs_state(capsys: pytest.CaptureFixture[str]) -
 
 @pytest.fixture
 def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    """Two sources in two segments: the parallel path (Map, BuildSegment, Assemble)."""
+    """Two sources in two segments: the parallel path (Map, BuildSegment, Assemble); or in
+    one Build that hands on after each member (every run is short of time)."""
     area = request.node.callspec.params.get("area") if hasattr(request.node, "callspec") else None
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
+    if area == "build_runs":
+        monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
 
 
 @pytest.mark.parametrize("area", sorted(AREAS))
@@ -607,7 +680,7 @@ def test_no_fault_leaves_anything_stuck(
     before = Snapshot.take(satchel)
     replies: list[Reply] = []
     # The key lookup of the authorizer comes first in authenticated areas: fault the area's own.
-    at = 2 if operation == "dynamodb.GetItem" and area in _AUTHENTICATED else 1
+    at = 2 if operation == "dynamodb.GetItem" and area in _AUTHENTICATED else _AT.get((area, operation), 1)
     fault = Fault(operation, kind, at=at, step=step)
     arming: list[Any] = []
     scenario(satchel, lambda: _arm(injector, arming, fault), replies)

@@ -1,5 +1,6 @@
-"""Idempotency-Key: a retried create returns the first download; a reused key with another
-body is refused."""
+"""Idempotency-Key as the IETF draft has it: a retried create returns the first download; a
+reused key with another body is 422, a retry while the first request is in flight 409, a
+malformed key 400."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import boto3
 import pytest
 
 from chalicelib.core import observability
+from chalicelib.core.models import Principal
 from chalicelib.runtime import Runtime
+from chalicelib.storage.idempotency import Claim, fingerprint
 from satchel_local.stack import REGION
 from tests.support.stack import Reply, Satchel, api_key_of
 
@@ -53,11 +56,13 @@ def test_same_key_and_body_return_the_same_download(satchel: Satchel) -> None:
     assert executions(satchel) == 1
 
 
-def test_same_key_with_another_body_is_409(satchel: Satchel) -> None:
+def test_same_key_with_another_body_is_422(satchel: Satchel) -> None:
     first = post(satchel, "order-43")
     other = post(satchel, "order-43", {**BODY, "filename": "other.zip"})
-    assert other.status == 409
+    assert other.status == 422
+    assert other.headers["Content-Type"] == "application/problem+json"
     assert other.json["Code"] == "IdempotencyKeyReused"
+    assert other.json["type"] == "https://satchel.dev/problems/IdempotencyKeyReused"
     satchel.wait(first.json["id"])
     assert executions(satchel) == 1
 
@@ -79,7 +84,34 @@ def test_without_a_key_every_post_creates(satchel: Satchel) -> None:
         satchel.wait(download_id)
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "clé", "line\nbreak"])
+def test_a_structured_field_string_is_the_same_key_as_its_bare_value(satchel: Satchel) -> None:
+    first = post(satchel, '"order-44"')
+    assert first.status == 202
+    again = post(satchel, "order-44")
+    assert (again.status, again.headers.get("Idempotent-Replayed")) == (202, "true")
+    assert again.json["id"] == first.json["id"]
+    escaped = post(satchel, '"say \\"hi\\""')  # the key: say "hi"
+    assert escaped.status == 202
+    assert post(satchel, 'say "hi"').json["id"] == escaped.json["id"]
+    for reply in (first, escaped):
+        satchel.wait(reply.json["id"])
+
+
+def test_a_retry_while_the_first_request_is_in_flight_is_409_with_retry_after(satchel: Satchel) -> None:
+    """The first request bound the key to its download but has not stored the download yet."""
+    runtime = Runtime.from_env()
+    claim = Claim(Principal("acme", "alice"), "in-flight", fingerprint(BODY))  # keys are per user
+    assert runtime.idempotency.claim(claim, "f" * 32, 60) is None
+    reply = post(satchel, "in-flight")
+    assert reply.status == 409
+    assert reply.json["Code"] == "IdempotencyKeyInUse"
+    assert int(reply.headers["Retry-After"]) >= 1
+    assert executions(satchel) == 0
+
+
+@pytest.mark.parametrize(
+    "key", ["", "x" * 256, "clé", "line\nbreak", '"unterminated', '"bad \\x escape"', '""']
+)
 def test_malformed_keys_are_400(satchel: Satchel, key: str) -> None:
     reply = post(satchel, key)
     assert reply.status == 400

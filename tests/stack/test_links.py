@@ -11,7 +11,7 @@ import boto3
 import pytest
 import requests
 
-from chalicelib.core.errors import LinkNotFound
+from chalicelib.core.errors import LinkNotFound, problem
 from chalicelib.core.models import Principal
 from chalicelib.runtime import Runtime
 from chalicelib.storage import links
@@ -59,7 +59,7 @@ def test_single_use_link_is_claimed_once_then_is_gone(satchel: Satchel, done_id:
 
     second = follow(satchel, link["token"])
     assert second.status == 410
-    assert second.json == {"Code": "LinkGone", "Message": "the link has been used up", "reason": "used_up"}
+    assert second.json == problem("LinkGone", 410, "the link has been used up", reason="used_up")
 
 
 def test_multi_use_link_counts_every_use(satchel: Satchel, done_id: str) -> None:

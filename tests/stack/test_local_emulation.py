@@ -15,7 +15,7 @@ from moto.dynamodb.models.table import Table
 
 import app as app_module
 from satchel_local import eventsources, fastqueries
-from satchel_local.stack import REGION, Stack
+from satchel_local.stack import MOTO_SENDER_ID, REGION, Stack
 from statemachine.definition import function_name
 from tests.support.stack import Satchel
 
@@ -65,6 +65,7 @@ def test_the_requests_poller_invokes_once_per_batch_and_deletes_only_what_succee
         assert record["awsRegion"] == REGION
         assert all(record[name] for name in ("messageId", "receiptHandle", "md5OfBody"))
         assert record["attributes"]["ApproximateReceiveCount"] == "1"
+        assert record["attributes"]["SenderId"] == MOTO_SENDER_ID  # what the requests function binds
     assert records[0]["messageAttributes"]["origin"] == {
         "stringValue": "test",
         "stringListValues": [],
@@ -82,39 +83,49 @@ def test_the_requests_poller_invokes_once_per_batch_and_deletes_only_what_succee
     assert counts == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "1"}
 
 
-def test_the_events_target_hands_over_one_event_at_a_time_with_its_account(
+def test_the_event_targets_hand_over_one_event_at_a_time_with_its_account(
     stack: Stack, satchel: Satchel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Request events reach `events` from the request bus only; S3's events of manifests reach
+    `manifests` from the default bus."""
     satchel.put_source("acme/a.txt", b"a")
     events: list[dict[str, Any]] = []
-    original = app_module.handle_event
+    originals = {name: getattr(app_module, name) for name in ("handle_event", "handle_manifest")}
 
-    def spy(event: dict[str, Any], context: Any) -> Any:
-        events.append(event)
-        return original(event, context)
+    def spy(name: str) -> Any:
+        def handler(event: dict[str, Any], context: Any) -> Any:
+            events.append({**event, "handler": name})
+            return originals[name](event, context)
 
-    monkeypatch.setattr(app_module, "handle_event", spy)
+        return handler
+
+    for name in originals:
+        monkeypatch.setattr(app_module, name, spy(name))
     request = {"type": "zip", "params": {"keys": ["acme/a.txt"]}, "filename": "evented.zip"}
-    boto3.client("events", region_name=REGION).put_events(
-        Entries=[
-            {
-                "Source": "satchel.requests",
-                "DetailType": "Satchel Download Requested",
-                "Detail": json.dumps({"tenant": "acme", "user_id": "alice", "request": request}),
-            }
-        ]
-    )
-    manifest = {"user_id": "bob", "request": {**request, "filename": "manifest.zip"}}
-    satchel.put_source("requests/acme/m.json", json.dumps(manifest).encode())
+    entry = {
+        "Source": "satchel.requests.acme",
+        "DetailType": "Satchel Download Requested",
+        "Detail": json.dumps({"user_id": "alice", "request": request}),
+    }
+    bus = boto3.client("events", region_name=REGION)
+    bus.put_events(Entries=[{**entry, "EventBusName": stack.request_bus}])
+    # The same request on the default bus: no rule there takes it.
+    bus.put_events(Entries=[{**entry, "Detail": json.dumps({"user_id": "bob", "request": request})}])
+    manifest = {"request": {**request, "filename": "manifest.zip"}}
+    satchel.put_source("requests/acme/bob/m.json", json.dumps(manifest).encode())
     satchel.put_source("acme/not-a-manifest.json", b"{}")  # no rule matches it: never delivered
-    target = eventsources.EventBridgeTarget(
-        "events-queue", threading.Event(), stack.events_queue_url, function_name(stack.stage, "events")
-    )
-    target.step()
+    for name, queue_url, function in (
+        ("events-queue", stack.events_queue_url, "events"),
+        ("manifests-queue", stack.manifests_queue_url, "manifests"),
+    ):
+        target = eventsources.EventBridgeTarget(
+            name, threading.Event(), queue_url, function_name(stack.stage, function)
+        )
+        target.step()
 
-    assert sorted((event["source"], event["detail-type"]) for event in events) == [
-        ("aws.s3", "Object Created"),
-        ("satchel.requests", "Satchel Download Requested"),
+    assert sorted((event["handler"], event["source"], event["detail-type"]) for event in events) == [
+        ("handle_event", "satchel.requests.acme", "Satchel Download Requested"),
+        ("handle_manifest", "aws.s3", "Object Created"),
     ]
     assert all(event["account"] == ACCOUNT for event in events)
     assert [item["filename"] for item in satchel.call("GET", "/downloads", "alice").json["items"]] == [
@@ -123,11 +134,12 @@ def test_the_events_target_hands_over_one_event_at_a_time_with_its_account(
     assert [item["filename"] for item in satchel.call("GET", "/downloads", "bob").json["items"]] == [
         "manifest.zip"
     ]
-    left = boto3.client("sqs", region_name=REGION).get_queue_attributes(
-        QueueUrl=stack.events_queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    assert left == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    for queue_url in (stack.events_queue_url, stack.manifests_queue_url):
+        left = boto3.client("sqs", region_name=REGION).get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        assert left == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
 
 
 def _all_pages(client: Any, arguments: dict[str, Any]) -> list[dict[str, Any]]:

@@ -206,8 +206,16 @@ def test_options_are_in_the_types_schema_with_their_defaults(satchel: Satchel) -
     assert properties["on_missing"]["default"] == "fail"
     assert zip_type["formats"] == ["zip", "tar", "tar.gz"]
     document = openapi.document()["components"]["schemas"]
-    assert document["ZipParams"]["properties"] == properties
-    assert document["Download"]["properties"]["skipped"]["items"] == {"type": "string"}
+    # The same schema, but the key lists bounded by the stage's limit (SATCHEL_MAX_KEYS).
+    documented = document["ZipParams"]["properties"]
+    lists = ("keys", "prefixes")
+    assert {k: v for k, v in documented.items() if k not in lists} == {
+        k: v for k, v in properties.items() if k not in lists
+    }
+    for name in lists:
+        assert documented[name]["items"] == properties[name]["items"]
+        assert documented[name]["maxItems"] == 1000
+    assert document["ZipDownload"]["properties"]["skipped"]["items"] == {"type": "string"}
     refused = satchel.create({"keys": ["acme/a"], "on_missing": "ignore"})
     assert refused.status == 422
     refused = satchel.create({"keys": ["acme/a"], "format": "rar"})

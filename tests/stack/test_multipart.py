@@ -97,3 +97,21 @@ def test_an_abort_that_fails_is_logged_and_the_original_error_propagates(s3: S3C
     finally:
         logger.removeHandler(kept)
     assert any(writer.upload_id in line for line in kept.lines), kept.lines
+
+
+def test_a_saved_upload_goes_on_in_another_writer_and_a_retry_rewrites_the_same_parts(s3: S3Client) -> None:
+    first, second = os.urandom(7 * MIB), os.urandom(6 * MIB)
+    writer = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip")
+    writer.write(first)
+    saved = writer.saved()  # one 5 MiB part done, 2 MiB held
+    assert (len(saved.parts), len(saved.held), saved.size) == (1, 2 * MIB, 7 * MIB)
+
+    # A run that failed after writing part 2 of its own, then its retry from the same state.
+    failed = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip", resumed=saved)
+    failed.write(os.urandom(6 * MIB))
+    assert failed.parts == 2
+    retried = MultipartWriter(s3, "bucket", "k", 5 * MIB, "application/zip", resumed=saved)
+    retried.write(second)
+    assert retried.complete() is None  # the earlier runs' bytes were not hashed here: Digest does
+    assert s3.get_object(Bucket="bucket", Key="k")["Body"].read() == first + second
+    assert retried.size == len(first + second)

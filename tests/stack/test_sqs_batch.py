@@ -15,6 +15,7 @@ from chalicelib.core.models import Principal
 from chalicelib.runtime import Runtime
 from chalicelib.storage.keys import KeyStore
 from chalicelib.triggers import inbound as triggers
+from satchel_local.stack import MOTO_SENDER_ID
 from tests.support.stack import Satchel
 
 
@@ -40,8 +41,11 @@ def listed(satchel: Satchel, user: str) -> list[dict[str, Any]]:
     return items
 
 
-def records(*bodies: str) -> list[dict[str, str]]:
-    return [{"messageId": f"m-{number}", "body": body} for number, body in enumerate(bodies)]
+def records(*bodies: str) -> list[dict[str, Any]]:
+    return [
+        {"messageId": f"m-{number}", "body": body, "attributes": {"SenderId": MOTO_SENDER_ID}}
+        for number, body in enumerate(bodies)
+    ]
 
 
 def test_a_message_that_breaks_is_reported_and_logged_while_the_others_start(

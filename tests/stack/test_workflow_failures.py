@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.core.errors import problem
 from tests.support.stack import Satchel
 
 
@@ -61,11 +62,7 @@ def test_file_and_url_of_a_failed_download_are_409_naming_the_state(satchel: Sat
     for suffix in ("file", "url"):
         reply = satchel.call("GET", f"/downloads/{download_id}/{suffix}")
         assert reply.status == 409
-        assert reply.json == {
-            "Code": "DownloadNotReady",
-            "Message": "download state is not DONE",
-            "state": "FAILED",
-        }
+        assert reply.json == problem("DownloadNotReady", 409, "download state is not DONE", state="FAILED")
 
 
 def test_failed_download_delete_is_204_and_keeps_the_record(satchel: Satchel) -> None:

@@ -19,6 +19,8 @@ import pytest
 from chalicelib.notify import callbacks
 from tests.support.stack import WEBHOOK_SECRET
 
+_POLL_SECONDS = 0.01  # how often the server looks for shutdown()
+
 
 @dataclass
 class Received:
@@ -68,7 +70,9 @@ def serving() -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/satchel?source=test"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever to look at its flag, once every poll interval: 0.5 s
+    # by default, which every test using a receiver would spend in its teardown.
+    thread = threading.Thread(target=server.serve_forever, args=(_POLL_SECONDS,), daemon=True)
     thread.start()
     try:
         yield state

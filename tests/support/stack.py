@@ -4,6 +4,7 @@ and a driver that speaks the API as the seeded users."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from moto import mock_aws
 from app import app
 from chalicelib.core import clients
 from chalicelib.storage.keys import KeyStore
+from chalicelib.storage.secrets import WebhookSecrets
 from satchel_local import lambdas
-from satchel_local.seed import PRINCIPALS
+from satchel_local.seed import PRINCIPALS, seed_webhook_secrets
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
@@ -67,6 +69,9 @@ def running_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         keys = KeyStore(clients.table(created.table))
         for name, principal in USERS.items():
             keys.add(api_key_of(name), principal)
+        # Each test tenant's signing secret, as its admin made it: stack.webhook_secrets["acme"].
+        store = WebhookSecrets(clients.table(created.table), clients.kms(), created.kms_key_id)
+        created = dataclasses.replace(created, webhook_secrets=seed_webhook_secrets(store))
         try:
             yield created
         finally:

@@ -1,23 +1,26 @@
-"""The packaged stack, for tests: packaged once per test run, read back, and evaluated.
+"""The packaged stack, for tests: packaged once per test process, read back, and evaluated.
 
 `packaged()` runs `scripts.package` (what `make package` runs) into a temporary directory,
-once per process. `Resolver` evaluates the intrinsic functions of a template with the names
-the local stack gives its resources, so a policy's resources can be compared with the ARNs
-the code really calls. `allows()` is a small IAM evaluator: enough of IAM's rules for
-Satchel's policies (Allow/Deny, wildcards in actions and resources, String conditions),
-and stricter than IAM where it is unsure (an unknown condition never allows).
+once per process, and one process at a time (`_one_at_a_time`). `Resolver` evaluates the
+intrinsic functions of a template with the names the local stack gives its resources, so a
+policy's resources can be compared with the ARNs the code really calls. `allows()` is a
+small IAM evaluator: enough of IAM's rules for Satchel's policies (Allow/Deny, wildcards in
+actions and resources, String conditions), and stricter than IAM where it is unsure (an
+unknown condition never allows).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import fnmatch
 import functools
 import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +44,28 @@ class Packaged:
 def packaged() -> Packaged:
     directory = Path(tempfile.mkdtemp(prefix="satchel-package-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    files = packaging.package("prod", directory)
+    with _one_at_a_time(packaging.ROOT / ".chalice" / "deployments" / ".package.lock"):
+        files = packaging.package("prod", directory)
     return Packaged(
         files=files,
         sam=json.loads(files.sam_template.read_text()),
         cloudformation=json.loads(files.cloudformation_template.read_text()),
     )
+
+
+@contextlib.contextmanager
+def _one_at_a_time(lock: Path) -> Iterator[None]:
+    """Packagings of this working tree one after another, across processes (xdist workers,
+    two test runs): `chalice package` writes the dependencies' zip into .chalice/deployments/
+    under its final name, and reuses a zip it finds there, so a packaging running beside
+    another could ship the other's half-written zip. The second one reuses the whole zip."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def functions(template: Mapping[str, Any]) -> dict[str, str]:
@@ -119,6 +138,8 @@ class Resolver:
         if name in self.names:
             return self.names[name]
         properties = resource.get("Properties", {})
+        if kind == "AWS::Events::EventBus":
+            return str(self.resolve(properties["Name"]))
         for key in ("FunctionName", "StateMachineName", "LogGroupName", "TopicName"):
             if key in properties:
                 return str(self.resolve(properties[key]))
@@ -142,6 +163,10 @@ class Resolver:
             return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{self.ref(name)}:*"
         if kind == "AWS::SQS::Queue":
             return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.queue_name(name)}"
+        if kind == "AWS::KMS::Key":
+            return kms_key_arn(name)  # a key's id is random: its logical ID stands for it
+        if kind == "AWS::Events::EventBus":
+            return f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{self.ref(name)}"
         raise AssertionError(f"no ARN known for {name} ({kind})")
 
     def queue_name(self, name: str) -> str:
@@ -204,6 +229,10 @@ class Resolver:
         if key.startswith("Fn::"):
             raise AssertionError(f"{key} is not evaluated here")
         return {key: self.resolve(argument)}
+
+
+def kms_key_arn(logical_id: str) -> str:
+    return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{logical_id}"
 
 
 # --- IAM evaluation ------------------------------------------------------------------

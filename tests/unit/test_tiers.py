@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.conftest import HERE, tier_of
+from tests.conftest import HERE, tier_of, xdist_group_of
 
 
 @pytest.mark.parametrize("fixture", ["stack", "satchel", "s3"])
@@ -37,3 +37,10 @@ def test_a_file_outside_a_tiers_directory_is_refused() -> None:
         with pytest.raises(pytest.UsageError, match="belongs in a tier's directory"):
             tier_of(stray)
     assert tier_of(Path(HERE / "e2e" / ".." / "e2e" / "test_fuzz.py")) == "e2e"
+
+
+def test_in_parallel_each_e2e_and_deploy_file_is_one_group_and_the_rest_spreads() -> None:
+    assert xdist_group_of(HERE / "e2e" / "test_readers.py") == "e2e/test_readers.py"
+    assert xdist_group_of(HERE / "deploy" / "test_iam.py") == "deploy/test_iam.py"
+    assert xdist_group_of(HERE / "stack" / "test_faults.py") is None
+    assert xdist_group_of(HERE / "unit" / "core" / "test_names.py") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib.api import auth
@@ -16,7 +17,7 @@ class _Table:
         self.item = item
 
     def get_item(self, Key: dict[str, str], **_: Any) -> dict[str, Any]:
-        return {"Item": self.item} if Key["pk"] == f"APIKEY#{hash_secret('k' * 20)}" else {}
+        return {"Item": {**Key, **self.item}} if Key["pk"] == f"APIKEY#{hash_secret('k' * 20)}" else {}
 
     @property
     def typed(self) -> Table:
@@ -40,3 +41,26 @@ def test_no_bearer_key_is_refused() -> None:
     keys = KeyStore(_Table({"tenant": "acme", "user_id": "alice", "roles": []}).typed)
     assert auth.authenticate(keys, None) is None
     assert auth.authenticate(keys, "Basic abc") is None
+
+
+def test_a_refusal_denies_every_route_of_the_stage_and_names_its_code() -> None:
+    arn = "arn:aws:execute-api:eu-west-1:123456789012:abc123/api/GET/downloads/x"
+    denied = auth.deny(arn, auth.Verdict(None, "KeyExpired"))
+    assert denied["policyDocument"]["Statement"] == [
+        {
+            "Action": "execute-api:Invoke",
+            "Effect": "Deny",
+            "Resource": ["arn:aws:execute-api:eu-west-1:123456789012:abc123/api/*"],
+        }
+    ]
+    assert denied["context"] == {"code": "KeyExpired"}
+    assert denied["principalId"] == "anonymous"
+
+
+def test_the_manual_states_the_authorizers_cache_time() -> None:
+    # A disabled key keeps working for up to this long: the manual must say so, correctly.
+    from app import bearer
+
+    ttl = bearer.config.ttl_seconds
+    page = (Path(__file__).resolve().parents[3] / "docs" / "sign-in.md").read_text(encoding="utf-8")
+    assert f"API Gateway caches the authorizer's answer for a credential for **{ttl}\nseconds**" in page

@@ -11,7 +11,7 @@ from chalice.app import Response
 
 from chalicelib.api import linkpage
 from chalicelib.api.links import Claimed, Reading
-from chalicelib.core.errors import LinkGone, LinkNotFound, LinkNotReady
+from chalicelib.core.errors import LinkGone, LinkNotFound, LinkNotReady, problem
 from chalicelib.core.models import Artifact, Download, Progress, State
 from chalicelib.storage.links import Link
 
@@ -215,7 +215,7 @@ def test_gone_pages_say_why(reason: str, sentence: str) -> None:
     assert page.meta("name", "satchel-code") == "LinkGone"
     assert not page.named("form")
     json_body = linkpage.answer(reading, "application/json", URL).body
-    assert json_body == {"Code": "LinkGone", "Message": "gone", "reason": reason}
+    assert json_body == problem("LinkGone", 410, "gone", reason=reason)
 
 
 def test_an_unknown_link_is_a_404_page_without_sunset() -> None:

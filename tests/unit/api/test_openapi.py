@@ -7,14 +7,17 @@ download, and that GET /openapi.json serves it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import jsonschema
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from app import app
 from chalicelib import downloadtypes
 from chalicelib.api import openapi, requests
-from chalicelib.core.models import Download, State
+from chalicelib.core.models import Download, Principal, State
+from chalicelib.core.settings import Settings, parse_datasets
 
 Route = tuple[str, str]  # (path, METHOD)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -74,7 +77,14 @@ def test_secured_operations_document_the_authorizers_refusals() -> None:
             assert "401" not in operation["responses"], route
 
 
-def test_download_schema_has_the_fields_of_the_api_shape() -> None:
+def variants(schemas: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    """A discriminated oneOf's variants, by the type name that selects each."""
+    mapping: dict[str, str] = schemas[name]["discriminator"]["mapping"]
+    assert [ref["$ref"] for ref in schemas[name]["oneOf"]] == list(mapping.values())
+    return {kind: schemas[target.rsplit("/", 1)[1]] for kind, target in mapping.items()}
+
+
+def test_download_schema_has_the_fields_of_the_api_shape_per_type() -> None:
     download = Download(
         id="0" * 32,
         type="zip",
@@ -86,9 +96,104 @@ def test_download_schema_has_the_fields_of_the_api_shape() -> None:
         created_at="2026-01-01T00:00:00.000Z",
         retention_seconds=60,
     )
-    schema = openapi.document()["components"]["schemas"]["Download"]
-    assert set(schema["properties"]) == set(download.to_api())
-    assert set(schema["required"]) == set(download.to_api())
+    schemas = openapi.document()["components"]["schemas"]
+    types = {kind.name for kind in downloadtypes.all_types()}
+    for name, created in (("Download", False), ("CreatedDownload", True)):
+        by_type = variants(schemas, name)
+        assert set(by_type) == types
+        for kind, schema in by_type.items():
+            assert set(schema["properties"]) == set(download.to_api()) | ({"link"} if created else set())
+            assert set(schema["required"]) == set(download.to_api())
+            assert schema["properties"]["type"]["const"] == kind
+            assert schema["properties"]["params"] == {
+                "$ref": f"#/components/schemas/{kind.capitalize()}DownloadParams"
+            }
+
+
+def test_a_downloads_params_as_stored_fit_its_types_download_params() -> None:
+    """What a type's check keeps (defaults filled in, columns resolved) is valid against the
+    schema the document gives a download's `params`."""
+    schemas = openapi.document()["components"]["schemas"]
+    settings = Settings(
+        table="t",
+        artifact_bucket="a",
+        source_bucket="sources",
+        state_machine_arn="arn",
+        datasets=parse_datasets('{"Transaction": {"table": "t", "columns": ["id", "amount"]}}'),
+    )
+    carol = Principal("acme", "carol", frozenset({"admin"}))  # audit needs the admin role
+    asked = {"zip": {"keys": ["acme/a.csv"]}, "export": {"index": "Transaction"}, "audit": {}}
+    asked["listing"] = {"prefix": "acme/"}
+    for kind in downloadtypes.all_types():
+        stored = kind.validate(asked[kind.name], carol, settings)
+        schema = {**schemas[f"{kind.name.capitalize()}DownloadParams"], "components": {"schemas": schemas}}
+        jsonschema.validate(stored, schema)
+
+
+def test_no_all_of_anywhere_generators_make_duplicate_models_of_it() -> None:
+    assert '"allOf"' not in json.dumps(openapi.document())
+
+
+def test_every_timestamp_is_a_date_time() -> None:
+    found: list[str] = []
+
+    def walk(node: Any, name: str = "") -> None:
+        if isinstance(node, dict):
+            if name.endswith("_at") and "type" in node:
+                found.append(name)
+                assert node.get("format") == "date-time", (name, node)
+            for key, value in node.items():
+                walk(value, key if isinstance(value, dict) and key != "properties" else name)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, name)
+
+    walk(openapi.document()["components"]["schemas"])
+    assert {"created_at", "expires_at", "started_at", "claim_expires_at"} <= set(found)
+
+
+def test_bounds_and_defaults_are_the_stages_settings() -> None:
+    settings = Settings(
+        table="t",
+        artifact_bucket="a",
+        source_bucket="s",
+        state_machine_arn="arn",
+        retention_min_seconds=120,
+        retention_max_seconds=3600,
+        retention_default_seconds=600,
+        link_max_ttl_seconds=900,
+        link_default_ttl_seconds=300,
+        link_max_uses=7,
+        max_keys=12,
+    )
+    schemas = openapi.document("/", settings)["components"]["schemas"]
+    expires_in = schemas["ZipDownloadRequest"]["properties"]["expires_in"]
+    assert (expires_in["minimum"], expires_in["maximum"], expires_in["default"]) == (120, 3600, 600)
+    link = schemas["LinkRequest"]["properties"]
+    assert (link["expires_in"]["minimum"], link["expires_in"]["maximum"]) == (1, 900)
+    assert link["expires_in"]["default"] == 300
+    assert (link["max_uses"]["minimum"], link["max_uses"]["maximum"], link["max_uses"]["default"]) == (
+        1,
+        7,
+        1,
+    )
+    assert schemas["ZipDownloadRequest"]["properties"]["link"] == {"$ref": "#/components/schemas/LinkRequest"}
+    assert schemas["ZipParams"]["properties"]["keys"]["maxItems"] == 12
+    assert schemas["Link"]["properties"]["max_uses"]["maximum"] == 7
+    # Without settings: a stage's defaults, which the server enforces unless configured.
+    defaults = openapi.document()["components"]["schemas"]["ZipDownloadRequest"]["properties"]
+    assert defaults["expires_in"]["minimum"] == Settings.retention_min_seconds == 60
+
+
+def test_every_refusal_is_a_problem_with_code_and_message() -> None:
+    document = openapi.document()
+    for name, response in document["components"]["responses"].items():
+        schema_ref = response["content"]["application/problem+json"]["schema"]["$ref"]
+        schema = document["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
+        assert {"type", "title", "detail", "Code", "Message"} <= set(schema["required"]), name
+        assert "status" in schema["properties"]
+        if response["description"] and name in ("LinkNotReady", "QuotaExceeded", "ServiceUnavailable"):
+            assert "Retry-After" in response["headers"], name
 
 
 def test_type_schema_has_the_fields_types_describe_themselves_with() -> None:
@@ -105,7 +210,7 @@ def test_request_body_offers_every_registered_type() -> None:
     for name, target in mapping.items():
         variant = schemas[target.rsplit("/", 1)[1]]
         assert variant["properties"]["type"]["const"] == name
-        assert set(variant["properties"]) >= set(requests.REQUEST_SCHEMA["properties"])
+        assert set(variant["properties"]) == set(requests.REQUEST_SCHEMA["properties"])
 
 
 def test_document_is_built_once_and_handed_out_as_copies() -> None:
@@ -114,4 +219,4 @@ def test_document_is_built_once_and_handed_out_as_copies() -> None:
     assert first is not second
     first["paths"].clear()
     assert openapi.document("/api")["paths"]
-    assert openapi.document("/api")["servers"] == [{"url": "/api"}]
+    assert openapi.document("/api")["servers"][0]["url"] == "/api"

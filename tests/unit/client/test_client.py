@@ -224,6 +224,46 @@ def test_create_sends_its_body_and_one_idempotency_key_across_retries(
     assert second.body == first.body
 
 
+def test_a_create_whose_key_is_in_flight_is_sent_again_after_retry_after(
+    api: FakeApi, client: SatchelClient
+) -> None:
+    in_flight = Answer(
+        409,
+        {
+            "type": "https://satchel.dev/problems/IdempotencyKeyInUse",
+            "title": "Idempotency key in use",
+            "status": 409,
+            "detail": "still being processed",
+            "Code": "IdempotencyKeyInUse",
+            "Message": "still being processed",
+        },
+        {"Retry-After": "0", "Content-Type": "application/problem+json"},
+    )
+    api.on("POST", "/downloads", in_flight, Answer(202, download(state="PENDING")))
+    assert client.create_zip(["acme/a.csv"], idempotency_key="mine").id == "d1"
+    first, second = api.requests_to("POST", "/downloads")
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == "mine"
+
+
+def test_a_problem_keeps_its_type_and_title(api: FakeApi, client: SatchelClient) -> None:
+    body = {
+        "type": "https://satchel.dev/problems/IdempotencyKeyReused",
+        "title": "Idempotency key reused",
+        "status": 422,
+        "detail": "used with another body",
+        "Code": "IdempotencyKeyReused",
+        "Message": "used with another body",
+    }
+    api.on("POST", "/downloads", Answer(422, body, {"Content-Type": "application/problem+json"}))
+    with pytest.raises(ApiError) as raised:
+        client.create_zip(["acme/a.csv"], idempotency_key="mine")
+    error = raised.value
+    assert (error.status, error.code) == (422, "IdempotencyKeyReused")
+    assert error.message == "used with another body"
+    assert (error.type, error.title) == (body["type"], body["title"])
+    assert len(api.requests_to("POST", "/downloads")) == 1  # a refusal is not sent again
+
+
 def test_the_default_compression_is_the_services(api: FakeApi, client: SatchelClient) -> None:
     api.on("POST", "/downloads", Answer(202, download(state="PENDING")))
     client.create_zip(["acme/a.csv"], idempotency_key="mine")

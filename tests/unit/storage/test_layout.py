@@ -16,7 +16,7 @@ from chalicelib.storage import layout
 ROOT = Path(__file__).resolve().parents[3]
 
 
-INDEX_PREFIXES = (layout.OWNER, layout.DUE, layout.LINKS_OF)
+INDEX_PREFIXES = (layout.OWNER, layout.DUE, layout.LINKS_OF, layout.KEYS_OF)
 
 
 IDS = [
@@ -37,6 +37,8 @@ def _keys(tenant: str, user: str, secret_hash: str, download_id: str) -> dict[st
         "link": layout.link_key(secret_hash),
         "idempotency": layout.idempotency_key(tenant, user, secret_hash),
         "audit": layout.audit_key(tenant, "2026-01-01T00:00:00.000Z", "00ff00ff"),
+        "webhook_secret": layout.webhook_secret_key(tenant),
+        "iam_principal": layout.iam_principal_key(f"arn:aws:iam::123456789012:role/{tenant}-{user}"),
     }
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import app
 from chalicelib.workflow.payloads import (
+    BuildRun,
     Built,
     Digested,
     Failed,
@@ -41,8 +42,13 @@ STATES: dict[str, tuple[Payload, Payload]] = {
     "ChooseBuild": (Prepared, Prepared),
     "BuildSegments": (Prepared, Prepared),  # ResultPath null: the Map's input goes on
     "BuildSegment": (SegmentInput, SegmentBuilt),
+    "SegmentHandsOn": (SegmentBuilt, SegmentBuilt),
+    "SegmentDone": (SegmentBuilt, SegmentBuilt),
+    "SegmentFailed": (FailInput, Failed),
+    "SegmentAbandoned": (Failed, Failed),
     "Assemble": (Prepared, Built),
-    "Build": (Prepared, Built),
+    "Build": (Prepared, BuildRun),
+    "BuildHandsOn": (BuildRun, BuildRun),
     "CheckDigest": (Built, Built),
     "Digest": (Built, Digested),
     "Finalize": (Digested, Finished),
@@ -84,7 +90,10 @@ def _typed_dict_in(hint: Any) -> Any:
 
 
 def required(payload: Payload) -> set[str]:
-    return set(payload.__required_keys__)
+    # Not `__required_keys__`: under `from __future__ import annotations` Python 3.11 counts a
+    # NotRequired field as required there; the resolved hints say which are not.
+    hints = get_type_hints(payload, include_extras=True)
+    return {name for name, hint in hints.items() if typing.get_origin(hint) is not typing.NotRequired}
 
 
 def test_every_state_is_typed() -> None:
@@ -105,6 +114,10 @@ def test_every_path_the_asl_reads_or_writes_is_a_declared_field() -> None:
         for choice in state.get("Choices", []):
             check(name, given, choice["Variable"], "Choice Variable")
         check(name, given, state.get("ItemsPath"), "ItemsPath")
+        check(name, given, state.get("MaxConcurrencyPath"), "MaxConcurrencyPath")
+        for key, value in (state.get("ItemReader") or {}).get("Parameters", {}).items():
+            assert key.endswith(".$"), f"{name}: a constant in the ItemReader ({key}) is not typed here"
+            check(name, given, value, "ItemReader Parameters value")
         check(name, given, state.get("InputPath"), "InputPath")
         for key, value in (state.get("ItemSelector") or {}).items():
             assert key.endswith(".$"), f"{name}: a constant in the ItemSelector ({key}) is not typed here"
@@ -173,3 +186,21 @@ def test_the_checker_finds_an_undeclared_path() -> None:
     assert not declared(Prepared, "$.totals.files")
     assert not declared(Prepared, "$.artifact_key")
     assert not declared(Built, "$.sha256.x")
+    assert declared(Prepared, "$.segments.key")
+    assert not declared(Prepared, "$.segments.items")
+
+
+def test_the_map_reads_its_items_from_s3_and_keeps_no_results() -> None:
+    """Distributed: the segments' numbers come from S3, each child hands back {} (10,000 of
+    them stay far below 256 KB) and the Map drops them."""
+    segments = ASL["States"]["BuildSegments"]
+    processor = segments["ItemProcessor"]
+    assert processor["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert segments["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert segments["ItemReader"]["ReaderConfig"] == {"InputType": "JSON"}
+    assert segments["ResultPath"] is None
+    assert "ItemsPath" not in segments
+    assert "MaxConcurrency" not in segments
+    ends = [state for state in processor["States"].values() if state["Type"] == "Succeed"]
+    assert ends
+    assert all(state["OutputPath"] is None for state in ends)

@@ -1,0 +1,65 @@
+"""The tenant's own settings, for its admins: its webhook signing secret.
+
+`POST /tenant/webhook-secret` creates the tenant's first secret or rotates it (the old one
+signs on for a grace period, `grace_seconds`, at most SATCHEL_WEBHOOK_SECRET_GRACE_SECONDS,
+which is also the default); the answer shows the new secret, once. `GET` tells when it was
+made and until when the previous one signs, never a secret. Only a tenant admin may do
+either (403 otherwise), and only for the admin's own tenant; both are audited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.core import clock
+from chalicelib.core.errors import Forbidden, InvalidParams, MalformedRequest, WebhookSecretNotFound
+from chalicelib.core.models import Principal
+from chalicelib.runtime import Runtime
+from chalicelib.storage.audit import Action, user_actor
+from chalicelib.storage.secrets import IssuedSecret, SecretInfo
+
+SECRET_PATH = "/tenant/webhook-secret"
+
+
+def _require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("only a tenant admin may manage the tenant's webhook secret")
+
+
+def grace_seconds(body: Any, maximum: int) -> int:
+    """The rotation's grace period: the body's `grace_seconds` (0 to `maximum`), else `maximum`."""
+    if not isinstance(body, dict):
+        raise MalformedRequest("the request body must be a JSON object")
+    unknown = sorted(set(body) - {"grace_seconds"})
+    if unknown:
+        raise InvalidParams(f"unknown fields: {', '.join(unknown)}", path=unknown[0])
+    grace = body.get("grace_seconds", maximum)
+    if type(grace) is not int or not 0 <= grace <= maximum:  # bool is no count
+        raise InvalidParams(f"grace_seconds must be an integer from 0 to {maximum}", path="grace_seconds")
+    return grace
+
+
+def rotate_secret(runtime: Runtime, principal: Principal, body: Any) -> IssuedSecret:
+    _require_admin(principal)
+    grace = grace_seconds(body, runtime.settings.webhook_secret_grace_seconds)
+    issued = runtime.webhook_secrets.rotate(principal.tenant, clock.now(), grace)
+    runtime.audit.record(
+        principal.tenant,
+        Action.WEBHOOK_SECRET_ROTATED,
+        user_actor(principal),
+        "",
+        first=issued.previous_valid_until is None,
+        grace_seconds=grace,
+    )
+    return issued
+
+
+def describe_secret(runtime: Runtime, principal: Principal) -> SecretInfo:
+    _require_admin(principal)
+    info = runtime.webhook_secrets.describe(principal.tenant, clock.now())
+    if info is None:
+        raise WebhookSecretNotFound(
+            f"the tenant has no webhook secret yet; a tenant admin creates one with POST {SECRET_PATH}"
+        )
+    runtime.audit.record(principal.tenant, Action.WEBHOOK_SECRET_READ, user_actor(principal), "")
+    return info

@@ -1,0 +1,385 @@
+"""Builds that outlast one Lambda run: a step hands on before its run ends, and the state
+machine runs it again (BuildHandsOn, SegmentHandsOn) from where it stopped.
+
+A build through a segment plan (the plain zip: `DownloadType.segments`) lays out its members
+run by run, as segments are laid out: each run's members from offset 0, placed at the size
+the upload had when the run began, their records kept per run under `tmp/<id>/.../runs/<n>/`
+(s3/layout.py). Before pulling the next manifest entry a run asks its `Budget` whether less
+than `handoff_reserve_ms` is left of the Lambda run; if so it stops at that member boundary
+(it always writes at least one member). A large stored member copied by S3 may also stop
+between two copied parts (`CopyHandedOn`): the rest of its range is carried on.
+
+What the next run needs is saved in S3, never in the payload (which carries the run's
+number): the multipart upload's id and its parts (number, ETag), the bytes held short of a
+part, the next manifest entry, the offset each run began at, the progress, and a member's
+range still to copy. Run n reads only what run n-1 saved and writes only run n's and run
+n+1's keys, with part numbers following run n-1's: a retried run writes the very same keys
+and part numbers again, so Step Functions' Retry duplicates nothing. (Parts a failed attempt
+wrote beyond them are left out of the completed upload, which lists its parts.) A last run
+writes what the next steps read (checks, a segment's directory, `finished.json`) before it
+completes the upload, so a retry that finds the upload gone because an earlier attempt
+completed it (the answer lost) reports what that attempt saved. The
+SHA-256 of the earlier runs' bytes is not carried: a build of more than one run ends with
+`sha256` None, and the Digest step hashes the artifact.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.archive import integrity
+from chalicelib.archive.assembly import Assembler, CopyHandedOn
+from chalicelib.archive.integrity import Check
+from chalicelib.archive.zipwriter import CopyRange, Member
+from chalicelib.core.errors import Cancelled
+from chalicelib.core.models import Download, Progress
+from chalicelib.core.settings import Settings
+from chalicelib.downloadtypes.base import SegmentPlan
+from chalicelib.runtime import Runtime
+from chalicelib.s3 import artifacts, layout, manifest
+from chalicelib.s3.manifest import Entry
+from chalicelib.s3.multipart import MultipartWriter, Saved
+from chalicelib.workflow.progress import ProgressTracker
+
+# When a handler is called without a Lambda context (a step called directly): no deadline.
+_NO_DEADLINE_MS = 2**62
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What is left of the Lambda run, and how much of it to keep for handing on."""
+
+    remaining_ms: Callable[[], int]
+    reserve_ms: int
+
+    def low(self) -> bool:
+        return self.remaining_ms() < self.reserve_ms
+
+    @classmethod
+    def of(cls, context: Any, settings: Settings) -> Budget:
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining is None:
+            return cls(lambda: _NO_DEADLINE_MS, settings.handoff_reserve_ms)
+        return cls(remaining, settings.handoff_reserve_ms)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a build writes: the artifact itself (`segment` None) or one segment's object."""
+
+    download_id: str
+    segment: int | None
+    key: str
+    manifest_key: str
+    content_type: str
+
+    def run_key(self, run: int, name: str) -> str:
+        return layout.run_key(self.download_id, self.segment, run, name)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A stored member's range still to copy, and the check its data gets once it is whole."""
+
+    bucket: str
+    key: str
+    etag: str
+    start: int
+    end: int
+    name: str
+    data_at: int
+    size: int
+    crc: int
+
+    @property
+    def rest(self) -> CopyRange:
+        return CopyRange(self.bucket, self.key, self.etag, self.start, self.end)
+
+    @property
+    def check(self) -> Check:
+        return Check(self.name, self.data_at, self.size, self.crc)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    done: bool
+    run: int  # the next run's number, when not done
+    size: int
+    sha256: str | None
+    progress: Progress
+    files: int
+
+
+@dataclass(frozen=True)
+class _State:
+    """What run n saved for run n+1 (the held bytes are an object of their own)."""
+
+    upload_id: str
+    parts: list[tuple[int, str]]
+    size: int
+    next: int
+    placed: list[int]
+    progress: Progress
+    files: int
+    pending: Pending | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> _State:
+        pending = raw.get("pending")
+        return cls(
+            upload_id=str(raw["upload_id"]),
+            parts=[(int(number), str(etag)) for number, etag in raw["parts"]],
+            size=int(raw["size"]),
+            next=int(raw["next"]),
+            placed=[int(offset) for offset in raw["placed"]],
+            progress=Progress(**raw["progress"]),
+            files=int(raw["files"]),
+            pending=Pending(**pending) if pending else None,
+        )
+
+
+class _Budgeted:
+    """The manifest's entries until the budget runs low (never before the first one)."""
+
+    def __init__(self, entries: Iterable[Entry], budget: Budget) -> None:
+        self._entries = entries
+        self._budget = budget
+        self.taken = 0
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[Entry]:
+        for entry in self._entries:
+            if self.taken and self._budget.low():
+                return
+            self.taken += 1
+            yield entry
+        self.exhausted = True
+
+
+Trackers = Callable[[Progress | None], ProgressTracker]
+
+
+class Run:
+    """One Lambda run of a build through a segment plan (see the module's docstring)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        download: Download,
+        plan: SegmentPlan,
+        target: Target,
+        run: int,
+        budget: Budget,
+        trackers: Trackers,
+    ) -> None:
+        self._runtime = runtime
+        self._settings = runtime.settings
+        self._bucket = runtime.settings.artifact_bucket
+        self._download = download
+        self._plan = plan
+        self._target = target
+        self._run = run
+        self._budget = budget
+        self._trackers = trackers
+
+    def _put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+        self._runtime.s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
+
+    def _get(self, key: str) -> bytes:
+        body: bytes = self._runtime.s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return body
+
+    def _start(self) -> tuple[MultipartWriter, _State | None] | Outcome:
+        settings, target = self._settings, self._target
+        if self._run == 0:
+            # A retried first run starts over: whatever an earlier attempt left open goes first.
+            artifacts.abort_uploads_of(self._runtime.s3, self._bucket, target.key)
+            writer = MultipartWriter(
+                self._runtime.s3, self._bucket, target.key, settings.part_size, target.content_type
+            )
+            return writer, None
+        state = _State.from_json(json.loads(self._get(target.run_key(self._run, "state.json"))))
+        if not self._open(state.upload_id):
+            finished = self._finished()
+            if finished is not None:
+                return finished
+        held = self._get(target.run_key(self._run, "held"))
+        saved = Saved(state.upload_id, state.parts, state.size, held)
+        writer = MultipartWriter(
+            self._runtime.s3, self._bucket, target.key, settings.part_size, target.content_type, saved
+        )
+        return writer, state
+
+    def _open(self, upload_id: str) -> bool:
+        paginator = self._runtime.s3.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._target.key):
+            if any(upload["UploadId"] == upload_id for upload in page.get("Uploads", [])):
+                return True
+        return False
+
+    def _finished(self) -> Outcome | None:
+        """A retried last run whose upload is gone: if an earlier attempt completed it (the
+        answer to CompleteMultipartUpload was lost), what that attempt saved just before."""
+        try:
+            raw = json.loads(self._get(self._target.run_key(self._run, "finished.json")))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None  # never completed: the resumed upload's calls report what happened
+            raise
+        return Outcome(
+            True, self._run, int(raw["size"]), None, Progress(**raw["progress"]), int(raw["files"])
+        )
+
+    def go(self) -> Outcome:
+        started = self._start()
+        if isinstance(started, Outcome):
+            return started
+        writer, state = started
+        tracker = self._trackers(state.progress if state else None)
+        try:
+            outcome = self._go(writer, state, tracker)
+        except Cancelled:
+            writer.abort()
+            artifacts.remove_everything(self._runtime.s3, self._bucket, self._target.download_id)
+            raise
+        except BaseException:
+            # The first run's retry starts over; a later run's retry goes on with this upload
+            # (and if the error is final, MarkFailed removes it with everything else).
+            if self._run == 0:
+                writer.abort()
+            raise
+        return outcome
+
+    def _go(self, writer: MultipartWriter, state: _State | None, tracker: ProgressTracker) -> Outcome:
+        target = self._target
+        start = state.next if state else 0
+        placed = list(state.placed) if state else []
+        files = state.files if state else 0
+        pending = state.pending if state else None
+        assembler = Assembler(
+            self._runtime.s3, writer, self._settings.read_chunk_bytes, stop=self._budget.low
+        )
+        checks: list[Check] = []
+        records: list[Any] = []
+        exhausted = False
+        if pending is not None:
+            try:
+                assembler.copy(pending.rest)
+            except CopyHandedOn as more:
+                pending = Pending(**{**asdict(pending), "start": more.rest.start})
+            else:
+                checks.append(pending.check)
+                tracker.advance(files=1, bytes_=pending.size)
+                pending = None
+        # Where this run's members are laid out from (after a member carried on, if any).
+        run_offset = writer.size
+        if pending is None:
+            entries = itertools.islice(
+                manifest.read(self._runtime.s3, self._bucket, target.manifest_key), start, None
+            )
+            budgeted = _Budgeted(entries, self._budget)
+            segment = self._plan.build(self._runtime, self._download, iter(budgeted), tracker)
+            pieces = segment.pieces
+            try:
+                assembler.write_all(pieces)
+            except CopyHandedOn as more:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+                records = segment.records()
+                # The zip plan (the only one) records a member before its bytes: the last one.
+                member = Member.from_json(records[-1])
+                rest = more.rest
+                pending = Pending(
+                    rest.bucket, rest.key, rest.etag, rest.start, rest.end,
+                    member.name, more.began_at, member.size, member.crc,
+                )  # fmt: skip
+                start += len(records)
+            else:
+                records = segment.records()
+                start += budgeted.taken
+                exhausted = budgeted.exhausted
+            checks += [check.moved(run_offset) for check in segment.checks()]
+        tracker.flush()
+        files += len(records)
+        placed.append(run_offset)
+        if exhausted and pending is None:
+            # The last run's records and checks are still in memory: only earlier runs' are read.
+            return self._finish(writer, tracker, placed, files, records, checks)
+        self._put(target.run_key(self._run, "directory.jsonl"), _lines(records), "application/x-ndjson")
+        integrity.write(self._runtime.s3, self._bucket, target.run_key(self._run, "checks.jsonl"), checks)
+        return self._hand_on(writer, tracker, start, placed, files, pending)
+
+    def _hand_on(
+        self,
+        writer: MultipartWriter,
+        tracker: ProgressTracker,
+        start: int,
+        placed: list[int],
+        files: int,
+        pending: Pending | None,
+    ) -> Outcome:
+        saved, following = writer.saved(), self._run + 1
+        state = _State(
+            saved.upload_id, saved.parts, saved.size, start, placed, tracker.current, files, pending
+        )
+        self._put(self._target.run_key(following, "held"), saved.held, "application/octet-stream")
+        self._put(self._target.run_key(following, "state.json"), state.to_json().encode("utf-8"))
+        return Outcome(False, following, writer.size, None, tracker.current, files)
+
+    def _runs(self, placed: list[int], last: list[Any]) -> Iterator[tuple[int, list[Any]]]:
+        """Each run's records (one run in memory at a time) with the offset the run began at."""
+        for run, offset in enumerate(placed[:-1]):
+            text = self._get(self._target.run_key(run, "directory.jsonl")).decode("utf-8")
+            yield offset, [json.loads(line) for line in text.splitlines() if line]
+        yield placed[-1], last
+
+    def _checks(self, placed: list[int], last: list[Check]) -> Iterator[Check]:
+        s3, target = self._runtime.s3, self._target
+        for run in range(len(placed) - 1):
+            yield from integrity.read(s3, self._bucket, target.run_key(run, "checks.jsonl"))
+        yield from last
+
+    def _finish(
+        self,
+        writer: MultipartWriter,
+        tracker: ProgressTracker,
+        placed: list[int],
+        files: int,
+        records: list[Any],
+        checks: list[Check],
+    ) -> Outcome:
+        s3, bucket, target = self._runtime.s3, self._bucket, self._target
+        # Everything the next steps read is written before the upload completes: a retry
+        # that finds it completed (its answer lost) then only reports what was saved.
+        if target.segment is None:
+            # The artifact: what the plan closes with (a zip's central directory), then done.
+            closing = self._plan.closing(self._download, self._runs(placed, records), writer.size)
+            Assembler(s3, writer, self._settings.read_chunk_bytes).write_all(closing)
+            integrity.write(s3, bucket, layout.checks_key(target.download_id), self._checks(placed, checks))
+        else:
+            # A segment: its runs' records, each line one run's, for Assemble to place.
+            runs = self._runs(placed, records)
+            directory = "".join(json.dumps([offset, each]) + "\n" for offset, each in runs)
+            key = layout.segment_directory_key(target.download_id, target.segment)
+            self._put(key, directory.encode("utf-8"), "application/x-ndjson")
+            checks_key = layout.segment_checks_key(target.download_id, target.segment)
+            integrity.write(s3, bucket, checks_key, list(self._checks(placed, checks)))
+        if self._run > 0:  # a first run's retry starts over: it needs none of this
+            finished = {"size": writer.size, "files": files, "progress": asdict(tracker.current)}
+            self._put(target.run_key(self._run, "finished.json"), json.dumps(finished).encode("utf-8"))
+        sha256 = writer.complete()
+        return Outcome(True, self._run, writer.size, sha256, tracker.current, files)
+
+
+def _lines(records: list[Any]) -> bytes:
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")

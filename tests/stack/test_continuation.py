@@ -1,0 +1,181 @@
+"""No step needs to finish in one Lambda run: with a budget so small that every run hands on
+after one member (or one copied part), Build and BuildSegment loop through the state
+machine and still write the very bytes of a build in one run.
+
+The budget is the real mechanism: the local dispatcher's Lambda context counts down from the
+function's timeout (satchel_local/lambdas.py) and SATCHEL_HANDOFF_RESERVE_MS, set above that
+timeout, makes every run find itself short of time after its first member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from chalicelib.archive import assembly
+from chalicelib.core import clients
+from chalicelib.runtime import Runtime
+from chalicelib.workflow import segments
+from chalicelib.workflow.payloads import SegmentBuilt, SegmentInput
+from chalicelib.workflow.runs import Budget
+from satchel_local.stack import REGION
+from tests.support.faults import Fault, Injector
+from tests.support.stack import Satchel
+
+MIB = 1024 * 1024
+# Above the functions' 900 s timeout: every run is short of time once it has a member.
+ALWAYS_SHORT = str(10_000 * 1000)
+
+
+def _runs_of(satchel: Satchel, download_id: str, state: str) -> int:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return sum(
+        1
+        for event in history
+        if event["type"] == "TaskStateEntered" and event["stateEnteredEventDetails"]["name"] == state
+    )
+
+
+def _failures_of(satchel: Satchel, download_id: str) -> list[str]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return [event["taskFailedEventDetails"]["error"] for event in history if event["type"] == "TaskFailed"]
+
+
+def _build(satchel: Satchel, params: dict[str, Any], timeout: float = 180) -> tuple[str, bytes]:
+    created = satchel.create(params)
+    assert created.status == 202, created.body
+    done = satchel.wait(created.json["id"], timeout=timeout)
+    assert done["state"] == "DONE", done
+    body = requests.get(satchel.call("GET", done["url"]).headers["Location"], timeout=60).content
+    assert hashlib.sha256(body).hexdigest() == done["artifact"]["sha256"]  # Digest hashed the runs' bytes
+    return created.json["id"], body
+
+
+def _readers_accept(body: bytes, tmp_path: Path, expected: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(io.BytesIO(body)) as opened:
+        assert opened.testzip() is None
+        assert {info.filename: opened.read(info) for info in opened.infolist()} == expected
+    unzip = shutil.which("unzip")
+    assert unzip, "unzip is needed to check the archive"
+    path = tmp_path / "built.zip"
+    path.write_bytes(body)
+    tested = subprocess.run([unzip, "-t", str(path)], capture_output=True, text=True, check=False)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def _texts(satchel: Satchel, prefix: str, count: int) -> dict[str, bytes]:
+    bodies = {f"{prefix}{index}.txt": (f"member {index} " * 3000).encode() for index in range(count)}
+    for key, body in bodies.items():
+        satchel.put_source(key, body)
+    return bodies
+
+
+def test_a_deflated_build_hands_on_after_each_member_and_writes_the_same_bytes(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = _texts(satchel, "acme/runs/", 6)
+    params = {"prefixes": ["acme/runs/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    assert _runs_of(satchel, download_id, "Build") == 6  # one member per run
+    assert _runs_of(satchel, download_id, "Digest") == 1
+    assert in_runs == at_once
+    _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
+    assert satchel.artifact_objects() == sorted(f"artifacts/{d}" for d in _done(satchel))
+
+
+def _done(satchel: Satchel) -> list[str]:
+    listed = satchel.call("GET", "/downloads").json["items"]
+    return [item["id"] for item in listed if item["state"] == "DONE"]
+
+
+def test_a_stored_member_larger_than_a_run_is_copied_across_runs_part_by_part(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Copied parts of at most 6 MiB: the 22 MiB member's copy is three parts, one per run.
+    monkeypatch.setattr(assembly, "S3_MAX_PART_SIZE", 6 * MIB)
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    large = os.urandom(22 * MIB)
+    satchel.s3.put_object(
+        Bucket=satchel.stack.source_bucket, Key="acme/big/b.bin", Body=large, ChecksumAlgorithm="CRC32"
+    )
+    bodies = {"acme/big/a.txt": b"first\n" * 100, "acme/big/b.bin": large, "acme/big/c.txt": b"last\n" * 100}
+    for key in ("acme/big/a.txt", "acme/big/c.txt"):
+        satchel.put_source(key, bodies[key])
+    params = {"prefixes": ["acme/big/"], "compression": "store"}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # a.txt, then b.bin's header and first copied part; its second part; its third and c.txt.
+    assert _runs_of(satchel, download_id, "Build") == 4
+    assert in_runs == at_once
+    _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
+
+
+def test_segments_hand_on_too_and_join_into_the_same_bytes(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = _texts(satchel, "acme/segruns/", 6)
+    params = {"prefixes": ["acme/segruns/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    # A child execution's history is its own (as on AWS): the runs are counted as they happen.
+    seen: list[tuple[int, int, bool]] = []
+    original = segments.build_segment
+
+    def counted(runtime: Runtime, event: SegmentInput, budget: Budget | None = None) -> SegmentBuilt:
+        built = original(runtime, event, budget)
+        seen.append((event["index"], event.get("run", 0), built["done"]))
+        return built
+
+    monkeypatch.setattr(segments, "build_segment", counted)
+    download_id, in_runs = _build(satchel, params)
+    # 3 segments of 2 members: each hands on after its first member, then finishes.
+    assert sorted(seen) == [(index, run, run == 1) for index in range(3) for run in range(2)]
+    assert _runs_of(satchel, download_id, "Assemble") == 1
+    assert in_runs == at_once
+    _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
+
+
+def test_a_retried_run_goes_on_from_the_same_state_and_duplicates_nothing(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # 3 MiB members in 5 MiB parts: the second run uploads part 1, and so does its retry.
+    bodies = {f"acme/retried/{index}.bin": os.urandom(3 * MIB) for index in range(4)}
+    for key, body in bodies.items():
+        satchel.put_source(key, body)
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    params = {"prefixes": ["acme/retried/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    clients.reset()
+    injector = Injector(satchel.stack.table)
+    injector.install()
+    # A run saves its records, checks, held bytes and state (4 puts): the 6th put is the
+    # second run's checks, after its part 1. It fails on every attempt: the run fails, and
+    # Retry runs it again from the same saved state (the same part 1, written again).
+    with injector.armed(Fault("s3.PutObject", "internal", at=6, step="app.build")) as arming:
+        download_id, in_runs = _build(satchel, params)
+    assert injector.fired(arming) > 0
+    assert _failures_of(satchel, download_id) == ["TransientError"]
+    assert _runs_of(satchel, download_id, "Build") == 4  # 4 runs; Retry ran the second again
+    assert in_runs == at_once
+    _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
