@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from chalicelib.core import clients
 from chalicelib.core.settings import Settings
 from chalicelib.storage.audit import AuditLog
+from chalicelib.storage.deliveries import DeliveryStore
 from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.storage.idempotency import IdempotencyStore
 from chalicelib.storage.keys import KeyStore
@@ -23,6 +25,7 @@ from chalicelib.storage.links import LinkStore
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_stepfunctions.client import SFNClient
 
 _PREFIX = "SATCHEL_"  # every variable Settings reads (chalicelib/core/settings.py)
@@ -47,11 +50,19 @@ class Runtime:
     s3: S3Client
     stepfunctions: SFNClient
     events: EventBridgeClient
+    sqs: SQSClient
     downloads: DownloadStore
     keys: KeyStore
     links: LinkStore
     idempotency: IdempotencyStore
     audit: AuditLog
+    deliveries: DeliveryStore
+
+    @property
+    def webhook_secrets(self) -> _GlobalWebhookSecret:
+        # STAND-IN until the `secrets` branch's per-tenant store lands (the lead replaces
+        # this property at merge): the stage's one global secret signs for every tenant.
+        return _GlobalWebhookSecret(self.settings.webhook_secret, self.settings.webhook_secret_parameter)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -72,6 +83,7 @@ class Runtime:
             s3=clients.s3(),
             stepfunctions=clients.stepfunctions(),
             events=clients.events(),
+            sqs=clients.sqs(),
             downloads=DownloadStore(
                 table,
                 Lifetimes(settings.build_deadline_seconds, settings.record_retention_seconds),
@@ -81,7 +93,28 @@ class Runtime:
             links=LinkStore(table),
             idempotency=IdempotencyStore(table),
             audit=AuditLog(table),
+            deliveries=DeliveryStore(
+                table, settings.delivery_window_seconds + settings.record_retention_seconds
+            ),
         )
+
+
+@dataclass(frozen=True)
+class _GlobalWebhookSecret:
+    """STAND-IN for `runtime.webhook_secrets` (per-tenant, rotatable secrets: the `secrets`
+    branch). `signing` answers the whsec_ secrets that sign a tenant's webhooks, current
+    first; here the stage's global one, given directly or read from SSM Parameter Store."""
+
+    value: str
+    parameter: str
+
+    def signing(self, tenant: str, now: datetime) -> list[str]:
+        if self.value:
+            return [self.value]
+        if not self.parameter:
+            raise LookupError("no webhook secret is configured")
+        found = clients.ssm().get_parameter(Name=self.parameter, WithDecryption=True)
+        return [found["Parameter"]["Value"]]
 
 
 _built: tuple[_Key, Runtime] | None = None

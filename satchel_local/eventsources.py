@@ -12,8 +12,9 @@ no schedules. So here:
   visibility timeout passes, and the queue's redrive policy dead-letters it in the end;
 - the queue the EventBridge rules deliver to is polled into the `events` function, one
   event per invocation as EventBridge invokes it; an event whose invocation fails stays
-  in the queue to be tried again, then dead-lettered; the link claims' queue is polled
-  into the `link_webhook` function the same way;
+  in the queue to be tried again, then dead-lettered;
+- the deliveries queue is polled into the `deliver` function as the requests queue is: a
+  message it retries later was made invisible by the function itself (its backoff);
 - `cleanup` is invoked every few seconds with a scheduled event.
 
 Every invocation goes through moto's Lambda Invoke, so it reaches the real handler by
@@ -276,11 +277,11 @@ class EventSources:
             EventBridgeTarget(
                 "events-queue", self._halt, stack.events_queue_url, function_name(stack.stage, "events")
             ),
-            EventBridgeTarget(
-                "link-claims-queue",
+            SqsEventSource(
+                "deliveries-queue",
                 self._halt,
-                stack.link_claims_queue_url,
-                function_name(stack.stage, "link_webhook"),
+                stack.deliveries_queue_url,
+                function_name(stack.stage, "deliver"),
             ),
         ]
         if cleanup_interval > 0:

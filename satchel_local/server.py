@@ -284,7 +284,8 @@ class LocalStack:
             "events_queue_url": self.stack.events_queue_url,
             "events_dead_letter_queue_url": self.stack.events_dead_letter_queue_url,
             "state_changes_queue_url": self.stack.state_changes_queue_url,
-            "link_claims_queue_url": self.stack.link_claims_queue_url,
+            "deliveries_queue_url": self.stack.deliveries_queue_url,
+            "deliveries_dead_letter_queue_url": self.stack.deliveries_dead_letter_queue_url,
             # What callbacks are signed with (the local stage's, .chalice/config.json).
             "webhook_secret": os.environ.get(ENV_WEBHOOK_SECRET, ""),
             "cleanup_interval_seconds": self.options.cleanup_interval,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from chalicelib import downloadtypes
 from chalicelib.api import requests
 from chalicelib.core.models import Artifact, ErrorInfo, Progress, State
+from chalicelib.notify import events
 from chalicelib.storage import idempotency, links
 
 JsonSchema = dict[str, Any]
@@ -97,6 +98,7 @@ def _paths() -> dict[str, dict[str, Operation]]:
         "/downloads/{download_id}/file": {"get": _download_file()},
         "/downloads/{download_id}/url": {"get": _download_url()},
         "/downloads/{download_id}/links": {"post": _create_link(), "get": _list_links()},
+        "/downloads/{download_id}/deliveries": {"get": _list_deliveries()},
         "/links/{token}": {
             "get": _read_link("readLink", "Read a link: its file's facts (the link page for browsers)"),
             "head": _read_link("headLink", "GET's status and headers, without a body"),
@@ -282,6 +284,15 @@ def _list_links() -> Operation:
         "listDownloadLinks",
         "The download's links (never their tokens)",
         {**_ok("The links, oldest first.", _schema_ref("LinkList")), **_refusals("NotFound")},
+        parameters=[_DOWNLOAD_ID],
+    )
+
+
+def _list_deliveries() -> Operation:
+    return _operation(
+        "listDownloadDeliveries",
+        "The download's webhook deliveries: one per event, with its attempts and last answer",
+        {**_ok("The deliveries, oldest first.", _schema_ref("DeliveryList")), **_refusals("NotFound")},
         parameters=[_DOWNLOAD_ID],
     )
 
@@ -595,6 +606,27 @@ def _schemas() -> dict[str, JsonSchema]:
                 }
             },
         },
+        "DeliveryList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": _object(
+                        event_id={"type": "string", "description": "The `webhook-id` of the event."},
+                        type={"type": "string", "enum": list(events.TYPES)},
+                        state={"type": "string", "enum": ["pending", "delivered", "failed"]},
+                        url={"type": "string"},
+                        attempts=_COUNT,
+                        last_status={"type": ["integer", "null"]},
+                        last_error={"type": ["string", "null"]},
+                        last_attempt_at=_nullable(_TIMESTAMP),
+                        next_attempt_at=_nullable(_TIMESTAMP),
+                        created_at=_TIMESTAMP,
+                    ),
+                }
+            },
+        },
         "DownloadType": _object(
             name={"type": "string"},
             description={"type": "string"},
@@ -658,6 +690,7 @@ def _download() -> JsonSchema:
         "finished_at": _nullable(_TIMESTAMP),
         "expires_at": _nullable(_TIMESTAMP),
         "callback_url": {"type": ["string", "null"]},
+        "client_reference": {"type": ["string", "null"], "description": "Echoed in every event."},
         "url": {"type": ["string", "null"], "description": "The file endpoint's path once DONE."},
         "skipped": {
             "type": "array",

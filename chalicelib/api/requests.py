@@ -37,6 +37,12 @@ REQUEST_SCHEMA: dict[str, Any] = {
             "maxLength": 2048,
             "description": "https URL that receives a signed POST when the download finishes.",
         },
+        "client_reference": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "description": "The caller's own reference, echoed in every event about the download.",
+        },
     },
 }
 _REQUEST = Schema(REQUEST_SCHEMA)
@@ -55,6 +61,7 @@ class CreateRequest:
     retention_seconds: int
     link: LinkRequest | None
     callback_url: str | None
+    client_reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,9 @@ def create_request(settings: Settings, principal: Principal, body: Any) -> Creat
     callback_url = body.get("callback_url")
     if callback_url is not None:
         _check_callback_url(settings, callback_url)
-    return CreateRequest(kind, params, body.get("filename"), retention, link, callback_url)
+    return CreateRequest(
+        kind, params, body.get("filename"), retention, link, callback_url, body.get("client_reference")
+    )
 
 
 def link_request(settings: Settings, body: Any, root: str = "") -> LinkRequest:

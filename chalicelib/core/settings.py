@@ -28,9 +28,13 @@ ENV_WEBHOOK_SECRET = "SATCHEL_WEBHOOK_SECRET"
 ENV_WEBHOOK_SECRET_PARAMETER = "SATCHEL_WEBHOOK_SECRET_PARAMETER"
 ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
 ENV_CALLBACK_PORTS = "SATCHEL_CALLBACK_PORTS"
+# The deliveries queue (chalicelib/notify/delivery.py) and its dead-letter queue, by URL.
+ENV_DELIVERIES_QUEUE_URL = "SATCHEL_DELIVERIES_QUEUE_URL"
+ENV_DELIVERIES_DEAD_LETTER_QUEUE_URL = "SATCHEL_DELIVERIES_DEAD_LETTER_QUEUE_URL"
 
 # Read when the app is packaged, since Chalice fixes event sources at that time.
 ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
+ENV_DELIVERIES_QUEUE = "SATCHEL_DELIVERIES_QUEUE"
 ENV_CLEANUP_RATE_MINUTES = "SATCHEL_CLEANUP_RATE_MINUTES"
 
 # Read when a handler first runs (chalicelib/core/observability.py), before any Settings exist.
@@ -40,6 +44,8 @@ ENV_TRACING = "SATCHEL_TRACING"
 @dataclass(frozen=True)
 class EventSources:
     requests_queue: str = "satchel-requests"
+    # The queue the `deliver` function reads (webhook deliveries, chalicelib/notify/delivery.py).
+    deliveries_queue: str = "satchel-deliveries"
     cleanup_rate_minutes: int = 5
 
     @classmethod
@@ -47,6 +53,7 @@ class EventSources:
         env = os.environ if environ is None else environ
         return cls(
             requests_queue=env.get(ENV_REQUESTS_QUEUE) or cls.requests_queue,
+            deliveries_queue=env.get(ENV_DELIVERIES_QUEUE) or cls.deliveries_queue,
             cleanup_rate_minutes=int(env.get(ENV_CLEANUP_RATE_MINUTES) or cls.cleanup_rate_minutes),
         )
 
@@ -92,9 +99,11 @@ INTEGER_VARIABLES: dict[str, str] = {
     "build_deadline_seconds": "SATCHEL_BUILD_DEADLINE_SECONDS",
     "record_retention_seconds": "SATCHEL_RECORD_RETENTION_SECONDS",
     "stale_upload_seconds": "SATCHEL_STALE_UPLOAD_SECONDS",
-    "callback_attempts": "SATCHEL_CALLBACK_ATTEMPTS",
-    "callback_timeout_seconds": "SATCHEL_CALLBACK_TIMEOUT_SECONDS",
-    "callback_backoff_ms": "SATCHEL_CALLBACK_BACKOFF_MS",
+    "delivery_budget_seconds": "SATCHEL_DELIVERY_BUDGET_SECONDS",
+    "delivery_window_seconds": "SATCHEL_DELIVERY_WINDOW_SECONDS",
+    "delivery_base_delay_seconds": "SATCHEL_DELIVERY_BASE_DELAY_SECONDS",
+    "delivery_max_delay_seconds": "SATCHEL_DELIVERY_MAX_DELAY_SECONDS",
+    "delivery_max_attempts": "SATCHEL_DELIVERY_MAX_ATTEMPTS",
     "fetch_concurrency": "SATCHEL_FETCH_CONCURRENCY",
     "fetch_window_bytes": "SATCHEL_FETCH_WINDOW_BYTES",
     "server_copy_min_bytes": "SATCHEL_SERVER_COPY_MIN_BYTES",
@@ -107,6 +116,7 @@ INTEGER_VARIABLES: dict[str, str] = {
 
 MIB = 1024 * 1024
 S3_MIN_PART_SIZE = 5 * MIB
+SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ class Settings:
     public_url: str = ""
     # The datasets `export` may read, by index (SATCHEL_DATASETS: chalicelib/downloadtypes/datasets.py).
     datasets: dict[str, Dataset] = dataclasses.field(default_factory=dict)
-    # The EventBridge bus for "Satchel Download State Changed" events.
+    # The EventBridge bus Satchel's events go to (chalicelib/notify/events.py).
     event_bus: str = "default"
     # Request manifests dropped under <source bucket>/<request_prefix><tenant>/ start downloads.
     request_prefix: str = "requests/"
@@ -135,6 +145,10 @@ class Settings:
     callback_allow_loopback: bool = False
     # The ports an https callback may go to, comma-separated; loopback receivers use any.
     callback_ports: str = "443"
+    # Where events owed a webhook are queued for the `deliver` function, and where it puts
+    # those it gave up on. Empty: none is queued (a stage without the queue; logged).
+    deliveries_queue_url: str = ""
+    deliveries_dead_letter_queue_url: str = ""
     max_content_bytes: int = 5 * 1024 * MIB
     max_files: int = 50_000
     max_keys: int = 1000
@@ -166,9 +180,15 @@ class Settings:
     record_retention_seconds: int = 30 * 24 * 3600
     # Multipart uploads and temporary objects older than this are leftovers: removed.
     stale_upload_seconds: int = 24 * 3600
-    callback_attempts: int = 3
-    callback_timeout_seconds: int = 3
-    callback_backoff_ms: int = 500
+    # Webhook deliveries (chalicelib/notify/delivery.py): the wall-clock budget of one attempt
+    # (connect, send, headers and the first 4 KiB of the answer); how long an event is retried,
+    # counted from when it was recorded; the backoff between attempts (doubled each time, with
+    # full jitter, capped); and the attempts an event gets at most within that window.
+    delivery_budget_seconds: int = 10
+    delivery_window_seconds: int = 26 * 3600
+    delivery_base_delay_seconds: int = 30
+    delivery_max_delay_seconds: int = 3600
+    delivery_max_attempts: int = 60
     # Sources read at once (zip), and the bytes of small ones that may be fetched ahead.
     fetch_concurrency: int = 8
     fetch_window_bytes: int = 16 * MIB
@@ -213,6 +233,8 @@ class Settings:
             loopback.lower() == "true" if loopback else values["stage"] == "local"
         )
         values["callback_ports"] = env.get(ENV_CALLBACK_PORTS) or cls.callback_ports
+        values["deliveries_queue_url"] = env.get(ENV_DELIVERIES_QUEUE_URL, "")
+        values["deliveries_dead_letter_queue_url"] = env.get(ENV_DELIVERIES_DEAD_LETTER_QUEUE_URL, "")
         for field, name in INTEGER_VARIABLES.items():
             raw = env.get(name)
             if raw:
@@ -250,6 +272,12 @@ class Settings:
             # The tenant is the path segment after the prefix: requests/<tenant>/<name>.json.
             raise ConfigurationError(f"{ENV_REQUEST_PREFIX} must end with '/', got {self.request_prefix!r}")
         _ports(self.callback_ports)
+        if self.delivery_base_delay_seconds > self.delivery_max_delay_seconds:
+            raise ConfigurationError("the base delay between deliveries must not exceed the maximum delay")
+        if self.delivery_max_delay_seconds > SQS_MAX_VISIBILITY_SECONDS:
+            # The delay is a message's visibility timeout, which SQS caps at 12 hours.
+            name = INTEGER_VARIABLES["delivery_max_delay_seconds"]
+            raise ConfigurationError(f"{name} must be at most {SQS_MAX_VISIBILITY_SECONDS}")
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:
             raise ConfigurationError("the default link lifetime must not exceed its maximum")
 

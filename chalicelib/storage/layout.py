@@ -12,6 +12,7 @@ One table holds every record. The partition key's prefix says what a record is:
 | `LINK#<sha256 of the token>`                    | `LINK`          | a link (storage/links)        |
 | `IDEMPOTENCY#<tenant>#<user>#<sha256 of key>`   | `IDEMPOTENCY`   | an idempotency key            |
 | `AUDIT#<tenant>`                                | `<at>#<random>` | an audit event                |
+| `DELIVERY#<download id>`                        | `<event id>`    | a webhook delivery            |
 
 A download also sits in two indexes: `by_owner` (`OWNER#<tenant>#<user>`, `<created>#<id>`)
 lists a user's downloads newest first; `by_due` (`DUE#<shard>`, `<due time>#<id>`) holds it
@@ -53,7 +54,8 @@ USER = "USER#"
 LINK = "LINK#"
 IDEMPOTENCY = "IDEMPOTENCY#"
 AUDIT = "AUDIT#"
-PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT)
+DELIVERY = "DELIVERY#"
+PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT, DELIVERY)
 # Index partition key prefixes.
 OWNER = "OWNER#"
 DUE = "DUE#"
@@ -178,3 +180,13 @@ def audit_key(tenant: str, at: str, nonce: str) -> dict[str, str]:
     """An audit event's key: the tenant's trail, ordered by time; `nonce` parts events of the
     same instant."""
     return {PK: audit_partition(tenant), SK: _join(at, nonce)}
+
+
+def deliveries_partition(download_id: str) -> str:
+    """A download's webhook deliveries, one per event, in their own partition (the owner lists
+    them with one query; the deliver function's policy can be held to this prefix)."""
+    return f"{DELIVERY}{download_id}"
+
+
+def delivery_key(download_id: str, event_id: str) -> dict[str, str]:
+    return {PK: deliveries_partition(download_id), SK: event_id}

@@ -37,6 +37,7 @@ def _keys(tenant: str, user: str, secret_hash: str, download_id: str) -> dict[st
         "link": layout.link_key(secret_hash),
         "idempotency": layout.idempotency_key(tenant, user, secret_hash),
         "audit": layout.audit_key(tenant, "2026-01-01T00:00:00.000Z", "00ff00ff"),
+        "delivery": layout.delivery_key(download_id, f"{download_id}.completed"),
     }
 
 
