@@ -203,9 +203,13 @@ class SqsEventSource(_QueuePoller):
     """Lambda's SQS event source mapping, with ReportBatchItemFailures."""
 
     def step(self) -> None:
+        self.poll_once()
+
+    def poll_once(self) -> int:
+        """One receive and one invocation with what came: how many messages that was."""
         messages = self._receive()
         if not messages:
-            return
+            return 0
         event = {"Records": [sqs_record(message, self.queue_arn) for message in messages]}
         payload, error = _invoke(self._lambda, self.function, event)
         failed = failed_message_ids((m["MessageId"] for m in messages), payload, error)
@@ -218,6 +222,7 @@ class SqsEventSource(_QueuePoller):
                 "%s: %d of %d messages failed; they will be retried", self.name, len(failed), len(messages)
             )
         self._delete([m for m in messages if m["MessageId"] not in failed])
+        return len(messages)
 
 
 class EventBridgeTarget(_QueuePoller):

@@ -4,7 +4,8 @@ policy allows no action its function does not make.
 
 The calls are recorded while the stack runs real flows (a zip built, fetched, linked,
 replayed, refused over quota, cancelled, deleted, and one that fails, each telling its
-callback, the claim of a link told by the link_webhook function; downloads asked for by
+webhook (recorded and queued, then sent by the deliver function, which signs with a key
+read from SSM), the claim of a link told the same way; downloads asked for by
 SQS messages, an EventBridge event and a request manifest in S3, and by a message and an
 event whose workflow Step Functions refuses to start; and a cleanup sweep that expires,
 times out and purges). A call is attributed to the
@@ -39,12 +40,13 @@ from botocore.client import BaseClient
 from chalice import local as chalice_local
 from moto.core.exceptions import AWSError
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+from standardwebhooks import Webhook
 
 from chalicelib import downloadtypes
 from chalicelib.api import downloads
 from chalicelib.core import clients, clock, settings
-from chalicelib.notify import dispatch as notify
-from chalicelib.runtime import Runtime
+from chalicelib.notify import events
+from chalicelib.runtime import Runtime, _GlobalWebhookSecret
 from chalicelib.triggers import inbound as triggers
 from satchel_local import eventsources, lambdas
 from satchel_local.seed import PRINCIPALS
@@ -71,7 +73,7 @@ API_HANDLER = "app.app"
 AUTHORIZER = "app.bearer"
 REQUESTS = "app.handle_requests"
 EVENTS = "app.handle_event"
-LINK_WEBHOOK = "app.link_webhook"
+DELIVER = "app.deliver"
 CLEANUP = "app.sweep"
 # As a deployment names it (WebhookSecretParameter): the key is read from SSM, not given.
 WEBHOOK_PARAMETER = "/satchel-test/webhook-secret"
@@ -113,6 +115,13 @@ NOT_EXERCISED: dict[str, dict[str, str]] = {
     },
     EVENTS: {
         "sqs:SendMessage": "Lambda dead-letters an event the function still failed on after its retries",
+    },
+    DELIVER: {
+        "sqs:ReceiveMessage": "Lambda's SQS event source polls the deliveries queue",
+        "sqs:DeleteMessage": "Lambda's SQS event source deletes the messages not reported as failed",
+        "sqs:GetQueueAttributes": "Lambda's SQS event source reads the queue's attributes",
+        "sqs:ChangeMessageVisibility": "a receiver that did not accept an event: the retry's backoff",
+        "sqs:SendMessage": "an event given up on after the retry window: its dead letter",
     },
 }
 
@@ -279,6 +288,10 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], schema: T
             context = (("events:source", (entry["Source"],)), ("events:detail-type", (entry["DetailType"],)))
             found.append(Request("events:PutEvents", arn, context))
         return found
+    if service == "sqs" and operation in ("SendMessage", "ChangeMessageVisibility", "DeleteMessage"):
+        # A queue URL ends with its account and name: https://<endpoint>/<account>/<name>.
+        name = params["QueueUrl"].rstrip("/").rsplit("/", 1)[1]
+        return [Request(f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
     if service == "ssm" and operation == "GetParameter":
         name = params["Name"] if params["Name"].startswith("/") else f"/{params['Name']}"
         return [Request("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}")]
@@ -362,13 +375,13 @@ def recorder(monkeypatch: pytest.MonkeyPatch, stack: Stack) -> Recorder:
 
 
 class Receiver(BaseHTTPRequestHandler):
-    """A callback receiver on loopback: records each payload, answers 204."""
+    """A webhook receiver on loopback: verifies each delivery (Standard Webhooks), answers 204."""
 
     received: list[dict[str, Any]]
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append(json.loads(body))
+        self.received.append(Webhook(IAM_WEBHOOK_SECRET).verify(body, dict(self.headers.items())))
         self.send_response(204)
         self.end_headers()
 
@@ -376,42 +389,58 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
+IAM_WEBHOOK_SECRET = "whsec_aWFtLXdlYmhvb2stc2VjcmV0LWtleS0wMTIzNDU2Nzg5"
+
+
 @dataclass
 class Callbacks:
     url: str
     received: list[dict[str, Any]]
+    stack: Stack
+
+    def deliver(self) -> None:
+        """What Lambda's event source does with the deliveries queue: poll it into `deliver`."""
+        source = eventsources.SqsEventSource(
+            "deliveries",
+            threading.Event(),
+            self.stack.deliveries_queue_url,
+            function_name(self.stack.stage, "deliver"),
+        )
+        while source.poll_once():
+            pass
 
     def link_claims(self) -> list[dict[str, Any]]:
-        return [payload for payload in self.received if payload.get("type") == notify.LINK_CLAIMED_TYPE]
+        return [payload["data"] for payload in self.received if payload["type"] == events.LINK_CLAIMED]
 
     def states(self) -> dict[str, set[str]]:
         found: dict[str, set[str]] = defaultdict(set)
         for payload in self.received:
-            if payload.get("type") != notify.LINK_CLAIMED_TYPE:
-                found[payload["id"]].add(payload["state"])
+            if payload["type"] != events.LINK_CLAIMED:
+                found[payload["data"]["id"]].add(payload["data"]["state"])
         return dict(found)
 
 
 @pytest.fixture
 def callbacks(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callbacks]:
-    """Callbacks signed with a key read from SSM, as a deployment reads it."""
+    """Webhooks signed with a key read from SSM, as a deployment reads it."""
     boto3.client("ssm", region_name=STACK_REGION).put_parameter(
-        Name=WEBHOOK_PARAMETER, Value="iam-webhook-secret", Type="SecureString"
+        Name=WEBHOOK_PARAMETER, Value=IAM_WEBHOOK_SECRET, Type="SecureString"
     )
     monkeypatch.setenv(settings.ENV_WEBHOOK_SECRET_PARAMETER, WEBHOOK_PARAMETER)
     # The test stage gives the key itself too, and Chalice's test client puts it back into
-    # os.environ on every call (for every thread). And each Lambda function is a process of
-    # its own, with its own cache, where this test has one process: read the parameter on
-    # every use (a cache age of 0), so each function that signs shows its read.
-    read = notify.webhook_secret
-    monkeypatch.setattr(notify, "webhook_secret", lambda value, parameter: read("", parameter, max_age=0))
+    # os.environ on every call (for every thread): the signer is made to read SSM.
+    monkeypatch.setattr(
+        Runtime,
+        "webhook_secrets",
+        property(lambda runtime: _GlobalWebhookSecret("", WEBHOOK_PARAMETER)),
+    )
     received: list[dict[str, Any]] = []
     handler = type("IamReceiver", (Receiver,), {"received": received})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Callbacks(f"http://127.0.0.1:{server.server_address[1]}/satchel", received)
+        yield Callbacks(f"http://127.0.0.1:{server.server_address[1]}/satchel", received, stack)
     finally:
         server.shutdown()
         server.server_close()
@@ -454,12 +483,7 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
     assert satchel.call("GET", f"/links/{token}", user=None).status == 200
     assert satchel.call("POST", f"/links/{token}", user=None).status == 303
     assert satchel.call("POST", f"/links/{token}", user=None).status == 410
-    # The claim's event, as EventBridge delivers it to link_webhook (the bus's rule, polled).
-    stack = satchel.stack
-    function = function_name(stack.stage, "link_webhook")
-    eventsources.EventBridgeTarget(
-        "link-claims", threading.Event(), stack.link_claims_queue_url, function
-    ).step()
+    assert satchel.call("GET", f"/downloads/{download['id']}/deliveries").status == 200
     other = satchel.call("POST", f"/downloads/{download['id']}/links", body={"max_uses": 2}).json["token"]
     assert satchel.call("GET", f"/downloads/{download['id']}/links").status == 200
     assert satchel.call("DELETE", f"/links/{other}").status == 204
@@ -721,13 +745,14 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
     started, stuck = run_trigger_flows(satchel, monkeypatch)
     not_started = run_start_failures(satchel, monkeypatch, callbacks.url)
     report = run_cleanup(satchel, monkeypatch, callbacks.url, stuck)
+    callbacks.deliver()
     assert set(started) <= set(report["expired"])
     # Every terminal state was told: by Finalize, Fail, the API (cancel) and cleanup (timeout).
     states = callbacks.states()
     assert set().union(*states.values()) == {"DONE", "FAILED", "CANCELLED"}, states
     assert [states.get(download_id) for download_id in report["timed_out"]].count({"FAILED"}) == 1
     assert [states.get(download_id) for download_id in not_started] == [{"FAILED"}, {"FAILED"}], states
-    assert [claim["use"] for claim in callbacks.link_claims()] == [1]  # told by link_webhook
+    assert [claim["use"] for claim in callbacks.link_claims()] == [1]  # told by the claim
 
     template = packaged().sam
     by_handler = functions(template)
@@ -753,7 +778,7 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
         "app.fail",
         REQUESTS,
         EVENTS,
-        LINK_WEBHOOK,
+        DELIVER,
         CLEANUP,
     }
     assert set(made) <= set(by_handler), f"functions the stack lacks: {set(made) - set(by_handler)}"
