@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
 
 USERS = PRINCIPALS  # alice and bob (acme), carol (acme admin), dave (globex)
 TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
-WEBHOOK_SECRET = "whsec_c2F0Y2hlbC10ZXN0LW9ubHktd2ViaG9vay1rZXkhISE="  # the test stage's (.chalice/config.json)
+# The test stage's signing secret (.chalice/config.json).
+WEBHOOK_SECRET = "whsec_c2F0Y2hlbC10ZXN0LW9ubHktd2ViaG9vay1rZXkhISE="
 
 
 @pytest.fixture(autouse=True)
