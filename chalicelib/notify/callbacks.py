@@ -187,7 +187,8 @@ def post(target: Target, body: bytes, headers: dict[str, str], budget_seconds: f
         response.read(MAX_ANSWER_BYTES)  # at most this much: a huge answer is never read
         status = int(response.status)
     except (OSError, http.client.HTTPException) as failure:
-        if watchdog.fired:
+        # A socket timeout is set to what is left of the budget: it is the budget running out.
+        if watchdog.fired or isinstance(failure, TimeoutError):
             return Answer(None, f"no answer within {budget_seconds:g} s")
         return Answer(None, f"{type(failure).__name__}: {failure}"[:300])
     finally:

@@ -56,8 +56,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @contextlib.contextmanager
-def serving() -> Iterator[Receiver]:
-    """A receiver for as long as the block runs (the fixture's, or a scenario's own)."""
+def serving(port: int = 0) -> Iterator[Receiver]:
+    """A receiver for as long as the block runs (the fixture's, or a scenario's own), on
+    `port` (0: any free one)."""
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -95,7 +96,7 @@ def serving() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/satchel?source=test"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -106,12 +107,16 @@ def serving() -> Iterator[Receiver]:
         server.server_close()
 
 
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on: a connection there is refused at once."""
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hooks"
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def closed_port_url(port: int | None = None) -> str:
+    """A loopback URL nothing listens on (yet): a connection there is refused at once."""
+    return f"http://127.0.0.1:{port or free_port()}/hooks"
 
 
 def verified(received: Received, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:
