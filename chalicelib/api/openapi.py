@@ -53,6 +53,7 @@ def _build(server_url: str) -> dict[str, Any]:
         },
         "servers": [{"url": server_url}],
         "paths": _paths(),
+        "webhooks": _webhooks(),
         "components": {
             "schemas": _schemas(),
             "responses": _responses(),
@@ -86,6 +87,96 @@ def _json_content(schema: JsonSchema) -> dict[str, Any]:
 
 def _nullable(schema: JsonSchema) -> JsonSchema:
     return {"oneOf": [schema, {"type": "null"}]}
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+_WEBHOOK_HEADERS = {
+    "webhook-id": "The event's id, the same at every attempt: drop repeats by it.",
+    "webhook-timestamp": "The attempt's time, Unix seconds (refuse one more than 5 minutes away).",
+    "webhook-signature": (
+        "`v1,<base64 HMAC-SHA256 of id.timestamp.body>` per signing secret (`whsec_...`), "
+        "space-separated: two during a rotation."
+    ),
+}
+
+
+def _webhooks() -> dict[str, dict[str, Operation]]:
+    """What a `callback_url` receives: one entry per event type (notify/events.py's TYPES),
+    as Standard Webhooks 1.0 signs and sends it (docs/events.md)."""
+    return {
+        kind: {
+            "post": {
+                "operationId": kind.replace(".", "_"),
+                "summary": f"The `{kind}` event",
+                "parameters": [
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": text,
+                    }
+                    for name, text in _WEBHOOK_HEADERS.items()
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": _json_content(_schema_ref(_event_schema(kind))),
+                },
+                "responses": {
+                    "2XX": {"description": "Delivered. Any other answer, or none within 10 s, is retried."}
+                },
+            }
+        }
+        for kind in events.TYPES
+    }
+
+
+def _event_schema(kind: str) -> str:
+    return "LinkClaimedEvent" if kind == events.LINK_CLAIMED else "DownloadEvent"
+
+
+def _event(kinds: list[str], data: JsonSchema) -> JsonSchema:
+    return {
+        "type": "object",
+        "required": ["type", "timestamp", "data"],
+        "properties": {"type": {"type": "string", "enum": kinds}, "timestamp": _TIMESTAMP, "data": data},
+    }
+
+
+def _event_schemas() -> dict[str, JsonSchema]:
+    download_kinds = [kind for kind in events.TYPES if _event_schema(kind) == "DownloadEvent"]
+    nullable_string: JsonSchema = {"type": ["string", "null"]}
+    return {
+        "DownloadEvent": _event(
+            download_kinds,
+            _object(
+                id={"type": "string"},
+                type={"type": "string"},
+                tenant={"type": "string"},
+                user_id={"type": "string"},
+                state={"type": "string", "enum": [state.value for state in State]},
+                error=_nullable(_record(ErrorInfo)),
+                created_at=_TIMESTAMP,
+                finished_at=nullable_string,
+                expires_at=nullable_string,
+                url=nullable_string,
+                client_reference=nullable_string,
+            ),
+        ),
+        "LinkClaimedEvent": _event(
+            [events.LINK_CLAIMED],
+            _object(
+                link_id={"type": "string"},
+                download_id={"type": "string"},
+                tenant={"type": "string"},
+                user_id={"type": "string"},
+                claimed_at=_TIMESTAMP,
+                use={"type": "integer", "minimum": 1},
+                client_reference=nullable_string,
+            ),
+        ),
+    }
 
 
 # --- paths --------------------------------------------------------------------------------
@@ -606,6 +697,7 @@ def _schemas() -> dict[str, JsonSchema]:
                 }
             },
         },
+        **_event_schemas(),
         "DeliveryList": {
             "type": "object",
             "required": ["items"],
