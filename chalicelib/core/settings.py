@@ -183,12 +183,12 @@ class Settings:
     # Webhook deliveries (chalicelib/notify/delivery.py): the wall-clock budget of one attempt
     # (connect, send, headers and the first 4 KiB of the answer); how long an event is retried,
     # counted from when it was recorded; the backoff between attempts (doubled each time, with
-    # full jitter, capped); and the attempts an event gets at most within that window.
+    # jitter, capped); and the attempts an event gets at most within that window.
     delivery_budget_seconds: int = 10
     delivery_window_seconds: int = 26 * 3600
     delivery_base_delay_seconds: int = 30
     delivery_max_delay_seconds: int = 3600
-    delivery_max_attempts: int = 60
+    delivery_max_attempts: int = 100
     # Sources read at once (zip), and the bytes of small ones that may be fetched ahead.
     fetch_concurrency: int = 8
     fetch_window_bytes: int = 16 * MIB

@@ -12,7 +12,7 @@ up on is dropped, so a repeated message sends nothing. One attempt per receipt:
 - one wall-clock budget for the whole attempt, and at most 4 KiB of the answer read;
 - a 2xx answer is delivered. Anything else (no answer in time, no connection, any other
   status) is tried again: the message is made visible again after an exponential backoff
-  with full jitter (ChangeMessageVisibility) and reported as a batch item failure. Once the
+  with jitter (ChangeMessageVisibility) and reported as a batch item failure. Once the
   event is older than the retry window, or out of attempts, the record is marked failed, the
   message goes to the dead-letter queue (alarmed) and is deleted.
 """
@@ -174,11 +174,14 @@ def backoff(
     attempts: int, base_seconds: int, max_seconds: int, jitter: Callable[[float], float] | None = None
 ) -> int:
     """Seconds before the next attempt, after `attempts` failed ones: exponential (base,
-    2 x base, 4 x base, ...), capped at `max_seconds`, with full jitter (uniform between 0 and
-    that), so receivers coming back from an outage are not hit by every sender at once."""
+    2 x base, 4 x base, ...) capped at `max_seconds`, with jitter over the upper half of that
+    ("equal jitter": between half of it and all of it), so receivers coming back from an
+    outage are not hit by every sender at once. The lower bound keeps the attempt budget
+    from being spent early: with the defaults the retry window, not the budget, ends retries.
+    `jitter(top)` picks a value from 0 to `top` (random unless given)."""
     ceiling = min(max_seconds, base_seconds * 2 ** min(attempts - 1, 30))
-    spread = (jitter or (lambda top: random.uniform(0, top)))(ceiling)  # not a secret: plain random
-    return max(1, min(max_seconds, math.ceil(spread)))
+    pick = jitter or (lambda top: random.uniform(0, top))  # not a secret: plain random
+    return max(1, min(max_seconds, math.ceil(ceiling / 2 + pick(ceiling / 2))))
 
 
 def _out_of_time(runtime: Runtime, delivery: Delivery, now: datetime) -> bool:

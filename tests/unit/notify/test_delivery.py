@@ -233,13 +233,31 @@ def test_a_failed_attempt_is_recorded_and_the_message_comes_back_after_a_backoff
     assert stand.current(owed).attempts == 6
 
 
-def test_the_jitter_spreads_the_delay_below_its_ceiling() -> None:
-    assert delivery.backoff(1, 30, 3600, lambda top: 0.0) == 1  # never zero: SQS counts seconds
-    assert delivery.backoff(3, 30, 3600, lambda top: top / 2) == 60
+def test_the_jitter_spreads_the_delay_over_the_upper_half_of_its_ceiling() -> None:
+    assert delivery.backoff(1, 30, 3600, lambda top: 0.0) == 15
+    assert delivery.backoff(1, 1, 1, lambda top: 0.0) == 1  # never zero: SQS counts seconds
+    assert delivery.backoff(3, 30, 3600, lambda top: top / 2) == 90
     assert delivery.backoff(40, 30, 3600, lambda top: top) == 3600
     spread = {delivery.backoff(5, 30, 3600) for _ in range(200)}
-    assert max(spread) <= 480
+    assert 240 <= min(spread) <= max(spread) <= 480
     assert len(spread) > 20  # random, not one value
+
+
+def test_by_default_the_window_not_the_attempt_budget_ends_the_retries() -> None:
+    """Even if every delay drew the shortest jitter, the attempts would outlast the 26 h
+    window: an event is retried for the whole window."""
+    settings = Stand().settings
+    assert settings.delivery_window_seconds >= 24 * 3600
+    shortest = sum(
+        delivery.backoff(
+            attempt,
+            settings.delivery_base_delay_seconds,
+            settings.delivery_max_delay_seconds,
+            lambda top: 0.0,
+        )
+        for attempt in range(1, settings.delivery_max_attempts)
+    )
+    assert shortest > settings.delivery_window_seconds
 
 
 def test_a_receiver_that_is_down_is_retried_until_it_recovers() -> None:
