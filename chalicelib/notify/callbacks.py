@@ -169,10 +169,10 @@ def post(target: Target, body: bytes, headers: dict[str, str], budget_seconds: f
     watchdog = _Watchdog(budget_seconds)
     watchdog.start()
     connection: http.client.HTTPConnection | None = None
+    sock: socket.socket | None = None
     try:
-        raw = socket.create_connection((target.address, target.port), timeout=budget_seconds)
+        raw = sock = socket.create_connection((target.address, target.port), timeout=budget_seconds)
         watchdog.watch(raw)
-        sock: socket.socket = raw
         if target.scheme == "https":
             context = ssl.create_default_context(cafile=ca_bundle())
             raw.settimeout(max(0.01, deadline - time.monotonic()))
@@ -195,6 +195,8 @@ def post(target: Target, body: bytes, headers: dict[str, str], budget_seconds: f
         watchdog.cancel()
         if connection is not None:
             connection.close()
+        elif sock is not None:  # failed before the connection took it over (TLS, say)
+            sock.close()
     if watchdog.fired:
         # A cut socket reads as the end of the answer: http.client may then have parsed a
         # status from a half-sent one. Whatever came, it did not come within the budget.

@@ -180,7 +180,7 @@ def backoff(
     from being spent early: with the defaults the retry window, not the budget, ends retries.
     `jitter(top)` picks a value from 0 to `top` (random unless given)."""
     ceiling = min(max_seconds, base_seconds * 2 ** min(attempts - 1, 30))
-    pick = jitter or (lambda top: random.uniform(0, top))  # not a secret: plain random
+    pick: Callable[[float], float] = jitter or (lambda top: random.uniform(0, top))  # not a secret
     return max(1, min(max_seconds, math.ceil(ceiling / 2 + pick(ceiling / 2))))
 
 

@@ -4,6 +4,7 @@ function: tests/unit/notify/test_delivery.py; end to end: tests/stack/test_callb
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from typing import Any
@@ -52,6 +53,16 @@ def test_a_refused_connection_is_an_answer_not_an_exception() -> None:
     assert (answer.delivered, answer.status) == (False, None)
     assert answer.error is not None
     assert "Connection" in answer.error
+
+
+def test_https_to_a_receiver_that_speaks_no_tls_fails_the_attempt(receiver: Receiver) -> None:
+    """The TLS path: the handshake fails against a plain-http receiver; an answer, not a raise."""
+    plain = callbacks.check(receiver.url, allow_loopback=True)
+    target = dataclasses.replace(plain, scheme="https")
+    answer = callbacks.post(target, b"{}", {}, 2)
+    assert (answer.delivered, answer.status) == (False, None)
+    assert answer.error is not None
+    assert "SSL" in answer.error
 
 
 def test_a_dripping_receiver_is_cut_at_the_budget(receiver: Receiver) -> None:
