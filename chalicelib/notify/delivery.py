@@ -179,7 +179,7 @@ def backoff(
     outage are not hit by every sender at once. The lower bound keeps the attempt budget
     from being spent early: with the defaults the retry window, not the budget, ends retries.
     `jitter(top)` picks a value from 0 to `top` (random unless given)."""
-    ceiling = min(max_seconds, base_seconds * 2 ** min(attempts - 1, 30))
+    ceiling = min(max_seconds, base_seconds * (1 << min(attempts - 1, 30)))
     pick: Callable[[float], float] = jitter or (lambda top: random.uniform(0, top))  # not a secret
     return max(1, min(max_seconds, math.ceil(ceiling / 2 + pick(ceiling / 2))))
 
