@@ -23,13 +23,13 @@ from chalice.app import (
 )
 
 from chalicelib import downloadtypes
-from chalicelib.api import auth, downloads, dryrun, linkpage, links, openapi, quotas, tenants
+from chalicelib.api import auth, deliveries, downloads, dryrun, linkpage, links, openapi, quotas, tenants
 from chalicelib.api import keys as apikeys
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
 from chalicelib.core import observability
 from chalicelib.core.models import Principal
 from chalicelib.core.settings import EventSources, auth_mode
-from chalicelib.notify import dispatch as notify
+from chalicelib.notify import delivery
 from chalicelib.runtime import Runtime
 from chalicelib.storage import idempotency
 from chalicelib.storage.audit import Action
@@ -230,6 +230,12 @@ def list_links(download_id: str) -> Response:
     return respond({"items": links.list_for_owner(Runtime.from_env(), caller(), download_id)})
 
 
+@app.route("/downloads/{download_id}/deliveries", methods=["GET"], authorizer=bearer)
+@api
+def list_deliveries(download_id: str) -> Response:
+    return respond({"items": deliveries.list_for_owner(Runtime.from_env(), caller(), download_id)})
+
+
 # Reading a link never spends a use (previewers and scanners read every link); a claim does.
 @app.route("/links/{token}", methods=["GET", "HEAD"])
 @api
@@ -326,12 +332,10 @@ def handle_manifest(event: CloudWatchEvent) -> None:
     triggers.handle_manifest(Runtime.from_env(), event.to_dict())
 
 
-# A claimed link's callback, sent apart from the claim, which never waits on a receiver. Chalice
-# makes the rule on the default bus; deploy/template.yaml moves it to the bus the claim's
-# event goes to (EventBusName, SATCHEL_EVENT_BUS).
-@app.on_cw_event({"detail-type": [notify.LINK_CLAIMED], "source": [notify.SOURCE]}, name="link_webhook")
-def link_webhook(event: CloudWatchEvent) -> None:
-    notify.link_claimed_callback(Runtime.from_env(), event.detail)
+# Webhooks, sent from the deliveries queue: signed, retried with backoff, then dead-lettered.
+@app.on_sqs_message(queue=SOURCES.deliveries_queue, batch_size=10, name="deliver")
+def deliver(event: SQSEvent) -> PartialItemFailureResponse:
+    return delivery.handle_messages(Runtime.from_env(), [record.to_dict() for record in event])
 
 
 @app.schedule(Rate(SOURCES.cleanup_rate_minutes, unit=Rate.MINUTES), name="cleanup")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from chalicelib.core import clients
 from chalicelib.core.settings import Settings
 from chalicelib.storage.audit import AuditLog
+from chalicelib.storage.deliveries import DeliveryStore
 from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.storage.idempotency import IdempotencyStore
 from chalicelib.storage.identities import IdentityStore
@@ -26,6 +27,7 @@ from chalicelib.storage.secrets import WebhookSecrets
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_stepfunctions.client import SFNClient
 
 _PREFIX = "SATCHEL_"  # every variable Settings reads (chalicelib/core/settings.py)
@@ -50,12 +52,14 @@ class Runtime:
     s3: S3Client
     stepfunctions: SFNClient
     events: EventBridgeClient
+    sqs: SQSClient
     downloads: DownloadStore
     keys: KeyStore
     links: LinkStore
     idempotency: IdempotencyStore
     audit: AuditLog
     identities: IdentityStore
+    deliveries: DeliveryStore
 
     @cached_property
     def webhook_secrets(self) -> WebhookSecrets:
@@ -81,6 +85,7 @@ class Runtime:
             s3=clients.s3(),
             stepfunctions=clients.stepfunctions(),
             events=clients.events(),
+            sqs=clients.sqs(),
             downloads=DownloadStore(
                 table,
                 Lifetimes(settings.build_deadline_seconds, settings.record_retention_seconds),
@@ -91,6 +96,9 @@ class Runtime:
             idempotency=IdempotencyStore(table),
             audit=AuditLog(table),
             identities=IdentityStore(table),
+            deliveries=DeliveryStore(
+                table, settings.delivery_window_seconds + settings.record_retention_seconds
+            ),
         )
 
 

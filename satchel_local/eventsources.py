@@ -14,8 +14,9 @@ no schedules. So here:
 - the queue the request bus's rule delivers to is polled into the `events` function, one
   event per invocation as EventBridge invokes it; an event whose invocation fails stays
   in the queue to be tried again, then dead-lettered; the manifests' queue is polled into
-  the `manifests` function, and the link claims' queue into the `link_webhook` function,
-  the same way;
+  the `manifests` function the same way;
+- the deliveries queue is polled into the `deliver` function as the requests queue is: a
+  message it retries later was made invisible by the function itself (its backoff);
 - `cleanup` is invoked every few seconds with a scheduled event.
 
 Every invocation goes through moto's Lambda Invoke, so it reaches the real handler by
@@ -204,9 +205,13 @@ class SqsEventSource(_QueuePoller):
     """Lambda's SQS event source mapping, with ReportBatchItemFailures."""
 
     def step(self) -> None:
+        self.poll_once()
+
+    def poll_once(self) -> int:
+        """One receive and one invocation with what came: how many messages that was."""
         messages = self._receive()
         if not messages:
-            return
+            return 0
         event = {"Records": [sqs_record(message, self.queue_arn) for message in messages]}
         payload, error = _invoke(self._lambda, self.function, event)
         failed = failed_message_ids((m["MessageId"] for m in messages), payload, error)
@@ -219,6 +224,7 @@ class SqsEventSource(_QueuePoller):
                 "%s: %d of %d messages failed; they will be retried", self.name, len(failed), len(messages)
             )
         self._delete([m for m in messages if m["MessageId"] not in failed])
+        return len(messages)
 
 
 class EventBridgeTarget(_QueuePoller):
@@ -284,11 +290,11 @@ class EventSources:
                 stack.manifests_queue_url,
                 function_name(stack.stage, "manifests"),
             ),
-            EventBridgeTarget(
-                "link-claims-queue",
+            SqsEventSource(
+                "deliveries-queue",
                 self._halt,
-                stack.link_claims_queue_url,
-                function_name(stack.stage, "link_webhook"),
+                stack.deliveries_queue_url,
+                function_name(stack.stage, "deliver"),
             ),
         ]
         if cleanup_interval > 0:

@@ -291,7 +291,8 @@ class LocalStack:
             "manifests_queue_url": self.stack.manifests_queue_url,
             "manifests_dead_letter_queue_url": self.stack.manifests_dead_letter_queue_url,
             "state_changes_queue_url": self.stack.state_changes_queue_url,
-            "link_claims_queue_url": self.stack.link_claims_queue_url,
+            "deliveries_queue_url": self.stack.deliveries_queue_url,
+            "deliveries_dead_letter_queue_url": self.stack.deliveries_dead_letter_queue_url,
             # What callbacks are signed with (the local stage's, .chalice/config.json).
             "webhook_secret": os.environ.get(ENV_WEBHOOK_SECRET, ""),
             # Each demo tenant's own signing secret (Standard Webhooks, whsec_...), as its

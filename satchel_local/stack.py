@@ -23,7 +23,7 @@ import boto3
 
 from chalicelib.core import settings as env_names
 from chalicelib.core.settings import EventSources, Settings
-from chalicelib.notify import dispatch as notify
+from chalicelib.notify import events as notify
 from chalicelib.storage import layout
 from chalicelib.triggers import inbound as triggers
 from satchel_local import demodata, fastqueries, serialise
@@ -64,7 +64,7 @@ EVENT_FUNCTIONS: dict[str, str] = {
     "requests": "handle_requests",
     "events": "handle_event",
     "manifests": "handle_manifest",
-    "link_webhook": "link_webhook",
+    "deliver": "deliver",
     "cleanup": "sweep",
 }
 
@@ -74,6 +74,11 @@ EVENT_FUNCTIONS: dict[str, str] = {
 # is also what Lambda gives an event it invokes asynchronously (the first and two retries).
 VISIBILITY_TIMEOUT_SECONDS = 3
 MAX_RECEIVE_COUNT = 3
+# The deliveries queue: the deliver function retries by its own backoff (ChangeMessageVisibility)
+# and dead-letters itself at the end of its window, so the redrive is only a crash backstop,
+# with a generous count. Its visibility timeout outlasts a batch of attempts (10 s each).
+DELIVERIES_VISIBILITY_TIMEOUT_SECONDS = 120
+DELIVERIES_MAX_RECEIVE_COUNT = 1000
 
 # The IAM user id moto's SQS names as every message's SenderId: the local stack and the tests
 # bind it to the demo tenants, as a deployment binds its senders' role ids (SATCHEL_QUEUE_SENDERS).
@@ -100,12 +105,11 @@ class Stack:
     # Created" events of request manifests (polled into it).
     manifests_queue_url: str = ""
     manifests_dead_letter_queue_url: str = ""
-    # Every "Satchel Download State Changed" event, for whoever wants to watch them.
+    # Every Satchel event (chalicelib/notify/events.py) on the bus, for whoever wants to watch them.
     state_changes_queue_url: str = ""
-    # What the rule of the `link_webhook` function delivers ("Satchel Link Claimed" events on
-    # the configured bus), polled into it as EventBridge invokes it.
-    link_claims_queue_url: str = ""
-    link_claims_dead_letter_queue_url: str = ""
+    # Webhook deliveries, polled into the `deliver` function, and what it gave up on.
+    deliveries_queue_url: str = ""
+    deliveries_dead_letter_queue_url: str = ""
     # The key that encrypts the tenants' webhook secrets (an alias, as a deployment may name it).
     kms_key_id: str = ""
     # The seeded tenants' webhook secrets, by tenant (satchel_local.seed.seed_webhook_secrets).
@@ -123,6 +127,8 @@ class Stack:
             env_names.ENV_KMS_KEY_ID: self.kms_key_id,
             env_names.ENV_REQUEST_BUS: self.request_bus or request_bus_name(self.stage),
             env_names.ENV_QUEUE_SENDERS: json.dumps({MOTO_SENDER_ID: list(DEMO_TENANTS)}),
+            env_names.ENV_DELIVERIES_QUEUE_URL: self.deliveries_queue_url,
+            env_names.ENV_DELIVERIES_DEAD_LETTER_QUEUE_URL: self.deliveries_dead_letter_queue_url,
         }
 
 
@@ -138,17 +144,22 @@ def _placeholder_code() -> bytes:
     return buffer.getvalue()
 
 
-def _queue_with_dead_letters(sqs: SQSClient, name: str) -> tuple[str, str]:
+def _queue_with_dead_letters(
+    sqs: SQSClient,
+    name: str,
+    visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS,
+    max_receive_count: int = MAX_RECEIVE_COUNT,
+) -> tuple[str, str]:
     """A queue and its dead-letter queue, wired by a redrive policy: (url, dead-letter url)."""
     dead_letters = sqs.create_queue(QueueName=f"{name}-dead-letters")["QueueUrl"]
     dead_letters_arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
-    redrive = {"deadLetterTargetArn": dead_letters_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+    redrive = {"deadLetterTargetArn": dead_letters_arn, "maxReceiveCount": str(max_receive_count)}
     url = sqs.create_queue(
         QueueName=name,
         Attributes={
-            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
+            "VisibilityTimeout": str(visibility_timeout),
             "RedrivePolicy": json.dumps(redrive),
         },
     )["QueueUrl"]
@@ -188,8 +199,8 @@ class Plumbing(TypedDict):
     manifests_queue_url: str
     manifests_dead_letter_queue_url: str
     state_changes_queue_url: str
-    link_claims_queue_url: str
-    link_claims_dead_letter_queue_url: str
+    deliveries_queue_url: str
+    deliveries_dead_letter_queue_url: str
 
 
 def _event_plumbing(session: boto3.session.Session, s3: S3Client, stage: str, source_bucket: str) -> Plumbing:
@@ -202,7 +213,13 @@ def _event_plumbing(session: boto3.session.Session, s3: S3Client, stage: str, so
     manifests, manifests_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-manifests")
     request_bus = events_client.create_event_bus(Name=request_bus_name(stage))["EventBusArn"].split("/")[-1]
     state_changes = sqs.create_queue(QueueName=f"satchel-{stage}-state-changes")["QueueUrl"]
-    link_claims, link_claims_dead = _queue_with_dead_letters(sqs, f"satchel-{stage}-link-claims")
+    # The queue app.py's `deliver` function names (fixed when the app is packaged).
+    deliveries, deliveries_dead = _queue_with_dead_letters(
+        sqs,
+        EventSources.from_env().deliveries_queue,
+        DELIVERIES_VISIBILITY_TIMEOUT_SECONDS,
+        DELIVERIES_MAX_RECEIVE_COUNT,
+    )
     bus = _notification_bus(events_client)
     s3.put_bucket_notification_configuration(
         Bucket=source_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
@@ -232,17 +249,8 @@ def _event_plumbing(session: boto3.session.Session, s3: S3Client, stage: str, so
         sqs,
         events_client,
         f"satchel-{stage}-state-changes",
-        {"source": [notify.SOURCE], "detail-type": [notify.DETAIL_TYPE]},
+        {"source": [notify.SOURCE], "detail-type": list(notify.TYPES)},
         state_changes,
-        bus,
-    )
-    # As deploy/template.yaml makes it: app.py's pattern, on the configured bus.
-    _route(
-        sqs,
-        events_client,
-        f"satchel-{stage}-link-claims",
-        {"source": [notify.SOURCE], "detail-type": [notify.LINK_CLAIMED]},
-        link_claims,
         bus,
     )
     return {
@@ -254,8 +262,8 @@ def _event_plumbing(session: boto3.session.Session, s3: S3Client, stage: str, so
         "manifests_queue_url": manifests,
         "manifests_dead_letter_queue_url": manifests_dead,
         "state_changes_queue_url": state_changes,
-        "link_claims_queue_url": link_claims,
-        "link_claims_dead_letter_queue_url": link_claims_dead,
+        "deliveries_queue_url": deliveries,
+        "deliveries_dead_letter_queue_url": deliveries_dead,
     }
 
 

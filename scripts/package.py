@@ -41,6 +41,8 @@ STATE_MACHINE = "DownloadStateMachine"
 TABLE = "Table"
 REQUESTS_QUEUE = "RequestsQueue"
 REQUESTS_DEAD_LETTER_QUEUE = "RequestsDeadLetterQueue"
+DELIVERIES_QUEUE = "DeliveriesQueue"
+DELIVERIES_DEAD_LETTER_QUEUE = "DeliveriesDeadLetterQueue"
 # SAM resolves a function's CodeUri to these; the expanded template turns them into parameters.
 _CODE_PLACEHOLDER = {"Bucket": "satchel-code-bucket-placeholder", "Key": "deployment.zip"}
 
@@ -83,16 +85,27 @@ def merge_template() -> dict[str, Any]:
         )
     machine["Definition"] = statemachine.load()
     table.update(json.loads(json.dumps(TABLE_KEYS)))
-    queue = EventSources.from_env().requests_queue
-    for logical_id, name in ((REQUESTS_QUEUE, queue), (REQUESTS_DEAD_LETTER_QUEUE, f"{queue}-dead-letters")):
+    sources = EventSources.from_env()
+    for logical_id, name in (
+        (REQUESTS_QUEUE, sources.requests_queue),
+        (REQUESTS_DEAD_LETTER_QUEUE, f"{sources.requests_queue}-dead-letters"),
+        (DELIVERIES_QUEUE, sources.deliveries_queue),
+        (DELIVERIES_DEAD_LETTER_QUEUE, f"{sources.deliveries_queue}-dead-letters"),
+    ):
         properties = template["Resources"][logical_id]["Properties"]
         if "QueueName" in properties:
             raise PackagingError(
-                f"{MERGE_TEMPLATE}: {logical_id}'s QueueName comes from SATCHEL_REQUESTS_QUEUE, "
-                "the name Chalice gives the app's SQS source, not from here"
+                f"{MERGE_TEMPLATE}: {logical_id}'s QueueName comes from SATCHEL_REQUESTS_QUEUE or "
+                "SATCHEL_DELIVERIES_QUEUE, the names Chalice gives the app's SQS sources, not from here"
             )
         properties["QueueName"] = name
     return template
+
+
+def _queues() -> dict[str, str]:
+    """The stack's queues that functions read, by the name Chalice knows them by."""
+    sources = EventSources.from_env()
+    return {sources.requests_queue: REQUESTS_QUEUE, sources.deliveries_queue: DELIVERIES_QUEUE}
 
 
 def _queue_arn(name: str) -> dict[str, str]:
@@ -101,12 +114,13 @@ def _queue_arn(name: str) -> dict[str, str]:
 
 
 def wire_sqs_sources(sam: dict[str, Any]) -> None:
-    """Point each SQS event source at the stack's requests queue, reporting batch item failures.
+    """Point each SQS event source at the stack's queue (requests, deliveries), reporting
+    batch item failures.
 
     Chalice refers to the queue by an ARN built from its name, which gives CloudFormation
     no dependency on the queue: the event source mapping could be made before it.
     """
-    queue = EventSources.from_env().requests_queue
+    queues = {json.dumps(_queue_arn(name)): logical for name, logical in _queues().items()}
     for logical_id, resource in sam["Resources"].items():
         if resource["Type"] != "AWS::Serverless::Function":
             continue
@@ -114,12 +128,13 @@ def wire_sqs_sources(sam: dict[str, Any]) -> None:
             if event["Type"] != "SQS":
                 continue
             properties = event["Properties"]
-            if properties["Queue"] != _queue_arn(queue):
+            queue = queues.get(json.dumps(properties["Queue"]))
+            if queue is None:
                 raise PackagingError(
                     f"{logical_id}.{event_id} reads {properties['Queue']}: the stack makes only "
-                    f"the requests queue, {queue}"
+                    f"the queues {', '.join(sorted(_queues()))}"
                 )
-            properties["Queue"] = {"Fn::GetAtt": [REQUESTS_QUEUE, "Arn"]}
+            properties["Queue"] = {"Fn::GetAtt": [queue, "Arn"]}
             properties["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
 
 

@@ -30,7 +30,6 @@ from chalicelib.core.errors import (
 )
 from chalicelib.core.models import ACTIVE_STATES, Download, ErrorInfo, Principal, State
 from chalicelib.core.names import safe_filename
-from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts
 from chalicelib.storage.audit import Action, user_actor
@@ -38,6 +37,7 @@ from chalicelib.storage.downloads import StateConflict
 from chalicelib.storage.idempotency import Claim, fingerprint
 from chalicelib.storage.links import IssuedLink
 from chalicelib.workflow import executions
+from chalicelib.workflow.effects import NOTIFY, follow_up_or_leave
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def new_download(principal: Principal, request: CreateRequest, download_id: str 
         created_at=clock.iso(clock.now()),
         retention_seconds=request.retention_seconds,
         callback_url=request.callback_url,
+        client_reference=request.client_reference,
     )
 
 
@@ -205,6 +206,7 @@ def _abandon(runtime: Runtime, download: Download) -> bool:
             State.FAILED,
             error=asdict(failure),
             finished_at=clock.iso(clock.now()),
+            effects=(NOTIFY,),
         )
     except StateConflict as conflict:
         current = conflict.current
@@ -212,7 +214,7 @@ def _abandon(runtime: Runtime, download: Download) -> bool:
     except Exception:
         log.exception("could not mark download %s FAILED; cleanup will time it out", download.id)
         return True
-    notify.download_finished(runtime, failed)
+    follow_up_or_leave(runtime, failed, (NOTIFY,))
     return True
 
 
@@ -242,14 +244,18 @@ def cancel_or_delete(runtime: Runtime, principal: Principal, download_id: str) -
     if download.state in ACTIVE_STATES:
         try:
             cancelled = runtime.downloads.transition(
-                download_id, ACTIVE_STATES, State.CANCELLED, finished_at=clock.iso(clock.now())
+                download_id,
+                ACTIVE_STATES,
+                State.CANCELLED,
+                effects=(NOTIFY,),  # recorded and queued, never waiting on a receiver
+                finished_at=clock.iso(clock.now()),
             )
         except StateConflict as conflict:
             download = conflict.current or download  # it finished meanwhile: delete instead
         else:
             runtime.audit.record(download.tenant, Action.CANCELLED, actor, download_id)
             executions.stop(runtime, download_id, "Cancelled", "cancelled by its owner")
-            notify.download_finished(runtime, cancelled)
+            follow_up_or_leave(runtime, cancelled, (NOTIFY,))
             return cancelled
     if download.state is State.DONE:
         # Expired meanwhile (StateConflict)? The artifact goes all the same.

@@ -204,17 +204,11 @@ def _hand_out(
 
 
 def _announce(runtime: Runtime, claimed: Claimed) -> None:
-    """`link.claimed` on EventBridge; best-effort: a claim never fails for want of a receiver."""
+    """`link.claimed`: on the bus, and queued for the download's webhook. Best-effort: the
+    claim never waits on a receiver nor fails for want of one (dispatch logs a failure)."""
     assert claimed.use is not None
     dispatch.link_claimed(
-        runtime,
-        {
-            "link_id": claimed.link.link_id,
-            "download_id": claimed.download.id,
-            "tenant": claimed.download.tenant,
-            "claimed_at": clock.iso(clock.now()),
-            "use": claimed.use,
-        },
+        runtime, claimed.download, claimed.link.link_id, claimed.use, clock.iso(clock.now())
     )
 
 

@@ -31,6 +31,7 @@ from chalicelib.api import requests
 from chalicelib.core.errors import PROBLEM_TYPES
 from chalicelib.core.models import Artifact, ErrorInfo, Progress, State
 from chalicelib.core.settings import Settings
+from chalicelib.notify import events
 from chalicelib.storage import idempotency, links
 
 JsonSchema = dict[str, Any]
@@ -113,6 +114,7 @@ def _build(server_url: str, bounds: Bounds) -> dict[str, Any]:
         "servers": [{"url": server_url, "description": "This stage."}],
         "tags": [{"name": name, "description": description} for name, description in TAGS.items()],
         "paths": _paths(),
+        "webhooks": _webhooks(),
         "components": {
             "schemas": _schemas(bounds),
             "responses": _responses(bounds),
@@ -152,6 +154,96 @@ def _nullable(schema: JsonSchema) -> JsonSchema:
     return {"oneOf": [schema, {"type": "null"}]}
 
 
+# --- webhooks -------------------------------------------------------------------------------
+
+_WEBHOOK_HEADERS = {
+    "webhook-id": "The event's id, the same at every attempt: drop repeats by it.",
+    "webhook-timestamp": "The attempt's time, Unix seconds (refuse one more than 5 minutes away).",
+    "webhook-signature": (
+        "`v1,<base64 HMAC-SHA256 of id.timestamp.body>` per signing secret (`whsec_...`), "
+        "space-separated: two during a rotation."
+    ),
+}
+
+
+def _webhooks() -> dict[str, dict[str, Operation]]:
+    """What a `callback_url` receives: one entry per event type (notify/events.py's TYPES),
+    as Standard Webhooks 1.0 signs and sends it (docs/events.md)."""
+    return {
+        kind: {
+            "post": {
+                "operationId": kind.replace(".", "_"),
+                "summary": f"The `{kind}` event",
+                "parameters": [
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": text,
+                    }
+                    for name, text in _WEBHOOK_HEADERS.items()
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": _content(_schema_ref(_event_schema(kind))),
+                },
+                "responses": {
+                    "2XX": {"description": "Delivered. Any other answer, or none within 10 s, is retried."}
+                },
+            }
+        }
+        for kind in events.TYPES
+    }
+
+
+def _event_schema(kind: str) -> str:
+    return "LinkClaimedEvent" if kind == events.LINK_CLAIMED else "DownloadEvent"
+
+
+def _event(kinds: list[str], data: JsonSchema) -> JsonSchema:
+    return {
+        "type": "object",
+        "required": ["type", "timestamp", "data"],
+        "properties": {"type": {"type": "string", "enum": kinds}, "timestamp": _TIMESTAMP, "data": data},
+    }
+
+
+def _event_schemas() -> dict[str, JsonSchema]:
+    download_kinds = [kind for kind in events.TYPES if _event_schema(kind) == "DownloadEvent"]
+    nullable_string: JsonSchema = {"type": ["string", "null"]}
+    return {
+        "DownloadEvent": _event(
+            download_kinds,
+            _object(
+                id={"type": "string"},
+                type={"type": "string"},
+                tenant={"type": "string"},
+                user_id={"type": "string"},
+                state={"type": "string", "enum": [state.value for state in State]},
+                error=_nullable(_record(ErrorInfo)),
+                created_at=_TIMESTAMP,
+                finished_at=nullable_string,
+                expires_at=nullable_string,
+                url=nullable_string,
+                client_reference=nullable_string,
+            ),
+        ),
+        "LinkClaimedEvent": _event(
+            [events.LINK_CLAIMED],
+            _object(
+                link_id={"type": "string"},
+                download_id={"type": "string"},
+                tenant={"type": "string"},
+                user_id={"type": "string"},
+                claimed_at=_TIMESTAMP,
+                use={"type": "integer", "minimum": 1},
+                client_reference=nullable_string,
+            ),
+        ),
+    }
+
+
 # --- paths --------------------------------------------------------------------------------
 
 
@@ -162,6 +254,7 @@ def _paths() -> dict[str, dict[str, Operation]]:
         "/downloads/{download_id}/file": {"get": _download_file()},
         "/downloads/{download_id}/url": {"get": _download_url()},
         "/downloads/{download_id}/links": {"post": _create_link(), "get": _list_links()},
+        "/downloads/{download_id}/deliveries": {"get": _list_deliveries()},
         "/links/{token}": {
             "get": _read_link("readLink", "Read a link: its file's facts (the link page for browsers)"),
             "head": _read_link("headLink", "GET's status and headers, without a body"),
@@ -426,6 +519,16 @@ def _list_links() -> Operation:
         "The download's links (never their tokens)",
         {**_ok("The links, oldest first.", _schema_ref("LinkList")), **_refusals("NotFound")},
         tag="links",
+        parameters=[_DOWNLOAD_ID],
+    )
+
+
+def _list_deliveries() -> Operation:
+    return _operation(
+        "listDownloadDeliveries",
+        "The download's webhook deliveries: one per event, with its attempts and last answer",
+        {**_ok("The deliveries, oldest first.", _schema_ref("DeliveryList")), **_refusals("NotFound")},
+        tag="downloads",
         parameters=[_DOWNLOAD_ID],
     )
 
@@ -842,6 +945,28 @@ def _schemas(bounds: Bounds) -> dict[str, JsonSchema]:
             "required": ["items"],
             "properties": {"items": {"type": "array", "items": _schema_ref("DownloadType")}},
         },
+        **_event_schemas(),
+        "DeliveryList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": _object(
+                        event_id={"type": "string", "description": "The `webhook-id` of the event."},
+                        type={"type": "string", "enum": list(events.TYPES)},
+                        state={"type": "string", "enum": ["pending", "delivered", "failed"]},
+                        url={"type": "string"},
+                        attempts=_COUNT,
+                        last_status={"type": ["integer", "null"]},
+                        last_error={"type": ["string", "null"]},
+                        last_attempt_at=_nullable(_TIMESTAMP),
+                        next_attempt_at=_nullable(_TIMESTAMP),
+                        created_at=_TIMESTAMP,
+                    ),
+                }
+            },
+        },
         "DownloadType": _object(
             name={"type": "string"},
             description={"type": "string"},
@@ -1003,6 +1128,7 @@ def _download_properties(kind: downloadtypes.DownloadType) -> dict[str, JsonSche
         "finished_at": _NULLABLE_TIMESTAMP,
         "expires_at": _NULLABLE_TIMESTAMP,
         "callback_url": {"type": ["string", "null"]},
+        "client_reference": {"type": ["string", "null"], "description": "Echoed in every event."},
         "url": {"type": ["string", "null"], "description": "The file endpoint's path once DONE."},
         "skipped": {
             "type": "array",

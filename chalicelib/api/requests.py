@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import downloadtypes
-from chalicelib.core.errors import InvalidCallbackUrl, InvalidParams, InvalidQuery, MalformedRequest
+from chalicelib.core.errors import InvalidParams, InvalidQuery, MalformedRequest
 from chalicelib.core.models import Principal, State
 from chalicelib.core.schemas import Schema
 from chalicelib.core.settings import Settings
@@ -41,6 +41,12 @@ REQUEST_SCHEMA: dict[str, Any] = {
             "type": "boolean",
             "description": "Answer 200 with the plan (totals, segments, limits broken); start nothing.",
         },
+        "client_reference": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "description": "The caller's own reference, echoed in every event about the download.",
+        },
     },
 }
 _REQUEST = Schema(REQUEST_SCHEMA)
@@ -60,6 +66,7 @@ class CreateRequest:
     link: LinkRequest | None
     callback_url: str | None
     dry_run: bool = False
+    client_reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,14 @@ def create_request(settings: Settings, principal: Principal, body: Any) -> Creat
     if callback_url is not None:
         _check_callback_url(settings, callback_url)
     return CreateRequest(
-        kind, params, body.get("filename"), retention, link, callback_url, body.get("dry_run", False)
+        kind,
+        params,
+        body.get("filename"),
+        retention,
+        link,
+        callback_url,
+        body.get("dry_run", False),
+        body.get("client_reference"),
     )
 
 
@@ -118,6 +132,5 @@ def list_query(query: dict[str, str]) -> ListQuery:
 
 
 def _check_callback_url(settings: Settings, url: str) -> None:
-    if not (settings.webhook_secret or settings.webhook_secret_parameter):
-        raise InvalidCallbackUrl("callbacks are not configured on this deployment", path="callback_url")
+    # Whether the tenant can sign is checked on create (WebhookSecretMissing): it needs a read.
     callbacks.check(url, settings.callback_allow_loopback, settings.callback_port_numbers)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the stubs are a development requirement (requirements-dev.t
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_ssm.client import SSMClient
     from mypy_boto3_stepfunctions.client import SFNClient
 
@@ -56,6 +57,10 @@ def stepfunctions() -> SFNClient:
 
 def events() -> EventBridgeClient:
     return cast("EventBridgeClient", _client("events"))
+
+
+def sqs() -> SQSClient:
+    return cast("SQSClient", _client("sqs"))
 
 
 def ssm() -> SSMClient:

@@ -89,6 +89,8 @@ class Download:
     finished_at: str | None = None
     expires_at: str | None = None
     callback_url: str | None = None
+    # The caller's own reference from the create request, echoed in every event about it.
+    client_reference: str | None = None
     # Sources left out because they were missing (zip `on_missing: skip`), by key.
     skipped: list[str] = field(default_factory=list)
 
@@ -133,6 +135,7 @@ class Download:
             finished_at=item.get("finished_at"),
             expires_at=item.get("expires_at"),
             callback_url=item.get("callback_url"),
+            client_reference=item.get("client_reference"),
             skipped=list(item.get("skipped", [])),
         )
 

@@ -50,8 +50,13 @@ ENV_OIDC_ADMIN_VALUE = "SATCHEL_OIDC_ADMIN_VALUE"
 ENV_OIDC_JWKS_CACHE_SECONDS = "SATCHEL_OIDC_JWKS_CACHE_SECONDS"
 ENV_OIDC_JWKS_REFRESH_SECONDS = "SATCHEL_OIDC_JWKS_REFRESH_SECONDS"
 
+# The deliveries queue (chalicelib/notify/delivery.py) and its dead-letter queue, by URL.
+ENV_DELIVERIES_QUEUE_URL = "SATCHEL_DELIVERIES_QUEUE_URL"
+ENV_DELIVERIES_DEAD_LETTER_QUEUE_URL = "SATCHEL_DELIVERIES_DEAD_LETTER_QUEUE_URL"
+
 # Read when the app is packaged, since Chalice fixes event sources at that time.
 ENV_REQUESTS_QUEUE = "SATCHEL_REQUESTS_QUEUE"
+ENV_DELIVERIES_QUEUE = "SATCHEL_DELIVERIES_QUEUE"
 ENV_CLEANUP_RATE_MINUTES = "SATCHEL_CLEANUP_RATE_MINUTES"
 
 # Read when a handler first runs (chalicelib/core/observability.py), before any Settings exist.
@@ -61,6 +66,8 @@ ENV_TRACING = "SATCHEL_TRACING"
 @dataclass(frozen=True)
 class EventSources:
     requests_queue: str = "satchel-requests"
+    # The queue the `deliver` function reads (webhook deliveries, chalicelib/notify/delivery.py).
+    deliveries_queue: str = "satchel-deliveries"
     cleanup_rate_minutes: int = 5
 
     @classmethod
@@ -68,6 +75,7 @@ class EventSources:
         env = os.environ if environ is None else environ
         return cls(
             requests_queue=env.get(ENV_REQUESTS_QUEUE) or cls.requests_queue,
+            deliveries_queue=env.get(ENV_DELIVERIES_QUEUE) or cls.deliveries_queue,
             cleanup_rate_minutes=int(env.get(ENV_CLEANUP_RATE_MINUTES) or cls.cleanup_rate_minutes),
         )
 
@@ -211,10 +219,12 @@ INTEGER_VARIABLES: dict[str, str] = {
     "build_deadline_seconds": "SATCHEL_BUILD_DEADLINE_SECONDS",
     "record_retention_seconds": "SATCHEL_RECORD_RETENTION_SECONDS",
     "stale_upload_seconds": "SATCHEL_STALE_UPLOAD_SECONDS",
-    "callback_attempts": "SATCHEL_CALLBACK_ATTEMPTS",
-    "callback_timeout_seconds": "SATCHEL_CALLBACK_TIMEOUT_SECONDS",
-    "callback_backoff_ms": "SATCHEL_CALLBACK_BACKOFF_MS",
     "webhook_secret_grace_seconds": "SATCHEL_WEBHOOK_SECRET_GRACE_SECONDS",
+    "delivery_budget_seconds": "SATCHEL_DELIVERY_BUDGET_SECONDS",
+    "delivery_window_seconds": "SATCHEL_DELIVERY_WINDOW_SECONDS",
+    "delivery_base_delay_seconds": "SATCHEL_DELIVERY_BASE_DELAY_SECONDS",
+    "delivery_max_delay_seconds": "SATCHEL_DELIVERY_MAX_DELAY_SECONDS",
+    "delivery_max_attempts": "SATCHEL_DELIVERY_MAX_ATTEMPTS",
     "fetch_concurrency": "SATCHEL_FETCH_CONCURRENCY",
     "fetch_window_bytes": "SATCHEL_FETCH_WINDOW_BYTES",
     "server_copy_min_bytes": "SATCHEL_SERVER_COPY_MIN_BYTES",
@@ -230,6 +240,7 @@ INTEGER_VARIABLES: dict[str, str] = {
 
 MIB = 1024 * 1024
 S3_MIN_PART_SIZE = 5 * MIB
+SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -245,7 +256,7 @@ class Settings:
     public_url: str = ""
     # The datasets `export` may read, by index (SATCHEL_DATASETS: chalicelib/downloadtypes/datasets.py).
     datasets: dict[str, Dataset] = dataclasses.field(default_factory=dict)
-    # The EventBridge bus for "Satchel Download State Changed" events.
+    # The EventBridge bus Satchel's events go to (chalicelib/notify/events.py).
     event_bus: str = "default"
     # Request manifests dropped under <source bucket>/<request_prefix><tenant>/ start downloads.
     request_prefix: str = "requests/"
@@ -271,6 +282,10 @@ class Settings:
     # A zip's sources: 1 TiB and a million files by default, checked in Prepare (and by a dry run).
     max_content_bytes: int = 1024 * 1024 * MIB
     max_files: int = 1_000_000
+    # Where events owed a webhook are queued for the `deliver` function, and where it puts
+    # those it gave up on. Empty: none is queued (a stage without the queue; logged).
+    deliveries_queue_url: str = ""
+    deliveries_dead_letter_queue_url: str = ""
     max_keys: int = 1000
     # Caps of the row types (export, listing, audit): rows in one file, and its size in bytes.
     max_rows: int = 10_000_000
@@ -300,11 +315,17 @@ class Settings:
     record_retention_seconds: int = 30 * 24 * 3600
     # Multipart uploads and temporary objects older than this are leftovers: removed.
     stale_upload_seconds: int = 24 * 3600
-    callback_attempts: int = 3
-    callback_timeout_seconds: int = 3
-    callback_backoff_ms: int = 500
     # How long a rotated-out webhook secret still signs (the most a rotation may ask for).
     webhook_secret_grace_seconds: int = 24 * 3600
+    # Webhook deliveries (chalicelib/notify/delivery.py): the wall-clock budget of one attempt
+    # (connect, send, headers and the first 4 KiB of the answer); how long an event is retried,
+    # counted from when it was recorded; the backoff between attempts (doubled each time, with
+    # jitter, capped); and the attempts an event gets at most within that window.
+    delivery_budget_seconds: int = 10
+    delivery_window_seconds: int = 26 * 3600
+    delivery_base_delay_seconds: int = 30
+    delivery_max_delay_seconds: int = 3600
+    delivery_max_attempts: int = 100
     # Sources read at once (zip), and the bytes of small ones that may be fetched ahead.
     fetch_concurrency: int = 8
     fetch_window_bytes: int = 16 * MIB
@@ -363,6 +384,8 @@ class Settings:
         )
         values["callback_ports"] = env.get(ENV_CALLBACK_PORTS) or cls.callback_ports
         values["sign_in"] = SignIn.from_env(env)
+        values["deliveries_queue_url"] = env.get(ENV_DELIVERIES_QUEUE_URL, "")
+        values["deliveries_dead_letter_queue_url"] = env.get(ENV_DELIVERIES_DEAD_LETTER_QUEUE_URL, "")
         for field, name in INTEGER_VARIABLES.items():
             raw = env.get(name)
             if raw:
@@ -400,6 +423,12 @@ class Settings:
             # The tenant is the path segment after the prefix: requests/<tenant>/<name>.json.
             raise ConfigurationError(f"{ENV_REQUEST_PREFIX} must end with '/', got {self.request_prefix!r}")
         _ports(self.callback_ports)
+        if self.delivery_base_delay_seconds > self.delivery_max_delay_seconds:
+            raise ConfigurationError("the base delay between deliveries must not exceed the maximum delay")
+        if self.delivery_max_delay_seconds > SQS_MAX_VISIBILITY_SECONDS:
+            # The delay is a message's visibility timeout, which SQS caps at 12 hours.
+            name = INTEGER_VARIABLES["delivery_max_delay_seconds"]
+            raise ConfigurationError(f"{name} must be at most {SQS_MAX_VISIBILITY_SECONDS}")
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:
             raise ConfigurationError("the default link lifetime must not exceed its maximum")
 

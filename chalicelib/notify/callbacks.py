@@ -1,4 +1,4 @@
-"""Callbacks: a signed HTTP POST to the URL a download's creator gave, when it finishes.
+"""Callbacks: checking the URL a download's creator gave, and one HTTP POST to it.
 
 The URL is someone else's input reaching out from inside the account, so it is checked
 twice, at creation and at each delivery attempt (DNS may change in between): https only,
@@ -13,33 +13,27 @@ redirect it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import contextlib
+import http.client
 import ipaddress
-import json
 import logging
 import socket
+import ssl
+import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
 from botocore.httpsession import where as ca_bundle
 
 from chalicelib.core.errors import InvalidCallbackUrl
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "Satchel-Signature"
-TIMESTAMP_HEADER = "Satchel-Timestamp"
-EVENT_HEADER = "Satchel-Event-Id"
 _MAX_URL = 2048
-# Redirects are not followed (a redirect could lead anywhere, past the address check), and a
-# client error will not change on its own; but 408 and 429 are worth another try.
-_PERMANENT = range(300, 500)
-_RETRYABLE_4XX = {408, 429}
+# The most of a receiver's answer that is read: its status is all that counts.
+MAX_ANSWER_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -115,81 +109,96 @@ def check(url: str, allow_loopback: bool, ports: Collection[int] = DEFAULT_PORTS
     )
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """`v1=` + hex HMAC-SHA256 over "<timestamp>.<body>": the receiver recomputes it."""
-    digest = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"v1={digest}"
-
-
 @dataclass(frozen=True)
-class Delivery:
-    delivered: bool
-    attempts: int
+class Answer:
+    """What one attempt got: the receiver's status, or why there was none."""
+
     status: int | None
     error: str | None = None
 
-
-def _post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
-    options: dict[str, Any] = {"timeout": urllib3.Timeout(timeout), "retries": False, "maxsize": 1}
-    if target.scheme == "https":
-        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-            target.address,
-            target.port,
-            server_hostname=target.host,
-            assert_hostname=target.host,
-            ca_certs=ca_bundle(),
-            **options,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(target.address, target.port, **options)
-    with pool:
-        response = pool.urlopen(
-            "POST", target.path, body=body, headers={**headers, "Host": host_header}, redirect=False
-        )
-        return int(response.status)
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
 
-def deliver(
-    url: str,
-    payload: dict[str, Any],
-    secret: str,
-    *,
-    allow_loopback: bool,
-    ports: Collection[int] = DEFAULT_PORTS,
-    attempts: int,
-    timeout_seconds: float,
-    backoff_ms: int,
-    event_id: str | None = None,
-) -> Delivery:
-    """POST `payload`, retrying timeouts, 5xx, 408 and 429 with exponential backoff.
+class _Watchdog:
+    """Shuts the attempt's socket down when its wall-clock budget is spent.
 
-    `event_id` (the Satchel-Event-Id header, by which a receiver drops a repeat) defaults to
-    a state change's "<download id>.<state>"."""
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    event_id = event_id or f"{payload['id']}.{payload['state']}"
-    status: int | None = None
-    error: str | None = None
-    for attempt in range(1, attempts + 1):
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "Satchel-Callback/1",
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
-            EVENT_HEADER: event_id,
-        }
-        try:
-            status, error = _post(check(url, allow_loopback, ports), body, headers, timeout_seconds), None
-        except InvalidCallbackUrl as refused:
-            return Delivery(False, attempt, None, refused.message)
-        except urllib3.exceptions.HTTPError as failure:
-            status, error = None, f"{type(failure).__name__}: {failure}"
-        if status is not None and 200 <= status < 300:
-            return Delivery(True, attempt, status)
-        if status in _PERMANENT and status not in _RETRYABLE_4XX:
-            return Delivery(False, attempt, status, f"HTTP {status}")
-        if attempt < attempts:
-            time.sleep(backoff_ms / 1000 * 2 ** (attempt - 1))
-    log.warning("callback to %s failed after %d attempts: %s", url, attempts, error or f"HTTP {status}")
-    return Delivery(False, attempts, status, error or f"HTTP {status}")
+    A socket timeout (and urllib3's or http.client's, which are socket timeouts) bounds each
+    read, not the attempt: a receiver that sends one byte every few seconds keeps a request
+    open for ever, each read well within its timeout. Shutting the socket down from another
+    thread ends any read or write blocked on it at once, so the attempt ends at its deadline
+    whatever the receiver does."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socket = sock
+            if self.fired:
+                self._shut(sock)
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.fired = True
+            if self._socket is not None:
+                self._shut(self._socket)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def post(target: Target, body: bytes, headers: dict[str, str], budget_seconds: float) -> Answer:
+    """POST `body` to the checked address, within `budget_seconds` of wall-clock time for
+    connect, TLS, request, status line, headers and at most MAX_ANSWER_BYTES of the answer's
+    body (the rest is never read). Redirects are not followed."""
+    deadline = time.monotonic() + budget_seconds
+    watchdog = _Watchdog(budget_seconds)
+    watchdog.start()
+    connection: http.client.HTTPConnection | None = None
+    sock: socket.socket | None = None
+    try:
+        raw = sock = socket.create_connection((target.address, target.port), timeout=budget_seconds)
+        watchdog.watch(raw)
+        if target.scheme == "https":
+            context = ssl.create_default_context(cafile=ca_bundle())
+            raw.settimeout(max(0.01, deadline - time.monotonic()))
+            sock = context.wrap_socket(raw, server_hostname=target.host)
+            watchdog.watch(sock)
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+        connection = http.client.HTTPConnection(target.host, target.port)
+        connection.sock = sock  # the connected (and checked) socket: no second DNS lookup
+        connection.request("POST", target.path, body=body, headers={**headers, "Host": host_header})
+        response = connection.getresponse()
+        response.read(MAX_ANSWER_BYTES)  # at most this much: a huge answer is never read
+        status = int(response.status)
+    except (OSError, http.client.HTTPException) as failure:
+        # A socket timeout is set to what is left of the budget: it is the budget running out.
+        if watchdog.fired or isinstance(failure, TimeoutError):
+            return Answer(None, f"no answer within {budget_seconds:g} s")
+        return Answer(None, f"{type(failure).__name__}: {failure}"[:300])
+    finally:
+        watchdog.cancel()
+        if connection is not None:
+            connection.close()
+        elif sock is not None:  # failed before the connection took it over (TLS, say)
+            sock.close()
+    if watchdog.fired:
+        # A cut socket reads as the end of the answer: http.client may then have parsed a
+        # status from a half-sent one. Whatever came, it did not come within the budget.
+        return Answer(None, f"no answer within {budget_seconds:g} s")
+    return Answer(status)

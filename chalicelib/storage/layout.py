@@ -14,6 +14,7 @@ One table holds every record. The partition key's prefix says what a record is:
 | `IDEMPOTENCY#<tenant>#<user>#<sha256 of key>`   | `IDEMPOTENCY`   | an idempotency key            |
 | `AUDIT#<tenant>`                                | `<at>#<random>` | an audit event                |
 | `WEBHOOK_SECRET#<tenant>`                       | `WEBHOOK_SECRET`| webhook secrets (storage/secrets) |
+| `DELIVERY#<download id>`                        | `<event id>`    | a webhook delivery            |
 
 A download also sits in two indexes: `by_owner` (`OWNER#<tenant>#<user>`, `<created>#<id>`)
 lists a user's downloads newest first; `by_due` (`DUE#<shard>`, `<due time>#<id>`) holds it
@@ -59,7 +60,19 @@ IDEMPOTENCY = "IDEMPOTENCY#"
 AUDIT = "AUDIT#"
 WEBHOOK_SECRET = "WEBHOOK_SECRET#"
 IAM_PRINCIPAL = "IAMPRINCIPAL#"
-PARTITION_PREFIXES = (DOWNLOAD, QUOTA, API_KEY, USER, LINK, IDEMPOTENCY, AUDIT, WEBHOOK_SECRET, IAM_PRINCIPAL)
+DELIVERY = "DELIVERY#"
+PARTITION_PREFIXES = (
+    DOWNLOAD,
+    QUOTA,
+    API_KEY,
+    USER,
+    LINK,
+    IDEMPOTENCY,
+    AUDIT,
+    WEBHOOK_SECRET,
+    IAM_PRINCIPAL,
+    DELIVERY,
+)
 # Index partition key prefixes.
 OWNER = "OWNER#"
 DUE = "DUE#"
@@ -206,3 +219,13 @@ def audit_key(tenant: str, at: str, nonce: str) -> dict[str, str]:
 def webhook_secret_key(tenant: str) -> dict[str, str]:
     """A tenant's webhook signing secrets: one record, rotated in place."""
     return {PK: f"{WEBHOOK_SECRET}{tenant}", SK: WEBHOOK_SECRET_SK}
+
+
+def deliveries_partition(download_id: str) -> str:
+    """A download's webhook deliveries, one per event, in their own partition (the owner lists
+    them with one query; the deliver function's policy can be held to this prefix)."""
+    return f"{DELIVERY}{download_id}"
+
+
+def delivery_key(download_id: str, event_id: str) -> dict[str, str]:
+    return {PK: deliveries_partition(download_id), SK: event_id}

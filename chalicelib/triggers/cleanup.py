@@ -93,7 +93,7 @@ def _expire(runtime: Runtime, found: Due, now: datetime, report: Report) -> None
         # Not expired: its artifact stays, whatever the index said; the index is put right.
         runtime.downloads.refile(found, clock.parse(download.expires_at))
         return
-    effects = (REMOVE, audit(Action.EXPIRED))
+    effects = (REMOVE, audit(Action.EXPIRED), NOTIFY)
     try:
         expired = runtime.downloads.transition(download.id, [State.DONE], State.EXPIRED, effects=effects)
     except StateConflict:

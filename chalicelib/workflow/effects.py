@@ -10,6 +10,7 @@ lives here, below both.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 from chalicelib.core.models import Download, ErrorInfo
@@ -19,10 +20,12 @@ from chalicelib.s3 import artifacts
 from chalicelib.storage.audit import Action
 from chalicelib.workflow import executions
 
+log = logging.getLogger(__name__)
+
 ACTOR = "system:cleanup"  # who the owed audit entries name, whichever step or sweep writes them
 STOP = "stop"  # the workflow, when the download timed out
 REMOVE = "remove"  # uploads, temporary objects, artifact
-NOTIFY = "notify"
+NOTIFY = "notify"  # the event: on the bus, and queued for the webhook (chalicelib/notify/dispatch.py)
 PURGE = "purge"  # the record itself: always last
 _AUDIT = "audit:"
 _ORDER = {STOP: 0, REMOVE: 1, _AUDIT: 2, NOTIFY: 3, PURGE: 4}
@@ -39,6 +42,15 @@ def follow_up(runtime: Runtime, download: Download, effects: Collection[str]) ->
         _do(runtime, download, effect)
         if effect != PURGE:  # a purged record is gone: nothing left to strike off
             runtime.downloads.effect_done(download, effect, last=index == len(ordered) - 1)
+
+
+def follow_up_or_leave(runtime: Runtime, download: Download, effects: Collection[str]) -> None:
+    """follow_up, for a caller whose transition is committed and must not fail now (the API
+    answering, Finalize after DONE): what an error leaves owed, the cleanup sweep does."""
+    try:
+        follow_up(runtime, download, effects)
+    except Exception:
+        log.exception("work owed after download %s's transition is left to cleanup", download.id)
 
 
 def _do(runtime: Runtime, download: Download, effect: str) -> None:

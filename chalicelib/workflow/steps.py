@@ -20,13 +20,12 @@ from chalicelib.core.disclosure import shown_error
 from chalicelib.core.errors import Cancelled, retried_when_transient
 from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.downloadtypes.base import SegmentPlan
-from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
 from chalicelib.workflow import runs, segments
-from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up
+from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up, follow_up_or_leave
 from chalicelib.workflow.payloads import (
     BuildRun,
     Built,
@@ -211,6 +210,8 @@ def finalize(runtime: Runtime, event: Digested) -> Finished:
             progress=event["progress"],
             finished_at=clock.iso(finished),
             expires_at=clock.iso(clock.later(download.retention_seconds, finished)),
+            # Owed with DONE: if this step dies before the event is recorded, cleanup records it.
+            effects=(NOTIFY,),
         )
     except StateConflict as conflict:
         if conflict.current is None or conflict.current.state is not State.DONE:
@@ -218,7 +219,9 @@ def finalize(runtime: Runtime, event: Digested) -> Finished:
             artifacts.remove_artifact(runtime.s3, settings.artifact_bucket, download_id)
         download = conflict.current or download
     else:
-        notify.download_finished(runtime, download)
+        # Only a record and a queue message: never a receiver. An error is left to cleanup,
+        # never failing a download that is DONE.
+        follow_up_or_leave(runtime, download, (NOTIFY,))
     artifacts.remove_temporary(runtime.s3, settings.artifact_bucket, download_id)
     return {"download_id": download_id, "state": download.state.value}
 

@@ -1,29 +1,37 @@
-"""A callback receiver: says whether each callback's signature holds.
+"""A webhook receiver: says whether each delivery verifies (Standard Webhooks), and drops
+repeats by `webhook-id` (a delivery may come more than once).
 
     .venv/bin/python docs/examples/callback_receiver.py [PORT]     # default 9000
 
-It reads the signing key, `webhook_secret`, from `make run`'s .satchel-local.json.
+It reads the signing secret, `webhook_secret`, from `make run`'s .satchel-local.json.
 """
 
-import hashlib
-import hmac
 import http.server
 import json
 import sys
 from pathlib import Path
 
-secret = json.loads(Path(".satchel-local.json").read_text())["webhook_secret"].encode()
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+webhook = Webhook(json.loads(Path(".satchel-local.json").read_text())["webhook_secret"])
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
+seen: set[str] = set()
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        signed = self.headers["Satchel-Timestamp"].encode() + b"." + body
-        expected = "v1=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
-        valid = hmac.compare_digest(expected, self.headers["Satchel-Signature"])
-        print("valid" if valid else "FORGED", body.decode(), flush=True)
-        self.send_response(204 if valid else 401)
+        try:
+            webhook.verify(body, dict(self.headers.items()))
+        except WebhookVerificationError:
+            print("FORGED", body.decode(), flush=True)
+            self.send_response(401)
+        else:
+            event_id = self.headers["webhook-id"]
+            print("repeat" if event_id in seen else "valid", event_id, body.decode(), flush=True)
+            seen.add(event_id)
+            self.send_response(204)
         self.end_headers()
 
 

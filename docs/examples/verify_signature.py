@@ -1,13 +1,18 @@
-"""How a receiver checks a callback: `Satchel-Signature` is `v1=` and the hex HMAC-SHA256
-of `<Satchel-Timestamp>.<raw body>` under the webhook secret."""
+"""How a receiver checks a webhook: Standard Webhooks 1.0, with its reference library
+(`pip install standardwebhooks`). `verify` raises unless one of the `v1,` signatures in
+`webhook-signature` is the HMAC-SHA256 of `<webhook-id>.<webhook-timestamp>.<raw body>` under
+the secret, and the timestamp is within five minutes; it answers the parsed payload."""
 
-import hashlib
-import hmac
-import time
+from typing import Any
+
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 
-def verify(secret: bytes, headers: dict[str, str], body: bytes) -> bool:
-    timestamp = headers["Satchel-Timestamp"]
-    expected = "v1=" + hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    fresh = abs(time.time() - int(timestamp)) < 300  # refuse replays of old deliveries
-    return fresh and hmac.compare_digest(expected, headers["Satchel-Signature"])
+def verify(secret: str, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+    """The payload if the delivery is genuine and fresh, else None. `secret` is `whsec_...`."""
+    try:
+        payload: dict[str, Any] = Webhook(secret).verify(body, headers)
+    except WebhookVerificationError:
+        return None
+    return payload

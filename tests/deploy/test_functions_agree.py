@@ -144,7 +144,7 @@ def test_the_tests_tables_name_only_declared_handlers() -> None:
         test_iam.REQUESTS,
         test_iam.EVENTS,
         test_iam.MANIFESTS,
-        test_iam.LINK_WEBHOOK,
+        test_iam.DELIVER,
         test_iam.CLEANUP,
     }
     assert fixed <= handlers, (

@@ -4,7 +4,8 @@ policy allows no action its function does not make.
 
 The calls are recorded while the stack runs real flows (a zip built, fetched, linked,
 replayed, refused over quota, cancelled, deleted, and one that fails, each telling its
-callback, the claim of a link told by the link_webhook function; downloads asked for by
+webhook (recorded and queued, then sent by the deliver function, which signs with a key
+read from SSM), the claim of a link told the same way; downloads asked for by
 SQS messages, an EventBridge event and a request manifest in S3, and by a message and an
 event whose workflow Step Functions refuses to start; and a cleanup sweep that expires,
 times out and purges). A call is attributed to the
@@ -33,23 +34,22 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, cast
 
-import boto3
 import pytest
 from botocore.client import BaseClient
 from chalice import local as chalice_local
 from moto.core.exceptions import AWSError
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+from standardwebhooks import Webhook
 
 from chalicelib import downloadtypes
 from chalicelib.api import downloads
 from chalicelib.core import clients, clock, settings
-from chalicelib.notify import dispatch as notify
+from chalicelib.notify import events
 from chalicelib.runtime import Runtime
 from chalicelib.triggers import inbound as triggers
 from satchel_local import eventsources, lambdas
 from satchel_local.seed import PRINCIPALS
 from satchel_local.stack import MOTO_SENDER_ID, Stack, webhook_secrets_alias
-from satchel_local.stack import REGION as STACK_REGION
 from statemachine.definition import function_name
 from tests.support.stack import Satchel, api_key_of
 from tests.support.stack_template import (
@@ -73,7 +73,7 @@ AUTHORIZER = "app.bearer"
 REQUESTS = "app.handle_requests"
 EVENTS = "app.handle_event"
 MANIFESTS = "app.handle_manifest"
-LINK_WEBHOOK = "app.link_webhook"
+DELIVER = "app.deliver"
 CLEANUP = "app.sweep"
 STACK_STAGE = "test"  # the stage the stack fixture provisions
 # As a deployment names it (WebhookSecretParameter): the key is read from SSM, not given.
@@ -119,6 +119,13 @@ NOT_EXERCISED: dict[str, dict[str, str]] = {
     },
     MANIFESTS: {
         "sqs:SendMessage": "Lambda dead-letters an event the function still failed on after its retries",
+    },
+    DELIVER: {
+        "sqs:ReceiveMessage": "Lambda's SQS event source polls the deliveries queue",
+        "sqs:DeleteMessage": "Lambda's SQS event source deletes the messages not reported as failed",
+        "sqs:GetQueueAttributes": "Lambda's SQS event source reads the queue's attributes",
+        "sqs:ChangeMessageVisibility": "a receiver that did not accept an event: the retry's backoff",
+        "sqs:SendMessage": "an event given up on after the retry window: its dead letter",
     },
 }
 
@@ -297,6 +304,10 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], schema: T
             ),
         )
         return [Request(f"kms:{operation}", kms_key_arn("WebhookSecretsKey"), context)]
+    if service == "sqs" and operation in ("SendMessage", "ChangeMessageVisibility", "DeleteMessage"):
+        # A queue URL ends with its account and name: https://<endpoint>/<account>/<name>.
+        name = params["QueueUrl"].rstrip("/").rsplit("/", 1)[1]
+        return [Request(f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
     if service == "ssm" and operation == "GetParameter":
         name = params["Name"] if params["Name"].startswith("/") else f"/{params['Name']}"
         return [Request("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}")]
@@ -388,13 +399,14 @@ def recorder(monkeypatch: pytest.MonkeyPatch, stack: Stack) -> Recorder:
 
 
 class Receiver(BaseHTTPRequestHandler):
-    """A callback receiver on loopback: records each payload, answers 204."""
+    """A webhook receiver on loopback: verifies each delivery (Standard Webhooks), answers 204."""
 
     received: list[dict[str, Any]]
+    secret: str
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append(json.loads(body))
+        self.received.append(Webhook(self.secret).verify(body, dict(self.headers.items())))
         self.send_response(204)
         self.end_headers()
 
@@ -406,38 +418,43 @@ class Receiver(BaseHTTPRequestHandler):
 class Callbacks:
     url: str
     received: list[dict[str, Any]]
+    stack: Stack
+
+    def deliver(self) -> None:
+        """What Lambda's event source does with the deliveries queue: poll it into `deliver`."""
+        source = eventsources.SqsEventSource(
+            "deliveries",
+            threading.Event(),
+            self.stack.deliveries_queue_url,
+            function_name(self.stack.stage, "deliver"),
+        )
+        while source.poll_once():
+            pass
 
     def link_claims(self) -> list[dict[str, Any]]:
-        return [payload for payload in self.received if payload.get("type") == notify.LINK_CLAIMED_TYPE]
+        return [payload["data"] for payload in self.received if payload["type"] == events.LINK_CLAIMED]
 
     def states(self) -> dict[str, set[str]]:
         found: dict[str, set[str]] = defaultdict(set)
         for payload in self.received:
-            if payload.get("type") != notify.LINK_CLAIMED_TYPE:
-                found[payload["id"]].add(payload["state"])
+            if payload["type"] != events.LINK_CLAIMED:
+                found[payload["data"]["id"]].add(payload["data"]["state"])
         return dict(found)
 
 
 @pytest.fixture
-def callbacks(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callbacks]:
-    """Callbacks signed with a key read from SSM, as a deployment reads it."""
-    boto3.client("ssm", region_name=STACK_REGION).put_parameter(
-        Name=WEBHOOK_PARAMETER, Value="iam-webhook-secret", Type="SecureString"
-    )
-    monkeypatch.setenv(settings.ENV_WEBHOOK_SECRET_PARAMETER, WEBHOOK_PARAMETER)
-    # The test stage gives the key itself too, and Chalice's test client puts it back into
-    # os.environ on every call (for every thread). And each Lambda function is a process of
-    # its own, with its own cache, where this test has one process: read the parameter on
-    # every use (a cache age of 0), so each function that signs shows its read.
-    read = notify.webhook_secret
-    monkeypatch.setattr(notify, "webhook_secret", lambda value, parameter: read("", parameter, max_age=0))
+def callbacks(stack: Stack) -> Iterator[Callbacks]:
+    """Webhooks signed with acme's own secret, which the deliver function reads from the table
+    and decrypts with the stack's KMS key, as a deployment does."""
     received: list[dict[str, Any]] = []
-    handler = type("IamReceiver", (Receiver,), {"received": received})
+    handler = type(
+        "IamReceiver", (Receiver,), {"received": received, "secret": stack.webhook_secrets["acme"]}
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Callbacks(f"http://127.0.0.1:{server.server_address[1]}/satchel", received)
+        yield Callbacks(f"http://127.0.0.1:{server.server_address[1]}/satchel", received, stack)
     finally:
         server.shutdown()
         server.server_close()
@@ -480,12 +497,7 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
     assert satchel.call("GET", f"/links/{token}", user=None).status == 200
     assert satchel.call("POST", f"/links/{token}", user=None).status == 303
     assert satchel.call("POST", f"/links/{token}", user=None).status == 410
-    # The claim's event, as EventBridge delivers it to link_webhook (the bus's rule, polled).
-    stack = satchel.stack
-    function = function_name(stack.stage, "link_webhook")
-    eventsources.EventBridgeTarget(
-        "link-claims", threading.Event(), stack.link_claims_queue_url, function
-    ).step()
+    assert satchel.call("GET", f"/downloads/{download['id']}/deliveries").status == 200
     other = satchel.call("POST", f"/downloads/{download['id']}/links", body={"max_uses": 2}).json["token"]
     assert satchel.call("GET", f"/downloads/{download['id']}/links").status == 200
     assert satchel.call("DELETE", f"/links/{other}").status == 204
@@ -786,13 +798,14 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
     started, stuck = run_trigger_flows(satchel, monkeypatch)
     not_started = run_start_failures(satchel, monkeypatch, callbacks.url)
     report = run_cleanup(satchel, monkeypatch, callbacks.url, stuck)
+    callbacks.deliver()
     assert set(started) <= set(report["expired"])
     # Every terminal state was told: by Finalize, Fail, the API (cancel) and cleanup (timeout).
     states = callbacks.states()
     assert set().union(*states.values()) == {"DONE", "FAILED", "CANCELLED"}, states
     assert [states.get(download_id) for download_id in report["timed_out"]].count({"FAILED"}) == 1
     assert [states.get(download_id) for download_id in not_started] == [{"FAILED"}] * 3, states
-    assert [claim["use"] for claim in callbacks.link_claims()] == [1]  # told by link_webhook
+    assert [claim["use"] for claim in callbacks.link_claims()] == [1]  # told by the claim
 
     template = packaged().sam
     by_handler = functions(template)
@@ -819,7 +832,7 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
         REQUESTS,
         EVENTS,
         MANIFESTS,
-        LINK_WEBHOOK,
+        DELIVER,
         CLEANUP,
     }
     assert made.get(STATE_MACHINE) == {"s3:GetObject"}  # the Distributed Map's ItemReader

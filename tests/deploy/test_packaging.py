@@ -166,6 +166,9 @@ def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> 
             artifact_bucket=NAMES["ArtifactsBucket"],
             source_bucket=source_bucket,
             state_machine_arn=machine_arn,
+            # The queues' Refs (their URLs, as CloudFormation resolves them).
+            deliveries_queue_url=resolver.ref("DeliveriesQueue"),
+            deliveries_dead_letter_queue_url=resolver.ref("DeliveriesDeadLetterQueue"),
         ).environment()
         expected[settings.ENV_API_PREFIX] = "/" + resolver.resolve(stage["Properties"]["StageName"])
         expected[settings.ENV_PUBLIC_URL] = ""
@@ -286,9 +289,12 @@ def test_the_requests_queue_is_the_apps_and_dead_letters_what_keeps_failing(pack
     assert source["Type"] == "SQS"
     assert source["Properties"]["Queue"] == {"Fn::GetAtt": ["RequestsQueue", "Arn"]}
     assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    (mapping,) = _resources(package.cloudformation, "AWS::Lambda::EventSourceMapping").values()
+    (mapping,) = [
+        spec
+        for spec in _resources(package.cloudformation, "AWS::Lambda::EventSourceMapping").values()
+        if spec["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["RequestsQueue", "Arn"]}
+    ]
     assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["RequestsQueue", "Arn"]}
 
     # Lambda polls the queue with the function's own role.
     resolver = Resolver(template, NAMES)
@@ -426,48 +432,72 @@ def test_only_the_named_principals_may_send_to_the_requests_queue(package: Packa
     assert [g["Principal"] for g in grants] == ([{"AWS": named}] if named else [])
 
 
-@pytest.mark.parametrize("parameters", [{}, {"EventBusName": "satchel-events"}])
-def test_the_link_webhook_rule_is_on_the_bus_the_claims_go_to(
-    package: Packaged, parameters: dict[str, str]
-) -> None:
-    """The API puts "Satchel Link Claimed" on EventBusName (SATCHEL_EVENT_BUS): the rule that
-    invokes link_webhook is there, not on the default bus Chalice would pick, and EventBridge
-    may invoke the function for that rule."""
-    template = package.cloudformation
-    resolver = Resolver(template, NAMES, parameters)
-    function_id = functions(template)["app.link_webhook"]
-    rules = {
-        rule_id: spec["Properties"]
-        for rule_id, spec in _resources(template, "AWS::Events::Rule").items()
-        if spec["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+def test_the_deliver_function_reads_the_deliveries_queue_with_a_role_of_its_own(package: Packaged) -> None:
+    template = package.sam
+    resources = template["Resources"]
+    queue = resources["DeliveriesQueue"]["Properties"]
+    dead_letters = resources["DeliveriesDeadLetterQueue"]["Properties"]
+    assert queue["QueueName"] == settings.EventSources.from_env().deliveries_queue  # what app.py reads
+    deliver = _function(template, "app.deliver")
+    assert queue["VisibilityTimeout"] >= 6 * deliver["Timeout"]
+    # The function retries and dead-letters by itself; the redrive is a backstop for crashes,
+    # far beyond the attempts an event gets.
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["DeliveriesDeadLetterQueue", "Arn"]
     }
-    ((rule_id, rule),) = rules.items()
-    bus = parameters.get("EventBusName", "default")
-    assert resolver.resolve(rule["EventBusName"]) == bus
+    assert queue["RedrivePolicy"]["maxReceiveCount"] > settings.Settings.delivery_max_attempts
+    assert dead_letters["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    # Messages outlive the retry window (the window counts from when the event was recorded).
     assert (
-        resolver.resolve(template["Resources"]["LinkWebhook"]["Properties"]["Environment"]["Variables"])[
-            settings.ENV_EVENT_BUS
-        ]
-        == bus
+        queue["MessageRetentionPeriod"]
+        > settings.Settings.delivery_window_seconds + settings.Settings.delivery_max_delay_seconds
     )
-    pattern = EventPattern(None, resolver.resolve(rule["EventPattern"]))
-    claimed = {"source": "satchel", "detail-type": "Satchel Link Claimed", "detail": {"use": 1}}
-    assert pattern.matches_event(cast(Any, claimed))
-    assert not pattern.matches_event(cast(Any, {**claimed, "detail-type": "Satchel Download State Changed"}))
-    assert not pattern.matches_event(cast(Any, {**claimed, "source": "satchel.requests"}))
-    (permission,) = [
-        spec["Properties"]
-        for spec in _resources(template, "AWS::Lambda::Permission").values()
-        if spec["Properties"]["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
+    (source,) = deliver["Events"].values()
+    assert source["Properties"]["Queue"] == {"Fn::GetAtt": ["DeliveriesQueue", "Arn"]}
+    (mapping,) = [
+        spec
+        for spec in _resources(package.cloudformation, "AWS::Lambda::EventSourceMapping").values()
+        if spec["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["DeliveriesQueue", "Arn"]}
     ]
-    assert permission["Principal"] == "events.amazonaws.com"
-    assert permission["FunctionName"] == {"Ref": function_id}
-    # It may read downloads (for their callback_url) and nothing else of the table.
-    policy = _policy(template, "app.link_webhook", resolver)
-    table = resolver.arn("Table")
-    assert allows(policy, "dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["DOWNLOAD#d-1"]})
-    assert not allows(policy, "dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["LINK#x"]})
-    assert not allows(policy, "dynamodb:PutItem", table, {"dynamodb:LeadingKeys": ["DOWNLOAD#d-1"]})
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    cloudformation = package.cloudformation
+    resolver = Resolver(cloudformation, NAMES)
+    policy = _policy(cloudformation, "app.deliver", resolver)
+    arn, dead_arn, table = (
+        resolver.arn("DeliveriesQueue"),
+        resolver.arn("DeliveriesDeadLetterQueue"),
+        resolver.arn("Table"),
+    )
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
+        assert allows(policy, action, arn, {}), action
+    assert allows(policy, "sqs:SendMessage", dead_arn, {})
+    assert not allows(policy, "sqs:SendMessage", arn, {})
+    delivery = {"dynamodb:LeadingKeys": ["DELIVERY#d-1"]}
+    assert allows(policy, "dynamodb:GetItem", table, delivery)
+    assert allows(policy, "dynamodb:UpdateItem", table, delivery)
+    assert not allows(policy, "dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["DOWNLOAD#d-1"]})
+    assert not allows(policy, "dynamodb:GetItem", table, {"dynamodb:LeadingKeys": ["APIKEY#x"]})
+    assert not allows(policy, "dynamodb:PutItem", table, delivery)
+    # Its own role: no other function's.
+    roles = {role_of(cloudformation, function_id) for function_id in functions(cloudformation).values()}
+    assert len(roles) == len(functions(cloudformation))
+
+
+@pytest.mark.parametrize("in_vpc", [False, True])
+def test_the_deliver_function_may_run_in_a_vpc(package: Packaged, in_vpc: bool) -> None:
+    template = package.cloudformation
+    parameters = (
+        {"DeliverSubnetIds": "subnet-1,subnet-2", "DeliverSecurityGroupIds": "sg-1"} if in_vpc else {}
+    )
+    resolver = Resolver(template, NAMES, parameters)
+    function = resolver.resolve(template["Resources"][functions(template)["app.deliver"]]["Properties"])
+    if in_vpc:
+        assert function["VpcConfig"] == {"SubnetIds": ["subnet-1", "subnet-2"], "SecurityGroupIds": ["sg-1"]}
+    else:
+        assert "VpcConfig" not in function
+    others = [handler for handler in functions(template) if handler != "app.deliver"]
+    assert all("VpcConfig" not in template["Resources"][functions(template)[h]]["Properties"] for h in others)
 
 
 def test_cleanup_runs_on_the_schedule_the_app_was_packaged_with(package: Packaged) -> None:
@@ -490,7 +520,7 @@ def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: 
         variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
         assert settings.ENV_WEBHOOK_SECRET not in variables, logical_id
 
-    # The functions that sign callbacks may read that one parameter, once it is named.
+    # The function that signs webhooks may read that one parameter, once it is named.
     name = "/satchel/webhook-secret"
     arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
     resolver = Resolver(template, NAMES, {"WebhookSecretParameter": name})
@@ -499,16 +529,7 @@ def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: 
         for handler in functions(template)
         if allows(_policy(template, handler, resolver), "ssm:GetParameter", arn, {})
     }
-    assert readers == {
-        "app.app",
-        "app.finalize",
-        "app.fail",
-        "app.sweep",
-        "app.handle_requests",
-        "app.handle_event",
-        "app.handle_manifest",
-        "app.link_webhook",
-    }
+    assert readers == {"app.deliver"}  # only the function that signs
     for handler in readers:
         other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/satchel/other"
         assert not allows(_policy(template, handler, resolver), "ssm:GetParameter", other, {}), handler
@@ -644,7 +665,11 @@ def test_every_dead_letter_queue_has_an_alarm(package: Packaged) -> None:
         if "DeadLetterConfig" in spec["Properties"]
     ]
     dead_letter_queues = set(redriven + function_queues)
-    assert dead_letter_queues == {"RequestsDeadLetterQueue", "EventsDeadLetterQueue"}
+    assert dead_letter_queues == {
+        "RequestsDeadLetterQueue",
+        "EventsDeadLetterQueue",
+        "DeliveriesDeadLetterQueue",
+    }
     assert watched == {resolver.queue_name(queue) for queue in dead_letter_queues}
 
 

@@ -12,7 +12,6 @@ import contextlib
 import csv
 import gzip
 import hashlib
-import hmac
 import http.server
 import io
 import json
@@ -38,6 +37,7 @@ from urllib.parse import urlparse
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from standardwebhooks import Webhook
 
 from chalicelib.core import clock
 from chalicelib.core.settings import INTEGER_VARIABLES
@@ -527,7 +527,8 @@ def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack)
         "events_queue_url",
         "manifests_queue_url",
         "state_changes_queue_url",
-        "link_claims_queue_url",
+        "deliveries_queue_url",
+        "deliveries_dead_letter_queue_url",
     ):
         assert sqs.get_queue_attributes(QueueUrl=state[name], AttributeNames=["QueueArn"])["Attributes"]
     assert (
@@ -543,7 +544,7 @@ def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack)
     assert redrive["deadLetterTargetArn"].endswith(
         ":" + state["requests_dead_letter_queue_url"].rsplit("/", 1)[1]
     )
-    assert state["webhook_secret"]
+    assert state["webhook_secret"].startswith("whsec_")
     assert state["cleanup_interval_seconds"] == 1
 
 
@@ -724,50 +725,54 @@ def callback_receiver() -> Iterator[tuple[str, queue.Queue[Received]]]:
         thread.join()
 
 
-def test_a_callback_arrives_signed_and_the_state_change_is_published(event_stack: LocalStack) -> None:
+def test_a_webhook_arrives_verified_and_the_event_is_published(event_stack: LocalStack) -> None:
+    """Finalize queues the event; the local stack polls the deliveries queue into `deliver`."""
     stack, alice = event_stack, event_stack.key("alice")
+    request = {**_zip_request("called-back.zip"), "client_reference": "e2e-7"}
     with callback_receiver() as (url, received):
-        created = call(
-            "POST", f"{stack.api}/downloads", alice, {**_zip_request("called-back.zip"), "callback_url": url}
-        )
+        created = call("POST", f"{stack.api}/downloads", alice, {**request, "callback_url": url})
         assert created.status == 202, created.body
         done = _wait_done(stack, created.json["id"], alice)
         assert done["state"] == "DONE", done
         try:
             callback = received.get(timeout=EVENT_TIMEOUT)
         except queue.Empty:
-            pytest.fail(f"no callback after {EVENT_TIMEOUT} s:\n{stack.output()}")
+            pytest.fail(f"no webhook after {EVENT_TIMEOUT} s:\n{stack.output()}")
 
-    # Verified as a receiver would: with the secret .satchel-local.json names, over the raw body.
-    timestamp = callback.headers["satchel-timestamp"]
-    expected = hmac.new(
-        stack.state["webhook_secret"].encode(), f"{timestamp}.".encode() + callback.body, hashlib.sha256
-    ).hexdigest()
-    assert hmac.compare_digest(callback.headers["satchel-signature"], f"v1={expected}")
-    assert abs(int(timestamp) - time.time()) < 300
+    # Verified as a receiver would: Standard Webhooks' library, the secret .satchel-local.json names.
+    payload = Webhook(stack.state["webhook_secret"]).verify(callback.body, callback.headers)
     assert callback.headers["content-type"] == "application/json"
-    body = json.loads(callback.body)
-    assert (body["id"], body["state"], body["tenant"], body["user_id"]) == (
+    assert callback.headers["webhook-id"] == f"{done['id']}.completed"
+    assert payload["type"] == "download.completed"
+    data = payload["data"]
+    assert (data["id"], data["state"], data["tenant"], data["user_id"], data["client_reference"]) == (
         done["id"],
         "DONE",
         "acme",
         "alice",
+        "e2e-7",
     )
-    assert callback.headers["satchel-event-id"] == f"{done['id']}.DONE"
+    deliveries = call("GET", f"{stack.api}/downloads/{done['id']}/deliveries", alice)
+    assert [(item["type"], item["state"]) for item in deliveries.json["items"]] == [
+        ("download.completed", "delivered")
+    ]
 
-    # The same news went to EventBridge, whose rule hands it to the state changes queue.
+    # The same payload went to EventBridge, whose rule hands it to the state changes queue.
+    def mine(message: dict[str, Any]) -> bool:
+        return bool(json.loads(message["Body"])["detail"]["data"].get("id") == done["id"])
+
     def published(messages: list[dict[str, Any]]) -> bool:
-        return any(json.loads(m["Body"])["detail"]["id"] == done["id"] for m in messages)
+        return any(mine(message) for message in messages)
 
     events = _receive_all(aws(stack, "sqs"), stack.state["state_changes_queue_url"], published, EVENT_TIMEOUT)
-    mine = [json.loads(m["Body"]) for m in events if json.loads(m["Body"])["detail"]["id"] == done["id"]]
-    assert [(e["source"], e["detail-type"], e["detail"]["state"]) for e in mine] == [
-        ("satchel", "Satchel Download State Changed", "DONE")
+    found = [json.loads(m["Body"]) for m in events if mine(m)]
+    assert [(e["source"], e["detail-type"], e["detail"]) for e in found] == [
+        ("satchel", "download.completed", payload)
     ]
 
 
-def test_a_claimed_link_calls_back_link_claimed(event_stack: LocalStack) -> None:
-    """The claim's event goes from the bus to the link_webhook function, which calls back."""
+def test_a_claimed_link_is_delivered_as_link_claimed(event_stack: LocalStack) -> None:
+    """The claim records its event and queues it; `deliver` sends it, verified."""
     stack, alice = event_stack, event_stack.key("alice")
     with callback_receiver() as (url, received):
         request = {**_zip_request("claimed.zip"), "callback_url": url, "link": {}}
@@ -778,22 +783,15 @@ def test_a_claimed_link_calls_back_link_claimed(event_stack: LocalStack) -> None
             "POST", f"{stack.api}/links/{created.json['link']['token']}", extra={"Accept": "application/json"}
         )
         assert claimed.status == 200, claimed.body
-        bodies: list[dict[str, Any]] = []
+        payloads: list[dict[str, Any]] = []
         deadline = time.monotonic() + EVENT_TIMEOUT
-        while not any(body.get("type") == "link.claimed" for body in bodies):
+        while not any(payload["type"] == "link.claimed" for payload in payloads):
             try:
                 callback = received.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                pytest.fail(f"no link.claimed callback after {EVENT_TIMEOUT} s:\n{stack.output()}")
-            timestamp = callback.headers["satchel-timestamp"]
-            expected = hmac.new(
-                stack.state["webhook_secret"].encode(),
-                f"{timestamp}.".encode() + callback.body,
-                hashlib.sha256,
-            ).hexdigest()
-            assert hmac.compare_digest(callback.headers["satchel-signature"], f"v1={expected}")
-            bodies.append(json.loads(callback.body))
-    [link_claimed] = [body for body in bodies if body.get("type") == "link.claimed"]
+                pytest.fail(f"no link.claimed webhook after {EVENT_TIMEOUT} s:\n{stack.output()}")
+            payloads.append(Webhook(stack.state["webhook_secret"]).verify(callback.body, callback.headers))
+    [link_claimed] = [payload["data"] for payload in payloads if payload["type"] == "link.claimed"]
     assert link_claimed["download_id"] == created.json["id"]
     assert (link_claimed["tenant"], link_claimed["use"]) == ("acme", claimed.json["use"])
 
@@ -833,8 +831,10 @@ def test_the_manuals_callback_receiver_works_as_written(event_stack: LocalStack,
             try:
                 line = lines.get(timeout=EVENT_TIMEOUT)
             except queue.Empty:
-                pytest.fail(f"no callback reached the manual's receiver:\n{event_stack.output()}")
+                pytest.fail(f"no webhook reached the manual's receiver:\n{event_stack.output()}")
         finally:
             listening.kill()
     assert line.startswith("valid "), line
-    assert json.loads(line.removeprefix("valid "))["id"] == download_id
+    event_id, body = line.removeprefix("valid ").split(" ", 1)
+    assert event_id == f"{download_id}.completed"
+    assert json.loads(body)["data"]["id"] == download_id

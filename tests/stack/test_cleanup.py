@@ -380,14 +380,14 @@ class UnreachableS3:
 
 
 class RecordedEvents:
-    """EventBridge, remembering which downloads each state-change event was about."""
+    """EventBridge, remembering which downloads each event was about."""
 
     def __init__(self, events: EventBridgeClient) -> None:
         self._events = events
         self.about: list[str] = []
 
     def put_events(self, **kwargs: Any) -> Any:
-        self.about.extend(json.loads(entry["Detail"])["id"] for entry in kwargs["Entries"])
+        self.about.extend(json.loads(entry["Detail"])["data"]["id"] for entry in kwargs["Entries"])
         return self._events.put_events(**kwargs)
 
 

@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -30,16 +31,16 @@ from app import app
 from chalicelib.api.downloads import new_id
 from chalicelib.core import clients, clock
 from chalicelib.core.models import ACTIVE_STATES, Download, State
-from chalicelib.notify import dispatch as notify
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout as artifacts
+from chalicelib.storage.downloads import EFFECTS_LEASE
 from chalicelib.triggers import cleanup
 from chalicelib.triggers import inbound as triggers
-from satchel_local import lambdas
+from satchel_local import eventsources, lambdas
 from satchel_local.stack import MOTO_SENDER_ID, REGION, Stack
 from tests.support import faults
 from tests.support.faults import CALLER, KINDS, Fault, Injector
-from tests.support.receiver import serving
+from tests.support.receiver import serving, verified
 from tests.support.stack import TERMINAL, Reply, Satchel, dummy_aws_environment, running_stack
 
 SOURCE = "acme/faults/a.txt"
@@ -105,7 +106,7 @@ def _items(satchel: Satchel) -> list[dict[str, Any]]:
         "TableName": satchel.stack.table,
         "ConsistentRead": True,
         "FilterExpression": "begins_with(pk, :d) OR begins_with(pk, :q) OR begins_with(pk, :i)",
-        "ProjectionExpression": "pk, id, #state, tenant, user_id, active, download_id, #error",
+        "ProjectionExpression": "pk, id, #state, tenant, user_id, active, download_id, #error, callback_url",
         "ExpressionAttributeNames": {"#state": "state", "#error": "error"},
         "ExpressionAttributeValues": {
             ":d": {"S": "DOWNLOAD#"},
@@ -207,12 +208,23 @@ def assert_nothing_stuck(satchel: Satchel, before: Snapshot, replies: list[Reply
                 assert artifacts.artifact_key(download_id) not in objects, item["state"]
         message = str((item.get("error") or {}).get("message", ""))
         assert not _INTERNALS.search(message), f"error.message shows AWS internals: {message}"
+    # 6. A webhook owed is queued, or still owed to the next sweep, which queues it.
+    told = [key for key, item in new.items() if item["state"] in TERMINAL and item.get("callback_url")]
+    runtime = Runtime.from_env()
+    if not all(_queued(runtime, download_id) for download_id in told):
+        cleanup.run(runtime, clock.now() + EFFECTS_LEASE + timedelta(seconds=1))
+    lost = [download_id for download_id in told if not _queued(runtime, download_id)]
+    assert not lost, f"the webhooks of {lost} are lost"
     # 5. No 5xx shows AWS internals, and every 5xx has a stable Code.
     for reply in replies:
         if reply.status >= 500:
             assert isinstance(reply.json, dict), reply.body
             assert reply.json.get("Code"), reply.body
             assert not _INTERNALS.search(reply.body.decode("utf-8", "replace")), reply.body
+
+
+def _queued(runtime: Runtime, download_id: str) -> bool:
+    return any(delivery.queued for delivery in runtime.deliveries.of_download(download_id))
 
 
 # -- the scenarios: each drives one area, with the fault armed around the part under test ---
@@ -322,39 +334,47 @@ def scenario_link(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> Non
     assert final.status == 303, final.body
 
 
-def scenario_link_webhook(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
-    """A claim's event reaches link_webhook; a fault reading the download fails that
-    invocation, and Lambda's next try of the event calls back, once."""
+def scenario_notified_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """A download that asked for a webhook: Finalize records the event and queues it; a
+    fault there never fails the DONE download, and what it left owed, a sweep does
+    (checked by `assert_nothing_stuck`)."""
+    with faulted():
+        reply = _create(satchel, callback_url="http://127.0.0.1:9/never-called")
+        replies.append(reply)
+        assert reply.status == 202, reply.body
+        final = satchel.wait(reply.json["id"])
+    assert final["state"] == "DONE", final
+
+
+def scenario_deliver(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """The deliver function sends a queued webhook; a fault reading or updating its record
+    fails the message (a batch item failure) and Lambda's next receipt delivers it: at least
+    once, always with the one webhook-id."""
     with serving() as receiver:
-        created = _create(satchel, link={}, callback_url=receiver.url)
-        download_id, token = created.json["id"], created.json["link"]["token"]
+        created = _create(satchel, callback_url=receiver.url)
+        download_id = created.json["id"]
         assert satchel.wait(download_id)["state"] == "DONE"
-        claimed = satchel.call("POST", f"/links/{token}", user=None, headers={"Accept": "application/json"})
-        replies.append(claimed)
-        assert claimed.status == 200, claimed.body
-        [link] = satchel.call("GET", f"/downloads/{download_id}/links").json["items"]
-        detail = {
-            "link_id": link["link_id"],
-            "download_id": download_id,
-            "tenant": "acme",
-            "claimed_at": clock.iso(clock.now()),
-            "use": claimed.json["use"],
-        }
-        event = {
-            **satchel.client.events.generate_cw_event(notify.SOURCE, notify.LINK_CLAIMED, detail, []),
-            "id": f"claim-{next(_unique)}",
-        }
+        event_id = f"{download_id}.completed"
+        body = json.dumps({"download_id": download_id, "event_id": event_id})
+        message = {"MessageId": f"m-{next(_unique)}", "ReceiptHandle": "r", "Body": body, "Attributes": {}}
+        arn = f"arn:aws:sqs:{REGION}:123456789012:satchel-deliveries"
+        event = json.dumps({"Records": [eventsources.sqs_record(cast(Any, message), arn)]})
 
         def invoke() -> bool:
-            _, failed = lambdas.run_handler("app.link_webhook", "link_webhook", json.dumps(event), 60)
-            return failed
+            """One receipt of the message; whether Lambda would receive it again."""
+            payload, failed = lambdas.run_handler("app.deliver", "deliver", event, 60)
+            return failed or bool(json.loads(payload)["batchItemFailures"])
 
         with faulted():
-            failed = invoke()
-        if failed:
-            assert not invoke()  # EventBridge's retry of an invocation that failed
-        calls = receiver.wait_for(2)
-        assert [json.loads(call.body)["use"] for call in calls if b"link.claimed" in call.body] == [1]
+            again = invoke()
+        if again:
+            assert not invoke()
+        calls = receiver.wait_for(1)
+        assert calls
+        assert {call.headers["webhook-id"] for call in calls} == {event_id}
+        assert all(verified(call)["type"] == "download.completed" for call in calls)
+        [delivery] = Runtime.from_env().deliveries.of_download(download_id)
+        assert (delivery.state, delivery.last_status) == ("delivered", 204)
 
 
 def scenario_trigger(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
@@ -473,14 +493,17 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         ),
     ),
     "finalize": (
-        scenario_download,
+        scenario_notified_download,
         "app.finalize",
         (
             "dynamodb.GetItem",
+            "dynamodb.PutItem",
             "dynamodb.TransactWriteItems",
+            "dynamodb.UpdateItem",
             "events.PutEvents",
             "s3.DeleteObjects",
             "s3.ListObjectsV2",
+            "sqs.SendMessage",
         ),
     ),
     "fail": (
@@ -548,6 +571,7 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "dynamodb.GetItem",
             "dynamodb.PutItem",
             "dynamodb.TransactWriteItems",
+            "dynamodb.UpdateItem",  # the owed event struck off once recorded
             "events.PutEvents",
             "stepfunctions.StopExecution",
         ),
@@ -569,7 +593,7 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         CALLER,
         ("dynamodb.GetItem", "dynamodb.PutItem", "dynamodb.UpdateItem", "events.PutEvents"),
     ),
-    "link_webhook": (scenario_link_webhook, "app.link_webhook", ("dynamodb.GetItem",)),
+    "deliver": (scenario_deliver, "app.deliver", ("dynamodb.GetItem", "dynamodb.UpdateItem")),
     "trigger": (
         scenario_trigger,
         CALLER,

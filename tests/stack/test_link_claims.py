@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from chalicelib.core import clock
-from chalicelib.notify import dispatch
+from chalicelib.notify import events
 from chalicelib.storage.keys import hash_secret
 from chalicelib.storage.links import LinkStore
 from satchel_local.stack import REGION
@@ -253,26 +253,37 @@ def test_the_listing_shows_each_link_but_never_its_token(satchel: Satchel, done_
 
 
 def test_a_claim_is_announced_on_eventbridge(satchel: Satchel, done_id: str) -> None:
-    events, sqs = boto3.client("events", region_name=REGION), boto3.client("sqs", region_name=REGION)
+    bus, sqs = boto3.client("events", region_name=REGION), boto3.client("sqs", region_name=REGION)
     queue = sqs.create_queue(QueueName="observed-claims")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    events.put_rule(
+    bus.put_rule(
         Name="claims",
-        EventPattern=json.dumps({"source": [dispatch.SOURCE], "detail-type": [dispatch.LINK_CLAIMED]}),
+        EventPattern=json.dumps({"source": [events.SOURCE], "detail-type": [events.LINK_CLAIMED]}),
     )
-    events.put_targets(Rule="claims", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    bus.put_targets(Rule="claims", Targets=[{"Id": "queue", "Arn": queue_arn}])
     token = new_token(satchel, done_id, max_uses=2)
     cookie = claim_cookie(claim(satchel, token))
     assert claim(satchel, token, cookie).status_code == 303  # a re-claim: no event
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
     [event] = [json.loads(message["Body"]) for message in messages]
     [link_id] = [item["link_id"] for item in satchel.call("GET", f"/downloads/{done_id}/links").json["items"]]
-    assert event["detail-type"] == "Satchel Link Claimed"
-    assert set(event["detail"]) == {"link_id", "download_id", "tenant", "claimed_at", "use"}
-    assert (event["detail"]["link_id"], event["detail"]["download_id"]) == (link_id, done_id)
-    assert (event["detail"]["tenant"], event["detail"]["use"]) == ("acme", 1)
+    assert event["detail-type"] == "link.claimed"
+    assert set(event["detail"]) == {"type", "timestamp", "data"}
+    data = event["detail"]["data"]
+    assert set(data) == {
+        "link_id",
+        "download_id",
+        "tenant",
+        "user_id",
+        "claimed_at",
+        "use",
+        "client_reference",
+    }
+    assert (data["link_id"], data["download_id"]) == (link_id, done_id)
+    assert (data["tenant"], data["user_id"], data["use"]) == ("acme", "alice", 1)
+    assert event["detail"]["timestamp"] == data["claimed_at"]
     assert token not in json.dumps(event)
 
 

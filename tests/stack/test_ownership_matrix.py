@@ -47,6 +47,7 @@ ROWS = [
     Row("HEAD", "/links/{token}", (200, 200, 200, 200, 200, 200)),
     Row("POST", "/links/{token}", (303, 303, 303, 303, 303, 303)),
     Row("GET", "/downloads/{id}/links", (200, 403, 200, 404, 401, 403)),
+    Row("GET", "/downloads/{id}/deliveries", (200, 403, 200, 404, 401, 403)),
     Row("DELETE", "/links/{token}", (204, 403, 204, 404, 401, 403), fresh=True),
     Row("DELETE", "/downloads/{id}", (204, 403, 204, 404, 401, 403), fresh=True),
 ]

@@ -14,7 +14,7 @@ client's `before-send` (where moto answers requests) answers each attempt of it.
 paths, botocore's retries included, are the real ones. The kinds:
 
 - `throttle`: the service's own throttling error (S3 `SlowDown` 503, DynamoDB
-  `ProvisionedThroughputExceededException`, Step Functions and EventBridge `ThrottlingException`);
+  `ProvisionedThroughputExceededException`, Step Functions, EventBridge and SQS `ThrottlingException`);
   the request never reaches the service.
 - `internal`: a 500 (`InternalError`, `InternalServerError`, `InternalException`); not executed.
 - `connection`: botocore's `EndpointConnectionError`; the request never left.
@@ -57,6 +57,7 @@ _ANSWERS: dict[str, dict[str, tuple[int, str]]] = {
     "stepfunctions": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalServerError")},
     "events": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalException")},
     "ssm": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalServerError")},
+    "sqs": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalError")},
 }
 
 
@@ -98,7 +99,7 @@ def _error_body(service: str, code: str, status: int) -> tuple[dict[str, str], b
     if service == "s3":
         xml = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
         return {"Content-Type": "application/xml"}, xml.encode()
-    version = "1.0" if service in ("dynamodb", "stepfunctions") else "1.1"
+    version = "1.0" if service in ("dynamodb", "stepfunctions", "sqs") else "1.1"
     body = {"__type": f"com.amazonaws.{service}#{code}", "message": message}
     return {"Content-Type": f"application/x-amz-json-{version}", "x-amzn-ErrorType": code}, json.dumps(
         body
@@ -122,6 +123,7 @@ class Injector:
             clients.stepfunctions(),
             clients.events(),
             clients.ssm(),
+            clients.sqs(),
             clients.table(self.table).meta.client,
         ):
             service = client.meta.service_model.service_name

@@ -1,12 +1,15 @@
-"""A callback receiver on loopback (the `receiver` fixture, registered by tests/conftest.py) and
-the check a receiver makes of a callback's signature."""
+"""A webhook receiver on loopback (the `receiver` fixture, registered by tests/conftest.py) and
+the check a receiver makes of a delivery: Standard Webhooks' own verifier, not Satchel's code.
+
+The receiver answers with the statuses it is given, in turn (then 204), after `delay_seconds`;
+or misbehaves as asked: `drip_seconds` sends its answer one byte at a time that far apart,
+for ever; `answer_bytes` sends a 200 with a body that large, counting what it could send.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
-import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook
 
-from chalicelib.notify import callbacks
 from tests.support.stack import WEBHOOK_SECRET
 
 _POLL_SECONDS = 0.01  # how often the server looks for shutdown()
@@ -30,12 +33,16 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A callback receiver on loopback that answers with the statuses it is given, in turn."""
-
     url: str
     statuses: list[int] = field(default_factory=list)
     delay_seconds: float = 0.0
+    drip_seconds: float = 0.0
+    answer_bytes: int = 0
     received: list[Received] = field(default_factory=list)
+    # Bytes of the answer body the receiver got out before the client hung up.
+    sent_bytes: int = 0
+    # Set when a handler has finished (the client hung up, or the answer was sent).
+    finished: threading.Event = field(default_factory=threading.Event)
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Received]:
         deadline = time.monotonic() + timeout
@@ -51,14 +58,37 @@ def receiver() -> Iterator[Receiver]:
 
 
 @contextlib.contextmanager
-def serving() -> Iterator[Receiver]:
-    """A receiver for as long as the block runs (the fixture's, or a scenario's own)."""
+def serving(port: int = 0) -> Iterator[Receiver]:
+    """A receiver for as long as the block runs (the fixture's, or a scenario's own), on
+    `port` (0: any free one)."""
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.received.append(Received(dict(self.headers.items()), body))
+            try:
+                self._answer()
+            except OSError:
+                pass  # the client hung up: what the tests of a cut attempt expect
+            finally:
+                state.finished.set()
+
+        def _answer(self) -> None:
+            if state.drip_seconds:
+                while True:  # never a whole status line: only the client's budget ends this
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Drip: 1\r\n":
+                        self.wfile.write(bytes([byte]))
+                        time.sleep(state.drip_seconds)
+            if state.answer_bytes:
+                self.send_response(200)
+                self.send_header("Content-Length", str(state.answer_bytes))
+                self.end_headers()
+                chunk = b"x" * 65536
+                while state.sent_bytes < state.answer_bytes:
+                    self.wfile.write(chunk)
+                    state.sent_bytes += len(chunk)
+                return
             time.sleep(state.delay_seconds)
             status = state.statuses.pop(0) if state.statuses else 204
             self.send_response(status)
@@ -68,7 +98,7 @@ def serving() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/satchel?source=test"
     # shutdown() waits for serve_forever to look at its flag, once every poll interval: 0.5 s
     # by default, which every test using a receiver would spend in its teardown.
@@ -81,11 +111,21 @@ def serving() -> Iterator[Receiver]:
         server.server_close()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def closed_port_url(port: int | None = None) -> str:
+    """A loopback URL nothing listens on (yet): a connection there is refused at once."""
+    return f"http://127.0.0.1:{port or free_port()}/hooks"
+
+
 def verified(received: Received, secret: str = WEBHOOK_SECRET) -> dict[str, Any]:
-    """What a receiver does: recompute the signature over the timestamp and the raw body."""
-    timestamp = received.headers[callbacks.TIMESTAMP_HEADER]
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + received.body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(received.headers[callbacks.SIGNATURE_HEADER], f"v1={expected}")
-    assert abs(int(timestamp) - time.time()) < 60
-    payload: dict[str, Any] = json.loads(received.body)
+    """What a receiver does: Standard Webhooks' reference verifier over the raw body and the
+    headers (id, timestamp within 5 minutes, a v1 signature by the secret); the payload."""
+    payload: dict[str, Any] = Webhook(secret).verify(received.body, received.headers)
+    assert set(payload) == {"type", "timestamp", "data"}
     return payload

@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
 
 USERS = PRINCIPALS  # alice and bob (acme), carol (acme admin), dave (globex)
 TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
-WEBHOOK_SECRET = "test-webhook-secret"
+# The test stage's signing secret (.chalice/config.json).
+WEBHOOK_SECRET = "whsec_c2F0Y2hlbC10ZXN0LW9ubHktd2ViaG9vay1rZXkhISE="
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +66,7 @@ def running_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         monkeypatch.setenv("SATCHEL_STAGE", "test")
         monkeypatch.setenv("SATCHEL_CALLBACK_ALLOW_LOOPBACK", "true")
         monkeypatch.setenv("SATCHEL_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        monkeypatch.setenv("SATCHEL_CALLBACK_BACKOFF_MS", "20")
+        monkeypatch.setenv("SATCHEL_DELIVERY_BASE_DELAY_SECONDS", "1")
         keys = KeyStore(clients.table(created.table))
         for name, principal in USERS.items():
             keys.add(api_key_of(name), principal)

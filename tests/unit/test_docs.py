@@ -5,8 +5,10 @@ in tests/deploy/test_packaging.py.)"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import re
 import time
 from pathlib import Path
@@ -99,15 +101,32 @@ def _load(path: Path) -> ModuleType:
     return module
 
 
-def _signed(secret: bytes, body: bytes, timestamp: int) -> dict[str, str]:
-    signature = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return {"Satchel-Timestamp": str(timestamp), "Satchel-Signature": f"v1={signature}"}
+SECRET = "whsec_" + "dGhlLW1hbnVhbHMtd2ViaG9vay1zZWNyZXQtMDEyMzQ1"
 
 
-def test_the_manuals_signature_check_accepts_fresh_signed_callbacks_only() -> None:
+def _signed(secret: str, event_id: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """Signed as Standard Webhooks says, with this test's own code (not the example's library)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    signature = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": f"v1,{signature}",
+    }
+
+
+def test_the_manuals_signature_check_accepts_fresh_signed_webhooks_only() -> None:
     verify = _load(EXAMPLES / "verify_signature.py").verify
-    secret, body, now = b"the webhook secret", b'{"id": "3f0c", "state": "DONE"}', int(time.time())
-    assert verify(secret, _signed(secret, body, now), body) is True
-    assert verify(secret, _signed(secret, body, now), body + b" ") is False  # tampered body
-    assert verify(b"another secret", _signed(secret, body, now), body) is False
-    assert verify(secret, _signed(secret, body, now - 600), body) is False  # an old delivery replayed
+    body, now = b'{"type":"download.completed","timestamp":"t","data":{}}', int(time.time())
+    headers = _signed(SECRET, "d1.completed", body, now)
+    assert verify(SECRET, headers, body) == json.loads(body)
+    assert verify(SECRET, headers, body + b" ") is None  # tampered body
+    assert verify(SECRET, {**headers, "webhook-id": "d2.completed"}, body) is None  # the id is signed
+    other = "whsec_" + base64.b64encode(b"another secret, another tenant").decode()
+    assert verify(other, headers, body) is None
+    assert verify(SECRET, _signed(SECRET, "d1.completed", body, now - 600), body) is None  # replayed
+    # During a rotation two signatures come in one header: either secret verifies.
+    rotated = _signed(other, "d1.completed", body, now)["webhook-signature"]
+    both = {**headers, "webhook-signature": f"{rotated} {headers['webhook-signature']}"}
+    assert verify(SECRET, both, body) == verify(other, both, body) == json.loads(body)

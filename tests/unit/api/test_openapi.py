@@ -18,6 +18,7 @@ from chalicelib import downloadtypes
 from chalicelib.api import openapi, requests
 from chalicelib.core.models import Download, Principal, State
 from chalicelib.core.settings import Settings, parse_datasets
+from chalicelib.notify import events
 
 Route = tuple[str, str]  # (path, METHOD)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -219,4 +220,37 @@ def test_document_is_built_once_and_handed_out_as_copies() -> None:
     assert first is not second
     first["paths"].clear()
     assert openapi.document("/api")["paths"]
-    assert openapi.document("/api")["servers"][0]["url"] == "/api"
+    assert openapi.document("/api")["servers"] == [{"url": "/api"}]
+
+
+def test_the_webhooks_section_documents_every_event_as_sent() -> None:
+    """Each event type is there, and real payloads (notify/events.py's) match its schema."""
+    document = openapi.document()
+    assert set(document["webhooks"]) == set(events.TYPES)
+    schemas = document["components"]["schemas"]
+    download = Download(
+        id="0123456789abcdef0123456789abcdef",
+        type="zip",
+        params={},
+        filename="a.zip",
+        tenant="acme",
+        user_id="alice",
+        state=State.DONE,
+        created_at="2026-11-29T10:00:00.000Z",
+        retention_seconds=60,
+        finished_at="2026-11-29T10:01:00.000Z",
+        expires_at="2026-11-29T10:02:00.000Z",
+        client_reference="ref",
+    )
+    sent = [
+        events.of_download(download),
+        events.link_claimed(download, "link1", 1, "2026-11-29T10:01:30.000Z"),
+    ]
+    for event in sent:
+        operation = document["webhooks"][event.type]["post"]
+        reference = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        schema = schemas[reference.rsplit("/", 1)[1]]
+        jsonschema.validate(event.payload(), schema)  # inline: it refers to no other schema
+        headers = {parameter["name"] for parameter in operation["parameters"]}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert set(schema["properties"]["data"]["required"]) == set(event.data)

@@ -1,8 +1,10 @@
-"""Callbacks without the stack: signed, retried with backoff, and callback URLs that would reach
-inside the network refused (tests/stack/test_callbacks.py has them end to end)."""
+"""Callbacks without the stack: one POST within a wall-clock budget reading at most 4 KiB of
+the answer, and callback URLs that would reach inside the network refused (the deliver
+function: tests/unit/notify/test_delivery.py; end to end: tests/stack/test_callbacks.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from typing import Any
@@ -12,8 +14,7 @@ import pytest
 from chalicelib.core.errors import ConfigurationError, InvalidCallbackUrl
 from chalicelib.core.settings import Settings
 from chalicelib.notify import callbacks
-from tests.support.receiver import Received, Receiver, verified
-from tests.support.stack import WEBHOOK_SECRET
+from tests.support.receiver import Receiver, closed_port_url
 
 ENVIRONMENT = {
     "SATCHEL_TABLE": "t",
@@ -23,87 +24,83 @@ ENVIRONMENT = {
 }
 
 
-def test_a_tampered_body_does_not_verify(receiver: Receiver) -> None:
-    outcome = callbacks.deliver(
-        receiver.url,
-        {"id": "d1", "state": "DONE"},
-        "secret-one",
-        allow_loopback=True,
-        attempts=1,
-        timeout_seconds=2,
-        backoff_ms=1,
-    )
-    assert outcome.delivered
+def post(url: str, budget: float = 2) -> callbacks.Answer:
+    target = callbacks.check(url, allow_loopback=True)
+    return callbacks.post(target, b'{"type":"t"}', {"Content-Type": "application/json"}, budget)
+
+
+def test_a_2xx_answer_is_delivered_and_the_body_arrives_as_sent(receiver: Receiver) -> None:
+    answer = post(receiver.url)
+    assert answer.delivered
+    assert answer.status == 204
     [call] = receiver.received
-    verified(call, "secret-one")
-    with pytest.raises(AssertionError):
-        verified(Received(call.headers, call.body.replace(b"DONE", b"FAIL")), "secret-one")
-    with pytest.raises(AssertionError):
-        verified(call, "another-secret")
+    assert call.body == b'{"type":"t"}'
+    assert call.headers["Host"] == receiver.url.split("/")[2]
 
 
-def deliver(url: str, attempts: int = 3, timeout: float = 2) -> callbacks.Delivery:
-    return callbacks.deliver(
-        url,
-        {"id": "d1", "state": "DONE"},
-        WEBHOOK_SECRET,
-        allow_loopback=True,
-        attempts=attempts,
-        timeout_seconds=timeout,
-        backoff_ms=50,
-    )
-
-
-def test_server_errors_and_throttling_are_retried_with_backoff(receiver: Receiver) -> None:
-    receiver.statuses = [503, 429, 200]
-
-    outcome = deliver(receiver.url)
-
-    assert (outcome.delivered, outcome.attempts, outcome.status) == (True, 3, 200)
-    stamps = [int(call.headers[callbacks.TIMESTAMP_HEADER]) for call in receiver.received]
-    assert len(stamps) == 3
-    for call in receiver.received:  # every attempt is signed afresh, over the same body
-        verified(call)
-    assert len({call.body for call in receiver.received}) == 1
-
-
-def test_backoff_grows_between_attempts(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
-    receiver.statuses = [500, 500, 500]
-    slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)
-
-    outcome = deliver(receiver.url)
-
-    assert (outcome.delivered, outcome.attempts, outcome.error) == (False, 3, "HTTP 500")
-    assert [seconds for seconds in slept if seconds] == [0.05, 0.1]  # the receiver sleeps 0
-
-
-def test_a_client_error_is_not_retried(receiver: Receiver) -> None:
-    receiver.statuses = [410]
-
-    outcome = deliver(receiver.url)
-
-    assert (outcome.delivered, outcome.attempts, outcome.status) == (False, 1, 410)
+@pytest.mark.parametrize("status", [302, 400, 404, 500, 503])
+def test_any_other_status_is_not_delivered_and_redirects_are_not_followed(
+    receiver: Receiver, status: int
+) -> None:
+    receiver.statuses = [status]
+    answer = post(receiver.url)
+    assert (answer.delivered, answer.status) == (False, status)
     assert len(receiver.received) == 1
 
 
-def test_a_slow_receiver_times_out_and_is_retried(receiver: Receiver) -> None:
-    receiver.delay_seconds = 1.0
-
-    outcome = deliver(receiver.url, attempts=2, timeout=0.2)
-
-    assert not outcome.delivered
-    assert outcome.attempts == 2
-    assert outcome.error is not None
-    assert "Timeout" in outcome.error
+def test_a_refused_connection_is_an_answer_not_an_exception() -> None:
+    answer = post(closed_port_url())
+    assert (answer.delivered, answer.status) == (False, None)
+    assert answer.error is not None
+    assert "Connection" in answer.error
 
 
-def test_redirects_are_not_followed(receiver: Receiver) -> None:
-    receiver.statuses = [302]
+def test_https_to_a_receiver_that_speaks_no_tls_fails_the_attempt(receiver: Receiver) -> None:
+    """The TLS path: the handshake fails against a plain-http receiver; an answer, not a raise."""
+    plain = callbacks.check(receiver.url, allow_loopback=True)
+    target = dataclasses.replace(plain, scheme="https")
+    answer = callbacks.post(target, b"{}", {}, 2)
+    assert (answer.delivered, answer.status) == (False, None)
+    assert answer.error is not None
+    assert "SSL" in answer.error
 
-    outcome = deliver(receiver.url)
 
-    assert (outcome.delivered, outcome.attempts, outcome.status) == (False, 1, 302)
+def test_a_dripping_receiver_is_cut_at_the_budget(receiver: Receiver) -> None:
+    """A byte every 0.1 s keeps each read well within any per-read timeout; the watchdog
+    ends the whole attempt at its wall-clock budget all the same."""
+    receiver.drip_seconds = 0.1
+    started = time.monotonic()
+
+    answer = post(receiver.url, budget=1.5)
+
+    elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 3, elapsed
+    assert (answer.delivered, answer.status) == (False, None)
+    assert answer.error == "no answer within 1.5 s"
+    assert receiver.finished.wait(5)  # the receiver saw the connection go
+
+
+def test_a_slow_receiver_is_cut_at_the_budget(receiver: Receiver) -> None:
+    receiver.delay_seconds = 5
+    started = time.monotonic()
+    answer = post(receiver.url, budget=1)
+    assert time.monotonic() - started < 2.5
+    assert answer.status is None
+
+
+def test_only_the_first_bytes_of_a_huge_answer_are_read(receiver: Receiver) -> None:
+    receiver.answer_bytes = 64 * 1024 * 1024
+    started = time.monotonic()
+
+    answer = post(receiver.url, budget=10)
+
+    assert answer.delivered  # a 200 is a 200, however much came after it
+    assert time.monotonic() - started < 3
+    assert receiver.finished.wait(5)
+    # What the receiver got out before the hang-up: what loopback's socket buffers took, a
+    # few MiB at most, never the 64 MiB.
+    assert receiver.sent_bytes < 16 * 1024 * 1024, receiver.sent_bytes
+    assert callbacks.MAX_ANSWER_BYTES == 4096
 
 
 # --- Where a callback may go ------------------------------------------------------------
@@ -198,22 +195,14 @@ def test_loopback_over_http_only_where_allowed() -> None:
         callbacks.check("http://10.0.0.1/hook", allow_loopback=True)
 
 
-def test_a_name_that_resolves_inside_at_delivery_is_not_called(
-    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """DNS rebinding: the URL was fine at creation; at delivery its name points at metadata."""
+def test_a_name_that_resolves_inside_at_delivery_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the URL was fine at creation; at delivery its name points at metadata.
+    The deliver function checks it again before every attempt (tests/unit/notify/test_delivery.py)."""
 
     def rebound(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebound)
 
-    outcome = deliver("https://hooks.example.com/satchel")
-
-    assert (outcome.delivered, outcome.attempts) == (False, 1)
-    assert outcome.error is not None
-    assert "private, loopback or reserved" in outcome.error
-    assert receiver.received == []
-
-
-# --- The EventBridge event --------------------------------------------------------------
+    with pytest.raises(InvalidCallbackUrl, match="private, loopback or reserved"):
+        callbacks.check("https://hooks.example.com/satchel", allow_loopback=True)

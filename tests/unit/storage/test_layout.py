@@ -39,6 +39,7 @@ def _keys(tenant: str, user: str, secret_hash: str, download_id: str) -> dict[st
         "audit": layout.audit_key(tenant, "2026-01-01T00:00:00.000Z", "00ff00ff"),
         "webhook_secret": layout.webhook_secret_key(tenant),
         "iam_principal": layout.iam_principal_key(f"arn:aws:iam::123456789012:role/{tenant}-{user}"),
+        "delivery": layout.delivery_key(download_id, f"{download_id}.completed"),
     }
 
 
