@@ -230,7 +230,7 @@ def list_links(download_id: str) -> Response:
     return respond({"items": links.list_for_owner(Runtime.from_env(), caller(), download_id)})
 
 
-@app.route("/downloads/{download_id}/deliveries", methods=["GET"], authorizer=bearer)
+@app.route("/downloads/{download_id}/deliveries", methods=["GET"], authorizer=signed_in)
 @api
 def list_deliveries(download_id: str) -> Response:
     return respond({"items": deliveries.list_for_owner(Runtime.from_env(), caller(), download_id)})

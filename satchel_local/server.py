@@ -38,7 +38,6 @@ from moto.server import ThreadedMotoServer
 from chalicelib.api.http import PROBLEM_JSON, SECURITY_HEADERS
 from chalicelib.core import clients
 from chalicelib.core.errors import problem
-from chalicelib.core.settings import ENV_WEBHOOK_SECRET
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.secrets import WebhookSecrets
 from satchel_local import lambdas, seed
@@ -293,8 +292,6 @@ class LocalStack:
             "state_changes_queue_url": self.stack.state_changes_queue_url,
             "deliveries_queue_url": self.stack.deliveries_queue_url,
             "deliveries_dead_letter_queue_url": self.stack.deliveries_dead_letter_queue_url,
-            # What callbacks are signed with (the local stage's, .chalice/config.json).
-            "webhook_secret": os.environ.get(ENV_WEBHOOK_SECRET, ""),
             # Each demo tenant's own signing secret (Standard Webhooks, whsec_...), as its
             # admin's POST /tenant/webhook-secret showed it.
             "webhook_secrets": dict(self.stack.webhook_secrets),

@@ -212,6 +212,7 @@ def _event(kinds: list[str], data: JsonSchema) -> JsonSchema:
 def _event_schemas() -> dict[str, JsonSchema]:
     download_kinds = [kind for kind in events.TYPES if _event_schema(kind) == "DownloadEvent"]
     nullable_string: JsonSchema = {"type": ["string", "null"]}
+    nullable_time: JsonSchema = {"type": ["string", "null"], "format": "date-time"}
     return {
         "DownloadEvent": _event(
             download_kinds,
@@ -223,8 +224,8 @@ def _event_schemas() -> dict[str, JsonSchema]:
                 state={"type": "string", "enum": [state.value for state in State]},
                 error=_nullable(_record(ErrorInfo)),
                 created_at=_TIMESTAMP,
-                finished_at=nullable_string,
-                expires_at=nullable_string,
+                finished_at=nullable_time,
+                expires_at=nullable_time,
                 url=nullable_string,
                 client_reference=nullable_string,
             ),

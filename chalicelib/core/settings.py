@@ -27,8 +27,6 @@ ENV_REQUEST_PREFIX = "SATCHEL_REQUEST_PREFIX"
 ENV_SERVICE_PRINCIPALS = "SATCHEL_SERVICE_PRINCIPALS"
 ENV_REQUEST_BUS = "SATCHEL_REQUEST_BUS"
 ENV_QUEUE_SENDERS = "SATCHEL_QUEUE_SENDERS"
-ENV_WEBHOOK_SECRET = "SATCHEL_WEBHOOK_SECRET"
-ENV_WEBHOOK_SECRET_PARAMETER = "SATCHEL_WEBHOOK_SECRET_PARAMETER"
 ENV_CALLBACK_ALLOW_LOOPBACK = "SATCHEL_CALLBACK_ALLOW_LOOPBACK"
 ENV_CALLBACK_PORTS = "SATCHEL_CALLBACK_PORTS"
 ENV_KMS_KEY_ID = "SATCHEL_KMS_KEY_ID"
@@ -268,9 +266,6 @@ class Settings:
     # Who may send to the requests queue, for whom: SQS SenderId (before any ':') -> the
     # tenants ("acme") or users ("acme/alice") it may act for (chalicelib/triggers/senders.py).
     queue_senders: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    # The key that signs callbacks: the value itself (local, tests) or an SSM parameter name.
-    webhook_secret: str = ""
-    webhook_secret_parameter: str = ""
     # The KMS key (id, ARN or alias) that encrypts the tenants' webhook signing secrets.
     kms_key_id: str = ""
     # Callbacks over http to loopback (a receiver on this machine): the local stage only.
@@ -375,8 +370,6 @@ class Settings:
         values["service_principals"] = parse_service_principals(env.get(ENV_SERVICE_PRINCIPALS) or "[]")
         values["request_bus"] = env.get(ENV_REQUEST_BUS) or cls.request_bus
         values["queue_senders"] = parse_queue_senders(env.get(ENV_QUEUE_SENDERS) or "{}")
-        values["webhook_secret"] = env.get(ENV_WEBHOOK_SECRET, "")
-        values["webhook_secret_parameter"] = env.get(ENV_WEBHOOK_SECRET_PARAMETER, "")
         values["kms_key_id"] = env.get(ENV_KMS_KEY_ID, "")
         loopback = env.get(ENV_CALLBACK_ALLOW_LOOPBACK, "")
         values["callback_allow_loopback"] = (

@@ -1,9 +1,10 @@
 """A webhook receiver: says whether each delivery verifies (Standard Webhooks), and drops
 repeats by `webhook-id` (a delivery may come more than once).
 
-    .venv/bin/python docs/examples/callback_receiver.py [PORT]     # default 9000
+    .venv/bin/python docs/examples/callback_receiver.py [PORT] [TENANT]   # 9000, acme
 
-It reads the signing secret, `webhook_secret`, from `make run`'s .satchel-local.json.
+It reads the tenant's signing secret, `webhook_secrets[TENANT]`, from `make run`'s
+.satchel-local.json (a tenant admin gets it from POST /tenant/webhook-secret).
 """
 
 import http.server
@@ -14,8 +15,9 @@ from pathlib import Path
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-webhook = Webhook(json.loads(Path(".satchel-local.json").read_text())["webhook_secret"])
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
+tenant = sys.argv[2] if len(sys.argv) > 2 else "acme"
+webhook = Webhook(json.loads(Path(".satchel-local.json").read_text())["webhook_secrets"][tenant])
 seen: set[str] = set()
 
 

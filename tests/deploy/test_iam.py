@@ -76,8 +76,6 @@ MANIFESTS = "app.handle_manifest"
 DELIVER = "app.deliver"
 CLEANUP = "app.sweep"
 STACK_STAGE = "test"  # the stage the stack fixture provisions
-# As a deployment names it (WebhookSecretParameter): the key is read from SSM, not given.
-WEBHOOK_PARAMETER = "/satchel-test/webhook-secret"
 
 # Actions a function's policy grants for paths these flows do not reach, each with the path.
 # Everything else a policy grants must have been used.
@@ -850,7 +848,6 @@ def test_every_call_is_allowed_to_its_function_and_nothing_more(
     }
     datasets = {
         "DatasetTableArns": ",".join(dataset_arns(os.environ.get(settings.ENV_DATASETS, "{}"))),
-        "WebhookSecretParameter": WEBHOOK_PARAMETER,
     }
     for parameters in ({}, {"SourceBucketName": stack.source_bucket}):  # a bucket made, or one given
         resolver = Resolver(template, names, {**parameters, **datasets})

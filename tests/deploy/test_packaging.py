@@ -32,8 +32,6 @@ from scripts import add_api_key, asl_to_mermaid
 from scripts import package as packaging
 from statemachine import definition as statemachine
 from tests.support.stack_template import (
-    ACCOUNT,
-    REGION,
     Packaged,
     Resolver,
     allows,
@@ -154,7 +152,6 @@ def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> 
         "RequestPrefix": "inbox/requests/",
         "ServicePrincipals": '[{"tenant": "acme", "user_id": "etl", "roles": []}]',
         "QueueSenders": '{"AROAEXAMPLEROLEID": ["acme"]}',
-        "WebhookSecretParameter": "/satchel/webhook-secret",
     }
     for parameters, source_bucket in (({}, NAMES["SourceBucket"]), ({"SourceBucketName": "given"}, "given")):
         datasets = '{"Transaction": {"table": "transactions"}}'
@@ -178,8 +175,6 @@ def test_functions_get_their_configuration_from_the_stack(package: Packaged) -> 
         expected[settings.ENV_SERVICE_PRINCIPALS] = events["ServicePrincipals"]
         expected[settings.ENV_QUEUE_SENDERS] = events["QueueSenders"]
         expected[settings.ENV_REQUEST_BUS] = resolver.ref("RequestBus")
-        # The secret's name only: its value is read from SSM, never put in the template.
-        expected[settings.ENV_WEBHOOK_SECRET_PARAMETER] = events["WebhookSecretParameter"]
         expected[settings.ENV_TRACING] = "false"  # the Tracing parameter's default
         expected[settings.ENV_KMS_KEY_ID] = resolver.get_att("WebhookSecretsKey", "Arn")
         for handler, logical_id in functions(template).items():
@@ -512,31 +507,32 @@ def test_cleanup_runs_on_the_schedule_the_app_was_packaged_with(package: Package
     assert cleanup["Timeout"] <= minutes * 60
 
 
-def test_the_webhook_secret_is_read_from_ssm_and_never_in_the_template(package: Packaged) -> None:
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    assert settings.ENV_WEBHOOK_SECRET not in config["stages"]["prod"].get("environment_variables", {})
+def test_only_the_deliver_function_may_decrypt_the_tenants_webhook_secrets(package: Packaged) -> None:
+    """Secrets live in the table, encrypted with the stack's key for their tenant: no function
+    gets one in its environment, only the API may encrypt (a rotation), and only `deliver`,
+    which signs, may decrypt, each for the tenant the ciphertext names."""
     template = package.cloudformation
     for logical_id in functions(template).values():
         variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
-        assert settings.ENV_WEBHOOK_SECRET not in variables, logical_id
-
-    # The function that signs webhooks may read that one parameter, once it is named.
-    name = "/satchel/webhook-secret"
-    arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
-    resolver = Resolver(template, NAMES, {"WebhookSecretParameter": name})
-    readers = {
-        handler
-        for handler in functions(template)
-        if allows(_policy(template, handler, resolver), "ssm:GetParameter", arn, {})
+        assert not [name for name in variables if "SECRET" in name and name != settings.ENV_KMS_KEY_ID], (
+            logical_id
+        )
+    resolver = Resolver(template, NAMES)
+    key = resolver.get_att("WebhookSecretsKey", "Arn")
+    tenant = {
+        "kms:EncryptionContextKeys": ["satchel:tenant"],
+        "kms:EncryptionContext:satchel:tenant": ["acme"],
     }
-    assert readers == {"app.deliver"}  # only the function that signs
-    for handler in readers:
-        other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/satchel/other"
-        assert not allows(_policy(template, handler, resolver), "ssm:GetParameter", other, {}), handler
-    unset = Resolver(template, NAMES)
-    for handler in functions(template):
-        actions = [action for s in _policy(template, handler, unset) for action in _actions(s)]
-        assert not [action for action in actions if action.startswith("ssm:")], handler
+    may = {
+        action: {
+            handler
+            for handler in functions(template)
+            if allows(_policy(template, handler, resolver), action, key, tenant)
+        }
+        for action in ("kms:Decrypt", "kms:Encrypt")
+    }
+    assert may == {"kms:Decrypt": {"app.deliver"}, "kms:Encrypt": {"app.app"}}
+    assert not allows(_policy(template, "app.deliver", resolver), "kms:Decrypt", key, {})  # no tenant: no
 
 
 # --- Least privilege, statically (tests/deploy/test_iam.py checks the calls) ----------------------

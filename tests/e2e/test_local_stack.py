@@ -544,7 +544,7 @@ def test_the_state_file_names_the_queues_and_the_secret(event_stack: LocalStack)
     assert redrive["deadLetterTargetArn"].endswith(
         ":" + state["requests_dead_letter_queue_url"].rsplit("/", 1)[1]
     )
-    assert state["webhook_secret"].startswith("whsec_")
+    assert "webhook_secret" not in state  # one secret per tenant: webhook_secrets
     assert state["cleanup_interval_seconds"] == 1
 
 
@@ -740,7 +740,7 @@ def test_a_webhook_arrives_verified_and_the_event_is_published(event_stack: Loca
             pytest.fail(f"no webhook after {EVENT_TIMEOUT} s:\n{stack.output()}")
 
     # Verified as a receiver would: Standard Webhooks' library, the secret .satchel-local.json names.
-    payload = Webhook(stack.state["webhook_secret"]).verify(callback.body, callback.headers)
+    payload = Webhook(stack.state["webhook_secrets"]["acme"]).verify(callback.body, callback.headers)
     assert callback.headers["content-type"] == "application/json"
     assert callback.headers["webhook-id"] == f"{done['id']}.completed"
     assert payload["type"] == "download.completed"
@@ -790,7 +790,7 @@ def test_a_claimed_link_is_delivered_as_link_claimed(event_stack: LocalStack) ->
                 callback = received.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
                 pytest.fail(f"no link.claimed webhook after {EVENT_TIMEOUT} s:\n{stack.output()}")
-            payloads.append(Webhook(stack.state["webhook_secret"]).verify(callback.body, callback.headers))
+            payloads.append(Webhook(stack.state["webhook_secrets"]["acme"]).verify(callback.body, callback.headers))
     [link_claimed] = [payload["data"] for payload in payloads if payload["type"] == "link.claimed"]
     assert link_claimed["download_id"] == created.json["id"]
     assert (link_claimed["tenant"], link_claimed["use"]) == ("acme", claimed.json["use"])

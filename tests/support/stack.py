@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
 USERS = PRINCIPALS  # alice and bob (acme), carol (acme admin), dave (globex)
 TERMINAL = {"DONE", "FAILED", "CANCELLED", "EXPIRED"}
 # The test stage's signing secret (.chalice/config.json).
-WEBHOOK_SECRET = "whsec_c2F0Y2hlbC10ZXN0LW9ubHktd2ViaG9vay1rZXkhISE="
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +64,6 @@ def running_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         # os.environ, which the test client only overlays during its own calls.
         monkeypatch.setenv("SATCHEL_STAGE", "test")
         monkeypatch.setenv("SATCHEL_CALLBACK_ALLOW_LOOPBACK", "true")
-        monkeypatch.setenv("SATCHEL_WEBHOOK_SECRET", WEBHOOK_SECRET)
         monkeypatch.setenv("SATCHEL_DELIVERY_BASE_DELAY_SECONDS", "1")
         keys = KeyStore(clients.table(created.table))
         for name, principal in USERS.items():

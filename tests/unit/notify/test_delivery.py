@@ -19,8 +19,7 @@ from chalicelib.core.settings import Settings
 from chalicelib.notify import delivery, dispatch, events
 from chalicelib.runtime import Runtime
 from chalicelib.storage.deliveries import DELIVERED, FAILED, PENDING, Delivery
-from tests.support.receiver import Receiver, closed_port_url, verified
-from tests.support.stack import WEBHOOK_SECRET
+from tests.support.receiver import WEBHOOK_SECRET, Receiver, closed_port_url, verified
 
 QUEUE = "https://sqs.example/deliveries"
 DEAD_LETTERS = "https://sqs.example/deliveries-dead-letters"
@@ -167,7 +166,7 @@ def test_a_delivery_is_signed_per_standard_webhooks_and_recorded_delivered(recei
 
     assert outcome.state == DELIVERED
     [call] = receiver.received
-    payload = verified(call)  # the reference verifier accepts it
+    payload = verified(call, WEBHOOK_SECRET)  # the reference verifier accepts it
     assert payload["type"] == "download.completed"
     assert payload["data"]["client_reference"] == "order-42"
     assert call.headers["webhook-id"] == f"{owed.download_id}.completed"
