@@ -212,7 +212,6 @@ def _event(kinds: list[str], data: JsonSchema) -> JsonSchema:
 def _event_schemas() -> dict[str, JsonSchema]:
     download_kinds = [kind for kind in events.TYPES if _event_schema(kind) == "DownloadEvent"]
     nullable_string: JsonSchema = {"type": ["string", "null"]}
-    nullable_time: JsonSchema = {"type": ["string", "null"], "format": "date-time"}
     return {
         "DownloadEvent": _event(
             download_kinds,
@@ -224,8 +223,8 @@ def _event_schemas() -> dict[str, JsonSchema]:
                 state={"type": "string", "enum": [state.value for state in State]},
                 error=_nullable(_record(ErrorInfo)),
                 created_at=_TIMESTAMP,
-                finished_at=nullable_time,
-                expires_at=nullable_time,
+                finished_at=_NULLABLE_TIMESTAMP,
+                expires_at=_NULLABLE_TIMESTAMP,
                 url=nullable_string,
                 client_reference=nullable_string,
             ),
@@ -961,8 +960,8 @@ def _schemas(bounds: Bounds) -> dict[str, JsonSchema]:
                         attempts=_COUNT,
                         last_status={"type": ["integer", "null"]},
                         last_error={"type": ["string", "null"]},
-                        last_attempt_at=_nullable(_TIMESTAMP),
-                        next_attempt_at=_nullable(_TIMESTAMP),
+                        last_attempt_at=_NULLABLE_TIMESTAMP,
+                        next_attempt_at=_NULLABLE_TIMESTAMP,
                         created_at=_TIMESTAMP,
                     ),
                 }

@@ -790,7 +790,8 @@ def test_a_claimed_link_is_delivered_as_link_claimed(event_stack: LocalStack) ->
                 callback = received.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
                 pytest.fail(f"no link.claimed webhook after {EVENT_TIMEOUT} s:\n{stack.output()}")
-            payloads.append(Webhook(stack.state["webhook_secrets"]["acme"]).verify(callback.body, callback.headers))
+            secret = stack.state["webhook_secrets"]["acme"]
+            payloads.append(Webhook(secret).verify(callback.body, callback.headers))
     [link_claimed] = [payload["data"] for payload in payloads if payload["type"] == "link.claimed"]
     assert link_claimed["download_id"] == created.json["id"]
     assert (link_claimed["tenant"], link_claimed["use"]) == ("acme", claimed.json["use"])
