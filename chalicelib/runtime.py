@@ -88,7 +88,11 @@ class Runtime:
             sqs=clients.sqs(),
             downloads=DownloadStore(
                 table,
-                Lifetimes(settings.build_deadline_seconds, settings.record_retention_seconds),
+                Lifetimes(
+                    settings.build_deadline_seconds,
+                    settings.record_retention_seconds,
+                    settings.expiring_unused_seconds,
+                ),
                 max_active_per_tenant=settings.max_active_per_tenant,
             ),
             keys=KeyStore(table),

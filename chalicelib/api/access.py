@@ -6,6 +6,7 @@ not one; another user's is forbidden (403) unless the caller is the tenant's adm
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 
@@ -14,6 +15,7 @@ from chalicelib.core.errors import DownloadNotFound, Forbidden
 from chalicelib.core.models import Download, Principal
 from chalicelib.runtime import Runtime
 
+log = logging.getLogger(__name__)
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -33,3 +35,14 @@ def seconds_left(download: Download, now: datetime) -> int:
     if not download.expires_at:
         return 0
     return int((clock.parse(download.expires_at) - now).total_seconds())
+
+
+def handed_out(runtime: Runtime, download: Download, now: datetime) -> None:
+    """Note that the download's file or URL was handed out (so `download.expiring_unused`
+    is not sent): once, best-effort; a failure is logged, never failing the request."""
+    if download.first_fetched_at:
+        return  # noted already: no write
+    try:
+        runtime.downloads.record_fetched(download.id, now)
+    except Exception:
+        log.exception("could not note that download %s was fetched", download.id)

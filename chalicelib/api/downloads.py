@@ -290,4 +290,5 @@ def file_url(
     ttl = min(ttl_seconds, remaining)
     url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
     runtime.audit.record(download.tenant, action, user_actor(principal), download_id)
+    access.handed_out(runtime, download, now)
     return FileUrl(url, clock.iso(now + timedelta(seconds=ttl)), download.expires_at)

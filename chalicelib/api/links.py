@@ -180,6 +180,7 @@ def _hand_out(
 ) -> Claimed:
     ttl = min(runtime.settings.file_url_ttl_seconds, access.seconds_left(download, now))
     url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
+    access.handed_out(runtime, download, now)
     details: dict[str, Any] = {"use": use, "uses": link.uses} if use is not None else {"reclaim": True}
     try:
         runtime.audit.record(link.tenant, Action.LINK_USED, link.link_id, link.download_id, **details)

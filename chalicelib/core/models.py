@@ -93,9 +93,13 @@ class Download:
     client_reference: str | None = None
     # Sources left out because they were missing (zip `on_missing: skip`), by key.
     skipped: list[str] = field(default_factory=list)
+    # When its file or URL was first handed out (API or link), and when the sweep took on
+    # warning that no one had (`download.expiring_unused`, the event's timestamp).
+    first_fetched_at: str | None = None
+    expiring_unused_at: str | None = None
 
-    # Kept in the record, never shown: where the artifact lives, how long it is kept.
-    _INTERNAL = ("retention_seconds",)
+    # Kept in the record, never shown: how long it is kept, whether it was fetched or warned of.
+    _INTERNAL = ("retention_seconds", "first_fetched_at", "expiring_unused_at")
 
     def to_api(self, api_prefix: str = "") -> dict[str, Any]:
         data = asdict(self)
@@ -137,6 +141,8 @@ class Download:
             callback_url=item.get("callback_url"),
             client_reference=item.get("client_reference"),
             skipped=list(item.get("skipped", [])),
+            first_fetched_at=item.get("first_fetched_at"),
+            expiring_unused_at=item.get("expiring_unused_at"),
         )
 
 

@@ -216,6 +216,7 @@ INTEGER_VARIABLES: dict[str, str] = {
     "idempotency_ttl_seconds": "SATCHEL_IDEMPOTENCY_TTL_SECONDS",
     "build_deadline_seconds": "SATCHEL_BUILD_DEADLINE_SECONDS",
     "record_retention_seconds": "SATCHEL_RECORD_RETENTION_SECONDS",
+    "expiring_unused_seconds": "SATCHEL_EXPIRING_UNUSED_SECONDS",
     "stale_upload_seconds": "SATCHEL_STALE_UPLOAD_SECONDS",
     "webhook_secret_grace_seconds": "SATCHEL_WEBHOOK_SECRET_GRACE_SECONDS",
     "delivery_budget_seconds": "SATCHEL_DELIVERY_BUDGET_SECONDS",
@@ -237,6 +238,8 @@ INTEGER_VARIABLES: dict[str, str] = {
 }
 
 MIB = 1024 * 1024
+# The settings where 0 means off.
+_MAY_BE_ZERO = frozenset({"expiring_unused_seconds"})
 S3_MIN_PART_SIZE = 5 * MIB
 SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
 
@@ -308,6 +311,9 @@ class Settings:
     build_deadline_seconds: int = 2 * 3600
     # How long the record of a finished download is kept (expired ones: after expiry).
     record_retention_seconds: int = 30 * 24 * 3600
+    # How long before its expiry a DONE download no one has fetched is announced
+    # (`download.expiring_unused`); 0: never.
+    expiring_unused_seconds: int = 3600
     # Multipart uploads and temporary objects older than this are leftovers: removed.
     stale_upload_seconds: int = 24 * 3600
     # How long a rotated-out webhook secret still signs (the most a rotation may ask for).
@@ -394,7 +400,8 @@ class Settings:
         negative = [
             f.name
             for f in fields(self)
-            if type(getattr(self, f.name)) is int and getattr(self, f.name) < 1  # bools are not counts
+            if type(getattr(self, f.name)) is int  # bools are not counts
+            and getattr(self, f.name) < (0 if f.name in _MAY_BE_ZERO else 1)
         ]
         if negative:
             raise ConfigurationError(f"settings must be positive: {', '.join(negative)}")

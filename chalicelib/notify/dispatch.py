@@ -38,6 +38,13 @@ def download_finished(runtime: Runtime, download: Download) -> None:
         record(runtime, events.of_download(download, runtime.settings.api_prefix), download.callback_url)
 
 
+def expiring_unused(runtime: Runtime, download: Download) -> None:
+    """A DONE download no one has fetched expires soon (the EXPIRING_UNUSED effect): raises
+    when the event could not be recorded, so the effect stays owed and is done again."""
+    with observability.download_keys(download):
+        record(runtime, events.expiring_unused(download, runtime.settings.api_prefix), download.callback_url)
+
+
 def link_claimed(runtime: Runtime, download: Download, link_id: str, use: int, claimed_at: str) -> None:
     """A link was claimed: `link.claimed`, best-effort (a claim never fails or waits for it)."""
     try:

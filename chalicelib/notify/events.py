@@ -27,8 +27,10 @@ FAILED = "download.failed"
 CANCELLED = "download.cancelled"
 EXPIRED = "download.expired"
 LINK_CLAIMED = "link.claimed"
+# A DONE download no one has fetched, a set time (SATCHEL_EXPIRING_UNUSED_SECONDS) before it expires.
+EXPIRING_UNUSED = "download.expiring_unused"
 # Every type Satchel sends, in one place (the template's and the policies' lists follow it).
-TYPES: tuple[str, ...] = (COMPLETED, FAILED, CANCELLED, EXPIRED, LINK_CLAIMED)
+TYPES: tuple[str, ...] = (COMPLETED, FAILED, CANCELLED, EXPIRED, LINK_CLAIMED, EXPIRING_UNUSED)
 
 # The event a download's terminal state tells.
 BY_STATE: dict[State, str] = {
@@ -63,7 +65,34 @@ def of_download(download: Download, api_prefix: str = "") -> Event:
         raise ValueError(f"download {download.id} is {download.state}: no event tells that")
     # Deterministic: a repeat of the same event carries the same timestamp.
     when = download.expires_at if download.state is State.EXPIRED else download.finished_at
-    data = {
+    suffix = kind.split(".", 1)[1]
+    return Event(
+        f"{download.id}.{suffix}",
+        kind,
+        when or clock.iso(clock.now()),
+        _download_data(download, api_prefix),
+        download.id,
+        download.tenant,
+    )
+
+
+def expiring_unused(download: Download, api_prefix: str = "") -> Event:
+    """`download.expiring_unused`: the download's data (DONE), at the time the warning was
+    due (its record's `expiring_unused_at`, set once), so a repeat is the same event."""
+    if download.state is not State.DONE or download.expiring_unused_at is None:
+        raise ValueError(f"download {download.id} is not a DONE download being warned of")
+    return Event(
+        f"{download.id}.expiring_unused",
+        EXPIRING_UNUSED,
+        download.expiring_unused_at,
+        _download_data(download, api_prefix),
+        download.id,
+        download.tenant,
+    )
+
+
+def _download_data(download: Download, api_prefix: str) -> dict[str, Any]:
+    return {
         "id": download.id,
         "type": download.type,
         "tenant": download.tenant,
@@ -78,15 +107,6 @@ def of_download(download: Download, api_prefix: str = "") -> Event:
         "url": download.to_api(api_prefix)["url"],
         "client_reference": download.client_reference,
     }
-    suffix = kind.split(".", 1)[1]
-    return Event(
-        f"{download.id}.{suffix}",
-        kind,
-        when or clock.iso(clock.now()),
-        data,
-        download.id,
-        download.tenant,
-    )
 
 
 def link_claimed(download: Download, link_id: str, use: int, claimed_at: str) -> Event:

@@ -72,6 +72,8 @@ class Lifetimes:
 
     build_deadline_seconds: int = 2 * 3600
     record_retention_seconds: int = 30 * 24 * 3600
+    # How long before its expiry a DONE download no one fetched is warned of; 0: never.
+    expiring_unused_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,46 @@ class DownloadStore:
             raise
         return _due_item(result["Attributes"])
 
+    def claim_unused_warning(
+        self, found: Due, now: datetime, effects: Collection[str], warn_at: datetime
+    ) -> Due | None:
+        """Take on warning that a DONE download is expiring unfetched: the owed `effects`
+        and `expiring_unused_at` (the warning's time) in one write, made only if it is still
+        unfetched, unwarned, and where it was found. None if not (fetched, or another sweep)."""
+        try:
+            result = self._table.update_item(
+                Key=layout.download_key(found.download.id),
+                UpdateExpression=f"{_SET_DUE}, {_EFFECTS} = :effects, expiring_unused_at = :warn_at",
+                ConditionExpression=f"{_SAME_SLOT} AND attribute_not_exists(first_fetched_at)"
+                " AND attribute_not_exists(expiring_unused_at)",
+                ExpressionAttributeValues={
+                    ":slot": found.slot,
+                    ":effects": set(effects),
+                    ":warn_at": clock.iso(warn_at),
+                    **_values(layout.due_entry(found.download.id, now + EFFECTS_LEASE)),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return None
+            raise
+        return _due_item(result["Attributes"])
+
+    def record_fetched(self, download_id: str, when: datetime) -> None:
+        """Note that the download's file or URL was handed out: the first time only, one
+        write that never brings a purged record back."""
+        try:
+            self._table.update_item(
+                Key=layout.download_key(download_id),
+                UpdateExpression="SET first_fetched_at = if_not_exists(first_fetched_at, :when)",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":when": clock.iso(when)},
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+
     def refile(self, found: Due, when: datetime) -> None:
         """File a download found due too early under `when`, so it stops taking a share of
         every sweep (an index entry edited or written under a skewed clock). No-op if
@@ -292,7 +334,9 @@ class DownloadStore:
             }
         else:
             fields = {"expires_at": download.expires_at} if download.state is State.DONE else {}
-            due = self._next_due(download.id, download.state, fields)
+            # Fetched or warned of already: no warning is due, only its expiry.
+            settled = bool(download.first_fetched_at or download.expiring_unused_at)
+            due = self._next_due(download.id, download.state, fields, settled=settled)
             update = {
                 "UpdateExpression": f"REMOVE {_EFFECTS} SET "
                 + ", ".join(f"#{name} = :{name}" for name in due),
@@ -308,15 +352,28 @@ class DownloadStore:
             if not _is_conditional_failure(error):
                 raise
 
-    def _next_due(self, download_id: str, to: State, fields: dict[str, Any]) -> dict[str, Any]:
+    def unused_warning_at(self, expires: datetime, settled: bool = False) -> datetime | None:
+        """When a DONE download expiring at `expires` is warned of as unused: None if the
+        warning is off, or `settled` (it was fetched or warned of already)."""
+        lead = self._lifetimes.expiring_unused_seconds
+        if lead <= 0 or settled:
+            return None
+        return expires - timedelta(seconds=lead)
+
+    def _next_due(
+        self, download_id: str, to: State, fields: dict[str, Any], *, settled: bool = False
+    ) -> dict[str, Any]:
         """The index entry (and the TTL backstop) for a download entering `to`."""
         if to in ACTIVE_STATES:
             return {}  # the build deadline set at creation still holds
         now = clock.now()
         retention = timedelta(seconds=self._lifetimes.record_retention_seconds)
         if to is State.DONE:
-            due = clock.parse(fields["expires_at"])
-            backstop = due + retention
+            expires = clock.parse(fields["expires_at"])
+            warn_at = self.unused_warning_at(expires, settled)
+            # Due first when its warning is, if that is still ahead; its expiry after.
+            due = warn_at if warn_at is not None and warn_at > now else expires
+            backstop = expires + retention
         else:
             due = now + retention
             backstop = due

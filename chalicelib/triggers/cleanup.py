@@ -26,7 +26,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout
 from chalicelib.storage.audit import Action
 from chalicelib.storage.downloads import Due, StateConflict
-from chalicelib.workflow.effects import NOTIFY, PURGE, REMOVE, STOP, audit, follow_up
+from chalicelib.workflow.effects import EXPIRING_UNUSED, NOTIFY, PURGE, REMOVE, STOP, audit, follow_up
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
@@ -39,6 +39,8 @@ BATCH = 200
 class Report:
     expired: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
+    # DONE downloads no one has fetched, announced before they expire (download.expiring_unused).
+    warned: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     # Downloads whose owed work, left by an earlier sweep or step, this sweep finished.
     followed_up: list[str] = field(default_factory=list)
@@ -89,9 +91,18 @@ def _expire(runtime: Runtime, found: Due, now: datetime, report: Report) -> None
     download = found.download
     if download.expires_at is None:
         return
-    if clock.parse(download.expires_at) > now:
-        # Not expired: its artifact stays, whatever the index said; the index is put right.
-        runtime.downloads.refile(found, clock.parse(download.expires_at))
+    expires = clock.parse(download.expires_at)
+    if expires > now:
+        # Not expired: its artifact stays. Due for its warning, or filed under its next due time.
+        settled = bool(download.first_fetched_at or download.expiring_unused_at)
+        warn_at = runtime.downloads.unused_warning_at(expires, settled)
+        if warn_at is None or warn_at > now:
+            runtime.downloads.refile(found, warn_at or expires)
+            return
+        claimed = runtime.downloads.claim_unused_warning(found, now, (EXPIRING_UNUSED,), warn_at)
+        if claimed is not None:  # else fetched meanwhile, or another sweep took it on
+            follow_up(runtime, claimed.download, claimed.effects)
+            report.warned.append(download.id)
         return
     effects = (REMOVE, audit(Action.EXPIRED), NOTIFY)
     try:

@@ -27,8 +27,10 @@ STOP = "stop"  # the workflow, when the download timed out
 REMOVE = "remove"  # uploads, temporary objects, artifact
 NOTIFY = "notify"  # the event: on the bus, and queued for the webhook (chalicelib/notify/dispatch.py)
 PURGE = "purge"  # the record itself: always last
+# `download.expiring_unused`: a DONE download no one has fetched expires soon (cleanup's warning).
+EXPIRING_UNUSED = "expiring_unused"
 _AUDIT = "audit:"
-_ORDER = {STOP: 0, REMOVE: 1, _AUDIT: 2, NOTIFY: 3, PURGE: 4}
+_ORDER = {STOP: 0, REMOVE: 1, _AUDIT: 2, NOTIFY: 3, EXPIRING_UNUSED: 3, PURGE: 4}
 
 
 def audit(action: Action) -> str:
@@ -65,6 +67,8 @@ def _do(runtime: Runtime, download: Download, effect: str) -> None:
         runtime.audit.record(download.tenant, action, ACTOR, download.id, **extra)
     elif effect == NOTIFY:
         notify.download_finished(runtime, download)
+    elif effect == EXPIRING_UNUSED:
+        notify.expiring_unused(runtime, download)
     elif effect == PURGE:
         runtime.downloads.delete(download.id, [download.state])
     else:
