@@ -71,6 +71,9 @@ def test_every_event_type_is_delivered_and_verifies(satchel: Satchel, receiver: 
     assert failed["state"] == "FAILED"
     pending = pending_download(receiver.url, "order-9")
     assert satchel.call("DELETE", f"/downloads/{pending}").status == 202
+    # Not fetched yet, an hour before it expires (SATCHEL_EXPIRING_UNUSED_SECONDS' default).
+    warned = cleanup.run(Runtime.from_env(), clock.parse(done["expires_at"]) - timedelta(seconds=3599))
+    assert warned.warned == [done["id"]]
     claimed = satchel.call("POST", f"/links/{done['link']['token']}", user=None, headers=JSON)
     assert claimed.status == 200, claimed.body
     report = cleanup.run(Runtime.from_env(), clock.parse(done["expires_at"]) + timedelta(seconds=1))
@@ -78,17 +81,18 @@ def test_every_event_type_is_delivered_and_verifies(satchel: Satchel, receiver: 
 
     deliver_queued(satchel.stack)
 
-    calls = receiver.wait_for(5)
+    calls = receiver.wait_for(6)
     payloads = {call.headers["webhook-id"]: verified(call) for call in calls}
     [link] = satchel.call("GET", f"/downloads/{done['id']}/links").json["items"]
     assert set(payloads) == {
         f"{done['id']}.completed",
         f"{done['id']}.expired",
+        f"{done['id']}.expiring_unused",
         f"{failed['id']}.failed",
         f"{pending}.cancelled",
         f"{link['link_id']}.claimed.1",
     }
-    assert len(calls) == 5  # each once
+    assert len(calls) == 6  # each once
     assert {payload["type"] for payload in payloads.values()} == set(events.TYPES)
     completed = payloads[f"{done['id']}.completed"]
     assert completed["timestamp"] == done["finished_at"]
@@ -116,6 +120,7 @@ def test_every_event_type_is_delivered_and_verifies(satchel: Satchel, receiver: 
     assert sorted(item["type"] for item in items) == [
         "download.completed",
         "download.expired",
+        "download.expiring_unused",
         "link.claimed",
     ]
     assert {(item["state"], item["attempts"], item["last_status"]) for item in items} == {
