@@ -89,3 +89,15 @@ def test_the_runtime_is_rebuilt_when_the_clients_are_reset() -> None:
     assert second is not first
     assert second.s3 is clients.s3()
     assert second.s3 is not first.s3
+
+
+def test_the_expiring_unused_warning_may_be_turned_off_but_not_negative() -> None:
+    assert Settings.from_env(ENVIRONMENT).expiring_unused_seconds == 3600
+    assert (
+        Settings.from_env({**ENVIRONMENT, "SATCHEL_EXPIRING_UNUSED_SECONDS": "0"}).expiring_unused_seconds
+        == 0
+    )
+    with pytest.raises(ConfigurationError, match="expiring_unused_seconds"):
+        Settings.from_env({**ENVIRONMENT, "SATCHEL_EXPIRING_UNUSED_SECONDS": "-1"})
+    with pytest.raises(ConfigurationError, match="build_deadline_seconds"):  # others still may not be 0
+        Settings.from_env({**ENVIRONMENT, "SATCHEL_BUILD_DEADLINE_SECONDS": "0"})
