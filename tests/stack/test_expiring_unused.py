@@ -6,20 +6,24 @@ at its expiry. Sweeps are run at chosen times, not waited for."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 
-from chalicelib.core import clock
+from chalicelib.api import downloads as api_downloads
+from chalicelib.core import clients, clock
 from chalicelib.notify import events
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout as artifacts
+from chalicelib.storage.audit import Action
+from chalicelib.storage.downloads import DownloadStore
 from chalicelib.triggers import cleanup
 from satchel_local.stack import REGION
 from tests.support.receiver import Receiver, verified
-from tests.support.stack import Satchel
+from tests.support.stack import USERS, Satchel
 from tests.support.webhooks import deliver_queued
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
@@ -149,3 +153,34 @@ def test_a_lead_of_zero_announces_nothing(
     deliver_queued(satchel.stack)
     assert sorted(webhooks(receiver)) == [f"{idle['id']}.completed", f"{idle['id']}.expired"]
     assert events.EXPIRING_UNUSED not in {kind for kind, _ in on_bus(bus_events)}
+
+
+class UnwritableFetches(DownloadStore):
+    """A store whose note of a fetch fails, as DynamoDB may."""
+
+    def record_fetched(self, download_id: str, when: datetime) -> None:
+        raise ConnectionError("DynamoDB did not answer")
+
+
+def test_the_first_fetch_is_noted_once_and_a_failure_to_note_it_fails_nothing(
+    satchel: Satchel, receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = finished(satchel, receiver.url, "acme/noted.txt")
+    base = Runtime.from_env()
+    broken = replace(base, downloads=UnwritableFetches(clients.table(base.settings.table)))
+
+    handed = api_downloads.file_url(broken, USERS["alice"], done["id"], 60, Action.FETCHED_URL)
+    assert handed.url
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert any(
+        entry.get("message") == f"could not note that download {done['id']} was fetched"
+        and entry.get("exception_name") == "ConnectionError"
+        for entry in logged
+    )
+    assert base.downloads.require(done["id"]).first_fetched_at is None
+
+    assert satchel.call("GET", f"/downloads/{done['id']}/url", headers=JSON).status == 200
+    first = base.downloads.require(done["id"]).first_fetched_at
+    assert first is not None
+    assert satchel.call("GET", f"/downloads/{done['id']}/url", headers=JSON).status == 200
+    assert base.downloads.require(done["id"]).first_fetched_at == first
