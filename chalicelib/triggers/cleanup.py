@@ -1,4 +1,8 @@
-"""The scheduled sweep: expire, purge, time out, and remove leftovers.
+"""The scheduled sweep: expire, purge, time out, warn, and remove leftovers.
+
+A DONE download is due first SATCHEL_EXPIRING_UNUSED_SECONDS before its expiry: if no one
+has fetched it by then, it is marked warned with the owed `download.expiring_unused` event
+(in one conditional write), then filed under its expiry like any other.
 
 Every action is a conditional write or an idempotent delete, so two sweeps may run at once.
 Each download is handled on its own (one that fails is logged and counted, the rest go on),
