@@ -474,6 +474,7 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "dynamodb.GetItem",
             "dynamodb.PutItem",
             "dynamodb.TransactWriteItems",
+            "dynamodb.UpdateItem",  # the key's last use (at most one write per key per window)
             "stepfunctions.StartExecution",
         ),
     ),

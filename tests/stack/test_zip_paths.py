@@ -110,7 +110,8 @@ def test_streamed_server_side_and_parallel_archives_hold_the_same_members(
 
     assert "Digest" not in executed_states(satchel, streamed_store["id"])
     assert {"Build", "Digest"} <= executed_states(satchel, server_side["id"])
-    assert {"BuildSegments", "BuildSegment", "Assemble"} <= executed_states(satchel, parallel_store["id"])
+    # BuildSegment runs in the Distributed Map's child executions, not in this history.
+    assert {"BuildSegments", "Assemble"} <= executed_states(satchel, parallel_store["id"])
     assert "Build" not in executed_states(satchel, parallel_store["id"])
 
     stored = {name: body for name, (_, body) in members(streamed_bytes).items()}
