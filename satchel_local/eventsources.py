@@ -35,9 +35,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from botocore.config import Config
 
+from chalicelib.core import clients
 from satchel_local.stack import Stack
 from statemachine.definition import function_name
 
@@ -172,8 +172,8 @@ class _QueuePoller(_Worker):
     def __init__(self, name: str, halt: threading.Event, queue_url: str, function: str) -> None:
         super().__init__(name, halt)
         # Clients are made here, in the starting thread: creating them is not thread-safe.
-        self._sqs: SQSClient = boto3.session.Session().client("sqs")
-        self._lambda: LambdaClient = boto3.session.Session().client("lambda", config=_INVOKE_CONFIG)
+        self._sqs: SQSClient = clients.session().client("sqs")
+        self._lambda: LambdaClient = clients.session().client("lambda", config=_INVOKE_CONFIG)
         self.queue_url = queue_url
         self.function = function
         self.queue_arn: str = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
@@ -258,7 +258,7 @@ class Schedule(_Worker):
         self, name: str, halt: threading.Event, function: str, interval: float, rule_arn: str
     ) -> None:
         super().__init__(name, halt)
-        self._lambda: LambdaClient = boto3.session.Session().client("lambda", config=_INVOKE_CONFIG)
+        self._lambda: LambdaClient = clients.session().client("lambda", config=_INVOKE_CONFIG)
         self.function = function
         self.interval = interval
         self.rule_arn = rule_arn

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import boto3
 
+from chalicelib.core import clients
 from chalicelib.core import settings as env_names
 from chalicelib.core.settings import EventSources, Settings
 from chalicelib.notify import events as notify
@@ -291,7 +292,7 @@ def create_webhook_secrets_key(session: boto3.session.Session, stage: str) -> st
 def provision(stage: str, region: str = REGION) -> Stack:
     fastqueries.install()  # exports read 100,000s of rows through the emulator's Query
     serialise.install()  # workers, sweeps and API calls share one moto from several threads
-    session = boto3.session.Session(region_name=region)
+    session = clients.session(region)
     names = {
         "table": f"satchel-{stage}",
         "artifact_bucket": f"satchel-{stage}-artifacts",

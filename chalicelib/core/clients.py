@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 from botocore.config import Config
 
 if TYPE_CHECKING:  # the stubs are a development requirement (requirements-dev.txt), not a runtime one
+    import boto3
     from mypy_boto3_dynamodb.service_resource import Table
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_kms.client import KMSClient
@@ -30,21 +31,35 @@ _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
 _S3 = _RETRIES.merge(Config(signature_version="s3v4"))
 
 
+@cache
+def _loader() -> object:
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
+def session(region_name: str | None = None) -> boto3.session.Session:
+    """A new session (it reads the environment afresh: endpoint, region, credentials) that
+    shares one loader per process, so each service's model is parsed once, not per session."""
+    import boto3  # deferred: keeps importing app.py cheap (a Lambda cold start)
+    import botocore.session
+
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _loader())
+    return boto3.session.Session(botocore_session=core, region_name=region_name)
+
+
 # `object`, not Any: boto3 itself is untyped here, and each getter below casts to its stub type.
 @cache
 def _client(service: str) -> object:
-    import boto3  # deferred: keeps importing app.py cheap (a Lambda cold start)
-
     with _lock:  # creating clients is not thread-safe; using them is
-        return boto3.session.Session().client(service, config=_S3 if service == "s3" else _RETRIES)
+        return session().client(service, config=_S3 if service == "s3" else _RETRIES)
 
 
 @cache
 def _table(name: str) -> object:
-    import boto3
-
     with _lock:
-        return boto3.session.Session().resource("dynamodb", config=_RETRIES).Table(name)
+        return session().resource("dynamodb", config=_RETRIES).Table(name)
 
 
 def s3() -> S3Client:
