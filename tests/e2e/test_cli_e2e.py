@@ -177,6 +177,7 @@ def _slow_fetch(workdir: Path, download_id: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=cli.as_at_a_terminal,  # it is sent Ctrl-C
     )
 
 

@@ -90,6 +90,7 @@ def interrupted_get(workdir: Path, link: str) -> Path:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=cli.as_at_a_terminal,  # it is sent Ctrl-C
     )
     part = workdir / "out.zip.part"
     cli.grow(part, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,14 @@ _UNWANTED = ("SATCHEL_API_URL", "SATCHEL_API_KEY", "TTY_COMPATIBLE", "TTY_INTERA
 def environment(**extra: str) -> dict[str, str]:
     environ = {name: value for name, value in os.environ.items() if name not in _UNWANTED}
     return {**environ, "COLUMNS": "120", "TERM": "xterm", **extra}
+
+
+def as_at_a_terminal() -> None:
+    """For a command a test interrupts as Ctrl-C would (SIGINT): Ctrl-C's default meaning in
+    the child. A test run started in the background of a non-interactive shell (CI's, say)
+    inherits SIGINT ignored, and so would every command it starts: one that Python then
+    never turns into KeyboardInterrupt. (A `preexec_fn`: it runs in the child before exec.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(command: list[str], workdir: Path, **extra: str) -> subprocess.CompletedProcess[str]:
