@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # the stubs are a development requirement (requirements-dev.t
     from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
-    from mypy_boto3_ssm.client import SSMClient
     from mypy_boto3_stepfunctions.client import SFNClient
 
 _lock = threading.Lock()
@@ -76,10 +75,6 @@ def events() -> EventBridgeClient:
 
 def sqs() -> SQSClient:
     return cast("SQSClient", _client("sqs"))
-
-
-def ssm() -> SSMClient:
-    return cast("SSMClient", _client("ssm"))
 
 
 def kms() -> KMSClient:

@@ -306,9 +306,6 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], schema: T
         # A queue URL ends with its account and name: https://<endpoint>/<account>/<name>.
         name = params["QueueUrl"].rstrip("/").rsplit("/", 1)[1]
         return [Request(f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
-    if service == "ssm" and operation == "GetParameter":
-        name = params["Name"] if params["Name"].startswith("/") else f"/{params['Name']}"
-        return [Request("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}")]
     if service == "stepfunctions":
         if operation == "StartExecution":
             return [Request("states:StartExecution", params["stateMachineArn"])]

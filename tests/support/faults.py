@@ -56,7 +56,6 @@ _ANSWERS: dict[str, dict[str, tuple[int, str]]] = {
     },
     "stepfunctions": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalServerError")},
     "events": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalException")},
-    "ssm": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalServerError")},
     "sqs": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalError")},
 }
 
@@ -122,7 +121,6 @@ class Injector:
             clients.s3(),
             clients.stepfunctions(),
             clients.events(),
-            clients.ssm(),
             clients.sqs(),
             clients.table(self.table).meta.client,
         ):
