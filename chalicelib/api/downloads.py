@@ -11,7 +11,6 @@ import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -274,6 +273,10 @@ class FileUrl:
     artifact_expires_at: str | None = None
 
 
+def _expired() -> DownloadExpired:
+    return DownloadExpired("the download has expired and its file was deleted", state=State.EXPIRED.value)
+
+
 def file_url(
     runtime: Runtime, principal: Principal, download_id: str, ttl_seconds: int, action: Action
 ) -> FileUrl:
@@ -282,13 +285,14 @@ def file_url(
     now = clock.now()
     remaining = access.seconds_left(download, now)
     if download.state is State.EXPIRED or (download.state is State.DONE and remaining < 1):
-        raise DownloadExpired("the download has expired and its file was deleted", state=State.EXPIRED.value)
+        raise _expired()
     if download.state is not State.DONE:
         raise DownloadNotReady("download state is not DONE", state=download.state.value)
     if download.artifact is None:
         raise DownloadNotReady("download is DONE but has no artifact", state=download.state.value)
-    ttl = min(ttl_seconds, remaining)
-    url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
+    signed = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl_seconds)
+    if signed is None:  # the last second ran out while signing
+        raise _expired()
     runtime.audit.record(download.tenant, action, user_actor(principal), download_id)
     access.handed_out(runtime, download, now)
-    return FileUrl(url, clock.iso(now + timedelta(seconds=ttl)), download.expires_at)
+    return FileUrl(signed.url, clock.iso(signed.until), download.expires_at)

@@ -19,7 +19,7 @@ from chalicelib.api import access, requests
 from chalicelib.api.requests import LinkRequest
 from chalicelib.core import clock
 from chalicelib.core.errors import LinkGone, LinkNotFound, SatchelError
-from chalicelib.core.models import Download, Principal
+from chalicelib.core.models import Download, Principal, State
 from chalicelib.notify import dispatch
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts
@@ -135,7 +135,17 @@ def read(runtime: Runtime, token: str, claim_id: str | None = None) -> Reading:
 
 def _file_origin(runtime: Runtime, download: Download) -> str:
     """The origin of the presigned URLs of this download (signing is local: no request)."""
-    url = urlsplit(artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, 60))
+    assert download.artifact is not None, "a usable link's download has its artifact"
+    url = urlsplit(
+        artifacts.presign(
+            runtime.s3,
+            runtime.settings.artifact_bucket,
+            download.artifact.key,
+            filename=download.filename,
+            content_type=download.artifact.content_type,
+            ttl_seconds=60,
+        )
+    )
     return f"{url.scheme}://{url.netloc}"
 
 
@@ -150,15 +160,17 @@ def claim(runtime: Runtime, token: str, claim_id: str | None) -> Claimed | Readi
     assert link is not None
     assert download is not None
     now = clock.now()
-    if reading.claim_open and claim_id:
-        return _hand_out(runtime, link, download, claim_id, link.claims[_hash(claim_id)], None, now)
-    claim_id = stored.new_claim_id()
-    until = clock.iso(clock.later(runtime.settings.link_claim_window_seconds, now))
     try:
+        if reading.claim_open and claim_id:
+            return _hand_out(runtime, link, download, claim_id, link.claims[_hash(claim_id)], None, now)
+        claim_id = stored.new_claim_id()
+        until = clock.iso(clock.later(runtime.settings.link_claim_window_seconds, now))
+        # LinkGone: lost the race for the last use, or revoked meanwhile, or the file's last
+        # second ran out while its URL was signed.
         used = stored.redeem(runtime.links, link, _hash(claim_id), clock.iso(now), until)
-    except LinkGone as error:  # lost the race for the last use, or revoked meanwhile
+        claimed = _hand_out(runtime, used, download, claim_id, until, used.uses, now)
+    except LinkGone as error:
         return Reading(link, download, error, reading.claim_window_seconds)
-    claimed = _hand_out(runtime, used, download, claim_id, until, used.uses, now)
     _announce(runtime, claimed)
     return claimed
 
@@ -178,8 +190,11 @@ def _hand_out(
     use: int | None,
     now: datetime,
 ) -> Claimed:
-    ttl = min(runtime.settings.file_url_ttl_seconds, access.seconds_left(download, now))
-    url = artifacts.presign_download(runtime.s3, runtime.settings.artifact_bucket, download, ttl)
+    signed = artifacts.presign_download(
+        runtime.s3, runtime.settings.artifact_bucket, download, runtime.settings.file_url_ttl_seconds
+    )
+    if signed is None:
+        raise LinkGone("the download has expired", state=State.EXPIRED.value, reason="download_gone")
     access.handed_out(runtime, download, now)
     details: dict[str, Any] = {"use": use, "uses": link.uses} if use is not None else {"reclaim": True}
     try:
@@ -201,7 +216,7 @@ def _hand_out(
                 }
             },
         )
-    return Claimed(link, download, url, clock.iso(clock.later(ttl, now)), claim_id, until, use)
+    return Claimed(link, download, signed.url, clock.iso(signed.until), claim_id, until, use)
 
 
 def _announce(runtime: Runtime, claimed: Claimed) -> None:

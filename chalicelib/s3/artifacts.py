@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from botocore.exceptions import ClientError
 
+from chalicelib.core import clock
 from chalicelib.core.models import Download
 from chalicelib.s3 import layout
 
@@ -43,18 +46,54 @@ def presign(
     return url
 
 
-def presign_download(s3: S3Client, bucket: str, download: Download, ttl_seconds: int) -> str:
-    """A presigned GET of a DONE download's artifact, saved under the download's filename."""
+@dataclass(frozen=True)
+class SignedUrl:
+    """A presigned GET and the moment S3 stops honouring it."""
+
+    url: str
+    until: datetime
+
+
+def presign_download(s3: S3Client, bucket: str, download: Download, ttl_seconds: int) -> SignedUrl | None:
+    """A presigned GET of a DONE download's artifact, saved under the download's filename,
+    valid `ttl_seconds` at most and never past the artifact's expiry (cleanup may delete the
+    artifact the moment it passes). None: less than a whole second of the artifact is left.
+
+    S3 reckons a URL's life from the signing second in its own `X-Amz-Date`, which botocore
+    stamps when it signs, not from when the caller read the clock. A signature that crossed a
+    second boundary on its way would outlive the artifact by up to a second, so the cap is
+    applied to the date in the URL: one whose date leaves less than its life is signed again
+    with the shorter one. The life shrinks with each pass, so this ends."""
     if download.artifact is None:
         raise ValueError(f"download {download.id} has no artifact")
-    return presign(
-        s3,
-        bucket,
-        download.artifact.key,
-        filename=download.filename,
-        content_type=download.artifact.content_type,
-        ttl_seconds=ttl_seconds,
-    )
+    expires = clock.parse(download.expires_at) if download.expires_at else clock.now()
+    # A first guess at the signing second: the one the clock reads now.
+    ttl = min(ttl_seconds, _whole_seconds(expires - clock.now().replace(microsecond=0)))
+    while ttl >= 1:
+        url = presign(
+            s3,
+            bucket,
+            download.artifact.key,
+            filename=download.filename,
+            content_type=download.artifact.content_type,
+            ttl_seconds=ttl,
+        )
+        signed = signed_at(url)
+        allowed = min(ttl, _whole_seconds(expires - signed))
+        if allowed == ttl:
+            return SignedUrl(url, signed + timedelta(seconds=ttl))
+        ttl = allowed
+    return None
+
+
+def signed_at(url: str) -> datetime:
+    """The signing second a SigV4 presigned URL carries (`X-Amz-Date`)."""
+    (stamp,) = parse_qs(urlsplit(url).query)["X-Amz-Date"]
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def _whole_seconds(span: timedelta) -> int:
+    return int(span.total_seconds())
 
 
 def abort_uploads(s3: S3Client, bucket: str, download_id: str) -> int:
