@@ -242,6 +242,10 @@ MIB = 1024 * 1024
 _MAY_BE_ZERO = frozenset({"expiring_unused_seconds"})
 S3_MIN_PART_SIZE = 5 * MIB
 SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
+# The most sources a build may read at once (SATCHEL_FETCH_CONCURRENCY). The S3 client's
+# connection pool is sized from it (chalicelib/core/clients.py), so no request ever waits for
+# or throws away a connection; docs/configuration.md says why the default is what it is.
+MAX_FETCH_CONCURRENCY = 64
 
 
 @dataclass(frozen=True)
@@ -327,8 +331,11 @@ class Settings:
     delivery_base_delay_seconds: int = 30
     delivery_max_delay_seconds: int = 3600
     delivery_max_attempts: int = 100
-    # Sources read at once (zip), and the bytes of small ones that may be fetched ahead.
-    fetch_concurrency: int = 8
+    # Sources read at once (zip), and the bytes of small ones that may be fetched ahead. A
+    # small object costs a round trip, not bandwidth: 32 in flight hide S3's ~10-20 ms latency
+    # until the worker's CPU (request signing, parsing, deflate) is the bound; each costs one
+    # thread and one pooled connection, the bytes held stay capped by fetch_window_bytes.
+    fetch_concurrency: int = 32
     fetch_window_bytes: int = 16 * MIB
     # Store-mode members at least this large are copied by S3 (UploadPartCopy), not read.
     server_copy_min_bytes: int = 16 * MIB
@@ -431,6 +438,10 @@ class Settings:
             raise ConfigurationError(f"{name} must be at most {SQS_MAX_VISIBILITY_SECONDS}")
         if self.link_default_ttl_seconds > self.link_max_ttl_seconds:
             raise ConfigurationError("the default link lifetime must not exceed its maximum")
+        if self.fetch_concurrency > MAX_FETCH_CONCURRENCY:
+            # More threads than pooled connections would open (and drop) a connection per request.
+            name = INTEGER_VARIABLES["fetch_concurrency"]
+            raise ConfigurationError(f"{name} must be at most {MAX_FETCH_CONCURRENCY}")
 
 
 def _ports(raw: str) -> tuple[int, ...]:

@@ -101,3 +101,17 @@ def test_the_expiring_unused_warning_may_be_turned_off_but_not_negative() -> Non
         Settings.from_env({**ENVIRONMENT, "SATCHEL_EXPIRING_UNUSED_SECONDS": "-1"})
     with pytest.raises(ConfigurationError, match="build_deadline_seconds"):  # others still may not be 0
         Settings.from_env({**ENVIRONMENT, "SATCHEL_BUILD_DEADLINE_SECONDS": "0"})
+
+
+def test_the_s3_connection_pool_holds_every_request_a_build_may_have_in_flight() -> None:
+    """A store build fetches sources and looks up CRCs at once, each up to the fetch cap, while
+    the calling thread uploads: a smaller pool would drop a connection per request above it."""
+    from chalicelib.core.settings import MAX_FETCH_CONCURRENCY
+
+    assert Settings.from_env(ENVIRONMENT).fetch_concurrency <= MAX_FETCH_CONCURRENCY
+    pooled = clients.s3().meta.config.max_pool_connections
+    assert pooled >= 2 * MAX_FETCH_CONCURRENCY + 1
+    highest = {**ENVIRONMENT, "SATCHEL_FETCH_CONCURRENCY": str(MAX_FETCH_CONCURRENCY)}
+    assert Settings.from_env(highest).fetch_concurrency == MAX_FETCH_CONCURRENCY
+    with pytest.raises(ConfigurationError, match="SATCHEL_FETCH_CONCURRENCY"):
+        Settings.from_env({**ENVIRONMENT, "SATCHEL_FETCH_CONCURRENCY": str(MAX_FETCH_CONCURRENCY + 1)})
