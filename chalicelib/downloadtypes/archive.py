@@ -328,6 +328,15 @@ class _ZipSegment:
     def records(self) -> list[Any]:
         return [member.to_json() for member in self.layout.members]
 
+    def take_records(self, batch: int) -> list[Any]:
+        members = self.layout.members
+        if len(members) <= batch:
+            return []
+        taken = (len(members) - 1) // batch * batch
+        records = [member.to_json() for member in members[:taken]]
+        del members[:taken]
+        return records
+
     def checks(self) -> list[integrity.Check]:
         return list(self.layout.unverified)
 

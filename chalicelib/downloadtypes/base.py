@@ -112,6 +112,13 @@ class SegmentBuild(Protocol):
         """After the pieces are written: the JSON records Assemble hands back to `closing`."""
         ...
 
+    def take_records(self, batch: int) -> list[Any]:
+        """While the pieces are written: the records laid out so far, in whole batches of
+        `batch` (none while fewer are held), all but the last one (whose member's bytes may
+        still be on their way), forgotten here: the caller keeps them elsewhere (in S3), so
+        memory does not grow with the file count. `records` then holds only the rest."""
+        ...
+
     def checks(self) -> list[integrity.Check]:
         """After the pieces are written: the ranges S3 copied, for the Digest step to verify."""
         ...

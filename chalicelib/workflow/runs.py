@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -36,11 +36,11 @@ from botocore.exceptions import ClientError
 from chalicelib.archive import integrity
 from chalicelib.archive.assembly import Assembler, CopyHandedOn
 from chalicelib.archive.integrity import Check
-from chalicelib.archive.zipwriter import CopyRange, Member
+from chalicelib.archive.zipwriter import CopyRange, Member, Piece
 from chalicelib.core.errors import Cancelled
 from chalicelib.core.models import Download, Progress
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import SegmentPlan
+from chalicelib.downloadtypes.base import SegmentBuild, SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.manifest import Entry
@@ -49,6 +49,11 @@ from chalicelib.workflow.progress import ProgressTracker
 
 # When a handler is called without a Lambda context (a step called directly): no deadline.
 _NO_DEADLINE_MS = 2**62
+# A run's central directory records are written to S3 this many at a time as its members are
+# laid out (`directory-<k>.jsonl` beside the run's `directory.jsonl`, which holds the rest),
+# so a worker holds at most this many (about 0.4 KB each as Python objects) whatever the
+# file count; `_runs` reads them back one batch at a time.
+RECORDS_BATCH = 5_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,9 @@ class _State:
     progress: Progress
     files: int
     pending: Pending | None
+    # Batches of records each run in `placed` wrote as it went (RECORDS_BATCH: none in a
+    # state saved before there were any).
+    batches: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -144,6 +152,7 @@ class _State:
             progress=Progress(**raw["progress"]),
             files=int(raw["files"]),
             pending=Pending(**pending) if pending else None,
+            batches=[int(count) for count in raw.get("batches", [0] * len(raw["placed"]))],
         )
 
 
@@ -263,6 +272,8 @@ class Run:
         target = self._target
         start = state.next if state else 0
         placed = list(state.placed) if state else []
+        batches = list(state.batches) if state else []
+        written: list[int] = []  # the sizes of the batches of records this run wrote so far
         files = state.files if state else 0
         pending = state.pending if state else None
         assembler = Assembler(
@@ -288,7 +299,7 @@ class Run:
             )
             budgeted = _Budgeted(entries, self._budget)
             segment = self._plan.build(self._runtime, self._download, iter(budgeted), tracker)
-            pieces = segment.pieces
+            pieces = self._batched(segment.pieces, segment, written)
             try:
                 assembler.write_all(pieces)
             except CopyHandedOn as more:
@@ -303,21 +314,33 @@ class Run:
                     rest.bucket, rest.key, rest.etag, rest.start, rest.end,
                     member.name, more.began_at, member.size, member.crc,
                 )  # fmt: skip
-                start += len(records)
+                start += sum(written) + len(records)
             else:
                 records = segment.records()
                 start += budgeted.taken
                 exhausted = budgeted.exhausted
             checks += [check.moved(run_offset) for check in segment.checks()]
         tracker.flush()
-        files += len(records)
+        files += sum(written) + len(records)
         placed.append(run_offset)
+        batches.append(len(written))
         if exhausted and pending is None:
             # The last run's records and checks are still in memory: only earlier runs' are read.
-            return self._finish(writer, tracker, placed, files, records, checks)
+            return self._finish(writer, tracker, placed, batches, files, records, checks)
         self._put(target.run_key(self._run, "directory.jsonl"), _lines(records), "application/x-ndjson")
         integrity.write(self._runtime.s3, self._bucket, target.run_key(self._run, "checks.jsonl"), checks)
-        return self._hand_on(writer, tracker, start, placed, files, pending)
+        return self._hand_on(writer, tracker, start, placed, batches, files, pending)
+
+    def _batched(self, pieces: Iterator[Piece], segment: SegmentBuild, written: list[int]) -> Iterator[Piece]:
+        """The pieces, the records laid out so far written to S3 in batches on the way (after a
+        piece is written, so a retried run writes the same batches under the same keys)."""
+        for piece in pieces:
+            yield piece
+            records = segment.take_records(RECORDS_BATCH)
+            if records:
+                key = self._target.run_key(self._run, f"directory-{len(written)}.jsonl")
+                self._put(key, _lines(records), "application/x-ndjson")
+                written.append(len(records))
 
     def _hand_on(
         self,
@@ -325,23 +348,31 @@ class Run:
         tracker: ProgressTracker,
         start: int,
         placed: list[int],
+        batches: list[int],
         files: int,
         pending: Pending | None,
     ) -> Outcome:
         saved, following = writer.saved(), self._run + 1
         state = _State(
-            saved.upload_id, saved.parts, saved.size, start, placed, tracker.current, files, pending
+            saved.upload_id, saved.parts, saved.size, start, placed, tracker.current, files, pending, batches
         )
         self._put(self._target.run_key(following, "held"), saved.held, "application/octet-stream")
         self._put(self._target.run_key(following, "state.json"), state.to_json().encode("utf-8"))
         return Outcome(False, following, writer.size, None, tracker.current, files)
 
-    def _runs(self, placed: list[int], last: list[Any]) -> Iterator[tuple[int, list[Any]]]:
-        """Each run's records (one run in memory at a time) with the offset the run began at."""
-        for run, offset in enumerate(placed[:-1]):
-            text = self._get(self._target.run_key(run, "directory.jsonl")).decode("utf-8")
-            yield offset, [json.loads(line) for line in text.splitlines() if line]
+    def _runs(
+        self, placed: list[int], batches: list[int], last: list[Any]
+    ) -> Iterator[tuple[int, list[Any]]]:
+        """Each run's records (one batch in memory at a time) with the offset the run began at."""
+        for run, offset in enumerate(placed):
+            for batch in range(batches[run]):
+                yield offset, self._records(self._target.run_key(run, f"directory-{batch}.jsonl"))
+            if run < len(placed) - 1:
+                yield offset, self._records(self._target.run_key(run, "directory.jsonl"))
         yield placed[-1], last
+
+    def _records(self, key: str) -> list[Any]:
+        return [json.loads(line) for line in self._get(key).decode("utf-8").splitlines() if line]
 
     def _checks(self, placed: list[int], last: list[Check]) -> Iterator[Check]:
         s3, target = self._runtime.s3, self._target
@@ -354,6 +385,7 @@ class Run:
         writer: MultipartWriter,
         tracker: ProgressTracker,
         placed: list[int],
+        batches: list[int],
         files: int,
         records: list[Any],
         checks: list[Check],
@@ -363,12 +395,12 @@ class Run:
         # that finds it completed (its answer lost) then only reports what was saved.
         if target.segment is None:
             # The artifact: what the plan closes with (a zip's central directory), then done.
-            closing = self._plan.closing(self._download, self._runs(placed, records), writer.size)
+            closing = self._plan.closing(self._download, self._runs(placed, batches, records), writer.size)
             Assembler(s3, writer, self._settings.read_chunk_bytes).write_all(closing)
             integrity.write(s3, bucket, layout.checks_key(target.download_id), self._checks(placed, checks))
         else:
             # A segment: its runs' records, each line one run's, for Assemble to place.
-            runs = self._runs(placed, records)
+            runs = self._runs(placed, batches, records)
             directory = "".join(json.dumps([offset, each]) + "\n" for offset, each in runs)
             key = layout.segment_directory_key(target.download_id, target.segment)
             self._put(key, directory.encode("utf-8"), "application/x-ndjson")
