@@ -349,7 +349,8 @@ def worker(step: str, event: dict[str, Any]) -> None:
     started, cpu = time.perf_counter(), time.process_time()
     result = steps[step](runtime, event)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    print(json.dumps({**result, "seconds": elapsed, "cpu": cpu, "peak_rss_mib": peak_rss_mib(), "bytes_read": read()}))
+    measured = {"seconds": elapsed, "cpu": cpu, "peak_rss_mib": peak_rss_mib(), "bytes_read": read()}
+    print(json.dumps({**result, **measured}))
 
 
 # --- The cases ------------------------------------------------------------------------------
