@@ -228,7 +228,7 @@ def _cache_moto_modules() -> None:
     from moto import backends
 
     modules = tuple(backends.list_of_moto_modules())
-    backends.list_of_moto_modules = lambda: iter(modules)  # type: ignore[assignment]
+    backends.list_of_moto_modules = lambda: iter(modules)
 
 
 def start_emulator() -> tuple[Any, Bench]:
