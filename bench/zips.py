@@ -515,7 +515,8 @@ def files_curve(bench: Bench, rows: list[Row], counts: tuple[int, ...] = FILE_CO
         row = (
             f"zip of {count:,} small files: Prepare + Build per file",
             f"{costs[count] * 1e6:,.0f} µs",
-            f"Build worker peak RSS {peaks[count]:.0f} MiB",
+            f"Prepare {prepare_seconds / count * 1e6:,.0f} + Build {built['seconds'] / count * 1e6:,.0f} µs; "
+            f"Build worker peak RSS {peaks[count]:.0f} MiB; load {os.getloadavg()[0]:.1f}",
         )
         rows.append(row)
         print(*row, sep="  ", file=sys.stderr, flush=True)  # a long case: each size as it ends
