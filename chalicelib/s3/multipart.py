@@ -85,10 +85,14 @@ class MultipartWriter:
         self.size += len(data)
         self._buffer += data
         while len(self._buffer) >= self._part_size:
-            self._upload(bytes(self._buffer[: self._part_size]))
-            del self._buffer[: self._part_size]
+            # The buffer itself is the part's body, the bytes past it moved to a new one: a
+            # slice and a copy of it would hold the part three times over at the upload.
+            rest = self._buffer[self._part_size :]
+            del self._buffer[self._part_size :]
+            self._upload(self._buffer)
+            self._buffer = rest
 
-    def _upload(self, body: bytes) -> None:
+    def _upload(self, body: bytes | bytearray) -> None:
         number = len(self._parts) + 1
         result = self._s3.upload_part(
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
@@ -98,8 +102,8 @@ class MultipartWriter:
     def flush(self) -> None:
         """Upload what is buffered as a part of its own (S3 wants 5 MiB, unless it is the last)."""
         if self._buffer:
-            self._upload(bytes(self._buffer))
-            self._buffer.clear()
+            self._upload(self._buffer)
+            self._buffer = bytearray()
 
     def copy_part(self, copy_source: CopySourceTypeDef, first: int, last: int, if_match: str) -> None:
         """Bytes [first, last] of another object as the next part, copied by S3 itself."""
@@ -127,8 +131,8 @@ class MultipartWriter:
         """Upload what is buffered, complete the upload, and return the hex SHA-256 (None if
         parts were copied: the writer has not seen those bytes)."""
         if self._buffer or not self._parts:
-            self._upload(bytes(self._buffer))
-            self._buffer.clear()
+            self._upload(self._buffer)
+            self._buffer = bytearray()
         self._s3.complete_multipart_upload(
             Bucket=self.bucket,
             Key=self.key,
