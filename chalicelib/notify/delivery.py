@@ -205,10 +205,13 @@ def _out_of_time(runtime: Runtime, delivery: Delivery, now: datetime) -> bool:
 
 
 def _dead_letter(runtime: Runtime, delivery: Delivery, body: str, reason: str) -> None:
-    """Give up: the record says failed, the message goes to the dead-letter queue (its alarm
-    tells the operator) and is deleted from the queue (the handler returns normally)."""
-    runtime.deliveries.give_up(delivery, delivery.last_error or reason)
+    """Give up: the message goes to the dead-letter queue (its alarm tells the operator), the
+    record says failed, and the message is deleted from the queue (the handler returns
+    normally). In that order: if either write fails, the message comes back with the record
+    still pending and the next receipt gives up again (the dead letter at least once); the
+    other way round, a failed send would leave a failed record that no receipt dead-letters."""
     queue = runtime.settings.deliveries_dead_letter_queue_url
     if queue:
         runtime.sqs.send_message(QueueUrl=queue, MessageBody=body)
+    runtime.deliveries.give_up(delivery, delivery.last_error or reason)
     log.warning("gave up on event %s after %d attempts", delivery.event_id, delivery.attempts)

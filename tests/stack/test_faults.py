@@ -33,6 +33,8 @@ from chalicelib.core import clients, clock
 from chalicelib.core.models import ACTIVE_STATES, Download, State
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout as artifacts
+from chalicelib.storage import secrets
+from chalicelib.storage.deliveries import DELIVERED, FAILED, PENDING
 from chalicelib.storage.downloads import EFFECTS_LEASE
 from chalicelib.triggers import cleanup
 from chalicelib.triggers import inbound as triggers
@@ -85,6 +87,7 @@ def injector(shared: tuple[Stack, Injector]) -> Injector:
     # Fresh clients for each test, as a new Lambda container has: botocore's retry quota
     # (a token bucket per client) drained by earlier tests' faults would cut retries short.
     clients.reset()
+    secrets.forget_plaintexts()  # nor decrypted webhook secrets: its first signing asks KMS
     shared[1].install()
     return shared[1]
 
@@ -463,6 +466,143 @@ def _pending_download(runtime: Runtime) -> str:
     return orphan.id
 
 
+# -- KMS: rotating a tenant's webhook secret (Encrypt), signing a delivery with it (Decrypt) --
+
+_SECRET_PATH = "/tenant/webhook-secret"
+
+
+def _signing(tenant: str = "acme") -> list[str]:
+    """The secrets that sign the tenant's deliveries now: every stored ciphertext decrypts."""
+    return Runtime.from_env().webhook_secrets.signing(tenant, clock.now())
+
+
+def scenario_rotate_secret(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """carol, acme's admin, rotates its secret with a grace period (a record read, KMS Encrypt,
+    one conditional write, the audit). A fault is a clean refusal after which the secret the
+    receivers know still signs first (no half-written record, no secret nobody was shown);
+    or the rotation happened and its answer shows the new secret. A retry rotates."""
+    before = _signing()
+    assert before, "the seeded tenant has a secret"
+
+    def rotate() -> Reply:
+        return satchel.call("POST", _SECRET_PATH, user="carol", body={"grace_seconds": 3600})
+
+    with faulted():
+        first = rotate()
+    replies.append(first)
+    if first.status == 201:
+        assert _signing() == [first.json["secret"], before[0]]
+        return
+    assert first.status >= 400, first.body
+    assert first.json["Code"], first.body
+    assert not _INTERNALS.search(first.body.decode()), first.body
+    assert _signing()[0] == before[0], "a refused rotation left a secret nobody was shown signing"
+    retried = _until_accepted(rotate, replies)
+    assert retried.status == 201, retried.body
+    assert _signing() == [retried.json["secret"], before[0]]
+
+
+def _notified(satchel: Satchel, url: str) -> str:
+    """A DONE download whose webhook Finalize queued: its id. The deliveries queue and its
+    dead letters are emptied first: no poller drains them here, and what earlier tests left
+    would hide this test's messages (PurgeQueue is allowed once a minute only)."""
+    for queue in (satchel.stack.deliveries_queue_url, satchel.stack.deliveries_dead_letter_queue_url):
+        _drain(queue)
+    created = _create(satchel, callback_url=url)
+    assert created.status == 202, created.body
+    assert satchel.wait(created.json["id"])["state"] == "DONE"
+    return str(created.json["id"])
+
+
+def _drain(queue: str, keep: Callable[[dict[str, Any]], bool] = lambda message: False) -> list[Any]:
+    """Delete the queue's visible messages but those to `keep` (left in flight): the kept."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    kept: list[Any] = []
+    while received := sqs.receive_message(
+        QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=600, AttributeNames=["All"]
+    ).get("Messages", []):
+        for message in received:
+            if keep(json.loads(message["Body"])):
+                kept.append(message)
+            else:
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    return kept
+
+
+def _receipt(satchel: Satchel, download_id: str) -> Callable[[], bool]:
+    """One receipt of the download's message, as the deliveries queue hands it to Lambda (its
+    real receipt handle: ChangeMessageVisibility acts on it); whether Lambda would receive it
+    again (a batch item failure, or the invocation failed)."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = satchel.stack.deliveries_queue_url
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    [found] = _drain(url, keep=lambda body: body.get("download_id") == download_id)
+    event = json.dumps({"Records": [eventsources.sqs_record(found, arn)]})
+
+    def invoke() -> bool:
+        payload, failed = lambdas.run_handler("app.deliver", "deliver", event, 60)
+        return failed or bool(json.loads(payload)["batchItemFailures"])
+
+    return invoke
+
+
+def _delivery(download_id: str) -> Any:
+    [delivery] = Runtime.from_env().deliveries.of_download(download_id)
+    return delivery
+
+
+def scenario_deliver_retried(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """The receiver refuses the first attempt (503): the deliver function records it, puts the
+    message back after its backoff (ChangeMessageVisibility) and a later receipt delivers.
+    A fault anywhere there (KMS Decrypt included: an unsigned attempt is a failed one) leaves
+    the record pending, with a next attempt once one was made, until a receipt delivers it;
+    the receiver verifies every request with Standard Webhooks' own verifier."""
+    with serving() as receiver:
+        receiver.statuses.append(503)
+        download_id = _notified(satchel, receiver.url)
+        invoke = _receipt(satchel, download_id)
+        with faulted():
+            for _ in range(4):
+                if not invoke():
+                    break
+                delivery = _delivery(download_id)
+                assert delivery.state == PENDING, delivery
+                assert delivery.attempts == 0 or delivery.next_attempt_at, delivery
+        delivery = _delivery(download_id)
+        assert (delivery.state, delivery.last_status) == (DELIVERED, 204), delivery
+        calls = receiver.received
+        assert calls
+        assert {call.headers["webhook-id"] for call in calls} == {delivery.event_id}
+        assert all(verified(call)["type"] == "download.completed" for call in calls)
+
+
+def scenario_deliver_give_up(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """A receiver that never accepts, one attempt allowed: the next receipt gives up, the
+    record ends failed and the message is in the dead-letter queue (alarmed), whatever
+    fault came in between; never failed without the dead letter, nor dead-lettered twice
+    unless a write after it failed."""
+    with serving() as receiver, pytest.MonkeyPatch.context() as patch:
+        receiver.statuses.extend([503] * 10)
+        download_id = _notified(satchel, receiver.url)
+        patch.setenv("SATCHEL_DELIVERY_MAX_ATTEMPTS", "1")
+        invoke = _receipt(satchel, download_id)
+        with faulted():
+            for _ in range(4):
+                if not invoke():
+                    break
+                assert _delivery(download_id).state == PENDING or _dead_letters(satchel, download_id)
+        assert _delivery(download_id).state == FAILED
+        assert _dead_letters(satchel, download_id), "given up on, and not in the dead-letter queue"
+
+
+def _dead_letters(satchel: Satchel, download_id: str) -> int:
+    """The dead-letter queue's messages for the download (left there, visible again at once)."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = satchel.stack.deliveries_dead_letter_queue_url
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    return sum(json.loads(m["Body"])["download_id"] == download_id for m in received.get("Messages", []))
+
+
 # -- the matrix: area -> (scenario, where its calls run, the operations it calls) -----------
 
 Scenario = Callable[[Satchel, Armed, list[Reply]], None]
@@ -597,7 +737,7 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         CALLER,
         ("dynamodb.GetItem", "dynamodb.PutItem", "dynamodb.UpdateItem", "events.PutEvents"),
     ),
-    "deliver": (scenario_deliver, "app.deliver", ("dynamodb.GetItem", "dynamodb.UpdateItem")),
+    "deliver": (scenario_deliver, "app.deliver", ("dynamodb.GetItem", "dynamodb.UpdateItem", "kms.Decrypt")),
     "trigger": (
         scenario_trigger,
         CALLER,
@@ -638,6 +778,35 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         ),
     ),
 }
+# -- KMS: the tenant's webhook secret, encrypted when rotated, decrypted to sign a delivery ---
+AREAS |= {
+    "secret_rotation": (
+        scenario_rotate_secret,
+        CALLER,
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",  # the secret's record, then the audit's
+            "dynamodb.UpdateItem",  # the key's last use (never fails the request)
+            "kms.Encrypt",
+        ),
+    ),
+    "deliver_retried": (
+        scenario_deliver_retried,
+        "app.deliver",
+        ("dynamodb.GetItem", "dynamodb.UpdateItem", "kms.Decrypt", "sqs.ChangeMessageVisibility"),
+    ),
+    "deliver_give_up": (
+        scenario_deliver_give_up,
+        "app.deliver",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "kms.Decrypt",
+            "sqs.ChangeMessageVisibility",
+            "sqs.SendMessage",
+        ),
+    ),
+}
 _PARALLEL = {"build_segment", "assemble"}
 # Build's second run (of two, one source each) makes these calls of its operation first; the
 # first run made the earlier ones (its record, its manifest and source, its saved state).
@@ -651,6 +820,15 @@ _AT = {
     # reads the checks, then that state (4th), then the artifact, and saves its own (2nd).
     ("digest", "s3.GetObject"): 4,
     ("digest", "s3.PutObject"): 2,
+}
+# The authorizer's key lookup comes first (the secret's record, 2nd); a retried delivery's
+# second receipt reads its record 3rd (after the first receipt's record and secret); the
+# give-up's write is its 2nd (after the failed attempt's).
+_AT |= {
+    ("secret_rotation", "dynamodb.GetItem"): 2,
+    ("deliver_retried", "dynamodb.GetItem"): 3,
+    ("deliver_give_up", "dynamodb.GetItem"): 3,
+    ("deliver_give_up", "dynamodb.UpdateItem"): 2,
 }
 _AUTHENTICATED = {"create", "cancel", "delete"}
 FAULT_POINTS = [(area, operation) for area, (_, _, operations) in AREAS.items() for operation in operations]

@@ -351,6 +351,44 @@ def test_out_of_attempts_the_event_is_dead_lettered(receiver: Receiver) -> None:
     assert [queue for queue, _ in stand.sqs.sent] == [DEAD_LETTERS]
 
 
+class FailingSends(FakeSqs):
+    """SQS refuses the first `failures` sends (throttled)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "SendMessage"
+            )
+        super().send_message(QueueUrl, MessageBody)
+
+
+def test_a_dead_letter_that_could_not_be_sent_is_sent_by_the_next_receipt(receiver: Receiver) -> None:
+    """Giving up is the dead letter first, then the record: a send that failed leaves the
+    record pending, so the message's next receipt gives up again and the alarm hears of it
+    (the other way round, the record said failed and no receipt ever sent the dead letter)."""
+    stand = Stand(delivery_max_attempts=1)
+    failing = FailingSends(1)
+    stand.sqs = failing
+    stand.runtime = dataclasses.replace(stand.runtime, sqs=cast(Any, failing))
+    stand.runtime.__dict__["webhook_secrets"] = OneSecret(WEBHOOK_SECRET)
+    receiver.statuses = [500]
+    owed = stand.owe(receiver.url)
+    assert stand.deliver(owed).state == PENDING
+
+    with pytest.raises(ClientError):
+        stand.deliver(owed)
+    assert stand.current(owed).state == PENDING
+
+    assert stand.deliver(owed).state == FAILED
+    assert [queue for queue, _ in failing.sent] == [DEAD_LETTERS]
+    assert len(receiver.received) == 1
+
+
 def test_a_delivered_event_is_never_sent_again(receiver: Receiver) -> None:
     stand = Stand()
     owed = stand.owe(receiver.url)
