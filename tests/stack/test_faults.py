@@ -502,6 +502,29 @@ def scenario_rotate_secret(satchel: Satchel, faulted: Armed, replies: list[Reply
     assert _signing() == [retried.json["secret"], before[0]]
 
 
+def test_a_rotation_whose_audit_entry_fails_still_answers_the_secret_that_now_signs(
+    satchel: Satchel, injector: Injector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The secret's record is written, then the audit's (the caller's 2nd PutItem) fails on
+    every attempt: a 5xx would leave a secret nobody was shown signing the tenant's webhooks.
+    The answer is the secret; the entry goes to the log, whole."""
+    before = _signing()
+    with injector.armed(Fault("dynamodb.PutItem", "throttle", at=2, step=CALLER)) as arming:
+        reply = satchel.call("POST", _SECRET_PATH, user="carol", body={"grace_seconds": 60})
+    assert injector.fired(arming) == faults.ATTEMPTS
+    assert reply.status == 201, reply.body
+    assert _signing() == [reply.json["secret"], before[0]]
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    [entry] = [line["audit"] for line in lines if line.get("message") == "audit entry not written"]
+    assert (entry["tenant"], entry["action"], entry["actor"]) == (
+        "acme",
+        "webhook_secret.rotated",
+        "user:carol",
+    )
+    assert reply.json["secret"] not in out
+
+
 def _notified(satchel: Satchel, url: str) -> str:
     """A DONE download whose webhook Finalize queued: its id. The deliveries queue and its
     dead letters are emptied first: no poller drains them here, and what earlier tests left
