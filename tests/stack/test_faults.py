@@ -602,8 +602,8 @@ def scenario_deliver_retried(satchel: Satchel, faulted: Armed, replies: list[Rep
 def scenario_deliver_give_up(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     """A receiver that never accepts, one attempt allowed: the next receipt gives up, the
     record ends failed and the message is in the dead-letter queue (alarmed), whatever
-    fault came in between; never failed without the dead letter, nor dead-lettered twice
-    unless a write after it failed."""
+    fault came in between: never failed without the dead letter (which may come twice, when
+    the record's write after it failed)."""
     with serving() as receiver, pytest.MonkeyPatch.context() as patch:
         receiver.statuses.extend([503] * 10)
         download_id = _notified(satchel, receiver.url)
