@@ -78,6 +78,9 @@ class Target:
     key: str
     manifest_key: str
     content_type: str
+    # The upload's part size, for the first run to create it with (segments.part_size_for);
+    # later runs take the one saved with the upload. None: SATCHEL_PART_SIZE.
+    part_size: int | None = None
 
     def run_key(self, run: int, name: str) -> str:
         return layout.run_key(self.download_id, self.segment, run, name)
@@ -123,6 +126,7 @@ class _State:
     upload_id: str
     parts: list[tuple[int, str]]
     size: int
+    part_size: int
     next: int
     placed: list[int]
     progress: Progress
@@ -139,6 +143,7 @@ class _State:
             upload_id=str(raw["upload_id"]),
             parts=[(int(number), str(etag)) for number, etag in raw["parts"]],
             size=int(raw["size"]),
+            part_size=int(raw["part_size"]),
             next=int(raw["next"]),
             placed=[int(offset) for offset in raw["placed"]],
             progress=Progress(**raw["progress"]),
@@ -203,9 +208,9 @@ class Run:
         if self._run == 0:
             # A retried first run starts over: whatever an earlier attempt left open goes first.
             artifacts.abort_uploads_of(self._runtime.s3, self._bucket, target.key)
-            writer = MultipartWriter(
-                self._runtime.s3, self._bucket, target.key, settings.part_size, target.content_type
-            )
+            part_size = target.part_size or settings.part_size
+            s3, bucket = self._runtime.s3, self._bucket
+            writer = MultipartWriter(s3, bucket, target.key, part_size, target.content_type)
             return writer, None
         state = _State.from_json(json.loads(self._get(target.run_key(self._run, "state.json"))))
         if not self._open(state.upload_id):
@@ -213,9 +218,9 @@ class Run:
             if finished is not None:
                 return finished
         held = self._get(target.run_key(self._run, "held"))
-        saved = Saved(state.upload_id, state.parts, state.size, held)
+        saved = Saved(state.upload_id, state.parts, state.size, held, state.part_size)
         writer = MultipartWriter(
-            self._runtime.s3, self._bucket, target.key, settings.part_size, target.content_type, saved
+            self._runtime.s3, self._bucket, target.key, state.part_size, target.content_type, saved
         )
         return writer, state
 
@@ -330,8 +335,9 @@ class Run:
     ) -> Outcome:
         saved, following = writer.saved(), self._run + 1
         state = _State(
-            saved.upload_id, saved.parts, saved.size, start, placed, tracker.current, files, pending
-        )
+            saved.upload_id, saved.parts, saved.size, saved.part_size, start, placed, tracker.current,
+            files, pending,
+        )  # fmt: skip
         self._put(self._target.run_key(following, "held"), saved.held, "application/octet-stream")
         self._put(self._target.run_key(following, "state.json"), state.to_json().encode("utf-8"))
         return Outcome(False, following, writer.size, None, tracker.current, files)

@@ -73,6 +73,8 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
         "download_id": download_id,
         "totals": counts(plan.totals),
         "parallel": segment_list is not None,
+        # The part size of the upload Build or Assemble writes: the plan's, fixed for its life.
+        "part_size": segments.part_size(download, plan.entries, runtime.settings),
     }
     if segment_list is None:
         output["manifest_key"] = key = layout.manifest_key(download_id)
@@ -113,6 +115,8 @@ def _run_output(event: Prepared, built: Built, run: int | None) -> BuildRun:
     }
     if "manifest_key" in event:
         output["manifest_key"] = event["manifest_key"]
+    if "part_size" in event:
+        output["part_size"] = event["part_size"]
     if run is not None:
         output["run"] = run
     return output
@@ -129,6 +133,7 @@ def _build_in_runs(
         key=layout.artifact_key(download_id),
         manifest_key=event["manifest_key"],
         content_type=downloadtypes.get(download.type).artifact_format(download.params).content_type,
+        part_size=event.get("part_size"),
     )
     totals = Progress(**event["totals"])
 
@@ -163,7 +168,7 @@ def _build_at_once(runtime: Runtime, event: Prepared, download: Download) -> Bui
         runtime.s3,
         settings.artifact_bucket,
         layout.artifact_key(download_id),
-        settings.part_size,
+        event.get("part_size", settings.part_size),
         kind.artifact_format(download.params).content_type,
     )
     try:
