@@ -116,6 +116,11 @@ class SegmentBuild(Protocol):
         """After the pieces are written: the ranges S3 copied, for the Digest step to verify."""
         ...
 
+    def carried(self) -> tuple[int, Any] | None:
+        """After the pieces are written: the member `stop` ended them inside, if any (where
+        it began, and as JSON for `build(carried=)` in the next run), else None."""
+        ...
+
 
 class SegmentPlan(Protocol):
     """How a type's large artifact is built in segments, in parallel, and joined
@@ -126,8 +131,20 @@ class SegmentPlan(Protocol):
         ...
 
     def build(
-        self, runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
-    ) -> SegmentBuild: ...
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        *,
+        start: int = 0,
+        carried: Any = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> SegmentBuild:
+        """The pieces from offset `start`: first the rest of a member an earlier run stopped
+        inside (`carried`, its beginning at offset 0), then the entries'. `stop` is asked
+        inside a large member: when true the pieces end there (`SegmentBuild.carried`)."""
+        ...
 
     def closing(
         self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int

@@ -110,6 +110,15 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class Carried:
+    """A member the plan stopped inside (a deflated one, between two chunks): `at` is where
+    its header is in the upload, `member` the plan's JSON for it (header at 0)."""
+
+    at: int
+    member: Any
+
+
+@dataclass(frozen=True)
 class Outcome:
     done: bool
     run: int  # the next run's number, when not done
@@ -132,6 +141,7 @@ class _State:
     progress: Progress
     files: int
     pending: Pending | None
+    carried: Carried | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -149,6 +159,7 @@ class _State:
             progress=Progress(**raw["progress"]),
             files=int(raw["files"]),
             pending=Pending(**pending) if pending else None,
+            carried=Carried(**raw["carried"]) if raw.get("carried") else None,
         )
 
 
@@ -270,6 +281,7 @@ class Run:
         placed = list(state.placed) if state else []
         files = state.files if state else 0
         pending = state.pending if state else None
+        carried = state.carried if state else None
         assembler = Assembler(
             self._runtime.s3, writer, self._settings.read_chunk_bytes, stop=self._budget.low
         )
@@ -285,14 +297,19 @@ class Run:
                 checks.append(pending.check)
                 tracker.advance(files=1, bytes_=pending.size)
                 pending = None
-        # Where this run's members are laid out from (after a member carried on, if any).
-        run_offset = writer.size
+        # Where this run's members are laid out from: the header of a member an earlier run
+        # stopped inside, else the upload's end (after a member carried on, if any).
+        run_offset = carried.at if carried else writer.size
         if pending is None:
             entries = itertools.islice(
                 manifest.read(self._runtime.s3, self._bucket, target.manifest_key), start, None
             )
             budgeted = _Budgeted(entries, self._budget)
-            segment = self._plan.build(self._runtime, self._download, iter(budgeted), tracker)
+            segment = self._plan.build(
+                self._runtime, self._download, iter(budgeted), tracker,
+                start=writer.size - run_offset, carried=carried.member if carried else None,
+                stop=self._budget.low,
+            )  # fmt: skip
             pieces = segment.pieces
             try:
                 assembler.write_all(pieces)
@@ -311,8 +328,13 @@ class Run:
                 start += len(records)
             else:
                 records = segment.records()
-                start += budgeted.taken
-                exhausted = budgeted.exhausted
+                stopped = segment.carried()
+                if stopped is None:
+                    start += budgeted.taken
+                    exhausted = budgeted.exhausted
+                else:
+                    start = _next_entry(start, len(records), carried is not None)
+                carried = Carried(run_offset + stopped[0], stopped[1]) if stopped else None
             checks += [check.moved(run_offset) for check in segment.checks()]
         tracker.flush()
         files += len(records)
@@ -322,7 +344,7 @@ class Run:
             return self._finish(writer, tracker, placed, files, records, checks)
         self._put(target.run_key(self._run, "directory.jsonl"), _lines(records), "application/x-ndjson")
         integrity.write(self._runtime.s3, self._bucket, target.run_key(self._run, "checks.jsonl"), checks)
-        return self._hand_on(writer, tracker, start, placed, files, pending)
+        return self._hand_on(writer, tracker, start, placed, files, pending, carried)
 
     def _hand_on(
         self,
@@ -332,11 +354,12 @@ class Run:
         placed: list[int],
         files: int,
         pending: Pending | None,
+        carried: Carried | None,
     ) -> Outcome:
         saved, following = writer.saved(), self._run + 1
         state = _State(
             saved.upload_id, saved.parts, saved.size, saved.part_size, start, placed, tracker.current,
-            files, pending,
+            files, pending, carried,
         )  # fmt: skip
         self._put(self._target.run_key(following, "held"), saved.held, "application/octet-stream")
         self._put(self._target.run_key(following, "state.json"), state.to_json().encode("utf-8"))
@@ -385,6 +408,15 @@ class Run:
             self._put(target.run_key(self._run, "finished.json"), json.dumps(finished).encode("utf-8"))
         sha256 = writer.complete()
         return Outcome(True, self._run, writer.size, sha256, tracker.current, files)
+
+
+def _next_entry(start: int, records: int, resumed: bool) -> int:
+    """The manifest entry after the member a run stopped inside. `start` is the first entry the
+    run pulled; `records` the members it finished, the first of them the one it went on with
+    (`resumed`) unless that one stopped again (then no entry was pulled, and none finished)."""
+    if resumed and records == 0:
+        return start
+    return start + records - (1 if resumed else 0) + 1
 
 
 def _lines(records: list[Any]) -> bytes:

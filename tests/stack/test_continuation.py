@@ -169,13 +169,15 @@ def test_a_retried_run_goes_on_from_the_same_state_and_duplicates_nothing(
     clients.reset()
     injector = Injector(satchel.stack.table)
     injector.install()
-    # A run saves its records, checks, held bytes and state (4 puts): the 6th put is the
-    # second run's checks, after its part 1. It fails on every attempt: the run fails, and
-    # Retry runs it again from the same saved state (the same part 1, written again).
-    with injector.armed(Fault("s3.PutObject", "internal", at=6, step="app.build")) as arming:
+    # Each member (3 chunks of deflate) stops after its first chunk, and the next run ends
+    # it and begins the next: 5 runs. A run saves its records, checks, held bytes and state
+    # (4 puts): the 10th put is the third run's checks, after its part 1 (1 + 4 + 1 MiB
+    # written by then). It fails on every attempt: the run fails, and Retry runs it again
+    # from the same saved state (the same part 1, written again).
+    with injector.armed(Fault("s3.PutObject", "internal", at=10, step="app.build")) as arming:
         download_id, in_runs = _build(satchel, params)
     assert injector.fired(arming) > 0
     assert _failures_of(satchel, download_id) == ["TransientError"]
-    assert _runs_of(satchel, download_id, "Build") == 4  # 4 runs; Retry ran the second again
+    assert _runs_of(satchel, download_id, "Build") == 5  # 5 runs; Retry ran the third again
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
