@@ -7,12 +7,18 @@ the upload had when the run began, their records kept per run under `tmp/<id>/..
 (s3/layout.py). Before pulling the next manifest entry a run asks its `Budget` whether less
 than `handoff_reserve_ms` is left of the Lambda run; if so it stops at that member boundary
 (it always writes at least one member). A large stored member copied by S3 may also stop
-between two copied parts (`CopyHandedOn`): the rest of its range is carried on.
+between two copied parts (`CopyHandedOn`): the rest of its range is carried on. A deflated
+member may stop between two of its chunks (the plan asks the same budget: `build(stop=)`):
+its header and bytes so far are written, and the plan says where it stopped
+(`SegmentBuild.carried`: for the zip plan the source's offset, the deflate stream's CRC,
+sizes and last 32 KiB). The next run's members are then laid out from that member's header
+(`placed` is its offset), and the plan goes on with it before the next entry.
 
 What the next run needs is saved in S3, never in the payload (which carries the run's
-number): the multipart upload's id and its parts (number, ETag), the bytes held short of a
-part, the next manifest entry, the offset each run began at, the progress, and a member's
-range still to copy. Run n reads only what run n-1 saved and writes only run n's and run
+number): the multipart upload's id, its part size (the plan's, fixed for the upload) and
+its parts (number, ETag), the bytes held short of a part, the next manifest entry, the
+offset each run began at, the progress, and a member's range still to copy or the member
+it stopped inside. Run n reads only what run n-1 saved and writes only run n's and run
 n+1's keys, with part numbers following run n-1's: a retried run writes the very same keys
 and part numbers again, so Step Functions' Retry duplicates nothing. (Parts a failed attempt
 wrote beyond them are left out of the completed upload, which lists its parts.) A last run
