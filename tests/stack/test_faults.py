@@ -45,6 +45,8 @@ from tests.support.stack import TERMINAL, Reply, Satchel, dummy_aws_environment,
 
 SOURCE = "acme/faults/a.txt"
 SOURCE_B = "acme/faults/b.txt"
+# Deflated in 3 chunks of 1 MiB: a Build short of time stops inside it after the first.
+SOURCE_LARGE = "acme/faults/large.txt"
 # What a 5xx answer or a download's error must never show: ARNs, the account, raw botocore
 # text, a traceback.
 _INTERNALS = re.compile(
@@ -77,6 +79,8 @@ def shared() -> Iterator[tuple[Stack, Injector]]:
             s3 = boto3.client("s3", region_name=REGION)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE, Body=b"fault injection\n" * 64)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_B, Body=b"second source\n" * 64)
+            large = b"".join(b"%d large source line\n" % index for index in range(120_000))
+            s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_LARGE, Body=large)
             yield stack, injector
 
 
@@ -278,6 +282,11 @@ def scenario_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) ->
 
 def scenario_parallel_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B))
+    assert final["state"] == "DONE", final
+
+
+def scenario_large_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE_LARGE,))
     assert final["state"] == "DONE", final
 
 
@@ -536,6 +545,22 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
+    # Build stopping inside a deflated member (`handing_on`): the faults land in its second
+    # run, the one that reads the rest of the source and goes on with the deflate stream.
+    "build_member_runs": (
+        scenario_large_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     "build_segment": (
         scenario_parallel_download,
         "app.build_segment",
@@ -644,6 +669,13 @@ _AT = {
     ("build_runs", "dynamodb.UpdateItem"): 2,
     ("build_runs", "s3.GetObject"): 3,
     ("build_runs", "s3.PutObject"): 5,
+    # The second run: its state, held bytes, then the ranged GET of the member's rest (the
+    # 5th GetObject), its checks (the 5th PutObject), and the upload found by listing.
+    ("build_member_runs", "dynamodb.GetItem"): 2,
+    ("build_member_runs", "dynamodb.UpdateItem"): 2,
+    ("build_member_runs", "s3.GetObject"): 5,
+    ("build_member_runs", "s3.ListMultipartUploads"): 2,
+    ("build_member_runs", "s3.PutObject"): 5,
 }
 _AUTHENTICATED = {"create", "cancel", "delete"}
 FAULT_POINTS = [(area, operation) for area, (_, _, operations) in AREAS.items() for operation in operations]
@@ -666,7 +698,7 @@ def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
-    if area == "build_runs":
+    if area in ("build_runs", "build_member_runs"):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
 
 
