@@ -141,7 +141,7 @@ class _State:
     upload_id: str
     parts: list[tuple[int, str]]
     size: int
-    part_size: int
+    part_size: int | None  # None: saved before uploads had their own (SATCHEL_PART_SIZE)
     next: int
     placed: list[int]
     progress: Progress
@@ -159,7 +159,7 @@ class _State:
             upload_id=str(raw["upload_id"]),
             parts=[(int(number), str(etag)) for number, etag in raw["parts"]],
             size=int(raw["size"]),
-            part_size=int(raw["part_size"]),
+            part_size=int(raw["part_size"]) if raw.get("part_size") else None,
             next=int(raw["next"]),
             placed=[int(offset) for offset in raw["placed"]],
             progress=Progress(**raw["progress"]),
@@ -235,9 +235,10 @@ class Run:
             if finished is not None:
                 return finished
         held = self._get(target.run_key(self._run, "held"))
-        saved = Saved(state.upload_id, state.parts, state.size, held, state.part_size)
+        part_size = state.part_size or settings.part_size
+        saved = Saved(state.upload_id, state.parts, state.size, held, part_size)
         writer = MultipartWriter(
-            self._runtime.s3, self._bucket, target.key, state.part_size, target.content_type, saved
+            self._runtime.s3, self._bucket, target.key, part_size, target.content_type, saved
         )
         return writer, state
 
