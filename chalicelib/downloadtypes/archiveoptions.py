@@ -27,8 +27,8 @@ import contextlib
 import hashlib
 import itertools
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -39,7 +39,14 @@ from chalicelib.core import clock
 from chalicelib.core.errors import Cancelled, SourceMissing, TransientError
 from chalicelib.core.models import Download, Principal
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import ArtifactFormat, Check, ProgressTracker, Renderer
+from chalicelib.downloadtypes.base import (
+    ArtifactFormat,
+    Carried,
+    Check,
+    ProgressTracker,
+    Renderer,
+    StreamRun,
+)
 from chalicelib.s3 import layout, sources
 from chalicelib.s3.manifest import Entry
 
@@ -219,40 +226,209 @@ def tar_pieces(
 ) -> Iterator[Piece]:
     """A pax tar of the sources then the extras (stamped `mtime`); with `copy`, large members
     are copied by S3."""
-    settings = runtime.settings
-    bucket = settings.source_bucket
+    return TarStream(runtime, iter(entries), tracker, copy=copy, extras=extras, mtime=mtime).pieces()
 
-    def copied(entry: Entry) -> bool:
-        return copy and entry.size >= settings.server_copy_min_bytes
 
-    window = sources.Window(
-        settings.fetch_concurrency, settings.fetch_window_bytes, settings.read_chunk_bytes
-    )
-    order, read = itertools.tee(entries)
-    fetched = sources.fetch(runtime.s3, bucket, (e for e in read if not copied(e)), window)
-    for entry in order:
-        # Entry times are the sources' LastModified, as in a zip: the same sources, the same bytes.
-        if copied(entry):
-            modified = sources.last_modified(runtime.s3, bucket, entry)
-            yield tarwriter.header(entry.name, entry.size, int(modified.timestamp()))
-            yield CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
-            tracker.advance(files=1, bytes_=entry.size)
+@dataclass(frozen=True)
+class TarAt:
+    """Where a tar goes on: at the manifest's `entry`, `offset` bytes into its data (0: its
+    header is not written yet; more: the header and that many bytes are)."""
+
+    entry: int = 0
+    offset: int = 0
+
+
+class TarStream:
+    """A pax tar of the manifest's entries from `at`, which stops when `stop` says so.
+
+    It stops only once it has written something in this run: before a next entry, and (with
+    `split_members`, as a tar.gz does, whose members all pass through the worker) between two
+    chunks of a member's bytes. `stopped` then says so and `at` where the next run goes on; a
+    member copied by S3 may also be handed on between copied parts (assembly.CopyHandedOn),
+    at `current`. The end (the extras, the two zero blocks) is written only by a run that
+    took every entry, so a stream never stops once it has ended.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        *,
+        copy: bool,
+        at: TarAt | None = None,
+        extras: list[tuple[str, bytes]] | None = None,
+        mtime: int = 0,
+        stop: Callable[[], bool] | None = None,
+        split_members: bool = False,
+    ) -> None:
+        self._runtime = runtime
+        self._entries = entries
+        self._tracker = tracker
+        self._copy = copy
+        self._extras = extras or []
+        self._mtime = mtime
+        self._stop = stop or (lambda: False)
+        self._split = split_members
+        self.at = at or TarAt()
+        self.current = self.at.entry  # the entry being written
+        self.stopped = False
+
+    def _copied(self, entry: Entry) -> bool:
+        return self._copy and entry.size >= self._runtime.settings.server_copy_min_bytes
+
+    def pieces(self) -> Iterator[Piece]:
+        settings = self._runtime.settings
+        bucket = settings.source_bucket
+        index, entries = self.at.entry, self._entries
+        wrote = False  # whether this run wrote anything yet: it always writes something
+        if self.at.offset:
+            entry = next(entries)
+            if self._copied(entry):
+                yield from self._copy_of(entry, self.at.offset)
+            else:
+                stopped_at = yield from self._bytes_of(entry, self._range_of(entry), self.at.offset)
+                if stopped_at is not None:
+                    self._stopped(index, stopped_at)
+                    return
+            yield tarwriter.padding(entry.size)
+            index, wrote = index + 1, True
+        window = sources.Window(
+            settings.fetch_concurrency, settings.fetch_window_bytes, settings.read_chunk_bytes
+        )
+        order, read = itertools.tee(entries)
+        fetched = sources.fetch(self._runtime.s3, bucket, (e for e in read if not self._copied(e)), window)
+        for entry in order:
+            if wrote and self._stop():
+                self._stopped(index, 0)
+                return
+            self.current = index
+            if self._copied(entry):
+                # Entry times are the sources' LastModified, as in a zip: the same sources,
+                # the same bytes.
+                modified = sources.last_modified(self._runtime.s3, bucket, entry)
+                yield tarwriter.header(entry.name, entry.size, int(modified.timestamp()))
+                yield from self._copy_of(entry, 0)
+            else:
+                source = next(fetched)
+                yield tarwriter.header(entry.name, entry.size, int(source.modified.timestamp()))
+                stopped_at = yield from self._bytes_of(entry, source.chunks, 0)
+                if stopped_at is not None:
+                    self._stopped(index, stopped_at)
+                    return
+            yield tarwriter.padding(entry.size)
+            index, wrote = index + 1, True
+        for name, data in self._extras:
+            yield from tarwriter.member(name, data, self._mtime)
+        yield tarwriter.END
+
+    def _stopped(self, index: int, offset: int) -> None:
+        self.stopped, self.at = True, TarAt(index, offset)
+
+    def _copy_of(self, entry: Entry, start: int) -> Iterator[Piece]:
+        yield CopyRange(self._runtime.settings.source_bucket, entry.key, entry.etag, start, entry.size)
+        # Counted once whole (a copy handed on is counted by the run that finishes it).
+        self._tracker.advance(files=1, bytes_=entry.size)
+
+    def _range_of(self, entry: Entry) -> Iterator[bytes]:
+        """The rest of a member a run stopped in, from where it stopped."""
+        settings = self._runtime.settings
+        response = sources.open_object(
+            self._runtime.s3, settings.source_bucket, entry.key, entry.etag, f"bytes={self.at.offset}-"
+        )
+        return sources.stream(response["Body"], settings.read_chunk_bytes)
+
+    def _bytes_of(
+        self, entry: Entry, chunks: Iterator[bytes], offset: int
+    ) -> Generator[bytes, None, int | None]:
+        """A member's bytes from `offset`; where it stopped (None: at its end)."""
+        written = offset
+        for chunk in chunks:
+            if self._split and written > offset and self._stop():
+                close = getattr(chunks, "close", None)  # a streamed source's response
+                if close is not None:
+                    close()
+                return written
+            written += len(chunk)
+            self._tracker.advance(bytes_=len(chunk))
+            yield chunk
+        if written != entry.size:
+            # The header announced entry.size: an archive with other bytes would be corrupt.
+            raise ValueError(f"source {entry.key!r} had {written} bytes, not the {entry.size} listed")
+        self._tracker.advance(files=1)
+        return None
+
+
+class TarRuns:
+    """A tar or tar.gz without SHA256SUMS or MISSING.txt is built across Lambda runs
+    (chalicelib/workflow/streamruns.py): a run stops before a next entry, between two parts
+    of a member S3 copies (tar), or between two chunks of a member (tar.gz); the next goes on
+    from there, a tar.gz's gzip stream with it (tarwriter.Gzip), so the bytes are those of a
+    build in one run."""
+
+    def accepts(self, params: dict[str, Any]) -> bool:
+        options = Options.of(params)
+        return options.format != "zip" and not options.manifest and not options.skips
+
+    def run(
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Callable[[int], Iterator[Entry]],
+        carried: Carried | None,
+        tracker: ProgressTracker,
+        stop: Callable[[], bool],
+    ) -> StreamRun:
+        return _TarRun(runtime, download, entries, carried, tracker, stop)
+
+
+class _TarRun:
+    def __init__(
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Callable[[int], Iterator[Entry]],
+        carried: Carried | None,
+        tracker: ProgressTracker,
+        stop: Callable[[], bool],
+    ) -> None:
+        gzipped = Options.of(download.params).format == "tar.gz"
+        at = TarAt(**carried.state["at"]) if carried else TarAt()
+        self._tar = TarStream(
+            runtime, entries(at.entry), tracker, copy=not gzipped, at=at, stop=stop, split_members=gzipped
+        )
+        self._gzip: tarwriter.Gzip | None = None
+        if gzipped:
+            level = int(download.params.get("compression_level", deflate.DEFAULT_LEVEL))
+            self._gzip = tarwriter.Gzip(level, _gzip_carried(carried))
+
+    @property
+    def pieces(self) -> Iterator[Piece]:
+        if self._gzip is None:
+            return self._tar.pieces()
+        return self._gzip.stream(self._tar.pieces(), ends=lambda: not self._tar.stopped)
+
+    def carry(self, copy_rest: CopyRange | None) -> Carried | None:
+        if copy_rest is not None:
+            at = TarAt(self._tar.current, copy_rest.start)
+        elif self._tar.stopped:
+            at = self._tar.at
         else:
-            source = next(fetched)
-            yield tarwriter.header(entry.name, entry.size, int(source.modified.timestamp()))
-            written = 0
-            for chunk in source.chunks:
-                written += len(chunk)
-                tracker.advance(bytes_=len(chunk))
-                yield chunk
-            if written != entry.size:
-                # The header announced entry.size: an archive with other bytes would be corrupt.
-                raise ValueError(f"source {entry.key!r} had {written} bytes, not the {entry.size} listed")
-            tracker.advance(files=1)
-        yield tarwriter.padding(entry.size)
-    for name, data in extras:
-        yield from tarwriter.member(name, data, mtime)
-    yield tarwriter.END
+            return None
+        state: dict[str, Any] = {"at": asdict(at)}
+        gzip = self._gzip.carry if self._gzip else None
+        if gzip is None:
+            return Carried(state)
+        state["gzip"] = {"crc": gzip.crc, "size": gzip.size, "window": len(gzip.window)}
+        return Carried(state, gzip.window + gzip.tail)
+
+
+def _gzip_carried(carried: Carried | None) -> tarwriter.GzipCarry | None:
+    if carried is None:
+        return None
+    gzip, data = carried.state["gzip"], carried.data
+    window = int(gzip["window"])
+    return tarwriter.GzipCarry(int(gzip["crc"]), int(gzip["size"]), data[:window], data[window:])
 
 
 def survey(runtime: Runtime, entries: list[Entry], options: Options) -> Survey:
