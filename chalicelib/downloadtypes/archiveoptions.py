@@ -17,8 +17,10 @@
   `server_copy_min_bytes` is copied by S3 into the artifact (the Digest step then hashes
   it), as store zips do. `tar.gz` is one gzip stream through chalicelib/archive/deflate.py's engine.
 
-Archives with any of these options are built by one Build run: the parallel segments
-(chalicelib/workflow/segments.py) join zip segments only.
+The parallel segments (chalicelib/workflow/segments.py) join plain zip segments only. A tar
+or tar.gz without `manifest` or `on_missing: skip` is built across Lambda runs (`TarRuns`,
+through chalicelib/workflow/streamruns.py); an archive with either option is built by one
+Build run (its survey of every source comes first).
 """
 
 from __future__ import annotations
