@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -259,7 +260,7 @@ class TarStream:
         *,
         copy: bool,
         at: TarAt | None = None,
-        extras: list[tuple[str, bytes]] | None = None,
+        extras: Iterable[tuple[str, bytes]] | None = None,
         mtime: int = 0,
         stop: Callable[[], bool] | None = None,
         split_members: bool = False,
@@ -268,7 +269,7 @@ class TarStream:
         self._entries = entries
         self._tracker = tracker
         self._copy = copy
-        self._extras = extras or []
+        self._extras = extras if extras is not None else ()
         self._mtime = mtime
         self._stop = stop or (lambda: False)
         self._split = split_members
@@ -362,15 +363,19 @@ class TarStream:
 
 
 class TarRuns:
-    """A tar or tar.gz without SHA256SUMS or MISSING.txt is built across Lambda runs
-    (chalicelib/workflow/streamruns.py): a run stops before a next entry, between two parts
-    of a member S3 copies (tar), or between two chunks of a member (tar.gz); the next goes on
-    from there, a tar.gz's gzip stream with it (tarwriter.Gzip), so the bytes are those of a
-    build in one run."""
+    """A tar or tar.gz is built across Lambda runs (chalicelib/workflow/streamruns.py): a run
+    stops before a next entry, between two parts of a member S3 copies (tar), or between two
+    chunks of a member (tar.gz); the next goes on from there, a tar.gz's gzip stream with it
+    (tarwriter.Gzip), so the bytes are those of a build in one run.
+
+    With `manifest` or `on_missing: skip` the sources are surveyed first, and the survey is
+    done across runs too: a run surveys entries until it must stop (always at least one),
+    writes what it found to `tmp/<id>/survey/<part>.jsonl` and hands on; the run that ends the
+    survey records what is skipped and goes on with the tar of the sources present, whose
+    SHA256SUMS and MISSING.txt the last run writes from the survey's parts."""
 
     def accepts(self, params: dict[str, Any]) -> bool:
-        options = Options.of(params)
-        return options.format != "zip" and not options.manifest and not options.skips
+        return Options.of(params).format != "zip"
 
     def run(
         self,
@@ -394,30 +399,151 @@ class _TarRun:
         tracker: ProgressTracker,
         stop: Callable[[], bool],
     ) -> None:
-        gzipped = Options.of(download.params).format == "tar.gz"
-        at = TarAt(**carried.state["at"]) if carried else TarAt()
-        self._tar = TarStream(
-            runtime, entries(at.entry), tracker, copy=not gzipped, at=at, stop=stop, split_members=gzipped
-        )
+        self._runtime = runtime
+        self._download = download
+        self._entries = entries
+        self._tracker = tracker
+        self._stop = stop
+        self._options = options = Options.of(download.params)
+        state = carried.state if carried else {}
+        # While surveying: entries surveyed so far and parts written; after: the parts.
+        surveys = options.manifest or options.skips
+        self._surveying = surveys and "at" not in state
+        self._surveyed = int(state.get("surveyed", 0))
+        self._parts = int(state.get("parts", 0))
+        self._survey_stopped = False
+        self._at = TarAt(**state["at"]) if "at" in state else TarAt()
+        self._tar: TarStream | None = None
         self._gzip: tarwriter.Gzip | None = None
-        if gzipped:
+        if options.format == "tar.gz":
             level = int(download.params.get("compression_level", deflate.DEFAULT_LEVEL))
             self._gzip = tarwriter.Gzip(level, _gzip_carried(carried))
 
     @property
     def pieces(self) -> Iterator[Piece]:
         if self._gzip is None:
-            return self._tar.pieces()
-        return self._gzip.stream(self._tar.pieces(), ends=lambda: not self._tar.stopped)
+            return self._pieces()
+        return self._gzip.stream(self._pieces(), ends=lambda: not self._stopped)
+
+    @property
+    def _stopped(self) -> bool:
+        return self._survey_stopped or (self._tar is not None and self._tar.stopped)
+
+    def _pieces(self) -> Iterator[Piece]:
+        surveys = self._options.manifest or self._options.skips
+        if self._surveying:
+            self._survey()
+            if self._survey_stopped:
+                return
+        gzipped = self._gzip is not None
+        entries = self._present(self._at.entry) if surveys else self._entries(self._at.entry)
+        self._tar = TarStream(
+            self._runtime,
+            entries,
+            self._tracker,
+            copy=not gzipped,
+            at=self._at,
+            extras=self._extras() if surveys else None,
+            mtime=int(clock.parse(self._download.created_at).timestamp()),
+            stop=self._stop,
+            split_members=gzipped,
+        )
+        try:
+            yield from self._tar.pieces()
+        except SourceMissing as gone:
+            if not self._options.skips:
+                raise
+            # Gone after the survey saw it, as in a build in one run: Build's Retry goes again
+            # (a first run's retry surveys again and leaves it out; a later run's finds it gone
+            # again, and the download fails).
+            raise TransientError(f"{gone.message}; the build starts again without it") from gone
+
+    def _survey(self) -> None:
+        """This run's share of the survey (at least one entry): written as a part of its own."""
+        runtime, settings, options = self._runtime, self._runtime.settings, self._options
+        look = _hash if options.manifest else _head
+        taken = 0
+        exhausted = False
+
+        def budgeted() -> Iterator[Entry]:
+            nonlocal taken, exhausted
+            for entry in self._entries(self._surveyed):
+                if taken and self._stop():
+                    return
+                taken += 1
+                yield entry
+            exhausted = True
+
+        lines = []
+        looked = sources.in_order(
+            settings.fetch_concurrency, lambda entry: look(runtime.s3, settings, entry), budgeted(), "survey"
+        )
+        with contextlib.closing(looked):
+            for _, outcome in looked:
+                if isinstance(outcome, SourceMissing):
+                    if not options.skips:
+                        raise outcome
+                    lines.append(json.dumps([False, ""]) + "\n")
+                else:
+                    lines.append(json.dumps([True, outcome]) + "\n")
+        key = layout.survey_key(self._download.id, self._parts)
+        runtime.s3.put_object(
+            Bucket=settings.artifact_bucket,
+            Key=key,
+            Body="".join(lines).encode("utf-8"),
+            ContentType="application/x-ndjson",
+        )
+        self._surveyed, self._parts = self._surveyed + taken, self._parts + 1
+        if not exhausted:
+            self._survey_stopped = True
+            return
+        self._surveying = False
+        if options.skips:
+            # Recorded by the run that ends the survey (again by its retry: the same list).
+            _record_skipped(runtime, self._download, self._found(), self._tracker)
+
+    def _looks(self) -> Iterator[tuple[Entry, bool, str]]:
+        """Each manifest entry with what the survey found: present, its SHA-256 (if asked)."""
+        runtime, bucket = self._runtime, self._runtime.settings.artifact_bucket
+        found = (
+            json.loads(line)
+            for part in range(self._parts)
+            for line in runtime.s3.get_object(Bucket=bucket, Key=layout.survey_key(self._download.id, part))[
+                "Body"
+            ].iter_lines()
+            if line
+        )
+        for entry, (present, sha256) in zip(self._entries(0), found, strict=True):
+            yield entry, bool(present), str(sha256)
+
+    def _present(self, start: int) -> Iterator[Entry]:
+        present = (entry for entry, there, _ in self._looks() if there)
+        return itertools.islice(present, start, None)
+
+    def _found(self) -> Survey:
+        found = Survey([], [], {})
+        for entry, there, sha256 in self._looks():
+            (found.present if there else found.missing).append(entry)
+            if there and sha256:
+                found.sha256[entry.name] = sha256
+        return found
+
+    def _extras(self) -> Iterator[tuple[str, bytes]]:
+        """SHA256SUMS and MISSING.txt, from the survey's parts: read only by the last run."""
+        found = self._found()
+        skipped = skipped_keys(self._download, found) if self._options.skips else []
+        yield from _extras(found, skipped, self._options)
 
     def carry(self, copy_rest: CopyRange | None) -> Carried | None:
-        if copy_rest is not None:
-            at = TarAt(self._tar.current, copy_rest.start)
-        elif self._tar.stopped:
-            at = self._tar.at
+        state: dict[str, Any] = {"parts": self._parts}
+        if self._survey_stopped:
+            state["surveyed"] = self._surveyed
+        elif copy_rest is not None and self._tar is not None:
+            state["at"] = asdict(TarAt(self._tar.current, copy_rest.start))
+        elif self._tar is not None and self._tar.stopped:
+            state["at"] = asdict(self._tar.at)
         else:
             return None
-        state: dict[str, Any] = {"at": asdict(at)}
         gzip = self._gzip.carry if self._gzip else None
         if gzip is None:
             return Carried(state)

@@ -16,6 +16,7 @@ import io
 import math
 import os
 import tarfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ import pytest
 import requests
 
 from chalicelib.archive import assembly
-from chalicelib.core import clients
+from chalicelib.core import clients, clock
+from chalicelib.runtime import Runtime
+from chalicelib.workflow import steps
+from chalicelib.workflow.payloads import Prepared, Start
 from satchel_local.stack import REGION
 from tests.support.archive_readers import files_under, run
 from tests.support.faults import Fault, Injector
@@ -50,8 +54,13 @@ def _runs_of(satchel: Satchel, download_id: str, state: str) -> int:
     )
 
 
-def _build(satchel: Satchel, params: dict[str, Any]) -> tuple[str, bytes]:
-    created = satchel.create(params)
+def _build(satchel: Satchel, params: dict[str, Any], created_at: datetime | None = None) -> tuple[str, bytes]:
+    with pytest.MonkeyPatch.context() as patch:
+        if created_at is not None:
+            # The archive's own files (SHA256SUMS, MISSING.txt) are stamped with the download's
+            # creation time: two downloads created at one moment give the same bytes.
+            patch.setattr(clock, "now", lambda: created_at)
+        created = satchel.create(params)
     assert created.status == 202, created.body
     done = satchel.wait(created.json["id"], timeout=240)
     assert done["state"] == "DONE", done
@@ -205,3 +214,51 @@ def test_a_retried_tar_gz_run_goes_on_from_the_same_state_and_duplicates_nothing
     assert injector.calls[("app.build", "s3.UploadPart")] == math.ceil(len(in_runs) / (5 * MIB)) + 1
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, _extracted(bodies), ".tar.gz")
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("tar", ".tar"), ("tar.gz", ".tar.gz")])
+def test_a_surveyed_tar_surveys_and_builds_across_runs(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fmt: str, suffix: str
+) -> None:
+    """`manifest` and `on_missing: skip`: the survey hands on too (an entry a run), then the
+    tar of what is there; SHA256SUMS and MISSING.txt come from the survey's parts."""
+    prefix = f"acme/tarsurvey-{fmt}/"
+    bodies = _texts(satchel, prefix, 4)
+    gone_at_prepare, gone_before_build = f"{prefix}never.txt", f"{prefix}1.txt"
+    # Gone between Prepare and Build: only the survey finds it missing.
+    original = steps.prepare
+
+    def then_deleted(runtime: Runtime, event: Start) -> Prepared:
+        prepared = original(runtime, event)
+        satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=gone_before_build)
+        return prepared
+
+    monkeypatch.setattr(steps, "prepare", then_deleted)
+    params = {
+        "keys": [*bodies, gone_at_prepare],
+        "format": fmt,
+        "manifest": True,
+        "on_missing": "skip",
+    }
+    created_at = clock.now()
+    _, at_once = _build(satchel, params, created_at)
+    satchel.put_source(gone_before_build, bodies[gone_before_build])
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params, created_at)
+    done = satchel.call("GET", f"/downloads/{download_id}").json
+    assert done["skipped"] == [gone_at_prepare, gone_before_build]
+    # Survey: 4 entries, one a run; the last of them goes on with the first member; then the
+    # other two present members, one a run.
+    assert _runs_of(satchel, download_id, "Build") == 3 + 1 + 2
+    assert in_runs == at_once
+    present = {key: body for key, body in bodies.items() if key != gone_before_build}
+    sums = "".join(
+        f"{hashlib.sha256(body).hexdigest()}  {key.removeprefix('acme/')}\n" for key, body in present.items()
+    )
+    expected = {
+        **_extracted(present),
+        "SHA256SUMS": sums.encode(),
+        "MISSING.txt": f"{gone_at_prepare}\n{gone_before_build}\n".encode(),
+    }
+    _readers_accept(in_runs, tmp_path, expected, suffix)
+    run("sha256sum", "-c", "SHA256SUMS", cwd=tmp_path / "gnu")
