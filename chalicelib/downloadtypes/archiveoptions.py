@@ -18,9 +18,8 @@
   it), as store zips do. `tar.gz` is one gzip stream through chalicelib/archive/deflate.py's engine.
 
 The parallel segments (chalicelib/workflow/segments.py) join plain zip segments only. A tar
-or tar.gz without `manifest` or `on_missing: skip` is built across Lambda runs (`TarRuns`,
-through chalicelib/workflow/streamruns.py); an archive with either option is built by one
-Build run (its survey of every source comes first).
+or tar.gz is built across Lambda runs (`TarRuns`, through chalicelib/workflow/streamruns.py),
+its survey too; a zip with `manifest` or `on_missing: skip` is built by one Build run.
 """
 
 from __future__ import annotations
