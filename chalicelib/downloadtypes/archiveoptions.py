@@ -233,15 +233,16 @@ def tar_pieces(
 
 @dataclass(frozen=True)
 class TarAt:
-    """Where a tar goes on: at the manifest's `entry`, `offset` bytes into its data (0: its
-    header is not written yet; more: the header and that many bytes are)."""
+    """Where a tar goes on: at its `entry`-th source (of the manifest, or of those a survey
+    found), `offset` bytes into its data (0: its header is not written yet; more: the header
+    and that many bytes are)."""
 
     entry: int = 0
     offset: int = 0
 
 
 class TarStream:
-    """A pax tar of the manifest's entries from `at`, which stops when `stop` says so.
+    """A pax tar of `entries` (the sources from `at` on), which stops when `stop` says so.
 
     It stops only once it has written something in this run: before a next entry, and (with
     `split_members`, as a tar.gz does, whose members all pass through the worker) between two
