@@ -27,8 +27,10 @@ import requests
 from chalicelib.archive import assembly
 from chalicelib.core import clients, clock
 from chalicelib.runtime import Runtime
-from chalicelib.workflow import steps
+from chalicelib.workflow import steps, streamruns
 from chalicelib.workflow.payloads import Prepared, Start
+from chalicelib.workflow.runs import Outcome
+from satchel_local import lambdas
 from satchel_local.stack import REGION
 from tests.support.archive_readers import files_under, run
 from tests.support.faults import Fault, Injector
@@ -262,3 +264,31 @@ def test_a_surveyed_tar_surveys_and_builds_across_runs(
     }
     _readers_accept(in_runs, tmp_path, expected, suffix)
     run("sha256sum", "-c", "SHA256SUMS", cwd=tmp_path / "gnu")
+
+
+def test_a_tar_cancelled_between_runs_leaves_nothing(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _texts(satchel, "acme/tarcancel/", 5)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    cancelled: list[int] = []
+    go = streamruns.StreamRun.go
+
+    def cancel_before_the_third_run(self: streamruns.StreamRun) -> Outcome:
+        if self._run == 2 and not cancelled:
+            reply = satchel.call("DELETE", f"/downloads/{self._download.id}")
+            cancelled.append(reply.status)
+        return go(self)
+
+    monkeypatch.setattr(streamruns.StreamRun, "go", cancel_before_the_third_run)
+    created = satchel.create({"prefixes": ["acme/tarcancel/"], "format": "tar.gz"})
+    download_id = created.json["id"]
+    assert satchel.wait_execution(download_id, 60) in {"ABORTED", "FAILED"}
+    assert lambdas.wait_idle(timeout=30)
+    assert cancelled == [202]
+    final = satchel.call("GET", f"/downloads/{download_id}").json
+    assert final["state"] == "CANCELLED"
+    assert final["artifact"] is None
+    # The upload carried on between runs, the saved state and held bytes: all gone.
+    assert satchel.open_uploads() == []
+    assert satchel.artifact_objects() == []
