@@ -11,6 +11,7 @@
     tmp/<id>/runs/<run>/...                          a Build handed on between Lambda runs
     tmp/<id>/survey/<part>.jsonl                     a survey done across Build runs (archiveoptions.py)
     tmp/<id>/segments/<index>/runs/<run>/...         a segment's, likewise (workflow/runs.py)
+    tmp/<id>/digest/<run>/state.json                 where a Digest run handed on (workflow/digest.py)
 
 Everything of a download lies under `artifacts/<id>` or `tmp/<id>/` (`owner_of`), so removing
 a download (s3/artifacts.py) and the sweep's leftovers (triggers/cleanup.py) find it all, and
@@ -88,3 +89,8 @@ def runs_prefix(download_id: str, segment: int | None = None) -> str:
 
 def run_key(download_id: str, segment: int | None, run: int, name: str) -> str:
     return f"{runs_prefix(download_id, segment)}{run:0{_RUN_DIGITS}d}/{name}"
+
+
+def digest_state_key(download_id: str, run: int) -> str:
+    """Where Digest's run `run` finds what the run before it saved (workflow/digest.py)."""
+    return f"{temporary_prefix(download_id)}digest/{run:0{_RUN_DIGITS}d}/state.json"

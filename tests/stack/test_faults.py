@@ -566,6 +566,9 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
+    # Digest reading the artifact back in runs of one small chunk (`handing_on`): the faults
+    # land in its second run, the one that goes on from the saved state (`_AT`).
+    "digest": (scenario_parallel_download, "app.digest", ("s3.GetObject", "s3.PutObject")),
     "build_segment": (
         scenario_parallel_download,
         "app.build_segment",
@@ -680,6 +683,10 @@ _AT = {
     ("build_tar_runs", "s3.GetObject"): 3,
     ("build_tar_runs", "s3.ListMultipartUploads"): 2,
     ("build_tar_runs", "s3.PutObject"): 4,
+    # Digest's first run reads the checks and the artifact, and saves its state; the second
+    # reads the checks, then that state (4th), then the artifact, and saves its own (2nd).
+    ("digest", "s3.GetObject"): 4,
+    ("digest", "s3.PutObject"): 2,
 }
 _AUTHENTICATED = {"create", "cancel", "delete"}
 FAULT_POINTS = [(area, operation) for area, (_, _, operations) in AREAS.items() for operation in operations]
@@ -697,13 +704,17 @@ def test_the_matrix_is_what_the_docs_state(capsys: pytest.CaptureFixture[str]) -
 @pytest.fixture
 def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Two sources in two segments: the parallel path (Map, BuildSegment, Assemble); or in
-    one Build that hands on after each member (every run is short of time)."""
+    one Build that hands on after each member (every run is short of time), and then a
+    Digest that hands on after each chunk."""
     area = request.node.callspec.params.get("area") if hasattr(request.node, "callspec") else None
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
-    if area in ("build_runs", "build_tar_runs"):
+    if area in ("build_runs", "build_tar_runs", "digest"):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
+    if area == "digest":
+        # A few hundred bytes of archive: Digest hands on after each 100.
+        monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", "100")
 
 
 @pytest.mark.parametrize("area", sorted(AREAS))
