@@ -437,5 +437,6 @@ TYPE = DownloadType(
     artifact_format=archiveoptions.artifact_format,
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",
     segments=ZipSegments(),
+    stream=archiveoptions.TarRuns(),
     limits=("max_files", "max_content_bytes", "max_keys"),
 )

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.core import clock
-from chalicelib.core.errors import InvalidCallbackUrl
+from chalicelib.core.errors import ConfigurationError, InvalidCallbackUrl
 from chalicelib.notify import callbacks
 from chalicelib.storage.deliveries import DELIVERED, FAILED, FINAL_STATES, PENDING, Delivery
 
@@ -138,6 +140,8 @@ def deliver(
 
 
 _REFUSED = "refused: "
+# What the owner sees as the attempt's error: never the AWS error itself (it is logged).
+_UNSIGNED = "not sent: the signing secret could not be read"
 
 
 def attempt(runtime: Runtime, delivery: Delivery, now: datetime) -> callbacks.Answer:
@@ -149,8 +153,18 @@ def attempt(runtime: Runtime, delivery: Delivery, now: datetime) -> callbacks.An
         )
     except InvalidCallbackUrl as refused:
         return callbacks.Answer(None, f"{_REFUSED}{refused.message}")
+    try:
+        secrets = runtime.webhook_secrets.signing(delivery.tenant, now)
+    except (BotoCoreError, ClientError, ConfigurationError):
+        # The table or KMS did not answer, or refused (a key disabled, a grant revoked): a
+        # failed attempt like any other, so the backoff and the retry window apply, and the
+        # event is dead-lettered in time instead of coming back at every visibility timeout.
+        log.exception("the signing secret of tenant %s could not be read", delivery.tenant)
+        return callbacks.Answer(None, _UNSIGNED)
+    if not secrets:
+        return callbacks.Answer(None, "not sent: the tenant has no signing secret")
     body = delivery.body.encode("utf-8")
-    headers = signed_headers(runtime.webhook_secrets.signing(delivery.tenant, now), delivery, now)
+    headers = signed_headers(secrets, delivery, now)
     return callbacks.post(target, body, headers, settings.delivery_budget_seconds)
 
 

@@ -101,8 +101,26 @@ class Built(_Artifact):
     sha256: str | None
 
 
+class Digesting(Built):
+    """Digest's input: Built (CheckDigest found no `sha256`) for its first run; for each
+    later run, the output of the run before, `digest_run` its number (chalicelib/workflow/digest.py)."""
+
+    digest_run: NotRequired[int]
+
+
+class DigestRun(_Artifact):
+    """Digest's output: DigestHandsOn sends it back to Digest until `done`, then to Finalize.
+
+    Until done, `sha256` is None and `digest_run` the next run's number; what that run goes
+    on from is in S3, never here."""
+
+    sha256: str | None
+    done: bool
+    digest_run: int
+
+
 class Digested(_Artifact):
-    """Digest's output, and Built once CheckDigest let it through: Finalize's input."""
+    """Digest's last output, and Built once CheckDigest let it through: Finalize's input."""
 
     sha256: str
 

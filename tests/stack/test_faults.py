@@ -248,9 +248,13 @@ def _until_accepted(call: Callable[[], Reply], replies: list[Reply], tries: int 
 
 
 def _create(
-    satchel: Satchel, key: str | None = None, keys: tuple[str, ...] = (SOURCE,), **extra: Any
+    satchel: Satchel,
+    key: str | None = None,
+    keys: tuple[str, ...] = (SOURCE,),
+    params: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Reply:
-    body = {"type": "zip", "params": {"keys": list(keys)}, **extra}
+    body = {"type": "zip", "params": {"keys": list(keys), **(params or {})}, **extra}
     return satchel.call("POST", "/downloads", body=body, headers={"Idempotency-Key": key} if key else {})
 
 
@@ -267,9 +271,15 @@ def scenario_create(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> N
     assert satchel.wait(retried.json["id"])["state"] == "DONE"
 
 
-def _built(satchel: Satchel, faulted: Armed, replies: list[Reply], keys: tuple[str, ...]) -> Any:
+def _built(
+    satchel: Satchel,
+    faulted: Armed,
+    replies: list[Reply],
+    keys: tuple[str, ...],
+    params: dict[str, Any] | None = None,
+) -> Any:
     with faulted():
-        reply = _create(satchel, keys=keys)
+        reply = _create(satchel, keys=keys, params=params)
         replies.append(reply)
         assert reply.status == 202, reply.body
         return satchel.wait(reply.json["id"])
@@ -287,6 +297,11 @@ def scenario_parallel_download(satchel: Satchel, faulted: Armed, replies: list[R
 
 def scenario_large_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     final = _built(satchel, faulted, replies, (SOURCE_LARGE,))
+    assert final["state"] == "DONE", final
+
+
+def scenario_tar_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B), {"format": "tar.gz"})
     assert final["state"] == "DONE", final
 
 
@@ -561,6 +576,24 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
+    # A tar.gz handing on after every member: a single stream's runs (workflow/streamruns.py).
+    "build_tar_runs": (
+        scenario_tar_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    # Digest reading the artifact back in runs of one small chunk (`handing_on`): the faults
+    # land in its second run, the one that goes on from the saved state (`_AT`).
+    "digest": (scenario_parallel_download, "app.digest", ("s3.GetObject", "s3.PutObject")),
     "build_segment": (
         scenario_parallel_download,
         "app.build_segment",
@@ -676,6 +709,16 @@ _AT = {
     ("build_member_runs", "s3.GetObject"): 5,
     ("build_member_runs", "s3.ListMultipartUploads"): 2,
     ("build_member_runs", "s3.PutObject"): 5,
+    # A tar.gz's first run saves 3 objects (held bytes, what it carries, its state).
+    ("build_tar_runs", "dynamodb.GetItem"): 2,
+    ("build_tar_runs", "dynamodb.UpdateItem"): 2,
+    ("build_tar_runs", "s3.GetObject"): 3,
+    ("build_tar_runs", "s3.ListMultipartUploads"): 2,
+    ("build_tar_runs", "s3.PutObject"): 4,
+    # Digest's first run reads the checks and the artifact, and saves its state; the second
+    # reads the checks, then that state (4th), then the artifact, and saves its own (2nd).
+    ("digest", "s3.GetObject"): 4,
+    ("digest", "s3.PutObject"): 2,
 }
 _AUTHENTICATED = {"create", "cancel", "delete"}
 FAULT_POINTS = [(area, operation) for area, (_, _, operations) in AREAS.items() for operation in operations]
@@ -693,13 +736,17 @@ def test_the_matrix_is_what_the_docs_state(capsys: pytest.CaptureFixture[str]) -
 @pytest.fixture
 def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Two sources in two segments: the parallel path (Map, BuildSegment, Assemble); or in
-    one Build that hands on after each member (every run is short of time)."""
+    one Build that hands on after each member (every run is short of time), and then a
+    Digest that hands on after each chunk."""
     area = request.node.callspec.params.get("area") if hasattr(request.node, "callspec") else None
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
-    if area in ("build_runs", "build_member_runs"):
+    if area in ("build_runs", "build_member_runs", "build_tar_runs", "digest"):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
+    if area == "digest":
+        # A few hundred bytes of archive: Digest hands on after each 100.
+        monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", "100")
 
 
 @pytest.mark.parametrize("area", sorted(AREAS))
