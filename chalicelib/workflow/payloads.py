@@ -53,6 +53,8 @@ class Prepared(TypedDict):
     `parallel` is always there (the Choice tests a value, not a path that may be absent);
     then `segments` when true, else `manifest_key`. `run` is there when a Build handed on
     (chalicelib/workflow/runs.py): the run that goes on from where the last one stopped.
+    `part_size` is the part size of the upload Build or Assemble writes (the plan's:
+    chalicelib/workflow/segments.py), absent: SATCHEL_PART_SIZE.
     """
 
     download_id: str
@@ -61,6 +63,7 @@ class Prepared(TypedDict):
     manifest_key: NotRequired[str]
     segments: NotRequired[SegmentList]
     run: NotRequired[int]
+    part_size: NotRequired[int]
 
 
 class SegmentInput(TypedDict):
@@ -134,6 +137,7 @@ class BuildRun(Built):
     manifest_key: NotRequired[str]
     done: bool
     run: NotRequired[int]
+    part_size: NotRequired[int]
 
 
 class Finished(TypedDict):

@@ -30,6 +30,7 @@ from chalicelib.triggers import cleanup
 from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import FailInput
 from satchel_local import lambdas
+from tests.support import records
 from tests.support.serialised import SerialisedWrites
 from tests.support.stack import USERS, Satchel
 
@@ -145,19 +146,8 @@ def test_a_build_past_its_deadline_is_stopped_and_fails_with_timeout(
 
 def pending_download(runtime: Runtime, created_at: datetime, download_id: str | None = None) -> Download:
     """A download recorded but never started, as when its start_execution was lost."""
-    orphan = Download(
-        id=download_id or api_downloads.new_id(),
-        type="zip",
-        params={"keys": ["acme/a.txt"], "prefixes": [], "compression": "store"},
-        filename="orphan.zip",
-        tenant="acme",
-        user_id="bob",
-        state=State.PENDING,
-        created_at=clock.iso(created_at),
-        retention_seconds=3600,
-    )
-    runtime.downloads.create(orphan, runtime.settings.max_active_per_user)
-    return orphan
+    fields = {"id": download_id} if download_id else {}
+    return records.stored(runtime, user="bob", created_at=created_at, filename="orphan.zip", **fields)
 
 
 def test_a_download_that_never_started_times_out_and_frees_its_slot(satchel: Satchel) -> None:

@@ -47,6 +47,8 @@ from tests.support.stack import TERMINAL, Reply, Satchel, dummy_aws_environment,
 
 SOURCE = "acme/faults/a.txt"
 SOURCE_B = "acme/faults/b.txt"
+# Deflated in 3 chunks of 1 MiB: a Build short of time stops inside it after the first.
+SOURCE_LARGE = "acme/faults/large.txt"
 # What a 5xx answer or a download's error must never show: ARNs, the account, raw botocore
 # text, a traceback.
 _INTERNALS = re.compile(
@@ -79,6 +81,8 @@ def shared() -> Iterator[tuple[Stack, Injector]]:
             s3 = boto3.client("s3", region_name=REGION)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE, Body=b"fault injection\n" * 64)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_B, Body=b"second source\n" * 64)
+            large = b"".join(b"%d large source line\n" % index for index in range(120_000))
+            s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_LARGE, Body=large)
             yield stack, injector
 
 
@@ -247,9 +251,13 @@ def _until_accepted(call: Callable[[], Reply], replies: list[Reply], tries: int 
 
 
 def _create(
-    satchel: Satchel, key: str | None = None, keys: tuple[str, ...] = (SOURCE,), **extra: Any
+    satchel: Satchel,
+    key: str | None = None,
+    keys: tuple[str, ...] = (SOURCE,),
+    params: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Reply:
-    body = {"type": "zip", "params": {"keys": list(keys)}, **extra}
+    body = {"type": "zip", "params": {"keys": list(keys), **(params or {})}, **extra}
     return satchel.call("POST", "/downloads", body=body, headers={"Idempotency-Key": key} if key else {})
 
 
@@ -266,9 +274,15 @@ def scenario_create(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> N
     assert satchel.wait(retried.json["id"])["state"] == "DONE"
 
 
-def _built(satchel: Satchel, faulted: Armed, replies: list[Reply], keys: tuple[str, ...]) -> Any:
+def _built(
+    satchel: Satchel,
+    faulted: Armed,
+    replies: list[Reply],
+    keys: tuple[str, ...],
+    params: dict[str, Any] | None = None,
+) -> Any:
     with faulted():
-        reply = _create(satchel, keys=keys)
+        reply = _create(satchel, keys=keys, params=params)
         replies.append(reply)
         assert reply.status == 202, reply.body
         return satchel.wait(reply.json["id"])
@@ -281,6 +295,16 @@ def scenario_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) ->
 
 def scenario_parallel_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B))
+    assert final["state"] == "DONE", final
+
+
+def scenario_large_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE_LARGE,))
+    assert final["state"] == "DONE", final
+
+
+def scenario_tar_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B), {"format": "tar.gz"})
     assert final["state"] == "DONE", final
 
 
@@ -699,6 +723,37 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
+    # Build stopping inside a deflated member (`handing_on`): the faults land in its second
+    # run, the one that reads the rest of the source and goes on with the deflate stream.
+    "build_member_runs": (
+        scenario_large_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    # A tar.gz handing on after every member: a single stream's runs (workflow/streamruns.py).
+    "build_tar_runs": (
+        scenario_tar_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     # Digest reading the artifact back in runs of one small chunk (`handing_on`): the faults
     # land in its second run, the one that goes on from the saved state (`_AT`).
     "digest": (scenario_parallel_download, "app.digest", ("s3.GetObject", "s3.PutObject")),
@@ -839,6 +894,19 @@ _AT = {
     ("build_runs", "dynamodb.UpdateItem"): 2,
     ("build_runs", "s3.GetObject"): 3,
     ("build_runs", "s3.PutObject"): 5,
+    # The second run: its state, held bytes, then the ranged GET of the member's rest (the
+    # 5th GetObject), its checks (the 5th PutObject), and the upload found by listing.
+    ("build_member_runs", "dynamodb.GetItem"): 2,
+    ("build_member_runs", "dynamodb.UpdateItem"): 2,
+    ("build_member_runs", "s3.GetObject"): 5,
+    ("build_member_runs", "s3.ListMultipartUploads"): 2,
+    ("build_member_runs", "s3.PutObject"): 5,
+    # A tar.gz's first run saves 3 objects (held bytes, what it carries, its state).
+    ("build_tar_runs", "dynamodb.GetItem"): 2,
+    ("build_tar_runs", "dynamodb.UpdateItem"): 2,
+    ("build_tar_runs", "s3.GetObject"): 3,
+    ("build_tar_runs", "s3.ListMultipartUploads"): 2,
+    ("build_tar_runs", "s3.PutObject"): 4,
     # Digest's first run reads the checks and the artifact, and saves its state; the second
     # reads the checks, then that state (4th), then the artifact, and saves its own (2nd).
     ("digest", "s3.GetObject"): 4,
@@ -875,7 +943,7 @@ def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
-    if area in ("build_runs", "digest"):
+    if area in ("build_runs", "build_member_runs", "build_tar_runs", "digest"):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
     if area == "digest":
         # A few hundred bytes of archive: Digest hands on after each 100.

@@ -20,6 +20,7 @@ from chalicelib.core.settings import Settings
 from chalicelib.notify import delivery, dispatch, events
 from chalicelib.runtime import Runtime
 from chalicelib.storage.deliveries import DELIVERED, FAILED, PENDING, Delivery
+from tests.support import records
 from tests.support.receiver import WEBHOOK_SECRET, Receiver, closed_port_url, verified
 
 QUEUE = "https://sqs.example/deliveries"
@@ -159,16 +160,9 @@ class Stand:
 
 
 def finished_download(state: State = State.DONE) -> Download:
-    return Download(
+    return records.download(
         id="0123456789abcdef0123456789abcdef",
-        type="zip",
-        params={},
-        filename="a.zip",
-        tenant="acme",
-        user_id="alice",
         state=state,
-        created_at="2026-11-29T10:00:00.000Z",
-        retention_seconds=3600,
         finished_at="2026-11-29T10:01:00.000Z",
         expires_at="2026-11-29T11:01:00.000Z",
         error=ErrorInfo("SourceMissing", "gone") if state is State.FAILED else None,
