@@ -438,5 +438,6 @@ TYPE = DownloadType(
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",
     segments=ZipSegments(),
     stream=archiveoptions.TarRuns(),
+    survey=archiveoptions.ZipSurvey(ZipSegments(), layout_for),
     limits=("max_files", "max_content_bytes", "max_keys"),
 )

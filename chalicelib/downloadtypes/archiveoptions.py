@@ -47,9 +47,12 @@ from chalicelib.downloadtypes.base import (
     Check,
     ProgressTracker,
     Renderer,
+    SegmentBuild,
+    SegmentPlan,
     StreamRun,
+    Surveyed,
 )
-from chalicelib.s3 import layout, sources
+from chalicelib.s3 import layout, manifest, sources
 from chalicelib.s3.manifest import Entry
 
 if TYPE_CHECKING:
@@ -136,6 +139,7 @@ def segmentable(params: dict[str, Any]) -> bool:
 # The zip type's own builders, handed in (the zip type, archive.py, imports this module).
 ZipMembers = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker", ZipLayout], Iterator[Piece]]
 LayoutFor = Callable[[Download], ZipLayout]
+LayoutAt = Callable[[Download, int], ZipLayout]
 
 
 @dataclass(frozen=True)
@@ -460,73 +464,26 @@ class _TarRun:
 
     def _survey(self) -> None:
         """This run's share of the survey (at least one entry): written as a part of its own."""
-        runtime, settings, options = self._runtime, self._runtime.settings, self._options
-        look = _hash if options.manifest else _head
-        taken = 0
-        exhausted = False
-
-        def budgeted() -> Iterator[Entry]:
-            nonlocal taken, exhausted
-            for entry in self._entries(self._surveyed):
-                if taken and self._stop():
-                    return
-                taken += 1
-                yield entry
-            exhausted = True
-
-        lines = []
-        looked = sources.in_order(
-            settings.fetch_concurrency, lambda entry: look(runtime.s3, settings, entry), budgeted(), "survey"
-        )
-        with contextlib.closing(looked):
-            for _, outcome in looked:
-                if isinstance(outcome, SourceMissing):
-                    if not options.skips:
-                        raise outcome
-                    lines.append(json.dumps([False, ""]) + "\n")
-                else:
-                    lines.append(json.dumps([True, outcome]) + "\n")
-        key = layout.survey_key(self._download.id, self._parts)
-        runtime.s3.put_object(
-            Bucket=settings.artifact_bucket,
-            Key=key,
-            Body="".join(lines).encode("utf-8"),
-            ContentType="application/x-ndjson",
-        )
+        entries = self._entries(self._surveyed)
+        taken, exhausted = survey_part(self._runtime, self._download, entries, self._parts, self._stop)
         self._surveyed, self._parts = self._surveyed + taken, self._parts + 1
         if not exhausted:
             self._survey_stopped = True
             return
         self._surveying = False
-        if options.skips:
+        if self._options.skips:
             # Recorded by the run that ends the survey (again by its retry: the same list).
-            _record_skipped(runtime, self._download, self._found(), self._tracker)
+            _record_skipped(self._runtime, self._download, self._found(), self._tracker)
 
     def _looks(self) -> Iterator[tuple[Entry, bool, str]]:
-        """Each manifest entry with what the survey found: present, its SHA-256 (if asked)."""
-        runtime, bucket = self._runtime, self._runtime.settings.artifact_bucket
-        found = (
-            json.loads(line)
-            for part in range(self._parts)
-            for line in runtime.s3.get_object(Bucket=bucket, Key=layout.survey_key(self._download.id, part))[
-                "Body"
-            ].iter_lines()
-            if line
-        )
-        for entry, (present, sha256) in zip(self._entries(0), found, strict=True):
-            yield entry, bool(present), str(sha256)
+        return _looks(self._runtime, self._download.id, self._entries(0), self._parts)
 
     def _present(self, start: int) -> Iterator[Entry]:
         present = (entry for entry, there, _ in self._looks() if there)
         return itertools.islice(present, start, None)
 
     def _found(self) -> Survey:
-        found = Survey([], [], {})
-        for entry, there, sha256 in self._looks():
-            (found.present if there else found.missing).append(entry)
-            if there and sha256:
-                found.sha256[entry.name] = sha256
-        return found
+        return _found(self._looks())
 
     def _extras(self) -> Iterator[tuple[str, bytes]]:
         """SHA256SUMS and MISSING.txt, from the survey's parts: read only by the last run."""
@@ -559,7 +516,176 @@ def _gzip_carried(carried: Carried | None) -> tarwriter.GzipCarry | None:
     return tarwriter.GzipCarry(int(gzip["crc"]), int(gzip["size"]), data[:window], data[window:])
 
 
-def survey(runtime: Runtime, entries: list[Entry], options: Options) -> Survey:
+def survey_part(
+    runtime: Runtime, download: Download, entries: Iterator[Entry], part: int, stop: Callable[[], bool]
+) -> tuple[int, bool]:
+    """One Lambda run's share of a survey done across runs: `entries` (the manifest's from
+    where the last share ended) until `stop` says so (at least one), written to
+    `tmp/<id>/survey/<part>.jsonl` a line an entry ([present, SHA-256]). A retried run writes
+    the same part again. Returns how many it surveyed, and whether that was the last."""
+    settings = runtime.settings
+    taken: list[Entry] = []
+    exhausted = False
+
+    def budgeted() -> Iterator[Entry]:
+        nonlocal exhausted
+        for entry in entries:
+            if taken and stop():
+                return
+            taken.append(entry)
+            yield entry
+        exhausted = True
+
+    found = survey(runtime, budgeted(), Options.of(download.params))
+    missing = {entry.key for entry in found.missing}
+    looked = ([entry.key not in missing, found.sha256.get(entry.name, "")] for entry in taken)
+    lines = (json.dumps(line) + "\n" for line in looked)
+    runtime.s3.put_object(
+        Bucket=settings.artifact_bucket,
+        Key=layout.survey_key(download.id, part),
+        Body="".join(lines).encode("utf-8"),
+        ContentType="application/x-ndjson",
+    )
+    return len(taken), exhausted
+
+
+def _looks(
+    runtime: Runtime, download_id: str, entries: Iterator[Entry], parts: int
+) -> Iterator[tuple[Entry, bool, str]]:
+    """Each manifest entry with what the survey's `parts` found: present, its SHA-256 (if asked)."""
+    bucket = runtime.settings.artifact_bucket
+    found = (
+        json.loads(line)
+        for part in range(parts)
+        for line in runtime.s3.get_object(Bucket=bucket, Key=layout.survey_key(download_id, part))[
+            "Body"
+        ].iter_lines()
+        if line
+    )
+    for entry, (present, sha256) in zip(entries, found, strict=True):
+        yield entry, bool(present), str(sha256)
+
+
+def _found(looks: Iterable[tuple[Entry, bool, str]]) -> Survey:
+    found = Survey([], [], {})
+    for entry, there, sha256 in looks:
+        (found.present if there else found.missing).append(entry)
+        if there and sha256:
+            found.sha256[entry.name] = sha256
+    return found
+
+
+@dataclass(frozen=True)
+class _ZipSegment:
+    """The plain zip's segment, a source gone since the survey made a retry (`on_missing: skip`)."""
+
+    built: SegmentBuild
+
+    @property
+    def pieces(self) -> Iterator[Piece]:
+        try:
+            yield from self.built.pieces
+        except SourceMissing as gone:
+            # Gone after the survey saw it, as in a tar built across runs: Build's Retry goes
+            # again (the run that ended the survey surveys again and leaves it out; a later
+            # run finds it gone again, and the download fails).
+            raise TransientError(f"{gone.message}; the build starts again without it") from gone
+
+    def records(self) -> list[Any]:
+        return self.built.records()
+
+    def checks(self) -> list[integrity.Check]:
+        return self.built.checks()
+
+    def carried(self) -> tuple[int, Any] | None:
+        return self.built.carried()
+
+
+class _SurveyedZip:
+    """The segment plan of a zip whose sources were surveyed: the plain zip's over the sources
+    found, closing with SHA256SUMS and MISSING.txt (from the survey's `parts`) as members,
+    then the central directory of every run's members and theirs."""
+
+    def __init__(self, plain: SegmentPlan, layout_for: LayoutAt, runtime: Runtime, parts: int) -> None:
+        self._plain = plain
+        self._layout_for = layout_for
+        self._runtime = runtime
+        self._parts = parts
+
+    def accepts(self, params: dict[str, Any]) -> bool:
+        return Options.of(params).format == "zip"
+
+    def build(
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        *,
+        start: int = 0,
+        carried: Any = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> SegmentBuild:
+        built = self._plain.build(
+            runtime, download, entries, tracker, start=start, carried=carried, stop=stop
+        )
+        return _ZipSegment(built) if Options.of(download.params).skips else built
+
+    def closing(
+        self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int
+    ) -> Iterator[Piece]:
+        runtime, options = self._runtime, Options.of(download.params)
+        bucket = runtime.settings.artifact_bucket
+        entries = manifest.read(runtime.s3, bucket, layout.manifest_key(download.id))
+        found = _found(_looks(runtime, download.id, entries, self._parts))
+        skipped = skipped_keys(download, found) if options.skips else []
+        zip_layout = self._layout_for(download, offset)
+        for name, data in _extras(found, skipped, options):
+            yield from zip_layout.known(name, zlib.crc32(data), len(data), [data] if data else [])
+        ours = [member.to_json() for member in zip_layout.members]
+        yield from self._plain.closing(download, itertools.chain(placed, [(0, ours)]), zip_layout.offset)
+
+
+class ZipSurvey:
+    """A zip with `manifest` or `on_missing: skip` is built across Lambda runs too
+    (chalicelib/workflow/steps.py): first the survey, a part a run as a tar's (`survey_part`),
+    the run that ends it recording what is skipped; then, from that same run on, the sources
+    found through the plain zip's segment plan (chalicelib/workflow/runs.py), whose last run
+    writes SHA256SUMS and MISSING.txt as members before the central directory. The bytes are
+    those of a build in one run."""
+
+    def __init__(self, plain: SegmentPlan, layout_for: LayoutAt) -> None:
+        self._plain = plain
+        self._layout_for = layout_for
+
+    def accepts(self, params: dict[str, Any]) -> bool:
+        options = Options.of(params)
+        return options.format == "zip" and (options.manifest or options.skips)
+
+    def survey(
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Callable[[int], Iterator[Entry]],
+        at: int,
+        part: int,
+        tracker: ProgressTracker,
+        stop: Callable[[], bool],
+    ) -> Surveyed:
+        taken, exhausted = survey_part(runtime, download, entries(at), part, stop)
+        if not exhausted:
+            return Surveyed(at + taken, None)
+        found = _found(_looks(runtime, download.id, entries(0), part + 1))
+        if Options.of(download.params).skips:
+            # Recorded by the run that ends the survey (again by its retry: the same list).
+            _record_skipped(runtime, download, found, tracker)
+        return Surveyed(at + taken, found.present)
+
+    def segments(self, runtime: Runtime, download: Download, parts: int) -> SegmentPlan:
+        return _SurveyedZip(self._plain, self._layout_for, runtime, parts)
+
+
+def survey(runtime: Runtime, entries: Iterable[Entry], options: Options) -> Survey:
     """Which sources are still there (skip) and their SHA-256 (manifest), before any is written.
 
     Only with one of those options: otherwise the build meets a missing source as it always has.

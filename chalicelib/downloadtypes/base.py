@@ -199,6 +199,41 @@ class StreamPlan(Protocol):
 
 
 @dataclass(frozen=True)
+class Surveyed:
+    """What one Lambda run's share of a survey found: how many entries are surveyed so far,
+    and once the survey is done (None before), the sources still there, in order."""
+
+    at: int
+    present: list[Entry] | None
+
+
+class SurveyPlan(Protocol):
+    """How a type's artifact whose sources are looked at before it is written (a zip with
+    `manifest` or `on_missing: skip`) is built across Lambda runs: a share of the survey a run,
+    then the sources found through a segment plan (chalicelib/workflow/steps.py, runs.py)."""
+
+    def accepts(self, params: dict[str, Any]) -> bool: ...
+
+    def survey(
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Callable[[int], Iterator[Entry]],
+        at: int,
+        part: int,
+        tracker: ProgressTracker,
+        stop: Callable[[], bool],
+    ) -> Surveyed:
+        """Part `part` of the survey, from the `at`-th entry, until `stop` says so (at least
+        one entry). `entries(n)` are the manifest's from the n-th on."""
+        ...
+
+    def segments(self, runtime: Runtime, download: Download, parts: int) -> SegmentPlan:
+        """The plan that builds the sources found, given the survey's number of parts."""
+        ...
+
+
+@dataclass(frozen=True)
 class DownloadType:
     name: str
     description: str
@@ -217,6 +252,8 @@ class DownloadType:
     segments: SegmentPlan | None = None
     # How a single-stream artifact is built across Lambda runs; None: in one Build run.
     stream: StreamPlan | None = None
+    # How an artifact whose sources are surveyed first is built across Lambda runs.
+    survey: SurveyPlan | None = None
     # The settings that bound this type's artifact (a dry run shows them beside the totals).
     limits: tuple[str, ...] = ("max_rows", "max_table_bytes")
 
@@ -237,6 +274,9 @@ class DownloadType:
 
     def can_stream(self, params: dict[str, Any]) -> bool:
         return self.stream is not None and self.stream.accepts(params)
+
+    def can_survey(self, params: dict[str, Any]) -> bool:
+        return self.survey is not None and self.survey.accepts(params)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@
     tmp/<id>/segments.json                           the segments' numbers: the Map's ItemReader
     tmp/<id>/runs/<run>/...                          a Build handed on between Lambda runs
     tmp/<id>/survey/<part>.jsonl                     a survey done across Build runs (archiveoptions.py)
+    tmp/<id>/survey/present.jsonl                    found there, what a zip's runs build (steps.py)
     tmp/<id>/segments/<index>/runs/<run>/...         a segment's, likewise (workflow/runs.py)
     tmp/<id>/digest/<run>/state.json                 where a Digest run handed on (workflow/digest.py)
 
@@ -55,6 +56,11 @@ def checks_key(download_id: str) -> str:
 def survey_key(download_id: str, part: int) -> str:
     """One run's share of a survey of the sources (`manifest`, `on_missing: skip`), in order."""
     return f"{temporary_prefix(download_id)}survey/{part:0{_RUN_DIGITS}d}.jsonl"
+
+
+def surveyed_manifest_key(download_id: str) -> str:
+    """The entries a survey found still there: what a surveyed zip's runs build."""
+    return f"{temporary_prefix(download_id)}survey/present.jsonl"
 
 
 def segment_prefix(download_id: str, index: int) -> str:

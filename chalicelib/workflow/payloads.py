@@ -64,6 +64,9 @@ class Prepared(TypedDict):
     segments: NotRequired[SegmentList]
     run: NotRequired[int]
     part_size: NotRequired[int]
+    # A zip with manifest or on_missing: skip, once surveyed: the survey's parts (the runs
+    # from then on build the sources found, `manifest_key`, with `run` from 0 again).
+    surveyed: NotRequired[int]
 
 
 class SegmentInput(TypedDict):
@@ -138,6 +141,7 @@ class BuildRun(Built):
     done: bool
     run: NotRequired[int]
     part_size: NotRequired[int]
+    surveyed: NotRequired[int]
 
 
 class Finished(TypedDict):

@@ -10,9 +10,10 @@ returns the next state's input. Each is idempotent, because Retry may run it aga
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
 from chalicelib import downloadtypes
@@ -21,6 +22,7 @@ from chalicelib.core import clock, observability
 from chalicelib.core.disclosure import shown_error
 from chalicelib.core.errors import Cancelled, retried_when_transient
 from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
+from chalicelib.downloadtypes.base import SurveyPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.multipart import MultipartWriter
@@ -103,7 +105,66 @@ def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) 
     if kind.can_stream(download.params) and kind.stream is not None:
         streamed = functools.partial(streamruns.StreamRun, runtime, download, kind.stream)
         return _build_in_runs(runtime, event, download, streamed, budget)
+    if kind.can_survey(download.params) and kind.survey is not None:
+        return _build_surveyed(runtime, event, download, kind.survey, budget)
     return _run_output(event, _build_at_once(runtime, event, download), None)
+
+
+def _build_surveyed(
+    runtime: Runtime, event: Prepared, download: Download, plan: SurveyPlan, budget: runs.Budget | None
+) -> BuildRun:
+    """A zip with `manifest` or `on_missing: skip`: runs 0, 1... survey its sources, a part a
+    run (where the next goes on is saved in S3, as runs.py saves its state); the run that ends
+    the survey writes the sources found as a manifest and goes on, with `surveyed` (the
+    survey's parts) and `run` 0, as the first run of their zip through the segment plan
+    (runs.py), which hands on as a plain zip does. A retried run surveys, or builds, again
+    from the same saved state."""
+    if "surveyed" in event:
+        present = plan.segments(runtime, download, event["surveyed"])
+        zipped = functools.partial(runs.Run, runtime, download, present)
+        return _build_in_runs(runtime, event, download, zipped, budget)
+    settings, download_id = runtime.settings, event["download_id"]
+    s3, bucket = runtime.s3, settings.artifact_bucket
+    run = int(event.get("run", 0))
+    budget = budget or runs.Budget.of(None, settings)
+    at = 0
+    if run > 0:
+        saved = s3.get_object(Bucket=bucket, Key=layout.run_key(download_id, None, run, "survey.json"))
+        at = int(json.loads(saved["Body"].read())["at"])
+    tracker = ProgressTracker(
+        runtime.downloads, download_id, Progress(**event["totals"]), settings.progress_every_bytes
+    )
+
+    def entries(start: int) -> Iterator[manifest.Entry]:
+        return itertools.islice(manifest.read(s3, bucket, event["manifest_key"]), start, None)
+
+    try:
+        found = plan.survey(runtime, download, entries, at, run, tracker, budget.low)
+        tracker.flush()  # the totals without what is skipped; a cancelled download stops here
+    except Cancelled:
+        _discard_when_cancelled(runtime, download_id)
+        raise
+    if found.present is None:
+        following = layout.run_key(download_id, None, run + 1, "survey.json")
+        s3.put_object(Bucket=bucket, Key=following, Body=json.dumps({"at": found.at}).encode("utf-8"))
+        built: Built = {
+            "download_id": download_id,
+            "artifact_key": layout.artifact_key(download_id),
+            "size": 0,
+            "sha256": None,
+            "progress": counts(tracker.current),
+        }
+        return _run_output(event, built, run + 1)
+    key = layout.surveyed_manifest_key(download_id)
+    manifest.write(s3, bucket, key, found.present)
+    surveyed: Prepared = {
+        **event,
+        "totals": counts(tracker.current),
+        "manifest_key": key,
+        "run": 0,
+        "surveyed": run + 1,
+    }
+    return _build_surveyed(runtime, surveyed, runtime.downloads.require(download_id), plan, budget)
 
 
 def _run_output(event: Prepared, built: Built, run: int | None) -> BuildRun:
@@ -123,6 +184,8 @@ def _run_output(event: Prepared, built: Built, run: int | None) -> BuildRun:
         output["manifest_key"] = event["manifest_key"]
     if "part_size" in event:
         output["part_size"] = event["part_size"]
+    if "surveyed" in event:
+        output["surveyed"] = event["surveyed"]
     if run is not None:
         output["run"] = run
     return output
