@@ -19,7 +19,10 @@
 
 The parallel segments (chalicelib/workflow/segments.py) join plain zip segments only. A tar
 or tar.gz is built across Lambda runs (`TarRuns`, through chalicelib/workflow/streamruns.py),
-its survey too; a zip with `manifest` or `on_missing: skip` is built by one Build run.
+its survey too; so is a zip with `manifest` or `on_missing: skip` (`ZipSurvey`: the survey,
+then the plain zip's runs, chalicelib/workflow/runs.py). `renderer` builds any of them in
+one run, as the type's `render`: no Build uses it now, and the tests compare the runs' bytes
+with its.
 """
 
 from __future__ import annotations

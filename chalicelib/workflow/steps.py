@@ -93,9 +93,10 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
 @retried_when_transient
 def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) -> BuildRun:
     """The artifact into one multipart upload. A type built through a segment plan (the plain
-    zip) or as a single stream (a tar or tar.gz) hands on before its Lambda run ends (`done`
-    false: BuildHandsOn runs Build again, chalicelib/workflow/runs.py and streamruns.py); any
-    other is built in this one run."""
+    zip), as a single stream (a tar or tar.gz) or surveyed first (a zip with `manifest` or
+    `on_missing: skip`) hands on before its Lambda run ends (`done` false: BuildHandsOn runs
+    Build again, chalicelib/workflow/runs.py and streamruns.py); any other is built in this
+    one run."""
     download_id = event["download_id"]
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
