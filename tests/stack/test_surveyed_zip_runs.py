@@ -208,3 +208,31 @@ def test_a_retried_surveyed_zip_run_goes_on_from_the_same_state_and_duplicates_n
     assert in_runs == at_once
     expected = {key.removeprefix("acme/"): body for key, body in bodies.items()}
     _readers_accept(in_runs, tmp_path, {**expected, "SHA256SUMS": _sums(bodies)})
+
+
+def test_a_surveyed_zip_whose_every_source_is_gone_holds_only_missing_txt(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = _texts(satchel, "acme/zipallgone/", 2)
+    original = steps.prepare
+
+    def then_deleted(runtime: Runtime, event: Start) -> Prepared:
+        prepared = original(runtime, event)
+        for key in bodies:
+            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=key)
+        return prepared
+
+    monkeypatch.setattr(steps, "prepare", then_deleted)
+    params = {"keys": list(bodies), "on_missing": "skip"}
+    created_at = clock.now()
+    at_once = _rendered_at_once(satchel, params, created_at)
+    for key, body in bodies.items():
+        satchel.put_source(key, body)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    done, in_runs = _build(satchel, params, created_at)
+    assert done["skipped"] == list(bodies)
+    assert done["progress"]["files_total"] == 0
+    # The survey (HEADs), an entry a run; the run that ends it writes the empty zip's MISSING.txt.
+    assert _runs_of(satchel, done["id"], "Build") == 2
+    assert in_runs == at_once
+    _readers_accept(in_runs, tmp_path, {"MISSING.txt": "".join(f"{k}\n" for k in bodies).encode()})
