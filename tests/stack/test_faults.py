@@ -308,6 +308,12 @@ def scenario_tar_download(satchel: Satchel, faulted: Armed, replies: list[Reply]
     assert final["state"] == "DONE", final
 
 
+def scenario_surveyed_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    params = {"manifest": True, "on_missing": "skip"}
+    final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B), params)
+    assert final["state"] == "DONE", final
+
+
 def scenario_failing_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     final = _built(satchel, faulted, replies, (SOURCE, "acme/faults/missing.txt"))
     assert (final["state"], final["error"]["code"]) == ("FAILED", "SourceMissing"), final
@@ -754,6 +760,22 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
+    # A zip with `manifest` and `on_missing: skip` handing on after every entry surveyed and
+    # every member: the survey's runs, then the zip's (workflow/steps.py `_build_surveyed`).
+    "build_surveyed_runs": (
+        scenario_surveyed_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     # Digest reading the artifact back in runs of one small chunk (`handing_on`): the faults
     # land in its second run, the one that goes on from the saved state (`_AT`).
     "digest": (scenario_parallel_download, "app.digest", ("s3.GetObject", "s3.PutObject")),
@@ -943,7 +965,7 @@ def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
-    if area in ("build_runs", "build_member_runs", "build_tar_runs", "digest"):
+    if area in ("build_runs", "build_member_runs", "build_tar_runs", "build_surveyed_runs", "digest"):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
     if area == "digest":
         # A few hundred bytes of archive: Digest hands on after each 100.
