@@ -24,7 +24,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
-from chalicelib.workflow import runs, segments
+from chalicelib.workflow import rowruns, runs, segments
 from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up, follow_up_or_leave
 from chalicelib.workflow.payloads import (
     BuildRun,
@@ -89,12 +89,15 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
 def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) -> BuildRun:
     """The artifact into one multipart upload. A type built through a segment plan (the plain
     zip) hands on before its Lambda run ends (`done` false: BuildHandsOn runs Build again,
-    chalicelib/workflow/runs.py); any other is built in this one run."""
+    chalicelib/workflow/runs.py), and so does a table type (chalicelib/workflow/rowruns.py);
+    any other is built in this one run."""
     download_id = event["download_id"]
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
     if kind.can_segment(download.params) and kind.segments is not None:
         return _build_in_runs(runtime, event, download, kind.segments, budget)
+    if kind.rows is not None:  # a table type hands on between pages (workflow/rowruns.py)
+        return _run_output(event, *rowruns.build(runtime, event, download, kind, budget))
     return _run_output(event, _build_at_once(runtime, event, download), None)
 
 
