@@ -13,8 +13,8 @@ from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes import datasets, rowformats
 from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker, RowPage
 from chalicelib.downloadtypes.rows import artifact_format, check_row_count, pages_of, render_rows
-from chalicelib.storage.queries import key_from_json, key_to_json
 from chalicelib.s3.manifest import Entry
+from chalicelib.storage.queries import key_from_json, key_to_json
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime

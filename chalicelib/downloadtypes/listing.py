@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
 
 COLUMNS = ["key", "size", "last_modified", "etag"]
+# Keys per page (S3's most): a Build that outlasts a Lambda run hands on between pages.
+PAGE_KEYS = 1000
 
 # 1. The params, as JSON Schema: GET /types publishes it, POST /downloads enforces it (422).
 PARAMS_SCHEMA: dict[str, Any] = {
@@ -52,7 +54,11 @@ def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> 
 # (a Build that outlasts a Lambda run goes on from there); render_rows does formats,
 # progress and the caps.
 def rows(runtime: Runtime, download: Download, cursor: Any) -> Iterator[RowPage]:
-    arguments = {"Bucket": runtime.settings.source_bucket, "Prefix": download.params["prefix"]}
+    arguments: dict[str, Any] = {
+        "Bucket": runtime.settings.source_bucket,
+        "Prefix": download.params["prefix"],
+        "MaxKeys": PAGE_KEYS,
+    }
     while True:
         if cursor is not None:
             arguments["ContinuationToken"] = cursor

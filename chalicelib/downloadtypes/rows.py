@@ -48,9 +48,7 @@ class RowWriter:
         self.rows = int(state.get("rows", 0))
         self.bytes = int(state.get("bytes", 0))
         self._encoder = rowformats.RowEncoder(params["format"], params["columns"], state.get("encoder"))
-        self._gzip = (
-            rowformats.Gzip(state=state.get("gzip")) if params.get("compression") == "gzip" else None
-        )
+        self._gzip = rowformats.Gzip(state=state.get("gzip")) if params.get("compression") == "gzip" else None
 
     @property
     def state(self) -> dict[str, Any]:

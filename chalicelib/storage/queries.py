@@ -11,7 +11,7 @@ import base64
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_dynamodb.service_resource import Table
@@ -67,7 +67,6 @@ def key_to_json(key: dict[str, Any]) -> dict[str, Any]:
 
 def key_from_json(raw: dict[str, Any]) -> dict[str, Any]:
     typed = {
-        name: {"B": Binary(base64.b64decode(value["B"]))} if "B" in value else value
-        for name, value in raw.items()
+        name: {"B": base64.b64decode(value["B"])} if "B" in value else value for name, value in raw.items()
     }
     return {name: TypeDeserializer().deserialize(value) for name, value in typed.items()}

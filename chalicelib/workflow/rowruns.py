@@ -92,7 +92,9 @@ class RowRun:
         if self.run == 0:
             # A retried first run starts over: whatever an earlier attempt left open goes first.
             artifacts.abort_uploads_of(self._s3, self._bucket, self._key)
-            writer = MultipartWriter(self._s3, self._bucket, self._key, settings.part_size, self._content_type)
+            writer = MultipartWriter(
+                self._s3, self._bucket, self._key, settings.part_size, self._content_type
+            )
         else:
             state = json.loads(self._get(self._run_key(self.run, STATE)))
             upload = state["upload"]
