@@ -3,6 +3,10 @@
 Memory holds one page of rows and its encoding, whatever the row count. The libraries
 were chosen by `bench/exports.py`: csv.writer for CSV, orjson for JSON, and zlib at level
 1 for gzip (see the README's numbers).
+
+The encoders (`RowEncoder`, `Gzip`) keep as JSON all that crosses a page's end, so a build
+that hands on between Lambda runs goes on from it and writes the bytes of one run
+(chalicelib/workflow/rowruns.py).
 """
 
 from __future__ import annotations
