@@ -37,6 +37,7 @@ from chalicelib.downloadtypes.rows import RowWriter
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout
 from chalicelib.s3.multipart import MultipartWriter, Saved
+from chalicelib.workflow import segments
 from chalicelib.workflow.payloads import Built, Prepared, counts
 from chalicelib.workflow.progress import ProgressTracker
 from chalicelib.workflow.runs import Budget
@@ -92,9 +93,11 @@ class RowRun:
         if self.run == 0:
             # A retried first run starts over: whatever an earlier attempt left open goes first.
             artifacts.abort_uploads_of(self._s3, self._bucket, self._key)
-            writer = MultipartWriter(
-                self._s3, self._bucket, self._key, settings.part_size, self._content_type
-            )
+            # The rows' bytes are unknown ahead; the byte cap bounds them, so the part size
+            # that keeps the cap within S3's 10,000 parts (segments.part_size_for) does too.
+            bound = segments.Upload(written=settings.max_table_bytes, fixed=1)
+            part_size = segments.part_size_for(bound, settings.part_size)
+            writer = MultipartWriter(self._s3, self._bucket, self._key, part_size, self._content_type)
         else:
             state = json.loads(self._get(self._run_key(self.run, STATE)))
             upload = state["upload"]
@@ -108,9 +111,10 @@ class RowRun:
                 [(int(number), str(etag)) for number, etag in upload["parts"]],
                 int(upload["size"]),
                 held,
+                int(upload.get("part_size") or settings.part_size),
             )
             writer = MultipartWriter(
-                self._s3, self._bucket, self._key, settings.part_size, self._content_type, saved
+                self._s3, self._bucket, self._key, saved.part_size, self._content_type, saved
             )
         tracker = ProgressTracker(
             self._runtime.downloads,
@@ -170,7 +174,12 @@ class RowRun:
             "cursor": cursor,
             "writer": rows.state,
             "progress": asdict(tracker.current),
-            "upload": {"upload_id": saved.upload_id, "parts": saved.parts, "size": saved.size},
+            "upload": {
+                "upload_id": saved.upload_id,
+                "parts": saved.parts,
+                "size": saved.size,
+                "part_size": saved.part_size,
+            },
         }
         self._put(self._run_key(following, HELD), saved.held, "application/octet-stream")
         self._put(self._run_key(following, STATE), json.dumps(state).encode("utf-8"))

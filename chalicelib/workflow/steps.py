@@ -9,8 +9,10 @@ returns the next state's input. Each is idempotent, because Retry may run it aga
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 
 from chalicelib import downloadtypes
@@ -19,12 +21,11 @@ from chalicelib.core import clock, observability
 from chalicelib.core.disclosure import shown_error
 from chalicelib.core.errors import Cancelled, retried_when_transient
 from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
-from chalicelib.downloadtypes.base import SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
-from chalicelib.workflow import rowruns, runs, segments
+from chalicelib.workflow import rowruns, runs, segments, streamruns
 from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up, follow_up_or_leave
 from chalicelib.workflow.payloads import (
     BuildRun,
@@ -73,6 +74,8 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
         "download_id": download_id,
         "totals": counts(plan.totals),
         "parallel": segment_list is not None,
+        # The part size of the upload Build or Assemble writes: the plan's, fixed for its life.
+        "part_size": segments.part_size(download, plan.entries, runtime.settings),
     }
     if segment_list is None:
         output["manifest_key"] = key = layout.manifest_key(download_id)
@@ -88,14 +91,18 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
 @retried_when_transient
 def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) -> BuildRun:
     """The artifact into one multipart upload. A type built through a segment plan (the plain
-    zip) hands on before its Lambda run ends (`done` false: BuildHandsOn runs Build again,
-    chalicelib/workflow/runs.py), and so does a table type (chalicelib/workflow/rowruns.py);
-    any other is built in this one run."""
+    zip) or as a single stream (a tar or tar.gz) hands on before its Lambda run ends (`done`
+    false: BuildHandsOn runs Build again, chalicelib/workflow/runs.py and streamruns.py), and
+    so does a table type (chalicelib/workflow/rowruns.py); any other is built in this one run."""
     download_id = event["download_id"]
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
     if kind.can_segment(download.params) and kind.segments is not None:
-        return _build_in_runs(runtime, event, download, kind.segments, budget)
+        zipped = functools.partial(runs.Run, runtime, download, kind.segments)
+        return _build_in_runs(runtime, event, download, zipped, budget)
+    if kind.can_stream(download.params) and kind.stream is not None:
+        streamed = functools.partial(streamruns.StreamRun, runtime, download, kind.stream)
+        return _build_in_runs(runtime, event, download, streamed, budget)
     if kind.rows is not None:  # a table type hands on between pages (workflow/rowruns.py)
         return _run_output(event, *rowruns.build(runtime, event, download, kind, budget))
     return _run_output(event, _build_at_once(runtime, event, download), None)
@@ -116,14 +123,22 @@ def _run_output(event: Prepared, built: Built, run: int | None) -> BuildRun:
     }
     if "manifest_key" in event:
         output["manifest_key"] = event["manifest_key"]
+    if "part_size" in event:
+        output["part_size"] = event["part_size"]
     if run is not None:
         output["run"] = run
     return output
 
 
 def _build_in_runs(
-    runtime: Runtime, event: Prepared, download: Download, plan: SegmentPlan, budget: runs.Budget | None
+    runtime: Runtime,
+    event: Prepared,
+    download: Download,
+    runner: Callable[[runs.Target, int, runs.Budget, runs.Trackers], runs.Run | streamruns.StreamRun],
+    budget: runs.Budget | None,
 ) -> BuildRun:
+    """One run of a build that hands on: `runner` is the zip's segment-plan run (runs.py) or
+    a single stream's (streamruns.py), given the target, this run's number, budget and trackers."""
     settings, download_id = runtime.settings, event["download_id"]
     run = int(event.get("run", 0))
     target = runs.Target(
@@ -132,6 +147,7 @@ def _build_in_runs(
         key=layout.artifact_key(download_id),
         manifest_key=event["manifest_key"],
         content_type=downloadtypes.get(download.type).artifact_format(download.params).content_type,
+        part_size=event.get("part_size"),
     )
     totals = Progress(**event["totals"])
 
@@ -141,7 +157,7 @@ def _build_in_runs(
         )
 
     budget = budget or runs.Budget.of(None, settings)
-    outcome = runs.Run(runtime, download, plan, target, run, budget, tracker).go()
+    outcome = runner(target, run, budget, tracker).go()
     built: Built = {
         "download_id": download_id,
         "artifact_key": target.key,
@@ -166,7 +182,7 @@ def _build_at_once(runtime: Runtime, event: Prepared, download: Download) -> Bui
         runtime.s3,
         settings.artifact_bucket,
         layout.artifact_key(download_id),
-        settings.part_size,
+        event.get("part_size", settings.part_size),
         kind.artifact_format(download.params).content_type,
     )
     try:

@@ -14,9 +14,10 @@ client's `before-send` (where moto answers requests) answers each attempt of it.
 paths, botocore's retries included, are the real ones. The kinds:
 
 - `throttle`: the service's own throttling error (S3 `SlowDown` 503, DynamoDB
-  `ProvisionedThroughputExceededException`, Step Functions, EventBridge and SQS `ThrottlingException`);
-  the request never reaches the service.
-- `internal`: a 500 (`InternalError`, `InternalServerError`, `InternalException`); not executed.
+  `ProvisionedThroughputExceededException`, Step Functions, EventBridge, SQS and KMS
+  `ThrottlingException`); the request never reaches the service.
+- `internal`: a 500 (`InternalError`, `InternalServerError`, `InternalException`,
+  `KMSInternalException`); not executed.
 - `connection`: botocore's `EndpointConnectionError`; the request never left.
 - `timeout`: botocore's `ReadTimeoutError` *after* the service executed the request: the
   ambiguous case, where the caller cannot know whether it happened.
@@ -57,6 +58,9 @@ _ANSWERS: dict[str, dict[str, tuple[int, str]]] = {
     "stepfunctions": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalServerError")},
     "events": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalException")},
     "sqs": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalError")},
+    # KMS speaks JSON 1.1 (`__type`); botocore's standard retries take ThrottlingException as
+    # a throttle and any 500 as transient, as they do for AWS's own answers.
+    "kms": {"throttle": (400, "ThrottlingException"), "internal": (500, "KMSInternalException")},
 }
 
 
@@ -119,7 +123,13 @@ class Injector:
 
     def install(self) -> None:
         """Hook the clients `chalicelib.core.clients` hands out (built now if not yet)."""
-        hooked: list[Any] = [clients.s3(), clients.stepfunctions(), clients.events(), clients.sqs()]
+        hooked: list[Any] = [
+            clients.s3(),
+            clients.stepfunctions(),
+            clients.events(),
+            clients.sqs(),
+            clients.kms(),
+        ]
         hooked += [clients.table(name).meta.client for name in (self.table, *self.tables)]
         for client in hooked:
             service = client.meta.service_model.service_name
