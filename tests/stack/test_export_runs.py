@@ -127,7 +127,8 @@ def test_an_export_hands_on_between_pages_and_writes_the_bytes_of_one_run(
     done, in_runs = _built(satchel, _export(fmt, compression))
     runs = _runs_of(satchel, done["id"])
     assert runs >= 3  # one page per run
-    assert _runs_of(satchel, done["id"], "Digest") == 1  # no run saw every byte: hashed once
+    # No run saw every byte: Digest hashed the artifact (in runs of its own, under the same budget).
+    assert _runs_of(satchel, done["id"], "Digest") >= 1
     assert in_runs == at_once
     assert done["progress"] == {**at_once_done["progress"], "rows_done": rows, "rows_total": rows}
     text = in_runs
