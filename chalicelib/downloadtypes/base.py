@@ -154,6 +154,18 @@ class SegmentPlan(Protocol):
         ...
 
 
+# A page of rows and where the next page starts (JSON; None: it was the last page).
+RowPage = tuple[list[dict[str, Any]], Any]
+
+
+class RowSource(Protocol):
+    """Where a table type's rows come from, a page at a time, from a cursor (None: the start)
+    that a page hands on: a Build that outlasts a Lambda run goes on from the cursor it saved
+    (chalicelib/workflow/rowruns.py)."""
+
+    def __call__(self, runtime: Runtime, download: Download, cursor: Any) -> Iterator[RowPage]: ...
+
+
 @dataclass(frozen=True)
 class Carried:
     """What one Lambda run of a single-stream artifact hands the next: `state` (JSON-able:
@@ -254,6 +266,8 @@ class DownloadType:
     stream: StreamPlan | None = None
     # How an artifact whose sources are surveyed first is built across Lambda runs.
     survey: SurveyPlan | None = None
+    # A table type's rows by pages from a cursor: its Build hands on between Lambda runs.
+    rows: RowSource | None = None
     # The settings that bound this type's artifact (a dry run shows them beside the totals).
     limits: tuple[str, ...] = ("max_rows", "max_table_bytes")
 

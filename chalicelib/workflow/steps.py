@@ -27,7 +27,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
-from chalicelib.workflow import runs, segments, streamruns
+from chalicelib.workflow import rowruns, runs, segments, streamruns
 from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up, follow_up_or_leave
 from chalicelib.workflow.payloads import (
     BuildRun,
@@ -95,8 +95,8 @@ def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) 
     """The artifact into one multipart upload. A type built through a segment plan (the plain
     zip), as a single stream (a tar or tar.gz) or surveyed first (a zip with `manifest` or
     `on_missing: skip`) hands on before its Lambda run ends (`done` false: BuildHandsOn runs
-    Build again, chalicelib/workflow/runs.py and streamruns.py); any other is built in this
-    one run."""
+    Build again, chalicelib/workflow/runs.py and streamruns.py), and so does a table type
+    (chalicelib/workflow/rowruns.py); any other is built in this one run."""
     download_id = event["download_id"]
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
@@ -108,6 +108,8 @@ def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) 
         return _build_in_runs(runtime, event, download, streamed, budget)
     if kind.can_survey(download.params) and kind.survey is not None:
         return _build_surveyed(runtime, event, download, kind.survey, budget)
+    if kind.rows is not None:  # a table type hands on between pages (workflow/rowruns.py)
+        return _run_output(event, *rowruns.build(runtime, event, download, kind, budget))
     return _run_output(event, _build_at_once(runtime, event, download), None)
 
 

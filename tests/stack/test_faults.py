@@ -38,7 +38,7 @@ from chalicelib.storage.deliveries import DELIVERED, FAILED, PENDING
 from chalicelib.storage.downloads import EFFECTS_LEASE
 from chalicelib.triggers import cleanup
 from chalicelib.triggers import inbound as triggers
-from satchel_local import eventsources, lambdas
+from satchel_local import demodata, eventsources, lambdas
 from satchel_local.stack import MOTO_SENDER_ID, REGION, Stack
 from tests.support import faults
 from tests.support.faults import CALLER, KINDS, Fault, Injector
@@ -77,7 +77,7 @@ def shared() -> Iterator[tuple[Stack, Injector]]:
         # botocore's backoff between its own attempts: none; the attempts themselves are real.
         patch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
         with running_stack(patch) as stack:
-            injector = Injector(stack.table)
+            injector = Injector(stack.table, tables=(demodata.table_name(stack.stage),))
             s3 = boto3.client("s3", region_name=REGION)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE, Body=b"fault injection\n" * 64)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_B, Body=b"second source\n" * 64)
@@ -312,6 +312,21 @@ def scenario_surveyed_download(satchel: Satchel, faulted: Armed, replies: list[R
     params = {"manifest": True, "on_missing": "skip"}
     final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B), params)
     assert final["state"] == "DONE", final
+
+
+def scenario_export_in_runs(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """An export of two DynamoDB pages (~1.2 MB of rows), built in two runs (`small_segments`
+    makes every run short of time)."""
+    demodata.seed(satchel.stack.stage, "acme", 400, REGION, padding=3000)
+    with faulted():
+        reply = satchel.call(
+            "POST", "/downloads", body={"type": "export", "params": {"index": "Transaction"}}
+        )
+        replies.append(reply)
+        assert reply.status == 202, reply.body
+        final = satchel.wait(reply.json["id"])
+    assert final["state"] == "DONE", final
+    assert final["progress"]["rows_done"] == 400
 
 
 def scenario_failing_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
@@ -779,6 +794,23 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
     # Digest reading the artifact back in runs of one small chunk (`handing_on`): the faults
     # land in its second run, the one that goes on from the saved state (`_AT`).
     "digest": (scenario_parallel_download, "app.digest", ("s3.GetObject", "s3.PutObject")),
+    # An export's Build handing on after each page (`small_segments`): a second run goes on from
+    # the saved cursor, row writer and upload (chalicelib/workflow/rowruns.py).
+    "export_runs": (
+        scenario_export_in_runs,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.Query",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     "build_segment": (
         scenario_parallel_download,
         "app.build_segment",
@@ -933,6 +965,13 @@ _AT = {
     # reads the checks, then that state (4th), then the artifact, and saves its own (2nd).
     ("digest", "s3.GetObject"): 4,
     ("digest", "s3.PutObject"): 2,
+    # An export's second run: its record, its query's next page, its saved state and held
+    # bytes, the upload it goes on with, what it saves before completing.
+    ("export_runs", "dynamodb.GetItem"): 2,
+    ("export_runs", "dynamodb.Query"): 2,
+    ("export_runs", "s3.GetObject"): 1,
+    ("export_runs", "s3.ListMultipartUploads"): 2,
+    ("export_runs", "s3.PutObject"): 3,
 }
 # The authorizer's key lookup comes first (the secret's record, 2nd); a retried delivery's
 # second receipt reads its record 3rd (after the first receipt's record and secret); the
@@ -965,7 +1004,14 @@ def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
-    if area in ("build_runs", "build_member_runs", "build_tar_runs", "build_surveyed_runs", "digest"):
+    if area in (
+        "build_runs",
+        "build_member_runs",
+        "build_tar_runs",
+        "build_surveyed_runs",
+        "digest",
+        "export_runs",
+    ):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
     if area == "digest":
         # A few hundred bytes of archive: Digest hands on after each 100.

@@ -114,6 +114,8 @@ class Injector:
     """Arms faults on the process's cached clients, and records which steps call what."""
 
     table: str
+    # Other DynamoDB tables whose calls are hooked too (an export's dataset: its own client).
+    tables: tuple[str, ...] = ()
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     _armed: list[_Armed] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -121,14 +123,15 @@ class Injector:
 
     def install(self) -> None:
         """Hook the clients `chalicelib.core.clients` hands out (built now if not yet)."""
-        for client in (
+        hooked: list[Any] = [
             clients.s3(),
             clients.stepfunctions(),
             clients.events(),
             clients.sqs(),
             clients.kms(),
-            clients.table(self.table).meta.client,
-        ):
+        ]
+        hooked += [clients.table(name).meta.client for name in (self.table, *self.tables)]
+        for client in hooked:
             service = client.meta.service_model.service_name
             events = client.meta.events
             events.register("before-call", self._before_call(service))
