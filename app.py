@@ -42,6 +42,8 @@ from chalicelib.workflow.payloads import (
     BuildRun,
     Built,
     Digested,
+    Digesting,
+    DigestRun,
     Failed,
     FailInput,
     Finished,
@@ -378,5 +380,6 @@ def assemble(event: Prepared, context: Any) -> Built:
 
 
 @app.lambda_function(name="digest")
-def digest(event: Built, context: Any) -> Digested:
-    return digests.digest(Runtime.from_env(), event)
+def digest(event: Digesting, context: Any) -> DigestRun:
+    runtime = Runtime.from_env()
+    return digests.digest(runtime, event, Budget.of(context, runtime.settings))

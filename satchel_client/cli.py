@@ -282,8 +282,9 @@ def cmd_keys_create(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> 
 
 
 def cmd_keys_rotate(client: SatchelClient, args: argparse.Namespace, ui: Ui) -> None:
-    issued = client.rotate_key(args.id, expires_in=args.expires_in)
-    ui.notice(f"key {args.id} is disabled; its successor {issued['id']} is shown once, store it now")
+    issued = client.rotate_key(args.id, expires_in=args.expires_in, grace_seconds=args.grace)
+    old = f"key {args.id} works for {args.grace} s more" if args.grace else f"key {args.id} is disabled"
+    ui.notice(f"{old}; its successor {issued['id']} is shown once, store it now")
     ui.result(issued["api_key"], issued)
 
 
@@ -589,6 +590,12 @@ def _add_keys(keys: argparse.ArgumentParser, common: argparse.ArgumentParser) ->
     rotate.add_argument("id")
     rotate.add_argument(
         "--expires-in", type=_positive_int, metavar="S", help="the new key expires in S seconds"
+    )
+    rotate.add_argument(
+        "--grace",
+        type=_positive_int,
+        metavar="S",
+        help="the old key works S seconds more (a week at most)",
     )
     add(
         "disable", cmd_keys_disable, "disable a key (refused within the authorizer's cache time)"

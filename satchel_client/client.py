@@ -290,9 +290,14 @@ class SatchelClient:
         """GET /keys: your tenant's keys (id, prefix, user, roles, dates, disabled), never the keys."""
         return tuple(self._json("GET", "/keys")["items"])
 
-    def rotate_key(self, key_id: str, *, expires_in: int | None = None) -> dict[str, Any]:
-        """POST /keys/{id}/rotate: a new key for the same user and roles; the old one is disabled."""
-        body = {} if expires_in is None else {"expires_in": expires_in}
+    def rotate_key(
+        self, key_id: str, *, expires_in: int | None = None, grace_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """POST /keys/{id}/rotate: a new key for the same user and roles; the old one is
+        disabled, or expires after `grace_seconds`."""
+        body: dict[str, int] = {} if expires_in is None else {"expires_in": expires_in}
+        if grace_seconds is not None:
+            body["grace_seconds"] = grace_seconds
         path = f"/keys/{_segment(key_id)}/rotate"
         answer: dict[str, Any] = self._json("POST", path, body=body, expect=(201,), once=True)
         return answer

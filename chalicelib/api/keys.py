@@ -21,6 +21,9 @@ from chalicelib.storage.keys import IssuedKey, KeyRecord
 
 MIN_LIFETIME_SECONDS = 60
 MAX_LIFETIME_SECONDS = 400 * 24 * 3600  # a key lives at most this long: rotation is not optional
+# How long a rotated key may keep working beside its successor, for callers to switch over
+# (a week at most; 0, the default: disabled at once, as a rotation after a leak needs).
+MAX_GRACE_SECONDS = 7 * 24 * 3600
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 
 REQUEST_SCHEMA: dict[str, Any] = {
@@ -34,6 +37,23 @@ REQUEST_SCHEMA: dict[str, Any] = {
             "minimum": MIN_LIFETIME_SECONDS,
             "maximum": MAX_LIFETIME_SECONDS,
             "description": "Seconds until the key expires; none: it does not expire.",
+        },
+    },
+}
+
+
+ROTATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "expires_in": REQUEST_SCHEMA["properties"]["expires_in"],
+        "grace_seconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_GRACE_SECONDS,
+            "default": 0,
+            "description": "Seconds the old key keeps working beside the new one (never past its own "
+            "expiry); 0: it is disabled at once.",
         },
     },
 }
@@ -95,13 +115,21 @@ def _require(runtime: Runtime, caller: Principal, key_id: str) -> KeyRecord:
 
 
 def rotate(runtime: Runtime, caller: Principal, key_id: str, body: Any) -> IssuedKey:
-    """A new key for the same user and roles; the old one is disabled."""
+    """A new key for the same user and roles; the old one is disabled, or expires at the end
+    of `grace_seconds`."""
     record = _require(runtime, caller, key_id)
-    body = _object(body)
-    if set(body) - {"expires_in"}:
-        raise InvalidParams("a rotation takes only expires_in", field="expires_in")
-    issued = runtime.keys.rotate(record, expires_at=_expires_at(body))
-    _audit(runtime, caller, Action.KEY_ROTATED, record, successor=issued.record.key_id)
+    if not isinstance(body, dict):
+        raise MalformedRequest("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(ROTATION_SCHEMA["properties"]))
+    if unknown:
+        raise InvalidParams("a rotation takes only expires_in and grace_seconds", field=unknown[0])
+    grace = body.get("grace_seconds", 0)
+    if type(grace) is not int or not 0 <= grace <= MAX_GRACE_SECONDS:
+        raise InvalidParams(
+            f"grace_seconds must be whole seconds from 0 to {MAX_GRACE_SECONDS}", field="grace_seconds"
+        )
+    issued = runtime.keys.rotate(record, expires_at=_expires_at(body), grace_seconds=grace)
+    _audit(runtime, caller, Action.KEY_ROTATED, record, successor=issued.record.key_id, grace_seconds=grace)
     return issued
 
 
@@ -111,7 +139,9 @@ def disable(runtime: Runtime, caller: Principal, key_id: str) -> KeyRecord:
     return disabled
 
 
-def _audit(runtime: Runtime, caller: Principal, action: Action, record: KeyRecord, **details: str) -> None:
+def _audit(
+    runtime: Runtime, caller: Principal, action: Action, record: KeyRecord, **details: str | int
+) -> None:
     runtime.audit.record(
         caller.tenant,
         action,

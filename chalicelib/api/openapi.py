@@ -1237,7 +1237,7 @@ def _key_paths() -> dict[str, dict[str, Operation]]:
     # A body is read before the caller's role is checked: a malformed one answers first.
     body_refusals = _refusals("BadRequest", "PayloadTooLarge", "UnsupportedMediaType", "UnprocessableContent")
     key_id = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    rotation = _object(expires_in=copy.deepcopy(apikeys.REQUEST_SCHEMA["properties"]["expires_in"]))
+    rotation = copy.deepcopy(apikeys.ROTATION_SCHEMA)
     return {
         "/keys": {
             "post": _operation(
@@ -1261,7 +1261,8 @@ def _key_paths() -> dict[str, dict[str, Operation]]:
         "/keys/{key_id}/rotate": {
             "post": _operation(
                 "rotateKey",
-                "Issue a new key for the same user and roles, and disable this one (tenant admins)",
+                "Issue a new key for the same user and roles; this one is disabled, or expires "
+                "after `grace_seconds` (tenant admins)",
                 {**_ok("The new key, shown once.", issued, "201", _NO_STORE), **not_found, **body_refusals},
                 parameters=[key_id],
                 body=rotation,

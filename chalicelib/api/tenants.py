@@ -9,6 +9,7 @@ either (403 otherwise), and only for the admin's own tenant; both are audited.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from chalicelib.core import clock
@@ -17,6 +18,8 @@ from chalicelib.core.models import Principal
 from chalicelib.runtime import Runtime
 from chalicelib.storage.audit import Action, user_actor
 from chalicelib.storage.secrets import IssuedSecret, SecretInfo
+
+log = logging.getLogger(__name__)
 
 SECRET_PATH = "/tenant/webhook-secret"
 
@@ -43,14 +46,28 @@ def rotate_secret(runtime: Runtime, principal: Principal, body: Any) -> IssuedSe
     _require_admin(principal)
     grace = grace_seconds(body, runtime.settings.webhook_secret_grace_seconds)
     issued = runtime.webhook_secrets.rotate(principal.tenant, clock.now(), grace)
-    runtime.audit.record(
-        principal.tenant,
-        Action.WEBHOOK_SECRET_ROTATED,
+    actor, details = (
         user_actor(principal),
-        "",
-        first=issued.previous_valid_until is None,
-        grace_seconds=grace,
+        {"first": issued.previous_valid_until is None, "grace_seconds": grace},
     )
+    try:
+        runtime.audit.record(principal.tenant, Action.WEBHOOK_SECRET_ROTATED, actor, "", **details)
+    except Exception:
+        # The new secret is stored and signs from now: failing would leave the tenant's
+        # webhooks signed with a secret nobody was shown (and a retry would end the old one
+        # at once). The entry goes to the log instead, whole, for the trail to be completed from.
+        log.exception(
+            "audit entry not written",
+            extra={
+                "audit": {
+                    "tenant": principal.tenant,
+                    "action": Action.WEBHOOK_SECRET_ROTATED.value,
+                    "actor": actor,
+                    "download_id": "",
+                    **details,
+                }
+            },
+        )
     return issued
 
 

@@ -10,7 +10,10 @@ deflate stream that any inflater reads. Each chunk's CRC-32 is computed beside i
 member's is combined from them (`crc32_combine`, which both zlib-ng and ISA-L export).
 
 The output depends only on the bytes and the chunk size, never on how many threads ran or
-how S3's responses were cut: the same sources always give the same archive.
+how S3's responses were cut: the same sources always give the same archive. Nor on how many
+Lambda runs it took: a stream may stop between two chunks (`stream(stop=)`) and a later run
+go on from there (`Carried`: the CRC and sizes so far, and the last 32 KiB the next chunk is
+primed with), its chunks then exactly those one run would have made.
 
 `compression_level` (0 fastest to 3 smallest) names an engine and its own level, chosen by
 `make bench` (docs/performance.md): 0 is ISA-L level 2, about 15 times zlib level 6's speed
@@ -25,7 +28,7 @@ import functools
 import os
 import posixpath
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
@@ -85,6 +88,17 @@ def compress_chunk(engine: Engine, chunk: bytes, primer: bytes, final: bool) -> 
     return out, crc
 
 
+@dataclass(frozen=True)
+class Carried:
+    """Where a member's deflate stream stopped: its CRC-32 and sizes so far, and the last
+    `WINDOW_BYTES` of its data (the next chunk's primer)."""
+
+    crc: int
+    size: int
+    compressed_size: int
+    primer: bytes
+
+
 class ChunkedDeflate:
     """One member's deflate stream: `stream` yields its compressed bytes in order; once it
     is exhausted, `crc`, `size` and `compressed_size` are the member's.
@@ -100,6 +114,7 @@ class ChunkedDeflate:
         chunk_bytes: int = CHUNK_BYTES,
         workers: int | None = None,
         in_flight: int | None = None,
+        carried: Carried | None = None,
     ) -> None:
         if level not in ENGINES:
             raise ValueError(f"deflate level {level} is not one of {LEVELS}")
@@ -109,24 +124,44 @@ class ChunkedDeflate:
         self.chunk_bytes = chunk_bytes
         self.workers = workers or cores()
         self.in_flight = in_flight or 2 * self.workers
-        self.crc = 0
-        self.size = 0
-        self.compressed_size = 0
+        # Carried on from an earlier run: `data` then starts at a chunk boundary, `size` in.
+        self.crc = carried.crc if carried else 0
+        self.size = carried.size if carried else 0
+        self.compressed_size = carried.compressed_size if carried else 0
+        self._primer = carried.primer if carried else b""
+        self.stopped = False
 
-    def stream(self, data: Iterable[bytes]) -> Iterator[bytes]:
+    def carried(self) -> Carried:
+        """Where the stream stopped (`stopped`), for a later run to go on from."""
+        return Carried(self.crc, self.size, self.compressed_size, self._primer)
+
+    def stream(self, data: Iterable[bytes], stop: Callable[[], bool] | None = None) -> Iterator[bytes]:
+        """The compressed bytes. `stop` is asked before each chunk but the first and the last:
+        when it says so, the stream ends after the chunks already compressing, with `stopped`
+        set and no final block; `carried()` then tells a later run where to go on from."""
         module = self.engine.module()
         pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
         held: bytes | None = None  # one chunk held back: only the next one tells if it is the last
-        primer = b""
+        primer = self._primer
+        submitted = 0
         try:
             for chunk in blocks(data, self.chunk_bytes):
                 if held is not None:
+                    if submitted and stop is not None and stop():
+                        self.stopped = True
+                        break
                     future = _pool(self.workers).submit(compress_chunk, self.engine, held, primer, False)
                     pending.append((future, len(held)))
+                    submitted += 1
                     primer = held[-WINDOW_BYTES:]
                     while len(pending) >= self.in_flight:
                         yield from self._settle(module, *pending.popleft())
                 held = chunk
+            if self.stopped:  # `held` and what follows it are read again by the next run
+                while pending:
+                    yield from self._settle(module, *pending.popleft())
+                self._primer = primer
+                return
             last = held if held is not None else b""
             if pending:
                 final = _pool(self.workers).submit(compress_chunk, self.engine, last, primer, True)
@@ -152,9 +187,10 @@ class ChunkedDeflate:
             yield out
 
 
-def compressor(level: int = DEFAULT_LEVEL) -> ChunkedDeflate:
-    """A fresh member's deflate at `level` (one per member: it keeps the member's CRC-32)."""
-    return ChunkedDeflate(level)
+def compressor(level: int = DEFAULT_LEVEL, carried: Carried | None = None) -> ChunkedDeflate:
+    """A fresh member's deflate at `level` (one per member: it keeps the member's CRC-32), or
+    one going on from where an earlier run's stopped (`carried`)."""
+    return ChunkedDeflate(level, carried=carried)
 
 
 # Formats that carry their own compression (lower case, with the dot).

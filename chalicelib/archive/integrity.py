@@ -6,7 +6,9 @@ member is a `Check` (where its data lies in the artifact, its size, the CRC anno
 kept in a small JSON-lines object under `tmp/<id>/` (s3/layout.py: checks_key; not in the
 state payload). The Digest
 step, which reads the finished artifact once for its SHA-256 anyway, computes each listed
-range's CRC-32 on the way (`Verifier`) and fails the download on any mismatch.
+range's CRC-32 on the way (`Verifier`) and fails the download on any mismatch. Digest
+may take several Lambda runs to read a large artifact: a Verifier's `state` (where it is,
+the partial CRC-32 of the member it is in) is saved by one run and resumed by the next.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.errors import ChecksumMismatch
 
@@ -55,15 +57,57 @@ def read(s3: S3Client, bucket: str, key: str) -> Iterator[Check]:
             yield Check(str(name), int(offset), int(size), int(crc))
 
 
-class Verifier:
-    """Fed the artifact's bytes in order, checks every listed range's CRC-32 as it passes."""
+@dataclass(frozen=True)
+class VerifierState:
+    """Where a Verifier stands, for another run to go on from: the bytes it has seen, the
+    first check not yet complete (every earlier one was verified), and the CRC-32 so far of
+    each check from there on that has begun (at most one, as members do not overlap)."""
 
-    def __init__(self, checks: Iterable[Check]) -> None:
+    position: int
+    next: int
+    running: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"position": self.position, "next": self.next, "running": list(self.running)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> VerifierState:
+        return cls(int(raw["position"]), int(raw["next"]), tuple(int(crc) for crc in raw["running"]))
+
+
+class Verifier:
+    """Fed the artifact's bytes in order, checks every listed range's CRC-32 as it passes.
+
+    Given the same checks and a `state` an earlier Verifier had, it goes on from there."""
+
+    def __init__(self, checks: Iterable[Check], state: VerifierState | None = None) -> None:
         self._checks = sorted(checks, key=lambda check: check.offset)
         self._running = [0] * len(self._checks)
         self._next = 0  # the first check not yet complete
         self._position = 0
         self.verified = 0
+        if state is not None:
+            self._resume(state)
+
+    def _resume(self, state: VerifierState) -> None:
+        begun = state.next + len(state.running)
+        if state.next < 0 or begun > len(self._checks) or state.position < 0:
+            raise ValueError(f"a verifier's state for other checks: {state}")
+        self._running[state.next : begun] = state.running
+        self._next = self.verified = state.next
+        self._position = state.position
+
+    @property
+    def state(self) -> VerifierState:
+        begun = self._next
+        while begun < len(self._checks) and self._checks[begun].offset < self._position:
+            begun += 1
+        return VerifierState(self._position, self._next, tuple(self._running[self._next : begun]))
+
+    @property
+    def position(self) -> int:
+        """How many bytes it has been fed (by every run)."""
+        return self._position
 
     def update(self, chunk: bytes) -> None:
         start, end = self._position, self._position + len(chunk)

@@ -10,6 +10,13 @@ at an offset past 4 GiB), or more than 65,534 members, or a central directory pa
 (A streamed member's header is written before its compressed size is known: one whose
 source is within deflate's worst-case growth of 4 GiB gets ZIP64 sizes to be safe.)
 
+A deflated member too large for one Lambda run stops between two of its chunks
+(`ZipLayout.stop`): its header and compressed bytes so far are written, and `carried` says
+where it stopped (`Streaming`); a later run's layout goes on with it (`resumed`), writes its
+descriptor and records it, with the final CRC and sizes, at the offset of its header. Its
+header never needed them: a streamed member has a data descriptor, and ZIP64 sizes are
+decided from the size the manifest announced.
+
 A STORED member never has a data descriptor: Java's `ZipInputStream` (and Commons
 Compress) refuse one ("only DEFLATED entries can have EXT descriptor"). Its CRC-32 and size
 go in the local header, so they must be known before its bytes (`known`); only deflated
@@ -21,13 +28,15 @@ in the finished artifact (chalicelib/archive/integrity.py).
 
 from __future__ import annotations
 
+import base64
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from chalicelib.archive.deflate import ChunkedDeflate
+from chalicelib.archive.deflate import Carried, ChunkedDeflate
 from chalicelib.archive.integrity import Check
 from chalicelib.core.errors import ChecksumMismatch
 
@@ -137,15 +146,48 @@ def unicode_path_extra(name: bytes) -> bytes:
     return struct.pack("<HH", 0x7075, len(body)) + body
 
 
+@dataclass(frozen=True)
+class Streaming:
+    """A deflated member stopped between two chunks: what its record and descriptor need, the
+    deflate stream so far (`deflate`), and the rest of its source (`rest`)."""
+
+    name: str
+    offset: int  # of its local header, counted as the layout's offsets are
+    header_size: int
+    zip64: bool
+    flags: int
+    dos_time: int
+    dos_date: int
+    deflate: Carried
+    rest: CopyRange
+
+    def moved(self, by: int) -> Streaming:
+        return replace(self, offset=self.offset + by)
+
+    def to_json(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["deflate"]["primer"] = base64.b64encode(self.deflate.primer).decode("ascii")
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Streaming:
+        deflate = {**raw["deflate"], "primer": base64.b64decode(raw["deflate"]["primer"])}
+        return cls(**{**raw, "deflate": Carried(**deflate), "rest": CopyRange(**raw["rest"])})
+
+
 class ZipLayout:
     """Lays out members one after another from offset `start`, remembering each member's record."""
 
-    def __init__(self, when: datetime, start: int = 0) -> None:
+    def __init__(self, when: datetime, start: int = 0, stop: Callable[[], bool] | None = None) -> None:
         self.offset = start
         self.members: list[Member] = []
         # Members whose bytes S3 copied: their CRC is checked in the finished artifact.
         self.unverified: list[Check] = []
         self._when = when
+        # Asked between a deflated member's chunks: the Lambda run must end (runs.py).
+        self.stop = stop
+        # The member a stop left unfinished: nothing may follow it in this layout.
+        self.carried: Streaming | None = None
 
     def _header(
         self,
@@ -232,27 +274,60 @@ class ZipLayout:
         chunks: Iterable[bytes],
         compressor: ChunkedDeflate,
         modified: datetime | None = None,
+        source: CopyRange | None = None,
     ) -> Iterator[bytes]:
         """A deflated member whose CRC and compressed size are learnt on the way: a data
         descriptor follows it. (Stored members are always `known`: see the module's docstring.)
 
         `size` is the expected size (from the manifest): it decides ZIP64 before a byte is seen.
         `compressor` deflates the member in chunks, in parallel (chalicelib/archive/deflate.py).
+        `source` (its object, the whole of it) lets `stop` end the member between two chunks.
         """
         flags, stamp = _UTF8_NAMES | _DATA_DESCRIPTOR, self._stamp(modified)
         zip64 = may_need_zip64(size)
-        method = DEFLATED
         # With a descriptor the header's CRC and sizes are zero (ZIP64: 0xFFFFFFFF, zeros in the extra).
-        header = self._header(name.encode("utf-8"), method, 0, 0, 0, flags, zip64, stamp)
+        header = self._header(name.encode("utf-8"), DEFLATED, 0, 0, 0, flags, zip64, stamp)
         yield header
-        yield from compressor.stream(chunks)
+        begun = Streaming(
+            name, self.offset, len(header), zip64, flags, *stamp, compressor.carried(),
+            source or CopyRange("", "", "", 0, 0),
+        )  # fmt: skip
+        yield from self._deflated(begun, chunks, compressor, self.stop if source else None)
+
+    def resumed(
+        self, carried: Streaming, chunks: Iterable[bytes], compressor: ChunkedDeflate
+    ) -> Iterator[bytes]:
+        """The rest of a member an earlier layout stopped in (`carried`, moved to this layout's
+        offsets): `chunks` are its source from `carried.rest.start`, `compressor` goes on from
+        `carried.deflate`. It may stop again."""
+        yield from self._deflated(carried, chunks, compressor, self.stop)
+
+    def _deflated(
+        self,
+        member: Streaming,
+        chunks: Iterable[bytes],
+        compressor: ChunkedDeflate,
+        stop: Callable[[], bool] | None,
+    ) -> Iterator[bytes]:
+        yield from compressor.stream(chunks, stop)
         crc, seen, written = compressor.crc, compressor.size, compressor.compressed_size
-        if not zip64 and (seen >= LIMIT_32 or written >= LIMIT_32):
-            raise ValueError(f"member {name!r} grew past 4 GiB after its header was written")
-        descriptor = (_DESCRIPTOR_64 if zip64 else _DESCRIPTOR_32).pack(0x08074B50, crc, written, seen)
+        if compressor.stopped:
+            rest = replace(member.rest, start=seen)
+            self.carried = replace(member, deflate=compressor.carried(), rest=rest)
+            self.offset = member.offset + member.header_size + written
+            return
+        if not member.zip64 and (seen >= LIMIT_32 or written >= LIMIT_32):
+            raise ValueError(f"member {member.name!r} grew past 4 GiB after its header was written")
+        packed = _DESCRIPTOR_64 if member.zip64 else _DESCRIPTOR_32
+        descriptor = packed.pack(0x08074B50, crc, written, seen)
         yield descriptor
-        self._record(name, method, crc, written, seen, flags, stamp)
-        self.offset += len(header) + written + len(descriptor)
+        self.members.append(
+            Member(
+                member.name, DEFLATED, crc, written, seen, member.offset, member.dos_time,
+                member.dos_date, member.flags,
+            )
+        )  # fmt: skip
+        self.offset = member.offset + member.header_size + written + len(descriptor)
 
 
 def central_directory(members: Iterable[Member]) -> Iterator[bytes]:

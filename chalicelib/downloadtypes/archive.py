@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib.archive import deflate, integrity, zipwriter
-from chalicelib.archive.zipwriter import CopyRange, Member, Piece, ZipLayout
+from chalicelib.archive.zipwriter import CopyRange, Member, Piece, Streaming, ZipLayout
 from chalicelib.core import clock
 from chalicelib.core.errors import (
     DuplicateKeys,
@@ -193,6 +193,24 @@ def _counted(chunks: Iterator[bytes], tracker: ProgressTracker) -> Iterator[byte
     tracker.advance(files=1)
 
 
+class _Read:
+    """A deflated member's source bytes, counted as they are read; when the member stops
+    between two chunks, what was read past the stop is taken back (the next run reads it)."""
+
+    def __init__(self, chunks: Iterator[bytes], tracker: ProgressTracker) -> None:
+        self._tracker = tracker
+        self.bytes = 0
+        self.chunks = _counted(self._seen(chunks), tracker)
+
+    def _seen(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.bytes += len(chunk)
+            yield chunk
+
+    def stopped_at(self, compressed_from: int) -> None:
+        self._tracker.advance(bytes_=compressed_from - self.bytes)
+
+
 def _window(settings: Settings) -> sources.Window:
     return sources.Window(settings.fetch_concurrency, settings.fetch_window_bytes, settings.read_chunk_bytes)
 
@@ -207,9 +225,29 @@ def _deflated(
         if deflate.is_precompressed(entry.name, source.content_type):
             yield from _stored_through(runtime, source, tracker, layout)
             continue
-        chunks = _counted(source.chunks, tracker)
+        read = _Read(source.chunks, tracker)
         engine = deflate.compressor(level)
-        yield from layout.streamed(entry.name, entry.size, chunks, engine, source.modified)
+        whole = CopyRange(settings.source_bucket, entry.key, entry.etag, 0, entry.size)
+        yield from layout.streamed(entry.name, entry.size, read.chunks, engine, source.modified, whole)
+        if layout.carried is not None:  # the Lambda run ends inside this member (runs.py)
+            read.stopped_at(engine.size)
+            return
+
+
+def _resumed(
+    runtime: Runtime, level: int, carried: Streaming, tracker: ProgressTracker, layout: ZipLayout
+) -> Iterator[Piece]:
+    """The rest of a deflated member an earlier run stopped in: its source read from where
+    that run stopped (pinned to the ETag Prepare saw), its deflate stream carried on."""
+    rest = carried.rest
+    response = sources.open_object(
+        runtime.s3, rest.bucket, rest.key, rest.etag, f"bytes={rest.start}-{rest.end - 1}"
+    )
+    read = _Read(sources.stream(response["Body"], runtime.settings.read_chunk_bytes), tracker)
+    engine = deflate.compressor(level, carried.deflate)
+    yield from layout.resumed(carried, read.chunks, engine)
+    if layout.carried is not None:
+        read.stopped_at(engine.size - rest.start)
 
 
 # The most a stored member is held in memory for its CRC-32 when S3 cannot give it (above
@@ -340,6 +378,28 @@ class _ZipSegment:
     def checks(self) -> list[integrity.Check]:
         return list(self.layout.unverified)
 
+    def carried(self) -> tuple[int, Any] | None:
+        """The deflated member the run stopped in: where its header is, and the member as
+        JSON with its header at 0 (the next run's layout starts there)."""
+        carried = self.layout.carried
+        if carried is None:
+            return None
+        return carried.offset, carried.moved(-carried.offset).to_json()
+
+
+def _continued(
+    runtime: Runtime,
+    download: Download,
+    carried: Streaming,
+    entries: Iterator[Entry],
+    tracker: ProgressTracker,
+    layout: ZipLayout,
+) -> Iterator[Piece]:
+    level = int(download.params.get("compression_level", deflate.DEFAULT_LEVEL))
+    yield from _resumed(runtime, level, carried, tracker, layout)
+    if layout.carried is None:
+        yield from members(runtime, download, entries, tracker, layout)
+
 
 class ZipSegments:
     """A plain zip is joined from parallel segments: each lays its members out from offset 0,
@@ -350,10 +410,22 @@ class ZipSegments:
         return archiveoptions.segmentable(params)
 
     def build(
-        self, runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        *,
+        start: int = 0,
+        carried: Any = None,
+        stop: Callable[[], bool] | None = None,
     ) -> SegmentBuild:
-        layout = layout_for(download)
-        return _ZipSegment(members(runtime, download, entries, tracker, layout), layout)
+        layout = layout_for(download, start)
+        layout.stop = stop
+        if carried is None:
+            return _ZipSegment(members(runtime, download, entries, tracker, layout), layout)
+        resumed = Streaming.from_json(carried)
+        return _ZipSegment(_continued(runtime, download, resumed, entries, tracker, layout), layout)
 
     def closing(
         self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int
@@ -374,5 +446,7 @@ TYPE = DownloadType(
     artifact_format=archiveoptions.artifact_format,
     default_name=lambda download_id, params: f"zip-{download_id[:12]}",
     segments=ZipSegments(),
+    stream=archiveoptions.TarRuns(),
+    survey=archiveoptions.ZipSurvey(ZipSegments(), layout_for),
     limits=("max_files", "max_content_bytes", "max_keys"),
 )

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker
-from chalicelib.downloadtypes.rows import artifact_format, check_row_count, render_rows
+from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker, RowPage
+from chalicelib.downloadtypes.rows import artifact_format, check_row_count, pages_of, render_rows
 from chalicelib.s3.manifest import Entry
+from chalicelib.storage.queries import key_from_json, key_to_json
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
@@ -42,11 +43,17 @@ def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> 
     return Plan(totals=Progress(files_total=1, rows_total=rows))
 
 
+def rows(runtime: Runtime, download: Download, cursor: Any) -> Iterator[RowPage]:
+    """The trail's pages from `cursor` (the LastEvaluatedKey a page ended at, as JSON)."""
+    start = key_from_json(cursor) if cursor is not None else None
+    for page, following in runtime.audit.pages_from(download.tenant, start):
+        yield [_with_source(row) for row in page], key_to_json(following) if following is not None else None
+
+
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[bytes]:
-    pages = ([_with_source(row) for row in page] for page in runtime.audit.pages(download.tenant))
-    return render_rows(pages, download.params, tracker, runtime.settings)
+    return render_rows(pages_of(rows(runtime, download, None)), download.params, tracker, runtime.settings)
 
 
 def _with_source(row: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +70,7 @@ TYPE = DownloadType(
     check=check_params,
     plan=plan,
     render=render,
+    rows=rows,
     artifact_format=artifact_format,
     default_name=lambda download_id, params: f"Audit_Export-{download_id}",
     required_role="admin",

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.archive import integrity
-from chalicelib.archive.zipwriter import Piece
+from chalicelib.archive.zipwriter import CopyRange, Piece
 from chalicelib.core.errors import Forbidden, SatchelError
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.schemas import Schema
@@ -123,6 +123,11 @@ class SegmentBuild(Protocol):
         """After the pieces are written: the ranges S3 copied, for the Digest step to verify."""
         ...
 
+    def carried(self) -> tuple[int, Any] | None:
+        """After the pieces are written: the member `stop` ended them inside, if any (where
+        it began, and as JSON for `build(carried=)` in the next run), else None."""
+        ...
+
 
 class SegmentPlan(Protocol):
     """How a type's large artifact is built in segments, in parallel, and joined
@@ -133,14 +138,117 @@ class SegmentPlan(Protocol):
         ...
 
     def build(
-        self, runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
-    ) -> SegmentBuild: ...
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        *,
+        start: int = 0,
+        carried: Any = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> SegmentBuild:
+        """The pieces from offset `start`: first the rest of a member an earlier run stopped
+        inside (`carried`, its beginning at offset 0), then the entries'. `stop` is asked
+        inside a large member: when true the pieces end there (`SegmentBuild.carried`)."""
+        ...
 
     def closing(
         self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int
     ) -> Iterable[Piece]:
         """What follows the joined segments at `offset`, from each segment's records and the
         offset it landed at (for a zip: the central directory)."""
+        ...
+
+
+# A page of rows and where the next page starts (JSON; None: it was the last page).
+RowPage = tuple[list[dict[str, Any]], Any]
+
+
+class RowSource(Protocol):
+    """Where a table type's rows come from, a page at a time, from a cursor (None: the start)
+    that a page hands on: a Build that outlasts a Lambda run goes on from the cursor it saved
+    (chalicelib/workflow/rowruns.py)."""
+
+    def __call__(self, runtime: Runtime, download: Download, cursor: Any) -> Iterator[RowPage]: ...
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What one Lambda run of a single-stream artifact hands the next: `state` (JSON-able:
+    where the stream stopped) and `data` (bytes it had taken but not written, if any)."""
+
+    state: dict[str, Any]
+    data: bytes = b""
+
+
+class StreamRun(Protocol):
+    """One Lambda run's share of a single-stream artifact: its pieces, then what goes on."""
+
+    @property
+    def pieces(self) -> Iterator[Piece]: ...
+
+    def carry(self, copy_rest: CopyRange | None) -> Carried | None:
+        """After the pieces (all of them, or up to a copy handed on with `copy_rest` still to
+        copy): what the next run needs, or None when the artifact is whole."""
+        ...
+
+
+class StreamPlan(Protocol):
+    """How a type's single-stream artifact (a tar, a tar.gz: no offsets to lay out) is built
+    across Lambda runs, each writing on where the last one stopped
+    (chalicelib/workflow/streamruns.py carries the upload and calls these)."""
+
+    def accepts(self, params: dict[str, Any]) -> bool:
+        """Whether these params are built this way (some ask for what only one Build writes)."""
+        ...
+
+    def run(
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Callable[[int], Iterator[Entry]],
+        carried: Carried | None,
+        tracker: ProgressTracker,
+        stop: Callable[[], bool],
+    ) -> StreamRun:
+        """This run's share, from where `carried` says (None: from the start). `entries(n)` are
+        the manifest's from the n-th on; `stop` says when the run must hand on."""
+        ...
+
+
+@dataclass(frozen=True)
+class Surveyed:
+    """What one Lambda run's share of a survey found: how many entries are surveyed so far,
+    and once the survey is done (None before), the sources still there, in order."""
+
+    at: int
+    present: list[Entry] | None
+
+
+class SurveyPlan(Protocol):
+    """How a type's artifact whose sources are looked at before it is written (a zip with
+    `manifest` or `on_missing: skip`) is built across Lambda runs: a share of the survey a run,
+    then the sources found through a segment plan (chalicelib/workflow/steps.py, runs.py)."""
+
+    def accepts(self, params: dict[str, Any]) -> bool: ...
+
+    def survey(
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Callable[[int], Iterator[Entry]],
+        at: int,
+        part: int,
+        tracker: ProgressTracker,
+        stop: Callable[[], bool],
+    ) -> Surveyed:
+        """Part `part` of the survey, from the `at`-th entry, until `stop` says so (at least
+        one entry). `entries(n)` are the manifest's from the n-th on."""
+        ...
+
+    def segments(self, runtime: Runtime, download: Download, parts: int) -> SegmentPlan:
+        """The plan that builds the sources found, given the survey's number of parts."""
         ...
 
 
@@ -161,6 +269,12 @@ class DownloadType:
     required_role: str | None = None
     # How a large plan is built in segments, in parallel, and joined; None: one Build run.
     segments: SegmentPlan | None = None
+    # How a single-stream artifact is built across Lambda runs; None: in one Build run.
+    stream: StreamPlan | None = None
+    # How an artifact whose sources are surveyed first is built across Lambda runs.
+    survey: SurveyPlan | None = None
+    # A table type's rows by pages from a cursor: its Build hands on between Lambda runs.
+    rows: RowSource | None = None
     # The settings that bound this type's artifact (a dry run shows them beside the totals).
     limits: tuple[str, ...] = ("max_rows", "max_table_bytes")
 
@@ -178,6 +292,12 @@ class DownloadType:
 
     def can_segment(self, params: dict[str, Any]) -> bool:
         return self.segments is not None and self.segments.accepts(params)
+
+    def can_stream(self, params: dict[str, Any]) -> bool:
+        return self.stream is not None and self.stream.accepts(params)
+
+    def can_survey(self, params: dict[str, Any]) -> bool:
+        return self.survey is not None and self.survey.accepts(params)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 
 from chalicelib.core.settings import Dataset
-from chalicelib.storage.queries import query_count, query_pages
+from chalicelib.storage.queries import KeyedPage, query_count, query_pages_from
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_dynamodb.service_resource import Table
@@ -57,11 +57,12 @@ class Query:
             arguments["FilterExpression"] = condition
         return arguments
 
-    def pages(self, table: Table) -> Iterator[list[dict[str, Any]]]:
-        """The matching rows, a DynamoDB page (up to 1 MB) at a time, only the chosen columns."""
+    def pages(self, table: Table, start: dict[str, Any] | None = None) -> Iterator[KeyedPage]:
+        """The matching rows, a DynamoDB page (up to 1 MB) at a time, only the chosen columns,
+        from `start` (a page's LastEvaluatedKey), each page with the key the next starts from."""
         names = {f"#col{index}": column for index, column in enumerate(self.columns)}
         projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
-        return query_pages(table, {**self._arguments(), **projection})
+        return query_pages_from(table, {**self._arguments(), **projection}, start)
 
     def count(self, table: Table) -> int:
         return query_count(table, self._arguments())

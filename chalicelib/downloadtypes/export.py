@@ -11,9 +11,10 @@ from chalicelib.core.errors import InvalidParams
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes import datasets, rowformats
-from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker
-from chalicelib.downloadtypes.rows import artifact_format, check_row_count, render_rows
+from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker, RowPage
+from chalicelib.downloadtypes.rows import artifact_format, check_row_count, pages_of, render_rows
 from chalicelib.s3.manifest import Entry
+from chalicelib.storage.queries import key_from_json, key_to_json
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
@@ -96,12 +97,18 @@ def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> 
     return Plan(totals=Progress(files_total=1, rows_total=check_row_count(rows, runtime.settings, limits)))
 
 
+def rows(runtime: Runtime, download: Download, cursor: Any) -> Iterator[RowPage]:
+    """The query's pages from `cursor` (the LastEvaluatedKey a page ended at, as JSON)."""
+    query = _query(runtime, download)
+    start = key_from_json(cursor) if cursor is not None else None
+    for page, following in query.pages(clients.table(query.dataset.table), start):
+        yield page, key_to_json(following) if following is not None else None
+
+
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[bytes]:
-    query = _query(runtime, download)
-    pages = query.pages(clients.table(query.dataset.table))
-    return render_rows(pages, download.params, tracker, runtime.settings)
+    return render_rows(pages_of(rows(runtime, download, None)), download.params, tracker, runtime.settings)
 
 
 TYPE = DownloadType(
@@ -112,6 +119,7 @@ TYPE = DownloadType(
     check=check_params,
     plan=plan,
     render=render,
+    rows=rows,
     artifact_format=artifact_format,
     default_name=lambda download_id, params: f"{params['index']}_Export-{download_id}",
 )

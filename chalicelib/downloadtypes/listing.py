@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.settings import Settings
-from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker
-from chalicelib.downloadtypes.rows import artifact_format, render_rows
+from chalicelib.downloadtypes.base import DownloadType, Limits, Plan, ProgressTracker, RowPage
+from chalicelib.downloadtypes.rows import artifact_format, pages_of, render_rows
 from chalicelib.downloadtypes.scope import Scope
 from chalicelib.s3.manifest import Entry
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
 
 COLUMNS = ["key", "size", "last_modified", "etag"]
+# Keys per page (S3's most): a Build that outlasts a Lambda run hands on between pages.
+PAGE_KEYS = 1000
 
 # 1. The params, as JSON Schema: GET /types publishes it, POST /downloads enforces it (422).
 PARAMS_SCHEMA: dict[str, Any] = {
@@ -48,26 +50,38 @@ def plan(runtime: Runtime, download: Download, limits: Limits | None = None) -> 
     return Plan(totals=Progress(files_total=1))
 
 
-# 4. Build: the artifact's bytes, streamed; render_rows does formats, progress and the caps.
+# 4. Build: the rows a page at a time, each page with the cursor the next one starts from
+# (a Build that outlasts a Lambda run goes on from there); render_rows does formats,
+# progress and the caps.
+def rows(runtime: Runtime, download: Download, cursor: Any) -> Iterator[RowPage]:
+    arguments: dict[str, Any] = {
+        "Bucket": runtime.settings.source_bucket,
+        "Prefix": download.params["prefix"],
+        "MaxKeys": PAGE_KEYS,
+    }
+    while True:
+        if cursor is not None:
+            arguments["ContinuationToken"] = cursor
+        page = runtime.s3.list_objects_v2(**arguments)
+        cursor = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        listed = [
+            {
+                "key": item["Key"],
+                "size": item["Size"],
+                "last_modified": item["LastModified"].isoformat(),
+                "etag": item["ETag"].strip('"'),
+            }
+            for item in page.get("Contents", [])
+        ]
+        yield listed, cursor
+        if cursor is None:
+            return
+
+
 def render(
     runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
 ) -> Iterator[bytes]:
-    def pages() -> Iterator[list[dict[str, Any]]]:
-        paginator = runtime.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(
-            Bucket=runtime.settings.source_bucket, Prefix=download.params["prefix"]
-        ):
-            yield [
-                {
-                    "key": item["Key"],
-                    "size": item["Size"],
-                    "last_modified": item["LastModified"].isoformat(),
-                    "etag": item["ETag"].strip('"'),
-                }
-                for item in page.get("Contents", [])
-            ]
-
-    return render_rows(pages(), download.params, tracker, runtime.settings)
+    return render_rows(pages_of(rows(runtime, download, None)), download.params, tracker, runtime.settings)
 
 
 # 5. The declaration; the registry (__init__.py) registers it.
@@ -79,6 +93,7 @@ TYPE = DownloadType(
     check=check_params,
     plan=plan,
     render=render,
+    rows=rows,
     artifact_format=artifact_format,
     default_name=lambda download_id, params: f"Listing-{download_id}",
 )

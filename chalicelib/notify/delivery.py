@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.core import clock
-from chalicelib.core.errors import InvalidCallbackUrl
+from chalicelib.core.errors import ConfigurationError, InvalidCallbackUrl
 from chalicelib.notify import callbacks
 from chalicelib.storage.deliveries import DELIVERED, FAILED, FINAL_STATES, PENDING, Delivery
 
@@ -138,6 +140,8 @@ def deliver(
 
 
 _REFUSED = "refused: "
+# What the owner sees as the attempt's error: never the AWS error itself (it is logged).
+_UNSIGNED = "not sent: the signing secret could not be read"
 
 
 def attempt(runtime: Runtime, delivery: Delivery, now: datetime) -> callbacks.Answer:
@@ -149,8 +153,18 @@ def attempt(runtime: Runtime, delivery: Delivery, now: datetime) -> callbacks.An
         )
     except InvalidCallbackUrl as refused:
         return callbacks.Answer(None, f"{_REFUSED}{refused.message}")
+    try:
+        secrets = runtime.webhook_secrets.signing(delivery.tenant, now)
+    except (BotoCoreError, ClientError, ConfigurationError):
+        # The table or KMS did not answer, or refused (a key disabled, a grant revoked): a
+        # failed attempt like any other, so the backoff and the retry window apply, and the
+        # event is dead-lettered in time instead of coming back at every visibility timeout.
+        log.exception("the signing secret of tenant %s could not be read", delivery.tenant)
+        return callbacks.Answer(None, _UNSIGNED)
+    if not secrets:
+        return callbacks.Answer(None, "not sent: the tenant has no signing secret")
     body = delivery.body.encode("utf-8")
-    headers = signed_headers(runtime.webhook_secrets.signing(delivery.tenant, now), delivery, now)
+    headers = signed_headers(secrets, delivery, now)
     return callbacks.post(target, body, headers, settings.delivery_budget_seconds)
 
 
@@ -191,10 +205,13 @@ def _out_of_time(runtime: Runtime, delivery: Delivery, now: datetime) -> bool:
 
 
 def _dead_letter(runtime: Runtime, delivery: Delivery, body: str, reason: str) -> None:
-    """Give up: the record says failed, the message goes to the dead-letter queue (its alarm
-    tells the operator) and is deleted from the queue (the handler returns normally)."""
-    runtime.deliveries.give_up(delivery, delivery.last_error or reason)
+    """Give up: the message goes to the dead-letter queue (its alarm tells the operator), the
+    record says failed, and the message is deleted from the queue (the handler returns
+    normally). In that order: if either write fails, the message comes back with the record
+    still pending and the next receipt gives up again (the dead letter at least once); the
+    other way round, a failed send would leave a failed record that no receipt dead-letters."""
     queue = runtime.settings.deliveries_dead_letter_queue_url
     if queue:
         runtime.sqs.send_message(QueueUrl=queue, MessageBody=body)
+    runtime.deliveries.give_up(delivery, delivery.last_error or reason)
     log.warning("gave up on event %s after %d attempts", delivery.event_id, delivery.attempts)

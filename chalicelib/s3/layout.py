@@ -9,7 +9,10 @@
     tmp/<id>/segments/<index>/checks.jsonl           their CRC-32s still to check
     tmp/<id>/segments.json                           the segments' numbers: the Map's ItemReader
     tmp/<id>/runs/<run>/...                          a Build handed on between Lambda runs
+    tmp/<id>/survey/<part>.jsonl                     a survey done across Build runs (archiveoptions.py)
+    tmp/<id>/survey/present.jsonl                    found there, what a zip's runs build (steps.py)
     tmp/<id>/segments/<index>/runs/<run>/...         a segment's, likewise (workflow/runs.py)
+    tmp/<id>/digest/<run>/state.json                 where a Digest run handed on (workflow/digest.py)
 
 Everything of a download lies under `artifacts/<id>` or `tmp/<id>/` (`owner_of`), so removing
 a download (s3/artifacts.py) and the sweep's leftovers (triggers/cleanup.py) find it all, and
@@ -50,6 +53,16 @@ def checks_key(download_id: str) -> str:
     return f"{temporary_prefix(download_id)}checks.jsonl"
 
 
+def survey_key(download_id: str, part: int) -> str:
+    """One run's share of a survey of the sources (`manifest`, `on_missing: skip`), in order."""
+    return f"{temporary_prefix(download_id)}survey/{part:0{_RUN_DIGITS}d}.jsonl"
+
+
+def surveyed_manifest_key(download_id: str) -> str:
+    """The entries a survey found still there: what a surveyed zip's runs build."""
+    return f"{temporary_prefix(download_id)}survey/present.jsonl"
+
+
 def segment_prefix(download_id: str, index: int) -> str:
     return f"{temporary_prefix(download_id)}segments/{index:0{_SEGMENT_DIGITS}d}/"
 
@@ -82,3 +95,8 @@ def runs_prefix(download_id: str, segment: int | None = None) -> str:
 
 def run_key(download_id: str, segment: int | None, run: int, name: str) -> str:
     return f"{runs_prefix(download_id, segment)}{run:0{_RUN_DIGITS}d}/{name}"
+
+
+def digest_state_key(download_id: str, run: int) -> str:
+    """Where Digest's run `run` finds what the run before it saved (workflow/digest.py)."""
+    return f"{temporary_prefix(download_id)}digest/{run:0{_RUN_DIGITS}d}/state.json"

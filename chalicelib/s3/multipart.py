@@ -1,6 +1,10 @@
 """Streaming an artifact into an S3 multipart upload with bounded memory.
 
-At most one part (plus the chunk being written) is held at a time. The SHA-256 of the
+At most one part (plus the chunk being written) is held at a time: the buffer never grows
+past the part size, and a full one is uploaded as it is, never copied first. The part size
+is the plan's (chalicelib/workflow/segments.py: at least SATCHEL_PART_SIZE, larger when the
+upload would otherwise pass S3's 10,000 parts: 105 MiB for 1 TiB), fixed for the upload's
+life and carried in `Saved` from one Lambda run to the next. The SHA-256 of the
 whole object is computed on the way through, so Finalize never reads the artifact back;
 unless some parts were copied server-side (`copy_part`): then the writer has not seen
 every byte, and `complete` returns None for the digest.
@@ -25,12 +29,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Saved:
     """An upload in progress: its id, the parts done (number, ETag), the bytes written in all
-    (held ones included) and those held short of a part."""
+    (held ones included), those held short of a part, and its part size."""
 
     upload_id: str
     parts: list[tuple[int, str]]
     size: int
     held: bytes
+    part_size: int
 
 
 class MultipartWriter:
@@ -61,6 +66,7 @@ class MultipartWriter:
         # overwrites the very parts its failed attempt wrote. The hash of the earlier runs'
         # bytes is not carried: `complete` returns None (the Digest step hashes the artifact).
         self.upload_id = resumed.upload_id
+        self._part_size = resumed.part_size
         self._parts = [{"PartNumber": number, "ETag": etag} for number, etag in resumed.parts]
         self._buffer = bytearray(resumed.held)
         self.size = resumed.size
@@ -73,7 +79,12 @@ class MultipartWriter:
             parts=[(part["PartNumber"], part["ETag"]) for part in self._parts],
             size=self.size,
             held=bytes(self._buffer),
+            part_size=self._part_size,
         )
+
+    @property
+    def part_size(self) -> int:
+        return self._part_size
 
     @property
     def buffered(self) -> int:
@@ -83,14 +94,16 @@ class MultipartWriter:
     def write(self, data: bytes) -> None:
         self._sha256.update(data)
         self.size += len(data)
-        self._buffer += data
-        while len(self._buffer) >= self._part_size:
-            # The buffer itself is the part's body, the bytes past it moved to a new one: a
-            # slice and a copy of it would hold the part three times over at the upload.
-            rest = self._buffer[self._part_size :]
-            del self._buffer[self._part_size :]
-            self._upload(self._buffer)
-            self._buffer = rest
+        view = memoryview(data)
+        while view:
+            room = self._part_size - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) == self._part_size:
+                # The full buffer is the part's body as it is (no copy: a 105 MiB part is held
+                # once), and a fresh one takes the next bytes.
+                self._upload(self._buffer)
+                self._buffer = bytearray()
 
     def _upload(self, body: bytes | bytearray) -> None:
         number = len(self._parts) + 1

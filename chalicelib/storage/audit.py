@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.core import clock
 from chalicelib.core.models import Principal, plain
 from chalicelib.storage import layout
-from chalicelib.storage.queries import query_count, query_pages
+from chalicelib.storage.queries import KeyedPage, query_count, query_pages, query_pages_from
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_dynamodb.service_resource import Table
@@ -87,15 +87,22 @@ class AuditLog:
             "ExpressionAttributeValues": {":pk": layout.audit_partition(tenant)},
         }
 
-    def pages(self, tenant: str) -> Iterator[list[dict[str, Any]]]:
-        """The tenant's trail, oldest first, a page at a time, as plain rows."""
-        query = {
+    def _rows_query(self, tenant: str) -> dict[str, Any]:
+        return {
             **self._query(tenant),
             "ProjectionExpression": "#at, #action, actor, download_id, details",
             "ExpressionAttributeNames": {"#at": "at", "#action": "action"},
         }
-        for page in query_pages(self._table, query):
+
+    def pages(self, tenant: str) -> Iterator[list[dict[str, Any]]]:
+        """The tenant's trail, oldest first, a page at a time, as plain rows."""
+        for page in query_pages(self._table, self._rows_query(tenant)):
             yield [plain(item) for item in page]
+
+    def pages_from(self, tenant: str, start: dict[str, Any] | None) -> Iterator[KeyedPage]:
+        """The trail's pages from `start` (a page's LastEvaluatedKey), each with the next one's."""
+        for page, following in query_pages_from(self._table, self._rows_query(tenant), start):
+            yield [plain(item) for item in page], following
 
     def count(self, tenant: str) -> int:
         return query_count(self._table, self._query(tenant))

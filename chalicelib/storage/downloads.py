@@ -326,27 +326,53 @@ class DownloadStore:
 
     def effect_done(self, download: Download, effect: str, *, last: bool) -> None:
         """Strike `effect` off the work owed; after the last one, the download is due when
-        its state says (expiry, end of retention), no longer within the lease."""
-        if not last:
-            update: dict[str, Any] = {
-                "UpdateExpression": f"DELETE {_EFFECTS} :effect",
-                "ExpressionAttributeValues": {":effect": {effect}},
-            }
-        else:
-            fields = {"expires_at": download.expires_at} if download.state is State.DONE else {}
-            # Fetched or warned of already: no warning is due, only its expiry.
-            settled = bool(download.first_fetched_at or download.expiring_unused_at)
-            due = self._next_due(download.id, download.state, fields, settled=settled)
-            update = {
-                "UpdateExpression": f"REMOVE {_EFFECTS} SET "
-                + ", ".join(f"#{name} = :{name}" for name in due),
-                "ExpressionAttributeNames": {f"#{name}": name for name in due},  # `ttl` is reserved
-                "ExpressionAttributeValues": _values(due),
-            }
+        its state says (expiry, end of retention), no longer within the lease.
+
+        The last strike clears the owed set and resets the due time only if the record is
+        still as the caller saw it: in `download.state`, owing `effect` alone. A transition
+        that came in meanwhile (a delete during a cancel's follow-up) records its own owed
+        work, which must not be wiped: then only `effect` is struck off, and the download
+        stays due for the next sweep to finish the rest."""
+        if last and self._strike_last(download, effect):
+            return
+        self._update_existing(
+            download.id,
+            UpdateExpression=f"DELETE {_EFFECTS} :effect",
+            ExpressionAttributeValues={":effect": {effect}},
+        )
+
+    def _strike_last(self, download: Download, effect: str) -> bool:
+        fields = {"expires_at": download.expires_at} if download.state is State.DONE else {}
+        # Fetched or warned of already: no warning is due, only its expiry.
+        settled = bool(download.first_fetched_at or download.expiring_unused_at)
+        due = self._next_due(download.id, download.state, fields, settled=settled)
+        try:
+            self._table.update_item(
+                Key=layout.download_key(download.id),
+                UpdateExpression=f"REMOVE {_EFFECTS} SET " + ", ".join(f"#{name} = :{name}" for name in due),
+                ConditionExpression=(
+                    f"#state = :was AND size({_EFFECTS}) = :one AND contains({_EFFECTS}, :effect)"
+                ),
+                # `ttl` and `state` are reserved words
+                ExpressionAttributeNames={"#state": "state", **{f"#{name}": name for name in due}},
+                ExpressionAttributeValues={
+                    ":was": download.state.value,
+                    ":one": 1,
+                    ":effect": effect,
+                    **_values(due),
+                },
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            return False
+        return True
+
+    def _update_existing(self, download_id: str, **update: Any) -> None:
         try:
             # Never an update that would bring a purged record back as a stub.
             self._table.update_item(
-                Key=layout.download_key(download.id), ConditionExpression="attribute_exists(pk)", **update
+                Key=layout.download_key(download_id), ConditionExpression="attribute_exists(pk)", **update
             )
         except ClientError as error:
             if not _is_conditional_failure(error):

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -236,10 +236,30 @@ class KeyStore:
         )
         return KeyRecord.from_item(answer["Attributes"])
 
-    def rotate(self, record: KeyRecord, *, expires_at: str | None, now: datetime | None = None) -> IssuedKey:
-        """A new key for the same principal; the old one is disabled once the new one is stored."""
+    def rotate(
+        self,
+        record: KeyRecord,
+        *,
+        expires_at: str | None,
+        grace_seconds: int = 0,
+        now: datetime | None = None,
+    ) -> IssuedKey:
+        """A new key for the same principal; once it is stored, the old one is disabled, or,
+        with a grace period, made to expire at its end (never later than it already would)."""
+        now = now or clock.now()
         issued = self.issue(record.principal, expires_at=expires_at, now=now)
-        self.disable(record, now)
+        if grace_seconds <= 0:
+            self.disable(record, now)
+            return issued
+        until = now + timedelta(seconds=grace_seconds)
+        if record.expires_at is not None:
+            until = min(until, clock.parse(record.expires_at))
+        self._table.update_item(
+            Key=layout.api_key_key(record.key_hash),
+            UpdateExpression="SET expires_at = :until",
+            ConditionExpression="attribute_exists(pk) AND tenant = :tenant",
+            ExpressionAttributeValues={":until": clock.iso(until), ":tenant": record.principal.tenant},
+        )
         return issued
 
     def index_unlisted(self, now: datetime | None = None) -> int:

@@ -13,7 +13,9 @@ tampered one. A plaintext leaves this module only as the answer to the admin who
 
 Rotation is a conditional write on the record's `version`: of two rotations that read the
 same record, one wins and the other is refused with 409 `WebhookSecretConflict` (it is not
-retried: its caller would be shown a secret that was already rotated out). A rotation
+retried: its caller would be shown a secret that was already rotated out). A write whose
+answer was lost is read back: if it landed (botocore's retry of it then fails the condition),
+the rotation is answered as done, never a 5xx or a 409 for a secret that now signs. A rotation
 within the grace period of the one before ends that older secret at once: at most two sign.
 
 `signing` reads the record on every call (a rotation takes effect at once) but asks KMS to
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.core import clock
 from chalicelib.core.errors import ConfigurationError, WebhookSecretConflict, WebhookSecretUnreadable
@@ -110,8 +112,18 @@ class PlaintextCache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
 
 _PROCESS_CACHE = PlaintextCache()
+
+
+def forget_plaintexts() -> None:
+    """Empty the process's cache, as a new Lambda container starts: its first signing asks
+    KMS again (the fault tests start each test so, to reach the Decrypt call)."""
+    _PROCESS_CACHE.clear()
 
 
 @dataclass(frozen=True)
@@ -153,11 +165,13 @@ class WebhookSecrets:
         existing = self._read(tenant)
         secret = new_secret()
         created_at = clock.iso(now)
+        version = (existing.version if existing else 0) + 1
+        ciphertext = self._encrypt(tenant, secret)
         item: dict[str, Any] = {
             **layout.webhook_secret_key(tenant),
             "tenant": tenant,
-            "version": (existing.version if existing else 0) + 1,
-            "current": self._encrypt(tenant, secret),
+            "version": version,
+            "current": ciphertext,
             "created_at": created_at,
         }
         valid_until = None
@@ -174,16 +188,34 @@ class WebhookSecrets:
                 "ExpressionAttributeValues": {":seen": existing.version},
             }
         )
+        issued = IssuedSecret(secret, created_at, valid_until)
         try:
             self._table.put_item(Item=item, **condition)
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+        except (ClientError, BotoCoreError) as error:
+            # A write whose answer was lost (a read timeout, a 500) may have landed, and then
+            # botocore's retry of it fails the condition: the record says which. A rotation
+            # that landed is answered, or its secret would sign unknown to anyone.
+            if self._landed(tenant, version, ciphertext):
+                log.warning("the rotation of tenant %s was stored though its write failed: %s", tenant, error)
+                return issued
+            if (
+                isinstance(error, ClientError)
+                and error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+            ):
                 raise WebhookSecretConflict(
                     "another request rotated the tenant's webhook secret at the same time and won; "
                     "rotate again to get a secret you know"
                 ) from None
             raise
-        return IssuedSecret(secret, created_at, valid_until)
+        return issued
+
+    def _landed(self, tenant: str, version: int, ciphertext: bytes) -> bool:
+        """Whether the record holds this rotation's write (a KMS ciphertext is never made twice)."""
+        try:
+            record = self._read(tenant)
+        except (ClientError, BotoCoreError):
+            return False  # unknown: the write's own error stands
+        return record is not None and record.version == version and record.current == ciphertext
 
     def describe(self, tenant: str, now: datetime) -> SecretInfo | None:
         """When the current secret was made and until when the previous one signs; None

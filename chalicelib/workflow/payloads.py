@@ -53,6 +53,8 @@ class Prepared(TypedDict):
     `parallel` is always there (the Choice tests a value, not a path that may be absent);
     then `segments` when true, else `manifest_key`. `run` is there when a Build handed on
     (chalicelib/workflow/runs.py): the run that goes on from where the last one stopped.
+    `part_size` is the part size of the upload Build or Assemble writes (the plan's:
+    chalicelib/workflow/segments.py), absent: SATCHEL_PART_SIZE.
     """
 
     download_id: str
@@ -61,6 +63,10 @@ class Prepared(TypedDict):
     manifest_key: NotRequired[str]
     segments: NotRequired[SegmentList]
     run: NotRequired[int]
+    part_size: NotRequired[int]
+    # A zip with manifest or on_missing: skip, once surveyed: the survey's parts (the runs
+    # from then on build the sources found, `manifest_key`, with `run` from 0 again).
+    surveyed: NotRequired[int]
 
 
 class SegmentInput(TypedDict):
@@ -98,8 +104,26 @@ class Built(_Artifact):
     sha256: str | None
 
 
+class Digesting(Built):
+    """Digest's input: Built (CheckDigest found no `sha256`) for its first run; for each
+    later run, the output of the run before, `digest_run` its number (chalicelib/workflow/digest.py)."""
+
+    digest_run: NotRequired[int]
+
+
+class DigestRun(_Artifact):
+    """Digest's output: DigestHandsOn sends it back to Digest until `done`, then to Finalize.
+
+    Until done, `sha256` is None and `digest_run` the next run's number; what that run goes
+    on from is in S3, never here."""
+
+    sha256: str | None
+    done: bool
+    digest_run: int
+
+
 class Digested(_Artifact):
-    """Digest's output, and Built once CheckDigest let it through: Finalize's input."""
+    """Digest's last output, and Built once CheckDigest let it through: Finalize's input."""
 
     sha256: str
 
@@ -116,6 +140,8 @@ class BuildRun(Built):
     manifest_key: NotRequired[str]
     done: bool
     run: NotRequired[int]
+    part_size: NotRequired[int]
+    surveyed: NotRequired[int]
 
 
 class Finished(TypedDict):

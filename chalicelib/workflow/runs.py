@@ -7,12 +7,18 @@ the upload had when the run began, their records kept per run under `tmp/<id>/..
 (s3/layout.py). Before pulling the next manifest entry a run asks its `Budget` whether less
 than `handoff_reserve_ms` is left of the Lambda run; if so it stops at that member boundary
 (it always writes at least one member). A large stored member copied by S3 may also stop
-between two copied parts (`CopyHandedOn`): the rest of its range is carried on.
+between two copied parts (`CopyHandedOn`): the rest of its range is carried on. A deflated
+member may stop between two of its chunks (the plan asks the same budget: `build(stop=)`):
+its header and bytes so far are written, and the plan says where it stopped
+(`SegmentBuild.carried`: for the zip plan the source's offset, the deflate stream's CRC,
+sizes and last 32 KiB). The next run's members are then laid out from that member's header
+(`placed` is its offset), and the plan goes on with it before the next entry.
 
 What the next run needs is saved in S3, never in the payload (which carries the run's
-number): the multipart upload's id and its parts (number, ETag), the bytes held short of a
-part, the next manifest entry, the offset each run began at, the progress, and a member's
-range still to copy. Run n reads only what run n-1 saved and writes only run n's and run
+number): the multipart upload's id, its part size (the plan's, fixed for the upload) and
+its parts (number, ETag), the bytes held short of a part, the next manifest entry, the
+offset each run began at, the progress, and a member's range still to copy or the member
+it stopped inside. Run n reads only what run n-1 saved and writes only run n's and run
 n+1's keys, with part numbers following run n-1's: a retried run writes the very same keys
 and part numbers again, so Step Functions' Retry duplicates nothing. (Parts a failed attempt
 wrote beyond them are left out of the completed upload, which lists its parts.) A last run
@@ -83,6 +89,9 @@ class Target:
     key: str
     manifest_key: str
     content_type: str
+    # The upload's part size, for the first run to create it with (segments.part_size_for);
+    # later runs take the one saved with the upload. None: SATCHEL_PART_SIZE.
+    part_size: int | None = None
 
     def run_key(self, run: int, name: str) -> str:
         return layout.run_key(self.download_id, self.segment, run, name)
@@ -112,6 +121,15 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class Carried:
+    """A member the plan stopped inside (a deflated one, between two chunks): `at` is where
+    its header is in the upload, `member` the plan's JSON for it (header at 0)."""
+
+    at: int
+    member: Any
+
+
+@dataclass(frozen=True)
 class Outcome:
     done: bool
     run: int  # the next run's number, when not done
@@ -128,11 +146,13 @@ class _State:
     upload_id: str
     parts: list[tuple[int, str]]
     size: int
+    part_size: int | None  # None: saved before uploads had their own (SATCHEL_PART_SIZE)
     next: int
     placed: list[int]
     progress: Progress
     files: int
     pending: Pending | None
+    carried: Carried | None = None
     # Batches of records each run in `placed` wrote as it went (RECORDS_BATCH: none in a
     # state saved before there were any).
     batches: list[int] = field(default_factory=list)
@@ -147,11 +167,13 @@ class _State:
             upload_id=str(raw["upload_id"]),
             parts=[(int(number), str(etag)) for number, etag in raw["parts"]],
             size=int(raw["size"]),
+            part_size=int(raw["part_size"]) if raw.get("part_size") else None,
             next=int(raw["next"]),
             placed=[int(offset) for offset in raw["placed"]],
             progress=Progress(**raw["progress"]),
             files=int(raw["files"]),
             pending=Pending(**pending) if pending else None,
+            carried=Carried(**raw["carried"]) if raw.get("carried") else None,
             batches=[int(count) for count in raw.get("batches", [0] * len(raw["placed"]))],
         )
 
@@ -212,9 +234,9 @@ class Run:
         if self._run == 0:
             # A retried first run starts over: whatever an earlier attempt left open goes first.
             artifacts.abort_uploads_of(self._runtime.s3, self._bucket, target.key)
-            writer = MultipartWriter(
-                self._runtime.s3, self._bucket, target.key, settings.part_size, target.content_type
-            )
+            part_size = target.part_size or settings.part_size
+            s3, bucket = self._runtime.s3, self._bucket
+            writer = MultipartWriter(s3, bucket, target.key, part_size, target.content_type)
             return writer, None
         state = _State.from_json(json.loads(self._get(target.run_key(self._run, "state.json"))))
         if not self._open(state.upload_id):
@@ -222,9 +244,10 @@ class Run:
             if finished is not None:
                 return finished
         held = self._get(target.run_key(self._run, "held"))
-        saved = Saved(state.upload_id, state.parts, state.size, held)
+        part_size = state.part_size or settings.part_size
+        saved = Saved(state.upload_id, state.parts, state.size, held, part_size)
         writer = MultipartWriter(
-            self._runtime.s3, self._bucket, target.key, settings.part_size, target.content_type, saved
+            self._runtime.s3, self._bucket, target.key, part_size, target.content_type, saved
         )
         return writer, state
 
@@ -276,6 +299,7 @@ class Run:
         written: list[int] = []  # the sizes of the batches of records this run wrote so far
         files = state.files if state else 0
         pending = state.pending if state else None
+        carried = state.carried if state else None
         assembler = Assembler(
             self._runtime.s3, writer, self._settings.read_chunk_bytes, stop=self._budget.low
         )
@@ -291,14 +315,19 @@ class Run:
                 checks.append(pending.check)
                 tracker.advance(files=1, bytes_=pending.size)
                 pending = None
-        # Where this run's members are laid out from (after a member carried on, if any).
-        run_offset = writer.size
+        # Where this run's members are laid out from: the header of a member an earlier run
+        # stopped inside, else the upload's end (after a member carried on, if any).
+        run_offset = carried.at if carried else writer.size
         if pending is None:
             entries = itertools.islice(
                 manifest.read(self._runtime.s3, self._bucket, target.manifest_key), start, None
             )
             budgeted = _Budgeted(entries, self._budget)
-            segment = self._plan.build(self._runtime, self._download, iter(budgeted), tracker)
+            segment = self._plan.build(
+                self._runtime, self._download, iter(budgeted), tracker,
+                start=writer.size - run_offset, carried=carried.member if carried else None,
+                stop=self._budget.low,
+            )  # fmt: skip
             pieces = self._batched(segment.pieces, segment, written)
             try:
                 assembler.write_all(pieces)
@@ -317,8 +346,13 @@ class Run:
                 start += sum(written) + len(records)
             else:
                 records = segment.records()
-                start += budgeted.taken
-                exhausted = budgeted.exhausted
+                stopped = segment.carried()
+                if stopped is None:
+                    start += budgeted.taken
+                    exhausted = budgeted.exhausted
+                else:
+                    start = _next_entry(start, sum(written) + len(records), carried is not None)
+                carried = Carried(run_offset + stopped[0], stopped[1]) if stopped else None
             checks += [check.moved(run_offset) for check in segment.checks()]
         tracker.flush()
         files += sum(written) + len(records)
@@ -329,7 +363,7 @@ class Run:
             return self._finish(writer, tracker, placed, batches, files, records, checks)
         self._put(target.run_key(self._run, "directory.jsonl"), _lines(records), "application/x-ndjson")
         integrity.write(self._runtime.s3, self._bucket, target.run_key(self._run, "checks.jsonl"), checks)
-        return self._hand_on(writer, tracker, start, placed, batches, files, pending)
+        return self._hand_on(writer, tracker, start, placed, batches, files, pending, carried)
 
     def _batched(self, pieces: Iterator[Piece], segment: SegmentBuild, written: list[int]) -> Iterator[Piece]:
         """The pieces, the records laid out so far written to S3 in batches on the way (after a
@@ -351,10 +385,21 @@ class Run:
         batches: list[int],
         files: int,
         pending: Pending | None,
+        carried: Carried | None,
     ) -> Outcome:
         saved, following = writer.saved(), self._run + 1
         state = _State(
-            saved.upload_id, saved.parts, saved.size, start, placed, tracker.current, files, pending, batches
+            upload_id=saved.upload_id,
+            parts=saved.parts,
+            size=saved.size,
+            part_size=saved.part_size,
+            next=start,
+            placed=placed,
+            progress=tracker.current,
+            files=files,
+            pending=pending,
+            carried=carried,
+            batches=batches,
         )
         self._put(self._target.run_key(following, "held"), saved.held, "application/octet-stream")
         self._put(self._target.run_key(following, "state.json"), state.to_json().encode("utf-8"))
@@ -411,6 +456,15 @@ class Run:
             self._put(target.run_key(self._run, "finished.json"), json.dumps(finished).encode("utf-8"))
         sha256 = writer.complete()
         return Outcome(True, self._run, writer.size, sha256, tracker.current, files)
+
+
+def _next_entry(start: int, records: int, resumed: bool) -> int:
+    """The manifest entry after the member a run stopped inside. `start` is the first entry the
+    run pulled; `records` the members it finished, the first of them the one it went on with
+    (`resumed`) unless that one stopped again (then no entry was pulled, and none finished)."""
+    if resumed and records == 0:
+        return start
+    return start + records - (1 if resumed else 0) + 1
 
 
 def _lines(records: list[Any]) -> bytes:

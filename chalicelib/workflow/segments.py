@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib import downloadtypes
@@ -71,64 +71,128 @@ def _runs(entries: list[Entry], most_bytes: int, most_files: int) -> list[list[E
 # Most bytes a zip adds to a member, headers and descriptor (ZIP64, a long name): an upper bound.
 _MEMBER_OVERHEAD = 2 * 1024
 _MAX_COPY_PART = 5 * 1024**3
+_MIB = 1024 * 1024
+# S3's largest object: what one multipart upload can hold, whatever its parts.
+S3_MAX_OBJECT_BYTES = 5 * 1024**4
+# The largest part the worker writes: S3's largest object in 10,000 parts (525 MiB). The
+# worker holds one part in memory (chalicelib/s3/multipart.py), so this bounds its memory too.
+MAX_WRITTEN_PART = math.ceil(S3_MAX_OBJECT_BYTES / S3_MAX_PARTS / _MIB) * _MIB
 
 
-def parts_needed(found: list[list[Entry]], settings: Settings) -> int:
-    """An upper bound on the parts of the largest upload the plan makes.
+@dataclass(frozen=True)
+class Upload:
+    """An upper bound on one multipart upload: the bytes the worker writes in parts of the
+    part size, the parts that do not depend on it (copied by S3, closed early before a copy,
+    the last), and the bytes S3 copies."""
 
-    Each segment's object: its bytes in parts of `part_size`, plus, for each member S3
-    copies, the part it closes and one per 5 GiB of it. The joined artifact: a segment of at
-    least 5 MiB is copied in parts of up to 5 GiB (closing the part written before it, if
-    smaller segments were read through); smaller ones are read into written parts; then the
-    central directory in parts of `part_size`.
-    """
-    part, copy_min = settings.part_size, settings.server_copy_min_bytes
-    largest_segment = copied = small = read = 0
-    for group in found:
-        size = sum(entry.size + _MEMBER_OVERHEAD for entry in group)
-        copies = sum(1 + math.ceil(entry.size / _MAX_COPY_PART) for entry in group if entry.size >= copy_min)
-        largest_segment = max(largest_segment, math.ceil(size / part) + copies + 1)
-        if size >= S3_MIN_PART_SIZE:
-            copied += math.ceil(size / _MAX_COPY_PART)
-        else:
-            small, read = small + 1, read + size
-    closed = min(small, len(found) - small)  # a written part closed before a copied segment
-    directory = sum(len(group) for group in found) * _MEMBER_OVERHEAD
-    joined = copied + closed + math.ceil(read / S3_MIN_PART_SIZE) + math.ceil(directory / part) + 1
-    return max(largest_segment, joined)
+    written: int
+    fixed: int
+    copied: int = 0
+
+    def parts(self, part_size: int) -> int:
+        return math.ceil(self.written / part_size) + self.fixed
 
 
-def single_parts_needed(entries: list[Entry], settings: Settings) -> int:
-    """The same bound for one Build's upload: every byte in parts, each copy closing one."""
-    size = sum(entry.size + 2 * _MEMBER_OVERHEAD for entry in entries)
-    copies = sum(
+def part_size_for(upload: Upload, configured: int) -> int:
+    """The part size of an upload: the smallest at least `configured` that keeps it within
+    S3's 10,000 parts, rounded up to a MiB. Fixed for the whole upload (a later Lambda run
+    takes it from the saved state). TooManyParts if no part size up to `MAX_WRITTEN_PART`
+    fits, or the object would pass S3's 5 TiB."""
+    if upload.written + upload.copied > S3_MAX_OBJECT_BYTES:
+        raise TooManyParts(
+            f"this download would be an object of up to {upload.written + upload.copied} bytes, "
+            f"more than S3's largest ({S3_MAX_OBJECT_BYTES} bytes): download less at once",
+            parts=upload.parts(MAX_WRITTEN_PART),
+            limit=S3_MAX_PARTS,
+        )
+    room = S3_MAX_PARTS - upload.fixed
+    needed = math.ceil(upload.written / room / _MIB) * _MIB if room > 0 else MAX_WRITTEN_PART + 1
+    size = max(configured, needed)
+    if size > max(configured, MAX_WRITTEN_PART):
+        raise TooManyParts(
+            f"this download would need more than S3's {S3_MAX_PARTS} parts in one upload, even "
+            f"in parts of {MAX_WRITTEN_PART} bytes ({upload.fixed} of them copied by S3 or "
+            "closed before a copy): raise SATCHEL_SEGMENT_BYTES, or download less at once",
+            parts=upload.parts(max(configured, MAX_WRITTEN_PART)),
+            limit=S3_MAX_PARTS,
+        )
+    return size
+
+
+def _copies(entries: list[Entry], settings: Settings) -> int:
+    """The parts members copied by S3 take: the part each closes and one per 5 GiB of it."""
+    return sum(
         1 + math.ceil(entry.size / _MAX_COPY_PART)
         for entry in entries
         if entry.size >= settings.server_copy_min_bytes
     )
-    return math.ceil(size / settings.part_size) + copies + 1
 
 
-def _check_parts(needed: int, settings: Settings) -> None:
-    if needed > S3_MAX_PARTS:
-        raise TooManyParts(
-            f"this download would need up to {needed} parts in one S3 upload, more than S3's "
-            f"{S3_MAX_PARTS}: raise SATCHEL_PART_SIZE (now {settings.part_size} bytes) or "
-            "SATCHEL_SEGMENT_BYTES, or download less at once",
-            parts=needed,
-            limit=S3_MAX_PARTS,
-        )
+def single_upload(entries: list[Entry], settings: Settings) -> Upload:
+    """One Build's upload: every byte in parts (a copied member counted as written too, to be
+    safe), each copy closing one part, and the central directory."""
+    size = sum(entry.size + 2 * _MEMBER_OVERHEAD for entry in entries)
+    return Upload(written=size, fixed=_copies(entries, settings) + 1)
+
+
+def segment_upload(group: list[Entry], settings: Settings) -> Upload:
+    """One segment's object: its bytes in parts, plus, for each member S3 copies, the part
+    it closes and one per 5 GiB of it."""
+    size = sum(entry.size + _MEMBER_OVERHEAD for entry in group)
+    return Upload(written=size, fixed=_copies(group, settings) + 1)
+
+
+def joined_upload(found: list[list[Entry]]) -> Upload:
+    """The joined artifact: a segment of at least 5 MiB is copied in parts of up to 5 GiB
+    (closing the part written before it, if smaller segments were read through); smaller
+    ones are read into parts (counted at 5 MiB each, to be safe); then the central
+    directory, written in parts of the part size."""
+    copied = small = read = copied_bytes = 0
+    for group in found:
+        size = sum(entry.size + _MEMBER_OVERHEAD for entry in group)
+        if size >= S3_MIN_PART_SIZE:
+            copied += math.ceil(size / _MAX_COPY_PART)
+            copied_bytes += size
+        else:
+            small, read = small + 1, read + size
+    closed = min(small, len(found) - small)  # a written part closed before a copied segment
+    directory = sum(len(group) for group in found) * _MEMBER_OVERHEAD
+    fixed = copied + closed + math.ceil(read / S3_MIN_PART_SIZE) + 1
+    return Upload(written=directory, fixed=fixed, copied=copied_bytes + read)
+
+
+def parts_needed(found: list[list[Entry]], settings: Settings) -> int:
+    """An upper bound on the parts of the largest upload the plan makes, each in its part size."""
+    uploads = [segment_upload(group, settings) for group in found] + [joined_upload(found)]
+    return max(upload.parts(part_size_for(upload, settings.part_size)) for upload in uploads)
+
+
+def single_parts_needed(entries: list[Entry], settings: Settings) -> int:
+    """The same bound for one Build's upload."""
+    upload = single_upload(entries, settings)
+    return upload.parts(part_size_for(upload, settings.part_size))
 
 
 def plan(download: Download, entries: list[Entry], settings: Settings) -> list[list[Entry]] | None:
-    """The segments this download is built in (None: one Build), checked against S3's parts
-    (TooManyParts) before anything is built. Stores nothing: a dry run may ask too."""
+    """The segments this download is built in (None: one Build), each upload checked against
+    S3's parts and object size (TooManyParts) before anything is built. Stores nothing: a dry
+    run may ask too."""
     found = _split(download, entries, settings)
     if found is None:
-        _check_parts(single_parts_needed(entries, settings), settings)
+        part_size_for(single_upload(entries, settings), settings.part_size)
     else:
-        _check_parts(parts_needed(found, settings), settings)
+        for group in found:
+            part_size_for(segment_upload(group, settings), settings.part_size)
+        part_size_for(joined_upload(found), settings.part_size)
     return found
+
+
+def part_size(download: Download, entries: list[Entry], settings: Settings) -> int:
+    """The part size of the upload Build or Assemble writes (Prepare hands it on): larger
+    than SATCHEL_PART_SIZE when the plan needs it to stay within S3's 10,000 parts."""
+    found = _split(download, entries, settings)
+    upload = single_upload(entries, settings) if found is None else joined_upload(found)
+    return part_size_for(upload, settings.part_size)
 
 
 def split(runtime: Runtime, download: Download, entries: list[Entry]) -> SegmentList | None:
@@ -181,12 +245,18 @@ def build_segment(runtime: Runtime, event: SegmentInput, budget: runs.Budget | N
     settings = runtime.settings
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
+    manifest_key = layout.segment_manifest_key(download_id, index)
+    part_size = None  # a later run goes on in the part size its upload was created with
+    if run == 0:
+        group = list(manifest.read(runtime.s3, settings.artifact_bucket, manifest_key))
+        part_size = part_size_for(segment_upload(group, settings), settings.part_size)
     target = runs.Target(
         download_id=download_id,
         segment=index,
         key=layout.segment_object_key(download_id, index),
-        manifest_key=layout.segment_manifest_key(download_id, index),
+        manifest_key=manifest_key,
         content_type=kind.artifact_format(download.params).content_type,
+        part_size=part_size,
     )
     totals = Progress(**event["totals"])
 
@@ -260,7 +330,8 @@ def assemble(runtime: Runtime, event: Prepared) -> Built:
     plan = _plan(kind)
     artifacts.abort_uploads_of(s3, bucket, layout.artifact_key(download_id))  # a retry starts over
     content_type = kind.artifact_format(download.params).content_type
-    writer = MultipartWriter(s3, bucket, layout.artifact_key(download_id), settings.part_size, content_type)
+    part_size = event.get("part_size", settings.part_size)  # the plan's (Prepare's)
+    writer = MultipartWriter(s3, bucket, layout.artifact_key(download_id), part_size, content_type)
     assembler = Assembler(s3, writer, settings.read_chunk_bytes)
     placed: list[tuple[int, int]] = []
     try:

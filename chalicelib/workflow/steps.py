@@ -9,8 +9,11 @@ returns the next state's input. Each is idempotent, because Retry may run it aga
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
 from chalicelib import downloadtypes
@@ -19,12 +22,12 @@ from chalicelib.core import clock, observability
 from chalicelib.core.disclosure import shown_error
 from chalicelib.core.errors import Cancelled, retried_when_transient
 from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
-from chalicelib.downloadtypes.base import SegmentPlan
+from chalicelib.downloadtypes.base import SurveyPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
 from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
-from chalicelib.workflow import runs, segments
+from chalicelib.workflow import rowruns, runs, segments, streamruns
 from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up, follow_up_or_leave
 from chalicelib.workflow.payloads import (
     BuildRun,
@@ -73,6 +76,8 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
         "download_id": download_id,
         "totals": counts(plan.totals),
         "parallel": segment_list is not None,
+        # The part size of the upload Build or Assemble writes: the plan's, fixed for its life.
+        "part_size": segments.part_size(download, plan.entries, runtime.settings),
     }
     if segment_list is None:
         output["manifest_key"] = key = layout.manifest_key(download_id)
@@ -88,14 +93,81 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
 @retried_when_transient
 def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) -> BuildRun:
     """The artifact into one multipart upload. A type built through a segment plan (the plain
-    zip) hands on before its Lambda run ends (`done` false: BuildHandsOn runs Build again,
-    chalicelib/workflow/runs.py); any other is built in this one run."""
+    zip), as a single stream (a tar or tar.gz) or surveyed first (a zip with `manifest` or
+    `on_missing: skip`) hands on before its Lambda run ends (`done` false: BuildHandsOn runs
+    Build again, chalicelib/workflow/runs.py and streamruns.py), and so does a table type
+    (chalicelib/workflow/rowruns.py); any other is built in this one run."""
     download_id = event["download_id"]
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
     if kind.can_segment(download.params) and kind.segments is not None:
-        return _build_in_runs(runtime, event, download, kind.segments, budget)
+        zipped = functools.partial(runs.Run, runtime, download, kind.segments)
+        return _build_in_runs(runtime, event, download, zipped, budget)
+    if kind.can_stream(download.params) and kind.stream is not None:
+        streamed = functools.partial(streamruns.StreamRun, runtime, download, kind.stream)
+        return _build_in_runs(runtime, event, download, streamed, budget)
+    if kind.can_survey(download.params) and kind.survey is not None:
+        return _build_surveyed(runtime, event, download, kind.survey, budget)
+    if kind.rows is not None:  # a table type hands on between pages (workflow/rowruns.py)
+        return _run_output(event, *rowruns.build(runtime, event, download, kind, budget))
     return _run_output(event, _build_at_once(runtime, event, download), None)
+
+
+def _build_surveyed(
+    runtime: Runtime, event: Prepared, download: Download, plan: SurveyPlan, budget: runs.Budget | None
+) -> BuildRun:
+    """A zip with `manifest` or `on_missing: skip`: runs 0, 1... survey its sources, a part a
+    run (where the next goes on is saved in S3, as runs.py saves its state); the run that ends
+    the survey writes the sources found as a manifest and goes on, with `surveyed` (the
+    survey's parts) and `run` 0, as the first run of their zip through the segment plan
+    (runs.py), which hands on as a plain zip does. A retried run surveys, or builds, again
+    from the same saved state."""
+    if "surveyed" in event:
+        present = plan.segments(runtime, download, event["surveyed"])
+        zipped = functools.partial(runs.Run, runtime, download, present)
+        return _build_in_runs(runtime, event, download, zipped, budget)
+    settings, download_id = runtime.settings, event["download_id"]
+    s3, bucket = runtime.s3, settings.artifact_bucket
+    run = int(event.get("run", 0))
+    budget = budget or runs.Budget.of(None, settings)
+    at = 0
+    if run > 0:
+        saved = s3.get_object(Bucket=bucket, Key=layout.run_key(download_id, None, run, "survey.json"))
+        at = int(json.loads(saved["Body"].read())["at"])
+    tracker = ProgressTracker(
+        runtime.downloads, download_id, Progress(**event["totals"]), settings.progress_every_bytes
+    )
+
+    def entries(start: int) -> Iterator[manifest.Entry]:
+        return itertools.islice(manifest.read(s3, bucket, event["manifest_key"]), start, None)
+
+    try:
+        found = plan.survey(runtime, download, entries, at, run, tracker, budget.low)
+        tracker.flush()  # the totals without what is skipped; a cancelled download stops here
+    except Cancelled:
+        _discard_when_cancelled(runtime, download_id)
+        raise
+    if found.present is None:
+        following = layout.run_key(download_id, None, run + 1, "survey.json")
+        s3.put_object(Bucket=bucket, Key=following, Body=json.dumps({"at": found.at}).encode("utf-8"))
+        built: Built = {
+            "download_id": download_id,
+            "artifact_key": layout.artifact_key(download_id),
+            "size": 0,
+            "sha256": None,
+            "progress": counts(tracker.current),
+        }
+        return _run_output(event, built, run + 1)
+    key = layout.surveyed_manifest_key(download_id)
+    manifest.write(s3, bucket, key, found.present)
+    surveyed: Prepared = {
+        **event,
+        "totals": counts(tracker.current),
+        "manifest_key": key,
+        "run": 0,
+        "surveyed": run + 1,
+    }
+    return _build_surveyed(runtime, surveyed, runtime.downloads.require(download_id), plan, budget)
 
 
 def _run_output(event: Prepared, built: Built, run: int | None) -> BuildRun:
@@ -113,14 +185,24 @@ def _run_output(event: Prepared, built: Built, run: int | None) -> BuildRun:
     }
     if "manifest_key" in event:
         output["manifest_key"] = event["manifest_key"]
+    if "part_size" in event:
+        output["part_size"] = event["part_size"]
+    if "surveyed" in event:
+        output["surveyed"] = event["surveyed"]
     if run is not None:
         output["run"] = run
     return output
 
 
 def _build_in_runs(
-    runtime: Runtime, event: Prepared, download: Download, plan: SegmentPlan, budget: runs.Budget | None
+    runtime: Runtime,
+    event: Prepared,
+    download: Download,
+    runner: Callable[[runs.Target, int, runs.Budget, runs.Trackers], runs.Run | streamruns.StreamRun],
+    budget: runs.Budget | None,
 ) -> BuildRun:
+    """One run of a build that hands on: `runner` is the zip's segment-plan run (runs.py) or
+    a single stream's (streamruns.py), given the target, this run's number, budget and trackers."""
     settings, download_id = runtime.settings, event["download_id"]
     run = int(event.get("run", 0))
     target = runs.Target(
@@ -129,6 +211,7 @@ def _build_in_runs(
         key=layout.artifact_key(download_id),
         manifest_key=event["manifest_key"],
         content_type=downloadtypes.get(download.type).artifact_format(download.params).content_type,
+        part_size=event.get("part_size"),
     )
     totals = Progress(**event["totals"])
 
@@ -138,7 +221,7 @@ def _build_in_runs(
         )
 
     budget = budget or runs.Budget.of(None, settings)
-    outcome = runs.Run(runtime, download, plan, target, run, budget, tracker).go()
+    outcome = runner(target, run, budget, tracker).go()
     built: Built = {
         "download_id": download_id,
         "artifact_key": target.key,
@@ -163,7 +246,7 @@ def _build_at_once(runtime: Runtime, event: Prepared, download: Download) -> Bui
         runtime.s3,
         settings.artifact_bucket,
         layout.artifact_key(download_id),
-        settings.part_size,
+        event.get("part_size", settings.part_size),
         kind.artifact_format(download.params).content_type,
     )
     try:

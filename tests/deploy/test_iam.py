@@ -505,15 +505,22 @@ def run_flows(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, callback_url: s
     assert satchel.call("DELETE", f"/keys/{rotated['id']}", "carol").status == 200
 
     # A large zip: segments built in parallel and joined by Assemble, the large member copied
-    # by S3 (its CRC-32 from S3's checksum), and the artifact hashed by Digest.
+    # by S3 (its CRC-32 from S3's checksum), and the artifact hashed by Digest; every run
+    # short of time (above the functions' 900 s), so segments and Digest hand on.
     monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
     monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
     monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
     satchel.put_source("acme/iam/parallel/a.bin", os.urandom(11 * MIB))
     satchel.put_source("acme/iam/parallel/b.txt", b"b" * 5000)
     parallel = satchel.create({"prefixes": ["acme/iam/parallel/"], "compression": "store"}).json["id"]
     assert satchel.wait(parallel)["state"] == "DONE"
-    for name in ("SATCHEL_SERVER_COPY_MIN_BYTES", "SATCHEL_PARALLEL_MIN_FILES", "SATCHEL_SEGMENT_FILES"):
+    for name in (
+        "SATCHEL_SERVER_COPY_MIN_BYTES",
+        "SATCHEL_PARALLEL_MIN_FILES",
+        "SATCHEL_SEGMENT_FILES",
+        "SATCHEL_HANDOFF_RESERVE_MS",
+    ):
         monkeypatch.delenv(name)
 
     # A cancel while running, and, meanwhile, a create over quota with an Idempotency-Key

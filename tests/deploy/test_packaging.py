@@ -83,6 +83,15 @@ def test_package_holds_both_templates_and_only_the_service_code(package: Package
     ]
     assert "isal/__init__.py" in names  # requirements.txt is packaged, compiled wheels too
     assert "zlib_ng/__init__.py" in names
+    # Digest's resumable SHA-256: the compiled (manylinux) wheel for the functions' x86_64.
+    assert "rehashes/rehashes.abi3.so" in names
+    architectures = [
+        spec["Properties"].get("Architectures")
+        for name, spec in package.sam["Resources"].items()
+        if name in functions(package.sam).values()
+    ]
+    assert architectures
+    assert all(each == ["x86_64"] for each in architectures), architectures
 
 
 def test_cfn_lint_passes_on_both_templates_and_catches_a_broken_reference(

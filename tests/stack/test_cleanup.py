@@ -23,12 +23,14 @@ from chalicelib.core.models import Download, State
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout as artifacts
 from chalicelib.storage import downloads as store
+from chalicelib.storage import layout as storage_layout
 from chalicelib.storage.audit import Action, AuditLog, Event
 from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.triggers import cleanup
 from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import FailInput
 from satchel_local import lambdas
+from tests.support import records
 from tests.support.serialised import SerialisedWrites
 from tests.support.stack import USERS, Satchel
 
@@ -144,19 +146,8 @@ def test_a_build_past_its_deadline_is_stopped_and_fails_with_timeout(
 
 def pending_download(runtime: Runtime, created_at: datetime, download_id: str | None = None) -> Download:
     """A download recorded but never started, as when its start_execution was lost."""
-    orphan = Download(
-        id=download_id or api_downloads.new_id(),
-        type="zip",
-        params={"keys": ["acme/a.txt"], "prefixes": [], "compression": "store"},
-        filename="orphan.zip",
-        tenant="acme",
-        user_id="bob",
-        state=State.PENDING,
-        created_at=clock.iso(created_at),
-        retention_seconds=3600,
-    )
-    runtime.downloads.create(orphan, runtime.settings.max_active_per_user)
-    return orphan
+    fields = {"id": download_id} if download_id else {}
+    return records.stored(runtime, user="bob", created_at=created_at, filename="orphan.zip", **fields)
 
 
 def test_a_download_that_never_started_times_out_and_frees_its_slot(satchel: Satchel) -> None:
@@ -413,3 +404,37 @@ def test_work_the_fail_step_left_undone_is_done_by_the_next_sweep(satchel: Satch
     assert events.about == [download.id]
     assert cleanup.run(replace(base, events=cast("EventBridgeClient", events)), later).followed_up == []
     assert events.about == [download.id]
+
+
+def test_the_last_strike_never_wipes_work_a_later_transition_owes(satchel: Satchel) -> None:
+    """A transition that comes in while a follow-up is striking off its work (a delete during
+    an expiry's follow-up) records its own owed work: the follow-up's last strike removes only
+    its own piece, and the download stays due for the next sweep."""
+    download = finished(satchel, "acme/struck.txt")
+    runtime = Runtime.from_env()
+    expired = runtime.downloads.transition(
+        download["id"], [State.DONE], State.EXPIRED, effects={"artifact", "audit"}
+    )
+    runtime.downloads.effect_done(expired, "artifact", last=False)
+    # Meanwhile: another transition owes its own work, before the follow-up's last strike.
+    runtime.downloads.transition(download["id"], [State.EXPIRED], State.EXPIRED, effects={"purge"})
+
+    runtime.downloads.effect_done(expired, "audit", last=True)
+
+    item = clients.table(satchel.stack.table).get_item(Key=storage_layout.download_key(download["id"]))
+    assert set(cast("set[str]", item["Item"]["pending_effects"])) == {"purge"}
+    due = runtime.downloads.due(clock.now() + store.EFFECTS_LEASE + timedelta(seconds=1), 1000)
+    assert download["id"] in {found.download.id for found in due}
+
+
+def test_the_last_strike_of_work_owed_alone_settles_the_download(satchel: Satchel) -> None:
+    download = finished(satchel, "acme/settled.txt")
+    runtime = Runtime.from_env()
+    expired = runtime.downloads.transition(download["id"], [State.DONE], State.EXPIRED, effects={"artifact"})
+
+    runtime.downloads.effect_done(expired, "artifact", last=True)
+
+    item = clients.table(satchel.stack.table).get_item(Key=storage_layout.download_key(download["id"]))
+    assert "pending_effects" not in item["Item"]
+    due = runtime.downloads.due(clock.now() + store.EFFECTS_LEASE + timedelta(seconds=1), 1000)
+    assert download["id"] not in {found.download.id for found in due}

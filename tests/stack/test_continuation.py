@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import shutil
 import subprocess
 import zipfile
@@ -29,6 +30,7 @@ from chalicelib.workflow import segments
 from chalicelib.workflow.payloads import SegmentBuilt, SegmentInput
 from chalicelib.workflow.runs import Budget
 from satchel_local.stack import REGION
+from tests.support import archive_readers
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
 
@@ -169,13 +171,128 @@ def test_a_retried_run_goes_on_from_the_same_state_and_duplicates_nothing(
     clients.reset()
     injector = Injector(satchel.stack.table)
     injector.install()
-    # A run saves its records, checks, held bytes and state (4 puts): the 6th put is the
-    # second run's checks, after its part 1. It fails on every attempt: the run fails, and
-    # Retry runs it again from the same saved state (the same part 1, written again).
-    with injector.armed(Fault("s3.PutObject", "internal", at=6, step="app.build")) as arming:
+    # Each member (3 chunks of deflate) stops after its first chunk, and the next run ends
+    # it and begins the next: 5 runs. A run saves its records, checks, held bytes and state
+    # (4 puts): the 10th put is the third run's checks, after its part 1 (1 + 4 + 1 MiB
+    # written by then). It fails on every attempt: the run fails, and Retry runs it again
+    # from the same saved state (the same part 1, written again).
+    with injector.armed(Fault("s3.PutObject", "internal", at=10, step="app.build")) as arming:
         download_id, in_runs = _build(satchel, params)
     assert injector.fired(arming) > 0
     assert _failures_of(satchel, download_id) == ["TransientError"]
-    assert _runs_of(satchel, download_id, "Build") == 4  # 4 runs; Retry ran the second again
+    assert _runs_of(satchel, download_id, "Build") == 5  # 5 runs; Retry ran the third again
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
+
+
+JAVA_CHECK = Path(__file__).parents[1] / "support" / "readers" / "ZipCheck.java"
+
+
+def _every_reader_accepts(body: bytes, tmp_path: Path, expected: dict[str, bytes]) -> None:
+    """unzip, 7z, bsdtar and Java's ZipFile and streaming ZipInputStream, and the bytes."""
+    _readers_accept(body, tmp_path, expected)
+    path = tmp_path / "built.zip"
+    path.write_bytes(body)
+    archive_readers.run("7z", "t", path)
+    listed = archive_readers.run("bsdtar", "-tf", path).splitlines()
+    assert sorted(listed) == sorted(expected)
+    checked = archive_readers.run("java", JAVA_CHECK, path)
+    for reader in ("ZipFile", "ZipInputStream"):
+        names = [line.split("\t")[2] for line in checked.splitlines() if line.startswith(f"{reader}\tname\t")]
+        assert sorted(names) == sorted(expected), checked
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    archive_readers.run("bsdtar", "-xf", path, cwd=extracted)
+    assert archive_readers.files_under(extracted) == expected
+
+
+def _large_text(seed: int, size: int) -> bytes:
+    """Compressible but not trivially (deflate keeps about a third): words drawn at random."""
+    words = [f"w{seed}x{index}".encode() for index in range(4096)]
+    picked = random.Random(seed).choices(words, k=size // 4)
+    return b" ".join(picked)[:size]
+
+
+def test_a_deflated_member_larger_than_a_run_is_split_between_its_chunks(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # 4.5 MiB: chunks of 1 MiB; every run stops after one chunk but the last (with the fifth).
+    bodies = {
+        "acme/bigdeflate/a.txt": b"first\n" * 100,
+        "acme/bigdeflate/b.txt": _large_text(1, 4 * MIB + MIB // 2),
+        "acme/bigdeflate/c.txt": b"last\n" * 100,
+    }
+    for key, body in bodies.items():
+        satchel.put_source(key, body)
+    params = {"prefixes": ["acme/bigdeflate/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # a.txt; b.txt's header and chunk 1; its chunks 2, 3, 4 (one a run); its last two and c.txt.
+    assert _runs_of(satchel, download_id, "Build") == 5
+    assert in_runs == at_once
+    with zipfile.ZipFile(io.BytesIO(in_runs)) as opened:
+        split = opened.getinfo("bigdeflate/b.txt")
+        assert split.compress_type == zipfile.ZIP_DEFLATED
+        assert split.compress_size < split.file_size // 2
+    _every_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_segments_deflated_member_is_split_between_runs_too(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = {
+        "acme/segdeflate/a.txt": _large_text(2, 3 * MIB + 100),
+        "acme/segdeflate/b.txt": b"middle\n" * 100,
+        "acme/segdeflate/c.txt": _large_text(3, 2 * MIB + 100),
+        "acme/segdeflate/d.txt": b"last\n" * 100,
+    }
+    for key, body in bodies.items():
+        satchel.put_source(key, body)
+    params = {"prefixes": ["acme/segdeflate/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    seen: list[tuple[int, int, bool]] = []
+    original = segments.build_segment
+
+    def counted(runtime: Runtime, event: SegmentInput, budget: Budget | None = None) -> SegmentBuilt:
+        built = original(runtime, event, budget)
+        seen.append((event["index"], event.get("run", 0), built["done"]))
+        return built
+
+    monkeypatch.setattr(segments, "build_segment", counted)
+    _, in_runs = _build(satchel, params)
+    # Segment 0: a.txt's chunk 1, chunk 2, then its last two and b.txt. Segment 1: c.txt's
+    # chunk 1, then its last two and d.txt.
+    assert sorted(seen) == [(0, 0, False), (0, 1, False), (0, 2, True), (1, 0, False), (1, 1, True)]
+    assert in_runs == at_once
+    _every_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_plan_past_10000_parts_of_the_configured_size_gets_larger_parts_across_runs(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # S3's 10,000 parts, scaled down to 4 so a small archive passes it: ~24 MiB of deflate
+    # output in 5 MiB parts would take 5 parts; the plan picks 9 MiB parts (3, and 1 kept
+    # for the last), and every run (one member each) goes on in that size.
+    monkeypatch.setattr(segments, "S3_MAX_PARTS", 4)
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    bodies = {f"acme/bigparts/{index}.bin": os.urandom(8 * MIB) for index in range(3)}
+    for key, body in bodies.items():
+        satchel.put_source(key, body)
+    download_id, body = _build(satchel, {"prefixes": ["acme/bigparts/"]}, timeout=300)
+    head = satchel.s3.head_object(Bucket=satchel.stack.artifact_bucket, Key=f"artifacts/{download_id}")
+    assert head["ETag"].strip('"').endswith("-3")  # three parts of 9 MiB, the last shorter
+    assert len(body) > 2 * 9 * MIB
+    first = satchel.s3.head_object(
+        Bucket=satchel.stack.artifact_bucket, Key=f"artifacts/{download_id}", PartNumber=1
+    )
+    assert first["ContentLength"] == 9 * MIB
+    _readers_accept(body, tmp_path, {key.removeprefix("acme/"): data for key, data in bodies.items()})

@@ -89,12 +89,17 @@ class _FailingSecond:
         return self.plan.accepts(params)
 
     def build(
-        self, runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        **options: Any,
     ) -> SegmentBuild:
         listed = list(entries)
         if any(entry.key.endswith("/1.txt") for entry in listed):
             raise SourceMissing("source object not found: acme/fails/1.txt", key="acme/fails/1.txt")
-        return self.plan.build(runtime, download, iter(listed), tracker)
+        return self.plan.build(runtime, download, iter(listed), tracker, **options)
 
     def closing(self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int) -> Any:
         return self.plan.closing(download, placed, offset)

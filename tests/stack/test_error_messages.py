@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.api.downloads import new_id
-from chalicelib.core import clock
-from chalicelib.core.models import Download, State
+from chalicelib.core.models import State
 from chalicelib.runtime import Runtime
 from satchel_local import lambdas
+from tests.support import records
 from tests.support.stack import Satchel
 
 ACCOUNT = "123456789012"
@@ -49,18 +48,7 @@ def step_error(handler: str) -> dict[str, str]:
 
 def running_download() -> str:
     runtime = Runtime.from_env()
-    download = Download(
-        id=new_id(),
-        type="zip",
-        params={"keys": ["acme/a.txt"], "prefixes": [], "compression": "store"},
-        filename="denied.zip",
-        tenant="acme",
-        user_id="alice",
-        state=State.PENDING,
-        created_at=clock.iso(clock.now()),
-        retention_seconds=3600,
-    )
-    runtime.downloads.create(download, runtime.settings.max_active_per_user)
+    download = records.stored(runtime, filename="denied.zip")
     runtime.downloads.transition(download.id, [State.PENDING], State.RUNNING)
     return download.id
 

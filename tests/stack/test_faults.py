@@ -33,10 +33,12 @@ from chalicelib.core import clients, clock
 from chalicelib.core.models import ACTIVE_STATES, Download, State
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout as artifacts
+from chalicelib.storage import secrets
+from chalicelib.storage.deliveries import DELIVERED, FAILED, PENDING
 from chalicelib.storage.downloads import EFFECTS_LEASE
 from chalicelib.triggers import cleanup
 from chalicelib.triggers import inbound as triggers
-from satchel_local import eventsources, lambdas
+from satchel_local import demodata, eventsources, lambdas
 from satchel_local.stack import MOTO_SENDER_ID, REGION, Stack
 from tests.support import faults
 from tests.support.faults import CALLER, KINDS, Fault, Injector
@@ -45,6 +47,8 @@ from tests.support.stack import TERMINAL, Reply, Satchel, dummy_aws_environment,
 
 SOURCE = "acme/faults/a.txt"
 SOURCE_B = "acme/faults/b.txt"
+# Deflated in 3 chunks of 1 MiB: a Build short of time stops inside it after the first.
+SOURCE_LARGE = "acme/faults/large.txt"
 # What a 5xx answer or a download's error must never show: ARNs, the account, raw botocore
 # text, a traceback.
 _INTERNALS = re.compile(
@@ -73,10 +77,12 @@ def shared() -> Iterator[tuple[Stack, Injector]]:
         # botocore's backoff between its own attempts: none; the attempts themselves are real.
         patch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
         with running_stack(patch) as stack:
-            injector = Injector(stack.table)
+            injector = Injector(stack.table, tables=(demodata.table_name(stack.stage),))
             s3 = boto3.client("s3", region_name=REGION)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE, Body=b"fault injection\n" * 64)
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_B, Body=b"second source\n" * 64)
+            large = b"".join(b"%d large source line\n" % index for index in range(120_000))
+            s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_LARGE, Body=large)
             yield stack, injector
 
 
@@ -85,6 +91,7 @@ def injector(shared: tuple[Stack, Injector]) -> Injector:
     # Fresh clients for each test, as a new Lambda container has: botocore's retry quota
     # (a token bucket per client) drained by earlier tests' faults would cut retries short.
     clients.reset()
+    secrets.forget_plaintexts()  # nor decrypted webhook secrets: its first signing asks KMS
     shared[1].install()
     return shared[1]
 
@@ -244,9 +251,13 @@ def _until_accepted(call: Callable[[], Reply], replies: list[Reply], tries: int 
 
 
 def _create(
-    satchel: Satchel, key: str | None = None, keys: tuple[str, ...] = (SOURCE,), **extra: Any
+    satchel: Satchel,
+    key: str | None = None,
+    keys: tuple[str, ...] = (SOURCE,),
+    params: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Reply:
-    body = {"type": "zip", "params": {"keys": list(keys)}, **extra}
+    body = {"type": "zip", "params": {"keys": list(keys), **(params or {})}, **extra}
     return satchel.call("POST", "/downloads", body=body, headers={"Idempotency-Key": key} if key else {})
 
 
@@ -263,9 +274,15 @@ def scenario_create(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> N
     assert satchel.wait(retried.json["id"])["state"] == "DONE"
 
 
-def _built(satchel: Satchel, faulted: Armed, replies: list[Reply], keys: tuple[str, ...]) -> Any:
+def _built(
+    satchel: Satchel,
+    faulted: Armed,
+    replies: list[Reply],
+    keys: tuple[str, ...],
+    params: dict[str, Any] | None = None,
+) -> Any:
     with faulted():
-        reply = _create(satchel, keys=keys)
+        reply = _create(satchel, keys=keys, params=params)
         replies.append(reply)
         assert reply.status == 202, reply.body
         return satchel.wait(reply.json["id"])
@@ -279,6 +296,37 @@ def scenario_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) ->
 def scenario_parallel_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B))
     assert final["state"] == "DONE", final
+
+
+def scenario_large_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE_LARGE,))
+    assert final["state"] == "DONE", final
+
+
+def scenario_tar_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B), {"format": "tar.gz"})
+    assert final["state"] == "DONE", final
+
+
+def scenario_surveyed_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    params = {"manifest": True, "on_missing": "skip"}
+    final = _built(satchel, faulted, replies, (SOURCE, SOURCE_B), params)
+    assert final["state"] == "DONE", final
+
+
+def scenario_export_in_runs(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """An export of two DynamoDB pages (~1.2 MB of rows), built in two runs (`small_segments`
+    makes every run short of time)."""
+    demodata.seed(satchel.stack.stage, "acme", 400, REGION, padding=3000)
+    with faulted():
+        reply = satchel.call(
+            "POST", "/downloads", body={"type": "export", "params": {"index": "Transaction"}}
+        )
+        replies.append(reply)
+        assert reply.status == 202, reply.body
+        final = satchel.wait(reply.json["id"])
+    assert final["state"] == "DONE", final
+    assert final["progress"]["rows_done"] == 400
 
 
 def scenario_failing_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
@@ -463,6 +511,166 @@ def _pending_download(runtime: Runtime) -> str:
     return orphan.id
 
 
+# -- KMS: rotating a tenant's webhook secret (Encrypt), signing a delivery with it (Decrypt) --
+
+_SECRET_PATH = "/tenant/webhook-secret"
+
+
+def _signing(tenant: str = "acme") -> list[str]:
+    """The secrets that sign the tenant's deliveries now: every stored ciphertext decrypts."""
+    return Runtime.from_env().webhook_secrets.signing(tenant, clock.now())
+
+
+def scenario_rotate_secret(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """carol, acme's admin, rotates its secret with a grace period (a record read, KMS Encrypt,
+    one conditional write, the audit). A fault is a clean refusal after which the secret the
+    receivers know still signs first (no half-written record, no secret nobody was shown);
+    or the rotation happened and its answer shows the new secret. A retry rotates."""
+    before = _signing()
+    assert before, "the seeded tenant has a secret"
+
+    def rotate() -> Reply:
+        return satchel.call("POST", _SECRET_PATH, user="carol", body={"grace_seconds": 3600})
+
+    with faulted():
+        first = rotate()
+    replies.append(first)
+    if first.status == 201:
+        assert _signing() == [first.json["secret"], before[0]]
+        return
+    assert first.status >= 400, first.body
+    assert first.json["Code"], first.body
+    assert not _INTERNALS.search(first.body.decode()), first.body
+    assert _signing()[0] == before[0], "a refused rotation left a secret nobody was shown signing"
+    retried = _until_accepted(rotate, replies)
+    assert retried.status == 201, retried.body
+    assert _signing() == [retried.json["secret"], before[0]]
+
+
+def test_a_rotation_whose_audit_entry_fails_still_answers_the_secret_that_now_signs(
+    satchel: Satchel, injector: Injector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The secret's record is written, then the audit's (the caller's 2nd PutItem) fails on
+    every attempt: a 5xx would leave a secret nobody was shown signing the tenant's webhooks.
+    The answer is the secret; the entry goes to the log, whole."""
+    before = _signing()
+    with injector.armed(Fault("dynamodb.PutItem", "throttle", at=2, step=CALLER)) as arming:
+        reply = satchel.call("POST", _SECRET_PATH, user="carol", body={"grace_seconds": 60})
+    assert injector.fired(arming) == faults.ATTEMPTS
+    assert reply.status == 201, reply.body
+    assert _signing() == [reply.json["secret"], before[0]]
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    [entry] = [line["audit"] for line in lines if line.get("message") == "audit entry not written"]
+    assert (entry["tenant"], entry["action"], entry["actor"]) == (
+        "acme",
+        "webhook_secret.rotated",
+        "user:carol",
+    )
+    assert reply.json["secret"] not in out
+
+
+def _notified(satchel: Satchel, url: str) -> str:
+    """A DONE download whose webhook Finalize queued: its id. The deliveries queue and its
+    dead letters are emptied first: no poller drains them here, and what earlier tests left
+    would hide this test's messages (PurgeQueue is allowed once a minute only)."""
+    for queue in (satchel.stack.deliveries_queue_url, satchel.stack.deliveries_dead_letter_queue_url):
+        _drain(queue)
+    created = _create(satchel, callback_url=url)
+    assert created.status == 202, created.body
+    assert satchel.wait(created.json["id"])["state"] == "DONE"
+    return str(created.json["id"])
+
+
+def _drain(queue: str, keep: Callable[[dict[str, Any]], bool] = lambda message: False) -> list[Any]:
+    """Delete the queue's visible messages but those to `keep` (left in flight): the kept."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    kept: list[Any] = []
+    while received := sqs.receive_message(
+        QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=600, AttributeNames=["All"]
+    ).get("Messages", []):
+        for message in received:
+            if keep(json.loads(message["Body"])):
+                kept.append(message)
+            else:
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    return kept
+
+
+def _receipt(satchel: Satchel, download_id: str) -> Callable[[], bool]:
+    """One receipt of the download's message, as the deliveries queue hands it to Lambda (its
+    real receipt handle: ChangeMessageVisibility acts on it); whether Lambda would receive it
+    again (a batch item failure, or the invocation failed)."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = satchel.stack.deliveries_queue_url
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    [found] = _drain(url, keep=lambda body: body.get("download_id") == download_id)
+    event = json.dumps({"Records": [eventsources.sqs_record(found, arn)]})
+
+    def invoke() -> bool:
+        payload, failed = lambdas.run_handler("app.deliver", "deliver", event, 60)
+        return failed or bool(json.loads(payload)["batchItemFailures"])
+
+    return invoke
+
+
+def _delivery(download_id: str) -> Any:
+    [delivery] = Runtime.from_env().deliveries.of_download(download_id)
+    return delivery
+
+
+def scenario_deliver_retried(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """The receiver refuses the first attempt (503): the deliver function records it, puts the
+    message back after its backoff (ChangeMessageVisibility) and a later receipt delivers.
+    A fault anywhere there (KMS Decrypt included: an unsigned attempt is a failed one) leaves
+    the record pending, with a next attempt once one was made, until a receipt delivers it;
+    the receiver verifies every request with Standard Webhooks' own verifier."""
+    with serving() as receiver:
+        receiver.statuses.append(503)
+        download_id = _notified(satchel, receiver.url)
+        invoke = _receipt(satchel, download_id)
+        with faulted():
+            for _ in range(4):
+                if not invoke():
+                    break
+                delivery = _delivery(download_id)
+                assert delivery.state == PENDING, delivery
+                assert delivery.attempts == 0 or delivery.next_attempt_at, delivery
+        delivery = _delivery(download_id)
+        assert (delivery.state, delivery.last_status) == (DELIVERED, 204), delivery
+        calls = receiver.received
+        assert calls
+        assert {call.headers["webhook-id"] for call in calls} == {delivery.event_id}
+        assert all(verified(call)["type"] == "download.completed" for call in calls)
+
+
+def scenario_deliver_give_up(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    """A receiver that never accepts, one attempt allowed: the next receipt gives up, the
+    record ends failed and the message is in the dead-letter queue (alarmed), whatever
+    fault came in between: never failed without the dead letter (which may come twice, when
+    the record's write after it failed)."""
+    with serving() as receiver, pytest.MonkeyPatch.context() as patch:
+        receiver.statuses.extend([503] * 10)
+        download_id = _notified(satchel, receiver.url)
+        patch.setenv("SATCHEL_DELIVERY_MAX_ATTEMPTS", "1")
+        invoke = _receipt(satchel, download_id)
+        with faulted():
+            for _ in range(4):
+                if not invoke():
+                    break
+                assert _delivery(download_id).state == PENDING or _dead_letters(satchel, download_id)
+        assert _delivery(download_id).state == FAILED
+        assert _dead_letters(satchel, download_id), "given up on, and not in the dead-letter queue"
+
+
+def _dead_letters(satchel: Satchel, download_id: str) -> int:
+    """The dead-letter queue's messages for the download (left there, visible again at once)."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = satchel.stack.deliveries_dead_letter_queue_url
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    return sum(json.loads(m["Body"])["download_id"] == download_id for m in received.get("Messages", []))
+
+
 # -- the matrix: area -> (scenario, where its calls run, the operations it calls) -----------
 
 Scenario = Callable[[Satchel, Armed, list[Reply]], None]
@@ -536,6 +744,73 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
+    # Build stopping inside a deflated member (`handing_on`): the faults land in its second
+    # run, the one that reads the rest of the source and goes on with the deflate stream.
+    "build_member_runs": (
+        scenario_large_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    # A tar.gz handing on after every member: a single stream's runs (workflow/streamruns.py).
+    "build_tar_runs": (
+        scenario_tar_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    # A zip with `manifest` and `on_missing: skip` handing on after every entry surveyed and
+    # every member: the survey's runs, then the zip's (workflow/steps.py `_build_surveyed`).
+    "build_surveyed_runs": (
+        scenario_surveyed_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    # Digest reading the artifact back in runs of one small chunk (`handing_on`): the faults
+    # land in its second run, the one that goes on from the saved state (`_AT`).
+    "digest": (scenario_parallel_download, "app.digest", ("s3.GetObject", "s3.PutObject")),
+    # An export's Build handing on after each page (`small_segments`): a second run goes on from
+    # the saved cursor, row writer and upload (chalicelib/workflow/rowruns.py).
+    "export_runs": (
+        scenario_export_in_runs,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.Query",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     "build_segment": (
         scenario_parallel_download,
         "app.build_segment",
@@ -594,7 +869,7 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         CALLER,
         ("dynamodb.GetItem", "dynamodb.PutItem", "dynamodb.UpdateItem", "events.PutEvents"),
     ),
-    "deliver": (scenario_deliver, "app.deliver", ("dynamodb.GetItem", "dynamodb.UpdateItem")),
+    "deliver": (scenario_deliver, "app.deliver", ("dynamodb.GetItem", "dynamodb.UpdateItem", "kms.Decrypt")),
     "trigger": (
         scenario_trigger,
         CALLER,
@@ -635,6 +910,35 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         ),
     ),
 }
+# -- KMS: the tenant's webhook secret, encrypted when rotated, decrypted to sign a delivery ---
+AREAS |= {
+    "secret_rotation": (
+        scenario_rotate_secret,
+        CALLER,
+        (
+            "dynamodb.GetItem",
+            "dynamodb.PutItem",  # the secret's record, then the audit's
+            "dynamodb.UpdateItem",  # the key's last use (never fails the request)
+            "kms.Encrypt",
+        ),
+    ),
+    "deliver_retried": (
+        scenario_deliver_retried,
+        "app.deliver",
+        ("dynamodb.GetItem", "dynamodb.UpdateItem", "kms.Decrypt", "sqs.ChangeMessageVisibility"),
+    ),
+    "deliver_give_up": (
+        scenario_deliver_give_up,
+        "app.deliver",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "kms.Decrypt",
+            "sqs.ChangeMessageVisibility",
+            "sqs.SendMessage",
+        ),
+    ),
+}
 _PARALLEL = {"build_segment", "assemble"}
 # Build's second run (of two, one source each) makes these calls of its operation first; the
 # first run made the earlier ones (its record, its manifest and source, its saved state).
@@ -644,6 +948,39 @@ _AT = {
     ("build_runs", "dynamodb.UpdateItem"): 2,
     ("build_runs", "s3.GetObject"): 3,
     ("build_runs", "s3.PutObject"): 5,
+    # The second run: its state, held bytes, then the ranged GET of the member's rest (the
+    # 5th GetObject), its checks (the 5th PutObject), and the upload found by listing.
+    ("build_member_runs", "dynamodb.GetItem"): 2,
+    ("build_member_runs", "dynamodb.UpdateItem"): 2,
+    ("build_member_runs", "s3.GetObject"): 5,
+    ("build_member_runs", "s3.ListMultipartUploads"): 2,
+    ("build_member_runs", "s3.PutObject"): 5,
+    # A tar.gz's first run saves 3 objects (held bytes, what it carries, its state).
+    ("build_tar_runs", "dynamodb.GetItem"): 2,
+    ("build_tar_runs", "dynamodb.UpdateItem"): 2,
+    ("build_tar_runs", "s3.GetObject"): 3,
+    ("build_tar_runs", "s3.ListMultipartUploads"): 2,
+    ("build_tar_runs", "s3.PutObject"): 4,
+    # Digest's first run reads the checks and the artifact, and saves its state; the second
+    # reads the checks, then that state (4th), then the artifact, and saves its own (2nd).
+    ("digest", "s3.GetObject"): 4,
+    ("digest", "s3.PutObject"): 2,
+    # An export's second run: its record, its query's next page, its saved state and held
+    # bytes, the upload it goes on with, what it saves before completing.
+    ("export_runs", "dynamodb.GetItem"): 2,
+    ("export_runs", "dynamodb.Query"): 2,
+    ("export_runs", "s3.GetObject"): 1,
+    ("export_runs", "s3.ListMultipartUploads"): 2,
+    ("export_runs", "s3.PutObject"): 3,
+}
+# The authorizer's key lookup comes first (the secret's record, 2nd); a retried delivery's
+# second receipt reads its record 3rd (after the first receipt's record and secret); the
+# give-up's write is its 2nd (after the failed attempt's).
+_AT |= {
+    ("secret_rotation", "dynamodb.GetItem"): 2,
+    ("deliver_retried", "dynamodb.GetItem"): 3,
+    ("deliver_give_up", "dynamodb.GetItem"): 3,
+    ("deliver_give_up", "dynamodb.UpdateItem"): 2,
 }
 _AUTHENTICATED = {"create", "cancel", "delete"}
 FAULT_POINTS = [(area, operation) for area, (_, _, operations) in AREAS.items() for operation in operations]
@@ -661,13 +998,24 @@ def test_the_matrix_is_what_the_docs_state(capsys: pytest.CaptureFixture[str]) -
 @pytest.fixture
 def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Two sources in two segments: the parallel path (Map, BuildSegment, Assemble); or in
-    one Build that hands on after each member (every run is short of time)."""
+    one Build that hands on after each member (every run is short of time), and then a
+    Digest that hands on after each chunk."""
     area = request.node.callspec.params.get("area") if hasattr(request.node, "callspec") else None
     if area in _PARALLEL:
         monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
         monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
-    if area == "build_runs":
+    if area in (
+        "build_runs",
+        "build_member_runs",
+        "build_tar_runs",
+        "build_surveyed_runs",
+        "digest",
+        "export_runs",
+    ):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
+    if area == "digest":
+        # A few hundred bytes of archive: Digest hands on after each 100.
+        monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", "100")
 
 
 @pytest.mark.parametrize("area", sorted(AREAS))

@@ -4,6 +4,8 @@ Code; a key's last use is recorded, at most once per window."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from app import bearer
@@ -112,6 +114,57 @@ def test_rotation_issues_a_new_key_and_disables_the_old(satchel: Satchel) -> Non
     assert (new["user_id"], new["roles"]) == ("hana", ["analyst"])
     assert _with_key(satchel, "GET", "/downloads", new["api_key"]).status == 200
     assert _with_key(satchel, "GET", "/downloads", old["api_key"]).status == 403
+
+
+def test_a_rotation_with_grace_keeps_the_old_key_working_until_the_grace_ends(
+    satchel: Satchel, stack: Stack
+) -> None:
+    old = satchel.call("POST", "/keys", "carol", {"user_id": "hana", "roles": ["analyst"]}).json
+    before = clock.now()
+    rotated = satchel.call("POST", f"/keys/{old['id']}/rotate", "carol", {"grace_seconds": 3600})
+    assert rotated.status == 201, rotated.body
+    new = rotated.json
+
+    # Both work while callers switch over.
+    assert _with_key(satchel, "GET", "/downloads", new["api_key"]).status == 200
+    assert _with_key(satchel, "GET", "/downloads", old["api_key"]).status == 200
+    record = _store(stack).find("acme", old["id"])
+    assert record is not None
+    assert record.expires_at is not None
+    assert not record.disabled
+    ends = clock.parse(record.expires_at)
+    assert before + timedelta(seconds=3599) <= ends <= clock.now() + timedelta(seconds=3600)
+    # Then the old one is refused as any expired key, and the new one goes on.
+    assert record.refusal(ends) == "KeyExpired"
+    assert record.refusal(ends - timedelta(seconds=1)) is None
+    listed = {key["id"]: key for key in satchel.call("GET", "/keys", "carol").json["items"]}
+    assert listed[old["id"]]["expires_at"] == record.expires_at
+    trail = [e for e in Runtime.from_env().audit.events("acme") if e.details.get("key_id") == old["id"]]
+    assert [e.details.get("grace_seconds") for e in trail if e.action == "key.rotated"] == [3600]
+
+
+def test_a_grace_never_lengthens_the_old_keys_life(satchel: Satchel, stack: Stack) -> None:
+    old = satchel.call("POST", "/keys", "carol", {"user_id": "hana", "expires_in": 120}).json
+    rotated = satchel.call("POST", f"/keys/{old['id']}/rotate", "carol", {"grace_seconds": 3600})
+    assert rotated.status == 201, rotated.body
+    record = _store(stack).find("acme", old["id"])
+    assert record is not None
+    assert record.expires_at == old["expires_at"]
+
+
+@pytest.mark.parametrize("grace", [-1, 604801, "60", 1.5, None])
+def test_an_invalid_grace_is_refused_and_nothing_is_rotated(satchel: Satchel, grace: object) -> None:
+    old = satchel.call("POST", "/keys", "carol", {"user_id": "hana"}).json
+    refused = satchel.call("POST", f"/keys/{old['id']}/rotate", "carol", {"grace_seconds": grace})
+    assert (refused.status, refused.json["Code"], refused.json["field"]) == (
+        422,
+        "InvalidParams",
+        "grace_seconds",
+    )
+    assert _with_key(satchel, "GET", "/downloads", old["api_key"]).status == 200
+    keys = [key for key in satchel.call("GET", "/keys", "carol").json["items"] if key["user_id"] == "hana"]
+    assert len(keys) == len({key["id"] for key in keys})
+    assert old["id"] in {key["id"] for key in keys}
 
 
 @pytest.mark.parametrize(

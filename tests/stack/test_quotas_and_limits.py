@@ -7,11 +7,10 @@ import os
 
 import pytest
 
-from chalicelib.api.downloads import new_id
-from chalicelib.core import clients, clock
-from chalicelib.core.models import Download, State
+from chalicelib.core import clients
 from chalicelib.runtime import Runtime
 from chalicelib.storage.downloads import DownloadStore
+from tests.support import records
 from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
@@ -72,18 +71,7 @@ def test_active_downloads_are_limited_per_tenant_across_its_users(
 def never_started(user: str) -> str:
     """A download recorded PENDING whose workflow never started: it stays active."""
     runtime = Runtime.from_env()
-    download = Download(
-        id=new_id(),
-        type="zip",
-        params={"keys": ["acme/ok.txt"], "prefixes": [], "compression": "store"},
-        filename="waiting.zip",
-        tenant="acme",
-        user_id=user,
-        state=State.PENDING,
-        created_at=clock.iso(clock.now()),
-        retention_seconds=3600,
-    )
-    runtime.downloads.create(download, runtime.settings.max_active_per_user)
+    download = records.stored(runtime, user=user, key="acme/ok.txt", filename="waiting.zip")
     return download.id
 
 

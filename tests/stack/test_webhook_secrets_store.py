@@ -11,11 +11,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from moto import mock_aws
 
 from chalicelib.core import clock
@@ -255,3 +255,45 @@ def test_without_a_key_configured_nothing_is_stored(env: Env) -> None:
     with pytest.raises(ConfigurationError, match="SATCHEL_KMS_KEY_ID"):
         env.store(key_id="").rotate("acme", T0, grace_seconds=0)
     assert env.store().describe("acme", T0) is None
+
+
+class LostAnswer:
+    """The table, but each rotation's write lands and its answer is lost: as a read timeout,
+    or (`retried`) as botocore's retry of it, which then fails the rotation's condition."""
+
+    def __init__(self, table: Table, retried: bool = False, lands: bool = True) -> None:
+        self._table = table
+        self._retried = retried
+        self._lands = lands
+
+    def get_item(self, **arguments: Any) -> Any:
+        return self._table.get_item(**arguments)
+
+    def put_item(self, **arguments: Any) -> Any:
+        if self._lands:
+            self._table.put_item(**arguments)
+        if self._retried:
+            return self._table.put_item(**arguments)  # ConditionalCheckFailedException
+        raise ReadTimeoutError(endpoint_url="https://dynamodb")
+
+
+@pytest.mark.parametrize("retried", [False, True])
+def test_a_rotation_that_landed_though_its_answer_was_lost_is_answered(env: Env, retried: bool) -> None:
+    """Never a 5xx (nor a 409) for a secret that now signs: nobody would know it."""
+    first = env.store().rotate("acme", T0, grace_seconds=0).secret
+    store = WebhookSecrets(cast(Any, LostAnswer(env.table, retried)), env.kms, ALIAS, PlaintextCache())
+
+    issued = store.rotate("acme", T0, grace_seconds=600)
+
+    assert env.store().signing("acme", T0) == [issued.secret, first]
+    assert issued.previous_valid_until == clock.iso(T0 + timedelta(seconds=600))
+
+
+def test_a_rotation_whose_write_did_not_land_fails_and_the_old_secret_signs_on(env: Env) -> None:
+    first = env.store().rotate("acme", T0, grace_seconds=0).secret
+    store = WebhookSecrets(cast(Any, LostAnswer(env.table, lands=False)), env.kms, ALIAS, PlaintextCache())
+
+    with pytest.raises(ReadTimeoutError):
+        store.rotate("acme", T0, grace_seconds=600)
+
+    assert env.store().signing("acme", T0) == [first]

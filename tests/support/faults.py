@@ -14,9 +14,10 @@ client's `before-send` (where moto answers requests) answers each attempt of it.
 paths, botocore's retries included, are the real ones. The kinds:
 
 - `throttle`: the service's own throttling error (S3 `SlowDown` 503, DynamoDB
-  `ProvisionedThroughputExceededException`, Step Functions, EventBridge and SQS `ThrottlingException`);
-  the request never reaches the service.
-- `internal`: a 500 (`InternalError`, `InternalServerError`, `InternalException`); not executed.
+  `ProvisionedThroughputExceededException`, Step Functions, EventBridge, SQS and KMS
+  `ThrottlingException`); the request never reaches the service.
+- `internal`: a 500 (`InternalError`, `InternalServerError`, `InternalException`,
+  `KMSInternalException`); not executed.
 - `connection`: botocore's `EndpointConnectionError`; the request never left.
 - `timeout`: botocore's `ReadTimeoutError` *after* the service executed the request: the
   ambiguous case, where the caller cannot know whether it happened.
@@ -57,6 +58,9 @@ _ANSWERS: dict[str, dict[str, tuple[int, str]]] = {
     "stepfunctions": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalServerError")},
     "events": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalException")},
     "sqs": {"throttle": (400, "ThrottlingException"), "internal": (500, "InternalError")},
+    # KMS speaks JSON 1.1 (`__type`); botocore's standard retries take ThrottlingException as
+    # a throttle and any 500 as transient, as they do for AWS's own answers.
+    "kms": {"throttle": (400, "ThrottlingException"), "internal": (500, "KMSInternalException")},
 }
 
 
@@ -110,6 +114,8 @@ class Injector:
     """Arms faults on the process's cached clients, and records which steps call what."""
 
     table: str
+    # Other DynamoDB tables whose calls are hooked too (an export's dataset: its own client).
+    tables: tuple[str, ...] = ()
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     _armed: list[_Armed] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -117,13 +123,15 @@ class Injector:
 
     def install(self) -> None:
         """Hook the clients `chalicelib.core.clients` hands out (built now if not yet)."""
-        for client in (
+        hooked: list[Any] = [
             clients.s3(),
             clients.stepfunctions(),
             clients.events(),
             clients.sqs(),
-            clients.table(self.table).meta.client,
-        ):
+            clients.kms(),
+        ]
+        hooked += [clients.table(name).meta.client for name in (self.table, *self.tables)]
+        for client in hooked:
             service = client.meta.service_model.service_name
             events = client.meta.events
             events.register("before-call", self._before_call(service))

@@ -7,19 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 from chalicelib.api import access
 from chalicelib.core import clock
-from chalicelib.core.models import Download, State
+from chalicelib.core.models import State
+from tests.support import records
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
-DONE = Download(
-    id="0" * 32,
-    type="zip",
-    params={},
-    filename="a.zip",
-    tenant="acme",
-    user_id="alice",
+DONE = records.download(
     state=State.DONE,
     created_at=clock.iso(NOW - timedelta(hours=1)),
-    retention_seconds=3600,
     expires_at=clock.iso(NOW + timedelta(seconds=90, milliseconds=900)),
 )
 

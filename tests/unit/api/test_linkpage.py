@@ -14,6 +14,7 @@ from chalicelib.api.links import Claimed, Reading
 from chalicelib.core.errors import LinkGone, LinkNotFound, LinkNotReady, problem
 from chalicelib.core.models import Artifact, Download, Progress, State
 from chalicelib.storage.links import Link
+from tests.support import records
 
 HOSTILE = "<script>alert(\"owned\")</script>' onload='x' & <img src=x onerror=alert(1)>.zip"
 URL = "https://api.example.com/v1/links/" + "T" * 43
@@ -37,15 +38,9 @@ def a_link(**changes: Any) -> Link:
 
 
 def a_download(filename: str = "report.zip", state: State = State.DONE) -> Download:
-    return Download(
-        id="0" * 32,
-        type="zip",
-        params={},
+    return records.download(
         filename=filename,
-        tenant="acme",
-        user_id="alice",
         state=state,
-        created_at="2026-11-29T10:00:00.000Z",
         retention_seconds=86_400,
         progress=Progress(
             files_done=1, files_total=2, bytes_done=3 * 1024 * 1024, bytes_total=8 * 1024 * 1024

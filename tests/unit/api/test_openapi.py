@@ -16,9 +16,10 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from app import app
 from chalicelib import downloadtypes
 from chalicelib.api import openapi, requests
-from chalicelib.core.models import Download, Principal, State
+from chalicelib.core.models import Principal, State
 from chalicelib.core.settings import Settings, parse_datasets
 from chalicelib.notify import events
+from tests.support import records
 
 Route = tuple[str, str]  # (path, METHOD)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -86,17 +87,7 @@ def variants(schemas: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
 
 
 def test_download_schema_has_the_fields_of_the_api_shape_per_type() -> None:
-    download = Download(
-        id="0" * 32,
-        type="zip",
-        params={},
-        filename="a.zip",
-        tenant="acme",
-        user_id="alice",
-        state=State.PENDING,
-        created_at="2026-01-01T00:00:00.000Z",
-        retention_seconds=60,
-    )
+    download = records.download(retention_seconds=60)
     schemas = openapi.document()["components"]["schemas"]
     types = {kind.name for kind in downloadtypes.all_types()}
     for name, created in (("Download", False), ("CreatedDownload", True)):
@@ -228,15 +219,9 @@ def test_the_webhooks_section_documents_every_event_as_sent() -> None:
     document = openapi.document()
     assert set(document["webhooks"]) == set(events.TYPES)
     schemas = document["components"]["schemas"]
-    download = Download(
+    download = records.download(
         id="0123456789abcdef0123456789abcdef",
-        type="zip",
-        params={},
-        filename="a.zip",
-        tenant="acme",
-        user_id="alice",
         state=State.DONE,
-        created_at="2026-11-29T10:00:00.000Z",
         retention_seconds=60,
         finished_at="2026-11-29T10:01:00.000Z",
         expires_at="2026-11-29T10:02:00.000Z",

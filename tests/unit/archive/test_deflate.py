@@ -128,3 +128,32 @@ def test_an_unknown_level_or_a_chunk_smaller_than_the_window_is_refused() -> Non
         ChunkedDeflate(9)
     with pytest.raises(ValueError, match="chunk"):
         ChunkedDeflate(chunk_bytes=deflate.WINDOW_BYTES - 1)
+
+
+def test_a_stream_stopped_between_chunks_goes_on_from_the_carried_state_to_the_same_bytes() -> None:
+    data = text(10 * CHUNK + 123)
+    whole = ChunkedDeflate(chunk_bytes=CHUNK, workers=2)
+    expected = b"".join(whole.stream(pieces(data, 10_000)))
+    out, carried, runs = b"", None, 0
+    while True:  # every run is told to stop as soon as it may: after one chunk
+        part = ChunkedDeflate(chunk_bytes=CHUNK, workers=2, carried=carried)
+        offset = carried.size if carried else 0
+        out += b"".join(part.stream(pieces(data[offset:], 7_000), stop=lambda: True))
+        runs += 1
+        if not part.stopped:
+            break
+        carried = part.carried()
+        assert carried.size % CHUNK == 0  # a stop is on a chunk boundary
+        assert carried.primer == data[carried.size - deflate.WINDOW_BYTES : carried.size]
+        assert carried.compressed_size == len(out)
+    assert runs == 10  # one chunk a run, the last run the last two
+    assert out == expected
+    assert (part.crc, part.size, part.compressed_size) == (whole.crc, whole.size, whole.compressed_size)
+    assert inflate(out) == data
+
+
+def test_a_stream_never_stops_before_its_first_chunk_nor_before_its_last() -> None:
+    data = text(2 * CHUNK)
+    two = ChunkedDeflate(chunk_bytes=CHUNK, workers=2)
+    assert inflate(b"".join(two.stream(pieces(data, CHUNK), stop=lambda: True))) == data
+    assert not two.stopped  # the first chunk, then the last: nothing to stop between

@@ -7,6 +7,7 @@ to a sparse file, with a hole where the member's data would be.
 from __future__ import annotations
 
 import io
+import json
 import random
 import struct
 import zipfile
@@ -206,3 +207,17 @@ def test_a_deflated_member_is_the_same_bytes_however_its_source_arrives() -> Non
     whole = member([len(data)])
     assert member([1024 * 1024]) == whole
     assert member([65_536, 1_000, 777_777]) == whole
+
+
+def test_a_streamed_members_carried_state_goes_through_json_unchanged() -> None:
+    from chalicelib.archive.deflate import Carried
+    from chalicelib.archive.zipwriter import CopyRange as Range
+    from chalicelib.archive.zipwriter import Streaming
+
+    member = Streaming(
+        "a/b.txt", 0, 41, False, 0x0808, 1, 2, Carried(7, 1024, 300, bytes(range(256)) * 128),
+        Range("bucket", "a/b.txt", '"etag"', 1024, 5000),
+    )  # fmt: skip
+    raw = json.loads(json.dumps(member.to_json()))
+    assert Streaming.from_json(raw) == member
+    assert member.moved(10).offset == 10

@@ -181,6 +181,14 @@ def test_keys_commands(
 
     assert satchel_cli.main(["--json", "keys", "rotate", "0123456789abcdef"]) == 0
     assert json.loads(capsys.readouterr().out)["api_key"] == "sat_new"
+    assert satchel_cli.main(["keys", "rotate", "0123456789abcdef", "--grace", "3600"]) == 0
+    rotated = capsys.readouterr()
+    assert rotated.out.strip() == "sat_new"
+    assert "works for 3600 s more" in rotated.err
+    assert [r.body for r in shell.requests_to("POST", "/keys/0123456789abcdef/rotate")] == [
+        {},
+        {"grace_seconds": 3600},
+    ]
     assert satchel_cli.main(["keys", "disable", "0123456789abcdef"]) == 0
     assert "disabled key 0123456789abcdef" in capsys.readouterr().out
 

@@ -19,6 +19,7 @@ from chalicelib.core.errors import ConfigurationError
 from chalicelib.core.models import Download, ErrorInfo, State
 from chalicelib.core.settings import ENV_TRACING, Telemetry
 from tests.stack.test_observability import _logs, _metrics, _of
+from tests.support import records
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -65,16 +66,10 @@ def test_a_route_that_names_a_download_logs_it_with_the_callers_tenant(
 
 
 def _download(state: State, error: ErrorInfo | None = None) -> Download:
-    return Download(
+    return records.download(
         id="a" * 32,
-        type="zip",
-        params={},
-        filename="a.zip",
-        tenant="acme",
-        user_id="alice",
         state=state,
         created_at="2025-01-01T00:00:00.000Z",
-        retention_seconds=3600,
         started_at="2025-01-01T00:00:01.000Z",
         finished_at="2025-01-01T00:00:02.500Z",
         error=error,

@@ -38,7 +38,8 @@ class Table:
 def test_rows_come_page_by_page_with_only_the_chosen_columns_of_the_callers_tenant() -> None:
     table = Table([{"Items": [{"id": "1"}], "LastEvaluatedKey": {"id": "1"}}, {"Items": [{"id": "2"}]}])
     query = Query(DATASET, "acme", ["id", "amount"])
-    assert list(query.pages(table.typed)) == [[{"id": "1"}], [{"id": "2"}]]
+    # Each page with the key the next one starts from (a Build in runs saves it).
+    assert list(query.pages(table.typed)) == [([{"id": "1"}], {"id": "1"}), ([{"id": "2"}], None)]
     first, second = table.calls
     assert first["KeyConditionExpression"] == Key("tenant").eq("acme")
     assert first["IndexName"] == "by-tenant"
@@ -47,6 +48,13 @@ def test_rows_come_page_by_page_with_only_the_chosen_columns_of_the_callers_tena
     assert "FilterExpression" not in first
     assert "ExclusiveStartKey" not in first
     assert second["ExclusiveStartKey"] == {"id": "1"}
+
+
+def test_pages_go_on_from_a_saved_key() -> None:
+    table = Table([{"Items": [{"id": "3"}]}])
+    pages = list(Query(DATASET, "acme", ["id"]).pages(table.typed, {"tenant": "acme", "id": "2"}))
+    assert pages == [([{"id": "3"}], None)]
+    assert table.calls[0]["ExclusiveStartKey"] == {"tenant": "acme", "id": "2"}
 
 
 def _values(condition: ConditionBase) -> list[Any]:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from botocore.exceptions import ClientError
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -19,6 +20,7 @@ from chalicelib.core.settings import Settings
 from chalicelib.notify import delivery, dispatch, events
 from chalicelib.runtime import Runtime
 from chalicelib.storage.deliveries import DELIVERED, FAILED, PENDING, Delivery
+from tests.support import records
 from tests.support.receiver import WEBHOOK_SECRET, Receiver, closed_port_url, verified
 
 QUEUE = "https://sqs.example/deliveries"
@@ -74,6 +76,24 @@ class OneSecret:
 
     def signing(self, tenant: str, now: datetime) -> list[str]:
         return [self.secret]
+
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/k"
+
+
+class UnreadableSecret:
+    """KMS refuses the decrypt (a key disabled or a grant revoked)."""
+
+    def signing(self, tenant: str, now: datetime) -> list[str]:
+        raise ClientError(
+            {
+                "Error": {
+                    "Code": "DisabledException",
+                    "Message": "arn:aws:kms:us-east-1:123456789012:key/k is disabled",
+                }
+            },
+            "Decrypt",
+        )
 
 
 class Stand:
@@ -140,16 +160,9 @@ class Stand:
 
 
 def finished_download(state: State = State.DONE) -> Download:
-    return Download(
+    return records.download(
         id="0123456789abcdef0123456789abcdef",
-        type="zip",
-        params={},
-        filename="a.zip",
-        tenant="acme",
-        user_id="alice",
         state=state,
-        created_at="2026-11-29T10:00:00.000Z",
-        retention_seconds=3600,
         finished_at="2026-11-29T10:01:00.000Z",
         expires_at="2026-11-29T11:01:00.000Z",
         error=ErrorInfo("SourceMissing", "gone") if state is State.FAILED else None,
@@ -300,6 +313,29 @@ def test_past_the_retry_window_the_event_is_dead_lettered(receiver: Receiver) ->
     assert json.loads(body) == {"download_id": owed.download_id, "event_id": owed.event_id}
 
 
+def test_an_unreadable_secret_is_a_failed_attempt_backed_off_and_dead_lettered_in_time(
+    receiver: Receiver,
+) -> None:
+    """Not an error that returns the message at every visibility timeout until the queue's
+    receive limit: the backoff and the retry window apply, and nothing unsigned is sent."""
+    stand = Stand(delivery_base_delay_seconds=10, delivery_window_seconds=60)
+    stand.runtime.__dict__["webhook_secrets"] = UnreadableSecret()
+    created = clock.now()
+    owed = stand.owe(receiver.url, created)
+
+    outcome = stand.deliver(owed, created)
+
+    assert outcome.state == PENDING
+    assert stand.sqs.visibility == [10]
+    record = stand.current(owed)
+    assert (record.attempts, record.last_status) == (1, None)
+    assert record.last_error == "not sent: the signing secret could not be read"  # no AWS internals
+    assert stand.deliver(owed, created + timedelta(seconds=61)).state == FAILED
+    [(queue, _)] = stand.sqs.sent
+    assert queue == DEAD_LETTERS
+    assert receiver.received == []
+
+
 def test_out_of_attempts_the_event_is_dead_lettered(receiver: Receiver) -> None:
     stand = Stand(delivery_max_attempts=2)
     receiver.statuses = [500, 500]
@@ -307,6 +343,44 @@ def test_out_of_attempts_the_event_is_dead_lettered(receiver: Receiver) -> None:
     assert [stand.deliver(owed).state for _ in range(3)] == [PENDING, PENDING, FAILED]
     assert len(receiver.received) == 2
     assert [queue for queue, _ in stand.sqs.sent] == [DEAD_LETTERS]
+
+
+class FailingSends(FakeSqs):
+    """SQS refuses the first `failures` sends (throttled)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "SendMessage"
+            )
+        super().send_message(QueueUrl, MessageBody)
+
+
+def test_a_dead_letter_that_could_not_be_sent_is_sent_by_the_next_receipt(receiver: Receiver) -> None:
+    """Giving up is the dead letter first, then the record: a send that failed leaves the
+    record pending, so the message's next receipt gives up again and the alarm hears of it
+    (the other way round, the record said failed and no receipt ever sent the dead letter)."""
+    stand = Stand(delivery_max_attempts=1)
+    failing = FailingSends(1)
+    stand.sqs = failing
+    stand.runtime = dataclasses.replace(stand.runtime, sqs=cast(Any, failing))
+    stand.runtime.__dict__["webhook_secrets"] = OneSecret(WEBHOOK_SECRET)
+    receiver.statuses = [500]
+    owed = stand.owe(receiver.url)
+    assert stand.deliver(owed).state == PENDING
+
+    with pytest.raises(ClientError):
+        stand.deliver(owed)
+    assert stand.current(owed).state == PENDING
+
+    assert stand.deliver(owed).state == FAILED
+    assert [queue for queue, _ in failing.sent] == [DEAD_LETTERS]
+    assert len(receiver.received) == 1
 
 
 def test_a_delivered_event_is_never_sent_again(receiver: Receiver) -> None:

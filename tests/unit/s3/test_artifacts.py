@@ -16,6 +16,7 @@ from botocore.config import Config
 from chalicelib.core import clock
 from chalicelib.core.models import Artifact, Download, State
 from chalicelib.s3 import artifacts
+from tests.support import records
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -24,16 +25,11 @@ EXPIRES = datetime(2026, 11, 29, 12, 0, 10, 500000, tzinfo=UTC)
 
 
 def done(expires_at: datetime) -> Download:
-    return Download(
+    return records.download(
         id="d1",
-        type="zip",
-        params={},
         filename="report.zip",
-        tenant="acme",
-        user_id="alice",
         state=State.DONE,
         created_at=clock.iso(expires_at - timedelta(hours=1)),
-        retention_seconds=3600,
         artifact=Artifact(key="artifacts/d1", size=1, sha256="0" * 64, content_type="application/zip"),
         expires_at=clock.iso(expires_at),
     )

@@ -3,9 +3,13 @@ LastEvaluatedKey, or only the count."""
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-from chalicelib.storage.queries import query_count, query_pages
+from boto3.dynamodb.types import Binary
+
+from chalicelib.storage.queries import key_from_json, key_to_json, query_count, query_pages
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -52,3 +56,10 @@ def test_the_count_adds_up_every_page_and_reads_no_items() -> None:
     assert query_count(table.typed, QUERY) == 7
     assert [call["Select"] for call in table.calls] == ["COUNT"] * 3
     assert table.calls[2]["ExclusiveStartKey"] == {"pk": "b"}
+
+
+def test_a_saved_key_goes_through_json_unchanged() -> None:
+    key = {"tenant": "acme", "n": Decimal("12345678901234567890.5"), "b": Binary(b"\x00\xff")}
+    raw = json.loads(json.dumps(key_to_json(key)))
+    assert raw["n"] == {"N": "12345678901234567890.5"}  # exact, never a float
+    assert key_from_json(raw) == key

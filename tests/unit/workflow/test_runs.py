@@ -32,3 +32,15 @@ def test_a_run_takes_entries_until_the_budget_is_low_and_always_one() -> None:
     ample = runs._Budgeted(entries[:2], runs.Budget(lambda: 10, reserve_ms=5))
     assert len(list(ample)) == 2
     assert ample.exhausted
+
+
+def test_after_a_stop_inside_a_member_the_next_run_pulls_the_entry_after_it() -> None:
+    # Entries 4.. pulled: 4 and 5 done, stopped inside 6: the next run starts at 7.
+    assert runs._next_entry(4, records=2, resumed=False) == 7
+    # Stopped inside 4 itself, the run's first: the next run goes on with it, then 5.
+    assert runs._next_entry(4, records=0, resumed=False) == 5
+    # Went on with a member carried from the last run (recorded first), ended it and 4, and
+    # stopped inside 5.
+    assert runs._next_entry(4, records=2, resumed=True) == 6
+    # The carried member stopped again: no entry was pulled.
+    assert runs._next_entry(4, records=0, resumed=True) == 4

@@ -4,7 +4,7 @@ through the registry: chalicelib/workflow/segments.py names no type."""
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,18 @@ class Spy:
         return self.plan.accepts(params)
 
     def build(
-        self, runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
+        self,
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        *,
+        start: int = 0,
+        carried: Any = None,
+        stop: Callable[[], bool] | None = None,
     ) -> SegmentBuild:
         self.built.append(len(self.built))
-        return self.plan.build(runtime, download, entries, tracker)
+        return self.plan.build(runtime, download, entries, tracker, start=start, carried=carried, stop=stop)
 
     def closing(
         self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int

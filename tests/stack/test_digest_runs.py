@@ -1,0 +1,168 @@
+"""Digest needs no single Lambda run to read the whole artifact: with a budget so small that
+every run hands on after one chunk, it loops through DigestHandsOn and still gives the
+SHA-256 of the very bytes shipped; a copied member's wrong CRC-32 met in a later run still
+fails the download with nothing left behind; and a retried run goes on from the same state.
+
+The budget is the real mechanism, as in test_continuation.py: the local dispatcher's Lambda
+context counts down from the function's timeout (satchel_local/lambdas.py), and
+SATCHEL_HANDOFF_RESERVE_MS above that timeout makes every run short of time. Build then hands
+on after each member too, so its `sha256` is None and Digest always runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from chalicelib.core import clients
+from chalicelib.s3 import sources
+from satchel_local.stack import REGION
+from tests.support.faults import Fault, Injector
+from tests.support.stack import Satchel
+
+KIB = 1024
+MIB = 1024 * KIB
+# Above the functions' 900 s timeout: every run is short of time once it has read a chunk.
+ALWAYS_SHORT = str(10_000 * 1000)
+CHUNK = 64 * KIB
+
+
+def _history(satchel: Satchel, download_id: str) -> list[dict[str, Any]]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
+    events: list[dict[str, Any]] = []
+    arguments: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**arguments)
+        events += page["events"]
+        if not page.get("nextToken"):
+            return events
+        arguments["nextToken"] = page["nextToken"]
+
+
+def _runs_of(satchel: Satchel, download_id: str, state: str) -> int:
+    return sum(
+        1
+        for event in _history(satchel, download_id)
+        if event["type"] == "TaskStateEntered" and event["stateEnteredEventDetails"]["name"] == state
+    )
+
+
+def _invocations_of(satchel: Satchel, download_id: str, state: str) -> int:
+    """The Lambda runs of `state`, a Retry's included (it schedules the task again without
+    entering the state again)."""
+    current, invoked = None, 0
+    for event in _history(satchel, download_id):
+        if event["type"] == "TaskStateEntered":
+            current = event["stateEnteredEventDetails"]["name"]
+        invoked += event["type"] == "TaskScheduled" and current == state
+    return invoked
+
+
+def _failures_of(satchel: Satchel, download_id: str) -> list[str]:
+    history = _history(satchel, download_id)
+    return [event["taskFailedEventDetails"]["error"] for event in history if event["type"] == "TaskFailed"]
+
+
+def _build(satchel: Satchel, params: dict[str, Any]) -> tuple[str, bytes, str]:
+    created = satchel.create(params)
+    assert created.status == 202, created.body
+    done = satchel.wait(created.json["id"], timeout=180)
+    assert done["state"] == "DONE", done
+    body = requests.get(satchel.call("GET", done["url"]).headers["Location"], timeout=60).content
+    return created.json["id"], body, str(done["artifact"]["sha256"])
+
+
+def _seed(satchel: Satchel, prefix: str, sizes: list[int]) -> None:
+    for index, size in enumerate(sizes):
+        satchel.put_source(f"{prefix}{index}.bin", os.urandom(size))
+
+
+def _no_temporaries(satchel: Satchel) -> None:
+    assert [key for key in satchel.artifact_objects() if not key.startswith("artifacts/")] == []
+    assert satchel.open_uploads() == []
+
+
+def test_digest_hands_on_after_each_chunk_and_gives_the_sha256_of_the_bytes_shipped(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(satchel, "acme/digestruns/", [150 * KIB, 200 * KIB, 90 * KIB])
+    params = {"prefixes": ["acme/digestruns/"], "compression": "store"}
+    monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(CHUNK))
+    _, at_once, _ = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs, sha256 = _build(satchel, params)
+    assert in_runs == at_once
+    assert sha256 == hashlib.sha256(in_runs).hexdigest()
+    chunks = -(-len(in_runs) // CHUNK)
+    assert chunks >= 7
+    assert _runs_of(satchel, download_id, "Digest") == chunks  # one chunk a run
+    assert _runs_of(satchel, download_id, "Build") == 3  # one member a run
+    _no_temporaries(satchel)  # Finalize removed the runs' saved states
+
+
+def _wrong_crc_from_s3(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """S3's checksum of the source of `size` bytes is off by one (as a composite CRC taken
+    for the object's would be): only Digest, reading the copy back, can tell."""
+    original = sources.full_object_crc32
+
+    def lying(head: dict[str, Any], parts_count: int | None = None) -> int | None:
+        value = original(head, parts_count)
+        if value is not None and head.get("ContentLength") == size:
+            return value ^ 1
+        return value
+
+    monkeypatch.setattr(sources, "full_object_crc32", lying)
+
+
+def test_a_wrong_crc_met_in_a_later_digest_run_fails_and_leaves_nothing(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 MiB streamed, then 11 MiB copied by S3: its check ends past 14 MiB, in the eighth
+    # 2 MiB chunk, so the mismatch is met in Digest's eighth run.
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
+    monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(2 * MIB))
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    _seed(satchel, "acme/latecrc/", [3 * MIB, 11 * MIB])
+    _wrong_crc_from_s3(monkeypatch, 11 * MIB)
+    created = satchel.create({"prefixes": ["acme/latecrc/"], "compression": "store"})
+    assert created.status == 202, created.body
+    failed = satchel.wait(created.json["id"], timeout=180)
+    assert failed["state"] == "FAILED", failed
+    assert failed["error"]["code"] == "ChecksumMismatch"
+    assert failed["artifact"] is None
+    assert _runs_of(satchel, created.json["id"], "Digest") == 8
+    assert _failures_of(satchel, created.json["id"]) == ["ChecksumMismatch"]
+    assert satchel.artifact_objects() == []  # no artifact, no saved state, no temporaries
+    assert satchel.open_uploads() == []
+
+
+def test_a_retried_digest_run_goes_on_from_the_same_state(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(satchel, "acme/digestretry/", [120 * KIB, 140 * KIB])
+    params = {"prefixes": ["acme/digestretry/"], "compression": "store"}
+    monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(CHUNK))
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    _, once, sha256_once = _build(satchel, params)
+    runs_once = -(-len(once) // CHUNK)
+    clients.reset()
+    injector = Injector(satchel.stack.table)
+    injector.install()
+    # Digest's second save is its second run's (run 1 saving for run 2): it fails on every
+    # attempt, the run fails, and Retry runs run 1 again from the state run 0 saved.
+    with injector.armed(Fault("s3.PutObject", "internal", at=2, step="app.digest")) as arming:
+        download_id, retried, sha256 = _build(satchel, params)
+    assert injector.fired(arming) > 0
+    assert _failures_of(satchel, download_id) == ["TransientError"]
+    assert _runs_of(satchel, download_id, "Digest") == runs_once
+    assert _invocations_of(satchel, download_id, "Digest") == runs_once + 1  # run 1 twice
+    assert retried == once
+    assert sha256 == sha256_once == hashlib.sha256(retried).hexdigest()
+    _no_temporaries(satchel)
