@@ -171,3 +171,13 @@ class MultipartWriter:
 
 def _no_such_upload(error: Exception) -> bool:
     return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") == "NoSuchUpload"
+
+
+def is_open(s3: S3Client, bucket: str, key: str, upload_id: str) -> bool:
+    """Whether the multipart upload `upload_id` of `key` is still open (neither completed
+    nor aborted): a later Lambda run goes on with it only then."""
+    paginator = s3.get_paginator("list_multipart_uploads")
+    for page in paginator.paginate(Bucket=bucket, Prefix=key):
+        if any(upload["UploadId"] == upload_id for upload in page.get("Uploads", [])):
+            return True
+    return False

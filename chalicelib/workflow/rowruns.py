@@ -27,24 +27,21 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib.archive import integrity
 from chalicelib.core.errors import Cancelled
 from chalicelib.core.models import Download, Progress
 from chalicelib.downloadtypes.base import DownloadType, RowSource
 from chalicelib.downloadtypes.rows import RowWriter
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts, layout
+from chalicelib.s3 import artifacts, layout, multipart
 from chalicelib.s3.multipart import MultipartWriter, Saved
 from chalicelib.workflow import segments
 from chalicelib.workflow.payloads import Built, Prepared, counts
 from chalicelib.workflow.progress import ProgressTracker
-from chalicelib.workflow.runs import Budget
+from chalicelib.workflow.runs import FINISHED, Budget, finished_record
 
 STATE = "rows.json"
 HELD = "held"
-FINISHED = "finished.json"
 
 
 class RowRun:
@@ -186,20 +183,12 @@ class RowRun:
         return self._built(writer.size, None, tracker.current), following
 
     def _open(self, upload_id: str) -> bool:
-        paginator = self._s3.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._key):
-            if any(upload["UploadId"] == upload_id for upload in page.get("Uploads", [])):
-                return True
-        return False
+        return multipart.is_open(self._s3, self._bucket, self._key, upload_id)
 
     def _finished(self) -> Built | None:
-        """A retried last run whose upload is gone: what the attempt that completed it saved."""
-        try:
-            raw = json.loads(self._get(self._run_key(self.run, FINISHED)))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None  # never completed: the resumed upload's calls report what happened
-            raise
+        raw = finished_record(self._s3, self._bucket, self._run_key(self.run, FINISHED))
+        if raw is None:
+            return None
         return self._built(int(raw["size"]), None, Progress(**raw["progress"]))
 
 

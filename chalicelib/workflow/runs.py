@@ -35,7 +35,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -48,10 +48,13 @@ from chalicelib.core.models import Download, Progress
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes.base import SegmentBuild, SegmentPlan
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts, layout, manifest
+from chalicelib.s3 import artifacts, layout, manifest, multipart
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter, Saved
 from chalicelib.workflow.progress import ProgressTracker
+
+if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
+    from mypy_boto3_s3.client import S3Client
 
 # When a handler is called without a Lambda context (a step called directly): no deadline.
 _NO_DEADLINE_MS = 2**62
@@ -252,21 +255,12 @@ class Run:
         return writer, state
 
     def _open(self, upload_id: str) -> bool:
-        paginator = self._runtime.s3.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._target.key):
-            if any(upload["UploadId"] == upload_id for upload in page.get("Uploads", [])):
-                return True
-        return False
+        return multipart.is_open(self._runtime.s3, self._bucket, self._target.key, upload_id)
 
     def _finished(self) -> Outcome | None:
-        """A retried last run whose upload is gone: if an earlier attempt completed it (the
-        answer to CompleteMultipartUpload was lost), what that attempt saved just before."""
-        try:
-            raw = json.loads(self._get(self._target.run_key(self._run, "finished.json")))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None  # never completed: the resumed upload's calls report what happened
-            raise
+        raw = finished_record(self._runtime.s3, self._bucket, self._target.run_key(self._run, FINISHED))
+        if raw is None:
+            return None
         return Outcome(
             True, self._run, int(raw["size"]), None, Progress(**raw["progress"]), int(raw["files"])
         )
@@ -453,7 +447,7 @@ class Run:
             integrity.write(s3, bucket, checks_key, list(self._checks(placed, checks)))
         if self._run > 0:  # a first run's retry starts over: it needs none of this
             finished = {"size": writer.size, "files": files, "progress": asdict(tracker.current)}
-            self._put(target.run_key(self._run, "finished.json"), json.dumps(finished).encode("utf-8"))
+            self._put(target.run_key(self._run, FINISHED), json.dumps(finished).encode("utf-8"))
         sha256 = writer.complete()
         return Outcome(True, self._run, writer.size, sha256, tracker.current, files)
 
@@ -465,6 +459,23 @@ def _next_entry(start: int, records: int, resumed: bool) -> int:
     if resumed and records == 0:
         return start
     return start + records - (1 if resumed else 0) + 1
+
+
+FINISHED = "finished.json"
+
+
+def finished_record(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
+    """A retried last run whose upload is gone: if an earlier attempt completed it (the answer
+    to CompleteMultipartUpload was lost), what that attempt saved at `key` just before; None
+    if it never completed (then the resumed upload's own calls report what happened)."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    record: dict[str, Any] = json.loads(body)
+    return record
 
 
 def _lines(records: list[Any]) -> bytes:

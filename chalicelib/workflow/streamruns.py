@@ -24,17 +24,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from chalicelib.archive import integrity
 from chalicelib.archive.assembly import Assembler, CopyHandedOn
 from chalicelib.core.errors import Cancelled
 from chalicelib.core.models import Download, Progress
 from chalicelib.downloadtypes.base import Carried, StreamPlan
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts, layout, manifest
+from chalicelib.s3 import artifacts, layout, manifest, multipart
 from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter, Saved
+from chalicelib.workflow import runs
 from chalicelib.workflow.progress import ProgressTracker
 from chalicelib.workflow.runs import Budget, Outcome, Target, Trackers
 
@@ -136,21 +135,14 @@ class StreamRun:
         return writer, state, carried
 
     def _open(self, upload_id: str) -> bool:
-        paginator = self._runtime.s3.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._target.key):
-            if any(upload["UploadId"] == upload_id for upload in page.get("Uploads", [])):
-                return True
-        return False
+        return multipart.is_open(self._runtime.s3, self._bucket, self._target.key, upload_id)
 
     def _finished(self) -> Outcome | None:
-        """A retried last run whose upload is gone: if an earlier attempt completed it (the
-        answer to CompleteMultipartUpload was lost), what that attempt saved just before."""
-        try:
-            raw = json.loads(self._get(self._target.run_key(self._run, "finished.json")))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None  # never completed: the resumed upload's calls report what happened
-            raise
+        raw = runs.finished_record(
+            self._runtime.s3, self._bucket, self._target.run_key(self._run, runs.FINISHED)
+        )
+        if raw is None:
+            return None
         progress = Progress(**raw["progress"])
         return Outcome(True, self._run, int(raw["size"]), None, progress, progress.files_done)
 
@@ -197,6 +189,6 @@ class StreamRun:
         integrity.write(self._runtime.s3, self._bucket, layout.checks_key(target.download_id), ())
         if self._run > 0:  # a first run's retry starts over: it needs none of this
             finished = {"size": writer.size, "progress": asdict(progress)}
-            self._put(target.run_key(self._run, "finished.json"), json.dumps(finished).encode("utf-8"))
+            self._put(target.run_key(self._run, runs.FINISHED), json.dumps(finished).encode("utf-8"))
         sha256 = writer.complete()
         return Outcome(True, self._run, writer.size, sha256, progress, progress.files_done)
