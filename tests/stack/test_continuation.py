@@ -19,7 +19,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
@@ -29,32 +28,13 @@ from chalicelib.runtime import Runtime
 from chalicelib.workflow import segments
 from chalicelib.workflow.payloads import SegmentBuilt, SegmentInput
 from chalicelib.workflow.runs import Budget
-from satchel_local.stack import REGION
-from tests.support import archive_readers
+from tests.support import archive_readers, executions
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
 
 MIB = 1024 * 1024
 # Above the functions' 900 s timeout: every run is short of time once it has a member.
 ALWAYS_SHORT = str(10_000 * 1000)
-
-
-def _runs_of(satchel: Satchel, download_id: str, state: str) -> int:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
-    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return sum(
-        1
-        for event in history
-        if event["type"] == "TaskStateEntered" and event["stateEnteredEventDetails"]["name"] == state
-    )
-
-
-def _failures_of(satchel: Satchel, download_id: str) -> list[str]:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
-    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return [event["taskFailedEventDetails"]["error"] for event in history if event["type"] == "TaskFailed"]
 
 
 def _build(satchel: Satchel, params: dict[str, Any], timeout: float = 180) -> tuple[str, bytes]:
@@ -94,8 +74,8 @@ def test_a_deflated_build_hands_on_after_each_member_and_writes_the_same_bytes(
     _, at_once = _build(satchel, params)
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     download_id, in_runs = _build(satchel, params)
-    assert _runs_of(satchel, download_id, "Build") == 6  # one member per run
-    assert _runs_of(satchel, download_id, "Digest") == 1
+    assert executions.runs_of(satchel, download_id, "Build") == 6  # one member per run
+    assert executions.runs_of(satchel, download_id, "Digest") == 1
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
     assert satchel.artifact_objects() == sorted(f"artifacts/{d}" for d in _done(satchel))
@@ -125,7 +105,7 @@ def test_a_stored_member_larger_than_a_run_is_copied_across_runs_part_by_part(
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     download_id, in_runs = _build(satchel, params)
     # a.txt, then b.bin's header and first copied part; its second part; its third and c.txt.
-    assert _runs_of(satchel, download_id, "Build") == 4
+    assert executions.runs_of(satchel, download_id, "Build") == 4
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
 
@@ -152,7 +132,7 @@ def test_segments_hand_on_too_and_join_into_the_same_bytes(
     download_id, in_runs = _build(satchel, params)
     # 3 segments of 2 members: each hands on after its first member, then finishes.
     assert sorted(seen) == [(index, run, run == 1) for index in range(3) for run in range(2)]
-    assert _runs_of(satchel, download_id, "Assemble") == 1
+    assert executions.runs_of(satchel, download_id, "Assemble") == 1
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
 
@@ -179,8 +159,8 @@ def test_a_retried_run_goes_on_from_the_same_state_and_duplicates_nothing(
     with injector.armed(Fault("s3.PutObject", "internal", at=10, step="app.build")) as arming:
         download_id, in_runs = _build(satchel, params)
     assert injector.fired(arming) > 0
-    assert _failures_of(satchel, download_id) == ["TransientError"]
-    assert _runs_of(satchel, download_id, "Build") == 5  # 5 runs; Retry ran the third again
+    assert executions.failures_of(satchel, download_id) == ["TransientError"]
+    assert executions.runs_of(satchel, download_id, "Build") == 5  # 5 runs; Retry ran the third again
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
 
@@ -229,7 +209,7 @@ def test_a_deflated_member_larger_than_a_run_is_split_between_its_chunks(
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     download_id, in_runs = _build(satchel, params)
     # a.txt; b.txt's header and chunk 1; its chunks 2, 3, 4 (one a run); its last two and c.txt.
-    assert _runs_of(satchel, download_id, "Build") == 5
+    assert executions.runs_of(satchel, download_id, "Build") == 5
     assert in_runs == at_once
     with zipfile.ZipFile(io.BytesIO(in_runs)) as opened:
         split = opened.getinfo("bigdeflate/b.txt")

@@ -15,13 +15,12 @@ import hashlib
 import os
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
 from chalicelib.core import clients
 from chalicelib.s3 import sources
-from satchel_local.stack import REGION
+from tests.support import executions
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
 
@@ -32,41 +31,15 @@ ALWAYS_SHORT = str(10_000 * 1000)
 CHUNK = 64 * KIB
 
 
-def _history(satchel: Satchel, download_id: str) -> list[dict[str, Any]]:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
-    events: list[dict[str, Any]] = []
-    arguments: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**arguments)
-        events += page["events"]
-        if not page.get("nextToken"):
-            return events
-        arguments["nextToken"] = page["nextToken"]
-
-
-def _runs_of(satchel: Satchel, download_id: str, state: str) -> int:
-    return sum(
-        1
-        for event in _history(satchel, download_id)
-        if event["type"] == "TaskStateEntered" and event["stateEnteredEventDetails"]["name"] == state
-    )
-
-
 def _invocations_of(satchel: Satchel, download_id: str, state: str) -> int:
     """The Lambda runs of `state`, a Retry's included (it schedules the task again without
     entering the state again)."""
     current, invoked = None, 0
-    for event in _history(satchel, download_id):
+    for event in executions.history(satchel, download_id):
         if event["type"] == "TaskStateEntered":
             current = event["stateEnteredEventDetails"]["name"]
         invoked += event["type"] == "TaskScheduled" and current == state
     return invoked
-
-
-def _failures_of(satchel: Satchel, download_id: str) -> list[str]:
-    history = _history(satchel, download_id)
-    return [event["taskFailedEventDetails"]["error"] for event in history if event["type"] == "TaskFailed"]
 
 
 def _build(satchel: Satchel, params: dict[str, Any]) -> tuple[str, bytes, str]:
@@ -101,8 +74,8 @@ def test_digest_hands_on_after_each_chunk_and_gives_the_sha256_of_the_bytes_ship
     assert sha256 == hashlib.sha256(in_runs).hexdigest()
     chunks = -(-len(in_runs) // CHUNK)
     assert chunks >= 7
-    assert _runs_of(satchel, download_id, "Digest") == chunks  # one chunk a run
-    assert _runs_of(satchel, download_id, "Build") == 3  # one member a run
+    assert executions.runs_of(satchel, download_id, "Digest") == chunks  # one chunk a run
+    assert executions.runs_of(satchel, download_id, "Build") == 3  # one member a run
     _no_temporaries(satchel)  # Finalize removed the runs' saved states
 
 
@@ -137,8 +110,8 @@ def test_a_wrong_crc_met_in_a_later_digest_run_fails_and_leaves_nothing(
     assert failed["state"] == "FAILED", failed
     assert failed["error"]["code"] == "ChecksumMismatch"
     assert failed["artifact"] is None
-    assert _runs_of(satchel, created.json["id"], "Digest") == 8
-    assert _failures_of(satchel, created.json["id"]) == ["ChecksumMismatch"]
+    assert executions.runs_of(satchel, created.json["id"], "Digest") == 8
+    assert executions.failures_of(satchel, created.json["id"]) == ["ChecksumMismatch"]
     assert satchel.artifact_objects() == []  # no artifact, no saved state, no temporaries
     assert satchel.open_uploads() == []
 
@@ -160,8 +133,8 @@ def test_a_retried_digest_run_goes_on_from_the_same_state(
     with injector.armed(Fault("s3.PutObject", "internal", at=2, step="app.digest")) as arming:
         download_id, retried, sha256 = _build(satchel, params)
     assert injector.fired(arming) > 0
-    assert _failures_of(satchel, download_id) == ["TransientError"]
-    assert _runs_of(satchel, download_id, "Digest") == runs_once
+    assert executions.failures_of(satchel, download_id) == ["TransientError"]
+    assert executions.runs_of(satchel, download_id, "Digest") == runs_once
     assert _invocations_of(satchel, download_id, "Digest") == runs_once + 1  # run 1 twice
     assert retried == once
     assert sha256 == sha256_once == hashlib.sha256(retried).hexdigest()

@@ -18,7 +18,6 @@ import json
 import zlib
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
@@ -26,6 +25,7 @@ from chalicelib.core import clients
 from chalicelib.downloadtypes import listing
 from satchel_local import demodata
 from satchel_local.stack import REGION
+from tests.support import executions
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
 
@@ -33,26 +33,6 @@ MIB = 1024 * 1024
 # Above the functions' 900 s timeout: every run is short of time once it has a page.
 ALWAYS_SHORT = str(10_000 * 1000)
 PADDING = 6000  # bytes of merchant name per row: DynamoDB's 1 MB pages hold ~160 rows
-
-
-def _history(satchel: Satchel, download_id: str) -> list[dict[str, Any]]:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
-    events: list[dict[str, Any]] = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return events
-
-
-def _runs_of(satchel: Satchel, download_id: str, state: str = "Build") -> int:
-    return sum(
-        1
-        for event in _history(satchel, download_id)
-        if event["type"] == "TaskStateEntered" and event["stateEnteredEventDetails"]["name"] == state
-    )
-
-
-def _failures_of(satchel: Satchel, download_id: str) -> list[str]:
-    history = _history(satchel, download_id)
-    return [event["taskFailedEventDetails"]["error"] for event in history if event["type"] == "TaskFailed"]
 
 
 def _finished(satchel: Satchel, body: dict[str, Any], user: str = "alice") -> dict[str, Any]:
@@ -122,13 +102,13 @@ def test_an_export_hands_on_between_pages_and_writes_the_bytes_of_one_run(
     rows = 600  # ~3.7 MB: four DynamoDB pages
     demodata.seed("test", "acme", rows, REGION, padding=PADDING)
     at_once_done, at_once = _built(satchel, _export(fmt, compression))
-    assert _runs_of(satchel, at_once_done["id"]) == 1
+    assert executions.runs_of(satchel, at_once_done["id"]) == 1
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     done, in_runs = _built(satchel, _export(fmt, compression))
-    runs = _runs_of(satchel, done["id"])
+    runs = executions.runs_of(satchel, done["id"])
     assert runs >= 3  # one page per run
     # No run saw every byte: Digest hashed the artifact (in runs of its own, under the same budget).
-    assert _runs_of(satchel, done["id"], "Digest") >= 1
+    assert executions.runs_of(satchel, done["id"], "Digest") >= 1
     assert in_runs == at_once
     assert done["progress"] == {**at_once_done["progress"], "rows_done": rows, "rows_total": rows}
     text = in_runs
@@ -161,7 +141,7 @@ def test_the_row_cap_counts_across_runs_and_fails_at_the_row_one_run_fails_at(
     assert capped["error"]["code"] == "MaxContentSizeExceeded"
     assert "5 rows" in capped["error"]["message"]
     # Pages of 2 rows: runs 1 and 2 hand on with 4 rows; the third's page makes 6.
-    assert _runs_of(satchel, capped["id"]) == 3
+    assert executions.runs_of(satchel, capped["id"]) == 3
     assert capped["artifact"] is None
     _nothing_left_of(satchel, capped["id"])
 
@@ -170,7 +150,7 @@ def test_the_row_cap_counts_across_runs_and_fails_at_the_row_one_run_fails_at(
     _, whole = _built(satchel, _listing("acme/capruns/"))
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     done, in_runs = _built(satchel, _listing("acme/capruns/"))
-    assert _runs_of(satchel, done["id"]) == 4
+    assert executions.runs_of(satchel, done["id"]) == 4
     assert in_runs == whole
     read = list(csv.DictReader(io.StringIO(in_runs.decode("utf-8"), newline="")))
     assert [(row["key"], row["size"]) for row in read] == [
@@ -187,7 +167,7 @@ def test_a_listing_in_json_hands_on_and_closes_one_array(
     _, whole = _built(satchel, _listing("acme/jsonruns/", "json"))
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     done, in_runs = _built(satchel, _listing("acme/jsonruns/", "json"))
-    assert _runs_of(satchel, done["id"]) == 3
+    assert executions.runs_of(satchel, done["id"]) == 3
     assert in_runs == whole
     assert [row["key"] for row in json.loads(in_runs)] == [f"acme/jsonruns/{name}.txt" for name in "abc"]
 
@@ -213,8 +193,8 @@ def test_a_retried_run_writes_the_same_parts_again_and_duplicates_nothing(
         done, in_runs = _built(satchel, body)
     made = injector.calls - before
     assert injector.fired(arming) > 0
-    assert _failures_of(satchel, done["id"]) == ["TransientError"]
-    runs = _runs_of(satchel, done["id"])
+    assert executions.failures_of(satchel, done["id"]) == ["TransientError"]
+    runs = executions.runs_of(satchel, done["id"])
     assert runs >= 10
     # Part 1 by the failed attempt and by its retry, part 2, and the last one on completion.
     assert made[("app.build", "s3.UploadPart")] == 4

@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
@@ -25,7 +24,7 @@ from chalicelib.downloadtypes.base import DownloadType
 from chalicelib.runtime import Runtime
 from chalicelib.workflow import steps
 from chalicelib.workflow.payloads import Prepared, Start
-from satchel_local.stack import REGION
+from tests.support import executions
 from tests.support.archive_readers import files_under, run
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
@@ -33,21 +32,6 @@ from tests.support.stack import Satchel
 MIB = 1024 * 1024
 # Above the functions' 900 s timeout: every run is short of time once it has done something.
 ALWAYS_SHORT = str(10_000 * 1000)
-
-
-def _history(satchel: Satchel, download_id: str) -> list[Any]:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
-    events: list[Any] = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return events
-
-
-def _runs_of(satchel: Satchel, download_id: str, state: str) -> int:
-    return sum(
-        1
-        for event in _history(satchel, download_id)
-        if event["type"] == "TaskStateEntered" and event["stateEnteredEventDetails"]["name"] == state
-    )
 
 
 def _build(satchel: Satchel, params: dict[str, Any], created_at: datetime) -> tuple[dict[str, Any], bytes]:
@@ -75,7 +59,7 @@ def _rendered_at_once(satchel: Satchel, params: dict[str, Any], created_at: date
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DownloadType, "can_survey", lambda self, params: False)
         done, body = _build(satchel, params, created_at)
-    assert _runs_of(satchel, done["id"], "Build") == 1
+    assert executions.runs_of(satchel, done["id"], "Build") == 1
     return body
 
 
@@ -120,14 +104,14 @@ def test_a_zip_with_a_manifest_surveys_and_builds_across_runs(
     params = {"prefixes": [prefix], "manifest": True, "compression": compression}
     created_at = clock.now()
     at_once_done, at_once = _build(satchel, params, created_at)
-    assert _runs_of(satchel, at_once_done["id"], "Build") == 1
+    assert executions.runs_of(satchel, at_once_done["id"], "Build") == 1
     assert at_once == _rendered_at_once(satchel, params, created_at)
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     done, in_runs = _build(satchel, params, created_at)
     # The survey, an entry a run; the last of them goes on with the first member; then the
     # other three, a member a run (the last with SHA256SUMS and the central directory).
-    assert _runs_of(satchel, done["id"], "Build") == 3 + 1 + 3
-    assert _runs_of(satchel, done["id"], "Digest") == 1  # no run saw every byte
+    assert executions.runs_of(satchel, done["id"], "Build") == 3 + 1 + 3
+    assert executions.runs_of(satchel, done["id"], "Digest") == 1  # no run saw every byte
     assert in_runs == at_once
     expected = {key.removeprefix("acme/"): body for key, body in bodies.items()}
     _readers_accept(in_runs, tmp_path, {**expected, "SHA256SUMS": _sums(bodies)})
@@ -163,7 +147,7 @@ def test_a_zip_that_skips_missing_sources_surveys_and_builds_across_runs(
     # The totals are what the archive holds (the progress reached them: _build).
     assert done["progress"]["files_total"] == 3
     # Survey: 4 entries, one a run, the last going on with the first member; then two more.
-    assert _runs_of(satchel, done["id"], "Build") == 3 + 1 + 2
+    assert executions.runs_of(satchel, done["id"], "Build") == 3 + 1 + 2
     assert in_runs == at_once
     present = {key: body for key, body in bodies.items() if key != gone_before_build}
     expected = {key.removeprefix("acme/"): body for key, body in present.items()}
@@ -196,13 +180,9 @@ def test_a_retried_surveyed_zip_run_goes_on_from_the_same_state_and_duplicates_n
     with injector.armed(Fault("s3.PutObject", "internal", at=14, step="app.build")) as arming:
         done, in_runs = _build(satchel, params, created_at)
     assert injector.fired(arming) > 0
-    failures = [
-        e["taskFailedEventDetails"]["error"]
-        for e in _history(satchel, done["id"])
-        if e["type"] == "TaskFailed"
-    ]
-    assert failures == ["TransientError"]
-    assert _runs_of(satchel, done["id"], "Build") == 3 + 1 + 3  # Retry ran one again within its state
+    assert executions.failures_of(satchel, done["id"]) == ["TransientError"]
+    # Retry ran one again within its state.
+    assert executions.runs_of(satchel, done["id"], "Build") == 3 + 1 + 3
     # Every part once, part 1 twice (the failed attempt's and its retry's, the same number).
     assert injector.calls[("app.build", "s3.UploadPart")] == math.ceil(len(in_runs) / (5 * MIB)) + 1
     assert in_runs == at_once
@@ -233,6 +213,6 @@ def test_a_surveyed_zip_whose_every_source_is_gone_holds_only_missing_txt(
     assert done["skipped"] == list(bodies)
     assert done["progress"]["files_total"] == 0
     # The survey (HEADs), an entry a run; the run that ends it writes the empty zip's MISSING.txt.
-    assert _runs_of(satchel, done["id"], "Build") == 2
+    assert executions.runs_of(satchel, done["id"], "Build") == 2
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, {"MISSING.txt": "".join(f"{k}\n" for k in bodies).encode()})

@@ -20,7 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
@@ -31,7 +30,7 @@ from chalicelib.workflow import steps, streamruns
 from chalicelib.workflow.payloads import Prepared, Start
 from chalicelib.workflow.runs import Outcome
 from satchel_local import lambdas
-from satchel_local.stack import REGION
+from tests.support import executions
 from tests.support.archive_readers import files_under, run
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
@@ -39,21 +38,6 @@ from tests.support.stack import Satchel
 MIB = 1024 * 1024
 # Above the functions' 900 s timeout: every run is short of time once it has written something.
 ALWAYS_SHORT = str(10_000 * 1000)
-
-
-def _history(satchel: Satchel, download_id: str) -> list[Any]:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = satchel.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{download_id}"
-    events: list[Any] = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-    return events
-
-
-def _runs_of(satchel: Satchel, download_id: str, state: str) -> int:
-    return sum(
-        1
-        for event in _history(satchel, download_id)
-        if event["type"] == "TaskStateEntered" and event["stateEnteredEventDetails"]["name"] == state
-    )
 
 
 def _build(satchel: Satchel, params: dict[str, Any], created_at: datetime | None = None) -> tuple[str, bytes]:
@@ -121,11 +105,11 @@ def test_a_tar_hands_on_after_each_member_and_writes_the_same_bytes(
     bodies = _texts(satchel, f"acme/tarruns-{fmt}/", 5)
     params = {"prefixes": [f"acme/tarruns-{fmt}/"], "format": fmt}
     at_once_id, at_once = _build(satchel, params)
-    assert _runs_of(satchel, at_once_id, "Build") == 1
+    assert executions.runs_of(satchel, at_once_id, "Build") == 1
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     download_id, in_runs = _build(satchel, params)
-    assert _runs_of(satchel, download_id, "Build") == 5  # one member per run
-    assert _runs_of(satchel, download_id, "Digest") == 1  # no run saw every byte
+    assert executions.runs_of(satchel, download_id, "Build") == 5  # one member per run
+    assert executions.runs_of(satchel, download_id, "Digest") == 1  # no run saw every byte
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, _extracted(bodies), suffix)
     # Finalize removed every run's saved state with the download's other temporaries.
@@ -152,7 +136,7 @@ def test_a_tar_member_larger_than_a_run_is_copied_across_runs_part_by_part(
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
     download_id, in_runs = _build(satchel, params)
     # a.txt; b.bin's header and its first copied part; its second; its third; c.txt.
-    assert _runs_of(satchel, download_id, "Build") == 5
+    assert executions.runs_of(satchel, download_id, "Build") == 5
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, _extracted(bodies), ".tar")
 
@@ -177,7 +161,7 @@ def test_a_tar_gz_member_larger_than_a_run_is_split_between_deflate_chunks(
     download_id, in_runs = _build(satchel, params)
     # a.txt, then b.log a read at a time (the last run with its end), then c.txt: more runs
     # than members, so some stopped inside b.log.
-    assert _runs_of(satchel, download_id, "Build") == 1 + 6 + 1
+    assert executions.runs_of(satchel, download_id, "Build") == 1 + 6 + 1
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, _extracted(bodies), ".tar.gz")
 
@@ -206,12 +190,12 @@ def test_a_retried_tar_gz_run_goes_on_from_the_same_state_and_duplicates_nothing
     assert injector.fired(arming) > 0
     failures = [
         e["taskFailedEventDetails"]["error"]
-        for e in _history(satchel, download_id)
+        for e in executions.history(satchel, download_id)
         if e["type"] == "TaskFailed"
     ]
     assert failures == ["TransientError"]
     # A run a member; Retry ran the second again within its state (no state entered again).
-    assert _runs_of(satchel, download_id, "Build") == 4
+    assert executions.runs_of(satchel, download_id, "Build") == 4
     # Every part once, part 1 twice (the failed attempt's and its retry's, the same number).
     assert injector.calls[("app.build", "s3.UploadPart")] == math.ceil(len(in_runs) / (5 * MIB)) + 1
     assert in_runs == at_once
@@ -251,7 +235,7 @@ def test_a_surveyed_tar_surveys_and_builds_across_runs(
     assert done["skipped"] == [gone_at_prepare, gone_before_build]
     # Survey: 4 entries, one a run; the last of them goes on with the first member; then the
     # other two present members, one a run.
-    assert _runs_of(satchel, download_id, "Build") == 3 + 1 + 2
+    assert executions.runs_of(satchel, download_id, "Build") == 3 + 1 + 2
     assert in_runs == at_once
     present = {key: body for key, body in bodies.items() if key != gone_before_build}
     sums = "".join(
