@@ -202,7 +202,22 @@ class _Budgeted:
 Trackers = Callable[[Progress | None], ProgressTracker]
 
 
-class Run:
+class SavedObjects:
+    """What a run saves for the next one, and reads of what the last one saved: objects in
+    the artifact bucket (Run here, StreamRun in streamruns.py)."""
+
+    _runtime: Runtime
+    _bucket: str
+
+    def _put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+        self._runtime.s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
+
+    def _get(self, key: str) -> bytes:
+        body: bytes = self._runtime.s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return body
+
+
+class Run(SavedObjects):
     """One Lambda run of a build through a segment plan (see the module's docstring)."""
 
     def __init__(
@@ -224,13 +239,6 @@ class Run:
         self._run = run
         self._budget = budget
         self._trackers = trackers
-
-    def _put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
-        self._runtime.s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
-
-    def _get(self, key: str) -> bytes:
-        body: bytes = self._runtime.s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-        return body
 
     def _start(self) -> tuple[MultipartWriter, _State | None] | Outcome:
         settings, target = self._settings, self._target

@@ -35,7 +35,7 @@ from chalicelib.s3.manifest import Entry
 from chalicelib.s3.multipart import MultipartWriter, Saved
 from chalicelib.workflow import runs
 from chalicelib.workflow.progress import ProgressTracker
-from chalicelib.workflow.runs import Budget, Outcome, Target, Trackers
+from chalicelib.workflow.runs import Budget, Outcome, SavedObjects, Target, Trackers
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class _State:
         )
 
 
-class StreamRun:
+class StreamRun(SavedObjects):
     """One Lambda run of a single-stream artifact (see the module's docstring)."""
 
     def __init__(
@@ -82,13 +82,6 @@ class StreamRun:
         self._run = run
         self._budget = budget
         self._trackers = trackers
-
-    def _put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
-        self._runtime.s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
-
-    def _get(self, key: str) -> bytes:
-        body: bytes = self._runtime.s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-        return body
 
     def go(self) -> Outcome:
         started = self._start()
