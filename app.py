@@ -22,22 +22,11 @@ from chalice.app import (
     SQSEvent,
 )
 
-from chalicelib import downloadtypes
-from chalicelib.api import auth, deliveries, downloads, dryrun, linkpage, links, openapi, quotas, tenants
-from chalicelib.api import keys as apikeys
 from chalicelib.api.http import error_response, json_body, optional_json_body, respond, security_headers
+from chalicelib.api.tenants import SECRET_PATH
 from chalicelib.core import observability
-from chalicelib.core.models import Principal
 from chalicelib.core.settings import EventSources, auth_mode
-from chalicelib.notify import delivery
-from chalicelib.runtime import Runtime
-from chalicelib.storage import idempotency
-from chalicelib.storage.audit import Action
-from chalicelib.triggers import cleanup
-from chalicelib.triggers import inbound as triggers
-from chalicelib.workflow import digest as digests
-from chalicelib.workflow import segments
-from chalicelib.workflow import steps as workflow
+from chalicelib.triggers import senders
 from chalicelib.workflow.payloads import (
     BuildRun,
     Built,
@@ -52,10 +41,18 @@ from chalicelib.workflow.payloads import (
     SegmentInput,
     Start,
 )
-from chalicelib.workflow.runs import Budget
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+
+    from chalicelib.core.models import Download, Principal
+    from chalicelib.runtime import Runtime
+
+# A cold start pays for what its own function runs, not for all of Satchel: each Lambda
+# function imports this whole file, so only the wiring loads with it (Chalice registers
+# routes and functions at import time), and each handler imports its chalicelib modules
+# when it first runs (docs/performance.md, "Cold start"). tests/unit/test_cold_start.py
+# holds which modules each entry point may load.
 
 # Logs are Powertools' JSON lines, not Chalice's; every handler is observed
 # (chalicelib/core/observability.py).
@@ -67,11 +64,20 @@ app.register_middleware(security_headers, "http")  # Cache-Control: no-store and
 SOURCES = EventSources.from_env()
 
 
+def current_runtime() -> Runtime:
+    """Settings, clients and stores, built once per environment (chalicelib/runtime.py)."""
+    from chalicelib.runtime import Runtime
+
+    return Runtime.from_env()
+
+
 # API keys or OIDC tokens (SATCHEL_AUTH_MODE; chalicelib/api/auth.py). API Gateway caches an
 # answer for ttl_seconds: a disabled key, or a token past its expiry, may pass that long.
 @app.authorizer(ttl_seconds=60)
 def bearer(request: AuthRequest) -> AuthResponse | dict[str, Any]:
-    verdict = auth.authorize(Runtime.from_env(), request.token)
+    from chalicelib.api import auth
+
+    verdict = auth.authorize(current_runtime(), request.token)
     if verdict.principal is None:
         return auth.deny(request.method_arn, verdict)
     return AuthResponse(
@@ -105,16 +111,20 @@ def request() -> Request:
 
 
 def caller() -> Principal:
-    return auth.caller(Runtime.from_env(), request().context)
+    from chalicelib.api import auth
+
+    return auth.caller(current_runtime(), request().context)
 
 
-def _download(runtime: Runtime, download: Any, status: int = 200, **headers: str) -> Response:
+def _download(runtime: Runtime, download: Download, status: int = 200, **headers: str) -> Response:
     body = download.to_api(runtime.settings.api_prefix)
     return respond(body, status, {**_sunset(download.expires_at), **headers})
 
 
 def _sunset(expires_at: str | None) -> dict[str, str]:
     """`Sunset` (RFC 8594): when the download's file goes, once it has one."""
+    from chalicelib.api import linkpage
+
     return {"Sunset": linkpage.http_date(expires_at)} if expires_at else {}
 
 
@@ -139,24 +149,33 @@ def health() -> Response:
 @app.route("/openapi.json", methods=["GET"])
 @api
 def openapi_document() -> Response:
-    settings = Runtime.from_env().settings
+    from chalicelib.api import openapi
+
+    settings = current_runtime().settings
     return respond(openapi.document(settings.api_prefix or "/", settings))
 
 
 @app.route("/types", methods=["GET"], authorizer=signed_in)
 @api
 def list_types() -> Response:
+    from chalicelib import downloadtypes
+
     return respond({"items": [kind.describe() for kind in downloadtypes.all_types()]})
 
 
 @app.route("/downloads", methods=["POST"], authorizer=signed_in)
 @api
 def create_download() -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import quotas
+
+    runtime = current_runtime()
     return quotas.with_quota_headers(runtime, caller(), lambda: _create_download(runtime))
 
 
 def _create_download(runtime: Runtime) -> Response:
+    from chalicelib.api import downloads, dryrun
+    from chalicelib.storage import idempotency
+
     body = json_body(request().raw_body)
     if dryrun.asked(body):  # the plan, and nothing started, stored or counted
         return respond(dryrun.plan(runtime, caller(), body).to_api())
@@ -174,7 +193,9 @@ def _create_download(runtime: Runtime) -> Response:
 @app.route("/downloads", methods=["GET"], authorizer=signed_in)
 @api
 def list_downloads() -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import downloads
+
+    runtime = current_runtime()
     page = downloads.list_own(runtime, caller(), dict(request().query_params or {}))
     items = [item.to_api(runtime.settings.api_prefix) for item in page.items]
     return respond({"items": items, "next_cursor": page.next_cursor})
@@ -183,14 +204,18 @@ def list_downloads() -> Response:
 @app.route("/downloads/{download_id}", methods=["GET"], authorizer=signed_in)
 @api
 def get_download(download_id: str) -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import downloads
+
+    runtime = current_runtime()
     return _download(runtime, downloads.get(runtime, caller(), download_id))
 
 
 @app.route("/downloads/{download_id}", methods=["DELETE"], authorizer=signed_in)
 @api
 def delete_download(download_id: str) -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import downloads
+
+    runtime = current_runtime()
     cancelled = downloads.cancel_or_delete(runtime, caller(), download_id)
     if cancelled is None:
         return Response(body="", status_code=204)
@@ -200,7 +225,10 @@ def delete_download(download_id: str) -> Response:
 @app.route("/downloads/{download_id}/file", methods=["GET"], authorizer=signed_in)
 @api
 def download_file(download_id: str) -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import downloads
+    from chalicelib.storage.audit import Action
+
+    runtime = current_runtime()
     ttl = runtime.settings.file_url_ttl_seconds
     url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_FILE)
     headers: dict[str, str | list[str]] = {"Location": url.url, "Cache-Control": "no-store"}
@@ -211,7 +239,10 @@ def download_file(download_id: str) -> Response:
 @app.route("/downloads/{download_id}/url", methods=["GET"], authorizer=signed_in)
 @api
 def download_url(download_id: str) -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import downloads
+    from chalicelib.storage.audit import Action
+
+    runtime = current_runtime()
     ttl = runtime.settings.json_url_ttl_seconds
     url = downloads.file_url(runtime, caller(), download_id, ttl, Action.FETCHED_URL)
     headers = {"Cache-Control": "no-store", **_sunset(url.artifact_expires_at)}
@@ -221,7 +252,9 @@ def download_url(download_id: str) -> Response:
 @app.route("/downloads/{download_id}/links", methods=["POST"], authorizer=signed_in)
 @api
 def create_link(download_id: str) -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import links
+
+    runtime = current_runtime()
     issued = links.create(runtime, caller(), download_id, optional_json_body(request().raw_body))
     return respond(issued.to_api(base_url(runtime)), 201, {"Cache-Control": "no-store"})
 
@@ -229,20 +262,26 @@ def create_link(download_id: str) -> Response:
 @app.route("/downloads/{download_id}/links", methods=["GET"], authorizer=signed_in)
 @api
 def list_links(download_id: str) -> Response:
-    return respond({"items": links.list_for_owner(Runtime.from_env(), caller(), download_id)})
+    from chalicelib.api import links
+
+    return respond({"items": links.list_for_owner(current_runtime(), caller(), download_id)})
 
 
 @app.route("/downloads/{download_id}/deliveries", methods=["GET"], authorizer=signed_in)
 @api
 def list_deliveries(download_id: str) -> Response:
-    return respond({"items": deliveries.list_for_owner(Runtime.from_env(), caller(), download_id)})
+    from chalicelib.api import deliveries
+
+    return respond({"items": deliveries.list_for_owner(current_runtime(), caller(), download_id)})
 
 
 # Reading a link never spends a use (previewers and scanners read every link); a claim does.
 @app.route("/links/{token}", methods=["GET", "HEAD"])
 @api
 def read_link(token: str) -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import linkpage, links
+
+    runtime = current_runtime()
     headers = request().headers
     reading = links.read(runtime, token, linkpage.presented_claim(headers))
     url = f"{base_url(runtime)}/links/{token}"
@@ -253,7 +292,9 @@ def read_link(token: str) -> Response:
 @app.route("/links/{token}", methods=["POST"], content_types=["*/*"])
 @api
 def claim_link(token: str) -> Response:
-    runtime = Runtime.from_env()
+    from chalicelib.api import linkpage, links
+
+    runtime = current_runtime()
     headers = request().headers
     outcome = links.claim(runtime, token, linkpage.presented_claim(headers))
     url = f"{base_url(runtime)}/links/{token}"
@@ -266,120 +307,161 @@ def claim_link(token: str) -> Response:
 @app.route("/links/{token}", methods=["DELETE"], authorizer=signed_in)
 @api
 def revoke_link(token: str) -> Response:
-    links.revoke(Runtime.from_env(), caller(), token)
+    from chalicelib.api import links
+
+    links.revoke(current_runtime(), caller(), token)
     return Response(body="", status_code=204)
 
 
 # The tenant's webhook signing secret, for its admins: shown once, when made.
-@app.route(tenants.SECRET_PATH, methods=["POST"], authorizer=signed_in)
+@app.route(SECRET_PATH, methods=["POST"], authorizer=signed_in)
 @api
 def rotate_webhook_secret() -> Response:
-    issued = tenants.rotate_secret(Runtime.from_env(), caller(), optional_json_body(request().raw_body))
+    from chalicelib.api import tenants
+
+    issued = tenants.rotate_secret(current_runtime(), caller(), optional_json_body(request().raw_body))
     return respond(issued.to_api(), 201, {"Cache-Control": "no-store"})
 
 
-@app.route(tenants.SECRET_PATH, methods=["GET"], authorizer=signed_in)
+@app.route(SECRET_PATH, methods=["GET"], authorizer=signed_in)
 @api
 def describe_webhook_secret() -> Response:
-    return respond(tenants.describe_secret(Runtime.from_env(), caller()).to_api())
+    from chalicelib.api import tenants
+
+    return respond(tenants.describe_secret(current_runtime(), caller()).to_api())
 
 
 # A tenant admin's API keys (chalicelib/api/keys.py); a key is shown once, when issued.
 @app.route("/keys", methods=["POST"], authorizer=signed_in)
 @api
 def create_key() -> Response:
-    issued = apikeys.create(Runtime.from_env(), caller(), optional_json_body(request().raw_body))
+    from chalicelib.api import keys
+
+    issued = keys.create(current_runtime(), caller(), optional_json_body(request().raw_body))
     return respond(issued.to_api(), 201)
 
 
 @app.route("/keys", methods=["GET"], authorizer=signed_in)
 @api
 def list_keys() -> Response:
-    return respond({"items": apikeys.list_own(Runtime.from_env(), caller())})
+    from chalicelib.api import keys
+
+    return respond({"items": keys.list_own(current_runtime(), caller())})
 
 
 @app.route("/keys/{key_id}/rotate", methods=["POST"], authorizer=signed_in)
 @api
 def rotate_key(key_id: str) -> Response:
-    issued = apikeys.rotate(Runtime.from_env(), caller(), key_id, optional_json_body(request().raw_body))
+    from chalicelib.api import keys
+
+    issued = keys.rotate(current_runtime(), caller(), key_id, optional_json_body(request().raw_body))
     return respond(issued.to_api(), 201)
 
 
 @app.route("/keys/{key_id}", methods=["DELETE"], authorizer=signed_in)
 @api
 def disable_key(key_id: str) -> Response:
-    return respond(apikeys.disable(Runtime.from_env(), caller(), key_id).to_api())
+    from chalicelib.api import keys
+
+    return respond(keys.disable(current_runtime(), caller(), key_id).to_api())
 
 
 # Downloads started by events, and the sweep that cleans up after them all.
 @app.on_sqs_message(queue=SOURCES.requests_queue, batch_size=10, name="requests")
 def handle_requests(event: SQSEvent) -> PartialItemFailureResponse:
-    return triggers.handle_messages(Runtime.from_env(), [record.to_dict() for record in event])
+    from chalicelib.triggers import inbound
+
+    return inbound.handle_messages(current_runtime(), [record.to_dict() for record in event])
 
 
 # Request events: Chalice makes the rule on the default bus; deploy/template.yaml moves it to
 # the request bus (SATCHEL_REQUEST_BUS), whose policy says who may put events there.
 @app.on_cw_event(
-    {"detail-type": [triggers.REQUESTED], "source": [{"prefix": triggers.REQUEST_SOURCE_PREFIX}]},
+    {"detail-type": [senders.REQUESTED], "source": [{"prefix": senders.REQUEST_SOURCE_PREFIX}]},
     name="events",
 )
 def handle_event(event: CloudWatchEvent) -> None:
-    triggers.handle_event(Runtime.from_env(), event.to_dict())
+    from chalicelib.triggers import inbound
+
+    inbound.handle_event(current_runtime(), event.to_dict())
 
 
 # Request manifests: S3 sends "Object Created" to the default bus only; deploy/template.yaml
 # narrows the rule to the source bucket's request prefix.
-@app.on_cw_event({"detail-type": [triggers.OBJECT_CREATED], "source": ["aws.s3"]}, name="manifests")
+@app.on_cw_event({"detail-type": [senders.OBJECT_CREATED], "source": ["aws.s3"]}, name="manifests")
 def handle_manifest(event: CloudWatchEvent) -> None:
-    triggers.handle_manifest(Runtime.from_env(), event.to_dict())
+    from chalicelib.triggers import inbound
+
+    inbound.handle_manifest(current_runtime(), event.to_dict())
 
 
 # Webhooks, sent from the deliveries queue: signed, retried with backoff, then dead-lettered.
 @app.on_sqs_message(queue=SOURCES.deliveries_queue, batch_size=10, name="deliver")
 def deliver(event: SQSEvent) -> PartialItemFailureResponse:
-    return delivery.handle_messages(Runtime.from_env(), [record.to_dict() for record in event])
+    from chalicelib.notify import delivery
+
+    return delivery.handle_messages(current_runtime(), [record.to_dict() for record in event])
 
 
 @app.schedule(Rate(SOURCES.cleanup_rate_minutes, unit=Rate.MINUTES), name="cleanup")
 def sweep(event: CloudWatchEvent) -> dict[str, Any]:
-    return asdict(cleanup.run(Runtime.from_env()))
+    from chalicelib.triggers import cleanup
+
+    return asdict(cleanup.run(current_runtime()))
 
 
 # The workflow's steps; statemachine/download.asl.json names them by placeholder.
 @app.lambda_function(name="prepare")
 def prepare(event: Start, context: Any) -> Prepared:
-    return workflow.prepare(Runtime.from_env(), event)
+    from chalicelib.workflow import steps
+
+    return steps.prepare(current_runtime(), event)
 
 
 @app.lambda_function(name="build")
 def build(event: Prepared, context: Any) -> BuildRun:
-    runtime = Runtime.from_env()
-    return workflow.build(runtime, event, Budget.of(context, runtime.settings))
+    from chalicelib.workflow import steps
+    from chalicelib.workflow.runs import Budget
+
+    runtime = current_runtime()
+    return steps.build(runtime, event, Budget.of(context, runtime.settings))
 
 
 @app.lambda_function(name="finalize")
 def finalize(event: Digested, context: Any) -> Finished:
-    return workflow.finalize(Runtime.from_env(), event)
+    from chalicelib.workflow import steps
+
+    return steps.finalize(current_runtime(), event)
 
 
 @app.lambda_function(name="fail")
 def fail(event: FailInput, context: Any) -> Failed:
-    return workflow.fail(Runtime.from_env(), event)
+    from chalicelib.workflow import steps
+
+    return steps.fail(current_runtime(), event)
 
 
 # Large zips in parallel segments, and the SHA-256 of artifacts S3 partly copied.
 @app.lambda_function(name="build_segment")
 def build_segment(event: SegmentInput, context: Any) -> SegmentBuilt:
-    runtime = Runtime.from_env()
+    from chalicelib.workflow import segments
+    from chalicelib.workflow.runs import Budget
+
+    runtime = current_runtime()
     return segments.build_segment(runtime, event, Budget.of(context, runtime.settings))
 
 
 @app.lambda_function(name="assemble")
 def assemble(event: Prepared, context: Any) -> Built:
-    return segments.assemble(Runtime.from_env(), event)
+    from chalicelib.workflow import segments
+
+    return segments.assemble(current_runtime(), event)
 
 
 @app.lambda_function(name="digest")
 def digest(event: Digesting, context: Any) -> DigestRun:
-    runtime = Runtime.from_env()
+    from chalicelib.workflow import digest as digests
+    from chalicelib.workflow.runs import Budget
+
+    runtime = current_runtime()
     return digests.digest(runtime, event, Budget.of(context, runtime.settings))

@@ -10,14 +10,16 @@ either (403 otherwise), and only for the admin's own tenant; both are audited.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import clock
 from chalicelib.core.errors import Forbidden, InvalidParams, MalformedRequest, WebhookSecretNotFound
 from chalicelib.core.models import Principal
-from chalicelib.runtime import Runtime
 from chalicelib.storage.audit import Action, user_actor
-from chalicelib.storage.secrets import IssuedSecret, SecretInfo
+
+if TYPE_CHECKING:
+    from chalicelib.runtime import Runtime
+    from chalicelib.storage.secrets import IssuedSecret, SecretInfo
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REQUESTED = "Satchel Download Requested"
-OBJECT_CREATED = "Object Created"
+REQUESTED = senders.REQUESTED
+OBJECT_CREATED = senders.OBJECT_CREATED
 REQUEST_SOURCE_PREFIX = senders.REQUEST_SOURCE_PREFIX
 _MAX_MANIFEST_BYTES = 256 * 1024
 

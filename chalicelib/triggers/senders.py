@@ -26,6 +26,9 @@ from chalicelib.core.models import Principal
 from chalicelib.core.names import PRINCIPAL_ID_PATTERN, is_principal_id
 
 REQUEST_SOURCE_PREFIX = "satchel.requests."
+# The `detail-type` of a request event, and of S3's event for a request manifest dropped in.
+REQUESTED = "Satchel Download Requested"
+OBJECT_CREATED = "Object Created"
 
 # What the audit trail records beside the principal of a download made through the API.
 API_SOURCE: Mapping[str, str] = {"kind": "api"}
