@@ -21,7 +21,6 @@ from chalicelib.core.models import Principal, Progress
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes.base import DownloadType, Limits
 from chalicelib.runtime import Runtime
-from chalicelib.workflow import segments
 
 # The download id a plan is made for: never stored, never a real download's (ids are hex).
 PLANNED_ID = "dry-run"
@@ -67,6 +66,8 @@ def asked(body: Any) -> bool:
 
 def plan(runtime: Runtime, principal: Principal, body: Any) -> Planned:
     """The plan for a create request (its checks raise as a create's would)."""
+    from chalicelib.workflow import segments  # the workflow's splitting: only a dry run loads it here
+
     settings = runtime.settings
     request = requests.create_request(settings, principal, body)
     kind = request.kind

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chalicelib.archive import integrity
-from chalicelib.archive.zipwriter import CopyRange, Piece
 from chalicelib.core.errors import Forbidden, SatchelError
 from chalicelib.core.models import Download, Principal, Progress
 from chalicelib.core.schemas import Schema
 from chalicelib.core.settings import Settings
 from chalicelib.s3.manifest import Entry
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the writers are the builders' business: the API declares types without them
+    from chalicelib.archive import integrity
+    from chalicelib.archive.zipwriter import CopyRange, Piece
     from chalicelib.runtime import Runtime
 
 
@@ -99,7 +99,7 @@ class Planner(Protocol):
 Check = Callable[[dict[str, Any], Principal, Settings], dict[str, Any]]
 # Build: the artifact's bytes, advancing the tracker as its inputs are consumed. A piece may
 # also be a range of a source object, which S3 copies into the artifact without the worker.
-Renderer = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker"], Iterator[Piece]]
+Renderer = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker"], "Iterator[Piece]"]
 
 
 class SegmentBuild(Protocol):
