@@ -8,7 +8,8 @@ construction, and a violation names the module, its line and what it imported.
 Imports under `if TYPE_CHECKING:` count like any other: a type named across packages is a
 dependency all the same (mypy and a reader follow it), and an import kept for the checker
 alone is where a cycle hides until someone needs it at run time. Imports inside functions
-count too: deferring an import does not change which way the arrow points.
+count too: deferring an import does not change which way the arrow points (a cold start
+defers many: docs/performance.md, "Cold start").
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Import:
     module: str  # importing module, dotted
     line: int
     target: str  # imported chalicelib module (or name from it), dotted
+    deferred: bool = False  # inside a function: made when it first runs, not with the module
 
 
 def module_name(path: Path) -> str:
@@ -56,10 +58,18 @@ def package_of(dotted: str) -> str:
 
 def imports_in(source: str, module: str, is_package: bool) -> list[Import]:
     """Every chalicelib import in the source, wherever it sits (top level, TYPE_CHECKING, functions)."""
+    tree = ast.parse(source)
+    in_functions = {
+        id(inner)
+        for function in ast.walk(tree)
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+        for inner in ast.walk(function)
+    }
     found: list[Import] = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
+        deferred = id(node) in in_functions
         if isinstance(node, ast.Import):
-            found += [Import(module, node.lineno, alias.name) for alias in node.names]
+            found += [Import(module, node.lineno, alias.name, deferred) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: resolved against the importing module's package
@@ -67,10 +77,8 @@ def imports_in(source: str, module: str, is_package: bool) -> list[Import]:
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             # `from chalicelib import api` imports the package api: name the target by it.
-            found += [
-                Import(module, node.lineno, f"{base}.{alias.name}" if base == "chalicelib" else base)
-                for alias in node.names
-            ]
+            targets = [f"{base}.{alias.name}" if base == "chalicelib" else base for alias in node.names]
+            found += [Import(module, node.lineno, target, deferred) for target in targets]
     # Once each (`from x import a, b` is one import of x), in line order: ast.walk goes breadth first.
     ours = dict.fromkeys(
         found_import for found_import in found if found_import.target.split(".")[0] == "chalicelib"
@@ -126,6 +134,14 @@ def test_every_chalicelib_import_follows_the_table() -> None:
     assert not wrong, "imports against the declared layering:\n" + "\n".join(wrong)
 
 
+def test_imports_deferred_into_functions_are_held_to_the_table_too() -> None:
+    # Two a cold start defers: the registry loads each type when first asked for, and only a
+    # dry run loads the workflow's splitting into the API. Both are walked and checked.
+    deferred = {(i.module, i.target) for i in every_import() if i.deferred}
+    assert ("chalicelib.downloadtypes", "chalicelib.downloadtypes") in deferred, "the registry's loaders"
+    assert ("chalicelib.api.dryrun", "chalicelib.workflow") in deferred, "dryrun.plan's segments"
+
+
 def test_the_workflow_imports_neither_the_api_nor_the_triggers() -> None:
     # The issue's arrow in so many words: owed effects and Step Functions control sit in workflow.
     targets = {package_of(i.target) for i in every_import() if package_of(i.module) == "workflow"}
@@ -146,6 +162,7 @@ def test_a_violation_names_the_module_the_line_and_the_import() -> None:
         "from chalicelib.triggers.cleanup import run, Report\n"
     )
     found = imports_in(source, "chalicelib.workflow.steps", is_package=False)
+    assert [i.deferred for i in found] == [False, False, False, True, False, False, False]
     assert [i.target for i in found] == [
         "chalicelib.core",
         "chalicelib.api",
