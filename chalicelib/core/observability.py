@@ -10,7 +10,7 @@ traces, through Powertools for AWS Lambda.
   its download, and the AWS calls made within it are traced.
 
 Powertools is imported when a handler first runs, not with the app, so importing app.py
-stays light (README "Performance"); the X-Ray SDK is never imported unless tracing is on.
+stays light (docs/performance.md, "Cold start"); the X-Ray SDK is never imported unless tracing is on.
 """
 
 from __future__ import annotations
