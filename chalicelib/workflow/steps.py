@@ -15,9 +15,9 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from chalicelib import downloadtypes
-from chalicelib.archive.assembly import Assembler
 from chalicelib.core import clock, observability
 from chalicelib.core.disclosure import shown_error
 from chalicelib.core.errors import Cancelled, retried_when_transient
@@ -25,9 +25,7 @@ from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo,
 from chalicelib.downloadtypes.base import SurveyPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import artifacts, layout, manifest
-from chalicelib.s3.multipart import MultipartWriter
 from chalicelib.storage.downloads import StateConflict
-from chalicelib.workflow import rowruns, runs, segments, streamruns
 from chalicelib.workflow.effects import NOTIFY, REMOVE, follow_up, follow_up_or_leave
 from chalicelib.workflow.payloads import (
     BuildRun,
@@ -42,7 +40,12 @@ from chalicelib.workflow.payloads import (
     counts,
 )
 from chalicelib.workflow.payloads import shown_error as as_json
-from chalicelib.workflow.progress import ProgressTracker
+
+# Prepare, Build, Finalize and Fail are four Lambda functions: the build machinery (the runs,
+# segments, the assembler and multipart writer) is imported by the steps that build, so that
+# Finalize and Fail do not load it on a cold start (docs/performance.md, "Cold start").
+if TYPE_CHECKING:
+    from chalicelib.workflow import runs, streamruns
 
 log = logging.getLogger(__name__)
 _MAX_ERROR_MESSAGE = 1000
@@ -67,6 +70,8 @@ def prepare(runtime: Runtime, event: Start) -> Prepared:
                 f"download is no longer pending: {conflict.current and conflict.current.state}"
             ) from None
         download = conflict.current  # a retried Prepare: already RUNNING, plan again
+    from chalicelib.workflow import segments
+
     observability.bind(download)
     plan = downloadtypes.get(download.type).plan(runtime, download)
     # Large enough: segments for the Map to build in parallel; else one manifest for Build.
@@ -97,6 +102,8 @@ def build(runtime: Runtime, event: Prepared, budget: runs.Budget | None = None) 
     `on_missing: skip`) hands on before its Lambda run ends (`done` false: BuildHandsOn runs
     Build again, chalicelib/workflow/runs.py and streamruns.py), and so does a table type
     (chalicelib/workflow/rowruns.py); any other is built in this one run."""
+    from chalicelib.workflow import rowruns, runs, streamruns
+
     download_id = event["download_id"]
     download = _load(runtime, download_id)
     kind = downloadtypes.get(download.type)
@@ -122,6 +129,9 @@ def _build_surveyed(
     survey's parts) and `run` 0, as the first run of their zip through the segment plan
     (runs.py), which hands on as a plain zip does. A retried run surveys, or builds, again
     from the same saved state."""
+    from chalicelib.workflow import runs
+    from chalicelib.workflow.progress import ProgressTracker
+
     if "surveyed" in event:
         present = plan.segments(runtime, download, event["surveyed"])
         zipped = functools.partial(runs.Run, runtime, download, present)
@@ -203,6 +213,9 @@ def _build_in_runs(
 ) -> BuildRun:
     """One run of a build that hands on: `runner` is the zip's segment-plan run (runs.py) or
     a single stream's (streamruns.py), given the target, this run's number, budget and trackers."""
+    from chalicelib.workflow import runs
+    from chalicelib.workflow.progress import ProgressTracker
+
     settings, download_id = runtime.settings, event["download_id"]
     run = int(event.get("run", 0))
     target = runs.Target(
@@ -233,6 +246,10 @@ def _build_in_runs(
 
 
 def _build_at_once(runtime: Runtime, event: Prepared, download: Download) -> Built:
+    from chalicelib.archive.assembly import Assembler
+    from chalicelib.s3.multipart import MultipartWriter
+    from chalicelib.workflow.progress import ProgressTracker
+
     download_id = event["download_id"]
     settings = runtime.settings
     kind = downloadtypes.get(download.type)

@@ -3,7 +3,8 @@
 Importing app.py opens no connection, builds no AWS client and loads only the wiring: the
 core vocabulary and the few constants the routes and rules are declared with. Every function
 imports app.py whole, so everything else is imported by the handler that needs it, when it
-first runs: the API never loads the workflow's build machinery or the archive writers, and
+first runs: the API never loads the workflow's steps, their build machinery or the archive
+writers, nor do the steps that only record and clean up (Finalize, Fail) load the machinery;
 the workflow never loads the API. What a handler loads is read from its own imports and
 those of the app.py helpers it calls (the AST), executed in a fresh interpreter after
 `import app`. Types are loaded by the registry when first asked for
@@ -64,7 +65,7 @@ WIRING = frozenset(
 # Libraries only some functions need.
 LIBRARIES = ("isal", "zlib_ng", "rehashes", "orjson", "jsonschema", "joserfc", "aws_lambda_powertools")
 
-# What builds artifacts: only the workflow's functions load it.
+# What builds artifacts: only the steps that build load it.
 BUILD_MACHINERY = frozenset(
     {
         "chalicelib.archive.assembly",
@@ -85,7 +86,6 @@ BUILD_MACHINERY = frozenset(
         "chalicelib.workflow.rowruns",
         "chalicelib.workflow.runs",
         "chalicelib.workflow.segments",
-        "chalicelib.workflow.steps",
         "chalicelib.workflow.streamruns",
         "rehashes",
         "zlib_ng",
@@ -147,11 +147,20 @@ def entry_points() -> list[EntryPoint]:
     return found
 
 
+# The steps that build (or plan, or hash) an artifact; Finalize and Fail only record and clean up.
+BUILDING_STEPS = frozenset({"prepare", "build", "build_segment", "assemble", "digest"})
+
+
 def breaches(entry: EntryPoint, loaded: set[str]) -> list[str]:
-    """What the entry point loaded that its kind must not (beyond `import app`)."""
+    """What the entry point loaded that it must not (beyond `import app`)."""
+    wrong = set()
     if entry.kind == "step":  # the workflow never pays for the API or the triggers
-        return sorted(name for name in loaded if name.startswith(("chalicelib.api.", "chalicelib.triggers.")))
-    return sorted(loaded & BUILD_MACHINERY)
+        wrong |= {name for name in loaded if name.startswith(("chalicelib.api.", "chalicelib.triggers."))}
+    else:  # nor the API for the workflow
+        wrong |= loaded & {"chalicelib.workflow.steps"}
+    if entry.name not in BUILDING_STEPS:
+        wrong |= loaded & BUILD_MACHINERY
+    return sorted(wrong)
 
 
 def test_importing_the_app_connects_nowhere_and_defers_clients_and_the_deflate_engine() -> None:
@@ -185,10 +194,14 @@ def test_the_walk_finds_every_kind_of_entry_point_and_its_imports() -> None:
 
 def test_a_breach_is_named_for_the_kind_of_entry_point() -> None:
     api = EntryPoint("get_download", "api", ())
-    step = EntryPoint("build", "step", ())
-    loaded = {"chalicelib.workflow.runs", "chalicelib.api.links", "chalicelib.workflow.effects", "zlib_ng"}
-    assert breaches(api, loaded) == ["chalicelib.workflow.runs", "zlib_ng"]
-    assert breaches(step, loaded) == ["chalicelib.api.links"]
+    building = EntryPoint("build", "step", ())
+    failing = EntryPoint("fail", "step", ())
+    loaded = {"chalicelib.workflow.runs", "chalicelib.api.links", "chalicelib.workflow.steps", "zlib_ng"}
+    assert breaches(api, loaded) == ["chalicelib.workflow.runs", "chalicelib.workflow.steps", "zlib_ng"]
+    assert breaches(building, loaded) == ["chalicelib.api.links"]
+    assert breaches(failing, loaded) == ["chalicelib.api.links", "chalicelib.workflow.runs", "zlib_ng"]
+    steps = {entry.name for entry in entry_points() if entry.kind == "step"}
+    assert steps > BUILDING_STEPS
 
 
 def test_each_entry_point_loads_only_its_own_code() -> None:
