@@ -51,10 +51,6 @@ WIRING = frozenset(
         "chalicelib.api",
         "chalicelib.api.http",  # error_response, security_headers: every route is wrapped in them
         "chalicelib.api.tenants",  # SECRET_PATH, a route's path
-        "chalicelib.storage",
-        "chalicelib.storage.audit",  # ... which api.tenants imports
-        "chalicelib.storage.layout",
-        "chalicelib.storage.queries",
         "chalicelib.triggers",
         "chalicelib.triggers.senders",  # the request rules' detail types and source prefix
         "chalicelib.workflow",
