@@ -224,6 +224,8 @@ def _deflated(
         entry = source.entry
         if deflate.is_precompressed(entry.name, source.content_type):
             yield from _stored_through(runtime, source, tracker, layout)
+            if layout.carried is not None:  # the Lambda run ends inside this member (runs.py)
+                return
             continue
         read = _Read(source.chunks, tracker)
         engine = deflate.compressor(level)
@@ -237,14 +239,21 @@ def _deflated(
 def _resumed(
     runtime: Runtime, level: int, carried: Streaming, tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
-    """The rest of a deflated member an earlier run stopped in: its source read from where
-    that run stopped (pinned to the ETag Prepare saw), its deflate stream carried on."""
+    """The rest of a member an earlier run stopped in: its source read from where that run
+    stopped (pinned to the ETag Prepare saw); a deflated one's deflate stream carried on, a
+    stored one's CRC-32 so far."""
     rest = carried.rest
     response = sources.open_object(
         runtime.s3, rest.bucket, rest.key, rest.etag, f"bytes={rest.start}-{rest.end - 1}"
     )
-    read = _Read(sources.stream(response["Body"], runtime.settings.read_chunk_bytes), tracker)
-    engine = deflate.compressor(level, carried.deflate)
+    chunks = sources.stream(response["Body"], runtime.settings.read_chunk_bytes)
+    if carried.method == zipwriter.STORED:
+        yield from layout.resumed(carried, _counted(chunks, tracker))
+        if layout.carried is not None:
+            response["Body"].close()  # read no further than the stop
+        return
+    read = _Read(chunks, tracker)
+    engine = deflate.compressor(level, carried.so_far)
     yield from layout.resumed(carried, read.chunks, engine)
     if layout.carried is not None:
         read.stopped_at(engine.size - rest.start)
@@ -277,12 +286,31 @@ def _stored_through(
     if known is None:
         yield from _held(source, tracker, layout)
         return
-    chunks = source.chunks
+    chunks, discard = source.chunks, source.discard
     if known.origin == "read":
         # The response opened for this member idled through the first pass: read it afresh.
         source.discard()
-        chunks = sources.stream(sources.open_object(runtime.s3, bucket, entry.key, entry.etag)["Body"], chunk)
-    yield from layout.known(entry.name, known.crc, entry.size, _counted(chunks, tracker), source.modified)
+        response = sources.open_object(runtime.s3, bucket, entry.key, entry.etag)
+        chunks, discard = sources.stream(response["Body"], chunk), response["Body"].close
+    yield from _through(layout, bucket, source, known.crc, _counted(chunks, tracker), discard)
+
+
+def _through(
+    layout: ZipLayout,
+    bucket: str,
+    source: sources.Source,
+    crc: int,
+    body: Iterator[bytes],
+    discard: Callable[[], None],
+) -> Iterator[Piece]:
+    """A stored member read through the worker, which may stop between two of its chunks
+    (`layout.stop`): then the rest of its response is released, and a later run reads on
+    from where it stopped (`_resumed`)."""
+    entry = source.entry
+    whole = CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
+    yield from layout.known(entry.name, crc, entry.size, body, source.modified, whole)
+    if layout.carried is not None:
+        discard()
 
 
 def _held(source: sources.Source, tracker: ProgressTracker, layout: ZipLayout) -> Iterator[Piece]:
@@ -334,6 +362,7 @@ def _stored(
         if known is None:
             yield from _held(source, tracker, layout)
             continue
+        # Below the copy threshold (16 MiB by default): read in the run that began it.
         body = _counted(source.chunks, tracker)
         yield from layout.known(entry.name, known.crc, entry.size, body, source.modified)
 
@@ -379,8 +408,9 @@ class _ZipSegment:
         return list(self.layout.unverified)
 
     def carried(self) -> tuple[int, Any] | None:
-        """The deflated member the run stopped in: where its header is, and the member as
-        JSON with its header at 0 (the next run's layout starts there)."""
+        """The member the run stopped in (deflated, or stored through the worker): where its
+        header is, and the member as JSON with its header at 0 (the next run's layout starts
+        there)."""
         carried = self.layout.carried
         if carried is None:
             return None
