@@ -17,7 +17,9 @@ layout goes on with it (`resumed`) and records it at the offset of its header. A
 one carries its deflate stream (CRC, sizes, last 32 KiB) and ends with its descriptor, its
 header never having needed its CRC or sizes (ZIP64 sizes are decided from the size the
 manifest announced). A stored one (see below) carries the CRC-32 of its bytes so far, to
-check against the CRC its header announced once the last byte has passed.
+check against the CRC its header announced once the last byte has passed; and if S3 could
+not give that CRC, the first pass that reads the source for it may stop between two chunks
+too, before the header is written (`checksum`), carrying that pass's CRC so far.
 
 A STORED member never has a data descriptor: Java's `ZipInputStream` (and Commons
 Compress) refuse one ("only DEFLATED entries can have EXT descriptor"). Its CRC-32 and size
@@ -154,7 +156,10 @@ class Streaming:
     what its record needs, and its data so far (`so_far`: CRC-32 and sizes of the bytes
     written; deflated, the deflate stream's primer too). `method` is DEFLATED (a descriptor
     follows; the header says nothing) or STORED (the header announced `crc` and the source's
-    size, `rest.end`; `so_far.crc` is checked against it at the end).
+    size, `rest.end`; `so_far.crc` is checked against it at the end). A stored member whose
+    CRC-32 S3 could not give may also stop in the first pass that reads it for its header
+    (`ZipLayout.checksum`): then `header_size` is 0, nothing of it is written yet, and
+    `so_far` is that pass's CRC and length.
 
     Saved states from before `method` was carried are not read: no deployed execution was
     handing on a member when it was added (a build so stopped would end FAILED)."""
@@ -265,18 +270,52 @@ class ZipLayout:
         the whole of it) says `body` is that object's bytes, read through the worker: `stop`
         may then end the member between two of its chunks.
         """
+        yield from self.known_as(self.stored(name, size, modified, source), crc, body)
+
+    def stored(
+        self, name: str, size: int, modified: datetime | None = None, source: CopyRange | None = None
+    ) -> Streaming:
+        """A stored member to lay out here, its header not written yet (`header_size` 0)."""
         flags, stamp = _UTF8_NAMES, self._stamp(modified)
-        zip64 = size >= LIMIT_32
-        header = self._header(name.encode("utf-8"), STORED, crc, size, size, flags, zip64, stamp)
-        member = Streaming(
-            name, STORED, self.offset, len(header), zip64, flags, *stamp, crc, _NOTHING_YET,
-            source or CopyRange("", "", "", 0, size),
+        rest = source or CopyRange("", "", "", 0, size)
+        return Streaming(name, STORED, self.offset, 0, size >= LIMIT_32, flags, *stamp, 0, _NOTHING_YET, rest)
+
+    def checksum(self, member: Streaming, chunks: Iterable[bytes]) -> int | None:
+        """The CRC-32 a stored member's header needs, when S3 could not give it: a first pass
+        over its source's bytes (`chunks`, from `member.rest.start` on), writing nothing. None
+        if `stop` ended the pass between two chunks: `carried` is then the member, its header
+        still unwritten and `so_far` the pass's CRC and length, for a later layout to go on."""
+        from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py
+
+        crc, read = member.so_far.crc, member.so_far.size
+        for chunk in chunks:
+            crc = isal_zlib.crc32(chunk, crc)
+            read += len(chunk)
+            if self.stop is not None and read < member.rest.end and self.stop():
+                so_far = Carried(crc, read, 0, b"")
+                self.carried = replace(member, so_far=so_far, rest=replace(member.rest, start=read))
+                return None
+        if read != member.rest.end:
+            raise ValueError(f"member {member.name!r} had {read} bytes, not the {member.rest.end} announced")
+        return crc
+
+    def known_as(self, member: Streaming, crc: int, body: Iterable[Piece]) -> Iterator[Piece]:
+        """`member` (from `stored`, or carried with its header unwritten) with its CRC now known:
+        its header here, then `body`, all of its bytes."""
+        size, stamp = member.rest.end, (member.dos_time, member.dos_date)
+        header = self._header(
+            member.name.encode("utf-8"), STORED, crc, size, size, member.flags, member.zip64, stamp
+        )
+        member = replace(
+            member, offset=self.offset, header_size=len(header), crc=crc, so_far=_NOTHING_YET,
+            rest=replace(member.rest, start=0),
         )  # fmt: skip
-        if source is None:
+        read = bool(member.rest.key)  # its source's bytes through the worker: it may stop
+        if not read:
             # Recorded before its bytes: a run handed on inside its copy names it (runs.py).
-            self._record(name, STORED, crc, size, size, flags, stamp)
+            self._record(member.name, STORED, crc, size, size, member.flags, stamp)
         yield header
-        yield from self._stored(member, body, self.stop if source else None, recorded=source is None)
+        yield from self._stored(member, body, self.stop if read else None, recorded=not read)
 
     def _stored(
         self, member: Streaming, body: Iterable[Piece], stop: Callable[[], bool] | None, *, recorded: bool
@@ -349,6 +388,8 @@ class ZipLayout:
         offsets): `chunks` are its source from `carried.rest.start`; a deflated one's
         `compressor` goes on from `carried.so_far`. It may stop again."""
         if carried.method == STORED:
+            if not carried.header_size:
+                raise ValueError(f"member {carried.name!r} has no header yet: its first pass goes on")
             yield from self._stored(carried, chunks, self.stop, recorded=False)
             return
         if compressor is None:

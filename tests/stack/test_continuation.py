@@ -19,15 +19,19 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
+from botocore.config import Config
 
 from chalicelib.archive import assembly
 from chalicelib.core import clients
+from chalicelib.downloadtypes import archive
 from chalicelib.runtime import Runtime
 from chalicelib.workflow import segments
 from chalicelib.workflow.payloads import SegmentBuilt, SegmentInput
 from chalicelib.workflow.runs import Budget
+from satchel_local.stack import REGION
 from tests.support import archive_readers, executions
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
@@ -385,6 +389,42 @@ def test_a_retried_run_inside_a_stored_member_goes_on_from_the_same_state(
     assert executions.runs_of(satchel, download_id, "Build") == 7  # Retry ran the fourth again
     assert in_runs == at_once
     _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
+    _every_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_stored_members_first_pass_for_its_crc_is_split_between_runs_too(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A source with no checksum S3 can give (uploaded without one) is read once for the
+    # CRC-32 its header needs, then again for its bytes. Above HOLD_MAX_BYTES (1 MiB here,
+    # 16 MiB in use) that first pass streams, and a run short of time stops it between two
+    # chunks as it stops the bytes.
+    monkeypatch.setattr(archive, "HOLD_MAX_BYTES", MIB)
+    plain = boto3.client(
+        "s3", region_name=REGION, config=Config(request_checksum_calculation="when_required")
+    )
+    bodies = {
+        "acme/firstpass/a.txt": b"first\n" * 100,
+        "acme/firstpass/b.png": os.urandom(3 * MIB + MIB // 2),
+        "acme/firstpass/c.txt": b"last\n" * 100,
+    }
+    for key, body in bodies.items():
+        plain.put_object(Bucket=satchel.stack.source_bucket, Key=key, Body=body)
+    head = satchel.s3.head_object(
+        Bucket=satchel.stack.source_bucket, Key="acme/firstpass/b.png", ChecksumMode="ENABLED"
+    )
+    assert "ChecksumCRC32" not in head  # only its bytes can tell
+    params = {"prefixes": ["acme/firstpass/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # a.txt; b.png's first pass, a chunk a run (nothing of it written yet); with the pass's
+    # last chunk, its header and its bytes' chunk 1; chunks 2 and 3; its last and c.txt.
+    assert executions.runs_of(satchel, download_id, "Build") == 8
+    assert in_runs == at_once
+    _stored_members(in_runs, ["firstpass/b.png"])
     _every_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
