@@ -288,3 +288,25 @@ def test_a_stored_member_gone_on_with_checks_the_crc_its_header_announced() -> N
     going_on = ZipLayout(WHEN, carried.offset, stop=lambda: False)
     with pytest.raises(ChecksumMismatch):
         list(going_on.resumed(carried, [b"y" * 2000]))
+
+
+def test_a_first_pass_for_a_stored_members_crc_stops_before_its_header_and_goes_on() -> None:
+    from chalicelib.archive.zipwriter import Streaming
+
+    data = random.Random(6).randbytes(5000)
+    source = CopyRange("bucket", "big.png", '"etag"', 0, len(data))
+    whole = plain(ZipLayout(WHEN).known("big.png", zlib.crc32(data), len(data), [data], WHEN, source))
+
+    layout = ZipLayout(WHEN, 100, stop=lambda: True)
+    member = layout.stored("big.png", len(data), WHEN, source)
+    assert layout.checksum(member, [data[:1000], data[1000:]]) is None  # stopped after a chunk
+    carried = Streaming.from_json(json.loads(json.dumps(layout.carried.to_json() if layout.carried else {})))
+    assert (carried.header_size, carried.offset, carried.rest.start) == (0, 100, 1000)
+    assert layout.offset == 100  # nothing of it written
+    going_on = ZipLayout(WHEN, 100, stop=lambda: False)
+    with pytest.raises(ValueError, match="first pass"):
+        list(going_on.resumed(carried, [data[1000:]]))
+    crc = going_on.checksum(carried, [data[1000:3000], data[3000:]])
+    assert crc == zlib.crc32(data)
+    assert plain(going_on.known_as(carried, crc, [data])) == whole
+    assert going_on.members[0].offset == 100
