@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import threading
 import zipfile
@@ -125,6 +126,17 @@ def test_assemble_hands_on_between_segments_and_parts_and_writes_the_same_bytes(
     # the central directory in a run of its own.
     assert seen == [(run, run == 5) for run in range(6)]
     assert executions.runs_of(satchel, download_id, "Assemble") == 6
+    # The payload carries the next run's number, never what it goes on from (that is in S3).
+    outputs = [
+        json.loads(event["stateExitedEventDetails"]["output"])
+        for event in executions.history(satchel, download_id)
+        if event["type"] == "TaskStateExited" and event["stateExitedEventDetails"]["name"] == "Assemble"
+    ]
+    assert [(output["done"], output.get("assemble_run")) for output in outputs[:5]] == [
+        (False, run) for run in range(1, 6)
+    ]
+    assert outputs[5]["done"] is True
+    assert max(len(json.dumps(output)) for output in outputs) < 1000
     assert in_runs == at_once == single
     _every_reader_accepts(in_runs, tmp_path, sources)
     # Finalize removed every run's saved state with the rest of tmp/<id>/.
