@@ -13,15 +13,18 @@ central directory, byte for byte the zip a single Build lays out. Everything liv
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chalicelib import downloadtypes
 from chalicelib.archive import integrity
-from chalicelib.archive.assembly import Assembler, CopyHandedOn
+from chalicelib.archive.assembly import Assembler, CopyHandedOn, one_part
 from chalicelib.archive.integrity import Check
 from chalicelib.archive.zipwriter import CopyRange
 from chalicelib.core import observability
@@ -377,7 +380,13 @@ class _Joining(runs.SavedObjects):
     (CopyHandedOn), or before the central directory, having copied at least one part. Run n
     reads only `tmp/<id>/assemble/<n>/` and writes only run n+1's keys, with part numbers
     following run n-1's, so a retried run writes the same keys and parts again. A last run
-    saves the checks and `finished.json` before it completes the upload."""
+    saves the checks and `finished.json` before it completes the upload.
+
+    Segments that are one part each (5 MiB to 5 GiB: the usual 512 MiB ones) following a
+    part boundary are copied `fetch_concurrency` at a time: their part numbers are the next
+    ones in order, fixed before any copy is sent, so the order S3 finishes them in changes
+    nothing. The others (one S3 copies in several parts, one topped up to a part through the
+    worker, one read through) are copied one by one, as a single Build copies a member."""
 
     def __init__(self, runtime: Runtime, download: Download, event: Assembling, budget: runs.Budget) -> None:
         self._runtime = runtime
@@ -424,12 +433,13 @@ class _Joining(runs.SavedObjects):
         return writer, joined
 
     def _go(self, writer: MultipartWriter, joined: _Joined | None) -> AssembleRun:
-        s3, bucket, low = self._runtime.s3, self._bucket, self._budget.low
+        low, workers = self._budget.low, self._runtime.settings.fetch_concurrency
         segment_list = self._event.get("segments")
         count = segment_list["count"] if segment_list else 0
         index = joined.next if joined else 0
         placed = list(joined.placed) if joined else []
-        assembler = Assembler(s3, writer, self._runtime.settings.read_chunk_bytes, stop=low)
+        assembler = Assembler(self._runtime.s3, writer, self._runtime.settings.read_chunk_bytes, stop=low)
+        ahead: deque[CopyRange] = deque()  # the next segments, looked up `workers` at a time
         moved = False  # a run copies something before it may stop
         try:
             if joined is not None and joined.rest is not None:
@@ -438,17 +448,42 @@ class _Joining(runs.SavedObjects):
             while index < count:
                 if moved and low():
                     return self._hand_on(writer, index, placed, None)
-                members = layout.segment_object_key(self._download.id, index)
-                head = s3.head_object(Bucket=bucket, Key=members)
-                placed.append(writer.size)
-                index += 1
-                assembler.copy(CopyRange(bucket, members, head["ETag"], 0, int(head["ContentLength"])))
+                if not ahead:
+                    ahead.extend(self._look_up(range(index, min(index + workers, count)), workers))
+                together = _together(ahead, writer, workers)
+                if together:
+                    at = writer.size
+                    for source in together:
+                        placed.append(at)
+                        at += source.length
+                    index += len(together)
+                    assembler.copy_at_once(together, workers)
+                else:  # topped up to a part through the worker, or read through, or over 5 GiB
+                    placed.append(writer.size)
+                    index += 1
+                    assembler.copy(ahead.popleft())
                 moved = True
         except CopyHandedOn as more:
             return self._hand_on(writer, index, placed, more.rest)
         if moved and low():  # the central directory in a run of its own
             return self._hand_on(writer, index, placed, None)
         return self._finish(writer, placed)
+
+    def _look_up(self, indices: range, workers: int) -> list[CopyRange]:
+        """The segments' objects, their sizes and ETags asked of S3 `workers` at a time."""
+        s3, bucket = self._runtime.s3, self._bucket
+
+        def look(index: int) -> CopyRange:
+            members = layout.segment_object_key(self._download.id, index)
+            head = s3.head_object(Bucket=bucket, Key=members)
+            return CopyRange(bucket, members, head["ETag"], 0, int(head["ContentLength"]))
+
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(workers, len(indices))), thread_name_prefix="head"
+        ) as pool:
+            # Each in a copy of this context: the local stack's record of the calling function follows.
+            futures = [pool.submit(contextvars.copy_context().run, look, index) for index in indices]
+            return [future.result() for future in futures]
 
     def _hand_on(
         self, writer: MultipartWriter, index: int, placed: list[int], rest: CopyRange | None
@@ -494,3 +529,12 @@ class _Joining(runs.SavedObjects):
         if following is not None:
             output["assemble_run"] = following
         return output
+
+
+def _together(ahead: deque[CopyRange], writer: MultipartWriter, workers: int) -> list[CopyRange]:
+    """The next segments S3 may copy at once: each one whole part, after a part boundary (their
+    part numbers are then the next ones in order, fixed before any copy is sent)."""
+    together: list[CopyRange] = []
+    while ahead and len(together) < workers and not writer.buffered and one_part(ahead[0]):
+        together.append(ahead.popleft())
+    return together

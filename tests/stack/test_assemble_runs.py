@@ -63,8 +63,8 @@ def _in_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "1")
 
 
-def _build(satchel: Satchel, timeout: float = 240) -> tuple[str, bytes]:
-    created = satchel.create({"prefixes": [PREFIX], "compression": "store"})
+def _build(satchel: Satchel, prefix: str = PREFIX, timeout: float = 240) -> tuple[str, bytes]:
+    created = satchel.create({"prefixes": [prefix], "compression": "store"})
     assert created.status == 202, created.body
     done = satchel.wait(created.json["id"], timeout=timeout)
     assert done["state"] == "DONE", done
@@ -143,6 +143,39 @@ def test_assemble_hands_on_between_segments_and_parts_and_writes_the_same_bytes(
     assert satchel.open_uploads() == []
     assert f"artifacts/{download_id}" in satchel.artifact_objects()
     assert not [key for key in satchel.artifact_objects() if key.startswith("tmp/")]
+
+
+def test_segments_of_one_part_each_are_copied_at_once_in_fixed_part_numbers(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    prefix = "acme/together/"
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    bodies = {f"{prefix}{index}.bin": os.urandom(6 * MIB) for index in range(4)}
+    for key, body in bodies.items():
+        satchel.put_source(key, body)
+    _, single = _build(satchel, prefix)  # one Build, no segments
+    _in_segments(monkeypatch)
+    monkeypatch.setenv("SATCHEL_FETCH_CONCURRENCY", "2")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    copies: list[tuple[str, int]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        copies.append((threading.current_thread().name, int(params["PartNumber"])))
+
+    events = clients.s3().meta.events  # the client the workers use (chalicelib/core/clients.py)
+    events.register("provide-client-params.s3.UploadPartCopy", record)
+    try:
+        download_id, in_runs = _build(satchel, prefix)
+    finally:
+        events.unregister("provide-client-params.s3.UploadPartCopy", record)
+    # Two segments a run (each a 6 MiB part), then the central directory.
+    assert executions.runs_of(satchel, download_id, "Assemble") == 3
+    assert sorted(number for _, number in copies) == [1, 2, 3, 4]
+    assert all(thread.startswith("copy") for thread, _ in copies), copies  # from the pool
+    assert in_runs == single
+    _every_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
 
 
 @pytest.mark.parametrize(

@@ -991,13 +991,13 @@ _AT = {
     ("export_runs", "s3.PutObject"): 3,
     # Assemble's second run (of three: a segment each, then the central directory): its
     # record's progress and its download, the upload found by listing, its saved state (after
-    # the first run's read of segment 0), the next segment's head, its own saved held bytes.
-    # CreateMultipartUpload comes in the first run only; UploadPart (the held bytes) and
-    # CompleteMultipartUpload in the last.
+    # the first run's read of segment 0), the next segment's head (after the first run's
+    # look-up of both), its own saved held bytes. CreateMultipartUpload comes in the first
+    # run only; UploadPart (the held bytes) and CompleteMultipartUpload in the last.
     ("assemble_runs", "dynamodb.GetItem"): 2,
     ("assemble_runs", "dynamodb.UpdateItem"): 2,
     ("assemble_runs", "s3.GetObject"): 2,
-    ("assemble_runs", "s3.HeadObject"): 2,
+    ("assemble_runs", "s3.HeadObject"): 3,
     ("assemble_runs", "s3.ListMultipartUploads"): 2,
     ("assemble_runs", "s3.PutObject"): 3,
 }
