@@ -450,7 +450,7 @@ class _Joining(runs.SavedObjects):
                     return self._hand_on(writer, index, placed, None)
                 if not ahead:
                     ahead.extend(self._look_up(range(index, min(index + workers, count)), workers))
-                together = _together(ahead, writer, workers)
+                together = _together(ahead, writer.buffered, workers)
                 if together:
                     at = writer.size
                     for source in together:
@@ -531,10 +531,11 @@ class _Joining(runs.SavedObjects):
         return output
 
 
-def _together(ahead: deque[CopyRange], writer: MultipartWriter, workers: int) -> list[CopyRange]:
-    """The next segments S3 may copy at once: each one whole part, after a part boundary (their
-    part numbers are then the next ones in order, fixed before any copy is sent)."""
+def _together(ahead: deque[CopyRange], held: int, workers: int) -> list[CopyRange]:
+    """The next segments S3 may copy at once, taken from `ahead`: each one whole part, after a
+    part boundary (no bytes `held` short of a part), so their part numbers are the next ones
+    in order, fixed before any copy is sent."""
     together: list[CopyRange] = []
-    while ahead and len(together) < workers and not writer.buffered and one_part(ahead[0]):
+    while ahead and len(together) < workers and not held and one_part(ahead[0]):
         together.append(ahead.popleft())
     return together
