@@ -7,8 +7,9 @@ the plan lay its pieces out from offset 0 into a temporary object, and writes th
 the plan kept beside it. Assemble copies the segment objects into the artifact with
 `UploadPartCopy`, then writes what the plan closes with from the records and the offset each
 segment landed at. For the zip type (the only one with a plan): its members, then the
-central directory, byte for byte the zip a single Build lays out. Everything lives under
-`tmp/<id>/`, which Finalize and Fail already remove.
+central directory, byte for byte the zip a single Build lays out. Like BuildSegment, Assemble
+takes as many Lambda runs as it needs (`_Joining`; AssembleHandsOn loops). Everything lives
+under `tmp/<id>/`, which Finalize and Fail already remove.
 """
 
 from __future__ import annotations
