@@ -1,7 +1,11 @@
 """Streaming an artifact into an S3 multipart upload with bounded memory.
 
 At most one part (plus the chunk being written) is held at a time: the buffer never grows
-past the part size, and a full one is uploaded as it is, never copied first. The part size
+past the part size, and a full one is uploaded as it is, never copied first. The one buffer
+is filled again for the next part rather than freed and grown anew: a part of 8 to 105
+MiB allocated and freed per part leaves the allocator holding fragments of the old ones
+(the Build worker's peak RSS rose by more than the part itself), and a buffer grown in
+place for every part re-copies it as it grows. The part size
 is the plan's (chalicelib/workflow/segments.py: at least SATCHEL_PART_SIZE, larger when the
 upload would otherwise pass S3's 10,000 parts: 105 MiB for 1 TiB), fixed for the upload's
 life and carried in `Saved` from one Lambda run to the next. The SHA-256 of the
@@ -65,7 +69,9 @@ class MultipartWriter:
         self.bucket = bucket
         self.key = key
         self._part_size = part_size
+        # Bytes [0, _fill) of _buffer are the part being filled; past them, its last use's.
         self._buffer = bytearray()
+        self._fill = 0
         self._parts: list[CompletedPartTypeDef] = []
         self._sha256 = hashlib.sha256()
         self._copied = False
@@ -82,6 +88,7 @@ class MultipartWriter:
         self._part_size = resumed.part_size
         self._parts = [{"PartNumber": number, "ETag": etag} for number, etag in resumed.parts]
         self._buffer = bytearray(resumed.held)
+        self._fill = len(self._buffer)
         self.size = resumed.size
         self._copied = True
 
@@ -91,7 +98,7 @@ class MultipartWriter:
             upload_id=self.upload_id,
             parts=[(part["PartNumber"], part["ETag"]) for part in self._parts],
             size=self.size,
-            held=bytes(self._buffer),
+            held=bytes(memoryview(self._buffer)[: self._fill]),
             part_size=self._part_size,
         )
 
@@ -102,21 +109,27 @@ class MultipartWriter:
     @property
     def buffered(self) -> int:
         """Bytes held in memory, waiting to fill a part."""
-        return len(self._buffer)
+        return self._fill
 
     def write(self, data: bytes) -> None:
         self._sha256.update(data)
         self.size += len(data)
         view = memoryview(data)
         while view:
-            room = self._part_size - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-            if len(self._buffer) == self._part_size:
+            taken = view[: self._part_size - self._fill]
+            end = self._fill + len(taken)
+            if end <= len(self._buffer):
+                self._buffer[self._fill : end] = taken  # in place: the buffer's size is kept
+            else:
+                del self._buffer[self._fill :]
+                self._buffer += taken
+            self._fill = end
+            view = view[len(taken) :]
+            if self._fill == self._part_size:
                 # The full buffer is the part's body as it is (no copy: a 105 MiB part is held
-                # once), and a fresh one takes the next bytes.
+                # once); once S3 has it, the same buffer takes the next part's bytes.
                 self._upload(self._buffer)
-                self._buffer = bytearray()
+                self._fill = 0
 
     def _upload(self, body: bytes | bytearray) -> None:
         number = len(self._parts) + 1
@@ -127,13 +140,18 @@ class MultipartWriter:
 
     def flush(self) -> None:
         """Upload what is buffered as a part of its own (S3 wants 5 MiB, unless it is the last)."""
-        if self._buffer:
-            self._upload(self._buffer)
-            self._buffer = bytearray()
+        if self._fill:
+            self._upload(self._held())
+            self._fill = 0
+
+    def _held(self) -> bytearray:
+        """The buffer cut to the bytes of the part being filled (in place: no copy)."""
+        del self._buffer[self._fill :]
+        return self._buffer
 
     def copy_part(self, copy_source: CopySourceTypeDef, first: int, last: int, if_match: str) -> None:
         """Bytes [first, last] of another object as the next part, copied by S3 itself."""
-        if self._buffer:
+        if self._fill:
             raise RuntimeError("flush() before copying: a part is either written or copied")
         number = len(self._parts) + 1
         result = self._s3.upload_part_copy(
@@ -191,9 +209,9 @@ class MultipartWriter:
     def complete(self) -> str | None:
         """Upload what is buffered, complete the upload, and return the hex SHA-256 (None if
         parts were copied: the writer has not seen those bytes)."""
-        if self._buffer or not self._parts:
-            self._upload(self._buffer)
-            self._buffer = bytearray()
+        if self._fill or not self._parts:
+            self._upload(self._held())
+            self._fill = 0
         self._s3.complete_multipart_upload(
             Bucket=self.bucket,
             Key=self.key,
@@ -210,6 +228,7 @@ class MultipartWriter:
         the state machine's Catch, and the cleanup sweep removes an upload left open.
         """
         self._buffer.clear()
+        self._fill = 0
         try:
             self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except Exception as error:  # noqa: BLE001 - an abort must not replace the error it follows
