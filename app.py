@@ -39,8 +39,9 @@ from chalicelib.workflow import digest as digests
 from chalicelib.workflow import segments
 from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import (
+    AssembleRun,
+    Assembling,
     BuildRun,
-    Built,
     Digested,
     Digesting,
     DigestRun,
@@ -375,8 +376,9 @@ def build_segment(event: SegmentInput, context: Any) -> SegmentBuilt:
 
 
 @app.lambda_function(name="assemble")
-def assemble(event: Prepared, context: Any) -> Built:
-    return segments.assemble(Runtime.from_env(), event)
+def assemble(event: Assembling, context: Any) -> AssembleRun:
+    runtime = Runtime.from_env()
+    return segments.assemble(runtime, event, Budget.of(context, runtime.settings))
 
 
 @app.lambda_function(name="digest")

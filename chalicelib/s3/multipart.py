@@ -16,8 +16,11 @@ every byte, and `complete` returns None for the digest.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,6 +31,16 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartCopy:
+    """Bytes [first, last] of another object, pinned to its ETag, to be copied as one part."""
+
+    source: CopySourceTypeDef
+    first: int
+    last: int
+    if_match: str
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,41 @@ class MultipartWriter:
         )
         self._parts.append({"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]})
         self.size += last - first + 1
+        self._copied = True
+
+    def copy_parts(self, copies: Sequence[PartCopy], workers: int) -> None:
+        """Ranges of other objects as the next parts, copied by S3 `workers` at a time. Their
+        part numbers are fixed before any is sent (the next ones, in order), so the order
+        the copies finish in changes nothing, and a retried run sends the same numbers."""
+        if self._buffer:
+            raise RuntimeError("flush() before copying: a part is either written or copied")
+        if not copies:
+            return
+        first_number = len(self._parts) + 1
+
+        def copy(number: int, part: PartCopy) -> str:
+            result = self._s3.upload_part_copy(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                CopySource=part.source,
+                CopySourceRange=f"bytes={part.first}-{part.last}",
+                CopySourceIfMatch=part.if_match,
+            )
+            return result["CopyPartResult"]["ETag"]
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(copies)), thread_name_prefix="copy") as pool:
+            # Each copy runs in a copy of the caller's context: context variables (a tracer's,
+            # or the local stack's record of which function makes a call) follow it.
+            futures = [
+                pool.submit(contextvars.copy_context().run, copy, first_number + offset, part)
+                for offset, part in enumerate(copies)
+            ]
+            etags = [future.result() for future in futures]
+        for offset, (part, etag) in enumerate(zip(copies, etags, strict=True)):
+            self._parts.append({"PartNumber": first_number + offset, "ETag": etag})
+            self.size += part.last - part.first + 1
         self._copied = True
 
     @property

@@ -876,6 +876,23 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
+    # Assemble handing on after each segment (`small_segments`): the faults land in its second
+    # run, the one that goes on from the saved upload and held bytes (`_AT`).
+    "assemble_runs": (
+        scenario_parallel_download,
+        "app.assemble",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.HeadObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     "cancel": (
         scenario_cancel,
         CALLER,
@@ -975,7 +992,7 @@ AREAS |= {
         ),
     ),
 }
-_PARALLEL = {"build_segment", "assemble"}
+_PARALLEL = {"build_segment", "assemble", "assemble_runs"}
 # Build's second run (of two, one source each) makes these calls of its operation first; the
 # first run made the earlier ones (its record, its manifest and source, its saved state).
 # CreateMultipartUpload and ListMultipartUploads come in the first run only.
@@ -1016,6 +1033,17 @@ _AT = {
     ("export_runs", "s3.GetObject"): 1,
     ("export_runs", "s3.ListMultipartUploads"): 2,
     ("export_runs", "s3.PutObject"): 3,
+    # Assemble's second run (of three: a segment each, then the central directory): its
+    # record's progress and its download, the upload found by listing, its saved state (after
+    # the first run's read of segment 0), the next segment's head (after the first run's
+    # look-up of both), its own saved held bytes. CreateMultipartUpload comes in the first
+    # run only; UploadPart (the held bytes) and CompleteMultipartUpload in the last.
+    ("assemble_runs", "dynamodb.GetItem"): 2,
+    ("assemble_runs", "dynamodb.UpdateItem"): 2,
+    ("assemble_runs", "s3.GetObject"): 2,
+    ("assemble_runs", "s3.HeadObject"): 3,
+    ("assemble_runs", "s3.ListMultipartUploads"): 2,
+    ("assemble_runs", "s3.PutObject"): 3,
 }
 # The authorizer's key lookup comes first (the secret's record, 2nd); a retried delivery's
 # second receipt reads its record 3rd (after the first receipt's record and secret); the
@@ -1056,6 +1084,7 @@ def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
         "build_surveyed_runs",
         "digest",
         "export_runs",
+        "assemble_runs",
     ):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
     if area == "digest":
