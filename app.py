@@ -28,8 +28,9 @@ from chalicelib.core import observability
 from chalicelib.core.settings import EventSources, auth_mode
 from chalicelib.triggers import senders
 from chalicelib.workflow.payloads import (
+    AssembleRun,
+    Assembling,
     BuildRun,
-    Built,
     Digested,
     Digesting,
     DigestRun,
@@ -452,10 +453,12 @@ def build_segment(event: SegmentInput, context: Any) -> SegmentBuilt:
 
 
 @app.lambda_function(name="assemble")
-def assemble(event: Prepared, context: Any) -> Built:
+def assemble(event: Assembling, context: Any) -> AssembleRun:
     from chalicelib.workflow import segments
+    from chalicelib.workflow.runs import Budget
 
-    return segments.assemble(current_runtime(), event)
+    runtime = current_runtime()
+    return segments.assemble(runtime, event, Budget.of(context, runtime.settings))
 
 
 @app.lambda_function(name="digest")

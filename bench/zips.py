@@ -265,6 +265,13 @@ def _snapshot_moto_listings() -> None:
     setattr(S3Backend, "list_objects_v2", list_objects_v2)  # noqa: B010 (mypy: no method assignment)
 
 
+def _function_environment(function: str) -> dict[str, str]:
+    """The environment variables the deployed stage gives one function of its own."""
+    with open(os.path.join(".chalice", "config.json")) as config:
+        functions = json.load(config)["stages"]["prod"]["lambda_functions"]
+    return dict(functions[function].get("environment_variables", {}))
+
+
 def start_emulator() -> tuple[Any, Bench]:
     from moto.server import ThreadedMotoServer
 
@@ -287,6 +294,9 @@ def start_emulator() -> tuple[Any, Bench]:
         **stack.environment(),
         **{name: os.environ[name] for name in os.environ if name.startswith("AWS_") or name == "MOTO_PORT"},
     }
+    # The worker starts with what .chalice/config.json gives the Build function as deployed
+    # (glibc's allocator settings among them: read as a process starts, so set here).
+    environment.update(_function_environment("build"))
     # One worker is what is measured here: no parallel segments (the tests exercise those).
     one_worker = {"SATCHEL_PARALLEL_MIN_BYTES": str(64 * GIB), "SATCHEL_PARALLEL_MIN_FILES": str(10**9)}
     os.environ.update({**stack.environment(), **one_worker})

@@ -11,7 +11,7 @@ At a member boundary that costs about 5 MiB of worker traffic; the bulk never to
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from chalicelib.archive.zipwriter import CopyRange, Piece
 from chalicelib.core.settings import S3_MIN_PART_SIZE
 from chalicelib.s3 import sources
-from chalicelib.s3.multipart import MultipartWriter
+from chalicelib.s3.multipart import MultipartWriter, PartCopy
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_s3.client import S3Client
@@ -87,6 +87,19 @@ class Assembler:
                 raise sources.translate(error, source.key) from None
             self.bytes_copied += last - first + 1
 
+    def copy_at_once(self, whole: Sequence[CopyRange], workers: int) -> None:
+        """Ranges of one part each (`one_part`), with nothing held short of a part: copied by
+        S3 `workers` at a time, their part numbers fixed in advance. For Satchel's own
+        objects (Assemble's segments): S3's errors are not translated into a source's."""
+        if self.writer.buffered or not all(one_part(source) for source in whole):
+            raise ValueError("only whole parts, with nothing held short of one, are copied at once")
+        copies = [
+            PartCopy({"Bucket": source.bucket, "Key": source.key}, source.start, source.end - 1, source.etag)
+            for source in whole
+        ]
+        self.writer.copy_parts(copies, workers)
+        self.bytes_copied += sum(source.length for source in whole)
+
     def _read(self, source: CopyRange, start: int, end: int) -> None:
         if start == end:
             return
@@ -96,3 +109,8 @@ class Assembler:
         for chunk in sources.stream(response["Body"], self._chunk_bytes):
             self.bytes_read += len(chunk)
             self.writer.write(chunk)
+
+
+def one_part(source: CopyRange) -> bool:
+    """Whether `copy` would copy this range as exactly one part (after a part boundary)."""
+    return S3_MIN_PART_SIZE <= source.length <= S3_MAX_PART_SIZE

@@ -10,12 +10,16 @@ at an offset past 4 GiB), or more than 65,534 members, or a central directory pa
 (A streamed member's header is written before its compressed size is known: one whose
 source is within deflate's worst-case growth of 4 GiB gets ZIP64 sizes to be safe.)
 
-A deflated member too large for one Lambda run stops between two of its chunks
-(`ZipLayout.stop`): its header and compressed bytes so far are written, and `carried` says
-where it stopped (`Streaming`); a later run's layout goes on with it (`resumed`), writes its
-descriptor and records it, with the final CRC and sizes, at the offset of its header. Its
-header never needed them: a streamed member has a data descriptor, and ZIP64 sizes are
-decided from the size the manifest announced.
+A member whose bytes pass through the worker and that is too large for one Lambda run
+stops between two of its chunks (`ZipLayout.stop`): its header and bytes so far are written,
+and `carried` says where it stopped (`Streaming`, with the member's `method`); a later run's
+layout goes on with it (`resumed`) and records it at the offset of its header. A deflated
+one carries its deflate stream (CRC, sizes, last 32 KiB) and ends with its descriptor, its
+header never having needed its CRC or sizes (ZIP64 sizes are decided from the size the
+manifest announced). A stored one (see below) carries the CRC-32 of its bytes so far, to
+check against the CRC its header announced once the last byte has passed; and if S3 could
+not give that CRC, the first pass that reads the source for it may stop between two chunks
+too, before the header is written (`checksum`), carrying that pass's CRC so far.
 
 A STORED member never has a data descriptor: Java's `ZipInputStream` (and Commons
 Compress) refuse one ("only DEFLATED entries can have EXT descriptor"). Its CRC-32 and size
@@ -148,17 +152,28 @@ def unicode_path_extra(name: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Streaming:
-    """A deflated member stopped between two chunks: what its record and descriptor need, the
-    deflate stream so far (`deflate`), and the rest of its source (`rest`)."""
+    """A member stopped between two chunks of its source (`rest`: what is left of it):
+    what its record needs, and its data so far (`so_far`: CRC-32 and sizes of the bytes
+    written; deflated, the deflate stream's primer too). `method` is DEFLATED (a descriptor
+    follows; the header says nothing) or STORED (the header announced `crc` and the source's
+    size, `rest.end`; `so_far.crc` is checked against it at the end). A stored member whose
+    CRC-32 S3 could not give may also stop in the first pass that reads it for its header
+    (`ZipLayout.checksum`): then `header_size` is 0, nothing of it is written yet, and
+    `so_far` is that pass's CRC and length.
+
+    Saved states from before `method` was carried are not read: no deployed execution was
+    handing on a member when it was added (a build so stopped would end FAILED)."""
 
     name: str
+    method: int
     offset: int  # of its local header, counted as the layout's offsets are
     header_size: int
     zip64: bool
     flags: int
     dos_time: int
     dos_date: int
-    deflate: Carried
+    crc: int  # STORED: the CRC-32 its header announced; DEFLATED: 0 (the descriptor says it)
+    so_far: Carried
     rest: CopyRange
 
     def moved(self, by: int) -> Streaming:
@@ -166,13 +181,16 @@ class Streaming:
 
     def to_json(self) -> dict[str, Any]:
         raw = asdict(self)
-        raw["deflate"]["primer"] = base64.b64encode(self.deflate.primer).decode("ascii")
+        raw["so_far"]["primer"] = base64.b64encode(self.so_far.primer).decode("ascii")
         return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Streaming:
-        deflate = {**raw["deflate"], "primer": base64.b64decode(raw["deflate"]["primer"])}
-        return cls(**{**raw, "deflate": Carried(**deflate), "rest": CopyRange(**raw["rest"])})
+        so_far = {**raw["so_far"], "primer": base64.b64decode(raw["so_far"]["primer"])}
+        return cls(**{**raw, "so_far": Carried(**so_far), "rest": CopyRange(**raw["rest"])})
+
+
+_NOTHING_YET = Carried(0, 0, 0, b"")
 
 
 class ZipLayout:
@@ -184,7 +202,8 @@ class ZipLayout:
         # Members whose bytes S3 copied: their CRC is checked in the finished artifact.
         self.unverified: list[Check] = []
         self._when = when
-        # Asked between a deflated member's chunks: the Lambda run must end (runs.py).
+        # Asked between the chunks of a member read through the worker: the Lambda run
+        # must end (runs.py).
         self.stop = stop
         # The member a stop left unfinished: nothing may follow it in this layout.
         self.carried: Streaming | None = None
@@ -236,20 +255,75 @@ class ZipLayout:
         self.members.append(Member(name, method, crc, compressed, size, self.offset, *stamp, flags))
 
     def known(
-        self, name: str, crc: int, size: int, body: Iterable[Piece], modified: datetime | None = None
+        self,
+        name: str,
+        crc: int,
+        size: int,
+        body: Iterable[Piece],
+        modified: datetime | None = None,
+        source: CopyRange | None = None,
     ) -> Iterator[Piece]:
         """A stored member whose CRC and size are known up front: the header says all, no descriptor.
 
         Bytes that pass through here are checked against `crc` (ChecksumMismatch); if any
-        piece is a CopyRange, the member goes to `unverified` instead.
+        piece is a CopyRange, the member goes to `unverified` instead. `source` (its object,
+        the whole of it) says `body` is that object's bytes, read through the worker: `stop`
+        may then end the member between two of its chunks.
         """
+        yield from self.known_as(self.stored(name, size, modified, source), crc, body)
+
+    def stored(
+        self, name: str, size: int, modified: datetime | None = None, source: CopyRange | None = None
+    ) -> Streaming:
+        """A stored member to lay out here, its header not written yet (`header_size` 0)."""
         flags, stamp = _UTF8_NAMES, self._stamp(modified)
-        header = self._header(name.encode("utf-8"), STORED, crc, size, size, flags, size >= LIMIT_32, stamp)
-        self._record(name, STORED, crc, size, size, flags, stamp)
+        rest = source or CopyRange("", "", "", 0, size)
+        return Streaming(name, STORED, self.offset, 0, size >= LIMIT_32, flags, *stamp, 0, _NOTHING_YET, rest)
+
+    def checksum(self, member: Streaming, chunks: Iterable[bytes]) -> int | None:
+        """The CRC-32 a stored member's header needs, when S3 could not give it: a first pass
+        over its source's bytes (`chunks`, from `member.rest.start` on), writing nothing. None
+        if `stop` ended the pass between two chunks: `carried` is then the member, its header
+        still unwritten and `so_far` the pass's CRC and length, for a later layout to go on."""
+        from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py
+
+        crc, read = member.so_far.crc, member.so_far.size
+        for chunk in chunks:
+            crc = isal_zlib.crc32(chunk, crc)
+            read += len(chunk)
+            if self.stop is not None and read < member.rest.end and self.stop():
+                so_far = Carried(crc, read, 0, b"")
+                self.carried = replace(member, so_far=so_far, rest=replace(member.rest, start=read))
+                return None
+        if read != member.rest.end:
+            raise ValueError(f"member {member.name!r} had {read} bytes, not the {member.rest.end} announced")
+        return crc
+
+    def known_as(self, member: Streaming, crc: int, body: Iterable[Piece]) -> Iterator[Piece]:
+        """`member` (from `stored`, or carried with its header unwritten) with its CRC now known:
+        its header here, then `body`, all of its bytes."""
+        size, stamp = member.rest.end, (member.dos_time, member.dos_date)
+        header = self._header(
+            member.name.encode("utf-8"), STORED, crc, size, size, member.flags, member.zip64, stamp
+        )
+        member = replace(
+            member, offset=self.offset, header_size=len(header), crc=crc, so_far=_NOTHING_YET,
+            rest=replace(member.rest, start=0),
+        )  # fmt: skip
+        read = bool(member.rest.key)  # its source's bytes through the worker: it may stop
+        if not read:
+            # Recorded before its bytes: a run handed on inside its copy names it (runs.py).
+            self._record(member.name, STORED, crc, size, size, member.flags, stamp)
         yield header
+        yield from self._stored(member, body, self.stop if read else None, recorded=not read)
+
+    def _stored(
+        self, member: Streaming, body: Iterable[Piece], stop: Callable[[], bool] | None, *, recorded: bool
+    ) -> Iterator[Piece]:
         from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py; its CRC-32 is 10x zlib's
 
-        written = seen = 0
+        size = member.rest.end
+        seen, written = member.so_far.crc, member.so_far.size
         copied = False
         for piece in body:
             if isinstance(piece, CopyRange):
@@ -259,13 +333,26 @@ class ZipLayout:
                 seen = isal_zlib.crc32(piece, seen)
                 written += len(piece)
             yield piece
+            # Asked after a chunk, not before the next: nothing is read past the stop.
+            if stop is not None and written < size and stop():
+                so_far = Carried(seen, written, written, b"")
+                self.carried = replace(member, so_far=so_far, rest=replace(member.rest, start=written))
+                self.offset = member.offset + member.header_size + written
+                return
         if written != size:
-            raise ValueError(f"member {name!r} had {written} bytes, not the {size} announced")
+            raise ValueError(f"member {member.name!r} had {written} bytes, not the {size} announced")
         if copied:
-            self.unverified.append(Check(name, self.offset + len(header), size, crc))
-        elif seen != crc:
-            raise ChecksumMismatch(f"member {name!r} does not have the CRC-32 its source announced")
-        self.offset += len(header) + size
+            self.unverified.append(Check(member.name, member.offset + member.header_size, size, member.crc))
+        elif seen != member.crc:
+            raise ChecksumMismatch(f"member {member.name!r} does not have the CRC-32 its source announced")
+        if not recorded:
+            self.members.append(
+                Member(
+                    member.name, STORED, member.crc, size, size, member.offset, member.dos_time,
+                    member.dos_date, member.flags,
+                )
+            )  # fmt: skip
+        self.offset = member.offset + member.header_size + size
 
     def streamed(
         self,
@@ -289,17 +376,24 @@ class ZipLayout:
         header = self._header(name.encode("utf-8"), DEFLATED, 0, 0, 0, flags, zip64, stamp)
         yield header
         begun = Streaming(
-            name, self.offset, len(header), zip64, flags, *stamp, compressor.carried(),
+            name, DEFLATED, self.offset, len(header), zip64, flags, *stamp, 0, compressor.carried(),
             source or CopyRange("", "", "", 0, 0),
         )  # fmt: skip
         yield from self._deflated(begun, chunks, compressor, self.stop if source else None)
 
     def resumed(
-        self, carried: Streaming, chunks: Iterable[bytes], compressor: ChunkedDeflate
-    ) -> Iterator[bytes]:
+        self, carried: Streaming, chunks: Iterable[bytes], compressor: ChunkedDeflate | None = None
+    ) -> Iterator[Piece]:
         """The rest of a member an earlier layout stopped in (`carried`, moved to this layout's
-        offsets): `chunks` are its source from `carried.rest.start`, `compressor` goes on from
-        `carried.deflate`. It may stop again."""
+        offsets): `chunks` are its source from `carried.rest.start`; a deflated one's
+        `compressor` goes on from `carried.so_far`. It may stop again."""
+        if carried.method == STORED:
+            if not carried.header_size:
+                raise ValueError(f"member {carried.name!r} has no header yet: its first pass goes on")
+            yield from self._stored(carried, chunks, self.stop, recorded=False)
+            return
+        if compressor is None:
+            raise ValueError(f"member {carried.name!r} is deflated: it goes on with its compressor")
         yield from self._deflated(carried, chunks, compressor, self.stop)
 
     def _deflated(
@@ -313,7 +407,7 @@ class ZipLayout:
         crc, seen, written = compressor.crc, compressor.size, compressor.compressed_size
         if compressor.stopped:
             rest = replace(member.rest, start=seen)
-            self.carried = replace(member, deflate=compressor.carried(), rest=rest)
+            self.carried = replace(member, so_far=compressor.carried(), rest=rest)
             self.offset = member.offset + member.header_size + written
             return
         if not member.zip64 and (seen >= LIMIT_32 or written >= LIMIT_32):

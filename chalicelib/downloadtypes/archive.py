@@ -224,6 +224,8 @@ def _deflated(
         entry = source.entry
         if deflate.is_precompressed(entry.name, source.content_type):
             yield from _stored_through(runtime, source, tracker, layout)
+            if layout.carried is not None:  # the Lambda run ends inside this member (runs.py)
+                return
             continue
         read = _Read(source.chunks, tracker)
         engine = deflate.compressor(level)
@@ -237,14 +239,24 @@ def _deflated(
 def _resumed(
     runtime: Runtime, level: int, carried: Streaming, tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
-    """The rest of a deflated member an earlier run stopped in: its source read from where
-    that run stopped (pinned to the ETag Prepare saw), its deflate stream carried on."""
+    """The rest of a member an earlier run stopped in: its source read from where that run
+    stopped (pinned to the ETag Prepare saw); a deflated one's deflate stream carried on, a
+    stored one's CRC-32 so far (of its bytes written, or of its first pass)."""
+    if carried.method == zipwriter.STORED and not carried.header_size:
+        yield from _checksummed(runtime, carried, tracker, layout)
+        return
     rest = carried.rest
     response = sources.open_object(
         runtime.s3, rest.bucket, rest.key, rest.etag, f"bytes={rest.start}-{rest.end - 1}"
     )
-    read = _Read(sources.stream(response["Body"], runtime.settings.read_chunk_bytes), tracker)
-    engine = deflate.compressor(level, carried.deflate)
+    chunks = sources.stream(response["Body"], runtime.settings.read_chunk_bytes)
+    if carried.method == zipwriter.STORED:
+        yield from layout.resumed(carried, _counted(chunks, tracker))
+        if layout.carried is not None:
+            response["Body"].close()  # read no further than the stop
+        return
+    read = _Read(chunks, tracker)
+    engine = deflate.compressor(level, carried.so_far)
     yield from layout.resumed(carried, read.chunks, engine)
     if layout.carried is not None:
         read.stopped_at(engine.size - rest.start)
@@ -265,24 +277,45 @@ def _stored_through(
     """A stored member whose bytes pass through the worker; its CRC-32 goes in the header
     first (no data descriptor), so it is known before: from S3 (a full-object checksum, or
     part checksums combined) if it can tell, else from the bytes: held in memory up to
-    16 MiB (and below the server-copy threshold), read in a first pass above that."""
+    16 MiB (and below the server-copy threshold), read in a first pass above that (which,
+    like the bytes after it, may stop between two chunks and go on in the next run)."""
     settings, entry = runtime.settings, source.entry
     bucket, chunk = settings.source_bucket, settings.read_chunk_bytes
     known = None
     if entry.size > chunk:  # smaller ones are fetched whole already
-        if entry.size < _hold_below(settings):
-            known = sources.lookup_crc32(runtime.s3, bucket, entry)
-        else:
-            known = sources.crc32(runtime.s3, bucket, entry, chunk)
+        known = sources.lookup_crc32(runtime.s3, bucket, entry)
+        if known is None and entry.size >= _hold_below(settings):
+            source.discard()  # the response opened for it would idle through the first pass
+            whole = CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
+            member = layout.stored(entry.name, entry.size, source.modified, whole)
+            yield from _checksummed(runtime, member, tracker, layout)
+            return
     if known is None:
         yield from _held(source, tracker, layout)
         return
-    chunks = source.chunks
-    if known.origin == "read":
-        # The response opened for this member idled through the first pass: read it afresh.
-        source.discard()
-        chunks = sources.stream(sources.open_object(runtime.s3, bucket, entry.key, entry.etag)["Body"], chunk)
-    yield from layout.known(entry.name, known.crc, entry.size, _counted(chunks, tracker), source.modified)
+    body = _counted(source.chunks, tracker)
+    whole = CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
+    yield from layout.known(entry.name, known.crc, entry.size, body, source.modified, whole)
+    if layout.carried is not None:
+        source.discard()  # read no further than the stop
+
+
+def _checksummed(
+    runtime: Runtime, member: Streaming, tracker: ProgressTracker, layout: ZipLayout
+) -> Iterator[Piece]:
+    """A stored member S3 has no CRC-32 for: a first pass reads its source (from where an
+    earlier run's stopped) for the CRC its header needs, then its bytes are read again
+    through the worker; either read may stop between two chunks (`layout.stop`)."""
+    s3, rest, chunk = runtime.s3, member.rest, runtime.settings.read_chunk_bytes
+    passing = sources.open_object(s3, rest.bucket, rest.key, rest.etag, f"bytes={rest.start}-{rest.end - 1}")
+    crc = layout.checksum(member, sources.stream(passing["Body"], chunk))
+    if crc is None:
+        passing["Body"].close()  # read no further than the stop
+        return
+    response = sources.open_object(s3, rest.bucket, rest.key, rest.etag)
+    yield from layout.known_as(member, crc, _counted(sources.stream(response["Body"], chunk), tracker))
+    if layout.carried is not None:
+        response["Body"].close()
 
 
 def _held(source: sources.Source, tracker: ProgressTracker, layout: ZipLayout) -> Iterator[Piece]:
@@ -334,6 +367,7 @@ def _stored(
         if known is None:
             yield from _held(source, tracker, layout)
             continue
+        # Below the copy threshold (16 MiB by default): read in the run that began it.
         body = _counted(source.chunks, tracker)
         yield from layout.known(entry.name, known.crc, entry.size, body, source.modified)
 
@@ -379,8 +413,9 @@ class _ZipSegment:
         return list(self.layout.unverified)
 
     def carried(self) -> tuple[int, Any] | None:
-        """The deflated member the run stopped in: where its header is, and the member as
-        JSON with its header at 0 (the next run's layout starts there)."""
+        """The member the run stopped in (deflated, or stored through the worker): where its
+        header is, and the member as JSON with its header at 0 (the next run's layout starts
+        there)."""
         carried = self.layout.carried
         if carried is None:
             return None

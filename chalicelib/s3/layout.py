@@ -13,6 +13,7 @@
     tmp/<id>/survey/present.jsonl                    found there, what a zip's runs build (steps.py)
     tmp/<id>/segments/<index>/runs/<run>/...         a segment's, likewise (workflow/runs.py)
     tmp/<id>/digest/<run>/state.json                 where a Digest run handed on (workflow/digest.py)
+    tmp/<id>/assemble/<run>/...                      where an Assemble run handed on (workflow/segments.py)
 
 Everything of a download lies under `artifacts/<id>` or `tmp/<id>/` (`owner_of`), so removing
 a download (s3/artifacts.py) and the sweep's leftovers (triggers/cleanup.py) find it all, and
@@ -100,3 +101,8 @@ def run_key(download_id: str, segment: int | None, run: int, name: str) -> str:
 def digest_state_key(download_id: str, run: int) -> str:
     """Where Digest's run `run` finds what the run before it saved (workflow/digest.py)."""
     return f"{temporary_prefix(download_id)}digest/{run:0{_RUN_DIGITS}d}/state.json"
+
+
+def assemble_run_key(download_id: str, run: int, name: str) -> str:
+    """What Assemble's run `run` finds of what the run before it saved (workflow/segments.py)."""
+    return f"{temporary_prefix(download_id)}assemble/{run:0{_RUN_DIGITS}d}/{name}"

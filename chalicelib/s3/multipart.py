@@ -1,7 +1,11 @@
 """Streaming an artifact into an S3 multipart upload with bounded memory.
 
 At most one part (plus the chunk being written) is held at a time: the buffer never grows
-past the part size, and a full one is uploaded as it is, never copied first. The part size
+past the part size, and a full one is uploaded as it is, never copied first. The one buffer
+is filled again for the next part rather than freed and grown anew: a part of 8 to 105
+MiB allocated and freed per part leaves the allocator holding fragments of the old ones
+(the Build worker's peak RSS rose by more than the part itself), and a buffer grown in
+place for every part re-copies it as it grows. The part size
 is the plan's (chalicelib/workflow/segments.py: at least SATCHEL_PART_SIZE, larger when the
 upload would otherwise pass S3's 10,000 parts: 105 MiB for 1 TiB), fixed for the upload's
 life and carried in `Saved` from one Lambda run to the next. The SHA-256 of the
@@ -12,8 +16,11 @@ every byte, and `complete` returns None for the digest.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +31,16 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartCopy:
+    """Bytes [first, last] of another object, pinned to its ETag, to be copied as one part."""
+
+    source: CopySourceTypeDef
+    first: int
+    last: int
+    if_match: str
 
 
 @dataclass(frozen=True)
@@ -52,7 +69,9 @@ class MultipartWriter:
         self.bucket = bucket
         self.key = key
         self._part_size = part_size
+        # Bytes [0, _fill) of _buffer are the part being filled; past them, its last use's.
         self._buffer = bytearray()
+        self._fill = 0
         self._parts: list[CompletedPartTypeDef] = []
         self._sha256 = hashlib.sha256()
         self._copied = False
@@ -69,6 +88,7 @@ class MultipartWriter:
         self._part_size = resumed.part_size
         self._parts = [{"PartNumber": number, "ETag": etag} for number, etag in resumed.parts]
         self._buffer = bytearray(resumed.held)
+        self._fill = len(self._buffer)
         self.size = resumed.size
         self._copied = True
 
@@ -78,7 +98,7 @@ class MultipartWriter:
             upload_id=self.upload_id,
             parts=[(part["PartNumber"], part["ETag"]) for part in self._parts],
             size=self.size,
-            held=bytes(self._buffer),
+            held=bytes(memoryview(self._buffer)[: self._fill]),
             part_size=self._part_size,
         )
 
@@ -89,21 +109,27 @@ class MultipartWriter:
     @property
     def buffered(self) -> int:
         """Bytes held in memory, waiting to fill a part."""
-        return len(self._buffer)
+        return self._fill
 
     def write(self, data: bytes) -> None:
         self._sha256.update(data)
         self.size += len(data)
         view = memoryview(data)
         while view:
-            room = self._part_size - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-            if len(self._buffer) == self._part_size:
+            taken = view[: self._part_size - self._fill]
+            end = self._fill + len(taken)
+            if end <= len(self._buffer):
+                self._buffer[self._fill : end] = taken  # in place: the buffer's size is kept
+            else:
+                del self._buffer[self._fill :]
+                self._buffer += taken
+            self._fill = end
+            view = view[len(taken) :]
+            if self._fill == self._part_size:
                 # The full buffer is the part's body as it is (no copy: a 105 MiB part is held
-                # once), and a fresh one takes the next bytes.
+                # once); once S3 has it, the same buffer takes the next part's bytes.
                 self._upload(self._buffer)
-                self._buffer = bytearray()
+                self._fill = 0
 
     def _upload(self, body: bytes | bytearray) -> None:
         number = len(self._parts) + 1
@@ -114,13 +140,18 @@ class MultipartWriter:
 
     def flush(self) -> None:
         """Upload what is buffered as a part of its own (S3 wants 5 MiB, unless it is the last)."""
-        if self._buffer:
-            self._upload(self._buffer)
-            self._buffer = bytearray()
+        if self._fill:
+            self._upload(self._held())
+            self._fill = 0
+
+    def _held(self) -> bytearray:
+        """The buffer cut to the bytes of the part being filled (in place: no copy)."""
+        del self._buffer[self._fill :]
+        return self._buffer
 
     def copy_part(self, copy_source: CopySourceTypeDef, first: int, last: int, if_match: str) -> None:
         """Bytes [first, last] of another object as the next part, copied by S3 itself."""
-        if self._buffer:
+        if self._fill:
             raise RuntimeError("flush() before copying: a part is either written or copied")
         number = len(self._parts) + 1
         result = self._s3.upload_part_copy(
@@ -136,6 +167,41 @@ class MultipartWriter:
         self.size += last - first + 1
         self._copied = True
 
+    def copy_parts(self, copies: Sequence[PartCopy], workers: int) -> None:
+        """Ranges of other objects as the next parts, copied by S3 `workers` at a time. Their
+        part numbers are fixed before any is sent (the next ones, in order), so the order
+        the copies finish in changes nothing, and a retried run sends the same numbers."""
+        if self._buffer:
+            raise RuntimeError("flush() before copying: a part is either written or copied")
+        if not copies:
+            return
+        first_number = len(self._parts) + 1
+
+        def copy(number: int, part: PartCopy) -> str:
+            result = self._s3.upload_part_copy(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                CopySource=part.source,
+                CopySourceRange=f"bytes={part.first}-{part.last}",
+                CopySourceIfMatch=part.if_match,
+            )
+            return result["CopyPartResult"]["ETag"]
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(copies)), thread_name_prefix="copy") as pool:
+            # Each copy runs in a copy of the caller's context: context variables (a tracer's,
+            # or the local stack's record of which function makes a call) follow it.
+            futures = [
+                pool.submit(contextvars.copy_context().run, copy, first_number + offset, part)
+                for offset, part in enumerate(copies)
+            ]
+            etags = [future.result() for future in futures]
+        for offset, (part, etag) in enumerate(zip(copies, etags, strict=True)):
+            self._parts.append({"PartNumber": first_number + offset, "ETag": etag})
+            self.size += part.last - part.first + 1
+        self._copied = True
+
     @property
     def parts(self) -> int:
         return len(self._parts)
@@ -143,9 +209,9 @@ class MultipartWriter:
     def complete(self) -> str | None:
         """Upload what is buffered, complete the upload, and return the hex SHA-256 (None if
         parts were copied: the writer has not seen those bytes)."""
-        if self._buffer or not self._parts:
-            self._upload(self._buffer)
-            self._buffer = bytearray()
+        if self._fill or not self._parts:
+            self._upload(self._held())
+            self._fill = 0
         self._s3.complete_multipart_upload(
             Bucket=self.bucket,
             Key=self.key,
@@ -162,6 +228,7 @@ class MultipartWriter:
         the state machine's Catch, and the cleanup sweep removes an upload left open.
         """
         self._buffer.clear()
+        self._fill = 0
         try:
             self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except Exception as error:  # noqa: BLE001 - an abort must not replace the error it follows

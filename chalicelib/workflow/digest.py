@@ -23,6 +23,13 @@ run n's object and writes only run n+1's, so a retried run (Step Functions' Retr
 same state and writes the same key again: nothing is hashed twice or skipped. Finalize and
 MarkFailed remove these objects with the rest of `tmp/<id>/`.
 
+A download cancelled while Digest hands on stops it as it stops Build and Assemble: a run
+that would hand on reads the record before it saves anything, and each run after the first
+reads it before it reads a byte (cancelling stops the execution, best effort: a run already
+running, or the next one if the stop failed, must notice by itself). If the download is no
+longer RUNNING, the run removes everything of it (the artifact, `tmp/<id>/`, any upload)
+and raises `Cancelled`; the Catch's MarkFailed keeps the CANCELLED state.
+
 The SHA-256 is `rehashes.PySha256` (RustCrypto's sha2; pinned in requirements.txt), not
 hashlib's: a hashlib object cannot be serialised (no pickling, no export of its internal
 state; `copy()` stays in the process), and a SHA-256, unlike a CRC-32, cannot be combined
@@ -43,9 +50,10 @@ from typing import TYPE_CHECKING, Any
 import rehashes
 
 from chalicelib.archive import integrity
-from chalicelib.core.errors import retried_when_transient
+from chalicelib.core.errors import Cancelled, retried_when_transient
+from chalicelib.core.models import State
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import layout
+from chalicelib.s3 import artifacts, layout
 from chalicelib.workflow.payloads import Digesting, DigestRun
 from chalicelib.workflow.runs import Budget
 
@@ -127,6 +135,8 @@ def digest(runtime: Runtime, event: Digesting, budget: Budget | None = None) -> 
     settings, s3 = runtime.settings, runtime.s3
     bucket, download_id = settings.artifact_bucket, event["download_id"]
     run = event.get("digest_run", 0)
+    if run:
+        _still_running(runtime, download_id)
     checks = list(integrity.read(s3, bucket, layout.checks_key(download_id)))
     reading = None
     if run:
@@ -135,6 +145,7 @@ def digest(runtime: Runtime, event: Digesting, budget: Budget | None = None) -> 
     read = read_on(s3, bucket, event["artifact_key"], settings.read_chunk_bytes, checks, reading, budget)
     if isinstance(read, str):
         return {**event, "sha256": read, "done": True, "digest_run": run}
+    _still_running(runtime, download_id)
     following = run + 1
     s3.put_object(
         Bucket=bucket,
@@ -143,3 +154,11 @@ def digest(runtime: Runtime, event: Digesting, budget: Budget | None = None) -> 
         ContentType="application/json",
     )
     return {**event, "sha256": None, "done": False, "digest_run": following}
+
+
+def _still_running(runtime: Runtime, download_id: str) -> None:
+    """Cancelled (or ended otherwise) while Digest hands on: nothing of the download is left."""
+    if runtime.downloads.require(download_id).state is State.RUNNING:
+        return
+    artifacts.remove_everything(runtime.s3, runtime.settings.artifact_bucket, download_id)
+    raise Cancelled("the download was cancelled while its artifact was read back")

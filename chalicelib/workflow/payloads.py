@@ -144,6 +144,27 @@ class BuildRun(Built):
     surveyed: NotRequired[int]
 
 
+class Assembling(Prepared):
+    """Assemble's input: Prepared for its first run; for each later run, the output of the run
+    before (AssembleRun), `assemble_run` its number (chalicelib/workflow/segments.py)."""
+
+    assemble_run: NotRequired[int]
+
+
+class AssembleRun(Built):
+    """Assemble's output: AssembleHandsOn sends it back to Assemble until `done`, then to
+    CheckDigest. Until done, `size` is what is written so far, `sha256` None and `assemble_run`
+    the next run's number; what that run goes on from is in S3, never here. The fields of
+    Prepared that Assemble reads go on with it."""
+
+    totals: Counts
+    parallel: bool
+    segments: NotRequired[SegmentList]
+    part_size: NotRequired[int]
+    done: bool
+    assemble_run: NotRequired[int]
+
+
 class Finished(TypedDict):
     """Finalize's output, the execution's."""
 

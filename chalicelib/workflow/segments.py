@@ -7,21 +7,25 @@ the plan lay its pieces out from offset 0 into a temporary object, and writes th
 the plan kept beside it. Assemble copies the segment objects into the artifact with
 `UploadPartCopy`, then writes what the plan closes with from the records and the offset each
 segment landed at. For the zip type (the only one with a plan): its members, then the
-central directory, byte for byte the zip a single Build lays out. Everything lives under
-`tmp/<id>/`, which Finalize and Fail already remove.
+central directory, byte for byte the zip a single Build lays out. Like BuildSegment, Assemble
+takes as many Lambda runs as it needs (`_Joining`; AssembleHandsOn loops). Everything lives
+under `tmp/<id>/`, which Finalize and Fail already remove.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chalicelib import downloadtypes
 from chalicelib.archive import integrity
-from chalicelib.archive.assembly import Assembler
+from chalicelib.archive.assembly import Assembler, CopyHandedOn, one_part
 from chalicelib.archive.integrity import Check
 from chalicelib.archive.zipwriter import CopyRange
 from chalicelib.core import observability
@@ -30,11 +34,18 @@ from chalicelib.core.models import Download, Progress
 from chalicelib.core.settings import S3_MIN_PART_SIZE, Settings
 from chalicelib.downloadtypes.base import DownloadType, SegmentPlan
 from chalicelib.runtime import Runtime
-from chalicelib.s3 import artifacts, layout, manifest
+from chalicelib.s3 import artifacts, layout, manifest, multipart
 from chalicelib.s3.manifest import Entry
-from chalicelib.s3.multipart import MultipartWriter
+from chalicelib.s3.multipart import MultipartWriter, Saved
 from chalicelib.workflow import runs
-from chalicelib.workflow.payloads import Built, Prepared, SegmentBuilt, SegmentInput, SegmentList, counts
+from chalicelib.workflow.payloads import (
+    AssembleRun,
+    Assembling,
+    SegmentBuilt,
+    SegmentInput,
+    SegmentList,
+    counts,
+)
 from chalicelib.workflow.progress import ProgressTracker
 
 # S3's bound on the parts of one multipart upload: the joined artifact and each segment's
@@ -316,44 +327,216 @@ def _checks(runtime: Runtime, download_id: str, placed: list[tuple[int, int]]) -
 
 
 @retried_when_transient
-def assemble(runtime: Runtime, event: Prepared) -> Built:
-    """After the Map: the segments copied into the artifact, then the whole central directory."""
+def assemble(runtime: Runtime, event: Assembling, budget: runs.Budget | None = None) -> AssembleRun:
+    """After the Map: the segments copied into the artifact, then the whole central directory;
+    or, when its Lambda run is running out, as far as it got (`done` false: AssembleHandsOn
+    runs it again, `_Joining`)."""
     download_id = event["download_id"]
-    settings, s3, bucket = runtime.settings, runtime.s3, runtime.settings.artifact_bucket
+    s3, bucket = runtime.s3, runtime.settings.artifact_bucket
     totals = Progress(**event["totals"])
     done = replace(totals, files_done=totals.files_total, bytes_done=totals.bytes_total)
+    # Every run: a download cancelled while it is assembled is discarded at the next run.
     if not runtime.downloads.record_progress(download_id, done):
         artifacts.remove_everything(s3, bucket, download_id)
         raise Cancelled("the download was cancelled while its segments were built")
     download = _load(runtime, download_id)
-    kind = downloadtypes.get(download.type)
-    plan = _plan(kind)
-    artifacts.abort_uploads_of(s3, bucket, layout.artifact_key(download_id))  # a retry starts over
-    content_type = kind.artifact_format(download.params).content_type
-    part_size = event.get("part_size", settings.part_size)  # the plan's (Prepare's)
-    writer = MultipartWriter(s3, bucket, layout.artifact_key(download_id), part_size, content_type)
-    assembler = Assembler(s3, writer, settings.read_chunk_bytes)
-    placed: list[tuple[int, int]] = []
-    try:
-        segment_list = event.get("segments")
-        for index in range(segment_list["count"] if segment_list else 0):
-            members = layout.segment_object_key(download_id, index)
+    budget = budget or runs.Budget.of(None, runtime.settings)
+    return _Joining(runtime, download, event, budget).go()
+
+
+@dataclass(frozen=True)
+class _Joined:
+    """What Assemble's run n saved for run n+1 (the held bytes are an object of their own):
+    the upload, the next segment to copy, where each one copied so far landed, and the rest
+    of the last one's range when the run stopped between two of its copied parts."""
+
+    upload_id: str
+    parts: list[tuple[int, str]]
+    size: int
+    part_size: int
+    next: int
+    placed: list[int]
+    rest: CopyRange | None
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, body: bytes) -> _Joined:
+        raw: dict[str, Any] = json.loads(body)
+        return cls(
+            upload_id=str(raw["upload_id"]),
+            parts=[(int(number), str(etag)) for number, etag in raw["parts"]],
+            size=int(raw["size"]),
+            part_size=int(raw["part_size"]),
+            next=int(raw["next"]),
+            placed=[int(offset) for offset in raw["placed"]],
+            rest=CopyRange(**raw["rest"]) if raw["rest"] else None,
+        )
+
+
+class _Joining(runs.SavedObjects):
+    """One Lambda run of Assemble, saving and resuming as runs.Run does (runs.py's docstring):
+    it stops when its budget runs low before a next segment, between two copied parts of one
+    (CopyHandedOn), or before the central directory, having copied at least one part. Run n
+    reads only `tmp/<id>/assemble/<n>/` and writes only run n+1's keys, with part numbers
+    following run n-1's, so a retried run writes the same keys and parts again. A last run
+    saves the checks and `finished.json` before it completes the upload.
+
+    Segments that are one part each (5 MiB to 5 GiB: the usual 512 MiB ones) following a
+    part boundary are copied `fetch_concurrency` at a time: their part numbers are the next
+    ones in order, fixed before any copy is sent, so the order S3 finishes them in changes
+    nothing. The others (one S3 copies in several parts, one topped up to a part through the
+    worker, one read through) are copied one by one, as a single Build copies a member."""
+
+    def __init__(self, runtime: Runtime, download: Download, event: Assembling, budget: runs.Budget) -> None:
+        self._runtime = runtime
+        self._bucket = runtime.settings.artifact_bucket
+        self._download = download
+        self._event = event
+        self._run = int(event.get("assemble_run", 0))
+        self._budget = budget
+        self._key = layout.artifact_key(download.id)
+
+    def _saved_key(self, run: int, name: str) -> str:
+        return layout.assemble_run_key(self._download.id, run, name)
+
+    def go(self) -> AssembleRun:
+        started = self._start()
+        if not isinstance(started, tuple):
+            return started
+        writer, joined = started
+        try:
+            return self._go(writer, joined)
+        except BaseException:
+            # The first run's retry starts over; a later run's retry goes on with this upload
+            # (and if the error is final, MarkFailed removes it with everything else).
+            if self._run == 0:
+                writer.abort()
+            raise
+
+    def _start(self) -> tuple[MultipartWriter, _Joined | None] | AssembleRun:
+        s3, bucket, settings = self._runtime.s3, self._bucket, self._runtime.settings
+        kind = downloadtypes.get(self._download.type)
+        content_type = kind.artifact_format(self._download.params).content_type
+        if self._run == 0:
+            artifacts.abort_uploads_of(s3, bucket, self._key)  # a retried first run starts over
+            part_size = self._event.get("part_size", settings.part_size)  # the plan's (Prepare's)
+            return MultipartWriter(s3, bucket, self._key, part_size, content_type), None
+        joined = _Joined.from_json(self._get(self._saved_key(self._run, "state.json")))
+        if not multipart.is_open(s3, bucket, self._key, joined.upload_id):
+            finished = runs.finished_record(s3, bucket, self._saved_key(self._run, runs.FINISHED))
+            if finished is not None:
+                return self._output(True, int(finished["size"]), None)
+        held = self._get(self._saved_key(self._run, "held"))
+        saved = Saved(joined.upload_id, joined.parts, joined.size, held, joined.part_size)
+        writer = MultipartWriter(s3, bucket, self._key, joined.part_size, content_type, saved)
+        return writer, joined
+
+    def _go(self, writer: MultipartWriter, joined: _Joined | None) -> AssembleRun:
+        low, workers = self._budget.low, self._runtime.settings.fetch_concurrency
+        segment_list = self._event.get("segments")
+        count = segment_list["count"] if segment_list else 0
+        index = joined.next if joined else 0
+        placed = list(joined.placed) if joined else []
+        assembler = Assembler(self._runtime.s3, writer, self._runtime.settings.read_chunk_bytes, stop=low)
+        ahead: deque[CopyRange] = deque()  # the next segments, looked up `workers` at a time
+        moved = False  # a run copies something before it may stop
+        try:
+            if joined is not None and joined.rest is not None:
+                assembler.copy(joined.rest)
+                moved = True
+            while index < count:
+                if moved and low():
+                    return self._hand_on(writer, index, placed, None)
+                if not ahead:
+                    ahead.extend(self._look_up(range(index, min(index + workers, count)), workers))
+                together = _together(ahead, writer.buffered, workers)
+                if together:
+                    at = writer.size
+                    for source in together:
+                        placed.append(at)
+                        at += source.length
+                    index += len(together)
+                    assembler.copy_at_once(together, workers)
+                else:  # topped up to a part through the worker, or read through, or over 5 GiB
+                    placed.append(writer.size)
+                    index += 1
+                    assembler.copy(ahead.popleft())
+                moved = True
+        except CopyHandedOn as more:
+            return self._hand_on(writer, index, placed, more.rest)
+        if moved and low():  # the central directory in a run of its own
+            return self._hand_on(writer, index, placed, None)
+        return self._finish(writer, placed)
+
+    def _look_up(self, indices: range, workers: int) -> list[CopyRange]:
+        """The segments' objects, their sizes and ETags asked of S3 `workers` at a time."""
+        s3, bucket = self._runtime.s3, self._bucket
+
+        def look(index: int) -> CopyRange:
+            members = layout.segment_object_key(self._download.id, index)
             head = s3.head_object(Bucket=bucket, Key=members)
-            size = int(head["ContentLength"])
-            placed.append((index, writer.size))
-            assembler.copy(CopyRange(bucket, members, head["ETag"], 0, size))
-        directory_offset = writer.size
-        closing = plan.closing(download, _records(runtime, download_id, placed), directory_offset)
-        assembler.write_all(closing)
+            return CopyRange(bucket, members, head["ETag"], 0, int(head["ContentLength"]))
+
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(workers, len(indices))), thread_name_prefix="head"
+        ) as pool:
+            # Each in a copy of this context: the local stack's record of the calling function follows.
+            futures = [pool.submit(contextvars.copy_context().run, look, index) for index in indices]
+            return [future.result() for future in futures]
+
+    def _hand_on(
+        self, writer: MultipartWriter, index: int, placed: list[int], rest: CopyRange | None
+    ) -> AssembleRun:
+        saved, following = writer.saved(), self._run + 1
+        joined = _Joined(saved.upload_id, saved.parts, saved.size, saved.part_size, index, placed, rest)
+        self._put(self._saved_key(following, "held"), saved.held, "application/octet-stream")
+        self._put(self._saved_key(following, "state.json"), joined.to_json())
+        return self._output(False, writer.size, None, following)
+
+    def _finish(self, writer: MultipartWriter, placed: list[int]) -> AssembleRun:
+        runtime, download = self._runtime, self._download
+        s3, bucket = runtime.s3, self._bucket
+        where = list(enumerate(placed))
+        plan = _plan(downloadtypes.get(download.type))
+        closing = plan.closing(download, _records(runtime, download.id, where), writer.size)
+        Assembler(s3, writer, runtime.settings.read_chunk_bytes).write_all(closing)
+        # Everything the next steps read is written before the upload completes: a retry that
+        # finds it completed (its answer lost) then only reports what was saved.
+        integrity.write(s3, bucket, layout.checks_key(download.id), _checks(runtime, download.id, where))
+        if self._run > 0:  # a first run's retry starts over: it needs none of this
+            self._put(self._saved_key(self._run, runs.FINISHED), json.dumps({"size": writer.size}).encode())
         sha256 = writer.complete()
-    except BaseException:
-        writer.abort()
-        raise
-    integrity.write(s3, bucket, layout.checks_key(download_id), _checks(runtime, download_id, placed))
-    return {
-        "download_id": download_id,
-        "artifact_key": writer.key,
-        "size": writer.size,
-        "sha256": sha256,
-        "progress": counts(done),
-    }
+        return self._output(True, writer.size, sha256)
+
+    def _output(self, done: bool, size: int, sha256: str | None, following: int | None = None) -> AssembleRun:
+        totals = Progress(**self._event["totals"])
+        finished = replace(totals, files_done=totals.files_total, bytes_done=totals.bytes_total)
+        output: AssembleRun = {
+            "download_id": self._download.id,
+            "totals": self._event["totals"],
+            "parallel": self._event["parallel"],
+            "artifact_key": self._key,
+            "size": size,
+            "sha256": sha256,
+            "progress": counts(finished),
+            "done": done,
+        }
+        if "segments" in self._event:  # what the next run reads
+            output["segments"] = self._event["segments"]
+        if "part_size" in self._event:
+            output["part_size"] = self._event["part_size"]
+        if following is not None:
+            output["assemble_run"] = following
+        return output
+
+
+def _together(ahead: deque[CopyRange], held: int, workers: int) -> list[CopyRange]:
+    """The next segments S3 may copy at once, taken from `ahead`: each one whole part, after a
+    part boundary (no bytes `held` short of a part), so their part numbers are the next ones
+    in order, fixed before any copy is sent."""
+    together: list[CopyRange] = []
+    while ahead and len(together) < workers and not held and one_part(ahead[0]):
+        together.append(ahead.popleft())
+    return together

@@ -101,6 +101,13 @@ NOT_EXERCISED: dict[str, dict[str, str]] = {
         "s3:DeleteObject": "cancelled while building a segment: remove_everything",
         "s3:ListBucket": "cancelled while building a segment: remove_everything",
     },
+    "app.digest": {
+        "dynamodb:GetItem": "a Digest that hands on: cancelled? (the flows' artifacts take one run)",
+        "s3:ListBucketMultipartUploads": "cancelled while Digest hands on: remove_everything",
+        "s3:AbortMultipartUpload": "cancelled while Digest hands on: remove_everything",
+        "s3:DeleteObject": "cancelled while Digest hands on: remove_everything",
+        "s3:ListBucket": "cancelled while Digest hands on: remove_everything",
+    },
     "app.assemble": {
         "s3:AbortMultipartUpload": "an Assemble that failed, or a retried one, aborts its upload",
         "s3:DeleteObject": "cancelled before Assemble: remove_everything",

@@ -29,7 +29,15 @@ import app as application
 from chalicelib.core import errors, settings
 from chalicelib.core.settings import Settings
 from statemachine import definition as statemachine
-from tests.support.stack_template import NO_VALUE, Packaged, Resolver, functions, packaged
+from tests.support.stack_template import (
+    ALLOCATOR_VARIABLES,
+    NO_VALUE,
+    STREAMING_FUNCTIONS,
+    Packaged,
+    Resolver,
+    functions,
+    packaged,
+)
 
 NAMES = {
     "Table": "satchel-test",
@@ -260,8 +268,10 @@ def test_every_function_gets_every_setting_it_needs(package: Packaged, parameter
     for handler, function_id in functions(template).items():
         environment = resolver.resolve(template["Resources"][function_id]["Properties"]["Environment"])
         variables: dict[str, str] = {name: str(value) for name, value in environment["Variables"].items()}
-        unknown = sorted(set(variables) - _VARIABLES)
+        unknown = sorted(set(variables) - _VARIABLES - set(ALLOCATOR_VARIABLES))
         assert not unknown, f"{handler}: settings.py reads no {unknown}"
+        allocator = {name: variables[name] for name in ALLOCATOR_VARIABLES if name in variables}
+        assert allocator == (ALLOCATOR_VARIABLES if handler in STREAMING_FUNCTIONS else {}), handler
         # What each function builds first: the settings (failing fast on a missing or bad
         # value), the telemetry switch, the event sources.
         loaded = settings.Settings.from_env(variables)

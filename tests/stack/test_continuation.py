@@ -19,15 +19,19 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
+from botocore.config import Config
 
 from chalicelib.archive import assembly
 from chalicelib.core import clients
+from chalicelib.downloadtypes import archive
 from chalicelib.runtime import Runtime
 from chalicelib.workflow import segments
 from chalicelib.workflow.payloads import SegmentBuilt, SegmentInput
 from chalicelib.workflow.runs import Budget
+from satchel_local.stack import REGION
 from tests.support import archive_readers, executions
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
@@ -132,7 +136,8 @@ def test_segments_hand_on_too_and_join_into_the_same_bytes(
     download_id, in_runs = _build(satchel, params)
     # 3 segments of 2 members: each hands on after its first member, then finishes.
     assert sorted(seen) == [(index, run, run == 1) for index in range(3) for run in range(2)]
-    assert executions.runs_of(satchel, download_id, "Assemble") == 1
+    # Assemble hands on too: a segment a run, then the central directory.
+    assert executions.runs_of(satchel, download_id, "Assemble") == 4
     assert in_runs == at_once
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
 
@@ -276,3 +281,151 @@ def test_a_plan_past_10000_parts_of_the_configured_size_gets_larger_parts_across
     )
     assert first["ContentLength"] == 9 * MIB
     _readers_accept(body, tmp_path, {key.removeprefix("acme/"): data for key, data in bodies.items()})
+
+
+def _put_with_crc(satchel: Satchel, bodies: dict[str, bytes]) -> None:
+    """Sources with S3's CRC-32 (as `aws s3 cp` and the SDKs upload): a stored member's CRC
+    is then known before its bytes, and its bytes pass through the worker only once."""
+    for key, body in bodies.items():
+        satchel.s3.put_object(
+            Bucket=satchel.stack.source_bucket, Key=key, Body=body, ChecksumAlgorithm="CRC32"
+        )
+
+
+def _stored_members(body: bytes, names: list[str]) -> None:
+    with zipfile.ZipFile(io.BytesIO(body)) as opened:
+        for name in names:
+            stored = opened.getinfo(name)
+            assert stored.compress_type == zipfile.ZIP_STORED
+            assert not stored.flag_bits & 0x08  # no data descriptor: ZipInputStream reads it
+
+
+def test_a_stored_member_larger_than_a_run_is_split_between_its_read_chunks(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # In a deflate zip a file compressed already is stored as read: 3.5 MiB of random bytes
+    # named .jpg is 4 chunks of 1 MiB read through the worker, and every run but the last
+    # of them stops after one.
+    bodies = {
+        "acme/bigstored/a.txt": b"first\n" * 100,
+        "acme/bigstored/b.jpg": os.urandom(3 * MIB + MIB // 2),
+        "acme/bigstored/c.txt": b"last\n" * 100,
+    }
+    _put_with_crc(satchel, bodies)
+    params = {"prefixes": ["acme/bigstored/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # a.txt; b.jpg's header and chunk 1; its chunks 2 and 3 (one a run); its last and c.txt.
+    assert executions.runs_of(satchel, download_id, "Build") == 5
+    assert in_runs == at_once
+    _stored_members(in_runs, ["bigstored/b.jpg"])
+    _every_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_segments_stored_member_is_split_between_runs_too(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = {
+        "acme/segstored/a.jpg": os.urandom(3 * MIB + 100),
+        "acme/segstored/b.txt": b"middle\n" * 100,
+        "acme/segstored/c.zip": os.urandom(2 * MIB + 100),
+        "acme/segstored/d.txt": b"last\n" * 100,
+    }
+    _put_with_crc(satchel, bodies)
+    params = {"prefixes": ["acme/segstored/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    seen: list[tuple[int, int, bool]] = []
+    original = segments.build_segment
+
+    def counted(runtime: Runtime, event: SegmentInput, budget: Budget | None = None) -> SegmentBuilt:
+        built = original(runtime, event, budget)
+        seen.append((event["index"], event.get("run", 0), built["done"]))
+        return built
+
+    monkeypatch.setattr(segments, "build_segment", counted)
+    _, in_runs = _build(satchel, params)
+    # Segment 0: a.jpg's chunks 1, 2, 3 (one a run), then its last (100 bytes) and b.txt.
+    # Segment 1: c.zip's chunks 1, 2, then its last and d.txt.
+    assert sorted(seen) == [
+        (0, 0, False), (0, 1, False), (0, 2, False), (0, 3, True),
+        (1, 0, False), (1, 1, False), (1, 2, True),
+    ]  # fmt: skip
+    assert in_runs == at_once
+    _stored_members(in_runs, ["segstored/a.jpg", "segstored/c.zip"])
+    _every_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_retried_run_inside_a_stored_member_goes_on_from_the_same_state(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Two 4 MiB members stored as read (4 chunks of 1 MiB each), in 5 MiB parts.
+    bodies = {f"acme/storedretry/{index}.mp4": os.urandom(4 * MIB) for index in range(2)}
+    _put_with_crc(satchel, bodies)
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    params = {"prefixes": ["acme/storedretry/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    clients.reset()
+    injector = Injector(satchel.stack.table)
+    injector.install()
+    # Runs: 0.mp4's chunks 1, 2, 3 (one a run); its chunk 4 and 1.mp4's header and chunk 1;
+    # 1.mp4's chunks 2, 3, 4. A run that hands on saves 4 objects (records, checks, held
+    # bytes, state): the 14th put is the fourth run's checks, after its part 1 (5 MiB and two
+    # headers written by then). It fails on every attempt: the run fails, and Retry runs it
+    # again from the state the third run saved (the same part 1, written again).
+    with injector.armed(Fault("s3.PutObject", "internal", at=14, step="app.build")) as arming:
+        download_id, in_runs = _build(satchel, params)
+    assert injector.fired(arming) > 0
+    # Part 1 twice (the failed attempt's, its retry's), then the last part.
+    assert injector.calls[("app.build", "s3.UploadPart")] == 3
+    assert executions.failures_of(satchel, download_id) == ["TransientError"]
+    assert executions.runs_of(satchel, download_id, "Build") == 7  # Retry ran the fourth again
+    assert in_runs == at_once
+    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
+    _every_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_stored_members_first_pass_for_its_crc_is_split_between_runs_too(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A source with no checksum S3 can give (uploaded without one) is read once for the
+    # CRC-32 its header needs, then again for its bytes. Above HOLD_MAX_BYTES (1 MiB here,
+    # 16 MiB in use) that first pass streams, and a run short of time stops it between two
+    # chunks as it stops the bytes.
+    monkeypatch.setattr(archive, "HOLD_MAX_BYTES", MIB)
+    plain = boto3.client(
+        "s3", region_name=REGION, config=Config(request_checksum_calculation="when_required")
+    )
+    bodies = {
+        "acme/firstpass/a.txt": b"first\n" * 100,
+        "acme/firstpass/b.png": os.urandom(3 * MIB + MIB // 2),
+        "acme/firstpass/c.txt": b"last\n" * 100,
+    }
+    for key, body in bodies.items():
+        plain.put_object(Bucket=satchel.stack.source_bucket, Key=key, Body=body)
+    head = satchel.s3.head_object(
+        Bucket=satchel.stack.source_bucket, Key="acme/firstpass/b.png", ChecksumMode="ENABLED"
+    )
+    assert "ChecksumCRC32" not in head  # only its bytes can tell
+    params = {"prefixes": ["acme/firstpass/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # a.txt; b.png's first pass, a chunk a run (nothing of it written yet); with the pass's
+    # last chunk, its header and its bytes' chunk 1; chunks 2 and 3; its last and c.txt.
+    assert executions.runs_of(satchel, download_id, "Build") == 8
+    assert in_runs == at_once
+    _stored_members(in_runs, ["firstpass/b.png"])
+    _every_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )

@@ -1,7 +1,8 @@
 """Digest needs no single Lambda run to read the whole artifact: with a budget so small that
 every run hands on after one chunk, it loops through DigestHandsOn and still gives the
 SHA-256 of the very bytes shipped; a copied member's wrong CRC-32 met in a later run still
-fails the download with nothing left behind; and a retried run goes on from the same state.
+fails the download with nothing left behind; a retried run goes on from the same state; and
+a download cancelled while Digest hands on ends CANCELLED with nothing left behind.
 
 The budget is the real mechanism, as in test_continuation.py: the local dispatcher's Lambda
 context counts down from the function's timeout (satchel_local/lambdas.py), and
@@ -13,13 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import Any
 
 import pytest
 import requests
 
 from chalicelib.core import clients
+from chalicelib.runtime import Runtime
 from chalicelib.s3 import sources
+from chalicelib.workflow import digest as digests
+from chalicelib.workflow.payloads import Digesting, DigestRun
+from chalicelib.workflow.runs import Budget
+from satchel_local import lambdas
 from tests.support import executions
 from tests.support.faults import Fault, Injector
 from tests.support.stack import Satchel
@@ -139,3 +146,68 @@ def test_a_retried_digest_run_goes_on_from_the_same_state(
     assert retried == once
     assert sha256 == sha256_once == hashlib.sha256(retried).hexdigest()
     _no_temporaries(satchel)
+
+
+@pytest.mark.parametrize("when", ["as_a_run_begins", "while_a_run_reads"])
+def test_a_download_cancelled_while_digest_hands_on_ends_cancelled_and_leaves_nothing(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    _seed(satchel, "acme/digestcancel/", [150 * KIB, 200 * KIB, 90 * KIB])
+    monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(CHUNK))
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    reached, cancelled = threading.Event(), threading.Event()
+
+    def cancel_here() -> None:
+        reached.set()  # the test cancels the download now (a real DELETE: the execution is stopped)
+        assert cancelled.wait(60), "the test never cancelled"
+
+    original = digests.digest
+
+    def cancelled_in_third_run(runtime: Runtime, event: Digesting, budget: Budget | None = None) -> DigestRun:
+        if event.get("digest_run", 0) != 2:
+            return original(runtime, event, budget)
+        if when == "as_a_run_begins":
+            # The execution's stop came too late for this run (or failed, best effort).
+            cancel_here()
+            return original(runtime, event, budget)
+
+        def remaining_ms() -> int:
+            # Asked after the run's first chunk: cancelled while it reads, then short of time.
+            if not reached.is_set():
+                cancel_here()
+            return 0
+
+        return original(runtime, event, Budget(remaining_ms, 1))
+
+    monkeypatch.setattr(digests, "digest", cancelled_in_third_run)
+    reads: list[int] = []
+    read_on = digests.read_on
+
+    def counted(*args: Any, **kwargs: Any) -> str | digests.Reading:
+        reads.append(1)
+        return read_on(*args, **kwargs)
+
+    monkeypatch.setattr(digests, "read_on", counted)
+    created = satchel.create({"prefixes": ["acme/digestcancel/"], "compression": "store"})
+    assert created.status == 202, created.body
+    download_id = created.json["id"]
+    assert reached.wait(120), "Digest never reached its third run"
+    try:
+        reply = satchel.call("DELETE", f"/downloads/{download_id}")
+    finally:
+        cancelled.set()
+    assert reply.status == 202, reply.body
+    assert reply.json["state"] == "CANCELLED"
+    assert satchel.wait_execution(download_id, 60) in {"ABORTED", "FAILED"}
+    assert lambdas.wait_idle(timeout=30)
+    final = satchel.call("GET", f"/downloads/{download_id}").json
+    assert final["state"] == "CANCELLED"
+    assert final["artifact"] is None
+    assert executions.runs_of(satchel, download_id, "Digest") == 3  # none after the cancelled one
+    # A run that begins cancelled reads no byte of the artifact; one cancelled as it reads
+    # saves nothing for a next run.
+    assert len(reads) == (2 if when == "as_a_run_begins" else 3)
+    # The run that saw the cancellation removed the artifact, tmp/<id>/ (the runs' saved
+    # states, the manifest, the checks) and saved nothing for a next run.
+    assert satchel.artifact_objects() == []
+    assert satchel.open_uploads() == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import random
 import re
 import time
 from collections import Counter
@@ -49,6 +50,9 @@ SOURCE = "acme/faults/a.txt"
 SOURCE_B = "acme/faults/b.txt"
 # Deflated in 3 chunks of 1 MiB: a Build short of time stops inside it after the first.
 SOURCE_LARGE = "acme/faults/large.txt"
+# Compressed already (random bytes, .jpg): stored as read in 3 chunks of 1 MiB, and a Build
+# short of time stops inside it after the first as well.
+SOURCE_LARGE_STORED = "acme/faults/large.jpg"
 # What a 5xx answer or a download's error must never show: ARNs, the account, raw botocore
 # text, a traceback.
 _INTERNALS = re.compile(
@@ -83,6 +87,10 @@ def shared() -> Iterator[tuple[Stack, Injector]]:
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_B, Body=b"second source\n" * 64)
             large = b"".join(b"%d large source line\n" % index for index in range(120_000))
             s3.put_object(Bucket=stack.source_bucket, Key=SOURCE_LARGE, Body=large)
+            photo = random.Random(7).randbytes(2 * 1024 * 1024 + 512 * 1024)
+            s3.put_object(
+                Bucket=stack.source_bucket, Key=SOURCE_LARGE_STORED, Body=photo, ChecksumAlgorithm="CRC32"
+            )
             yield stack, injector
 
 
@@ -300,6 +308,11 @@ def scenario_parallel_download(satchel: Satchel, faulted: Armed, replies: list[R
 
 def scenario_large_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
     final = _built(satchel, faulted, replies, (SOURCE_LARGE,))
+    assert final["state"] == "DONE", final
+
+
+def scenario_large_stored_download(satchel: Satchel, faulted: Armed, replies: list[Reply]) -> None:
+    final = _built(satchel, faulted, replies, (SOURCE_LARGE_STORED,))
     assert final["state"] == "DONE", final
 
 
@@ -760,6 +773,23 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
+    # Build stopping inside a member stored as read (`handing_on`): the faults land in its
+    # second run, the one that reads the rest of the source on with the CRC-32 so far.
+    "build_stored_member_runs": (
+        scenario_large_stored_download,
+        "app.build",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.HeadObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
     # A tar.gz handing on after every member: a single stream's runs (workflow/streamruns.py).
     "build_tar_runs": (
         scenario_tar_download,
@@ -793,7 +823,13 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
     ),
     # Digest reading the artifact back in runs of one small chunk (`handing_on`): the faults
     # land in its second run, the one that goes on from the saved state (`_AT`).
-    "digest": (scenario_parallel_download, "app.digest", ("s3.GetObject", "s3.PutObject")),
+    # Each run reads the record (cancelled?) before it hands on, and each after the first as
+    # it begins too (workflow/digest.py).
+    "digest": (
+        scenario_parallel_download,
+        "app.digest",
+        ("dynamodb.GetItem", "s3.GetObject", "s3.PutObject"),
+    ),
     # An export's Build handing on after each page (`small_segments`): a second run goes on from
     # the saved cursor, row writer and upload (chalicelib/workflow/rowruns.py).
     "export_runs": (
@@ -826,6 +862,23 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
         ),
     ),
     "assemble": (
+        scenario_parallel_download,
+        "app.assemble",
+        (
+            "dynamodb.GetItem",
+            "dynamodb.UpdateItem",
+            "s3.CompleteMultipartUpload",
+            "s3.CreateMultipartUpload",
+            "s3.GetObject",
+            "s3.HeadObject",
+            "s3.ListMultipartUploads",
+            "s3.PutObject",
+            "s3.UploadPart",
+        ),
+    ),
+    # Assemble handing on after each segment (`small_segments`): the faults land in its second
+    # run, the one that goes on from the saved upload and held bytes (`_AT`).
+    "assemble_runs": (
         scenario_parallel_download,
         "app.assemble",
         (
@@ -939,7 +992,7 @@ AREAS |= {
         ),
     ),
 }
-_PARALLEL = {"build_segment", "assemble"}
+_PARALLEL = {"build_segment", "assemble", "assemble_runs"}
 # Build's second run (of two, one source each) makes these calls of its operation first; the
 # first run made the earlier ones (its record, its manifest and source, its saved state).
 # CreateMultipartUpload and ListMultipartUploads come in the first run only.
@@ -955,14 +1008,22 @@ _AT = {
     ("build_member_runs", "s3.GetObject"): 5,
     ("build_member_runs", "s3.ListMultipartUploads"): 2,
     ("build_member_runs", "s3.PutObject"): 5,
+    # The same for a member stored as read (its CRC-32 from S3's HEAD, in the first run).
+    ("build_stored_member_runs", "dynamodb.GetItem"): 2,
+    ("build_stored_member_runs", "dynamodb.UpdateItem"): 2,
+    ("build_stored_member_runs", "s3.GetObject"): 5,
+    ("build_stored_member_runs", "s3.ListMultipartUploads"): 2,
+    ("build_stored_member_runs", "s3.PutObject"): 5,
     # A tar.gz's first run saves 3 objects (held bytes, what it carries, its state).
     ("build_tar_runs", "dynamodb.GetItem"): 2,
     ("build_tar_runs", "dynamodb.UpdateItem"): 2,
     ("build_tar_runs", "s3.GetObject"): 3,
     ("build_tar_runs", "s3.ListMultipartUploads"): 2,
     ("build_tar_runs", "s3.PutObject"): 4,
-    # Digest's first run reads the checks and the artifact, and saves its state; the second
-    # reads the checks, then that state (4th), then the artifact, and saves its own (2nd).
+    # Digest's first run reads the checks and the artifact, reads the record and saves its
+    # state; the second reads the record (2nd), the checks, then that state (4th), then the
+    # artifact, and saves its own (2nd).
+    ("digest", "dynamodb.GetItem"): 2,
     ("digest", "s3.GetObject"): 4,
     ("digest", "s3.PutObject"): 2,
     # An export's second run: its record, its query's next page, its saved state and held
@@ -972,6 +1033,17 @@ _AT = {
     ("export_runs", "s3.GetObject"): 1,
     ("export_runs", "s3.ListMultipartUploads"): 2,
     ("export_runs", "s3.PutObject"): 3,
+    # Assemble's second run (of three: a segment each, then the central directory): its
+    # record's progress and its download, the upload found by listing, its saved state (after
+    # the first run's read of segment 0), the next segment's head (after the first run's
+    # look-up of both), its own saved held bytes. CreateMultipartUpload comes in the first
+    # run only; UploadPart (the held bytes) and CompleteMultipartUpload in the last.
+    ("assemble_runs", "dynamodb.GetItem"): 2,
+    ("assemble_runs", "dynamodb.UpdateItem"): 2,
+    ("assemble_runs", "s3.GetObject"): 2,
+    ("assemble_runs", "s3.HeadObject"): 3,
+    ("assemble_runs", "s3.ListMultipartUploads"): 2,
+    ("assemble_runs", "s3.PutObject"): 3,
 }
 # The authorizer's key lookup comes first (the secret's record, 2nd); a retried delivery's
 # second receipt reads its record 3rd (after the first receipt's record and secret); the
@@ -1007,10 +1079,12 @@ def small_segments(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
     if area in (
         "build_runs",
         "build_member_runs",
+        "build_stored_member_runs",
         "build_tar_runs",
         "build_surveyed_runs",
         "digest",
         "export_runs",
+        "assemble_runs",
     ):
         monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", str(10_000 * 1000))
     if area == "digest":

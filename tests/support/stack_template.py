@@ -31,6 +31,11 @@ ACCOUNT = "123456789012"  # moto's account
 REGION = "us-east-1"
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 NO_VALUE = object()  # AWS::NoValue: removed from the list or object that holds it
+# Read by glibc's allocator as a process starts, not by settings.py: the functions that
+# stream an archive's bytes through a part buffer get it (.chalice/config.json,
+# docs/performance.md), no other function does.
+ALLOCATOR_VARIABLES = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
+STREAMING_FUNCTIONS = frozenset({"app.build", "app.build_segment", "app.assemble", "app.digest"})
 
 
 @dataclass(frozen=True)

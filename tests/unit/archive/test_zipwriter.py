@@ -12,7 +12,7 @@ import random
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -215,9 +215,98 @@ def test_a_streamed_members_carried_state_goes_through_json_unchanged() -> None:
     from chalicelib.archive.zipwriter import Streaming
 
     member = Streaming(
-        "a/b.txt", 0, 41, False, 0x0808, 1, 2, Carried(7, 1024, 300, bytes(range(256)) * 128),
-        Range("bucket", "a/b.txt", '"etag"', 1024, 5000),
+        "a/b.txt", zipwriter.DEFLATED, 0, 41, False, 0x0808, 1, 2, 0,
+        Carried(7, 1024, 300, bytes(range(256)) * 128), Range("bucket", "a/b.txt", '"etag"', 1024, 5000),
     )  # fmt: skip
     raw = json.loads(json.dumps(member.to_json()))
     assert Streaming.from_json(raw) == member
     assert member.moved(10).offset == 10
+
+
+def _stored_in_runs(data: bytes, chunk: int, stops: int) -> tuple[bytes, int]:
+    """A stored member (and a small one after it) laid out by as many layouts as it takes
+    when each stops after `stops` chunks of its own, each going on where the last stopped."""
+    from chalicelib.archive.zipwriter import Streaming
+
+    source = CopyRange("bucket", "big.jpg", '"etag"', 0, len(data))
+
+    def stopper() -> Callable[[], bool]:
+        asked = 0
+
+        def stop() -> bool:
+            nonlocal asked
+            asked += 1
+            return asked >= stops
+
+        return stop
+
+    def cut(start: int) -> list[bytes]:
+        return [data[at : at + chunk] for at in range(start, len(data), chunk)]
+
+    layout = ZipLayout(WHEN, stop=stopper())
+    out = plain(layout.known("big.jpg", zlib.crc32(data), len(data), cut(0), WHEN, source))
+    members, layouts = list(layout.members), 1
+    while layout.carried is not None:
+        carried = Streaming.from_json(json.loads(json.dumps(layout.carried.to_json())))
+        assert carried.method == zipwriter.STORED
+        assert carried.so_far.size == carried.rest.start
+        assert carried.so_far.crc == zlib.crc32(data[: carried.rest.start])
+        layout = ZipLayout(WHEN, carried.offset, stop=stopper())
+        out += plain(layout.resumed(carried, cut(carried.rest.start)))
+        members += layout.members
+        layouts += 1
+    layout.members = members
+    out += plain(layout.known("after.txt", zlib.crc32(b"after"), 5, [b"after"], WHEN))
+    out += plain(zipwriter.closing(layout.members, layout.offset))
+    return out, layouts
+
+
+def test_a_stored_member_stopped_between_chunks_goes_on_into_the_same_bytes() -> None:
+    data = random.Random(5).randbytes(10 * 1000 + 7)
+    whole, once = _stored_in_runs(data, 1000, stops=10**6)
+    assert once == 1
+    split, layouts = _stored_in_runs(data, 1000, stops=1)
+    assert layouts == 11  # a chunk a layout; never stopped after the last one
+    assert split == whole
+    with zipfile.ZipFile(io.BytesIO(split)) as opened:
+        info = opened.getinfo("big.jpg")
+        assert info.compress_type == zipfile.ZIP_STORED
+        assert not info.flag_bits & 0x08  # no data descriptor
+        assert opened.read("big.jpg") == data
+        assert opened.read("after.txt") == b"after"
+
+
+def test_a_stored_member_gone_on_with_checks_the_crc_its_header_announced() -> None:
+    from chalicelib.archive.zipwriter import Streaming
+
+    data = b"x" * 3000
+    source = CopyRange("bucket", "big.jpg", '"etag"', 0, len(data))
+    layout = ZipLayout(WHEN, stop=lambda: True)
+    list(layout.known("big.jpg", zlib.crc32(data), len(data), [data[:1000], data[1000:]], WHEN, source))
+    carried = layout.carried
+    assert isinstance(carried, Streaming)
+    going_on = ZipLayout(WHEN, carried.offset, stop=lambda: False)
+    with pytest.raises(ChecksumMismatch):
+        list(going_on.resumed(carried, [b"y" * 2000]))
+
+
+def test_a_first_pass_for_a_stored_members_crc_stops_before_its_header_and_goes_on() -> None:
+    from chalicelib.archive.zipwriter import Streaming
+
+    data = random.Random(6).randbytes(5000)
+    source = CopyRange("bucket", "big.png", '"etag"', 0, len(data))
+    whole = plain(ZipLayout(WHEN).known("big.png", zlib.crc32(data), len(data), [data], WHEN, source))
+
+    layout = ZipLayout(WHEN, 100, stop=lambda: True)
+    member = layout.stored("big.png", len(data), WHEN, source)
+    assert layout.checksum(member, [data[:1000], data[1000:]]) is None  # stopped after a chunk
+    carried = Streaming.from_json(json.loads(json.dumps(layout.carried.to_json() if layout.carried else {})))
+    assert (carried.header_size, carried.offset, carried.rest.start) == (0, 100, 1000)
+    assert layout.offset == 100  # nothing of it written
+    going_on = ZipLayout(WHEN, 100, stop=lambda: False)
+    with pytest.raises(ValueError, match="first pass"):
+        list(going_on.resumed(carried, [data[1000:]]))
+    crc = going_on.checksum(carried, [data[1000:3000], data[3000:]])
+    assert crc == zlib.crc32(data)
+    assert plain(going_on.known_as(carried, crc, [data])) == whole
+    assert going_on.members[0].offset == 100

@@ -18,7 +18,13 @@ ROOT = Path(__file__).resolve().parents[3]
 IDS = ["0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcde", "ffff0000"]
 
 
-PER_DOWNLOAD: list[Callable[[str], str]] = [layout.artifact_key, layout.manifest_key, layout.checks_key]
+PER_DOWNLOAD: list[Callable[[str], str]] = [
+    layout.artifact_key,
+    layout.manifest_key,
+    layout.checks_key,
+    lambda download_id: layout.assemble_run_key(download_id, 1, "state.json"),
+    lambda download_id: layout.run_key(download_id, None, 1, "state.json"),
+]
 
 
 PER_SEGMENT: list[Callable[[str, int], str]] = [

@@ -19,6 +19,8 @@ import pytest
 
 import app
 from chalicelib.workflow.payloads import (
+    AssembleRun,
+    Assembling,
     BuildRun,
     Built,
     Digested,
@@ -48,7 +50,8 @@ STATES: dict[str, tuple[Payload, Payload]] = {
     "SegmentDone": (SegmentBuilt, SegmentBuilt),
     "SegmentFailed": (FailInput, Failed),
     "SegmentAbandoned": (Failed, Failed),
-    "Assemble": (Prepared, Built),
+    "Assemble": (Assembling, AssembleRun),
+    "AssembleHandsOn": (AssembleRun, AssembleRun),
     "Build": (Prepared, BuildRun),
     "BuildHandsOn": (BuildRun, BuildRun),
     "CheckDigest": (Built, Built),
