@@ -640,7 +640,9 @@ FIRST_CALLS = {
         "from chalicelib.workflow.runs import Budget; from chalicelib import downloadtypes; "
         "downloadtypes.get('zip'); from chalicelib.archive import deflate; import zlib_ng.zlib_ng"
     ),
-    "Digest": "from chalicelib.runtime import Runtime; from chalicelib.workflow import digest; import rehashes",
+    "Digest": (
+        "from chalicelib.runtime import Runtime; from chalicelib.workflow import digest; import rehashes"
+    ),
 }
 
 
