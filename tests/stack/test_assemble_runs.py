@@ -12,11 +12,9 @@ time once it has copied something.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,6 @@ from tests.support.stack import Satchel
 MIB = 1024 * 1024
 # Above the functions' 900 s timeout: every run is short of time once it has copied something.
 ALWAYS_SHORT = str(10_000 * 1000)
-JAVA_CHECK = Path(__file__).parents[1] / "support" / "readers" / "ZipCheck.java"
 PREFIX = "acme/joined/"
 
 
@@ -72,26 +69,6 @@ def _build(satchel: Satchel, prefix: str = PREFIX, timeout: float = 240) -> tupl
     assert hashlib.sha256(body).hexdigest() == done["artifact"]["sha256"]  # Digest hashed the runs' bytes
     assert len(body) == done["artifact"]["size"]
     return created.json["id"], body
-
-
-def _every_reader_accepts(body: bytes, tmp_path: Path, expected: dict[str, bytes]) -> None:
-    """Python's zipfile, unzip, 7-Zip, bsdtar, Java's ZipFile and ZipInputStream: the bytes."""
-    with zipfile.ZipFile(io.BytesIO(body)) as opened:
-        assert opened.testzip() is None
-        assert {info.filename: opened.read(info) for info in opened.infolist()} == expected
-    path = tmp_path / "joined.zip"
-    path.write_bytes(body)
-    archive_readers.run("unzip", "-t", path)
-    archive_readers.run("7z", "t", path)
-    assert sorted(archive_readers.run("bsdtar", "-tf", path).splitlines()) == sorted(expected)
-    checked = archive_readers.run("java", JAVA_CHECK, path)
-    for reader in ("ZipFile", "ZipInputStream"):
-        names = [line.split("\t")[2] for line in checked.splitlines() if line.startswith(f"{reader}\tname\t")]
-        assert sorted(names) == sorted(expected), checked
-    extracted = tmp_path / "extracted"
-    extracted.mkdir()
-    archive_readers.run("bsdtar", "-xf", path, cwd=extracted)
-    assert archive_readers.files_under(extracted) == expected
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool | None]]:
@@ -138,7 +115,7 @@ def test_assemble_hands_on_between_segments_and_parts_and_writes_the_same_bytes(
     assert outputs[5]["done"] is True
     assert max(len(json.dumps(output)) for output in outputs) < 1000
     assert in_runs == at_once == single
-    _every_reader_accepts(in_runs, tmp_path, sources)
+    archive_readers.every_zip_reader_accepts(in_runs, tmp_path, sources)
     # Finalize removed every run's saved state with the rest of tmp/<id>/.
     assert satchel.open_uploads() == []
     assert f"artifacts/{download_id}" in satchel.artifact_objects()
@@ -173,7 +150,7 @@ def test_segments_of_one_part_each_are_copied_at_once_in_fixed_part_numbers(
     assert sorted(number for _, number in copies) == [1, 2, 3, 4]
     assert all(thread.startswith("copy") for thread, _ in copies), copies  # from the pool
     assert in_runs == single
-    _every_reader_accepts(
+    archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
 
@@ -220,7 +197,7 @@ def test_a_retried_assemble_run_goes_on_from_the_same_state_and_duplicates_nothi
     # Six runs still (Retry runs a task again without entering its state again).
     assert executions.runs_of(satchel, download_id, "Assemble") == 6
     assert in_runs == at_once
-    _every_reader_accepts(in_runs, tmp_path, sources)
+    archive_readers.every_zip_reader_accepts(in_runs, tmp_path, sources)
     assert satchel.open_uploads() == []
 
 

@@ -114,16 +114,9 @@ def test_a_stored_member_larger_than_a_run_is_copied_across_runs_part_by_part(
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
 
 
-def test_segments_hand_on_too_and_join_into_the_same_bytes(
-    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    bodies = _texts(satchel, "acme/segruns/", 6)
-    params = {"prefixes": ["acme/segruns/"]}
-    _, at_once = _build(satchel, params)
-    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
-    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
-    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
-    # A child execution's history is its own (as on AWS): the runs are counted as they happen.
+def _segment_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bool]]:
+    """BuildSegment's runs as they happen (segment, run, done): a child execution's history
+    is its own, as on AWS, so they are counted here rather than read from the parent's."""
     seen: list[tuple[int, int, bool]] = []
     original = segments.build_segment
 
@@ -133,6 +126,19 @@ def test_segments_hand_on_too_and_join_into_the_same_bytes(
         return built
 
     monkeypatch.setattr(segments, "build_segment", counted)
+    return seen
+
+
+def test_segments_hand_on_too_and_join_into_the_same_bytes(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = _texts(satchel, "acme/segruns/", 6)
+    params = {"prefixes": ["acme/segruns/"]}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    seen = _segment_runs(monkeypatch)
     download_id, in_runs = _build(satchel, params)
     # 3 segments of 2 members: each hands on after its first member, then finishes.
     assert sorted(seen) == [(index, run, run == 1) for index in range(3) for run in range(2)]
@@ -170,27 +176,6 @@ def test_a_retried_run_goes_on_from_the_same_state_and_duplicates_nothing(
     _readers_accept(in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()})
 
 
-JAVA_CHECK = Path(__file__).parents[1] / "support" / "readers" / "ZipCheck.java"
-
-
-def _every_reader_accepts(body: bytes, tmp_path: Path, expected: dict[str, bytes]) -> None:
-    """unzip, 7z, bsdtar and Java's ZipFile and streaming ZipInputStream, and the bytes."""
-    _readers_accept(body, tmp_path, expected)
-    path = tmp_path / "built.zip"
-    path.write_bytes(body)
-    archive_readers.run("7z", "t", path)
-    listed = archive_readers.run("bsdtar", "-tf", path).splitlines()
-    assert sorted(listed) == sorted(expected)
-    checked = archive_readers.run("java", JAVA_CHECK, path)
-    for reader in ("ZipFile", "ZipInputStream"):
-        names = [line.split("\t")[2] for line in checked.splitlines() if line.startswith(f"{reader}\tname\t")]
-        assert sorted(names) == sorted(expected), checked
-    extracted = tmp_path / "extracted"
-    extracted.mkdir()
-    archive_readers.run("bsdtar", "-xf", path, cwd=extracted)
-    assert archive_readers.files_under(extracted) == expected
-
-
 def _large_text(seed: int, size: int) -> bytes:
     """Compressible but not trivially (deflate keeps about a third): words drawn at random."""
     words = [f"w{seed}x{index}".encode() for index in range(4096)]
@@ -220,7 +205,7 @@ def test_a_deflated_member_larger_than_a_run_is_split_between_its_chunks(
         split = opened.getinfo("bigdeflate/b.txt")
         assert split.compress_type == zipfile.ZIP_DEFLATED
         assert split.compress_size < split.file_size // 2
-    _every_reader_accepts(
+    archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
 
@@ -241,21 +226,13 @@ def test_a_segments_deflated_member_is_split_between_runs_too(
     monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
     monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
-    seen: list[tuple[int, int, bool]] = []
-    original = segments.build_segment
-
-    def counted(runtime: Runtime, event: SegmentInput, budget: Budget | None = None) -> SegmentBuilt:
-        built = original(runtime, event, budget)
-        seen.append((event["index"], event.get("run", 0), built["done"]))
-        return built
-
-    monkeypatch.setattr(segments, "build_segment", counted)
+    seen = _segment_runs(monkeypatch)
     _, in_runs = _build(satchel, params)
     # Segment 0: a.txt's chunk 1, chunk 2, then its last two and b.txt. Segment 1: c.txt's
     # chunk 1, then its last two and d.txt.
     assert sorted(seen) == [(0, 0, False), (0, 1, False), (0, 2, True), (1, 0, False), (1, 1, True)]
     assert in_runs == at_once
-    _every_reader_accepts(
+    archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
 
@@ -320,7 +297,7 @@ def test_a_stored_member_larger_than_a_run_is_split_between_its_read_chunks(
     assert executions.runs_of(satchel, download_id, "Build") == 5
     assert in_runs == at_once
     _stored_members(in_runs, ["bigstored/b.jpg"])
-    _every_reader_accepts(
+    archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
 
@@ -340,15 +317,7 @@ def test_a_segments_stored_member_is_split_between_runs_too(
     monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
     monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
     monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
-    seen: list[tuple[int, int, bool]] = []
-    original = segments.build_segment
-
-    def counted(runtime: Runtime, event: SegmentInput, budget: Budget | None = None) -> SegmentBuilt:
-        built = original(runtime, event, budget)
-        seen.append((event["index"], event.get("run", 0), built["done"]))
-        return built
-
-    monkeypatch.setattr(segments, "build_segment", counted)
+    seen = _segment_runs(monkeypatch)
     _, in_runs = _build(satchel, params)
     # Segment 0: a.jpg's chunks 1, 2, 3 (one a run), then its last (100 bytes) and b.txt.
     # Segment 1: c.zip's chunks 1, 2, then its last and d.txt.
@@ -358,7 +327,7 @@ def test_a_segments_stored_member_is_split_between_runs_too(
     ]  # fmt: skip
     assert in_runs == at_once
     _stored_members(in_runs, ["segstored/a.jpg", "segstored/c.zip"])
-    _every_reader_accepts(
+    archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
 
@@ -390,7 +359,7 @@ def test_a_retried_run_inside_a_stored_member_goes_on_from_the_same_state(
     assert executions.runs_of(satchel, download_id, "Build") == 7  # Retry ran the fourth again
     assert in_runs == at_once
     _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
-    _every_reader_accepts(
+    archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
 
@@ -426,6 +395,6 @@ def test_a_stored_members_first_pass_for_its_crc_is_split_between_runs_too(
     assert executions.runs_of(satchel, download_id, "Build") == 8
     assert in_runs == at_once
     _stored_members(in_runs, ["firstpass/b.png"])
-    _every_reader_accepts(
+    archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )

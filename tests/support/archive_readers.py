@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
+
+# Opens a zip with Java's ZipFile and its streaming ZipInputStream (run with `java`).
+JAVA_CHECK = Path(__file__).parent / "readers" / "ZipCheck.java"
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> str:
@@ -32,3 +37,24 @@ def files_under(root: Path) -> dict[str, bytes]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+def every_zip_reader_accepts(body: bytes, tmp_path: Path, expected: dict[str, bytes]) -> None:
+    """Python's zipfile, unzip, 7-Zip, bsdtar, Java's ZipFile and streaming ZipInputStream
+    each open the zip and find `expected` (name: bytes) in it."""
+    with zipfile.ZipFile(io.BytesIO(body)) as opened:
+        assert opened.testzip() is None
+        assert {info.filename: opened.read(info) for info in opened.infolist()} == expected
+    path = tmp_path / "checked.zip"
+    path.write_bytes(body)
+    run("unzip", "-t", path)
+    run("7z", "t", path)
+    assert sorted(run("bsdtar", "-tf", path).splitlines()) == sorted(expected)
+    checked = run("java", JAVA_CHECK, path)
+    for reader in ("ZipFile", "ZipInputStream"):
+        names = [line.split("\t")[2] for line in checked.splitlines() if line.startswith(f"{reader}\tname\t")]
+        assert sorted(names) == sorted(expected), checked
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    run("bsdtar", "-xf", path, cwd=extracted)
+    assert files_under(extracted) == expected
