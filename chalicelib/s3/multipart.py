@@ -171,7 +171,7 @@ class MultipartWriter:
         """Ranges of other objects as the next parts, copied by S3 `workers` at a time. Their
         part numbers are fixed before any is sent (the next ones, in order), so the order
         the copies finish in changes nothing, and a retried run sends the same numbers."""
-        if self._buffer:
+        if self._fill:
             raise RuntimeError("flush() before copying: a part is either written or copied")
         if not copies:
             return

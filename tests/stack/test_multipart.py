@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.s3.multipart import MultipartWriter
+from chalicelib.s3.multipart import MultipartWriter, PartCopy
 from tests.support.recording import Recording
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
@@ -31,6 +31,29 @@ def test_parts_are_exactly_part_size_and_the_sha256_is_of_the_whole(s3: S3Client
     assert digest == hashlib.sha256(data).hexdigest()
     assert s3.get_object(Bucket="bucket", Key="k")["Body"].read() == data
     assert writer.size == len(data)
+
+
+def test_the_buffer_a_written_part_leaves_is_reused_and_then_copies_follow(s3: S3Client) -> None:
+    """The writer fills the same buffer again for each part: what a written part leaves in
+    it is no part held, so copied parts may follow it, alone or several at once."""
+    source = os.urandom(6 * MIB)
+    etag = s3.put_object(Bucket="bucket", Key="source", Body=source)["ETag"]
+    writer = MultipartWriter(s3, "bucket", "k", 6 * MIB, "application/zip")
+    head, middle = os.urandom(6 * MIB), os.urandom(5 * MIB + 7)
+    writer.write(head)  # one whole part, written
+    assert writer.buffered == 0
+    copy_source: Any = {"Bucket": "bucket", "Key": "source"}
+    writer.copy_part(copy_source, 0, 5 * MIB - 1, etag)
+    writer.write(middle)  # into the same buffer: short of a part, held
+    assert writer.buffered == 5 * MIB + 7
+    writer.flush()  # a part of its own (at least 5 MiB: S3's least but for the last)
+    writer.copy_parts(
+        [PartCopy(copy_source, 0, 5 * MIB - 1, etag), PartCopy(copy_source, MIB, 6 * MIB - 1, etag)], 2
+    )
+    writer.write(b"tail")
+    writer.complete()
+    expected = head + source[: 5 * MIB] + middle + source[: 5 * MIB] + source[MIB:] + b"tail"
+    assert s3.get_object(Bucket="bucket", Key="k")["Body"].read() == expected
 
 
 def test_empty_artifact_completes_with_one_empty_part(s3: S3Client) -> None:
