@@ -10,9 +10,15 @@
 - `on_missing: skip` leaves out sources that are gone: keys that did not exist at Prepare,
   and sources that vanished before Build (found by the survey, a HEAD each when no manifest
   is asked). They are listed in the download's `skipped` and in `MISSING.txt` at the root.
-  A source that vanishes after the survey, before its own read, ends that Build attempt
-  with `TransientError`: the state machine's Retry runs Build again, whose survey leaves it
-  out. `fail` (the default) fails the download `SourceMissing`.
+  A source that vanishes after the survey is left out where the build meets it, as its
+  member is about to be written (its GET, or the HEAD of one S3 copies): nothing of it is
+  written, it is added to `skipped` and to `MISSING.txt` (after the others), and it is not in
+  `SHA256SUMS` (`LeftOut`; a zip's runs: `_LeavingOut`, a tar's: `TarStream`). The runs after
+  it learn of it from the saved run state (`gone`), so a retried run writes the same bytes.
+  One found gone once its member is begun fails `SourceMissing` (`begun`): the rest of a
+  member an earlier run stopped inside (its header written), or a member S3 copies whose
+  copy finds it gone after its header. `fail` (the default) fails the download
+  `SourceMissing`.
 - `tar` is POSIX pax (chalicelib/archive/tarwriter.py); a member of at least
   `server_copy_min_bytes` is copied by S3 into the artifact (the Digest step then hashes
   it), as store zips do. `tar.gz` is one gzip stream through chalicelib/archive/deflate.py's engine.
@@ -27,6 +33,7 @@ with its.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -39,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib.archive import deflate, integrity, tarwriter, zipwriter
-from chalicelib.archive.zipwriter import CopyRange, Piece, ZipLayout
+from chalicelib.archive.zipwriter import CopyRange, Piece, Streaming, ZipLayout
 from chalicelib.core import clock
-from chalicelib.core.errors import Cancelled, SourceMissing, TransientError
+from chalicelib.core.errors import Cancelled, SourceMissing
 from chalicelib.core.models import Download, Principal
 from chalicelib.core.settings import Settings
 from chalicelib.downloadtypes.base import (
@@ -161,39 +168,39 @@ def renderer(members: ZipMembers, layout_for: LayoutFor) -> Renderer:
         runtime: Runtime, download: Download, entries: Iterator[Entry], tracker: ProgressTracker
     ) -> Iterator[Piece]:
         options = Options.of(download.params)
-        present: Iterator[Entry] = entries  # streamed from the manifest, unless surveyed first
-        extras: list[tuple[str, bytes]] = []
-        if options.manifest or options.skips:
-            found = survey(runtime, list(entries), options)
-            skipped = _record_skipped(runtime, download, found, tracker) if options.skips else []
-            present, extras = iter(found.present), _extras(found, skipped, options)
-        pieces = _pieces(runtime, download, present, extras, tracker, options)
-        try:
-            yield from pieces
-        except SourceMissing as gone:
-            if not options.skips:
-                raise
-            # Gone after the survey saw it: the Build's Retry surveys again and leaves it out.
-            raise TransientError(f"{gone.message}; the build starts again without it") from gone
+        if not (options.manifest or options.skips):  # streamed from the manifest, not surveyed
+            yield from _pieces(runtime, download, entries, iter(()), tracker, options, None)
+            return
+        found = survey(runtime, list(entries), options)
+        recorded = _record_skipped(runtime, download, found, tracker) if options.skips else []
+        left = LeftOut(runtime, download.id, recorded, tracker) if options.skips else None
+        late = left.keys if left else []  # complete once the sources are written: read after them
+        own = _lazily(lambda: _own_files(download, found, late, options))
+        yield from _pieces(runtime, download, iter(found.present), own, tracker, options, left)
 
     def _pieces(
         runtime: Runtime,
         download: Download,
         entries: Iterator[Entry],
-        extras: list[tuple[str, bytes]],
+        extras: Iterable[tuple[str, bytes]],
         tracker: ProgressTracker,
         options: Options,
+        left: LeftOut | None,
     ) -> Iterator[Piece]:
         if options.format == "zip":
             layout = layout_for(download)
-            yield from members(runtime, download, entries, tracker, layout)
+            yield from _laid_out(runtime, download, entries, tracker, layout, left)
             for name, data in extras:
                 yield from layout.known(name, zlib.crc32(data), len(data), [data] if data else [])
             yield from zipwriter.closing(layout.members, layout.offset)
             _write_checks(runtime, download, layout.unverified)
             return
         when = int(clock.parse(download.created_at).timestamp())
-        tar = tar_pieces(runtime, entries, extras, tracker, when, copy=options.format == "tar")
+        copy = options.format == "tar"
+        leave_out = left.add if left else None
+        tar = TarStream(
+            runtime, entries, tracker, copy=copy, extras=extras, mtime=when, leave_out=leave_out
+        ).pieces()
         if options.format == "tar":
             yield from tar
         else:
@@ -201,7 +208,38 @@ def renderer(members: ZipMembers, layout_for: LayoutFor) -> Renderer:
             yield from tarwriter.gzipped(tar, level)
         _write_checks(runtime, download, ())  # a tar has no CRC-32s to check
 
+    def _laid_out(
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        layout: ZipLayout,
+        left: LeftOut | None,
+    ) -> Iterator[Piece]:
+        """The members; with `left`, a source found gone as its member is about to be written
+        is left out, and the members go on with the next source in the same layout."""
+        if left is None:
+            yield from members(runtime, download, entries, tracker, layout)
+            return
+        rest = list(entries)  # the sources the survey found: a list already
+        while True:
+            laid = len(layout.members)
+            try:
+                yield from members(runtime, download, iter(rest), tracker, layout)
+                return
+            except SourceMissing as gone:
+                at = len(layout.members) - laid  # the members before it are whole
+                if at >= len(rest) or rest[at].key != gone.details.get("key"):
+                    raise begun(gone) from gone
+                left.add(rest[at])
+                rest = rest[at + 1 :]
+
     return render
+
+
+def _lazily(make: Callable[[], Iterable[tuple[str, bytes]]]) -> Iterator[tuple[str, bytes]]:
+    """The archive's own files, made only when the writer reaches them (after the sources)."""
+    yield from make()
 
 
 def _write_checks(runtime: Runtime, download: Download, checks: Iterable[integrity.Check]) -> None:
@@ -212,30 +250,71 @@ def _write_checks(runtime: Runtime, download: Download, checks: Iterable[integri
     integrity.write(runtime.s3, runtime.settings.artifact_bucket, key, checks)
 
 
-def _extras(found: Survey, skipped: list[str], options: Options) -> list[tuple[str, bytes]]:
-    """The archive's own files, after the sources: (name at the root, bytes)."""
+def _own_files(
+    download: Download, found: Survey, late: Iterable[str], options: Options
+) -> list[tuple[str, bytes]]:
+    """The archive's own files, after the sources: (name at the root, bytes). `late` are the
+    sources found gone as their member was about to be written (the survey saw them): listed
+    in MISSING.txt after the others, and not in SHA256SUMS (the survey's hash is of bytes the
+    archive does not hold)."""
+    late = list(late)
+    gone = set(late)
     extras = []
     if options.manifest:
         # Safe names hold no backslash or newline (names.py): no line needs sha256sum's escaping.
-        lines = (f"{found.sha256[entry.name]}  {entry.name}\n" for entry in found.present)
+        present = (entry for entry in found.present if entry.key not in gone)
+        lines = (f"{found.sha256[entry.name]}  {entry.name}\n" for entry in present)
         extras.append((SUMS_NAME, "".join(lines).encode("utf-8")))
+    skipped = skipped_keys(download, found, late) if options.skips else []
     if skipped:
         extras.append((MISSING_NAME, "".join(f"{key}\n" for key in skipped).encode("utf-8")))
     return extras
 
 
-def tar_pieces(
-    runtime: Runtime,
-    entries: Iterable[Entry],
-    extras: list[tuple[str, bytes]],
-    tracker: ProgressTracker,
-    mtime: int,
-    *,
-    copy: bool,
-) -> Iterator[Piece]:
-    """A pax tar of the sources then the extras (stamped `mtime`); with `copy`, large members
-    are copied by S3."""
-    return TarStream(runtime, iter(entries), tracker, copy=copy, extras=extras, mtime=mtime).pieces()
+def begun(gone: SourceMissing) -> SourceMissing:
+    """A source gone once its member was begun (its header written in an earlier run, or its
+    bytes being copied by S3): the archive cannot leave it out any more, and the download fails."""
+    key = str(gone.details.get("key", ""))
+    return SourceMissing(
+        f"source object vanished while its member was being written: {key} "
+        "(a member begun cannot be left out)",
+        key=key,
+    )
+
+
+class LeftOut:
+    """The sources a build finds gone as their member is about to be written (`on_missing:
+    skip`), after the survey saw them: each is added to the download's `skipped`, after the
+    keys already there (`recorded`), and taken out of the progress totals. `keys` are those
+    left out so far (by earlier Lambda runs too, from their saved state)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        download_id: str,
+        recorded: list[str],
+        tracker: ProgressTracker,
+        keys: Iterable[str] = (),
+    ) -> None:
+        self._runtime = runtime
+        self._download_id = download_id
+        self.recorded = list(recorded)
+        self._tracker = tracker
+        self.keys = list(keys)
+
+    def add(self, entry: Entry) -> None:
+        self.keys.append(entry.key)
+        skipped = list(dict.fromkeys([*self.recorded, entry.key]))
+        # A retried run finds the key recorded already by the attempt before: nothing to write.
+        if skipped != self.recorded and not self._runtime.downloads.record_skipped(
+            self._download_id, skipped
+        ):
+            raise Cancelled("the download was cancelled while it was being built")
+        self.recorded = skipped
+        current = self._tracker.current
+        self._tracker.current = replace(
+            current, files_total=current.files_total - 1, bytes_total=current.bytes_total - entry.size
+        )
 
 
 @dataclass(frozen=True)
@@ -257,6 +336,12 @@ class TarStream:
     member copied by S3 may also be handed on between copied parts (assembly.CopyHandedOn),
     at `current`. The end (the extras, the two zero blocks) is written only by a run that
     took every entry, so a stream never stops once it has ended.
+
+    With `leave_out` (`on_missing: skip`), a source found gone as its member is about to be
+    written (its GET, or the HEAD of one S3 copies) is handed to it and left out: nothing of
+    it is written, and the stream goes on with the next entry (`at` counts it as taken). One
+    found gone once its header is written (the rest of a member an earlier run stopped in)
+    fails `SourceMissing` (`begun`).
     """
 
     def __init__(
@@ -271,9 +356,11 @@ class TarStream:
         mtime: int = 0,
         stop: Callable[[], bool] | None = None,
         split_members: bool = False,
+        leave_out: Callable[[Entry], None] | None = None,
     ) -> None:
         self._runtime = runtime
         self._entries = entries
+        self._leave_out = leave_out
         self._tracker = tracker
         self._copy = copy
         self._extras = extras if extras is not None else ()
@@ -293,35 +380,46 @@ class TarStream:
         index, entries = self.at.entry, self._entries
         wrote = False  # whether this run wrote anything yet: it always writes something
         if self.at.offset:
-            entry = next(entries)
-            if self._copied(entry):
-                yield from self._copy_of(entry, self.at.offset)
+            resumed = next(entries)
+            if self._copied(resumed):
+                yield from self._copy_of(resumed, self.at.offset)
             else:
-                stopped_at = yield from self._bytes_of(entry, self._range_of(entry), self.at.offset)
+                stopped_at = yield from self._bytes_of(resumed, self._rest_of(resumed), self.at.offset)
                 if stopped_at is not None:
                     self._stopped(index, stopped_at)
                     return
-            yield tarwriter.padding(entry.size)
+            yield tarwriter.padding(resumed.size)
             index, wrote = index + 1, True
         window = sources.Window(
             settings.fetch_concurrency, settings.fetch_window_bytes, settings.read_chunk_bytes
         )
-        order, read = itertools.tee(entries)
-        fetched = sources.fetch(self._runtime.s3, bucket, (e for e in read if not self._copied(e)), window)
-        for entry in order:
+        order, fetched = self._fetching(entries, window)
+        while (entry := next(order, None)) is not None:
             if wrote and self._stop():
                 self._stopped(index, 0)
                 return
             self.current = index
-            if self._copied(entry):
-                # Entry times are the sources' LastModified, as in a zip: the same sources,
-                # the same bytes.
-                modified = sources.last_modified(self._runtime.s3, bucket, entry)
-                yield tarwriter.header(entry.name, entry.size, int(modified.timestamp()))
+            source: sources.Source | None = None  # None: S3 copies its bytes
+            try:
+                if self._copied(entry):
+                    # Entry times are the sources' LastModified, as in a zip: the same sources,
+                    # the same bytes.
+                    modified = sources.last_modified(self._runtime.s3, bucket, entry).timestamp()
+                else:
+                    source = next(fetched)
+                    modified = source.modified.timestamp()
+            except SourceMissing as gone:
+                if self._leave_out is None or gone.details.get("key") != entry.key:
+                    raise
+                self._leave_out(entry)
+                index += 1
+                if not self._copied(entry):  # the fetch ended with its error: a new one goes on
+                    order, fetched = self._fetching(order, window)
+                continue
+            yield tarwriter.header(entry.name, entry.size, int(modified))
+            if source is None:
                 yield from self._copy_of(entry, 0)
             else:
-                source = next(fetched)
-                yield tarwriter.header(entry.name, entry.size, int(source.modified.timestamp()))
                 stopped_at = yield from self._bytes_of(entry, source.chunks, 0)
                 if stopped_at is not None:
                     self._stopped(index, stopped_at)
@@ -331,6 +429,23 @@ class TarStream:
         for name, data in self._extras:
             yield from tarwriter.member(name, data, self._mtime)
         yield tarwriter.END
+
+    def _fetching(
+        self, entries: Iterator[Entry], window: sources.Window
+    ) -> tuple[Iterator[Entry], Iterator[sources.Source]]:
+        """The entries, and the sources read through the worker among them, fetched ahead."""
+        order, read = itertools.tee(entries)
+        bucket = self._runtime.settings.source_bucket
+        fetched = sources.fetch(self._runtime.s3, bucket, (e for e in read if not self._copied(e)), window)
+        return order, fetched
+
+    def _rest_of(self, entry: Entry) -> Iterator[bytes]:
+        try:
+            return self._range_of(entry)
+        except SourceMissing as gone:
+            if self._leave_out is None:
+                raise
+            raise begun(gone) from gone
 
     def _stopped(self, index: int, offset: int) -> None:
         self.stopped, self.at = True, TarAt(index, offset)
@@ -379,7 +494,12 @@ class TarRuns:
     done across runs too: a run surveys entries until it must stop (always at least one),
     writes what it found to `tmp/<id>/survey/<part>.jsonl` and hands on; the run that ends the
     survey records what is skipped and goes on with the tar of the sources present, whose
-    SHA256SUMS and MISSING.txt the last run writes from the survey's parts."""
+    SHA256SUMS and MISSING.txt the last run writes from the survey's parts. A source found
+    gone after the survey, as its member is about to be written (`on_missing: skip`), is left
+    out there (`TarStream`'s `leave_out`, `LeftOut`); the keys left out are carried in the
+    saved state (`gone`) to the last run, which lists them in MISSING.txt after the others and
+    leaves them out of SHA256SUMS. A retried run goes on from the same state and leaves out
+    the same sources: the same bytes."""
 
     def accepts(self, params: dict[str, Any]) -> bool:
         return Options.of(params).format != "zip"
@@ -420,6 +540,8 @@ class _TarRun:
         self._parts = int(state.get("parts", 0))
         self._survey_stopped = False
         self._at = TarAt(**state["at"]) if "at" in state else TarAt()
+        # The sources earlier runs left out, found gone after the survey (`on_missing: skip`).
+        self._left = LeftOut(runtime, download.id, download.skipped, tracker, state.get("gone", ()))
         self._tar: TarStream | None = None
         self._gzip: tarwriter.Gzip | None = None
         if options.format == "tar.gz":
@@ -454,16 +576,9 @@ class _TarRun:
             mtime=int(clock.parse(self._download.created_at).timestamp()),
             stop=self._stop,
             split_members=gzipped,
+            leave_out=self._left.add if self._options.skips else None,
         )
-        try:
-            yield from self._tar.pieces()
-        except SourceMissing as gone:
-            if not self._options.skips:
-                raise
-            # Gone after the survey saw it, as in a build in one run: Build's Retry goes again
-            # (a first run's retry surveys again and leaves it out; a later run's finds it gone
-            # again, and the download fails).
-            raise TransientError(f"{gone.message}; the build starts again without it") from gone
+        yield from self._tar.pieces()
 
     def _survey(self) -> None:
         """This run's share of the survey (at least one entry): written as a part of its own."""
@@ -476,7 +591,8 @@ class _TarRun:
         self._surveying = False
         if self._options.skips:
             # Recorded by the run that ends the survey (again by its retry: the same list).
-            _record_skipped(self._runtime, self._download, self._found(), self._tracker)
+            found = self._found()
+            self._left.recorded = _record_skipped(self._runtime, self._download, found, self._tracker)
 
     def _looks(self) -> Iterator[tuple[Entry, bool, str]]:
         return _looks(self._runtime, self._download.id, self._entries(0), self._parts)
@@ -489,10 +605,9 @@ class _TarRun:
         return _found(self._looks())
 
     def _extras(self) -> Iterator[tuple[str, bytes]]:
-        """SHA256SUMS and MISSING.txt, from the survey's parts: read only by the last run."""
-        found = self._found()
-        skipped = skipped_keys(self._download, found) if self._options.skips else []
-        yield from _extras(found, skipped, self._options)
+        """SHA256SUMS and MISSING.txt, from the survey's parts and the sources left out since
+        (this run's too: read only by the last run, once its sources are written)."""
+        yield from _own_files(self._download, self._found(), self._left.keys, self._options)
 
     def carry(self, copy_rest: CopyRange | None) -> Carried | None:
         state: dict[str, Any] = {"parts": self._parts}
@@ -504,6 +619,8 @@ class _TarRun:
             state["at"] = asdict(self._tar.at)
         else:
             return None
+        if self._left.keys:
+            state["gone"] = list(self._left.keys)
         gzip = self._gzip.carry if self._gzip else None
         if gzip is None:
             return Carried(state)
@@ -578,33 +695,118 @@ def _found(looks: Iterable[tuple[Entry, bool, str]]) -> Survey:
     return found
 
 
-@dataclass(frozen=True)
-class _ZipSegment:
-    """The plain zip's segment, a source gone since the survey made a retry (`on_missing: skip`)."""
+class _LeavingOut:
+    """The surveyed zip's segment in one Lambda run, with `on_missing: skip`: a source found
+    gone as its member is about to be written (its GET, or the HEAD that looks up its CRC-32)
+    is left out there, and the run goes on with the next source, in a new build of the plain
+    plan laid out from where the last member ended (`start`, counted as the pieces pass). So
+    nothing of it is written, and the members after it are where a zip without it has them.
 
-    built: SegmentBuild
+    Which source is gone: the members are laid out in the entries' order, so the entries
+    handed on and not yet laid out (`_pulled`, a few ahead of the writer, as the plan fetches
+    ahead) begin with it. One whose member was begun fails `SourceMissing` (`begun`): the
+    member an earlier run stopped inside, its header written (one stopped in the first pass
+    that reads it for its CRC-32, no header yet, is left out like any other); and a member S3
+    copies, found gone by the copy after its header (the assembler raises that, outside these
+    pieces). `left_out` names the sources this run left out (runs.py carries them on)."""
+
+    def __init__(
+        self,
+        plain: SegmentPlan,
+        runtime: Runtime,
+        download: Download,
+        entries: Iterator[Entry],
+        tracker: ProgressTracker,
+        start: int,
+        carried: Any,
+        stop: Callable[[], bool] | None,
+    ) -> None:
+        self._plain = plain
+        self._runtime = runtime
+        self._download = download
+        self._entries = entries
+        self._tracker = tracker
+        self._stop = stop
+        self._left = LeftOut(runtime, download.id, download.skipped, tracker)
+        self._offset = start  # where the pieces so far end, as the layout counts
+        self._carried = Streaming.from_json(carried) if carried is not None else None
+        self._pulled: collections.deque[Entry] = collections.deque()
+        self._popped = 0  # entries laid out and dropped from `_pulled`, in this build
+        self._taken = 0  # records `take_records` took from this build
+        self._held: list[Any] = []  # records of builds ended, and of whole batches, not yet taken
+        self._checks: list[integrity.Check] = []  # of builds ended
+        self._built = plain.build(
+            runtime, download, self._fed([]), tracker, start=start, carried=carried, stop=stop
+        )
+
+    def _fed(self, first: list[Entry]) -> Iterator[Entry]:
+        for entry in itertools.chain(first, self._entries):
+            self._pulled.append(entry)
+            yield entry
 
     @property
     def pieces(self) -> Iterator[Piece]:
-        try:
-            yield from self.built.pieces
-        except SourceMissing as gone:
-            # Gone after the survey saw it, as in a tar built across runs: Build's Retry goes
-            # again (the run that ended the survey surveys again and leaves it out; a later
-            # run finds it gone again, and the download fails).
-            raise TransientError(f"{gone.message}; the build starts again without it") from gone
+        return self._pieces()
+
+    def _pieces(self) -> Iterator[Piece]:
+        while True:
+            try:
+                for piece in self._built.pieces:
+                    self._offset += piece.length if isinstance(piece, CopyRange) else len(piece)
+                    yield piece
+                return
+            except SourceMissing as gone:
+                rest = self._gone(gone)
+            # The build ended before the gone source's member: its members are whole.
+            self._held += self._built.records()
+            self._checks += self._built.checks()
+            self._pulled, self._popped, self._taken, self._carried = collections.deque(), 0, 0, None
+            self._built = self._plain.build(
+                self._runtime, self._download, self._fed(rest), self._tracker,
+                start=self._offset, carried=None, stop=self._stop,
+            )  # fmt: skip
+
+    def _laid(self) -> int:
+        """How many of the entries handed on this build has laid out (not the carried member)."""
+        return self._taken + len(self._built.records()) - (self._carried is not None)
+
+    def _gone(self, gone: SourceMissing) -> list[Entry]:
+        """The gone source left out; the entries after it, handed on already."""
+        key, laid, carried = gone.details.get("key"), self._laid(), self._carried
+        if laid < 0:  # the member an earlier run stopped inside
+            if carried is None or carried.header_size or carried.rest.key != key:
+                raise begun(gone) from gone
+            rest = carried.rest
+            self._left.add(Entry(key=rest.key, size=rest.end, etag=rest.etag, name=carried.name))
+            return list(self._pulled)
+        pulled, at = list(self._pulled), laid - self._popped
+        if at >= len(pulled) or pulled[at].key != key:
+            raise begun(gone) from gone
+        self._left.add(pulled[at])
+        return pulled[at + 1 :]
 
     def records(self) -> list[Any]:
-        return self.built.records()
+        return self._held + self._built.records()
 
     def take_records(self, batch: int) -> list[Any]:
-        return self.built.take_records(batch)
+        taken = self._built.take_records(batch)
+        self._taken += len(taken)
+        while self._popped < self._taken - (self._carried is not None):
+            self._pulled.popleft()  # laid out, its record taken: it cannot be the gone one
+            self._popped += 1
+        self._held += taken
+        whole = len(self._held) // batch * batch
+        records, self._held = self._held[:whole], self._held[whole:]
+        return records
 
     def checks(self) -> list[integrity.Check]:
-        return self.built.checks()
+        return self._checks + self._built.checks()
 
     def carried(self) -> tuple[int, Any] | None:
-        return self.built.carried()
+        return self._built.carried()
+
+    def left_out(self) -> list[str]:
+        return list(self._left.keys)
 
 
 class _SurveyedZip:
@@ -632,10 +834,9 @@ class _SurveyedZip:
         carried: Any = None,
         stop: Callable[[], bool] | None = None,
     ) -> SegmentBuild:
-        built = self._plain.build(
-            runtime, download, entries, tracker, start=start, carried=carried, stop=stop
-        )
-        return _ZipSegment(built) if Options.of(download.params).skips else built
+        if Options.of(download.params).skips:
+            return _LeavingOut(self._plain, runtime, download, entries, tracker, start, carried, stop)
+        return self._plain.build(runtime, download, entries, tracker, start=start, carried=carried, stop=stop)
 
     def closing(
         self, download: Download, placed: Iterator[tuple[int, list[Any]]], offset: int
@@ -644,9 +845,12 @@ class _SurveyedZip:
         bucket = runtime.settings.artifact_bucket
         entries = manifest.read(runtime.s3, bucket, layout.manifest_key(download.id))
         found = _found(_looks(runtime, download.id, entries, self._parts))
-        skipped = skipped_keys(download, found) if options.skips else []
+        # The sources the runs left out after the survey saw them: runs.py hands the download
+        # on with them in `skipped` (from its saved state).
+        present = {entry.key for entry in found.present}
+        late = [key for key in download.skipped if key in present]
         zip_layout = self._layout_for(download, offset)
-        for name, data in _extras(found, skipped, options):
+        for name, data in _own_files(download, found, late, options):
             yield from zip_layout.known(name, zlib.crc32(data), len(data), [data] if data else [])
         ours = [member.to_json() for member in zip_layout.members]
         yield from self._plain.closing(download, itertools.chain(placed, [(0, ours)]), zip_layout.offset)
@@ -742,14 +946,15 @@ def _hash(s3: S3Client, settings: Settings, entry: Entry) -> str | SourceMissing
 Look = Callable[["S3Client", Settings, Entry], "str | SourceMissing"]
 
 
-def skipped_keys(download: Download, found: Survey) -> list[str]:
-    """Keys missing at Prepare (kept in the record) and those the survey found gone, once each.
+def skipped_keys(download: Download, found: Survey, late: Iterable[str] = ()) -> list[str]:
+    """Keys missing at Prepare (kept in the record), those the survey found gone, and those
+    found gone after it (`late`, as their member was about to be written), once each.
 
     A retried Build computes the same list again: Prepare's keys are never in the manifest.
     """
     planned = {entry.key for entry in found.present + found.missing}
     earlier = [key for key in download.skipped if key not in planned]
-    return list(dict.fromkeys(earlier + [entry.key for entry in found.missing]))
+    return list(dict.fromkeys(earlier + [entry.key for entry in found.missing] + list(late)))
 
 
 def _record_skipped(

@@ -21,8 +21,10 @@ member when it was added.)
 What the next run needs is saved in S3, never in the payload (which carries the run's
 number): the multipart upload's id, its part size (the plan's, fixed for the upload) and
 its parts (number, ETag), the bytes held short of a part, the next manifest entry, the
-offset each run began at, the progress, and a member's range still to copy or the member
-it stopped inside. Run n reads only what run n-1 saved and writes only run n's and run
+offset each run began at, the progress, a member's range still to copy or the member it
+stopped inside, and the sources the plan left out (`LeavesOut`: a zip with `on_missing:
+skip` leaves out a source found gone after its survey; the last run hands them to the
+closing in the download's `skipped`). Run n reads only what run n-1 saved and writes only run n's and run
 n+1's keys, with part numbers following run n-1's: a retried run writes the very same keys
 and part numbers again, so Step Functions' Retry duplicates nothing. (Parts a failed attempt
 wrote beyond them are left out of the completed upload, which lists its parts.) A last run
@@ -38,8 +40,8 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from botocore.exceptions import ClientError
 
@@ -166,6 +168,8 @@ class _State:
     # Batches of records each run in `placed` wrote as it went (RECORDS_BATCH: none in a
     # state saved before there were any).
     batches: list[int] = field(default_factory=list)
+    # The sources earlier runs left out (LeavesOut), for the closing's list of them.
+    gone: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -185,6 +189,7 @@ class _State:
             pending=Pending(**pending) if pending else None,
             carried=Carried(**raw["carried"]) if raw.get("carried") else None,
             batches=[int(count) for count in raw.get("batches", [0] * len(raw["placed"]))],
+            gone=[str(key) for key in raw.get("gone", [])],
         )
 
 
@@ -207,6 +212,19 @@ class _Budgeted:
 
 
 Trackers = Callable[[Progress | None], ProgressTracker]
+
+
+@runtime_checkable
+class LeavesOut(Protocol):
+    """A segment build that may leave sources out (a zip with `on_missing: skip`:
+    chalicelib/downloadtypes/archiveoptions.py): after its pieces, the keys of the sources it
+    found gone as their member was about to be written, in order. Each was an entry taken."""
+
+    def left_out(self) -> list[str]: ...
+
+
+def _left_out(segment: SegmentBuild) -> list[str]:
+    return segment.left_out() if isinstance(segment, LeavesOut) else []
 
 
 class SavedObjects:
@@ -309,6 +327,7 @@ class Run(SavedObjects):
         files = state.files if state else 0
         pending = state.pending if state else None
         carried = state.carried if state else None
+        gone = list(state.gone) if state else []
         assembler = Assembler(
             self._runtime.s3, writer, self._settings.read_chunk_bytes, stop=self._budget.low
         )
@@ -352,27 +371,32 @@ class Run(SavedObjects):
                     rest.bucket, rest.key, rest.etag, rest.start, rest.end,
                     member.name, more.began_at, member.size, member.crc,
                 )  # fmt: skip
-                start += sum(written) + len(records)
+                left = _left_out(segment)
+                start += sum(written) + len(records) + len(left)
             else:
                 records = segment.records()
+                left = _left_out(segment)
                 stopped = segment.carried()
                 if stopped is None:
                     start += budgeted.taken
                     exhausted = budgeted.exhausted
                 else:
-                    start = _next_entry(start, sum(written) + len(records), carried is not None)
+                    # The sources left out were entries taken, as the members finished were.
+                    finished = sum(written) + len(records) + len(left)
+                    start = _next_entry(start, finished, carried is not None)
                 carried = Carried(run_offset + stopped[0], stopped[1]) if stopped else None
             checks += [check.moved(run_offset) for check in segment.checks()]
+            gone += left
         tracker.flush()
         files += sum(written) + len(records)
         placed.append(run_offset)
         batches.append(len(written))
         if exhausted and pending is None:
             # The last run's records and checks are still in memory: only earlier runs' are read.
-            return self._finish(writer, tracker, placed, batches, files, records, checks)
+            return self._finish(writer, tracker, placed, batches, files, records, checks, gone)
         self._put(target.run_key(self._run, "directory.jsonl"), _lines(records), "application/x-ndjson")
         integrity.write(self._runtime.s3, self._bucket, target.run_key(self._run, "checks.jsonl"), checks)
-        return self._hand_on(writer, tracker, start, placed, batches, files, pending, carried)
+        return self._hand_on(writer, tracker, start, placed, batches, files, pending, carried, gone)
 
     def _batched(self, pieces: Iterator[Piece], segment: SegmentBuild, written: list[int]) -> Iterator[Piece]:
         """The pieces, the records laid out so far written to S3 in batches on the way (after a
@@ -395,6 +419,7 @@ class Run(SavedObjects):
         files: int,
         pending: Pending | None,
         carried: Carried | None,
+        gone: list[str],
     ) -> Outcome:
         saved, following = writer.saved(), self._run + 1
         state = _State(
@@ -409,6 +434,7 @@ class Run(SavedObjects):
             pending=pending,
             carried=carried,
             batches=batches,
+            gone=gone,
         )
         self._put(self._target.run_key(following, "held"), saved.held, "application/octet-stream")
         self._put(self._target.run_key(following, "state.json"), state.to_json().encode("utf-8"))
@@ -443,13 +469,18 @@ class Run(SavedObjects):
         files: int,
         records: list[Any],
         checks: list[Check],
+        gone: list[str],
     ) -> Outcome:
         s3, bucket, target = self._runtime.s3, self._bucket, self._target
         # Everything the next steps read is written before the upload completes: a retry
         # that finds it completed (its answer lost) then only reports what was saved.
         if target.segment is None:
-            # The artifact: what the plan closes with (a zip's central directory), then done.
-            closing = self._plan.closing(self._download, self._runs(placed, batches, records), writer.size)
+            # The artifact: what the plan closes with (a zip's central directory, with its
+            # list of the sources left out: those the runs left out are in `skipped`), then done.
+            download = self._download
+            if gone:
+                download = replace(download, skipped=list(dict.fromkeys([*download.skipped, *gone])))
+            closing = self._plan.closing(download, self._runs(placed, batches, records), writer.size)
             Assembler(s3, writer, self._settings.read_chunk_bytes).write_all(closing)
             integrity.write(s3, bucket, layout.checks_key(target.download_id), self._checks(placed, checks))
         else:
