@@ -40,13 +40,15 @@ MIB = 1024 * 1024
 ALWAYS_SHORT = str(10_000 * 1000)
 
 
-def _sources(satchel: Satchel, prefix: str, count: int, big: int | None = None) -> dict[str, bytes]:
-    """`count` texts (the `big`-th of 10 MiB, enough for a store zip to have S3 copy it)."""
+def _sources(satchel: Satchel, prefix: str, count: int, big: tuple[int, ...] = ()) -> dict[str, bytes]:
+    """`count` texts, those at `big` of 10 MiB (S3 copies them, `SATCHEL_SERVER_COPY_MIN_BYTES`
+    set so: a store zip's members, and a tar's)."""
     bodies = {
         f"{prefix}{index}.txt": (f"member {index} " * (300 + 77 * index)).encode() for index in range(count)
     }
-    if big is not None:
-        bodies[f"{prefix}{big}.txt"] = bytes(range(256)) * (10 * MIB // 256)
+    for index in big:
+        pattern = bytes(range(index, 256))
+        bodies[f"{prefix}{index}.txt"] = (pattern * (10 * MIB // len(pattern) + 1))[: 10 * MIB]
     for key, body in bodies.items():
         satchel.put_source(key, body)
     return bodies
@@ -170,10 +172,11 @@ def _tar_accepted(body: bytes, tmp_path: Path, expected: dict[str, bytes], suffi
 @pytest.mark.parametrize(
     ("compression", "manifest", "short", "big"),
     [
-        ("deflate", True, True, None),  # met by a later run than the survey's last
-        ("deflate", False, False, None),  # met in the run that ends the survey, which builds it all
-        ("store", True, False, 3),  # one S3 would copy: found gone by the HEAD for its CRC-32
-        ("store", False, True, None),
+        ("deflate", True, True, ()),  # met by a later run than the survey's last
+        ("deflate", False, False, ()),  # met in the run that ends the survey, which builds it all
+        # 3.txt S3 would copy, found gone by the HEAD for its CRC-32; 4.txt S3 copies.
+        ("store", True, False, (3, 4)),
+        ("store", False, True, (3, 4)),
     ],
 )
 def test_a_zip_leaves_out_a_source_gone_after_the_survey(
@@ -183,9 +186,10 @@ def test_a_zip_leaves_out_a_source_gone_after_the_survey(
     compression: str,
     manifest: bool,
     short: bool,
-    big: int | None,
+    big: tuple[int, ...],
 ) -> None:
     prefix = f"acme/vanish-zip-{compression}-{manifest}-{short}/"
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
     bodies = _sources(satchel, prefix, 5, big)
     never, gone = f"{prefix}never.txt", [f"{prefix}1.txt", f"{prefix}3.txt"]
     params = {
@@ -202,19 +206,34 @@ def test_a_zip_leaves_out_a_source_gone_after_the_survey(
     assert executions.failures_of(satchel, done["id"]) == []  # no attempt failed or went again
     if short:  # the survey an entry a run, then the sources left out and written in later runs
         assert executions.runs_of(satchel, done["id"], "Build") > len(bodies) + 1
+    elif big:  # S3 copied 4.txt (after the build went on past 3.txt): Digest hashed the zip
+        assert executions.runs_of(satchel, done["id"], "Build") == 1
+        assert executions.runs_of(satchel, done["id"], "Digest") == 1
     assert after == at_survey
     _zip_accepted(after, tmp_path, _expected(bodies, gone, [never, *gone], manifest))
 
 
 @pytest.mark.parametrize(
-    ("fmt", "suffix", "short"),
-    [("tar", ".tar", True), ("tar.gz", ".tar.gz", True), ("tar", ".tar", False)],
+    ("fmt", "suffix", "short", "big"),
+    [
+        # 3.txt S3 would copy into the tar, found gone by the HEAD for its time; 4.txt S3 copies.
+        ("tar", ".tar", True, (3, 4)),
+        ("tar.gz", ".tar.gz", True, ()),
+        ("tar", ".tar", False, ()),
+    ],
 )
 def test_a_tar_leaves_out_a_source_gone_after_the_survey(
-    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fmt: str, suffix: str, short: bool
+    satchel: Satchel,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    fmt: str,
+    suffix: str,
+    short: bool,
+    big: tuple[int, ...],
 ) -> None:
     prefix = f"acme/vanish-{fmt}-{short}/"
-    bodies = _sources(satchel, prefix, 5)
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
+    bodies = _sources(satchel, prefix, 5, big)
     never, gone = f"{prefix}never.txt", [f"{prefix}1.txt", f"{prefix}3.txt"]
     params = {"keys": [*bodies, never], "format": fmt, "manifest": True, "on_missing": "skip"}
     if short:
