@@ -15,21 +15,26 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from collections.abc import Iterable
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
+from botocore.config import Config
 
+from chalicelib.archive.zipwriter import Streaming, ZipLayout
 from chalicelib.core import clients, clock
-from chalicelib.downloadtypes import archiveoptions
+from chalicelib.downloadtypes import archive, archiveoptions
 from chalicelib.downloadtypes.archiveoptions import LeftOut, TarStream
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
-from chalicelib.workflow import steps
+from chalicelib.workflow import runs, steps
 from chalicelib.workflow.payloads import Prepared, Start
+from satchel_local.stack import REGION
 from tests.support import executions
 from tests.support.archive_readers import every_zip_reader_accepts, files_under, run
 from tests.support.faults import Fault, Injector
@@ -341,6 +346,89 @@ def test_a_source_gone_inside_its_member_fails_source_missing_not_a_retry(
     assert failed["state"] == "FAILED", failed
     assert failed["error"]["code"] == "SourceMissing"
     assert "while its member was being written" in failed["error"]["message"]
+    satchel.wait_execution(failed["id"], timeout=60)
+    assert executions.failures_of(satchel, failed["id"]) == ["SourceMissing"]  # never retried
+    assert satchel.open_uploads() == []
+
+
+def _unchecksummed(satchel: Satchel, prefix: str) -> dict[str, bytes]:
+    """b.png (stored as read in a deflate zip) with no checksum S3 can give: a first pass
+    reads it for its CRC-32 before its header (streamed: above HOLD_MAX_BYTES, 1 MiB here),
+    and a run short of time stops that pass, or its bytes, between two chunks."""
+    bodies = {
+        f"{prefix}a.txt": b"first\n" * 100,
+        f"{prefix}b.png": bytes(range(256)) * (3 * MIB // 256 + 77),
+        f"{prefix}c.txt": b"last\n" * 100,
+    }
+    for key, body in bodies.items():
+        _put_unchecksummed(satchel, key, body)
+    return bodies
+
+
+def _put_unchecksummed(satchel: Satchel, key: str, body: bytes) -> None:
+    config = Config(request_checksum_calculation="when_required")
+    plain = boto3.client("s3", region_name=REGION, config=config)
+    plain.put_object(Bucket=satchel.stack.source_bucket, Key=key, Body=body)
+
+
+def test_a_zip_leaves_out_a_source_gone_between_two_runs_of_its_first_pass(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nothing of b.png is written while its first pass goes on: gone then, it is left out
+    by the run that goes on with it, as one gone before its member began."""
+    monkeypatch.setattr(archive, "HOLD_MAX_BYTES", MIB)
+    prefix = "acme/vanish-firstpass/"
+    bodies = _unchecksummed(satchel, prefix)
+    gone = f"{prefix}b.png"
+    params = {"keys": list(bodies), "on_missing": "skip"}
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    created_at = clock.now()
+    with pytest.MonkeyPatch.context() as patch:
+        _deleted_after_prepare(patch, satchel, [gone])
+        _, at_survey = _done(satchel, params, created_at)
+    _put_unchecksummed(satchel, gone, bodies[gone])
+    checksum = ZipLayout.checksum
+    stops: list[str] = []
+
+    def stopped_then_deleted(self: ZipLayout, member: Streaming, chunks: Iterable[bytes]) -> int | None:
+        crc = checksum(self, member, chunks)
+        if crc is None and not stops:  # its first pass stopped between two chunks
+            stops.append(member.name)
+            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=gone)
+        return crc
+
+    monkeypatch.setattr(ZipLayout, "checksum", stopped_then_deleted)
+    done, after = _done(satchel, params, created_at)
+    assert stops == ["vanish-firstpass/b.png"]
+    assert done["skipped"] == [gone]
+    assert executions.failures_of(satchel, done["id"]) == []
+    assert after == at_survey
+    _zip_accepted(after, tmp_path, _expected(bodies, [gone], [gone], False))
+
+
+def test_a_zip_fails_source_missing_when_a_source_goes_inside_its_member(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b.png's header and first bytes are written when it vanishes: FAILED `SourceMissing`."""
+    monkeypatch.setattr(archive, "HOLD_MAX_BYTES", MIB)
+    prefix = "acme/vanish-inside-zip/"
+    bodies = _unchecksummed(satchel, prefix)
+    hand_on = runs.Run._hand_on
+
+    def handed_on_then_deleted(self: runs.Run, *args: Any) -> runs.Outcome:
+        carried = args[-2]  # the member the run stopped in (runs.Run._hand_on's signature)
+        if isinstance(carried, runs.Carried) and carried.member["header_size"]:
+            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=f"{prefix}b.png")
+        return hand_on(self, *args)
+
+    monkeypatch.setattr(runs.Run, "_hand_on", handed_on_then_deleted)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    created = satchel.create({"keys": list(bodies), "on_missing": "skip"})
+    assert created.status == 202, created.body
+    failed = satchel.wait(created.json["id"], timeout=120)
+    assert failed["state"] == "FAILED", failed
+    assert failed["error"]["code"] == "SourceMissing"
+    assert f"while its member was being written: {prefix}b.png" in failed["error"]["message"]
     satchel.wait_execution(failed["id"], timeout=60)
     assert executions.failures_of(satchel, failed["id"]) == ["SourceMissing"]  # never retried
     assert satchel.open_uploads() == []
