@@ -24,15 +24,15 @@ its parts (number, ETag), the bytes held short of a part, the next manifest entr
 offset each run began at, the progress, a member's range still to copy or the member it
 stopped inside, and the sources the plan left out (`LeavesOut`: a zip with `on_missing:
 skip` leaves out a source found gone after its survey; the last run hands them to the
-closing in the download's `skipped`). Run n reads only what run n-1 saved and writes only run n's and run
-n+1's keys, with part numbers following run n-1's: a retried run writes the very same keys
-and part numbers again, so Step Functions' Retry duplicates nothing. (Parts a failed attempt
-wrote beyond them are left out of the completed upload, which lists its parts.) A last run
-writes what the next steps read (checks, a segment's directory, `finished.json`) before it
-completes the upload, so a retry that finds the upload gone because an earlier attempt
-completed it (the answer lost) reports what that attempt saved. The
-SHA-256 of the earlier runs' bytes is not carried: a build of more than one run ends with
-`sha256` None, and the Digest step hashes the artifact.
+closing in the download's `skipped`). Run n reads only what run n-1 saved and writes only
+run n's and run n+1's keys, with part numbers following run n-1's: a retried run writes the
+very same keys and part numbers again, so Step Functions' Retry duplicates nothing. (Parts
+a failed attempt wrote beyond them are left out of the completed upload, which lists its
+parts.) A last run writes what the next steps read (checks, a segment's directory,
+`finished.json`) before it completes the upload, so a retry that finds the upload gone
+because an earlier attempt completed it (the answer lost) reports what that attempt saved.
+The SHA-256 of the earlier runs' bytes is not carried: a build of more than one run ends
+with `sha256` None, and the Digest step hashes the artifact.
 """
 
 from __future__ import annotations
