@@ -30,6 +30,7 @@ from chalicelib.archive.zipwriter import Streaming, ZipLayout
 from chalicelib.core import clients, clock
 from chalicelib.downloadtypes import archive, archiveoptions
 from chalicelib.downloadtypes.archiveoptions import LeftOut, TarStream
+from chalicelib.downloadtypes.base import DownloadType
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
 from chalicelib.workflow import runs, steps
@@ -432,3 +433,41 @@ def test_a_zip_fails_source_missing_when_a_source_goes_inside_its_member(
     satchel.wait_execution(failed["id"], timeout=60)
     assert executions.failures_of(satchel, failed["id"]) == ["SourceMissing"]  # never retried
     assert satchel.open_uploads() == []
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+def test_the_one_run_render_leaves_out_a_source_gone_after_its_survey_too(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fmt: str
+) -> None:
+    """The type's `render` (Build in one run, as before builds handed on; tests compare with
+    it) leaves it out in place as the runs do."""
+    monkeypatch.setattr(DownloadType, "can_survey", lambda self, params: False)
+    monkeypatch.setattr(DownloadType, "can_stream", lambda self, params: False)
+    prefix = f"acme/vanish-render-{fmt}/"
+    bodies = _sources(satchel, prefix, 5)
+    never, gone = f"{prefix}never.txt", [f"{prefix}1.txt", f"{prefix}3.txt"]
+    params = {"keys": [*bodies, never], "format": fmt, "manifest": True, "on_missing": "skip"}
+    created_at = clock.now()
+    with pytest.MonkeyPatch.context() as patch:
+        _deleted_after_prepare(patch, satchel, gone)
+        _, at_survey = _done(satchel, params, created_at)
+    for key in gone:
+        satchel.put_source(key, bodies[key])
+    original = archiveoptions.survey
+
+    def surveyed_then_deleted(*args: Any) -> archiveoptions.Survey:
+        found = original(*args)
+        for key in gone:
+            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=key)
+        return found
+
+    monkeypatch.setattr(archiveoptions, "survey", surveyed_then_deleted)
+    done, after = _done(satchel, params, created_at)
+    assert executions.runs_of(satchel, done["id"], "Build") == 1
+    assert done["skipped"] == [never, *gone]
+    assert after == at_survey
+    expected = _expected(bodies, gone, [never, *gone], True)
+    if fmt == "zip":
+        _zip_accepted(after, tmp_path, expected)
+    else:
+        _tar_accepted(after, tmp_path, expected, ".tar")
