@@ -19,7 +19,9 @@ header never having needed its CRC or sizes (ZIP64 sizes are decided from the si
 manifest announced). A stored one (see below) carries the CRC-32 of its bytes so far, to
 check against the CRC its header announced once the last byte has passed; and if S3 could
 not give that CRC, the first pass that reads the source for it may stop between two chunks
-too, before the header is written (`checksum`), carrying that pass's CRC so far.
+too, before the header is written (`checksum`), carrying that pass's CRC so far. A member
+held in memory for its CRC (`hold`, below 16 MiB) may stop while it is read, likewise before
+its header: what it held is dropped, and it goes on as such a first pass.
 
 A STORED member never has a data descriptor: Java's `ZipInputStream` (and Commons
 Compress) refuse one ("only DEFLATED entries can have EXT descriptor"). Its CRC-32 and size
@@ -285,12 +287,27 @@ class ZipLayout:
         over its source's bytes (`chunks`, from `member.rest.start` on), writing nothing. None
         if `stop` ended the pass between two chunks: `carried` is then the member, its header
         still unwritten and `so_far` the pass's CRC and length, for a later layout to go on."""
+        return self._first_pass(member, chunks, None)
+
+    def hold(self, member: Streaming, chunks: Iterable[bytes]) -> tuple[int, list[bytes]] | None:
+        """A stored member's bytes (`chunks`, all of them) held in memory for the CRC-32 its
+        header needs, then that CRC and the chunks, to lay out with `known_as`. None if `stop`
+        ended the reading between two chunks: the held bytes are dropped (none is written
+        before the CRC is known), and `carried` is the member as a first pass (`checksum`)
+        that has read that far, for a later layout to go on with (reading the source again)."""
+        held: list[bytes] = []
+        crc = self._first_pass(member, chunks, held)
+        return None if crc is None else (crc, held)
+
+    def _first_pass(self, member: Streaming, chunks: Iterable[bytes], held: list[bytes] | None) -> int | None:
         from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py
 
         crc, read = member.so_far.crc, member.so_far.size
         for chunk in chunks:
             crc = isal_zlib.crc32(chunk, crc)
             read += len(chunk)
+            if held is not None:
+                held.append(chunk)
             if self.stop is not None and read < member.rest.end and self.stop():
                 so_far = Carried(crc, read, 0, b"")
                 self.carried = replace(member, so_far=so_far, rest=replace(member.rest, start=read))

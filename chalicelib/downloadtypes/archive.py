@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -274,28 +273,50 @@ def _hold_below(settings: Settings) -> int:
 def _stored_through(
     runtime: Runtime, source: sources.Source, tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
-    """A stored member whose bytes pass through the worker; its CRC-32 goes in the header
-    first (no data descriptor), so it is known before: from S3 (a full-object checksum, or
-    part checksums combined) if it can tell, else from the bytes: held in memory up to
-    16 MiB (and below the server-copy threshold), read in a first pass above that (which,
-    like the bytes after it, may stop between two chunks and go on in the next run)."""
-    settings, entry = runtime.settings, source.entry
-    bucket, chunk = settings.source_bucket, settings.read_chunk_bytes
+    """A stored member of a deflate zip (a file compressed already): its CRC-32 looked up
+    here (in a store zip, `_stored` looks them up ahead, in parallel), then `_through`."""
+    entry = source.entry
     known = None
-    if entry.size > chunk:  # smaller ones are fetched whole already
-        known = sources.lookup_crc32(runtime.s3, bucket, entry)
-        if known is None and entry.size >= _hold_below(settings):
-            source.discard()  # the response opened for it would idle through the first pass
-            whole = CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
-            member = layout.stored(entry.name, entry.size, source.modified, whole)
-            yield from _checksummed(runtime, member, tracker, layout)
-            return
-    if known is None:
-        yield from _held(source, tracker, layout)
-        return
-    body = _counted(source.chunks, tracker)
-    whole = CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
-    yield from layout.known(entry.name, known.crc, entry.size, body, source.modified, whole)
+    if entry.size > runtime.settings.read_chunk_bytes:  # smaller ones are fetched whole already
+        known = sources.lookup_crc32(runtime.s3, runtime.settings.source_bucket, entry)
+    yield from _through(runtime, source, known, tracker, layout)
+
+
+def _through(
+    runtime: Runtime,
+    source: sources.Source,
+    known: sources.Checked | None,
+    tracker: ProgressTracker,
+    layout: ZipLayout,
+) -> Iterator[Piece]:
+    """A stored member whose bytes pass through the worker. Its CRC-32 goes in the header,
+    before its bytes (no data descriptor: see chalicelib/archive/zipwriter.py), so it is
+    known first: `known` from S3 (a full-object checksum, or part checksums combined) if
+    S3 could tell, else from the bytes themselves, held in memory below `_hold_below` (16
+    MiB, and the copy threshold), read in a first pass at or above it.
+
+    Where a Lambda run short of time (`layout.stop`) may stop inside it, always between two
+    read chunks, never before the first:
+    - its bytes, whichever way its CRC came: the header and the chunks so far are written,
+      and the next run reads the rest of the source (a ranged GET) and checks the CRC of
+      all of them against the CRC the header announced;
+    - the first pass, and the hold, before the header: nothing of the member is written,
+      since its header cannot be before its CRC is known. A held member stopped so drops
+      what it held and goes on as a first pass from where the hold stopped (the CRC of the
+      bytes held so far is carried), then reads its bytes again: a stop costs at most 16
+      MiB read twice, and no run has to read a whole held member once it is short of time.
+    """
+    settings, entry = runtime.settings, source.entry
+    whole = CopyRange(settings.source_bucket, entry.key, entry.etag, 0, entry.size)
+    if known is not None:
+        body = _counted(source.chunks, tracker)
+        yield from layout.known(entry.name, known.crc, entry.size, body, source.modified, whole)
+    elif entry.size >= _hold_below(settings):
+        source.discard()  # the response opened for it would idle through the first pass
+        member = layout.stored(entry.name, entry.size, source.modified, whole)
+        yield from _checksummed(runtime, member, tracker, layout)
+    else:
+        yield from _held(source, tracker, layout, whole)
     if layout.carried is not None:
         source.discard()  # read no further than the stop
 
@@ -318,25 +339,38 @@ def _checksummed(
         response["Body"].close()
 
 
-def _held(source: sources.Source, tracker: ProgressTracker, layout: ZipLayout) -> Iterator[Piece]:
-    """A stored member held whole (it is small, or below the copy threshold with no CRC S3
-    could give): the CRC from its bytes, then the bytes."""
-    data = b"".join(source.chunks)
-    yield from layout.known(
-        source.entry.name, zlib.crc32(data), len(data), [data] if data else [], source.modified
-    )
-    tracker.advance(files=1, bytes_=len(data))
+def _held(
+    source: sources.Source, tracker: ProgressTracker, layout: ZipLayout, whole: CopyRange
+) -> Iterator[Piece]:
+    """A stored member held whole (it is small, or below the hold limit with no CRC S3 could
+    give): the CRC from its bytes, then the bytes, each chunk let go once written."""
+    entry = source.entry
+    member = layout.stored(entry.name, entry.size, source.modified, whole)
+    held = layout.hold(member, source.chunks)
+    if held is None:  # stopped while holding: carried on as a first pass (`_through`)
+        return
+    crc, chunks = held
+    yield from layout.known_as(member, crc, _counted(_drained(chunks), tracker))
+
+
+def _drained(chunks: list[bytes]) -> Iterator[bytes]:
+    """The chunks in order, each dropped from the list as it is taken."""
+    chunks.reverse()
+    while chunks:
+        yield chunks.pop()
 
 
 def _stored(
     runtime: Runtime, entries: Iterator[Entry], tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
-    """Large members copied by S3, the others through the worker; every CRC-32 up front.
+    """Large members copied by S3, the others through the worker (`_through`); every CRC-32
+    up front.
 
-    A CRC from S3 (or combined from part checksums) is checked as the bytes pass for a
-    member read through the worker, and by the Digest step for a copied one. A member
-    whose CRC S3 cannot give is held in memory up to 16 MiB (and below the copy
-    threshold), and read in a first pass above that.
+    The CRCs are looked up ahead, in parallel: from S3 for a member below the copy
+    threshold (its bytes tell it otherwise, in `_through`, where a run may stop), and from
+    S3 or else a first pass for a copied one. A CRC from S3 (or combined from part
+    checksums) is checked as the bytes pass for a member read through the worker, and by
+    the Digest step for a copied one.
     """
     settings = runtime.settings
     bucket, copy_min, chunk = (
@@ -347,12 +381,7 @@ def _stored(
     order, small, large = itertools.tee(entries, 3)
     fetched = sources.fetch(runtime.s3, bucket, (e for e in small if e.size < copy_min), _window(settings))
     checked = sources.crc32s(
-        runtime.s3,
-        bucket,
-        (e for e in large if e.size > chunk),
-        settings.fetch_concurrency,
-        chunk,
-        _hold_below(settings),
+        runtime.s3, bucket, (e for e in large if e.size > chunk), settings.fetch_concurrency, chunk, copy_min
     )
     for entry in order:
         known = next(checked)[1] if entry.size > chunk else None
@@ -363,13 +392,9 @@ def _stored(
             yield from layout.known(entry.name, known.crc, entry.size, copied, known.modified)
             tracker.advance(files=1, bytes_=entry.size)
             continue
-        source = next(fetched)
-        if known is None:
-            yield from _held(source, tracker, layout)
-            continue
-        # Below the copy threshold (16 MiB by default): read in the run that began it.
-        body = _counted(source.chunks, tracker)
-        yield from layout.known(entry.name, known.crc, entry.size, body, source.modified)
+        yield from _through(runtime, next(fetched), known, tracker, layout)
+        if layout.carried is not None:  # the Lambda run ends inside this member (runs.py)
+            return
 
 
 def members(

@@ -322,7 +322,8 @@ def crc32s(
     """(entry, its CRC-32) in order, looked up (or computed) `workers` at a time.
 
     An entry smaller than `buffered_below` is only looked up (None if S3 cannot tell): the
-    caller holds its bytes anyway, and computes the CRC from them instead of reading twice.
+    caller reads its bytes anyway, and computes the CRC itself (from the bytes it holds, or
+    in a first pass of its own, which a Lambda run short of time may stop).
     """
 
     def check(entry: Entry) -> Checked | None:

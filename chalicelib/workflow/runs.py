@@ -9,10 +9,12 @@ than `handoff_reserve_ms` is left of the Lambda run; if so it stops at that memb
 (it always writes at least one member). A large stored member copied by S3 may also stop
 between two copied parts (`CopyHandedOn`): the rest of its range is carried on. A member
 whose bytes pass through the worker may stop between two of its read chunks (the plan asks
-the same budget: `build(stop=)`), deflated or stored (in a deflate zip, a file compressed
-already is stored as read, whatever its size): its header and bytes so far are written, and
-the plan says where it stopped (`SegmentBuild.carried`: for the zip plan the member's
-method, the source's offset, the CRC-32 and sizes so far, and a deflated one's last 32 KiB).
+the same budget: `build(stop=)`), deflated or stored (in a store zip, a member below the
+copy threshold; in a deflate zip, a file compressed already, whatever its size): its header
+and bytes so far are written (or, for a stored one whose CRC-32 is still being read, none
+of it: chalicelib/downloadtypes/archive.py `_through`), and the plan says where it stopped
+(`SegmentBuild.carried`: for the zip plan the member's method, the source's offset, the
+CRC-32 and sizes so far, and a deflated one's last 32 KiB).
 The next run's members are then laid out from that member's header (`placed` is its
 offset), and the plan goes on with it before the next entry. (A state saved before the
 member's method was carried is not read: no deployed execution was handing on inside a

@@ -398,3 +398,147 @@ def test_a_stored_members_first_pass_for_its_crc_is_split_between_runs_too(
     archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
+
+
+def _plain_s3() -> Any:
+    """A client that sends no checksum: S3 then has no CRC-32 to give for what it puts."""
+    return boto3.client("s3", region_name=REGION, config=Config(request_checksum_calculation="when_required"))
+
+
+def _exact_progress(satchel: Satchel, download_id: str) -> None:
+    """The runs counted every byte once, whatever they stopped inside (and re-read)."""
+    progress = satchel.call("GET", f"/downloads/{download_id}").json["progress"]
+    assert progress["files_done"] == progress["files_total"]
+    assert progress["bytes_done"] == progress["bytes_total"]
+
+
+def test_a_store_zips_members_are_split_between_their_read_chunks(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Below the copy threshold (16 MiB), a store zip's members pass through the worker in
+    # chunks of 1 MiB, their CRC-32 from S3 in their headers (no data descriptor).
+    bodies = {
+        "acme/storezip/a.txt": b"first\n" * 100,
+        "acme/storezip/b.bin": os.urandom(2 * MIB + 100),
+        "acme/storezip/c.txt": _large_text(4, 3 * MIB),
+        "acme/storezip/d.txt": b"last\n" * 100,
+    }
+    _put_with_crc(satchel, bodies)
+    params = {"prefixes": ["acme/storezip/"], "compression": "store"}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # A run stops before a next entry once it has one, and inside a member after each chunk
+    # but the last: a.txt; b.bin's header and chunk 1; its chunk 2; its last 100 bytes, then
+    # c.txt's header and chunk 1; its chunk 2; its chunk 3 and d.txt. Five stops, six runs.
+    assert executions.runs_of(satchel, download_id, "Build") == 6
+    assert in_runs == at_once
+    _exact_progress(satchel, download_id)
+    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
+    archive_readers.every_zip_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_store_zips_held_member_stops_while_held_then_goes_on_as_a_first_pass(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # With no CRC-32 from S3, a member below 16 MiB is held in memory for the CRC its header
+    # needs. Nothing of it can be written before that CRC: a run short of time stops the
+    # hold between two chunks, drops what it held and goes on as a first pass (its CRC so
+    # far carried); then its bytes are read again, and may stop like any others.
+    bodies = {
+        "acme/storeheld/a.txt": b"first\n" * 100,
+        "acme/storeheld/b.bin": os.urandom(2 * MIB + MIB // 2),
+        "acme/storeheld/c.txt": b"last\n" * 100,
+    }
+    plain = _plain_s3()
+    for key, body in bodies.items():
+        plain.put_object(Bucket=satchel.stack.source_bucket, Key=key, Body=body)
+    head = satchel.s3.head_object(
+        Bucket=satchel.stack.source_bucket, Key="acme/storeheld/b.bin", ChecksumMode="ENABLED"
+    )
+    assert "ChecksumCRC32" not in head  # only its bytes can tell
+    params = {"prefixes": ["acme/storeheld/"], "compression": "store"}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # a.txt; b.bin held, chunk 1 (nothing of it written); the first pass, chunk 2; its last
+    # half chunk, then b.bin's header and chunk 1; its chunk 2; its last and c.txt.
+    assert executions.runs_of(satchel, download_id, "Build") == 6
+    assert in_runs == at_once
+    _exact_progress(satchel, download_id)
+    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
+    archive_readers.every_zip_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_store_zips_segments_split_their_members_between_runs_too(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = {
+        "acme/storeseg/a.bin": os.urandom(3 * MIB + 100),
+        "acme/storeseg/b.txt": b"middle\n" * 100,
+        "acme/storeseg/c.txt": _large_text(5, 2 * MIB + 100),
+        "acme/storeseg/d.txt": b"last\n" * 100,
+    }
+    _put_with_crc(satchel, {key: body for key, body in bodies.items() if key != "acme/storeseg/c.txt"})
+    # c.txt without a checksum: held for its CRC-32, in the second segment.
+    _plain_s3().put_object(
+        Bucket=satchel.stack.source_bucket, Key="acme/storeseg/c.txt", Body=bodies["acme/storeseg/c.txt"]
+    )
+    params = {"prefixes": ["acme/storeseg/"], "compression": "store"}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    seen = _segment_runs(monkeypatch)
+    download_id, in_runs = _build(satchel, params)
+    # Segment 0: a.bin's chunks 1, 2, 3 (one a run), then its last (100 bytes) and b.txt.
+    # Segment 1: c.txt held, chunk 1; its first pass, chunk 2; its last 100 bytes, then its
+    # header and chunk 1; chunk 2; its last and d.txt.
+    assert sorted(seen) == [
+        (0, 0, False), (0, 1, False), (0, 2, False), (0, 3, True),
+        (1, 0, False), (1, 1, False), (1, 2, False), (1, 3, False), (1, 4, True),
+    ]  # fmt: skip
+    assert in_runs == at_once
+    _exact_progress(satchel, download_id)
+    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
+    archive_readers.every_zip_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_retried_run_inside_a_store_zips_member_goes_on_from_the_same_state(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A 7 MiB member (7 chunks of 1 MiB, one a run), then a small one, in 5 MiB parts.
+    bodies = {"acme/storeretry/0.bin": os.urandom(7 * MIB), "acme/storeretry/1.txt": b"after\n" * 100}
+    _put_with_crc(satchel, bodies)
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    params = {"prefixes": ["acme/storeretry/"], "compression": "store"}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    clients.reset()
+    injector = Injector(satchel.stack.table)
+    injector.install()
+    # Runs: 0.bin's header and chunk 1; chunks 2 to 6, one a run; chunk 7 and 1.txt. The
+    # fifth run (chunk 5) begins and ends inside 0.bin, and passes 5 MiB: it uploads part 1.
+    # A run that hands on saves 4 objects (records, checks, held bytes, state): the 18th put
+    # is the fifth run's checks, after its part 1. It fails on every attempt: the run fails,
+    # and Retry runs it again from the state the fourth run saved (the same part 1 again,
+    # the same ranged read of the source from 4 MiB).
+    with injector.armed(Fault("s3.PutObject", "internal", at=18, step="app.build")) as arming:
+        download_id, in_runs = _build(satchel, params)
+    assert injector.fired(arming) > 0
+    # Part 1 twice (the failed attempt's, its retry's), then the last part.
+    assert injector.calls[("app.build", "s3.UploadPart")] == 3
+    assert executions.failures_of(satchel, download_id) == ["TransientError"]
+    assert executions.runs_of(satchel, download_id, "Build") == 7  # Retry ran the fifth again
+    assert in_runs == at_once
+    _exact_progress(satchel, download_id)
+    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
+    archive_readers.every_zip_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )

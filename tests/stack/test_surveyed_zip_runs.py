@@ -160,8 +160,11 @@ def test_a_zip_that_skips_missing_sources_surveys_and_builds_across_runs(
 def test_a_retried_surveyed_zip_run_goes_on_from_the_same_state_and_duplicates_nothing(
     satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # 3 MiB incompressible members, stored, in 5 MiB parts: the zip's second run uploads
-    # part 1, and so does its retry.
+    # 3 MiB incompressible members, stored, in 5 MiB parts: each member is 3 read chunks of
+    # 1 MiB, and a run short of time stops after every chunk but a member's last (the run
+    # that writes that one begins the next member: its header and first chunk). The zip's
+    # runs write 1, 1, 2, 1, 2, 1, 2, 1, 1 MiB (and headers): its fourth run passes 5 MiB
+    # and uploads part 1, and so does its retry.
     bodies = {f"acme/zipretry/{index}.bin": os.urandom(3 * MIB) for index in range(4)}
     for key, body in bodies.items():
         satchel.put_source(key, body)
@@ -175,14 +178,17 @@ def test_a_retried_surveyed_zip_run_goes_on_from_the_same_state_and_duplicates_n
     injector.install()
     # A survey run saves its part and where the next goes on (2 puts), the last its part and
     # the sources found (2); a zip run its records, checks, held bytes and state (4). The
-    # 14th put is the zip's second run's checks, after its part 1: it fails on every
-    # attempt, and Retry runs that run again from the same saved state (the same part 1).
-    with injector.armed(Fault("s3.PutObject", "internal", at=14, step="app.build")) as arming:
+    # survey's 4 runs (the last also the zip's first) make 12 puts, the zip's second and
+    # third 8 more: the 22nd is the zip's fourth run's checks, after its part 1. It fails on
+    # every attempt, and Retry runs that run again from the same saved state (the same part 1).
+    with injector.armed(Fault("s3.PutObject", "internal", at=22, step="app.build")) as arming:
         done, in_runs = _build(satchel, params, created_at)
     assert injector.fired(arming) > 0
     assert executions.failures_of(satchel, done["id"]) == ["TransientError"]
-    # Retry ran one again within its state.
-    assert executions.runs_of(satchel, done["id"], "Build") == 3 + 1 + 3
+    # The survey, an entry a run, the last going on with the first member's first chunk; then
+    # a run per stop: after each member's first two chunks, 4 x 2. Retry ran one again
+    # within its state.
+    assert executions.runs_of(satchel, done["id"], "Build") == 3 + 1 + 4 * 2
     # Every part once, part 1 twice (the failed attempt's and its retry's, the same number).
     assert injector.calls[("app.build", "s3.UploadPart")] == math.ceil(len(in_runs) / (5 * MIB)) + 1
     assert in_runs == at_once

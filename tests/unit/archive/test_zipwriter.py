@@ -310,3 +310,28 @@ def test_a_first_pass_for_a_stored_members_crc_stops_before_its_header_and_goes_
     assert crc == zlib.crc32(data)
     assert plain(going_on.known_as(carried, crc, [data])) == whole
     assert going_on.members[0].offset == 100
+
+
+def test_a_held_stored_member_stops_before_its_header_and_goes_on_as_a_first_pass() -> None:
+    from chalicelib.archive.zipwriter import Streaming
+
+    data = random.Random(7).randbytes(5000)
+    source = CopyRange("bucket", "held.bin", '"etag"', 0, len(data))
+    whole = plain(ZipLayout(WHEN).known("held.bin", zlib.crc32(data), len(data), [data], WHEN, source))
+
+    held = ZipLayout(WHEN, 100, stop=lambda: False)
+    member = held.stored("held.bin", len(data), WHEN, source)
+    kept = held.hold(member, [data[:1000], data[1000:]])
+    assert kept == (zlib.crc32(data), [data[:1000], data[1000:]])
+    assert plain(held.known_as(member, kept[0], kept[1])) == whole
+
+    layout = ZipLayout(WHEN, 100, stop=lambda: True)
+    member = layout.stored("held.bin", len(data), WHEN, source)
+    assert layout.hold(member, [data[:1000], data[1000:]]) is None  # stopped after a chunk
+    assert (layout.offset, layout.members) == (100, [])  # nothing of it written, or recorded
+    carried = Streaming.from_json(json.loads(json.dumps(layout.carried.to_json() if layout.carried else {})))
+    assert (carried.header_size, carried.rest.start, carried.so_far.size) == (0, 1000, 1000)
+    going_on = ZipLayout(WHEN, 100, stop=lambda: False)
+    crc = going_on.checksum(carried, [data[1000:]])  # the first pass from where the hold stopped
+    assert crc == zlib.crc32(data)
+    assert plain(going_on.known_as(carried, crc, [data])) == whole
