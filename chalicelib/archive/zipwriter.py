@@ -287,7 +287,13 @@ class ZipLayout:
         over its source's bytes (`chunks`, from `member.rest.start` on), writing nothing. None
         if `stop` ended the pass between two chunks: `carried` is then the member, its header
         still unwritten and `so_far` the pass's CRC and length, for a later layout to go on."""
-        return self._first_pass(member, chunks, None)
+        return self._first_pass(member, _running(member.so_far, chunks, None))
+
+    def checksum_ranges(self, member: Streaming, ranges: Iterable[tuple[int, int]]) -> int | None:
+        """`checksum` from the (CRC-32, length) of consecutive ranges of its source, from
+        `member.rest.start` on (read in parallel: chalicelib/s3/sources.py `range_crc32s`),
+        combined in order; `stop` may end it between two ranges, carried the same way."""
+        return self._first_pass(member, _combined(member.so_far, ranges))
 
     def hold(self, member: Streaming, chunks: Iterable[bytes]) -> tuple[int, list[bytes]] | None:
         """A stored member's bytes (`chunks`, all of them) held in memory for the CRC-32 its
@@ -296,18 +302,14 @@ class ZipLayout:
         before the CRC is known), and `carried` is the member as a first pass (`checksum`)
         that has read that far, for a later layout to go on with (reading the source again)."""
         held: list[bytes] = []
-        crc = self._first_pass(member, chunks, held)
+        crc = self._first_pass(member, _running(member.so_far, chunks, held))
         return None if crc is None else (crc, held)
 
-    def _first_pass(self, member: Streaming, chunks: Iterable[bytes], held: list[bytes] | None) -> int | None:
-        from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py
-
+    def _first_pass(self, member: Streaming, progress: Iterable[tuple[int, int]]) -> int | None:
+        """The pass's CRC at its end, from `progress`: (CRC-32, bytes read) so far, after each
+        chunk or range; a stop between two of them carries the member (see `checksum`)."""
         crc, read = member.so_far.crc, member.so_far.size
-        for chunk in chunks:
-            crc = isal_zlib.crc32(chunk, crc)
-            read += len(chunk)
-            if held is not None:
-                held.append(chunk)
+        for crc, read in progress:
             if self.stop is not None and read < member.rest.end and self.stop():
                 so_far = Carried(crc, read, 0, b"")
                 self.carried = replace(member, so_far=so_far, rest=replace(member.rest, start=read))
@@ -439,6 +441,32 @@ class ZipLayout:
             )
         )  # fmt: skip
         self.offset = member.offset + member.header_size + written + len(descriptor)
+
+
+def _running(start: Carried, chunks: Iterable[bytes], held: list[bytes] | None) -> Iterator[tuple[int, int]]:
+    """(CRC-32, length) of the bytes so far after each chunk, from `start`'s (each chunk
+    kept in `held` as it passes, if given)."""
+    from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py
+
+    crc, read = start.crc, start.size
+    for chunk in chunks:
+        crc = isal_zlib.crc32(chunk, crc)
+        read += len(chunk)
+        if held is not None:
+            held.append(chunk)
+        yield crc, read
+
+
+def _combined(start: Carried, ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """(CRC-32, length) of the bytes so far after each range, from `start`'s: each range's
+    CRC joined on with `crc32_combine` (O(log length), no byte read again)."""
+    from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py
+
+    crc, read = start.crc, start.size
+    for range_crc, length in ranges:
+        crc = isal_zlib.crc32_combine(crc, range_crc, length)
+        read += length
+        yield crc, read
 
 
 def central_directory(members: Iterable[Member]) -> Iterator[bytes]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -236,13 +237,23 @@ def _deflated(
 
 
 def _resumed(
-    runtime: Runtime, level: int, carried: Streaming, tracker: ProgressTracker, layout: ZipLayout
+    runtime: Runtime,
+    level: int,
+    carried: Streaming,
+    tracker: ProgressTracker,
+    layout: ZipLayout,
+    *,
+    store: bool,
 ) -> Iterator[Piece]:
     """The rest of a member an earlier run stopped in: its source read from where that run
     stopped (pinned to the ETag Prepare saw); a deflated one's deflate stream carried on, a
-    stored one's CRC-32 so far (of its bytes written, or of its first pass)."""
+    stored one's CRC-32 so far (of its bytes written, or of its first pass: in a `store`
+    zip, one at or above the copy threshold is then copied, as `_stored` decides)."""
     if carried.method == zipwriter.STORED and not carried.header_size:
-        yield from _checksummed(runtime, carried, tracker, layout)
+        if store and carried.rest.end >= runtime.settings.server_copy_min_bytes:
+            yield from _copied(runtime, carried, tracker, layout)
+        else:
+            yield from _checksummed(runtime, carried, tracker, layout)
         return
     rest = carried.rest
     response = sources.open_object(
@@ -360,17 +371,28 @@ def _drained(chunks: list[bytes]) -> Iterator[bytes]:
         yield chunks.pop()
 
 
+# A first pass over a copied member reads ranges of this many bytes (several at a time,
+# `SATCHEL_FETCH_CONCURRENCY` up to `FIRST_PASS_WORKERS`); a run short of time stops it
+# between two of them.
+FIRST_PASS_RANGE_BYTES = 8 * 1024 * 1024
+# Bounded apart from the fetch window: the S3 client's pool (chalicelib/core/clients.py)
+# holds connections for the fetching and the CRC look-ups, each up to the maximum, and a
+# few more; a first pass runs while both may have requests in flight.
+FIRST_PASS_WORKERS = 4
+
+
 def _stored(
     runtime: Runtime, entries: Iterator[Entry], tracker: ProgressTracker, layout: ZipLayout
 ) -> Iterator[Piece]:
     """Large members copied by S3, the others through the worker (`_through`); every CRC-32
     up front.
 
-    The CRCs are looked up ahead, in parallel: from S3 for a member below the copy
-    threshold (its bytes tell it otherwise, in `_through`, where a run may stop), and from
-    S3 or else a first pass for a copied one. A CRC from S3 (or combined from part
-    checksums) is checked as the bytes pass for a member read through the worker, and by
-    the Digest step for a copied one.
+    The CRCs are looked up ahead, in parallel, from S3 (a full-object checksum, or part
+    checksums combined). Where S3 cannot tell, the bytes do: for a member below the copy
+    threshold, read through the worker (`_through`); for a copied one, a first pass
+    (`_copied`). Either may stop between two reads when the run is short of time. A CRC
+    from S3 is checked as the bytes pass for a member read through the worker, and by the
+    Digest step for a copied one (a CRC from a first pass, too).
     """
     settings = runtime.settings
     bucket, copy_min, chunk = (
@@ -380,21 +402,47 @@ def _stored(
     )
     order, small, large = itertools.tee(entries, 3)
     fetched = sources.fetch(runtime.s3, bucket, (e for e in small if e.size < copy_min), _window(settings))
-    checked = sources.crc32s(
-        runtime.s3, bucket, (e for e in large if e.size > chunk), settings.fetch_concurrency, chunk, copy_min
-    )
+    looked_up = (e for e in large if e.size > chunk)
+    checked = sources.crc32s(runtime.s3, bucket, looked_up, settings.fetch_concurrency)
     for entry in order:
-        known = next(checked)[1] if entry.size > chunk else None
+        found = next(checked)[1] if entry.size > chunk else None
+        known = found if isinstance(found, sources.Checked) else None
         if entry.size >= copy_min:
-            if known is None:  # crc32s reads a member this large when S3 cannot tell
-                raise RuntimeError(f"no CRC-32 for {entry.key}")
-            copied = [CopyRange(bucket, entry.key, entry.etag, 0, entry.size)]
-            yield from layout.known(entry.name, known.crc, entry.size, copied, known.modified)
-            tracker.advance(files=1, bytes_=entry.size)
-            continue
-        yield from _through(runtime, next(fetched), known, tracker, layout)
+            if found is None:  # a read chunk at or above the copy threshold: looked up all the same
+                found = sources.look_up(runtime.s3, bucket, entry)
+            whole = CopyRange(bucket, entry.key, entry.etag, 0, entry.size)
+            if isinstance(found, sources.Checked):
+                yield from layout.known(entry.name, found.crc, entry.size, [whole], found.modified)
+                tracker.advance(files=1, bytes_=entry.size)
+                continue
+            member = layout.stored(entry.name, entry.size, found.modified, whole)
+            yield from _copied(runtime, member, tracker, layout)
+        else:
+            yield from _through(runtime, next(fetched), known, tracker, layout)
         if layout.carried is not None:  # the Lambda run ends inside this member (runs.py)
             return
+
+
+def _copied(
+    runtime: Runtime, member: Streaming, tracker: ProgressTracker, layout: ZipLayout
+) -> Iterator[Piece]:
+    """A member copied by S3 whose CRC-32 S3 cannot give: a first pass reads its source (from
+    where an earlier run's stopped) in ranges, several at a time, each range's CRC combined
+    in order (`ZipLayout.checksum_ranges`), and may stop between two ranges, nothing of the
+    member written yet (its header needs the CRC). Then S3 copies it, as any large member;
+    the Digest step checks its CRC in the artifact."""
+    settings, rest = runtime.settings, member.rest
+    ranges = (FIRST_PASS_RANGE_BYTES, max(1, min(settings.fetch_concurrency, FIRST_PASS_WORKERS)))
+    span, chunk = (rest.start, rest.end), settings.read_chunk_bytes
+    passing = sources.range_crc32s(runtime.s3, rest.bucket, rest.key, rest.etag, span, ranges, chunk)
+    with contextlib.closing(passing):  # a stop leaves ranges in flight: those not begun are cancelled
+        crc = layout.checksum_ranges(member, passing)
+    if crc is None:
+        return
+    whole = replace(rest, start=0)
+    # Laid out as copied (no source to read through the worker), as `layout.known` does.
+    yield from layout.known_as(replace(member, rest=CopyRange("", "", "", 0, rest.end)), crc, [whole])
+    tracker.advance(files=1, bytes_=rest.end)
 
 
 def members(
@@ -456,7 +504,8 @@ def _continued(
     layout: ZipLayout,
 ) -> Iterator[Piece]:
     level = int(download.params.get("compression_level", deflate.DEFAULT_LEVEL))
-    yield from _resumed(runtime, level, carried, tracker, layout)
+    store = download.params.get("compression", "deflate") == "store"
+    yield from _resumed(runtime, level, carried, tracker, layout, store=store)
     if layout.carried is None:
         yield from members(runtime, download, entries, tracker, layout)
 

@@ -150,6 +150,7 @@ def fetch(s3: S3Client, bucket: str, entries: Iterable[Entry], window: Window) -
 
 
 _T = TypeVar("_T")
+_E = TypeVar("_E")
 
 
 @contextlib.contextmanager
@@ -282,9 +283,24 @@ def last_modified(s3: S3Client, bucket: str, entry: Entry) -> datetime:
     return modified
 
 
+@dataclass(frozen=True)
+class Unchecked:
+    """An object S3 has no CRC-32 for (neither a full-object checksum nor part checksums):
+    only its bytes can tell. What its HEAD said, for the member laid out once they have."""
+
+    modified: datetime
+    content_type: str
+
+
 def lookup_crc32(s3: S3Client, bucket: str, entry: Entry) -> Checked | None:
     """The object's CRC-32 without reading it (S3's full-object checksum, or its part
     checksums combined), or None: then only its bytes can tell."""
+    found = look_up(s3, bucket, entry)
+    return found if isinstance(found, Checked) else None
+
+
+def look_up(s3: S3Client, bucket: str, entry: Entry) -> Checked | Unchecked:
+    """`lookup_crc32`, and when S3 cannot tell, what its HEAD said (`Unchecked`)."""
     head = _head(s3, bucket, entry)
     modified, content_type = head["LastModified"], str(head.get("ContentType", ""))
     parts_count = None
@@ -298,7 +314,7 @@ def lookup_crc32(s3: S3Client, bucket: str, entry: Entry) -> Checked | None:
     combined = part_crc32s(s3, bucket, entry)
     if combined is not None:
         return Checked(combined, "parts", modified, content_type)
-    return None
+    return Unchecked(modified, content_type)
 
 
 def _parts_count(s3: S3Client, bucket: str, entry: Entry) -> int | None:
@@ -312,35 +328,62 @@ def _parts_count(s3: S3Client, bucket: str, entry: Entry) -> int | None:
 
 
 def crc32s(
+    s3: S3Client, bucket: str, entries: Iterable[Entry], workers: int
+) -> Iterator[tuple[Entry, Checked | Unchecked]]:
+    """(entry, its CRC-32 or `Unchecked`) in order, looked up `workers` at a time. Nothing
+    is read here: where S3 cannot tell, the caller reads the bytes (a first pass of its own,
+    `range_crc32s`, which a Lambda run short of time may stop between two ranges)."""
+    return in_order(workers, lambda entry: look_up(s3, bucket, entry), entries, "crc")
+
+
+def range_crc32s(
     s3: S3Client,
     bucket: str,
-    entries: Iterable[Entry],
-    workers: int,
+    key: str,
+    etag: str,
+    span: tuple[int, int],
+    ranges: tuple[int, int],
     chunk_bytes: int,
-    buffered_below: int = 0,
-) -> Iterator[tuple[Entry, Checked | None]]:
-    """(entry, its CRC-32) in order, looked up (or computed) `workers` at a time.
+) -> Generator[tuple[int, int], None, None]:
+    """(CRC-32, length) of consecutive ranges of an object's bytes `span` [start, end), in
+    order, for `combine_crc32`. `ranges` is (a range's size, the last one's up to it; how
+    many are read at a time): ranged GETs pinned to the ETag, at most twice that many
+    ahead (`in_order`).
 
-    An entry smaller than `buffered_below` is only looked up (None if S3 cannot tell): the
-    caller reads its bytes anyway, and computes the CRC itself (from the bytes it holds, or
-    in a first pass of its own, which a Lambda run short of time may stop).
+    One GET streams at ~100-300 MB/s; several in flight read a large object that much
+    faster. Each range is read chunk by chunk and only its CRC kept, so memory is a chunk
+    a worker whatever the ranges' size. Close the generator to stop: ranges not begun are
+    cancelled, those under way end by themselves (`_pool`).
     """
 
-    def check(entry: Entry) -> Checked | None:
-        if entry.size < buffered_below:
-            return lookup_crc32(s3, bucket, entry)
-        return crc32(s3, bucket, entry, chunk_bytes)
+    def crc_of(bounds: tuple[int, int]) -> int:
+        from isal import isal_zlib  # deferred, as in chalicelib/archive/deflate.py; it lets go of the GIL
 
-    return in_order(workers, check, entries, "crc")
+        first, end = bounds
+        response = open_object(s3, bucket, key, etag, f"bytes={first}-{end - 1}")
+        value = read = 0
+        for chunk in stream(response["Body"], chunk_bytes):
+            value = isal_zlib.crc32(chunk, value)
+            read += len(chunk)
+        if read != end - first:
+            raise ValueError(f"{key}: {read} bytes for range {first}-{end - 1}")
+        return value
+
+    (begin, stop), (range_bytes, workers) = span, ranges
+    spans = ((first, min(first + range_bytes, stop)) for first in range(begin, stop, range_bytes))
+    # Closed with this generator: ranges not begun are cancelled then (`in_order`).
+    with contextlib.closing(in_order(workers, crc_of, spans, "firstpass")) as ordered:
+        for (first, end), value in ordered:
+            yield value, end - first
 
 
 def in_order(
-    workers: int, work: Callable[[Entry], _T], entries: Iterable[Entry], name: str
-) -> Generator[tuple[Entry, _T], None, None]:
+    workers: int, work: Callable[[_E], _T], entries: Iterable[_E], name: str
+) -> Generator[tuple[_E, _T], None, None]:
     """(entry, work(entry)) in the entries' order, `workers` at a time and at most twice that
     many ahead (each within a copy of the caller's context: see `_submit`)."""
     upcoming = iter(entries)
-    pending: collections.deque[tuple[Entry, Future[_T]]] = collections.deque()
+    pending: collections.deque[tuple[_E, Future[_T]]] = collections.deque()
     with _pool(max(1, workers), name) as pool:
         try:
             while True:

@@ -4,10 +4,14 @@ part-checksum combination; and the first reading pass when neither will do."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
+import threading
 import zlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -103,3 +107,88 @@ def test_part_checksums_listed_by_get_object_attributes_are_combined_page_by_pag
     assert [call["PartNumberMarker"] for call in fake.calls] == [0, 2, 4]
     # A listing that does not add up to the object is not used.
     assert sources.part_crc32s(fake.typed, "bucket", Entry("k", len(data) + 1, "e", "k")) is None
+
+
+class RangedS3:
+    """Answers ranged GetObject of one object, pinned to its ETag, counting requests in flight."""
+
+    def __init__(self, data: bytes, etag: str) -> None:
+        self.data, self.etag = data, etag
+        self.ranges: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.most_in_flight = 0
+
+    def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        assert kwargs["IfMatch"] == self.etag
+        first, last = (int(bound) for bound in kwargs["Range"].removeprefix("bytes=").split("-"))
+        with self._lock:
+            self.ranges.append((first, last + 1))
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        return {"Body": _Body(self.data[first : last + 1], self._done)}
+
+    def _done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    @property
+    def typed(self) -> S3Client:
+        return cast("S3Client", self)
+
+
+class _Body:
+    def __init__(self, data: bytes, closed: Callable[[], None]) -> None:
+        self._data, self._closed = data, closed
+
+    def iter_chunks(self, size: int) -> Iterator[bytes]:
+        for start in range(0, len(self._data), size):
+            yield self._data[start : start + size]
+
+    def close(self) -> None:
+        self._closed()
+
+
+def test_ranges_read_in_parallel_combine_into_the_crc_of_the_whole_for_odd_range_sizes() -> None:
+    data = os.urandom(100_003)
+    for start, range_bytes, workers in [(0, 1, 1), (0, 7, 3), (13, 4097, 4), (0, 65_536, 8), (5, 100_000, 2)]:
+        fake = RangedS3(data if range_bytes > 1 else data[:997], '"etag"')
+        size = len(fake.data)
+        ranges = list(
+            sources.range_crc32s(fake.typed, "b", "k", '"etag"', (start, size), (range_bytes, workers), 1000)
+        )
+        assert sources.combine_crc32(ranges) == zlib.crc32(fake.data[start:])
+        # Consecutive ranges of at most range_bytes, from start to the end, each read once.
+        assert [length for _, length in ranges] == [
+            min(range_bytes, size - first) for first in range(start, size, range_bytes)
+        ]
+        assert sorted(fake.ranges) == [
+            (first, min(first + range_bytes, size)) for first in range(start, size, range_bytes)
+        ]
+        assert fake.most_in_flight <= workers
+
+
+def test_a_first_pass_stopped_between_ranges_goes_on_from_there() -> None:
+    from chalicelib.archive.zipwriter import CopyRange, ZipLayout
+
+    data = os.urandom(50_001)
+    fake = RangedS3(data, '"etag"')
+    when = datetime(2024, 1, 2, tzinfo=UTC)
+    source = CopyRange("b", "k", '"etag"', 0, len(data))
+    layout = ZipLayout(when, stop=lambda: True)
+    member = layout.stored("k", len(data), when, source)
+    passes = 0
+    while True:  # a run a range: each goes on from the member the last one carried
+        passes += 1
+        span = (member.rest.start, member.rest.end)
+        with contextlib.closing(
+            sources.range_crc32s(fake.typed, "b", "k", '"etag"', span, (9_999, 3), 4096)
+        ) as ranges:
+            crc = layout.checksum_ranges(member, ranges)
+        if crc is not None:
+            break
+        assert layout.carried is not None
+        assert layout.offset == 0  # nothing of it written
+        member, layout = layout.carried, ZipLayout(when, stop=lambda: True)
+    assert passes == 6  # 50,001 bytes in ranges of 9,999: a stop between each two
+    assert crc == zlib.crc32(data)
