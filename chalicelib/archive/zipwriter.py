@@ -19,7 +19,8 @@ header never having needed its CRC or sizes (ZIP64 sizes are decided from the si
 manifest announced). A stored one (see below) carries the CRC-32 of its bytes so far, to
 check against the CRC its header announced once the last byte has passed; and if S3 could
 not give that CRC, the first pass that reads the source for it may stop between two chunks
-too, before the header is written (`checksum`), carrying that pass's CRC so far. A member
+too, before the header is written (`checksum`; for a member S3 copies, between two ranges
+read in parallel: `checksum_ranges`), carrying that pass's CRC so far. A member
 held in memory for its CRC (`hold`, below 16 MiB) may stop while it is read, likewise before
 its header: what it held is dropped, and it goes on as such a first pass.
 
