@@ -29,7 +29,11 @@ from botocore.exceptions import ClientError
 from chalicelib.archive import integrity
 from chalicelib.archive.zipwriter import Streaming, ZipLayout
 from chalicelib.downloadtypes import archive
+from chalicelib.runtime import Runtime
 from chalicelib.s3 import sources
+from chalicelib.workflow import segments
+from chalicelib.workflow.payloads import SegmentBuilt, SegmentInput
+from chalicelib.workflow.runs import Budget
 from satchel_local.stack import REGION
 from tests.support import archive_readers, executions
 from tests.support.stack import Satchel
@@ -176,6 +180,41 @@ def test_a_run_retried_after_a_fault_in_the_first_pass_gives_the_same_bytes(
     assert watch.spans == [(0, end), (RANGE, end), (2 * RANGE, end), (3 * RANGE, end)]
     assert watch.passes[:3] == [None, None, None]
     assert watch.passes[3] == zipfile.ZipFile(io.BytesIO(at_once)).getinfo(COPIED).CRC
+    assert in_runs == at_once
+    archive_readers.every_zip_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_segments_copied_member_spans_runs_in_its_first_pass_too(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, one_run: tuple[dict[str, bytes], bytes]
+) -> None:
+    bodies, at_once = one_run
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "2")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    watch = _Watch(monkeypatch)
+    seen: list[tuple[int, int, bool]] = []
+    original = segments.build_segment
+
+    def counted(runtime: Runtime, event: SegmentInput, budget: Budget | None = None) -> SegmentBuilt:
+        built = original(runtime, event, budget)
+        seen.append((event["index"], event.get("run", 0), built["done"]))
+        return built
+
+    monkeypatch.setattr(segments, "build_segment", counted)
+    _, in_runs = _build(satchel)
+    # Segment 0: a.txt; b.bin's ranges 1, 2, 3; its range 4, header and copy. Segment 1: c.txt.
+    assert sorted(seen) == [
+        (0, 0, False),
+        (0, 1, False),
+        (0, 2, False),
+        (0, 3, False),
+        (0, 4, True),
+        (1, 0, True),
+    ]
+    assert watch.passes[:3] == [None, None, None]
+    assert COPIED in watch.digest_checked
     assert in_runs == at_once
     archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
