@@ -219,3 +219,40 @@ def test_a_segments_copied_member_spans_runs_in_its_first_pass_too(
     archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
+
+
+def test_a_source_gone_between_two_runs_of_a_copied_members_first_pass_is_left_out(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nothing of b.bin is written while its first pass goes on: gone then, with `on_missing:
+    skip` it is left out by the run that goes on with it, and listed in MISSING.txt."""
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
+    monkeypatch.setattr(archive, "FIRST_PASS_RANGE_BYTES", RANGE)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    bodies = _put_without_crc(satchel)
+    gone = f"{PREFIX}b.bin"
+    checksum_ranges = ZipLayout.checksum_ranges
+    stops: list[str] = []
+
+    def stopped_then_deleted(
+        layout: ZipLayout, member: Streaming, crcs: Iterable[tuple[int, int]]
+    ) -> int | None:
+        crc = checksum_ranges(layout, member, crcs)
+        if crc is None and not stops:  # its first pass stopped between two ranges
+            stops.append(member.name)
+            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=gone)
+        return crc
+
+    monkeypatch.setattr(ZipLayout, "checksum_ranges", stopped_then_deleted)
+    created = satchel.create({"prefixes": [PREFIX], "compression": "store", "on_missing": "skip"})
+    assert created.status == 202, created.body
+    done = satchel.wait(created.json["id"], timeout=180)
+    assert done["state"] == "DONE", done
+    assert stops == [COPIED]
+    assert done["skipped"] == [gone]
+    body = requests.get(satchel.call("GET", done["url"]).headers["Location"], timeout=60).content
+    with zipfile.ZipFile(io.BytesIO(body)) as opened:
+        missing = opened.read("MISSING.txt")
+    assert gone.encode() in missing
+    expected = {key.removeprefix("acme/"): data for key, data in bodies.items() if key != gone}
+    archive_readers.every_zip_reader_accepts(body, tmp_path, {**expected, "MISSING.txt": missing})
