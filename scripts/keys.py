@@ -3,14 +3,16 @@ tenant admins use `satchel keys`, which goes through the API):
 
     python -m scripts.keys --stack satchel-prod create --tenant acme --user alice [--admin] [--expires-in S]
     python -m scripts.keys --stack satchel-prod list --tenant acme
-    python -m scripts.keys --stack satchel-prod rotate --tenant acme KEY_ID [--expires-in S]
+    python -m scripts.keys --stack satchel-prod rotate --tenant acme KEY_ID [--expires-in S] [--grace S]
     python -m scripts.keys --stack satchel-prod disable --tenant acme KEY_ID
     python -m scripts.keys --stack satchel-prod map-iam ROLE_ARN --tenant acme --user etl [--admin]
     python -m scripts.keys --stack satchel-prod unmap-iam ROLE_ARN
     python -m scripts.keys --stack satchel-prod index-legacy
 
 `index-legacy` (once, after upgrading) gives keys made before keys had ids their id, so they
-can be listed, rotated and disabled like the others.
+can be listed, rotated and disabled like the others. `rotate --grace S` leaves the old key
+working S seconds more (at most a week, as through the API), for its holders to switch over;
+without it the old key is disabled at once.
 
 A key is printed once, alone on stdout, and stored only as its SHA-256. `map-iam` maps an IAM
 role or user to a principal for a stage that signs in with IAM (an assumed-role session ARN
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING
 import boto3
 
 from chalicelib.api import iam
+from chalicelib.api.keys import MAX_GRACE_SECONDS
 from chalicelib.core import clock
 from chalicelib.core.models import Principal
 from chalicelib.storage.identities import IdentityStore
@@ -75,8 +78,12 @@ def run(table: Table, args: argparse.Namespace) -> int:
             for record in keys.list(args.tenant):
                 print(_show(record))
         case "rotate":
-            issued = keys.rotate(_find(keys, args), expires_at=_expires_at(args))
-            print(f"key {args.key_id} disabled; its successor {issued.record.key_id}:", file=sys.stderr)
+            if not 0 <= args.grace <= MAX_GRACE_SECONDS:
+                raise SystemExit(f"--grace must be from 0 to {MAX_GRACE_SECONDS} seconds")
+            old = _find(keys, args)
+            issued = keys.rotate(old, expires_at=_expires_at(args), grace_seconds=args.grace)
+            fate = f"works {args.grace} s more" if args.grace else "disabled"
+            print(f"key {args.key_id} {fate}; its successor {issued.record.key_id}:", file=sys.stderr)
             print(issued.api_key)
         case "disable":
             print(_show(keys.disable(_find(keys, args))))
@@ -125,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = tenant(actions.add_parser("rotate", help="issue a successor, disable the key"))
     rotate.add_argument("key_id")
     lifetime(rotate)
+    rotate.add_argument(
+        "--grace",
+        type=int,
+        default=0,
+        metavar="S",
+        help="the old key works S seconds more (default: disabled now)",
+    )
     tenant(actions.add_parser("disable", help="disable a key")).add_argument("key_id")
     mapping = actions.add_parser("map-iam", help="map an IAM role or user to a principal (IAM stages)")
     mapping.add_argument("arn")

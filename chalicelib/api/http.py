@@ -11,7 +11,14 @@ from typing import Any
 from chalice.app import Request, Response
 
 from chalicelib.core import disclosure
-from chalicelib.core.errors import MalformedRequest, RequestTooLarge, SatchelError, problem
+from chalicelib.core.errors import (
+    MalformedRequest,
+    RequestTooLarge,
+    SatchelError,
+    TransientError,
+    is_transient,
+    problem,
+)
 from chalicelib.core.models import check_numbers
 
 log = logging.getLogger(__name__)
@@ -72,12 +79,18 @@ def security_headers(request: Request, get_response: Callable[[Request], Respons
 
 
 def error_response(error: Exception) -> Response:
-    """Domain errors answer with their own status and code; anything else is a 500 whose
-    message says nothing of the error (it may carry ARNs, the account id): the detail is
-    logged beside the reference the message quotes."""
+    """Domain errors answer with their own status and code. An AWS service that stayed busy
+    or failing through botocore's retries (throttled, a 5xx, not reached: `is_transient`) is
+    a 503 `TransientError` with Retry-After, which a client may simply retry; anything else
+    is a 500. Neither message says anything of the error (it may carry ARNs, the account id,
+    the service and operation): the detail is logged beside the reference the message quotes."""
     if isinstance(error, SatchelError):
         return problem_response(error.body(), error.status, error.headers())
     reference = disclosure.new_reference()
+    if is_transient(error):
+        log.warning("an AWS service was busy or failing; reference %s", reference, exc_info=error)
+        busy = TransientError(f"a service Satchel depends on was busy; try again (reference {reference})")
+        return problem_response(busy.body(), busy.status)
     log.exception("unhandled error; reference %s", reference)
     message = f"an internal error occurred; reference {reference}"
     return problem_response(problem(disclosure.INTERNAL_ERROR, 500, message), 500)

@@ -68,7 +68,18 @@ def _do(runtime: Runtime, download: Download, effect: str) -> None:
     elif effect == NOTIFY:
         notify.download_finished(runtime, download)
     elif effect == EXPIRING_UNUSED:
-        notify.expiring_unused(runtime, download)
+        # Claimed while no one had fetched it, but a fetch may have come since (the API notes
+        # the first one), in the moment before this sweep goes on or in the lease before the
+        # next one does it: a warning that it expires unused would then be untrue. So the
+        # record is read again, and the warning dropped if the download was fetched (or is
+        # gone). A fetch after this read and before the event is recorded still gets it.
+        current = runtime.downloads.get(download.id)
+        if current is None or current.first_fetched_at:
+            log.info(
+                "download %s was fetched since its expiring-unused warning was due: not sent", download.id
+            )
+        else:
+            notify.expiring_unused(runtime, download)
     elif effect == PURGE:
         runtime.downloads.delete(download.id, [download.state])
     else:

@@ -374,7 +374,11 @@ class Run(SavedObjects):
                     member.name, more.began_at, member.size, member.crc,
                 )  # fmt: skip
                 left = _left_out(segment)
-                start += sum(written) + len(records) + len(left)
+                start = _after_copy(start, sum(written) + len(records) + len(left), carried is not None)
+                # A member this run resumed is whole (a member stops at most once a run, and
+                # this one reached a later member): the next run lays out from the upload's
+                # end after the copy, not from that member's header, and never resumes it again.
+                carried = None
             else:
                 records = segment.records()
                 left = _left_out(segment)
@@ -507,6 +511,15 @@ def _next_entry(start: int, records: int, resumed: bool) -> int:
     if resumed and records == 0:
         return start
     return start + records - (1 if resumed else 0) + 1
+
+
+def _after_copy(start: int, records: int, resumed: bool) -> int:
+    """The manifest entry after the member a run handed on inside its copy. `start` is the
+    first entry the run pulled; `records` the members it recorded (the copied one among them:
+    a copy is recorded before its bytes) and the sources it left out; the first of them, if
+    the run went on with a member an earlier run stopped inside (`resumed`), is not an entry
+    this run pulled: `_next_entry` counted it already."""
+    return start + records - (1 if resumed else 0)
 
 
 FINISHED = "finished.json"

@@ -542,3 +542,98 @@ def test_a_retried_run_inside_a_store_zips_member_goes_on_from_the_same_state(
     archive_readers.every_zip_reader_accepts(
         in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
     )
+
+
+def _resumed_then_copied(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, prefix: str) -> dict[str, bytes]:
+    """Sources where a run resumes a member read through the worker (a.bin, stopped after its
+    first chunk) and, once it is whole, hands on inside the next one, which S3 copies (b.bin,
+    20 MiB in copied parts of at most 6 MiB: three, one a run); then c.bin, read through and
+    stopped inside too, and d.txt. Every one with S3's CRC-32, so none is held or read twice."""
+    monkeypatch.setattr(assembly, "S3_MAX_PART_SIZE", 6 * MIB)
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    bodies = {
+        f"{prefix}a.bin": os.urandom(MIB + 100),
+        f"{prefix}b.bin": os.urandom(20 * MIB),
+        f"{prefix}c.bin": os.urandom(2 * MIB + 100),
+        f"{prefix}d.txt": b"last\n" * 100,
+    }
+    _put_with_crc(satchel, bodies)
+    return bodies
+
+
+def _resumed_then_copied_checked(
+    satchel: Satchel,
+    download_id: str,
+    in_runs: bytes,
+    at_once: bytes,
+    bodies: dict[str, bytes],
+    tmp_path: Path,
+) -> None:
+    assert in_runs == at_once
+    _exact_progress(satchel, download_id)
+    with zipfile.ZipFile(io.BytesIO(in_runs)) as opened:
+        assert [info.filename for info in opened.infolist()] == [key.removeprefix("acme/") for key in bodies]
+    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
+    archive_readers.every_zip_reader_accepts(
+        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    )
+
+
+def test_a_run_that_resumes_a_member_then_hands_on_inside_a_copied_one_loses_no_entry(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = _resumed_then_copied(satchel, monkeypatch, "acme/resumecopy/")
+    params = {"prefixes": ["acme/resumecopy/"], "compression": "store"}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # a.bin's header and chunk 1; its last 100 bytes, b.bin's header and first copied part
+    # (the run that began inside a.bin hands on inside b.bin); its second part; its third,
+    # then c.bin's header and chunk 1; its chunk 2; its last 100 bytes and d.txt.
+    assert executions.runs_of(satchel, download_id, "Build") == 6
+    _resumed_then_copied_checked(satchel, download_id, in_runs, at_once, bodies, tmp_path)
+
+
+def test_a_segment_run_that_resumes_a_member_then_hands_on_inside_a_copied_one_loses_no_entry(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = _resumed_then_copied(satchel, monkeypatch, "acme/segresumecopy/")
+    params = {"prefixes": ["acme/segresumecopy/"], "compression": "store"}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_PARALLEL_MIN_FILES", "1")
+    monkeypatch.setenv("SATCHEL_SEGMENT_FILES", "3")
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    seen = _segment_runs(monkeypatch)
+    download_id, in_runs = _build(satchel, params)
+    # Segment 0: a.bin's header and chunk 1; its last 100 bytes, b.bin's header and first
+    # copied part; its second part; its third, then c.bin's header and chunk 1; its chunk 2;
+    # its last 100 bytes. Segment 1: d.txt.
+    assert sorted(seen) == [(0, run, run == 5) for run in range(6)] + [(1, 0, True)]
+    _resumed_then_copied_checked(satchel, download_id, in_runs, at_once, bodies, tmp_path)
+
+
+def test_a_retried_run_that_resumed_a_member_and_handed_on_inside_a_copy_goes_on_the_same(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bodies = _resumed_then_copied(satchel, monkeypatch, "acme/retriedresumecopy/")
+    params = {"prefixes": ["acme/retriedresumecopy/"], "compression": "store"}
+    _, at_once = _build(satchel, params)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    clients.reset()
+    injector = Injector(satchel.stack.table)
+    injector.install()
+    # A run that hands on saves 4 objects (records, checks, held bytes, state): the 6th put
+    # is the second run's checks, after it finished a.bin, uploaded part 1 (a.bin and the
+    # head of b.bin) and copied b.bin's first part. It fails on every attempt: the run fails,
+    # and Retry runs it again from the state the first run saved (a.bin resumed again, the
+    # same part 1 and copied part 2 again).
+    with injector.armed(Fault("s3.PutObject", "internal", at=6, step="app.build")) as arming:
+        download_id, in_runs = _build(satchel, params)
+    assert injector.fired(arming) > 0
+    assert executions.failures_of(satchel, download_id) == ["TransientError"]
+    # The six runs of a build without the fault: Retry ran the second again within its state.
+    assert executions.runs_of(satchel, download_id, "Build") == 6
+    # b.bin's three copied parts, the first of them twice (the failed attempt's, its retry's).
+    assert injector.calls[("app.build", "s3.UploadPartCopy")] == 4
+    _resumed_then_copied_checked(satchel, download_id, in_runs, at_once, bodies, tmp_path)

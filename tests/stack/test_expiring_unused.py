@@ -15,11 +15,12 @@ import pytest
 
 from chalicelib.api import downloads as api_downloads
 from chalicelib.core import clients, clock
-from chalicelib.notify import events
+from chalicelib.notify import dispatch, events
 from chalicelib.runtime import Runtime
 from chalicelib.s3 import layout as artifacts
+from chalicelib.storage import layout as keys
 from chalicelib.storage.audit import Action
-from chalicelib.storage.downloads import DownloadStore
+from chalicelib.storage.downloads import EFFECTS_LEASE, DownloadStore
 from chalicelib.triggers import cleanup
 from satchel_local.stack import REGION
 from tests.support.receiver import Receiver, verified
@@ -184,3 +185,52 @@ def test_the_first_fetch_is_noted_once_and_a_failure_to_note_it_fails_nothing(
     assert first is not None
     assert satchel.call("GET", f"/downloads/{done['id']}/url", headers=JSON).status == 200
     assert base.downloads.require(done["id"]).first_fetched_at == first
+
+
+@pytest.mark.parametrize("when", ["in the same sweep", "before the next sweep"])
+def test_a_fetch_after_the_warning_was_claimed_stops_it(
+    satchel: Satchel,
+    receiver: Receiver,
+    bus_events: tuple[SQSClient, str],
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    """The sweep claims the warning while no one has fetched the download; the owner fetches
+    it before the warning is sent (between the claim and the follow-up, or after a sweep that
+    failed to send it and left it owed): no warning is sent, and none is owed after."""
+    idle = finished(satchel, receiver.url, f"acme/raced-{when[:6]}.txt")
+    runtime = Runtime.from_env()
+    warn_at = expiry(idle) - LEAD + timedelta(seconds=1)
+    claim = DownloadStore.claim_unused_warning
+
+    def fetch() -> None:
+        assert satchel.call("GET", f"/downloads/{idle['id']}/url", headers=JSON).status == 200
+
+    if when == "in the same sweep":
+
+        def claimed_then_fetched(self: DownloadStore, *args: Any, **kwargs: Any) -> Any:
+            taken = claim(self, *args, **kwargs)
+            fetch()
+            return taken
+
+        monkeypatch.setattr(DownloadStore, "claim_unused_warning", claimed_then_fetched)
+        report = cleanup.run(runtime, warn_at)
+        assert report.warned == [idle["id"]]  # claimed: it was unfetched then
+    else:
+
+        def unsent(*_: Any) -> None:
+            raise ConnectionError("EventBridge did not answer")
+
+        sent = dispatch.expiring_unused
+        monkeypatch.setattr(dispatch, "expiring_unused", unsent)
+        assert cleanup.run(runtime, warn_at).failed == [idle["id"]]  # claimed, left owed
+        monkeypatch.setattr(dispatch, "expiring_unused", sent)
+        fetch()
+        cleanup.run(runtime, warn_at + EFFECTS_LEASE + timedelta(seconds=1))  # does what is owed
+
+    record = clients.table(satchel.stack.table).get_item(Key=keys.download_key(idle["id"]))["Item"]
+    assert "pending_effects" not in record, record  # nothing left owed
+    cleanup.run(runtime, expiry(idle) - timedelta(seconds=5))
+    deliver_queued(satchel.stack)
+    assert sorted(webhooks(receiver)) == [f"{idle['id']}.completed"]
+    assert events.EXPIRING_UNUSED not in {kind for kind, _ in on_bus(bus_events)}

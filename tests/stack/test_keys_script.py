@@ -4,12 +4,14 @@ disabled for any tenant, and IAM callers mapped, as the authorizer and handler t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.core import clock
 from chalicelib.core.models import Principal
 from chalicelib.storage.identities import IdentityStore
 from chalicelib.storage.keys import KeyStore, hash_secret
@@ -59,6 +61,41 @@ def test_create_list_rotate_disable(table: Table, capsys: pytest.CaptureFixture[
     assert store.check(successor).refusal == "KeyDisabled"
     with pytest.raises(SystemExit, match="no key"):
         keys_script.main(["--table", TABLE, "--region", REGION, "disable", "--tenant", "globex", new_id])
+
+
+def test_a_rotation_with_a_grace_period_leaves_the_old_key_working_until_it_ends(
+    table: Table, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KeyStore(table)
+    now = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
+    monkeypatch.setattr(clock, "now", lambda: now)
+    key = _run(capsys, "create", "--tenant", "acme", "--user", "erin")
+    old = store.check(key).record
+    assert old is not None
+
+    successor = _run(capsys, "rotate", "--tenant", "acme", old.key_id, "--grace", "600")
+    assert store.check(key).principal == Principal("acme", "erin", frozenset())  # still works
+    assert store.check(successor).principal == Principal("acme", "erin", frozenset())
+    monkeypatch.setattr(clock, "now", lambda: now + timedelta(seconds=601))
+    assert store.check(key).refusal == "KeyExpired"
+    assert store.check(successor).principal == Principal("acme", "erin", frozenset())
+
+    for bad in ("-1", str(7 * 24 * 3600 + 1)):
+        with pytest.raises(SystemExit, match="--grace must be"):
+            keys_script.main(
+                [
+                    "--table",
+                    TABLE,
+                    "--region",
+                    REGION,
+                    "rotate",
+                    "--tenant",
+                    "acme",
+                    old.key_id,
+                    "--grace",
+                    bad,
+                ]
+            )
 
 
 def test_map_and_unmap_an_iam_role(table: Table, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ import requests
 
 from chalicelib.archive import assembly
 from chalicelib.core import clients, clock
+from chalicelib.downloadtypes.archiveoptions import TarStream
 from chalicelib.runtime import Runtime
 from chalicelib.workflow import steps, streamruns
 from chalicelib.workflow.payloads import Prepared, Start
@@ -276,3 +277,40 @@ def test_a_tar_cancelled_between_runs_leaves_nothing(
     # The upload carried on between runs, the saved state and held bytes: all gone.
     assert satchel.open_uploads() == []
     assert satchel.artifact_objects() == []
+
+
+def test_a_tar_run_that_finishes_a_copy_then_hands_on_inside_the_next_copy_loses_no_entry(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A tar.gz copies nothing (every byte is deflated by the worker), so a gzip stream carried
+    # between chunks never meets a copy handed on; in a tar, what a run goes on with is a
+    # copy's rest. Here a run goes on with one (b.bin's), finishes it, and hands on inside the
+    # next (c.bin's): as a run would that ran short of time only while S3 copies (the stream
+    # never stops before a next entry; the assembler stops between any two copied parts).
+    monkeypatch.setattr(assembly, "S3_MAX_PART_SIZE", 6 * MIB)
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    bodies = {
+        "acme/tarcopies/a.txt": b"first\n" * 100,
+        "acme/tarcopies/b.bin": os.urandom(20 * MIB + 123),
+        "acme/tarcopies/c.bin": os.urandom(20 * MIB + 456),
+        "acme/tarcopies/d.txt": b"last\n" * 100,
+    }
+    for key, body in bodies.items():
+        satchel.put_source(key, body)
+    params = {"prefixes": ["acme/tarcopies/"], "format": "tar"}
+    _, at_once = _build(satchel, params)
+    original = TarStream.__init__
+
+    def short_only_while_copying(self: TarStream, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._stop = lambda: False
+
+    monkeypatch.setattr(TarStream, "__init__", short_only_while_copying)
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    download_id, in_runs = _build(satchel, params)
+    # a.txt, b.bin's header and first copied part; its second; its third, then c.bin's header
+    # and first copied part; its second; its third and d.txt.
+    assert executions.runs_of(satchel, download_id, "Build") == 5
+    assert in_runs == at_once
+    _readers_accept(in_runs, tmp_path, _extracted(bodies), ".tar")

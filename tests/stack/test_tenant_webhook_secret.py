@@ -24,6 +24,7 @@ from chalicelib.storage.audit import AuditLog
 from chalicelib.storage.idempotency import Claim, fingerprint
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.secrets import WebhookSecrets
+from tests.support.faults import CALLER, Fault, Injector
 from tests.support.stack import Satchel, api_key_of
 
 PATH = "/tenant/webhook-secret"
@@ -231,3 +232,27 @@ def test_a_failure_to_read_the_secret_is_a_retryable_refusal(api: Satchel) -> No
     assert api.call("GET", "/downloads", "ian").json["items"] == []
     claim = Claim(MORE_USERS["ian"], "retry-me", fingerprint(request))
     assert Runtime.from_env().idempotency.existing(claim) is None
+
+
+@pytest.mark.parametrize("operation", ["kms.Encrypt", "dynamodb.PutItem"])
+def test_a_rotation_kms_or_the_table_keeps_refusing_answers_503_and_changes_nothing(
+    api: Satchel, set_clock: Callable[[datetime], None], operation: str
+) -> None:
+    """Throttled through botocore's retries: 503 TransientError with Retry-After, naming no
+    AWS service; the secret is unchanged, and the rotation asked again succeeds."""
+    seeded = api.stack.webhook_secrets["acme"]
+    injector = Injector(api.stack.table)
+    injector.install()
+    with injector.armed(Fault(operation, "throttle", step=CALLER)) as arming:
+        refused = api.call("POST", PATH, "carol")
+        assert injector.fired(arming) > 0
+    assert refused.status == 503, refused.body
+    assert refused.headers["Retry-After"] == "5"
+    assert refused.json["Code"] == "TransientError"
+    for internal in ("Throttling", "Encrypt", "PutItem", "KMS", "DynamoDB"):
+        assert internal not in refused.body.decode()
+    assert signing("acme", T0) == [seeded]
+
+    again = api.call("POST", PATH, "carol")
+    assert again.status == 201, again.body
+    assert signing("acme", T0) == [again.json["secret"], seeded]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -26,6 +27,7 @@ import pytest
 import requests
 from botocore.config import Config
 
+from chalicelib.archive import assembly
 from chalicelib.archive.zipwriter import Streaming, ZipLayout
 from chalicelib.core import clients, clock
 from chalicelib.downloadtypes import archive, archiveoptions
@@ -471,3 +473,56 @@ def test_the_one_run_render_leaves_out_a_source_gone_after_its_survey_too(
         _zip_accepted(after, tmp_path, expected)
     else:
         _tar_accepted(after, tmp_path, expected, ".tar")
+
+
+def test_a_run_that_leaves_out_the_member_it_resumed_then_hands_on_inside_a_copy_loses_no_entry(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """a.bin (no checksum S3 can give) stops in its first pass, and is gone then: the next run
+    leaves it out, goes on with b.bin, which S3 copies, and hands on inside its copy. The runs
+    after it go on with c.bin (the entry after b.bin), laid out after the copy."""
+    monkeypatch.setattr(archive, "HOLD_MAX_BYTES", MIB)
+    monkeypatch.setattr(assembly, "S3_MAX_PART_SIZE", 6 * MIB)  # b.bin's copy: 3 parts, a run each
+    monkeypatch.setenv("SATCHEL_SERVER_COPY_MIN_BYTES", str(10 * MIB))
+    monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * MIB))
+    prefix = "acme/vanish-resumed-copy/"
+    gone = f"{prefix}a.bin"
+    bodies = {
+        gone: bytes(range(256)) * (2 * MIB // 256 + 77),
+        f"{prefix}b.bin": os.urandom(20 * MIB),
+        f"{prefix}c.bin": os.urandom(2 * MIB + 100),
+        f"{prefix}d.txt": b"last\n" * 100,
+    }
+    _put_unchecksummed(satchel, gone, bodies[gone])
+    for key in list(bodies)[1:]:
+        satchel.s3.put_object(
+            Bucket=satchel.stack.source_bucket, Key=key, Body=bodies[key], ChecksumAlgorithm="CRC32"
+        )
+    params = {"keys": list(bodies), "compression": "store", "on_missing": "skip"}
+    monkeypatch.setenv("SATCHEL_HANDOFF_RESERVE_MS", ALWAYS_SHORT)
+    created_at = clock.now()
+    with pytest.MonkeyPatch.context() as patch:
+        _deleted_after_prepare(patch, satchel, [gone])
+        _, at_survey = _done(satchel, params, created_at)
+    _put_unchecksummed(satchel, gone, bodies[gone])
+    checksum = ZipLayout.checksum
+    stops: list[str] = []
+
+    def stopped_then_deleted(self: ZipLayout, member: Streaming, chunks: Iterable[bytes]) -> int | None:
+        crc = checksum(self, member, chunks)
+        if crc is None and not stops:  # its first pass stopped between two chunks
+            stops.append(member.name)
+            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=gone)
+        return crc
+
+    monkeypatch.setattr(ZipLayout, "checksum", stopped_then_deleted)
+    done, after = _done(satchel, params, created_at)
+    assert stops == ["vanish-resumed-copy/a.bin"]
+    assert done["skipped"] == [gone]
+    assert executions.failures_of(satchel, done["id"]) == []
+    # The survey, an entry a run, the last going on with a.bin's first pass (its chunk 1);
+    # a.bin left out, b.bin's header and first copied part; its second; its third, c.bin's
+    # header and chunk 1; its chunk 2; its last 100 bytes and d.txt.
+    assert executions.runs_of(satchel, done["id"], "Build") == 3 + 1 + 5
+    assert after == at_survey
+    _zip_accepted(after, tmp_path, _expected(bodies, [gone], [gone], False))
