@@ -34,10 +34,12 @@ _lock = threading.Lock()
 # its error reaches the code (workflow steps then leave it as TransientError: chalicelib/core/errors.py).
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
 # Connections S3 requests may hold at once: a store build reads sources (`fetch`) and looks up
-# CRCs (`crc32s`) at once, each up to MAX_FETCH_CONCURRENCY threads, besides the thread that
-# uploads parts. botocore's default of 10 would drop the connection of every request above it
-# (a new TCP and TLS handshake each time). A pooled connection costs nothing until it is used.
-S3_MAX_POOL_CONNECTIONS = 2 * MAX_FETCH_CONCURRENCY + 4
+# CRCs (`crc32s`) at once, each up to MAX_FETCH_CONCURRENCY threads, besides a copied member's
+# first pass (its ranged reads: FIRST_PASS_WORKERS in chalicelib/downloadtypes/archive.py, 4)
+# and the thread that uploads parts. botocore's default of 10 would drop the connection of
+# every request above it (a new TCP and TLS handshake each time). A pooled connection costs
+# nothing until it is used.
+S3_MAX_POOL_CONNECTIONS = 2 * MAX_FETCH_CONCURRENCY + 8
 # SigV4 presigned URLs (SigV2 is deprecated and capped differently).
 _S3 = _RETRIES.merge(Config(signature_version="s3v4", max_pool_connections=S3_MAX_POOL_CONNECTIONS))
 

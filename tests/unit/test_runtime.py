@@ -115,3 +115,14 @@ def test_the_s3_connection_pool_holds_every_request_a_build_may_have_in_flight()
     assert Settings.from_env(highest).fetch_concurrency == MAX_FETCH_CONCURRENCY
     with pytest.raises(ConfigurationError, match="SATCHEL_FETCH_CONCURRENCY"):
         Settings.from_env({**ENVIRONMENT, "SATCHEL_FETCH_CONCURRENCY": str(MAX_FETCH_CONCURRENCY + 1)})
+
+
+def test_the_s3_pool_holds_every_request_a_store_build_makes_at_once() -> None:
+    """Sources fetched and CRCs looked up (each up to the concurrency's maximum), a copied
+    member's first-pass ranges, and the part upload: none waits for, or drops, a connection."""
+    from chalicelib.core import clients
+    from chalicelib.core.settings import MAX_FETCH_CONCURRENCY
+    from chalicelib.downloadtypes import archive
+
+    at_once = 2 * MAX_FETCH_CONCURRENCY + archive.FIRST_PASS_WORKERS + 1
+    assert clients.S3_MAX_POOL_CONNECTIONS >= at_once
