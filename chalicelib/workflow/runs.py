@@ -7,7 +7,9 @@ the upload had when the run began, their records kept per run under `tmp/<id>/..
 (s3/layout.py). Before pulling the next manifest entry a run asks its `Budget` whether less
 than `handoff_reserve_ms` is left of the Lambda run; if so it stops at that member boundary
 (it always writes at least one member). A large stored member copied by S3 may also stop
-between two copied parts (`CopyHandedOn`): the rest of its range is carried on. A member
+between two copied parts (`CopyHandedOn`): the rest of its range is carried on; and one
+whose CRC-32 S3 cannot give, before its header, between two ranges of the first pass that
+reads it for that CRC (chalicelib/downloadtypes/archive.py). A member
 whose bytes pass through the worker may stop between two of its read chunks (the plan asks
 the same budget: `build(stop=)`), deflated or stored (in a store zip, a member below the
 copy threshold; in a deflate zip, a file compressed already, whatever its size): its header
