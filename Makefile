@@ -29,12 +29,15 @@ $(NODE_TOOLS): tools/node/package.json tools/node/package-lock.json
 node-tools: $(NODE_TOOLS)
 
 # The API's and the emulator's ports: `make run PORT=8080 MOTO_PORT=5050` (0: any free one;
-# .satchel-local.json says which).
+# .satchel-local.json says which). `make run AUTH=oidc`: callers sign in with tokens of a
+# demo OIDC issuer on ISSUER_PORT instead of API keys (docs/sign-in.md, "Try it locally").
 PORT ?= 8000
 MOTO_PORT ?= 5000
+AUTH ?= keys
+ISSUER_PORT ?= 8002
 
 run: venv
-	$(BIN)/python -m satchel_local --port $(PORT) --moto-port $(MOTO_PORT)
+	$(BIN)/python -m satchel_local --port $(PORT) --moto-port $(MOTO_PORT) --auth $(AUTH) --issuer-port $(ISSUER_PORT)
 
 lint: venv
 	$(BIN)/ruff check .

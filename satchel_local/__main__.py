@@ -50,6 +50,21 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         metavar="SECONDS",
         help="seconds between cleanup runs, 0 for none (deployed: minutes; default: %(default)g)",
     )
+    parser.add_argument(
+        "--auth",
+        choices=("keys", "oidc"),
+        default=defaults.auth,
+        help="how callers sign in: API keys, or tokens of a demo OIDC issuer started on loopback "
+        "(not an identity provider: it signs for the seeded users); `make run AUTH=oidc` sets it "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--issuer-port",
+        type=int,
+        default=defaults.issuer_port,
+        help="the demo OIDC issuer's port with --auth oidc, 0 for any free one; `make run ISSUER_PORT=...` "
+        "sets it (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.cleanup_interval < 0:
         parser.error("--cleanup-interval must not be negative")
@@ -60,6 +75,8 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         state_file=args.state_file,
         demo_rows=args.demo_rows,
         cleanup_interval=args.cleanup_interval,
+        auth=args.auth,
+        issuer_port=args.issuer_port,
     )
 
 

@@ -42,6 +42,7 @@ from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.secrets import WebhookSecrets
 from satchel_local import lambdas, seed
 from satchel_local.eventsources import EventSources
+from satchel_local.issuer import DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH, RunningIssuer
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
 
 log = logging.getLogger("satchel_local")
@@ -64,6 +65,9 @@ class Options:
     demo_rows: int = seed.DEMO_ROWS  # transactions seeded for tenant acme
     # Seconds between two runs of the cleanup function (deployed: every few minutes); 0: never.
     cleanup_interval: float = 5.0
+    # How callers sign in: "keys" (API keys), or "oidc" (tokens of a demo issuer on issuer_port).
+    auth: str = "keys"
+    issuer_port: int = 8002  # 0: any free port
 
 
 class StartupError(Exception):
@@ -235,6 +239,7 @@ class LocalStack:
     _moto_port: int = 0
     _event_sources: EventSources | None = None
     _written_state: str | None = None
+    _issuer: RunningIssuer | None = None
 
     @property
     def api_url(self) -> str:
@@ -246,6 +251,8 @@ class LocalStack:
         return f"http://{LOOPBACK}:{self._moto_port}"
 
     def start(self) -> None:
+        if self.options.auth == "oidc":
+            self._start_issuer()  # before the app is loaded: its settings name the issuer
         self._api = bind_api(self.options.host, self.options.port, self.options.stage)
         self._start_moto()
         self.stack = provision(self.options.stage)
@@ -260,6 +267,16 @@ class LocalStack:
         self._event_sources = EventSources(self.stack, self.options.cleanup_interval)
         self._event_sources.start()
         self._write_state()
+
+    def _start_issuer(self) -> None:
+        try:
+            self._issuer = RunningIssuer.start(self.options.host, self.options.issuer_port)
+        except OSError as error:
+            raise port_taken(
+                self.options.host, self.options.issuer_port, error, "ISSUER_PORT", "--issuer-port"
+            ) from None
+        # The handlers read their settings from os.environ, as `chalice local` has them.
+        os.environ.update(self._issuer.environment())
 
     def _start_moto(self) -> None:
         ensure_port_free(LOOPBACK, self.options.moto_port)
@@ -297,6 +314,22 @@ class LocalStack:
             "webhook_secrets": dict(self.stack.webhook_secrets),
             "cleanup_interval_seconds": self.options.cleanup_interval,
             "users": {name: user.describe() for name, user in self.users.items()},
+            "auth_mode": self.options.auth,
+            **({"oidc": self._oidc_state()} if self._issuer is not None else {}),
+        }
+
+    def _oidc_state(self) -> dict[str, Any]:
+        """Where the demo issuer is, and how to get a token from it (satchel_local/issuer.py)."""
+        assert self._issuer is not None
+        issuer = self._issuer.issuer
+        return {
+            "issuer": issuer.url,
+            "audience": issuer.audience,
+            "discovery_url": f"{issuer.url}{DISCOVERY_PATH}",
+            "jwks_url": f"{issuer.url}{JWKS_PATH}",
+            "token_url": f"{issuer.url}{TOKEN_PATH}",
+            # A demo: it signs for the seeded users with no password; not an identity provider.
+            "get_a_token": f'POST {issuer.url}{TOKEN_PATH} {{"user": "alice"}}',
         }
 
     def _write_state(self) -> None:
@@ -317,7 +350,13 @@ class LocalStack:
         self._stop_event_sources()
         self._stop_executions()
         self._stop_moto()
+        self._stop_issuer()
         self._remove_state()
+
+    def _stop_issuer(self) -> None:
+        if self._issuer is not None:
+            self._issuer.stop()
+            self._issuer = None
 
     def _stop_api(self) -> None:
         if self._api is None:
@@ -369,12 +408,14 @@ class LocalStack:
 
 
 def how_to_try(state: dict[str, Any], state_file: Path) -> str:
-    """A copy-paste session with curl, as alice, over her tenant's seeded objects."""
+    """A copy-paste session with curl, as alice, over her tenant's seeded objects: with her API
+    key, or (--auth oidc) with a token from the demo issuer."""
     api, key = state["api_url"], state["users"]["alice"]["api_key"]
     body = json.dumps(
         {"type": "zip", "params": {"keys": list(seed.DEMO_KEYS)}}, ensure_ascii=False, separators=(",", ":")
     )
-    auth = '-H "Authorization: Bearer $KEY"'
+    oidc = state.get("oidc")
+    auth = '-H "Authorization: Bearer $TOKEN"' if oidc else '-H "Authorization: Bearer $KEY"'
     users = ", ".join(
         f"{name} ({user['tenant']}{', ' + ', '.join(user['roles']) if user['roles'] else ''})"
         for name, user in state["users"].items()
@@ -389,15 +430,17 @@ def how_to_try(state: dict[str, Any], state_file: Path) -> str:
             f"  API          {api}",
             f"  S3 emulator  {state['s3_endpoint']}   source bucket: {state['source_bucket']}",
             f"  users        {users}",
-            f"  keys         {state_file}  (all users' API keys; removed when this stops)",
+            f"  keys         {state_file}  (all users' API keys; removed when this stops)"
+            + ("; refused: sign-in is OIDC" if oidc else ""),
             f"  requests     {state['requests_queue_url']}  (an SQS message starts a download)",
             f"  request bus  {state['request_bus']}  (so does an event, source satchel.requests.<tenant>)",
             f"  cleanup      {cleanup}",
             "",
+            *(_oidc_lines(oidc) if oidc else []),
             "Try it as alice:",
             "",
             f"  API={api}",
-            f"  KEY={key}",
+            *(_token_lines(oidc) if oidc else [f"  KEY={key}"]),
             "",
             "  # create a zip of three seeded objects; the answer holds its id",
             f"  curl -s -X POST $API/downloads {auth} -H 'Content-Type: application/json' \\",
@@ -418,6 +461,24 @@ def how_to_try(state: dict[str, Any], state_file: Path) -> str:
             "",
         ]
     )
+
+
+def _oidc_lines(oidc: dict[str, Any]) -> list[str]:
+    return [
+        "Sign-in is OIDC (--auth oidc): the API takes only tokens of the demo issuer",
+        f"  issuer       {oidc['issuer']}  (audience {oidc['audience']})",
+        f'  tokens       POST {oidc["token_url"]} {{"user": "alice"}} (any seeded user)',
+        "  A DEMO: it signs for the seeded users with no password. It is not an identity provider.",
+        "",
+    ]
+
+
+def _token_lines(oidc: dict[str, Any]) -> list[str]:
+    read_token = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id_token\"])'"
+    return [
+        f"  TOKEN=$(curl -s -X POST {oidc['token_url']} -H 'Content-Type: application/json' \\",
+        f'       -d \'{{"user":"alice"}}\' | {read_token})',
+    ]
 
 
 def _idle_sweep(record: logging.LogRecord) -> bool:
