@@ -79,6 +79,21 @@ class DemoIssuer:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.key.as_dict(private=False)]}
 
+    def environment(self) -> dict[str, str]:
+        """The API's OIDC settings (docs/sign-in.md) that trust this issuer and its claims."""
+        return {
+            "SATCHEL_AUTH_MODE": "oidc",
+            "SATCHEL_OIDC_ISSUER": self.url,
+            "SATCHEL_OIDC_AUDIENCE": self.audience,
+            "SATCHEL_OIDC_JWKS_URL": f"{self.url}{JWKS_PATH}",
+            "SATCHEL_OIDC_ALGORITHMS": ALGORITHM,
+            "SATCHEL_OIDC_TENANT_CLAIM": "tenant",
+            "SATCHEL_OIDC_TENANT": "",  # the tenant is each token's claim, not one fixed tenant
+            "SATCHEL_OIDC_USER_CLAIM": "sub",
+            "SATCHEL_OIDC_ROLES_CLAIM": "roles",
+            "SATCHEL_OIDC_ADMIN_VALUE": "admin",
+        }
+
     def claims(self, user: str, now: int, expires_in: int) -> dict[str, Any]:
         principal = seed.PRINCIPALS[user]
         return {
@@ -196,19 +211,3 @@ class RunningIssuer:
         self.server.shutdown()
         self.thread.join()
         self.server.server_close()
-
-    def environment(self) -> dict[str, str]:
-        """The API's OIDC settings (docs/sign-in.md) that trust this issuer and its claims."""
-        issuer = self.issuer
-        return {
-            "SATCHEL_AUTH_MODE": "oidc",
-            "SATCHEL_OIDC_ISSUER": issuer.url,
-            "SATCHEL_OIDC_AUDIENCE": issuer.audience,
-            "SATCHEL_OIDC_JWKS_URL": f"{issuer.url}{JWKS_PATH}",
-            "SATCHEL_OIDC_ALGORITHMS": ALGORITHM,
-            "SATCHEL_OIDC_TENANT_CLAIM": "tenant",
-            "SATCHEL_OIDC_TENANT": "",  # the tenant is each token's claim, not one fixed tenant
-            "SATCHEL_OIDC_USER_CLAIM": "sub",
-            "SATCHEL_OIDC_ROLES_CLAIM": "roles",
-            "SATCHEL_OIDC_ADMIN_VALUE": "admin",
-        }

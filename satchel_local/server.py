@@ -276,7 +276,7 @@ class LocalStack:
                 self.options.host, self.options.issuer_port, error, "ISSUER_PORT", "--issuer-port"
             ) from None
         # The handlers read their settings from os.environ, as `chalice local` has them.
-        os.environ.update(self._issuer.environment())
+        os.environ.update(self._issuer.issuer.environment())
 
     def _start_moto(self) -> None:
         ensure_port_free(LOOPBACK, self.options.moto_port)

@@ -106,7 +106,8 @@ def test_the_issuer_signs_for_seeded_users_only(oidc_stack: LocalStack) -> None:
 def test_a_token_creates_and_fetches_a_download(oidc_stack: LocalStack) -> None:
     stack, alice = oidc_stack, _token(oidc_stack, "alice")
     sources = tenant_sources("acme")
-    created = call("POST", f"{stack.api}/downloads", alice, {"type": "zip", "params": {"keys": list(sources)}})
+    request = {"type": "zip", "params": {"keys": list(sources)}}
+    created = call("POST", f"{stack.api}/downloads", alice, request)
     assert created.status == 202, created.body
     download = _wait_done(stack, created.json["id"], alice)
     assert download["state"] == "DONE", download
@@ -165,7 +166,8 @@ def test_no_token_a_forged_or_expired_one_and_api_keys_are_refused(oidc_stack: L
 def test_ctrl_c_stops_the_issuer_too(oidc_stack: LocalStack) -> None:
     stack = oidc_stack
     issuer_port = urlparse(_oidc(stack)["issuer"]).port
-    assert issuer_port is not None and _port_open(issuer_port)
+    assert issuer_port is not None
+    assert _port_open(issuer_port)
     assert stack.stop(signal.SIGINT) == 0, stack.output()
     assert not any(_port_open(port) for port in [*stack.ports(), issuer_port])
     assert not Path(stack.state_file).exists()
