@@ -8,6 +8,11 @@ print(value)' "$@"
 }
 API=$(local_setting api_url)
 KEY=$(local_setting users alice api_key)
+if [ "$(local_setting auth_mode 2>/dev/null)" = oidc ]; then
+  # `make run AUTH=oidc` takes tokens, not keys: alice's, from the demo issuer (docs/sign-in.md).
+  KEY=$(curl -s -X POST "$(local_setting oidc token_url)" -H 'Content-Type: application/json' \
+    -d '{"user": "alice"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["id_token"])')
+fi
 
 # Wait until download $1 is DONE; give up (exit status 1) if it ends FAILED, CANCELLED or
 # EXPIRED instead, so no loop waits forever for a download that will never be done.

@@ -14,6 +14,7 @@ import hashlib
 import re
 import signal
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,16 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from satchel_local.seed import tenant_sources
-from tests.e2e.test_local_stack import LocalStack, _port_open, _wait_done, _zip_members, call, running_stack
+from tests.e2e.test_local_stack import (
+    LocalStack,
+    _port_open,
+    _wait_done,
+    _zip_members,
+    call,
+    example_workdir,
+    run_example,
+    running_stack,
+)
 
 _REFUSED = re.compile(r"refused a token: (\w+)")
 
@@ -161,6 +171,14 @@ def test_no_token_a_forged_or_expired_one_and_api_keys_are_refused(oidc_stack: L
 
     # And a good token still passes after all that.
     assert call("GET", url, _token(stack, "bob")).status == 200
+
+
+def test_the_manuals_curl_session_works_with_a_token(oidc_stack: LocalStack, tmp_path: Path) -> None:
+    """docs/examples/local-env.sh gets alice a token when the stack is on OIDC."""
+    workdir = example_workdir(oidc_stack, tmp_path / "examples")
+    result = run_example(workdir, "quickstart.sh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert zipfile.is_zipfile(workdir / "reports.zip")
 
 
 def test_ctrl_c_stops_the_issuer_too(oidc_stack: LocalStack) -> None:
