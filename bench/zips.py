@@ -681,7 +681,7 @@ FIRST_CALLS = {
     "Build, a deflated zip": (
         "from chalicelib.runtime import Runtime; from chalicelib.workflow import steps, segments; "
         "from chalicelib.workflow.runs import Budget; from chalicelib import downloadtypes; "
-        "downloadtypes.get('zip'); from chalicelib.archive import deflate; import zlib_ng.zlib_ng"
+        "downloadtypes.get('zip'); from chalicelib.downloadtypes import archive; import zlib_ng.zlib_ng"
     ),
     "Digest": (
         "from chalicelib.runtime import Runtime; from chalicelib.workflow import digest; import rehashes"

@@ -33,6 +33,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 
+from chalicelib.archive.levels import DEFAULT_LEVEL as DEFAULT_LEVEL
+from chalicelib.archive.levels import LEVELS as LEVELS
+
 
 @dataclass(frozen=True)
 class Engine:
@@ -52,9 +55,8 @@ class Engine:
         return zlib_ng
 
 
+# An engine for each of `levels.LEVELS` (tests/unit/archive/test_deflate.py holds they agree).
 ENGINES = {0: Engine("isal", 2), 1: Engine("zlib-ng", 4), 2: Engine("zlib-ng", 5), 3: Engine("zlib-ng", 6)}
-LEVELS = tuple(ENGINES)
-DEFAULT_LEVEL = 2
 CHUNK_BYTES = 1024 * 1024
 # What a chunk is primed with: deflate's whole window, so no match is lost at the cut.
 WINDOW_BYTES = 32 * 1024

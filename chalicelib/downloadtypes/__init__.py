@@ -1,13 +1,14 @@
 """The registry of download types.
 
 Each type is a module of this package that imports only `base` (and the shared pieces beside
-it: `scope`, `rows`, `archiveoptions`); this registry alone imports the types, so each
+it: `scope`, `rows`, `archiveparams`); this registry alone imports the types, so each
 imports on its own, with no cycle. Adding a type is one module and one loader in `_BUILTIN`.
 
-A type's module is imported when the type is first asked for, not with the registry: the
-`zip` type brings the zip and tar writers and the source reader, `export` the row formats and
-orjson, and a function that never meets a type (most API calls: reading a download, its
-links) should not pay for loading it (docs/performance.md, "Cold start").
+A type's module is imported when the type is first asked for, not with the registry: `export`
+brings the row formats and orjson, and a function that never meets a type (most API calls:
+reading a download, its links) should not pay for loading it (docs/performance.md, "Cold
+start"). The `zip` type's module (`ziptype`) is its declaration alone: its writers and source
+reader (`archive`, `archiveoptions`) are loaded by the first Build that calls its builders.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ _REGISTRY: dict[str, DownloadType] = {}
 
 
 def _zip() -> DownloadType:
-    from chalicelib.downloadtypes import archive
+    from chalicelib.downloadtypes import ziptype
 
-    return archive.TYPE
+    return ziptype.TYPE
 
 
 def _export() -> DownloadType:

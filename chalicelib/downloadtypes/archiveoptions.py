@@ -1,4 +1,5 @@
-"""The `zip` type's archive options: `format` (zip, tar, tar.gz), `manifest` and `on_missing`.
+"""The `zip` type's archive options as a Build writes them: `format` (zip, tar, tar.gz),
+`manifest` and `on_missing` (declared, for the API, in chalicelib/downloadtypes/archiveparams.py).
 
 - `manifest: true` adds `SHA256SUMS` at the archive's root, in `sha256sum -c` format
   (`<hex>  <name>`, the names as they are in the archive). The SHA-256 of a member needs its
@@ -49,12 +50,11 @@ from chalicelib.archive import deflate, integrity, tarwriter, zipwriter
 from chalicelib.archive.zipwriter import CopyRange, Piece, Streaming, ZipLayout
 from chalicelib.core import clock
 from chalicelib.core.errors import Cancelled, SourceMissing
-from chalicelib.core.models import Download, Principal
+from chalicelib.core.models import Download
 from chalicelib.core.settings import Settings
+from chalicelib.downloadtypes.archiveparams import MISSING_NAME, SUMS_NAME, Options
 from chalicelib.downloadtypes.base import (
-    ArtifactFormat,
     Carried,
-    Check,
     ProgressTracker,
     Renderer,
     SegmentBuild,
@@ -69,82 +69,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
     from chalicelib.runtime import Runtime
-
-FORMATS: dict[str, ArtifactFormat] = {
-    "zip": ArtifactFormat(".zip", "application/zip"),
-    "tar": ArtifactFormat(".tar", "application/x-tar"),
-    "tar.gz": ArtifactFormat(".tar.gz", "application/gzip"),
-}
-SUMS_NAME = "SHA256SUMS"
-MISSING_NAME = "MISSING.txt"
-
-PARAMS_PROPERTIES: dict[str, Any] = {
-    "format": {
-        "enum": list(FORMATS),
-        "default": "zip",
-        "description": "zip, or POSIX pax tar (tar.gz: one gzip stream). The file's extension follows.",
-    },
-    "manifest": {
-        "type": "boolean",
-        "default": False,
-        "description": f"Add {SUMS_NAME} at the root, in `sha256sum -c` format "
-        "(each source is read once more to hash it).",
-    },
-    "on_missing": {
-        "enum": ["fail", "skip"],
-        "default": "fail",
-        "description": "fail: a missing source fails the download (SourceMissing). skip: it is left "
-        f"out and listed in the download's `skipped` and in {MISSING_NAME} in the archive.",
-    },
-}
-
-
-@dataclass(frozen=True)
-class Options:
-    format: str = "zip"
-    manifest: bool = False
-    on_missing: str = "fail"
-
-    @classmethod
-    def of(cls, params: dict[str, Any]) -> Options:
-        return cls(
-            format=str(params.get("format", "zip")),
-            manifest=bool(params.get("manifest", False)),
-            on_missing=str(params.get("on_missing", "fail")),
-        )
-
-    @property
-    def skips(self) -> bool:
-        return self.on_missing == "skip"
-
-    @property
-    def reserved_names(self) -> tuple[str, ...]:
-        """Root names the archive's own files take: a source with such a name gets ' (2)'."""
-        return (SUMS_NAME,) * self.manifest + (MISSING_NAME,) * self.skips
-
-    def to_params(self) -> dict[str, Any]:
-        return {"format": self.format, "manifest": self.manifest, "on_missing": self.on_missing}
-
-
-def checked(check: Check) -> Check:
-    """`check` with the options' defaults filled into the normalised params."""
-
-    def check_with_options(
-        params: dict[str, Any], principal: Principal, settings: Settings
-    ) -> dict[str, Any]:
-        return {**check(params, principal, settings), **Options.of(params).to_params()}
-
-    return check_with_options
-
-
-def artifact_format(params: dict[str, Any]) -> ArtifactFormat:
-    return FORMATS[Options.of(params).format]
-
-
-def segmentable(params: dict[str, Any]) -> bool:
-    """Only a plain zip is joined from parallel segments."""
-    return Options.of(params) == Options()
-
 
 # The zip type's own builders, handed in (the zip type, archive.py, imports this module).
 ZipMembers = Callable[["Runtime", Download, Iterator[Entry], "ProgressTracker", ZipLayout], Iterator[Piece]]
@@ -502,7 +426,7 @@ class TarRuns:
     the same sources: the same bytes."""
 
     def accepts(self, params: dict[str, Any]) -> bool:
-        return Options.of(params).format != "zip"
+        return Options.of(params).streamed
 
     def run(
         self,
@@ -869,8 +793,7 @@ class ZipSurvey:
         self._layout_for = layout_for
 
     def accepts(self, params: dict[str, Any]) -> bool:
-        options = Options.of(params)
-        return options.format == "zip" and (options.manifest or options.skips)
+        return Options.of(params).surveyed
 
     def survey(
         self,
@@ -971,9 +894,3 @@ def _record_skipped(
             bytes_total=tracker.current.bytes_total - sum(entry.size for entry in found.missing),
         )
     return skipped
-
-
-def prepare_skip(skipped: list[str], runtime: Runtime, download: Download) -> None:
-    """Prepare: keep the keys that did not exist in the download (a retried Prepare rewrites them)."""
-    if skipped != download.skipped and not runtime.downloads.record_skipped(download.id, skipped):
-        raise Cancelled("the download was cancelled while it was being prepared")

@@ -4,9 +4,11 @@ removes its artifact while the record stays for audit."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
+from chalicelib.workflow.progress import ProgressTracker
 from satchel_local import lambdas
 from tests.support.stack import Satchel
 
@@ -14,7 +16,21 @@ MIB = 1024 * 1024
 
 
 @pytest.mark.usefixtures("slow_build")
-def test_cancel_while_running_stops_the_build_and_leaves_nothing(satchel: Satchel) -> None:
+def test_cancel_while_running_stops_the_build_and_leaves_nothing(
+    satchel: Satchel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The build waits after its first progress write with bytes in it until the cancel is
+    # in: whatever the machine's load, the cancel then lands mid-build (S3 copies these
+    # members a part at a time, and could otherwise finish them all before it).
+    cancelled_in = threading.Event()
+    recorded = ProgressTracker.flush
+
+    def flush(self: ProgressTracker) -> None:
+        recorded(self)
+        if self.current.bytes_done and not cancelled_in.is_set():
+            assert cancelled_in.wait(60), "the test never cancelled the download"
+
+    monkeypatch.setattr(ProgressTracker, "flush", flush)
     satchel.put_source("acme/large/a.bin", os.urandom(24 * MIB))
     satchel.put_source("acme/large/b.bin", os.urandom(24 * MIB))
     created = satchel.create({"prefixes": ["acme/large/"], "compression": "store"})
@@ -24,6 +40,7 @@ def test_cancel_while_running_stops_the_build_and_leaves_nothing(satchel: Satche
     assert running["state"] == "RUNNING", "the build finished before it could be cancelled"
 
     cancelled = satchel.call("DELETE", f"/downloads/{download_id}")
+    cancelled_in.set()
     assert cancelled.status == 202
     assert cancelled.json["state"] == "CANCELLED"
     assert cancelled.json["finished_at"]

@@ -29,6 +29,7 @@ from chalicelib.storage.downloads import DownloadStore, Lifetimes
 from chalicelib.triggers import cleanup
 from chalicelib.workflow import steps as workflow
 from chalicelib.workflow.payloads import FailInput
+from chalicelib.workflow.progress import ProgressTracker
 from satchel_local import lambdas
 from tests.support import records
 from tests.support.serialised import SerialisedWrites
@@ -121,15 +122,29 @@ def test_a_download_is_never_expired_before_its_time(satchel: Satchel) -> None:
 def test_a_build_past_its_deadline_is_stopped_and_fails_with_timeout(
     satchel: Satchel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The build waits after its first progress write with bytes in it until the sweep has
+    # run: whatever the machine's load, the sweep then finds it mid-build.
+    swept = threading.Event()
+    recorded = ProgressTracker.flush
+
+    def flush(self: ProgressTracker) -> None:
+        recorded(self)
+        if self.current.bytes_done and not swept.is_set():
+            assert swept.wait(60), "the test never swept"
+
+    monkeypatch.setattr(ProgressTracker, "flush", flush)
     monkeypatch.setenv("SATCHEL_BUILD_DEADLINE_SECONDS", "1")
     satchel.put_source("acme/slow/a.bin", os.urandom(24 * MIB))
     satchel.put_source("acme/slow/b.bin", os.urandom(24 * MIB))
     download_id = satchel.create({"prefixes": ["acme/slow/"], "compression": "deflate"}).json["id"]
     running = satchel.wait_for_bytes(download_id)  # well into the build: its upload is open
     assert running["state"] == "RUNNING", "the build finished before its deadline"
-    time.sleep(max(0.0, 1.05 - (clock.now() - clock.parse(running["created_at"])).total_seconds()))
 
-    report = cleanup.run(Runtime.from_env())
+    # A sweep past the deadline (its clock given, not waited for).
+    try:
+        report = cleanup.run(Runtime.from_env(), clock.parse(running["created_at"]) + timedelta(seconds=2))
+    finally:
+        swept.set()
 
     assert report.timed_out == [download_id]
     assert satchel.wait_execution(download_id, 30) in {"ABORTED", "FAILED"}

@@ -17,7 +17,7 @@ import requests
 from chalicelib import downloadtypes
 from chalicelib.core.errors import SourceMissing
 from chalicelib.core.models import Download
-from chalicelib.downloadtypes import archive
+from chalicelib.downloadtypes import archive, ziptype
 from chalicelib.downloadtypes.base import ProgressTracker, SegmentBuild
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
@@ -108,7 +108,7 @@ class _FailingSecond:
 def test_a_failing_segment_fails_the_download_with_its_own_error_and_leaves_nothing(
     satchel: Satchel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kind = replace(archive.TYPE, name="failing", segments=_FailingSecond())
+    kind = replace(ziptype.TYPE, name="failing", segments=_FailingSecond())
     monkeypatch.setitem(downloadtypes._REGISTRY, "failing", kind)
     for index in range(4):
         satchel.put_source(f"acme/fails/{index}.txt", b"x" * 100)

@@ -16,7 +16,7 @@ import requests
 
 from chalicelib.api import openapi
 from chalicelib.core.errors import SourceChanged, SourceMissing
-from chalicelib.downloadtypes import archiveoptions
+from chalicelib.downloadtypes import archiveoptions, archiveparams
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
 from chalicelib.workflow import steps as workflow
@@ -232,7 +232,7 @@ def test_a_source_gone_after_the_survey_is_left_out_where_the_build_meets_it(
     survey = archiveoptions.survey
 
     def survey_then_delete(
-        runtime: Any, entries: list[Entry], options: archiveoptions.Options
+        runtime: Any, entries: list[Entry], options: archiveparams.Options
     ) -> archiveoptions.Survey:
         found = survey(runtime, entries, options)
         surveys.append([entry.key for entry in found.missing])
@@ -262,7 +262,7 @@ def test_the_survey_sorts_present_missing_and_changed_sources(s3: S3Client, mani
         entries.append(Entry(key=f"k{index}", size=len(body), etag=etag, name=f"n{index}"))
     s3.delete_object(Bucket="bucket", Key="k2")
     s3.delete_object(Bucket="bucket", Key="k5")
-    skip = archiveoptions.Options(manifest=manifest, on_missing="skip")
+    skip = archiveparams.Options(manifest=manifest, on_missing="skip")
 
     found = archiveoptions.survey(runtime, entries, skip)
     assert [entry.key for entry in found.present] == ["k0", "k1", "k3", "k4", "k6"]
@@ -271,7 +271,7 @@ def test_the_survey_sorts_present_missing_and_changed_sources(s3: S3Client, mani
     assert found.sha256 == (expected if manifest else {})
 
     with pytest.raises(SourceMissing, match="k2"):
-        archiveoptions.survey(runtime, entries, archiveoptions.Options(manifest=manifest))
+        archiveoptions.survey(runtime, entries, archiveparams.Options(manifest=manifest))
     s3.put_object(Bucket="bucket", Key="k4", Body=b"changed since Prepare")
     with pytest.raises(SourceChanged):
         archiveoptions.survey(runtime, entries, skip)

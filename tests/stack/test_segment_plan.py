@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from chalicelib import downloadtypes
-from chalicelib.downloadtypes import archive
+from chalicelib.downloadtypes import archive, ziptype
 from tests.support.stack import Satchel
 from tests.unit.workflow.test_segment_plan import Spy
 
@@ -20,7 +20,7 @@ def test_a_parallel_build_goes_through_the_types_plan_whatever_its_name(
 ) -> None:
     spy = Spy(archive.ZipSegments())
     # The zip type under another name, with a plan that records its calls.
-    monkeypatch.setitem(downloadtypes._REGISTRY, "spied", replace(archive.TYPE, name="spied", segments=spy))
+    monkeypatch.setitem(downloadtypes._REGISTRY, "spied", replace(ziptype.TYPE, name="spied", segments=spy))
     bodies = {f"acme/seg/{index:02d}.txt": f"file {index}\n".encode() * 50 for index in range(9)}
     for key, body in bodies.items():
         satchel.put_source(key, body)

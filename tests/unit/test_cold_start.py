@@ -211,3 +211,72 @@ def test_each_entry_point_loads_only_its_own_code() -> None:
         if (found := breaches(entry, loaded - base.result()))
     }
     assert not wrong, f"entry points that load what another function needs: {wrong}"
+
+
+# The zip type's build machinery. Its declaration (chalicelib/downloadtypes/ziptype.py: name,
+# params schema, checks, plan) is what the API loads to create a zip; the builders it hands a
+# Build load these when first called.
+ZIP_BUILD = (
+    "chalicelib.downloadtypes.archive",
+    "chalicelib.downloadtypes.archiveoptions",
+    "chalicelib.archive.zipwriter",
+    "chalicelib.archive.deflate",
+    "chalicelib.archive.integrity",
+    "chalicelib.archive.tarwriter",
+    "chalicelib.s3.sources",
+)
+
+# The API's create, as far as it goes without a store: the request checked (the type's schema
+# and checks), the download made from it (its file's format and name), and what a create asks
+# of the type besides (which way it would be built, its description), for each way one is built.
+_CREATE_A_ZIP = """
+from chalicelib.api import downloads, requests
+from chalicelib.core.models import Principal
+from chalicelib.core.settings import Settings
+
+settings = Settings.from_env({
+    "SATCHEL_TABLE": "t",
+    "SATCHEL_ARTIFACT_BUCKET": "a",
+    "SATCHEL_SOURCE_BUCKET": "s",
+    "SATCHEL_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:m",
+})
+alice = Principal("acme", "alice")
+ways = {
+    "segments": {"keys": ["acme/a.txt"], "compression": "store"},
+    "stream": {"prefixes": ["acme/logs/"], "format": "tar.gz", "compression_level": 0},
+    "survey": {"keys": ["acme/a.txt"], "manifest": True, "on_missing": "skip"},
+}
+for way, params in ways.items():
+    request = requests.create_request(settings, alice, {"type": "zip", "params": params})
+    download = downloads.new_download(alice, request, "d0123456789abcdef")
+    kind = request.kind
+    assert download.filename == "zip-d0123456789a" + kind.artifact_format(download.params).extension
+    built = {"segments": kind.can_segment, "stream": kind.can_stream, "survey": kind.can_survey}
+    assert [name for name, can in built.items() if can(download.params)] == [way], way
+    kind.describe()
+"""
+
+# Build's first call to the zip type's builders: a plain zip's segment plan, as runs.py calls
+# it (the pieces are a generator: nothing is read until they are written, so no runtime).
+_BUILD_A_ZIP = """
+from chalicelib import downloadtypes
+from chalicelib.core.models import Download, State
+
+download = Download(
+    id="d", type="zip", params={"keys": ["acme/a.txt"]}, filename="d.zip", tenant="acme",
+    user_id="alice", state=State.RUNNING, created_at="2026-01-01T00:00:00.000Z", retention_seconds=60,
+)
+kind = downloadtypes.get("zip")
+assert kind.segments is not None and kind.segments.accepts(download.params)
+built = kind.segments.build(None, download, iter(()), None)
+assert built.records() == [] and built.carried() is None
+"""
+
+
+def test_creating_a_zip_loads_none_of_its_build_machinery_and_building_one_loads_it() -> None:
+    created = _loaded_by("import app\n" + _CREATE_A_ZIP)
+    assert "chalicelib.downloadtypes.ziptype" in created
+    assert sorted(name for name in ZIP_BUILD if name in created) == []
+    assert not created & BUILD_MACHINERY
+    built = _loaded_by("import app\n" + _BUILD_A_ZIP)
+    assert sorted(name for name in ZIP_BUILD if name not in built) == []

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalicelib.archive import deflate
+from chalicelib.archive import deflate, levels
 from chalicelib.archive.deflate import ChunkedDeflate
 
 CHUNK = 64 * 1024  # small chunks: many of them in a test-sized member
@@ -37,6 +37,12 @@ def inflate(stream: bytes) -> bytes:
     assert reader.eof, "the stream has no final block"
     assert reader.unused_data == b"", "bytes after the final block"
     return out
+
+
+def test_the_levels_the_schema_declares_are_the_engines() -> None:
+    # The zip type's schema reads them from `levels`, which loads no engine.
+    assert tuple(deflate.ENGINES) == levels.LEVELS == deflate.LEVELS
+    assert levels.DEFAULT_LEVEL in deflate.ENGINES
 
 
 @pytest.mark.parametrize("level", deflate.LEVELS)

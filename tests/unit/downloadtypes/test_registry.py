@@ -15,7 +15,7 @@ from chalicelib import downloadtypes
 from chalicelib.core.errors import UnknownType
 
 ROOT = Path(__file__).resolve().parents[3]
-TYPE_MODULES = ("archive", "export", "audit", "listing")
+TYPE_MODULES = ("ziptype", "export", "audit", "listing")
 
 
 def _loaded_type_modules(statements: str) -> list[str]:
@@ -45,7 +45,7 @@ def test_all_types_are_every_built_in_in_name_order() -> None:
 def test_the_registry_loads_no_type_until_one_is_asked_for() -> None:
     assert _loaded_type_modules("") == []
     assert _loaded_type_modules("downloadtypes.get('export')") == ["export"]
-    assert _loaded_type_modules("downloadtypes.get('zip')") == ["archive"]
+    assert _loaded_type_modules("downloadtypes.get('zip')") == ["ziptype"]
     assert _loaded_type_modules("downloadtypes.all_types()") == list(TYPE_MODULES)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from chalicelib.archive.zipwriter import Piece
 from chalicelib.core.models import Download
-from chalicelib.downloadtypes import archive, export
+from chalicelib.downloadtypes import archive, export, ziptype
 from chalicelib.downloadtypes.base import ProgressTracker, SegmentBuild, SegmentPlan
 from chalicelib.runtime import Runtime
 from chalicelib.s3.manifest import Entry
@@ -66,10 +66,10 @@ def test_segments_imports_no_download_type() -> None:
 
 
 def test_only_a_type_with_a_plan_that_accepts_the_params_is_segmented() -> None:
-    assert archive.TYPE.can_segment({"keys": ["a"]})
-    assert not archive.TYPE.can_segment({"keys": ["a"], "format": "tar"})  # its plan refuses
+    assert ziptype.TYPE.can_segment({"keys": ["a"]})
+    assert not ziptype.TYPE.can_segment({"keys": ["a"], "format": "tar"})  # its plan refuses
     assert export.TYPE.segments is None
     assert not export.TYPE.can_segment({})
-    refusing = replace(archive.TYPE, segments=Spy(archive.ZipSegments()))
+    refusing = replace(ziptype.TYPE, segments=Spy(archive.ZipSegments()))
     refusing.segments.accepts = lambda params: False  # type: ignore[method-assign, union-attr]
     assert not refusing.can_segment({"keys": ["a"]})
