@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
-# The OpenAPI document's npm tools (Spectral, openapi-typescript, tsc: tools/node/package.json),
+# The OpenAPI document's npm tools (Spectral, Redocly CLI, openapi-typescript, tsc: tools/node/package.json),
 # installed as package-lock.json pins them; tests/e2e/test_generated_clients.py runs them.
 NODE_TOOLS := tools/node/node_modules/.installed-$(shell cat tools/node/package-lock.json | cksum | cut -d' ' -f1)
 

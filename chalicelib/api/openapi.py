@@ -6,8 +6,8 @@ Built from the code it describes, so it cannot drift: the request bodies are
 Settings (Bounds below); states, page sizes and header names come from their modules.
 
 Written for the tools integrators use: `openapi-python-client` and `openapi-typescript`
-generate clients from it, and Spectral's recommended ruleset finds nothing in it
-(tests/e2e/test_generated_clients.py). So: no `allOf` (generators merge it into duplicate
+generate clients from it, and the recommended rulesets of Spectral and of Redocly CLI find
+nothing in it (tests/e2e/test_generated_clients.py). So: no `allOf` (generators merge it into duplicate
 models), every object a client parses is a named component, per-type shapes are a `oneOf`
 discriminated by `type`, and every component is used.
 
@@ -174,6 +174,14 @@ def _webhooks() -> dict[str, dict[str, Operation]]:
             "post": {
                 "operationId": kind.replace(".", "_"),
                 "summary": f"The `{kind}` event",
+                "description": (
+                    f"Satchel POSTs a `{kind}` event to the download's `callback_url`, signed "
+                    "(`webhook-signature`, with the tenant's signing secret) rather than "
+                    "authenticated by a security scheme: verify the signature."
+                ),
+                # Explicitly none: an HMAC over the body is no scheme OpenAPI can describe;
+                # the three webhook-* headers below carry it.
+                "security": [],
                 "parameters": [
                     {
                         "name": name,
@@ -281,7 +289,8 @@ def _operation(
     body: JsonSchema | None = None,
     body_required: bool = True,
 ) -> Operation:
-    """One operation; `bearer` ones answer 401 and 403 from the authorizer as well."""
+    """One operation; `bearer` ones answer 401 and 403 from the authorizer as well, and every
+    one API Gateway's 429 `Throttled` unless it documents a 429 of its own."""
     result: Operation = {
         "operationId": operation_id,
         "tags": [tag],
@@ -301,6 +310,9 @@ def _operation(
         }
     else:
         result["security"] = []
+    # The stage's token bucket covers every route (deploy/template.yaml's MethodSettings).
+    # createDownload's 429 stays QuotaExceeded, the one its callers act on.
+    responses = {"429": _ref(_RESPONSES, "Throttled"), **responses}
     result["responses"] = dict(sorted(responses.items()))
     return result
 
@@ -649,7 +661,15 @@ def _health() -> Operation:
 
 
 def _openapi_document() -> Operation:
-    this = {"type": "object", "required": ["openapi", "info", "paths"]}
+    this = {
+        "type": "object",
+        "required": ["openapi", "info", "paths"],
+        "properties": {
+            "openapi": {"type": "string", "const": OPENAPI_VERSION},
+            "info": {"type": "object"},
+            "paths": {"type": "object"},
+        },
+    }
     return _operation(
         "openapiDocument", "This document", _ok("OpenAPI 3.1.", this), tag="service", access="public"
     )
@@ -848,6 +868,11 @@ _ERRORS: dict[str, Refusal] = {
         "`user` or `tenant`, `limit` the limit).",
         "QuotaError",
         {**_RETRY_AFTER, **_RATE_LIMITS},
+    ),
+    "Throttled": Refusal(
+        "429",
+        "Over the stage's request rate (`Throttled`): API Gateway answers it before Satchel runs.",
+        headers=_RETRY_AFTER,
     ),
     "ServiceUnavailable": Refusal("503", "The workflow could not be started: retry.", headers=_RETRY_AFTER),
 }

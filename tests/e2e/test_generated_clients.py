@@ -3,6 +3,10 @@
 The document is fetched from `GET /openapi.json` of the stack `make run` starts (a subprocess
 on free ports, as tests/e2e/test_local_stack.py starts it), then:
 - Spectral's recommended ruleset (`spectral:oas`) finds no error and no warning;
+- so does Redocly CLI's `recommended` ruleset (tools/node/redocly.yaml), but for the problems
+  tools/node/.redocly.lint-ignore.yaml ignores, each where it is and said why; it runs with
+  its telemetry off and every proxy variable pointing at a loopback listener that must see
+  no connection (so nothing leaves the machine, and the test would say so);
 - openapi-typescript generates its types and `tsc --strict` compiles code that uses them
   (tests/support/typescript/consumer.ts), and refuses code that breaks them;
 - openapi-python-client generates a client with no warning, and that client, imported from a
@@ -16,13 +20,16 @@ The npm tools are tools/node's (package.json, package-lock.json; `npm ci` there,
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -38,6 +45,15 @@ from tests.support import buildgate
 
 NODE_TOOLS = PROJECT_DIR / "tools" / "node"
 SPECTRAL_RULESET = NODE_TOOLS / "spectral.yaml"
+REDOCLY_CONFIG = NODE_TOOLS / "redocly.yaml"
+REDOCLY_IGNORED = NODE_TOOLS / ".redocly.lint-ignore.yaml"
+# Redocly's documented opt-outs: no usage data, no update check or notices (both would be
+# requests to the internet).
+REDOCLY_QUIET = {
+    "REDOCLY_TELEMETRY": "off",
+    "REDOCLY_SUPPRESS_UPDATE_NOTICE": "true",
+    "REDOCLY_SUPPRESS_NOTIFICATIONS": "true",
+}
 CONSUMER = PROJECT_DIR / "tests" / "support" / "typescript" / "consumer.ts"
 PACKAGE = "satchel_api"  # the generated client's package name
 META = ("--meta", "none")  # the package alone, no pyproject around it
@@ -95,6 +111,60 @@ def test_spectral_recommended_ruleset_finds_nothing(document: Path) -> None:
     )
     findings = json.loads(linted.stdout or "[]")
     assert findings == [], json.dumps(findings, indent=1)
+    assert linted.returncode == 0, linted.stderr
+
+
+@contextlib.contextmanager
+def outbound_witness() -> Iterator[tuple[dict[str, str], list[bytes]]]:
+    """Proxy variables pointing at a loopback listener, and what reached it: a tool that sends
+    anything out through its proxy-aware client connects here (and is refused), not outside."""
+    seen: list[bytes] = []
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(5)
+                with contextlib.suppress(OSError):
+                    seen.append(connection.recv(4096) or b"(nothing sent)")
+                    connection.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    environment = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    try:
+        yield {**environment, "NO_PROXY": "", "no_proxy": ""}, seen
+    finally:
+        stop.set()
+        server.join()
+        listener.close()
+
+
+def test_redocly_recommended_ruleset_finds_nothing(document: Path, tmp_path: Path) -> None:
+    redocly = node_tool("redocly")
+    # The ignore file names the document relative to itself: all three side by side.
+    shutil.copy(document, tmp_path / "openapi.json")
+    shutil.copy(REDOCLY_CONFIG, tmp_path / REDOCLY_CONFIG.name)
+    shutil.copy(REDOCLY_IGNORED, tmp_path / REDOCLY_IGNORED.name)
+    command = [redocly, "lint", "openapi.json", "--config", REDOCLY_CONFIG.name, "--format", "json"]
+    with outbound_witness() as (proxies, seen):
+        linted = run(command, tmp_path, **REDOCLY_QUIET, **proxies)
+    assert seen == [], f"Redocly tried to reach the network: {seen}"
+    assert linted.stdout, linted.stderr
+    report = json.loads(linted.stdout)
+    findings = [problem for problem in report["problems"] if not problem.get("ignored")]
+    assert findings == [], json.dumps(findings, indent=1)
+    # The ignore file's one entry still applies: exactly one problem ignored.
+    assert report["totals"] == {"errors": 0, "warnings": 0, "ignored": 1}, report["totals"]
     assert linted.returncode == 0, linted.stderr
 
 

@@ -184,8 +184,22 @@ def test_every_refusal_is_a_problem_with_code_and_message() -> None:
         schema = document["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
         assert {"type", "title", "detail", "Code", "Message"} <= set(schema["required"]), name
         assert "status" in schema["properties"]
-        if response["description"] and name in ("LinkNotReady", "QuotaExceeded", "ServiceUnavailable"):
+        if name in ("LinkNotReady", "QuotaExceeded", "ServiceUnavailable", "Throttled"):
             assert "Retry-After" in response["headers"], name
+
+
+def test_every_operation_answers_429_as_the_stages_throttle_does() -> None:
+    """API Gateway's token bucket covers every route (Throttled); createDownload's 429 is its
+    quota's, the refusal its callers act on."""
+    for route, operation in documented_operations(openapi.document()).items():
+        expected = "QuotaExceeded" if route == ("/downloads", "POST") else "Throttled"
+        assert operation["responses"]["429"] == {"$ref": f"#/components/responses/{expected}"}, route
+
+
+def test_webhooks_say_they_are_signed_not_authenticated_by_a_scheme() -> None:
+    for kind, item in openapi.document()["webhooks"].items():
+        assert item["post"]["security"] == [], kind
+        assert "webhook-signature" in item["post"]["description"], kind
 
 
 def test_type_schema_has_the_fields_types_describe_themselves_with() -> None:
