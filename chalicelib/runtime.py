@@ -22,13 +22,14 @@ from chalicelib.storage.idempotency import IdempotencyStore
 from chalicelib.storage.identities import IdentityStore
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.links import LinkStore
-from chalicelib.storage.secrets import WebhookSecrets
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_stepfunctions.client import SFNClient
+
+    from chalicelib.storage.secrets import WebhookSecrets
 
 _PREFIX = "SATCHEL_"  # every variable Settings reads (chalicelib/core/settings.py)
 
@@ -63,7 +64,10 @@ class Runtime:
 
     @cached_property
     def webhook_secrets(self) -> WebhookSecrets:
-        # Built on first use: most functions never sign, and need no KMS client.
+        # Built on first use: most functions never sign, and need no KMS client (nor the
+        # store's module: imported here, off every function's cold start).
+        from chalicelib.storage.secrets import WebhookSecrets
+
         return WebhookSecrets(clients.table(self.settings.table), clients.kms(), self.settings.kms_key_id)
 
     @classmethod

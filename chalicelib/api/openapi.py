@@ -288,9 +288,11 @@ def _operation(
     parameters: list[dict[str, Any]] | None = None,
     body: JsonSchema | None = None,
     body_required: bool = True,
+    uses_aws: bool = True,
 ) -> Operation:
     """One operation; `bearer` ones answer 401 and 403 from the authorizer as well, and every
-    one API Gateway's 429 `Throttled` unless it documents a 429 of its own."""
+    one API Gateway's 429 `Throttled` unless it documents a 429 of its own. One that calls
+    AWS (`uses_aws`) may answer 503 when a service stays busy through the retries."""
     result: Operation = {
         "operationId": operation_id,
         "tags": [tag],
@@ -313,6 +315,8 @@ def _operation(
     # The stage's token bucket covers every route (deploy/template.yaml's MethodSettings).
     # createDownload's 429 stays QuotaExceeded, the one its callers act on.
     responses = {"429": _ref(_RESPONSES, "Throttled"), **responses}
+    if uses_aws:  # chalicelib/api/http.py error_response: TransientError
+        responses = {"503": _ref(_RESPONSES, "ServiceUnavailable"), **responses}
     result["responses"] = dict(sorted(responses.items()))
     return result
 
@@ -657,7 +661,14 @@ def _list_types() -> Operation:
 
 
 def _health() -> Operation:
-    return _operation("health", "Liveness", _ok("Up.", _schema_ref("Health")), tag="service", access="public")
+    return _operation(
+        "health",
+        "Liveness",
+        _ok("Up.", _schema_ref("Health")),
+        tag="service",
+        access="public",
+        uses_aws=False,
+    )
 
 
 def _openapi_document() -> Operation:
@@ -671,7 +682,12 @@ def _openapi_document() -> Operation:
         },
     }
     return _operation(
-        "openapiDocument", "This document", _ok("OpenAPI 3.1.", this), tag="service", access="public"
+        "openapiDocument",
+        "This document",
+        _ok("OpenAPI 3.1.", this),
+        tag="service",
+        access="public",
+        uses_aws=False,
     )
 
 
@@ -874,7 +890,12 @@ _ERRORS: dict[str, Refusal] = {
         "Over the stage's request rate (`Throttled`): API Gateway answers it before Satchel runs.",
         headers=_RETRY_AFTER,
     ),
-    "ServiceUnavailable": Refusal("503", "The workflow could not be started: retry.", headers=_RETRY_AFTER),
+    "ServiceUnavailable": Refusal(
+        "503",
+        "An AWS service Satchel depends on stayed busy (`TransientError`), or the workflow could "
+        "not be started (`StartFailed`): retry after `Retry-After`.",
+        headers=_RETRY_AFTER,
+    ),
 }
 
 

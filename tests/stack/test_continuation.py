@@ -357,11 +357,7 @@ def test_a_retried_run_inside_a_stored_member_goes_on_from_the_same_state(
     assert injector.calls[("app.build", "s3.UploadPart")] == 3
     assert executions.failures_of(satchel, download_id) == ["TransientError"]
     assert executions.runs_of(satchel, download_id, "Build") == 7  # Retry ran the fourth again
-    assert in_runs == at_once
-    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
-    archive_readers.every_zip_reader_accepts(
-        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
-    )
+    _the_bytes_of_one_run(in_runs, at_once, bodies, tmp_path)
 
 
 def test_a_stored_members_first_pass_for_its_crc_is_split_between_runs_too(
@@ -405,6 +401,15 @@ def _plain_s3() -> Any:
     return boto3.client("s3", region_name=REGION, config=Config(request_checksum_calculation="when_required"))
 
 
+def _the_bytes_of_one_run(in_runs: bytes, at_once: bytes, bodies: dict[str, bytes], tmp_path: Path) -> None:
+    """Byte for byte the archive one run builds, every member STORED with no data
+    descriptor, and every zip reader accepts it with each member's bytes."""
+    assert in_runs == at_once
+    members = {key.removeprefix("acme/"): body for key, body in bodies.items()}
+    _stored_members(in_runs, list(members))
+    archive_readers.every_zip_reader_accepts(in_runs, tmp_path, members)
+
+
 def _exact_progress(satchel: Satchel, download_id: str) -> None:
     """The runs counted every byte once, whatever they stopped inside (and re-read)."""
     progress = satchel.call("GET", f"/downloads/{download_id}").json["progress"]
@@ -432,12 +437,8 @@ def test_a_store_zips_members_are_split_between_their_read_chunks(
     # but the last: a.txt; b.bin's header and chunk 1; its chunk 2; its last 100 bytes, then
     # c.txt's header and chunk 1; its chunk 2; its chunk 3 and d.txt. Five stops, six runs.
     assert executions.runs_of(satchel, download_id, "Build") == 6
-    assert in_runs == at_once
     _exact_progress(satchel, download_id)
-    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
-    archive_readers.every_zip_reader_accepts(
-        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
-    )
+    _the_bytes_of_one_run(in_runs, at_once, bodies, tmp_path)
 
 
 def test_a_store_zips_held_member_stops_while_held_then_goes_on_as_a_first_pass(
@@ -466,12 +467,8 @@ def test_a_store_zips_held_member_stops_while_held_then_goes_on_as_a_first_pass(
     # a.txt; b.bin held, chunk 1 (nothing of it written); the first pass, chunk 2; its last
     # half chunk, then b.bin's header and chunk 1; its chunk 2; its last and c.txt.
     assert executions.runs_of(satchel, download_id, "Build") == 6
-    assert in_runs == at_once
     _exact_progress(satchel, download_id)
-    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
-    archive_readers.every_zip_reader_accepts(
-        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
-    )
+    _the_bytes_of_one_run(in_runs, at_once, bodies, tmp_path)
 
 
 def test_a_store_zips_segments_split_their_members_between_runs_too(
@@ -502,12 +499,8 @@ def test_a_store_zips_segments_split_their_members_between_runs_too(
         (0, 0, False), (0, 1, False), (0, 2, False), (0, 3, True),
         (1, 0, False), (1, 1, False), (1, 2, False), (1, 3, False), (1, 4, True),
     ]  # fmt: skip
-    assert in_runs == at_once
     _exact_progress(satchel, download_id)
-    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
-    archive_readers.every_zip_reader_accepts(
-        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
-    )
+    _the_bytes_of_one_run(in_runs, at_once, bodies, tmp_path)
 
 
 def test_a_retried_run_inside_a_store_zips_member_goes_on_from_the_same_state(
@@ -536,12 +529,8 @@ def test_a_retried_run_inside_a_store_zips_member_goes_on_from_the_same_state(
     assert injector.calls[("app.build", "s3.UploadPart")] == 3
     assert executions.failures_of(satchel, download_id) == ["TransientError"]
     assert executions.runs_of(satchel, download_id, "Build") == 7  # Retry ran the fifth again
-    assert in_runs == at_once
     _exact_progress(satchel, download_id)
-    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
-    archive_readers.every_zip_reader_accepts(
-        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
-    )
+    _the_bytes_of_one_run(in_runs, at_once, bodies, tmp_path)
 
 
 def _resumed_then_copied(satchel: Satchel, monkeypatch: pytest.MonkeyPatch, prefix: str) -> dict[str, bytes]:
@@ -570,14 +559,10 @@ def _resumed_then_copied_checked(
     bodies: dict[str, bytes],
     tmp_path: Path,
 ) -> None:
-    assert in_runs == at_once
     _exact_progress(satchel, download_id)
     with zipfile.ZipFile(io.BytesIO(in_runs)) as opened:
         assert [info.filename for info in opened.infolist()] == [key.removeprefix("acme/") for key in bodies]
-    _stored_members(in_runs, [key.removeprefix("acme/") for key in bodies])
-    archive_readers.every_zip_reader_accepts(
-        in_runs, tmp_path, {key.removeprefix("acme/"): body for key, body in bodies.items()}
-    )
+    _the_bytes_of_one_run(in_runs, at_once, bodies, tmp_path)
 
 
 def test_a_run_that_resumes_a_member_then_hands_on_inside_a_copied_one_loses_no_entry(

@@ -177,6 +177,25 @@ def _tar_accepted(body: bytes, tmp_path: Path, expected: dict[str, bytes], suffi
         _sums_check(tmp_path / "tar", expected)
 
 
+def _deleted_once_its_first_pass_stops(
+    monkeypatch: pytest.MonkeyPatch, satchel: Satchel, gone: str
+) -> list[str]:
+    """`gone` is deleted when the first of the build's first passes stops between two chunks
+    (a run ends inside it); the names of the members stopped so, filled as the build runs."""
+    checksum = ZipLayout.checksum
+    stops: list[str] = []
+
+    def stopped_then_deleted(self: ZipLayout, member: Streaming, chunks: Iterable[bytes]) -> int | None:
+        crc = checksum(self, member, chunks)
+        if crc is None and not stops:
+            stops.append(member.name)
+            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=gone)
+        return crc
+
+    monkeypatch.setattr(ZipLayout, "checksum", stopped_then_deleted)
+    return stops
+
+
 @pytest.mark.parametrize(
     ("compression", "manifest", "short", "big"),
     [
@@ -390,17 +409,7 @@ def test_a_zip_leaves_out_a_source_gone_between_two_runs_of_its_first_pass(
         _deleted_after_prepare(patch, satchel, [gone])
         _, at_survey = _done(satchel, params, created_at)
     _put_unchecksummed(satchel, gone, bodies[gone])
-    checksum = ZipLayout.checksum
-    stops: list[str] = []
-
-    def stopped_then_deleted(self: ZipLayout, member: Streaming, chunks: Iterable[bytes]) -> int | None:
-        crc = checksum(self, member, chunks)
-        if crc is None and not stops:  # its first pass stopped between two chunks
-            stops.append(member.name)
-            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=gone)
-        return crc
-
-    monkeypatch.setattr(ZipLayout, "checksum", stopped_then_deleted)
+    stops = _deleted_once_its_first_pass_stops(monkeypatch, satchel, gone)
     done, after = _done(satchel, params, created_at)
     assert stops == ["vanish-firstpass/b.png"]
     assert done["skipped"] == [gone]
@@ -505,17 +514,7 @@ def test_a_run_that_leaves_out_the_member_it_resumed_then_hands_on_inside_a_copy
         _deleted_after_prepare(patch, satchel, [gone])
         _, at_survey = _done(satchel, params, created_at)
     _put_unchecksummed(satchel, gone, bodies[gone])
-    checksum = ZipLayout.checksum
-    stops: list[str] = []
-
-    def stopped_then_deleted(self: ZipLayout, member: Streaming, chunks: Iterable[bytes]) -> int | None:
-        crc = checksum(self, member, chunks)
-        if crc is None and not stops:  # its first pass stopped between two chunks
-            stops.append(member.name)
-            satchel.s3.delete_object(Bucket=satchel.stack.source_bucket, Key=gone)
-        return crc
-
-    monkeypatch.setattr(ZipLayout, "checksum", stopped_then_deleted)
+    stops = _deleted_once_its_first_pass_stops(monkeypatch, satchel, gone)
     done, after = _done(satchel, params, created_at)
     assert stops == ["vanish-resumed-copy/a.bin"]
     assert done["skipped"] == [gone]

@@ -196,6 +196,18 @@ def test_every_operation_answers_429_as_the_stages_throttle_does() -> None:
         assert operation["responses"]["429"] == {"$ref": f"#/components/responses/{expected}"}, route
 
 
+def test_every_operation_that_calls_aws_answers_503_to_retry() -> None:
+    """An AWS service busy through botocore's retries is a 503 TransientError with
+    Retry-After on any route that calls AWS (chalicelib/api/http.py error_response)."""
+    for route, operation in documented_operations(openapi.document()).items():
+        if route in (("/health", "GET"), ("/openapi.json", "GET")):
+            assert "503" not in operation["responses"], route
+        else:
+            assert operation["responses"]["503"] == {"$ref": "#/components/responses/ServiceUnavailable"}, (
+                route
+            )
+
+
 def test_webhooks_say_they_are_signed_not_authenticated_by_a_scheme() -> None:
     for kind, item in openapi.document()["webhooks"].items():
         assert item["post"]["security"] == [], kind
