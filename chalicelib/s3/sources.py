@@ -15,7 +15,6 @@ import collections
 import contextlib
 import contextvars
 import re
-import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -253,20 +252,6 @@ class Checked:
     modified: datetime
     content_type: str
     bytes_read: int = 0
-
-
-def crc32(s3: S3Client, bucket: str, entry: Entry, chunk_bytes: int) -> Checked:
-    """The CRC-32 of an object: S3's checksum if it is the whole object's, else the part
-    checksums combined, else the bytes read in a first pass (chunk by chunk, not held)."""
-    known = lookup_crc32(s3, bucket, entry)
-    if known is not None:
-        return known
-    value = read = 0
-    response = open_object(s3, bucket, entry.key, entry.etag)
-    for chunk in stream(response["Body"], chunk_bytes):
-        value = zlib.crc32(chunk, value)
-        read += len(chunk)
-    return Checked(value, "read", response["LastModified"], str(response.get("ContentType", "")), read)
 
 
 def _head(s3: S3Client, bucket: str, entry: Entry) -> HeadObjectOutputTypeDef:

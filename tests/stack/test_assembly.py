@@ -109,9 +109,9 @@ def test_crc32_comes_from_s3_when_it_has_one_and_from_the_bytes_otherwise(
 
     monkeypatch.setattr(s3, "get_object", recording_get)
 
-    assert sources.crc32(s3, "bucket", Entry("single", len(body), etag, "single"), MIB).crc == zlib.crc32(
-        body
-    )
+    single = sources.lookup_crc32(s3, "bucket", Entry("single", len(body), etag, "single"))
+    assert single is not None
+    assert single.crc == zlib.crc32(body)
     assert calls == []  # from the checksum: not read
     upload = s3.create_multipart_upload(Bucket="bucket", Key="multi")["UploadId"]
     part = s3.upload_part(Bucket="bucket", Key="multi", UploadId=upload, PartNumber=1, Body=body)
@@ -121,6 +121,9 @@ def test_crc32_comes_from_s3_when_it_has_one_and_from_the_bytes_otherwise(
         UploadId=upload,
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
     )["ETag"]
-    assert sources.crc32(s3, "bucket", Entry("multi", len(body), etag, "multi"), MIB).crc == zlib.crc32(body)
+    multi = Entry("multi", len(body), etag, "multi")
+    assert sources.lookup_crc32(s3, "bucket", multi) is None  # S3 cannot tell: the bytes must
+    spans = sources.range_crc32s(s3, "bucket", "multi", etag, (0, len(body)), (MIB, 1), MIB)
+    assert sources.combine_crc32(spans) == zlib.crc32(body)
     assert calls == ["multi"]
     assert sources.full_object_crc32({"ChecksumCRC32": "AAAAAQ==-3", "ChecksumType": "COMPOSITE"}) is None
