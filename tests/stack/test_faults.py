@@ -687,6 +687,20 @@ def _dead_letters(satchel: Satchel, download_id: str) -> int:
 # -- the matrix: area -> (scenario, where its calls run, the operations it calls) -----------
 
 Scenario = Callable[[Satchel, Armed, list[Reply]], None]
+
+# Assemble's calls, in one run or handing on between runs (the same step either way).
+_ASSEMBLE_CALLS = (
+    "dynamodb.GetItem",
+    "dynamodb.UpdateItem",
+    "s3.CompleteMultipartUpload",
+    "s3.CreateMultipartUpload",
+    "s3.GetObject",
+    "s3.HeadObject",
+    "s3.ListMultipartUploads",
+    "s3.PutObject",
+    "s3.UploadPart",
+)
+
 AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
     "create": (
         scenario_create,
@@ -861,38 +875,10 @@ AREAS: dict[str, tuple[Scenario, str, tuple[str, ...]]] = {
             "s3.UploadPart",
         ),
     ),
-    "assemble": (
-        scenario_parallel_download,
-        "app.assemble",
-        (
-            "dynamodb.GetItem",
-            "dynamodb.UpdateItem",
-            "s3.CompleteMultipartUpload",
-            "s3.CreateMultipartUpload",
-            "s3.GetObject",
-            "s3.HeadObject",
-            "s3.ListMultipartUploads",
-            "s3.PutObject",
-            "s3.UploadPart",
-        ),
-    ),
+    "assemble": (scenario_parallel_download, "app.assemble", _ASSEMBLE_CALLS),
     # Assemble handing on after each segment (`small_segments`): the faults land in its second
     # run, the one that goes on from the saved upload and held bytes (`_AT`).
-    "assemble_runs": (
-        scenario_parallel_download,
-        "app.assemble",
-        (
-            "dynamodb.GetItem",
-            "dynamodb.UpdateItem",
-            "s3.CompleteMultipartUpload",
-            "s3.CreateMultipartUpload",
-            "s3.GetObject",
-            "s3.HeadObject",
-            "s3.ListMultipartUploads",
-            "s3.PutObject",
-            "s3.UploadPart",
-        ),
-    ),
+    "assemble_runs": (scenario_parallel_download, "app.assemble", _ASSEMBLE_CALLS),
     "cancel": (
         scenario_cancel,
         CALLER,
