@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -29,14 +26,13 @@ from joserfc.jwk import RSAKey
 
 from satchel_local.seed import tenant_sources
 from tests.e2e.test_local_stack import (
-    PROJECT_DIR,
-    START_TIMEOUT,
     LocalStack,
     _port_open,
     _wait_done,
     _zip_members,
     call,
     example_workdir,
+    refused_on_a_taken_port,
     run_example,
     running_stack,
 )
@@ -197,21 +193,6 @@ def test_ctrl_c_stops_the_issuer_too(oidc_stack: LocalStack) -> None:
 
 
 def test_a_taken_issuer_port_says_how_to_choose_another(tmp_path: Path) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        command = ["--auth", "oidc", "--issuer-port", str(port), "--port", "0", "--moto-port", "0"]
-        started = subprocess.run(
-            [sys.executable, "-m", "satchel_local", *command, "--state-file", str(tmp_path / "state.json")],
-            cwd=PROJECT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT,
-            check=False,
-        )
-    assert started.returncode == 1, started.stdout + started.stderr
-    assert f"127.0.0.1:{port} is not available" in started.stderr
-    assert f"make run ISSUER_PORT={port + 1}" in started.stderr
-    assert f"--issuer-port {port + 1}" in started.stderr
-    assert not (tmp_path / "state.json").exists()
+    refused_on_a_taken_port(
+        tmp_path, "--issuer-port", "ISSUER_PORT", "--auth", "oidc", "--port", "0", "--moto-port", "0"
+    )

@@ -375,24 +375,17 @@ def test_the_manuals_wait_ends_when_a_download_fails(local_stack: LocalStack, tm
     assert local_stack.stop(signal.SIGINT) == 0
 
 
-def test_a_taken_port_says_how_to_choose_another(tmp_path: Path) -> None:
+def refused_on_a_taken_port(tmp_path: Path, option: str, variable: str, *others: str) -> None:
+    """`python -m satchel_local` with `option` set to a port something else holds: it exits 1,
+    names the port and how to choose another (the make variable and the option), and leaves
+    no state file."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         state_file = str(tmp_path / "state.json")
         started = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "satchel_local",
-                "--port",
-                str(port),
-                "--moto-port",
-                "0",
-                "--state-file",
-                state_file,
-            ],
+            [sys.executable, "-m", "satchel_local", *others, option, str(port), "--state-file", state_file],
             cwd=PROJECT_DIR,
             capture_output=True,
             text=True,
@@ -401,9 +394,13 @@ def test_a_taken_port_says_how_to_choose_another(tmp_path: Path) -> None:
         )
     assert started.returncode == 1, started.stdout + started.stderr
     assert f"127.0.0.1:{port} is not available" in started.stderr
-    assert f"make run PORT={port + 1}" in started.stderr
-    assert f"--port {port + 1}" in started.stderr
+    assert f"make run {variable}={port + 1}" in started.stderr
+    assert f"{option} {port + 1}" in started.stderr
     assert not (tmp_path / "state.json").exists()
+
+
+def test_a_taken_port_says_how_to_choose_another(tmp_path: Path) -> None:
+    refused_on_a_taken_port(tmp_path, "--port", "PORT", "--moto-port", "0")
 
 
 def test_sigterm_stops_everything(local_stack: LocalStack) -> None:
