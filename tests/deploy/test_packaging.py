@@ -7,7 +7,11 @@ docs/configuration.md)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import marshal
+import os
+import py_compile
 import re
 import subprocess
 import sys
@@ -22,6 +26,7 @@ from chalice.app import Rate
 from moto import mock_aws
 from moto.events.models import EventPattern
 
+from bench.zips import FIRST_CALLS
 from chalicelib.core import settings
 from chalicelib.core.models import Principal
 from chalicelib.s3 import layout as artifacts
@@ -125,6 +130,197 @@ def test_cfn_lint_passes_on_both_templates_and_catches_a_broken_reference(
     ]
     assert not serious, "\n".join(serious)
     assert any(line.startswith("Error E1010") for line in found[str(control)]), found[str(control)]
+
+
+# --- The package's bytecode --------------------------------------------------------------
+
+# How the functions start, from bench/zips.py: `import app`, then each first call's imports.
+_COLD_START = """
+import importlib.machinery, inspect, json, sys
+sys.path.insert(0, sys.argv[1])
+loader = importlib.machinery.SourceFileLoader
+compiled, read = [], []
+to_code, get_data = loader.source_to_code, loader.get_data
+def source_to_code(self, data, path, *, _optimize=-1):
+    compiled.append(path)
+    return to_code(self, data, path, _optimize=_optimize)
+def recorded_get_data(self, path):
+    read.append(path)
+    return get_data(self, path)
+loader.source_to_code, loader.get_data = source_to_code, recorded_get_data
+import app
+for imports in json.loads(sys.argv[2]):
+    exec(imports, {})
+modules = {name: sys.modules[name] for name in ("app", "chalicelib.workflow.segments")}
+files = {
+    name: {
+        "file": module.__file__,
+        "code": [f.__code__.co_filename for f in vars(module).values()
+                 if inspect.isfunction(f) and f.__module__ == name],
+    }
+    for name, module in modules.items()
+}
+print(json.dumps({"compiled": compiled, "read": read, "files": files}))
+"""
+
+
+_LOADED_FROM_BYTECODE = {"app": "app.py", "chalicelib.workflow.segments": "chalicelib/workflow/segments.py"}
+
+
+def _cache_tag(package: Packaged) -> str:
+    """The bytecode the functions' runtime reads: python3.11 reads cpython-311."""
+    runtimes = {
+        spec["Properties"]["Runtime"]
+        for spec in _resources(package.sam, "AWS::Serverless::Function").values()
+    }
+    assert len(runtimes) == 1, runtimes
+    major, minor = runtimes.pop().removeprefix("python").split(".")
+    return f"cpython-{major}{minor}"
+
+
+def _cached(source: str, tag: str) -> str:
+    directory, _, name = source.rpartition("/")
+    return f"{directory}/__pycache__/{name[:-3]}.{tag}.pyc".lstrip("/")
+
+
+def test_every_source_ships_its_unchecked_hash_bytecode_and_no_other(package: Packaged) -> None:
+    tag = _cache_tag(package)
+    with zipfile.ZipFile(package.files.deployment_zip) as archive:
+        entries = {entry.filename: entry for entry in archive.infolist()}
+        sources = sorted(name for name in entries if name.endswith(".py"))
+        bytecode = {name for name in entries if "__pycache__/" in name or name.endswith((".pyc", ".pyo"))}
+        assert bytecode == {_cached(source, tag) for source in sources}
+        assert {
+            "__pycache__/app.cpython-311.pyc",
+            "chalicelib/workflow/__pycache__/segments.cpython-311.pyc",
+        } <= bytecode
+        for source in sources:
+            pyc, data = entries[_cached(source, tag)], archive.read(_cached(source, tag))
+            assert data[:4] == importlib.util.MAGIC_NUMBER, source
+            # PEP 552: flags 0b01, hash-based with check_source unset; then the source's hash.
+            assert int.from_bytes(data[4:8], "little") == 0b01, source
+            assert data[8:16] == importlib.util.source_hash(archive.read(source)), source
+            assert marshal.loads(data[16:]).co_filename == source  # not the build machine's path
+            assert (pyc.compress_type, pyc.external_attr) == (
+                entries[source].compress_type,
+                entries[source].external_attr,
+            )
+
+
+def test_the_shipped_bytecode_is_what_py_compile_writes(package: Packaged, tmp_path: Path) -> None:
+    with zipfile.ZipFile(package.files.deployment_zip) as archive:
+        for source in ("app.py", "chalicelib/workflow/segments.py"):
+            path = tmp_path / source
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(archive.read(source))
+            expected_pyc = tmp_path / "expected.pyc"
+            py_compile.compile(
+                str(path),
+                cfile=str(expected_pyc),
+                dfile=source,
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            )
+            written = expected_pyc.read_bytes()
+            shipped = archive.read(_cached(source, "cpython-311"))
+            assert shipped[:16] == written[:16], source
+            # marshal's bytes may differ by reference flags (they follow refcounts): compare code.
+            expected, got = marshal.loads(written[16:]), marshal.loads(shipped[16:])
+            assert got == expected, source
+            assert got.co_filename == expected.co_filename == source
+
+
+def test_a_cold_start_compiles_nothing_from_source(package: Packaged, tmp_path: Path) -> None:
+    """What Lambda does: unzip to a read-only directory, with mtimes of its own, and import."""
+    task = tmp_path / "task"
+    with zipfile.ZipFile(package.files.deployment_zip) as archive:
+        archive.extractall(task)
+    sources = list(task.rglob("*.py"))
+    assert len(sources) > 500
+    for path in sources:  # a timestamp-checked .pyc would no longer match its source
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    # -I leaves PYTHONDONTWRITEBYTECODE out (it ignores the environment): -B writes no .pyc,
+    # so a run that compiles cannot leave bytecode behind for another.
+    run = subprocess.run(
+        [sys.executable, "-I", "-B", "-c", _COLD_START, str(task), json.dumps(list(FIRST_CALLS.values()))],
+        cwd=task,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout)
+    inside = str(task) + os.sep
+    assert [path for path in found["compiled"] if path.startswith(inside)] == []
+    read = {path.removeprefix(inside) for path in found["read"] if path.startswith(inside)}
+    assert not [path for path in read if path.endswith(".py")], "a source was read"
+    for name, source in _LOADED_FROM_BYTECODE.items():
+        assert _cached(source, "cpython-311") in read, name
+        assert found["files"][name]["file"] == str(task / source)
+        # The interpreter names the code by where its source is now (tracebacks say
+        # /var/task/...), not by the zip path the .pyc was compiled with.
+        assert str(task / source) in found["files"][name]["code"], name
+        assert source not in found["files"][name]["code"], name
+
+
+def test_a_source_this_python_cannot_compile_ships_without_bytecode(tmp_path: Path) -> None:
+    deployment = tmp_path / "deployment.zip"
+    old = (1980, 1, 1, 0, 0, 0)
+    with zipfile.ZipFile(deployment, "w") as archive:
+        for name, data, mode, compression in (
+            ("tool/__init__.py", b"VALUE = 1\n", 0o644, zipfile.ZIP_DEFLATED),
+            ("tool/run.py", b"#!/usr/bin/env python\nprint('run')\n", 0o755, zipfile.ZIP_STORED),
+            ("tool/tests/py2.py", b'print "a wheel\'s python 2 test"\n', 0o644, zipfile.ZIP_DEFLATED),
+            ("tool/__pycache__/__init__.cpython-311.pyc", b"stale", 0o644, zipfile.ZIP_DEFLATED),
+            ("tool/__pycache__/gone.cpython-39.pyc", b"stale", 0o644, zipfile.ZIP_DEFLATED),
+            ("tool/legacy.pyc", b"stale", 0o644, zipfile.ZIP_DEFLATED),
+            ("tool/data.json", b"{}", 0o600, zipfile.ZIP_STORED),
+        ):
+            entry = zipfile.ZipInfo(name, date_time=old)
+            entry.external_attr, entry.compress_type = (0o100000 | mode) << 16, compression
+            archive.writestr(entry, data)
+        before = {entry.filename: (entry.external_attr, entry.compress_type) for entry in archive.infolist()}
+
+    assert packaging.ship_bytecode(deployment) == ["tool/tests/py2.py"]
+
+    with zipfile.ZipFile(deployment) as archive:
+        after = {entry.filename: (entry.external_attr, entry.compress_type) for entry in archive.infolist()}
+        assert list(after) == [
+            "tool/__init__.py",
+            "tool/__pycache__/__init__.cpython-311.pyc",
+            "tool/run.py",
+            "tool/__pycache__/run.cpython-311.pyc",
+            "tool/tests/py2.py",
+            "tool/data.json",
+        ]
+        for name in ("tool/__init__.py", "tool/run.py", "tool/tests/py2.py", "tool/data.json"):
+            assert after[name] == before[name], name
+        assert after["tool/__pycache__/run.cpython-311.pyc"] == before["tool/run.py"]  # executable, stored
+        assert archive.read("tool/__pycache__/__init__.cpython-311.pyc")[16:] != b"stale"
+        code = marshal.loads(archive.read("tool/__pycache__/__init__.cpython-311.pyc")[16:])
+        namespace: dict[str, object] = {}
+        exec(code, namespace)
+        assert namespace["VALUE"] == 1
+        assert archive.testzip() is None
+    assert [path.name for path in tmp_path.iterdir()] == ["deployment.zip"]  # no temporary zip left
+
+
+def test_packaging_refuses_a_python_other_than_the_functions_runtime(package: Packaged) -> None:
+    running = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    assert packaging.require_bytecode_runtime(package.sam) == running == "python3.11"
+    other = f"python{sys.version_info[0]}.{sys.version_info[1] + 1}"
+    sam = json.loads(json.dumps(package.sam))
+    sam["Resources"]["Build"]["Properties"]["Runtime"] = other
+    with pytest.raises(packaging.PackagingError, match=rf"ignores on another runtime: Build \({other}\)"):
+        packaging.require_bytecode_runtime(sam)
+    # A runtime given once for all functions, by SAM's Globals, is the functions' too.
+    for spec in _resources(sam, "AWS::Serverless::Function").values():
+        del spec["Properties"]["Runtime"]
+    sam["Globals"] = {"Function": {"Runtime": other}}
+    with pytest.raises(packaging.PackagingError, match=r"APIHandler"):
+        packaging.require_bytecode_runtime(sam)
+    sam["Globals"]["Function"]["Runtime"] = running
+    assert packaging.require_bytecode_runtime(sam) == running
 
 
 # --- The workflow -----------------------------------------------------------------------
