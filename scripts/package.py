@@ -14,9 +14,10 @@
    entry is dropped (Chalice copies chalicelib/ as it finds it, stale caches included, and
    zips every file with a 1980 mtime, so a timestamp-checked .pyc never matches), and each
    `.py` gets `__pycache__/<stem>.cpython-311.pyc`, an unchecked hash-based .pyc (PEP 552)
-   named by its path in the zip. Lambda's /var/task is read-only, so a module whose valid
-   .pyc is not in the zip is compiled from source on every cold start (about 50 ms of
-   Build's); an unchecked .pyc is loaded without a stat or a read of its source. Bytecode is
+   whose code is named by its path in the zip, not the build machine's. Lambda's /var/task
+   is read-only, so a module whose valid .pyc is not in the zip is compiled from source on
+   every cold start (about 50 ms of Build's); an unchecked .pyc is loaded without reading or
+   hashing its source, whatever the source's mtime after unzipping. Bytecode is
    tied to one Python minor version: packaging refuses to run on another Python than the
    functions' runtime (python3.11 in the SAM template), whose Lambda would ignore it;
 4. the SAM template is expanded to plain CloudFormation, <out>/cloudformation.json, with
@@ -58,7 +59,7 @@ DELIVERIES_DEAD_LETTER_QUEUE = "DeliveriesDeadLetterQueue"
 # SAM resolves a function's CodeUri to these; the expanded template turns them into parameters.
 _CODE_PLACEHOLDER = {"Bucket": "satchel-code-bucket-placeholder", "Key": "deployment.zip"}
 # The PEP 552 flags word of a .pyc: bit 0 hash-based, bit 1 check_source. Unchecked: the
-# interpreter trusts the .pyc and never stats, reads or hashes its source.
+# interpreter trusts the .pyc; it never reads or hashes the source, and ignores its mtime.
 UNCHECKED_HASH_FLAGS = 0b01
 
 
