@@ -34,7 +34,11 @@ NO_VALUE = object()  # AWS::NoValue: removed from the list or object that holds 
 # Read by glibc's allocator as a process starts, not by settings.py: the functions that
 # stream an archive's bytes through a part buffer get it (.chalice/config.json,
 # docs/performance.md), no other function does.
-ALLOCATOR_VARIABLES = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "2097152"}
+ALLOCATOR_VARIABLES = {
+    "MALLOC_MMAP_THRESHOLD_": "1048576",
+    "MALLOC_TRIM_THRESHOLD_": "2097152",
+    "MALLOC_ARENA_MAX": "2",
+}
 STREAMING_FUNCTIONS = frozenset({"app.build", "app.build_segment", "app.assemble", "app.digest"})
 
 
