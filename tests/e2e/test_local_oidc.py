@@ -10,7 +10,6 @@ its log line, which the test reads from the stack's output.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import signal
 import time
@@ -24,14 +23,12 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from satchel_local.seed import tenant_sources
 from tests.e2e.test_local_stack import (
     LocalStack,
     _port_open,
-    _wait_done,
-    _zip_members,
     call,
     example_workdir,
+    fetched_zip_of_acme,
     refused_on_a_taken_port,
     run_example,
     running_stack,
@@ -116,19 +113,7 @@ def test_the_issuer_signs_for_seeded_users_only(oidc_stack: LocalStack) -> None:
 
 def test_a_token_creates_and_fetches_a_download(oidc_stack: LocalStack) -> None:
     stack, alice = oidc_stack, _token(oidc_stack, "alice")
-    sources = tenant_sources("acme")
-    request = {"type": "zip", "params": {"keys": list(sources)}}
-    created = call("POST", f"{stack.api}/downloads", alice, request)
-    assert created.status == 202, created.body
-    download = _wait_done(stack, created.json["id"], alice)
-    assert download["state"] == "DONE", download
-
-    redirect = call("GET", f"{stack.api}{download['url']}", alice)
-    assert redirect.status == 302, redirect.body
-    fetched = call("GET", redirect.headers["Location"])
-    assert fetched.status == 200, fetched.body[:500]
-    assert hashlib.sha256(fetched.body).hexdigest() == download["artifact"]["sha256"]
-    assert _zip_members(fetched.body) == {key.removeprefix("acme/"): body for key, body in sources.items()}
+    download = fetched_zip_of_acme(stack, alice)
 
     # The token's claims are the principal: dave (tenant globex) does not see acme's download.
     dave = _token(stack, "dave")

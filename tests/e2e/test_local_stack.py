@@ -212,14 +212,26 @@ def test_a_curl_style_session_then_ctrl_c(local_stack: LocalStack) -> None:
         assert reply.json["Message"]
         assert reply.headers["Cache-Control"] == "no-store"
 
+    fetched_zip_of_acme(stack, alice)
+
+    assert stack.stop(signal.SIGINT) == 0, stack.output()
+    assert not any(_port_open(port) for port in stack.ports())
+    assert not stack.state_file.exists()
+    assert "Stopped." in stack.output()
+
+
+def fetched_zip_of_acme(stack: LocalStack, credential: str) -> dict[str, Any]:
+    """A zip of acme's seeded sources, created with `credential` (an API key or a token) and
+    fetched as a caller does (its link's redirect, then the presigned URL), checked against
+    its SHA-256 and its sources. Returns the download, DONE."""
     sources = tenant_sources("acme")
     request = {"type": "zip", "params": {"keys": list(sources)}}
-    created = call("POST", f"{stack.api}/downloads", alice, request)
+    created = call("POST", f"{stack.api}/downloads", credential, request)
     assert created.status == 202, created.body
-    download = _wait_done(stack, created.json["id"], alice)
+    download = _wait_done(stack, created.json["id"], credential)
     assert download["state"] == "DONE", download
 
-    redirect = call("GET", f"{stack.api}{download['url']}", alice)
+    redirect = call("GET", f"{stack.api}{download['url']}", credential)
     assert redirect.status == 302, redirect.body
     location = redirect.headers["Location"]
     assert location.startswith(f"{stack.state['s3_endpoint']}/"), location
@@ -228,11 +240,7 @@ def test_a_curl_style_session_then_ctrl_c(local_stack: LocalStack) -> None:
     assert fetched.status == 200, fetched.body[:500]
     assert hashlib.sha256(fetched.body).hexdigest() == download["artifact"]["sha256"]
     assert _zip_members(fetched.body) == {key.removeprefix("acme/"): body for key, body in sources.items()}
-
-    assert stack.stop(signal.SIGINT) == 0, stack.output()
-    assert not any(_port_open(port) for port in stack.ports())
-    assert not stack.state_file.exists()
-    assert "Stopped." in stack.output()
+    return download
 
 
 def test_make_runs_distributed_map_segments_that_hand_on_between_runs(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from app import app
 from chalicelib.core import clients
 from chalicelib.storage.keys import KeyStore
 from chalicelib.storage.secrets import WebhookSecrets
+from chalicelib.workflow.progress import ProgressTracker
 from satchel_local import lambdas
 from satchel_local.seed import PRINCIPALS, seed_webhook_secrets
 from satchel_local.stack import MOTO_CONFIG, REGION, Stack, provision
@@ -199,6 +201,23 @@ def slow_build(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SATCHEL_READ_CHUNK_BYTES", str(64 * 1024))
     monkeypatch.setenv("SATCHEL_PROGRESS_EVERY_BYTES", str(64 * 1024))
     monkeypatch.setenv("SATCHEL_PART_SIZE", str(5 * 1024 * 1024))
+
+
+@pytest.fixture
+def build_held_midway(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The build waits after its first progress write with bytes in it until the test sets
+    the event it is given: whatever the machine's load, what the test does meanwhile (a
+    cancel, a sweep) then finds the build under way, not finished."""
+    released = threading.Event()
+    recorded = ProgressTracker.flush
+
+    def flush(self: ProgressTracker) -> None:
+        recorded(self)
+        if self.current.bytes_done and not released.is_set():
+            assert released.wait(60), "the test never released the build"
+
+    monkeypatch.setattr(ProgressTracker, "flush", flush)
+    return released
 
 
 @pytest.fixture
