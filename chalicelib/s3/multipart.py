@@ -12,12 +12,19 @@ life and carried in `Saved` from one Lambda run to the next. The SHA-256 of the
 whole object is computed on the way through, so Finalize never reads the artifact back;
 unless some parts were copied server-side (`copy_part`): then the writer has not seen
 every byte, and `complete` returns None for the digest.
+
+A part is handed to botocore as a stream over the buffer (`PartBody`), not as the bytearray
+itself. Over HTTPS (S3 on AWS) botocore sends a part with a trailing CRC-32 (aws-chunked)
+and first wraps a bytes-like body in `io.BytesIO`, which copies a bytearray whole: every
+part would be held twice while it was sent (210 MiB at 105 MiB parts). A stream is read a
+chunk at a time, by the checksum, the signer and the connection alike.
 """
 
 from __future__ import annotations
 
 import contextvars
 import hashlib
+import io
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +38,51 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
 
 log = logging.getLogger(__name__)
+
+
+class PartBody(io.RawIOBase):
+    """The first `size` bytes of a buffer as a seekable, read-only stream, copied out a read
+    at a time; the buffer is not held (no memoryview of it outlives a read), so it may be
+    resized once the part is sent. `len()` is its size: botocore's Content-Length."""
+
+    def __init__(self, buffer: bytearray, size: int) -> None:
+        super().__init__()
+        self._buffer = buffer
+        self._size = size
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._size if size < 0 else min(self._size, self._position + size)
+        with memoryview(self._buffer) as view:
+            data = bytes(view[self._position : max(end, self._position)])
+        self._position += len(data)
+        return data
+
+    def readinto(self, target: memoryview | bytearray) -> int:  # type: ignore[override]
+        count = max(0, min(len(target), self._size - self._position))
+        with memoryview(self._buffer) as view:
+            target[:count] = view[self._position : self._position + count]
+        self._position += count
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 @dataclass(frozen=True)
@@ -126,28 +178,25 @@ class MultipartWriter:
             self._fill = end
             view = view[len(taken) :]
             if self._fill == self._part_size:
-                # The full buffer is the part's body as it is (no copy: a 105 MiB part is held
-                # once); once S3 has it, the same buffer takes the next part's bytes.
-                self._upload(self._buffer)
-                self._fill = 0
+                # The full buffer is the part's body, read through a stream over it (no copy:
+                # a 105 MiB part is held once); once S3 has it, it takes the next part's bytes.
+                self._upload()
 
-    def _upload(self, body: bytes | bytearray) -> None:
+    def _upload(self) -> None:
+        """The bytes held, [0, _fill) of the buffer, as the next part; the buffer then takes
+        the next part's bytes."""
         number = len(self._parts) + 1
-        result = self._s3.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
-        )
+        with PartBody(self._buffer, self._fill) as body:
+            result = self._s3.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+            )
         self._parts.append({"PartNumber": number, "ETag": result["ETag"]})
+        self._fill = 0
 
     def flush(self) -> None:
         """Upload what is buffered as a part of its own (S3 wants 5 MiB, unless it is the last)."""
         if self._fill:
-            self._upload(self._held())
-            self._fill = 0
-
-    def _held(self) -> bytearray:
-        """The buffer cut to the bytes of the part being filled (in place: no copy)."""
-        del self._buffer[self._fill :]
-        return self._buffer
+            self._upload()
 
     def copy_part(self, copy_source: CopySourceTypeDef, first: int, last: int, if_match: str) -> None:
         """Bytes [first, last] of another object as the next part, copied by S3 itself."""
@@ -210,8 +259,7 @@ class MultipartWriter:
         """Upload what is buffered, complete the upload, and return the hex SHA-256 (None if
         parts were copied: the writer has not seen those bytes)."""
         if self._fill or not self._parts:
-            self._upload(self._held())
-            self._fill = 0
+            self._upload()
         self._s3.complete_multipart_upload(
             Bucket=self.bucket,
             Key=self.key,

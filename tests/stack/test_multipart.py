@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.s3.multipart import MultipartWriter, PartCopy
+from chalicelib.s3.multipart import MultipartWriter, PartCopy, Saved
 from tests.support.recording import Recording
 
 if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
@@ -138,3 +140,87 @@ def test_a_saved_upload_goes_on_in_another_writer_and_a_retry_rewrites_the_same_
     assert retried.complete() is None  # the earlier runs' bytes were not hashed here: Digest does
     assert s3.get_object(Bucket="bucket", Key="k")["Body"].read() == first + second
     assert retried.size == len(first + second)
+
+
+def _resumed_upload() -> Saved:
+    """An upload already created (this client reaches no S3 but for UploadPart)."""
+    return Saved(upload_id="upload", parts=[], size=0, held=b"", part_size=8 * MIB)
+
+
+def _over_https(parts: list[bytes]) -> Any:
+    """An S3 client for an HTTPS endpoint whose requests never leave botocore: each
+    UploadPart's body, as botocore would send it to S3 on AWS (aws-chunked, its CRC-32 in a
+    trailer), is read a few KiB at a time; `parts` gets the part decoded, once its trailer is
+    checked against it, unless `drain_only` is set on the client."""
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    client: Any = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url="https://127.0.0.1:9",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+    class Empty:
+        def stream(self, **_: Any) -> Any:
+            return iter(())
+
+        def read(self, *_: Any) -> bytes:
+            return b""
+
+    def send(request: Any, **_: Any) -> AWSResponse:
+        assert request.headers["Content-Encoding"] == b"aws-chunked"
+        body, encoded = request.body, bytearray()
+        while block := body.read(64 * 1024):
+            if not client.drain_only:
+                encoded += block
+        if not client.drain_only:
+            decoded, rest = bytearray(), bytes(encoded)
+            while True:
+                size_line, rest = rest.split(b"\r\n", 1)
+                size = int(size_line, 16)
+                if size == 0:
+                    break
+                decoded += rest[:size]
+                rest = rest[size + 2 :]
+            name, value = rest.strip().split(b":", 1)
+            assert name == b"x-amz-checksum-crc32"
+            expected = base64.b64encode(zlib.crc32(decoded).to_bytes(4, "big"))
+            assert value == expected
+            parts.append(bytes(decoded))
+        return AWSResponse(request.url, 200, {"ETag": f'"{len(parts)}"'}, Empty())
+
+    client.drain_only = False
+    client.meta.events.register("before-send.s3.UploadPart", send)
+    return client
+
+
+def test_a_part_is_sent_to_s3_over_https_as_its_bytes_with_their_crc32_and_never_copied_whole() -> None:
+    """On AWS botocore sends each part aws-chunked with a trailing CRC-32, and would copy a
+    bytearray body whole first (io.BytesIO): the part must reach it as a stream over the
+    writer's buffer, read a chunk at a time, so a part is held once while it is sent."""
+    import tracemalloc
+
+    sent: list[bytes] = []
+    client = _over_https(sent)
+    writer = MultipartWriter(client, "bucket", "k", 8 * MIB, "application/zip", _resumed_upload())
+    data = os.urandom(8 * MIB) + b"tail"
+    writer.write(data)  # the first part is sent as it fills
+    writer.flush()
+    assert sent == [data[: 8 * MIB], b"tail"]
+
+    client.drain_only = True
+    writer = MultipartWriter(client, "bucket", "k", 8 * MIB, "application/zip", _resumed_upload())
+    part = os.urandom(8 * MIB)
+    tracemalloc.start()
+    try:
+        writer.write(part)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The buffer's 8 MiB (its growth is traced) and botocore's aws-chunked framing of one
+    # 1 MiB chunk at a time (about 3 MiB: it copies what is left of a chunk on each read),
+    # not a second copy of the part.
+    assert 8 * MIB < peak < 12 * MIB, peak
