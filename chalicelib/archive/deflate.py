@@ -124,14 +124,25 @@ class ChunkedDeflate:
             raise ValueError(f"a deflate chunk must be at least {WINDOW_BYTES} bytes")
         self.engine = ENGINES[level]
         self.chunk_bytes = chunk_bytes
-        self.workers = workers or cores()
-        self.in_flight = in_flight or 2 * self.workers
+        self._workers = workers
+        self._in_flight = in_flight
         # Carried on from an earlier run: `data` then starts at a chunk boundary, `size` in.
         self.crc = carried.crc if carried else 0
         self.size = carried.size if carried else 0
         self.compressed_size = carried.compressed_size if carried else 0
         self._primer = carried.primer if carried else b""
         self.stopped = False
+
+    @property
+    def workers(self) -> int:
+        # Asked only once a member has a second chunk: most members are one chunk, compressed
+        # in the calling thread, and a system call each (sched_getaffinity) showed in the
+        # worker's CPU per small file.
+        return self._workers or cores()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight or 2 * self.workers
 
     def carried(self) -> Carried:
         """Where the stream stopped (`stopped`), for a later run to go on from."""
@@ -143,6 +154,7 @@ class ChunkedDeflate:
         set and no final block; `carried()` then tells a later run where to go on from."""
         module = self.engine.module()
         pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
+        workers = in_flight = 0  # known at the second chunk
         held: bytes | None = None  # one chunk held back: only the next one tells if it is the last
         primer = self._primer
         submitted = 0
@@ -152,11 +164,13 @@ class ChunkedDeflate:
                     if submitted and stop is not None and stop():
                         self.stopped = True
                         break
-                    future = _pool(self.workers).submit(compress_chunk, self.engine, held, primer, False)
+                    if not workers:
+                        workers, in_flight = self.workers, self.in_flight
+                    future = _pool(workers).submit(compress_chunk, self.engine, held, primer, False)
                     pending.append((future, len(held)))
                     submitted += 1
                     primer = held[-WINDOW_BYTES:]
-                    while len(pending) >= self.in_flight:
+                    while len(pending) >= in_flight:
                         yield from self._settle(module, *pending.popleft())
                 held = chunk
             if self.stopped:  # `held` and what follows it are read again by the next run
@@ -166,7 +180,7 @@ class ChunkedDeflate:
                 return
             last = held if held is not None else b""
             if pending:
-                final = _pool(self.workers).submit(compress_chunk, self.engine, last, primer, True)
+                final = _pool(workers).submit(compress_chunk, self.engine, last, primer, True)
                 pending.append((final, len(last)))
                 while pending:
                     yield from self._settle(module, *pending.popleft())
