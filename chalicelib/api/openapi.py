@@ -313,7 +313,8 @@ def _operation(
     else:
         result["security"] = []
     # The stage's token bucket covers every route (deploy/template.yaml's MethodSettings).
-    # createDownload's 429 stays QuotaExceeded, the one its callers act on.
+    # createDownload's 429 stays QuotaExceeded, the one its callers act on; its schema
+    # (QuotaError) fits the throttle's answer as well.
     responses = {"429": _ref(_RESPONSES, "Throttled"), **responses}
     if uses_aws:  # chalicelib/api/http.py error_response: TransientError
         responses = {"503": _ref(_RESPONSES, "ServiceUnavailable"), **responses}
@@ -881,7 +882,8 @@ _ERRORS: dict[str, Refusal] = {
     "QuotaExceeded": Refusal(
         "429",
         "You, or your tenant, have too many active downloads (`QuotaExceeded`; `scope` is "
-        "`user` or `tenant`, `limit` the limit).",
+        "`user` or `tenant`, `limit` the limit); or the stage's request rate is passed "
+        "(`Throttled`: API Gateway answers it before Satchel runs, without `scope` or `limit`).",
         "QuotaError",
         {**_RETRY_AFTER, **_RATE_LIMITS},
     ),
@@ -1251,10 +1253,16 @@ def _error_schemas() -> dict[str, JsonSchema]:
         "LinkNotReadyError": _problem(
             "The link's download is not DONE yet.", state=states, progress=_schema_ref("Progress")
         ),
+        # Optional: API Gateway's throttle answers createDownload's 429 too (`Throttled`,
+        # without them), and a client reads it by this schema.
         "QuotaError": _problem(
-            "Too many downloads PENDING or RUNNING at once.",
-            scope={"type": "string", "enum": ["user", "tenant"]},
-            limit={"type": "integer", "minimum": 0},
+            "Too many downloads PENDING or RUNNING at once (`QuotaExceeded`: `scope` and `limit` "
+            "say whose and how many), or over the stage's request rate (`Throttled`, API "
+            "Gateway's answer: neither).",
+            {
+                "scope": {"type": "string", "enum": ["user", "tenant"]},
+                "limit": {"type": "integer", "minimum": 0},
+            },
         ),
     }
 

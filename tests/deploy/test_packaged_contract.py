@@ -22,10 +22,12 @@ import json
 import re
 from typing import Any
 
+import jsonschema
 import pytest
 from chalice.app import CloudWatchEventConfig, Rate, ScheduledEventConfig, SQSEventConfig
 
 import app as application
+from chalicelib.api import openapi
 from chalicelib.core import errors, settings
 from chalicelib.core.settings import Settings
 from statemachine import definition as statemachine
@@ -221,6 +223,41 @@ def test_api_gateways_own_answers_have_the_apis_error_shape(package: Packaged) -
     # CloudFormation updates the definition.
     for template in (package.sam, package.cloudformation):
         assert not _resources(template, "AWS::ApiGateway::GatewayResponse")
+
+
+# Which of API Gateway's answers an operation may get: throttling and a body too large on
+# any, the authorizer's on the routes that need a credential. (MISSING_AUTHENTICATION_TOKEN
+# answers a route the API does not have; the catch-alls name no status.)
+_ANY_ROUTE = {"THROTTLED", "REQUEST_TOO_LARGE", "INTEGRATION_TIMEOUT"}
+_BEARER_ROUTES = {"UNAUTHORIZED", "ACCESS_DENIED", "AUTHORIZER_FAILURE", "AUTHORIZER_CONFIGURATION_ERROR"}
+
+
+def test_api_gateways_own_answers_fit_what_each_operation_documents_for_their_status(
+    package: Packaged,
+) -> None:
+    """A generated client reads an answer by the schema its operation documents for that
+    status, whoever sent it: API Gateway's own answer must fit it too (createDownload's 429
+    is its quota's QuotaError, and the stage's throttle answers it as well)."""
+    document = openapi.document()
+    gateway = _swagger(package, "cloudformation")["x-amazon-apigateway-gateway-responses"]
+    checked = set()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            reachable = _ANY_ROUTE | (_BEARER_ROUTES if operation.get("security") else set())
+            for response_type in sorted(reachable):
+                answer = operation["responses"].get(GATEWAY_RESPONSES[response_type][0])
+                if answer is None:
+                    continue
+                if "$ref" in answer:
+                    answer = document["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+                schema = answer["content"]["application/problem+json"]["schema"]
+                body = _render(gateway[response_type]["responseTemplates"]["application/json"])
+                jsonschema.validate(body, {**schema, "components": document["components"]})
+                checked.add((response_type, path, method.upper()))
+    assert ("THROTTLED", "/downloads", "POST") in checked
+    assert ("UNAUTHORIZED", "/downloads", "POST") in checked
 
 
 # --- Functions ----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.core import errors
 from satchel_local.seed import tenant_sources
 from tests.e2e.test_local_stack import PROJECT_DIR, LocalStack, aws, running_stack
 from tests.support import buildgate
@@ -377,6 +378,11 @@ def test_a_running_download_is_cancelled_and_refusals_are_typed_problems(api: Ap
     assert problems[409].state == models.DownloadState.FAILED
     assert problems[425].state == models.DownloadState.PENDING
     assert (problems[429].scope.value, problems[429].limit) == ("user", MAX_ACTIVE)
+    # API Gateway's throttle answers createDownload's 429 too (its Gateway Response, which
+    # tests/deploy/test_packaged_contract.py holds to be this problem): the same model reads it.
+    throttled = models.QuotaError.from_dict(errors.problem("Throttled", 429, "Too Many Requests"))
+    assert (throttled.code, throttled.status, throttled.message) == ("Throttled", 429, "Too Many Requests")
+    assert [type(detail).__name__ for detail in (throttled.scope, throttled.limit)] == ["Unset", "Unset"]
     assert refusals[429][1]["RateLimit"].startswith('"user";r=0,')
 
 

@@ -25,8 +25,10 @@ export function ids(page: Page): string[] {
 }
 
 export function explain(problem: Refusal): string {
-  const scope: "user" | "tenant" = problem.scope;
-  return `${problem.status} ${problem.Code} (${problem.type}): ${problem.detail}, ${scope} limit ${problem.limit}`;
+  // QuotaExceeded names whose limit and how many; API Gateway's Throttled neither.
+  const scope: "user" | "tenant" | undefined = problem.scope;
+  const which = scope === undefined ? "request rate" : `${scope} limit ${problem.limit}`;
+  return `${problem.status} ${problem.Code} (${problem.type}): ${problem.detail}, ${which}`;
 }
 
 export const request: Schemas["DownloadRequest"] = {
