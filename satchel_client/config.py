@@ -1,7 +1,8 @@
 """Which API the command calls, and how it signs in.
 
 In order: `--as NAME` (a user of the local stack, from the `.satchel-local.json` that
-`make run` writes), else `--api-url` and one credential flag (`--api-key`, `--token` for an
+`make run` writes: the user's API key, or, when the stack signs in with OIDC (`make run
+AUTH=oidc`), a token its demo issuer signs for the user then), else `--api-url` and one credential flag (`--api-key`, `--token` for an
 OIDC stage, `--sigv4` for an IAM stage), else `SATCHEL_API_URL` and one of
 `SATCHEL_API_KEY`, `SATCHEL_TOKEN`, `SATCHEL_SIGV4=true`.
 """
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import requests
 
 STATE_FILE_NAME = ".satchel-local.json"
 ENV_API_URL = "SATCHEL_API_URL"
@@ -89,7 +92,28 @@ def local_user(name: str, cwd: Path, api_url: str | None = None) -> Connection:
     if name not in users:
         known = ", ".join(sorted(users)) or "none"
         raise UsageError(f"--as {name}: no such user in {path}; its users: {known}")
-    return Connection(str(api_url or state.get("api_url")), str(users[name]["api_key"]))
+    url = str(api_url or state.get("api_url"))
+    oidc = state.get("oidc")
+    if state.get("auth_mode") == "oidc" and isinstance(oidc, dict):
+        return Connection(url, None, token=_demo_token(name, str(oidc.get("token_url")), path))
+    return Connection(url, str(users[name]["api_key"]))
+
+
+def _demo_token(name: str, token_url: str, state_file: Path) -> str:
+    """A token for `name` from the local stack's demo issuer (satchel_local/issuer.py), whose
+    `POST /token` signs one for any seeded user: the API of an OIDC stack takes no key."""
+    try:
+        reply = requests.post(token_url, json={"user": name}, timeout=10)
+        token = reply.json().get("id_token") if reply.ok else None
+    except (requests.RequestException, ValueError):
+        token, reply = None, None
+    if not isinstance(token, str) or not token:
+        said = f" ({reply.status_code}: {reply.text.strip()[:200]})" if reply is not None else ""
+        raise UsageError(
+            f"--as {name}: the local stack's demo issuer at {token_url} gave no token{said}; "
+            f"is the stack of {state_file} still running? restart it (`make run AUTH=oidc`)"
+        )
+    return token
 
 
 def _read_state(path: Path) -> dict[str, Any]:

@@ -10,8 +10,10 @@ its log line, which the test reads from the stack's output.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from tests.e2e.test_local_stack import (
     run_example,
     running_stack,
 )
+from tests.support import cli
 
 _REFUSED = re.compile(r"refused a token: (\w+)")
 
@@ -165,6 +168,26 @@ def test_the_manuals_curl_session_works_with_a_token(oidc_stack: LocalStack, tmp
     result = run_example(workdir, "quickstart.sh")
     assert result.returncode == 0, result.stdout + result.stderr
     assert zipfile.is_zipfile(workdir / "reports.zip")
+
+
+def test_the_satchel_command_as_a_seeded_user_signs_in_with_the_issuers_token(
+    oidc_stack: LocalStack, tmp_path: Path
+) -> None:
+    """`satchel --as alice` beside an OIDC stack's state file: the API refuses her API key,
+    so the command asks the demo issuer for her token (satchel_client/config.py)."""
+    (tmp_path / ".satchel-local.json").write_bytes(oidc_stack.state_file.read_bytes())
+    command = [str(Path(sys.executable).parent / "satchel"), "--as", "alice", "--json"]
+    created = cli.run([*command, "zip", "acme/reports/2024/q1.csv", "--wait"], tmp_path)
+    assert created.returncode == 0, created.stderr
+    download = json.loads(created.stdout)
+    assert download["state"] == "DONE"
+    listed = cli.run([*command, "list"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert download["id"] in [item["id"] for item in json.loads(listed.stdout)]
+    # Bob signs in as himself: alice's download is not his to see.
+    bobs = cli.run([str(Path(sys.executable).parent / "satchel"), "--as", "bob", "--json", "list"], tmp_path)
+    assert bobs.returncode == 0, bobs.stderr
+    assert download["id"] not in [item["id"] for item in json.loads(bobs.stdout)]
 
 
 def test_ctrl_c_stops_the_issuer_too(oidc_stack: LocalStack) -> None:

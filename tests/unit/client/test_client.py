@@ -606,6 +606,34 @@ def test_connection_as_a_local_user_from_the_state_file_above(tmp_path: Path) ->
     assert (found.api_url, found.api_key) == ("http://127.0.0.1:8000", "bob-key")
 
 
+def test_as_a_local_user_of_an_oidc_stack_is_a_token_the_demo_issuer_signs_for_them(tmp_path: Path) -> None:
+    """On a stack started with `make run AUTH=oidc` the API takes no key: `--as bob` asks the
+    stack's demo issuer (the real one, on loopback) for bob's token."""
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    from satchel_local.issuer import TOKEN_PATH, RunningIssuer
+
+    running = RunningIssuer.start("127.0.0.1", 0)
+    try:
+        issuer = running.issuer
+        _state_file(tmp_path)
+        state = json.loads((tmp_path / ".satchel-local.json").read_text())
+        state |= {"auth_mode": "oidc", "oidc": {"token_url": f"{issuer.url}{TOKEN_PATH}"}}
+        (tmp_path / ".satchel-local.json").write_text(json.dumps(state))
+        found = resolve(api_url=None, api_key=None, as_user="bob", environ={}, cwd=tmp_path)
+        assert (found.api_url, found.api_key) == ("http://127.0.0.1:8000", None)
+        assert found.token is not None
+        claims = jwt.decode(found.token, KeySet.import_key_set(issuer.jwks())).claims
+        assert (claims["sub"], claims["iss"]) == ("bob", issuer.url)
+    finally:
+        running.stop()
+    with pytest.raises(UsageError) as raised:  # the stack has stopped: say so, and what to do
+        resolve(api_url=None, api_key=None, as_user="bob", environ={}, cwd=tmp_path)
+    assert "gave no token" in str(raised.value)
+    assert "make run AUTH=oidc" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("as_user", "api_key", "state_file", "says"),
     [
