@@ -2,9 +2,9 @@
 
 In order: `--as NAME` (a user of the local stack, from the `.satchel-local.json` that
 `make run` writes: the user's API key, or, when the stack signs in with OIDC (`make run
-AUTH=oidc`), a token its demo issuer signs for the user then), else `--api-url` and one credential flag (`--api-key`, `--token` for an
-OIDC stage, `--sigv4` for an IAM stage), else `SATCHEL_API_URL` and one of
-`SATCHEL_API_KEY`, `SATCHEL_TOKEN`, `SATCHEL_SIGV4=true`.
+AUTH=oidc`), a token its demo issuer signs for the user then), else `--api-url` and one
+credential flag (`--api-key`, `--token` for an OIDC stage, `--sigv4` for an IAM stage), else
+`SATCHEL_API_URL` and one of `SATCHEL_API_KEY`, `SATCHEL_TOKEN`, `SATCHEL_SIGV4=true`.
 """
 
 from __future__ import annotations

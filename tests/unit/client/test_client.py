@@ -610,7 +610,7 @@ def test_as_a_local_user_of_an_oidc_stack_is_a_token_the_demo_issuer_signs_for_t
     """On a stack started with `make run AUTH=oidc` the API takes no key: `--as bob` asks the
     stack's demo issuer (the real one, on loopback) for bob's token."""
     from joserfc import jwt
-    from joserfc.jwk import KeySet
+    from joserfc.jwk import RSAKey
 
     from satchel_local.issuer import TOKEN_PATH, RunningIssuer
 
@@ -624,7 +624,7 @@ def test_as_a_local_user_of_an_oidc_stack_is_a_token_the_demo_issuer_signs_for_t
         found = resolve(api_url=None, api_key=None, as_user="bob", environ={}, cwd=tmp_path)
         assert (found.api_url, found.api_key) == ("http://127.0.0.1:8000", None)
         assert found.token is not None
-        claims = jwt.decode(found.token, KeySet.import_key_set(issuer.jwks())).claims
+        claims = jwt.decode(found.token, RSAKey.import_key(issuer.jwks()["keys"][0])).claims
         assert (claims["sub"], claims["iss"]) == ("bob", issuer.url)
     finally:
         running.stop()
