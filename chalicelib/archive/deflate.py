@@ -136,8 +136,7 @@ class ChunkedDeflate:
     @property
     def workers(self) -> int:
         # Asked only once a member has a second chunk: most members are one chunk, compressed
-        # in the calling thread, and a system call each (sched_getaffinity) showed in the
-        # worker's CPU per small file.
+        # in the calling thread, which need no pool and no system call (sched_getaffinity).
         return self._workers or cores()
 
     @property

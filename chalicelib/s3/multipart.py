@@ -40,10 +40,18 @@ if TYPE_CHECKING:  # stubs only (requirements-dev.txt)
 log = logging.getLogger(__name__)
 
 
+# The most a read of a part's stream gives. botocore asks for 1 MiB at a time (the checksum,
+# the signer, the aws-chunked framing): each such read would be a 1 MiB object of its own,
+# and three copies of it in the framing. A shorter read is allowed (the framing's chunks are
+# then 64 KiB, well above S3's least of 8 KiB) and its copies stay in the allocator's heap.
+PART_READ_BYTES = 64 * 1024
+
+
 class PartBody(io.RawIOBase):
     """The first `size` bytes of a buffer as a seekable, read-only stream, copied out a read
-    at a time; the buffer is not held (no memoryview of it outlives a read), so it may be
-    resized once the part is sent. `len()` is its size: botocore's Content-Length."""
+    of at most PART_READ_BYTES at a time; the buffer is not held (no memoryview of it
+    outlives a read), so it may be resized once the part is sent. `len()` is its size:
+    botocore's Content-Length."""
 
     def __init__(self, buffer: bytearray, size: int) -> None:
         super().__init__()
@@ -61,14 +69,16 @@ class PartBody(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        end = self._size if size < 0 else min(self._size, self._position + size)
+        # A raw stream may give less than asked (botocore reads until b""); all of it only
+        # when asked for all.
+        end = self._size if size < 0 else min(self._size, self._position + min(size, PART_READ_BYTES))
         with memoryview(self._buffer) as view:
             data = bytes(view[self._position : max(end, self._position)])
         self._position += len(data)
         return data
 
     def readinto(self, target: memoryview | bytearray) -> int:  # type: ignore[override]
-        count = max(0, min(len(target), self._size - self._position))
+        count = max(0, min(len(target), PART_READ_BYTES, self._size - self._position))
         with memoryview(self._buffer) as view:
             target[:count] = view[self._position : self._position + count]
         self._position += count

@@ -47,16 +47,11 @@ class ProgressTracker:
         self._estimating = totals.bytes_total == 0  # the size is learnt while building
 
     def advance(self, *, files: int = 0, bytes_: int = 0, rows: int = 0) -> None:
-        # Called for every member and chunk: built directly, as dataclasses.replace (which
-        # looks the fields up on each call) cost several times as much.
-        was = self.current
-        self.current = Progress(
-            files_done=was.files_done + files,
-            files_total=was.files_total,
-            bytes_done=was.bytes_done + bytes_,
-            bytes_total=was.bytes_total,
-            rows_done=was.rows_done + rows,
-            rows_total=was.rows_total,
+        self.current = replace(
+            self.current,
+            files_done=self.current.files_done + files,
+            bytes_done=self.current.bytes_done + bytes_,
+            rows_done=self.current.rows_done + rows,
         )
         if self._estimating:
             self.current = replace(self.current, bytes_total=_estimate(self.current))
