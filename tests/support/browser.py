@@ -4,7 +4,9 @@ chromedriver, headless, offline (Selenium Manager is never asked to download a d
 Each `Browser` is its own profile (cookies, cache) with its own download directory: two of
 them are two people. A download is waited for as an event: the finished file appearing in
 the directory (Chrome writes a hidden temporary file, then `NAME.crdownload`, and renames it
-to NAME when done), with a deadline.
+to NAME when done), with a deadline. Chrome may also reserve NAME early with an empty file
+(seen for a second download of the same name, `NAME (1).zip`), so a file counts as
+finished only once it has bytes and no partial file is left beside it.
 """
 
 from __future__ import annotations
@@ -42,15 +44,17 @@ class Browser:
         """The next file the browser finishes downloading (one it had not finished before)."""
         deadline = time.monotonic() + deadline_seconds
         while True:
+            files = list(self.downloads.iterdir())
+            writing = any(not _finished(path.name) for path in files)
             finished = sorted(
                 path
-                for path in self.downloads.iterdir()
-                if path.name not in self.seen and _finished(path.name)
+                for path in files
+                if path.name not in self.seen and _finished(path.name) and _size(path) > 0
             )
-            if finished:
+            if finished and not writing:
                 self.seen.add(finished[0].name)
                 return finished[0]
-            present = sorted(path.name for path in self.downloads.iterdir())
+            present = sorted(path.name for path in files)
             assert time.monotonic() < deadline, (
                 f"no download finished in {deadline_seconds} s; {self.downloads} holds {present}"
             )
@@ -67,8 +71,18 @@ class Browser:
 
 def _finished(name: str) -> bool:
     # Chrome writes into a hidden temporary file (.org.chromium.Chromium.XXXX), then
-    # NAME.crdownload, and renames that to NAME once every byte is there.
+    # NAME.crdownload, and renames that to NAME once every byte is there (over the empty
+    # file it may have reserved NAME with). No download of these tests is empty: a zip has
+    # at least its end record.
     return not name.startswith(".") and not name.endswith(PARTIAL_SUFFIX)
+
+
+def _size(path: Path) -> int:
+    """0 for a file gone meanwhile (an empty reservation Chrome removed)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def open_browser(directory: Path, *, width: int = 1000, height: int = 900) -> Browser:
