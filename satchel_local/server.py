@@ -463,11 +463,16 @@ def how_to_try(state: dict[str, Any], state_file: Path) -> str:
     )
 
 
+# The command line as the banner prints it (tests/e2e/test_local_oidc.py runs it).
+SATCHEL_AS_ALICE = ".venv/bin/satchel --as alice list"
+
+
 def _oidc_lines(oidc: dict[str, Any]) -> list[str]:
     return [
         "Sign-in is OIDC (--auth oidc): the API takes only tokens of the demo issuer",
         f"  issuer       {oidc['issuer']}  (audience {oidc['audience']})",
         f'  tokens       POST {oidc["token_url"]} {{"user": "alice"}} (any seeded user)',
+        f"  satchel      {SATCHEL_AS_ALICE}  (--as gets the user's token from the issuer)",
         "  A DEMO: it signs for the seeded users with no password. It is not an identity provider.",
         "",
     ]

@@ -25,6 +25,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from satchel_local.server import SATCHEL_AS_ALICE
 from tests.e2e.test_local_stack import (
     LocalStack,
     _port_open,
@@ -176,16 +177,19 @@ def test_the_satchel_command_as_a_seeded_user_signs_in_with_the_issuers_token(
     """`satchel --as alice` beside an OIDC stack's state file: the API refuses her API key,
     so the command asks the demo issuer for her token (satchel_client/config.py)."""
     (tmp_path / ".satchel-local.json").write_bytes(oidc_stack.state_file.read_bytes())
-    command = [str(Path(sys.executable).parent / "satchel"), "--as", "alice", "--json"]
-    created = cli.run([*command, "zip", "acme/reports/2024/q1.csv", "--wait"], tmp_path)
+    satchel = str(Path(sys.executable).parent / "satchel")  # the repository's .venv/bin/satchel
+    zipped = ["zip", "acme/reports/2024/q1.csv", "--wait"]
+    created = cli.run([satchel, "--as", "alice", "--json", *zipped], tmp_path)
     assert created.returncode == 0, created.stderr
     download = json.loads(created.stdout)
     assert download["state"] == "DONE"
-    listed = cli.run([*command, "list"], tmp_path)
+    # The line the stack's banner prints, run as printed (--json after the command).
+    assert SATCHEL_AS_ALICE in oidc_stack.output()
+    listed = cli.run([satchel, *SATCHEL_AS_ALICE.split()[1:], "--json"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert download["id"] in [item["id"] for item in json.loads(listed.stdout)]
     # Bob signs in as himself: alice's download is not his to see.
-    bobs = cli.run([str(Path(sys.executable).parent / "satchel"), "--as", "bob", "--json", "list"], tmp_path)
+    bobs = cli.run([satchel, "--as", "bob", "--json", "list"], tmp_path)
     assert bobs.returncode == 0, bobs.stderr
     assert download["id"] not in [item["id"] for item in json.loads(bobs.stdout)]
 
