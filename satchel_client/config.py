@@ -104,7 +104,8 @@ def _demo_token(name: str, token_url: str, state_file: Path) -> str:
     `POST /token` signs one for any seeded user: the API of an OIDC stack takes no key."""
     try:
         reply = requests.post(token_url, json={"user": name}, timeout=10)
-        token = reply.json().get("id_token") if reply.ok else None
+        document = reply.json() if reply.ok else None
+        token = document.get("id_token") if isinstance(document, dict) else None
     except (requests.RequestException, ValueError):
         token, reply = None, None
     if not isinstance(token, str) or not token:
