@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from chalicelib import downloadtypes
 from chalicelib.core import clock, observability
-from chalicelib.core.disclosure import shown_error
+from chalicelib.core.disclosure import INTERNAL_ERROR, shown_error
 from chalicelib.core.errors import Cancelled, retried_when_transient
 from chalicelib.core.models import ACTIVE_STATES, Artifact, Download, ErrorInfo, Progress, State
 from chalicelib.downloadtypes.base import SurveyPlan
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _MAX_ERROR_MESSAGE = 1000
+_MAX_TRACE_CHARACTERS = 8000  # a log line's worth: the innermost frames are the last ones
 
 
 def _load(runtime: Runtime, download_id: str) -> Download:
@@ -333,7 +334,12 @@ def fail(runtime: Runtime, event: FailInput) -> Failed:
     Only a domain error's message is recorded; any other is logged and shown as generic.
     """
     download_id = event["download_id"]
-    error = shown_error(_error_info(event.get("error") or StepError()), download_id)
+    raw = event.get("error") or StepError()
+    error = shown_error(_error_info(raw), download_id)
+    if error.code == INTERNAL_ERROR and (trace := _stack_trace(raw)):
+        # Beside the message shown_error logged: where the failing step raised it, which a
+        # log holds nowhere else (Step Functions keeps it in the execution's history only).
+        log.error("download %s: where the failing step raised it:\n%s", download_id, trace)
     state: State | None
     # Owed once FAILED is recorded: if this step dies after that, the cleanup sweep does them.
     effects = (REMOVE, NOTIFY)
@@ -373,6 +379,18 @@ def _error_info(raw: StepError) -> ErrorInfo:
     except (TypeError, ValueError):
         pass
     return ErrorInfo(code=code, message=str(message)[:_MAX_ERROR_MESSAGE] or code)
+
+
+def _stack_trace(raw: StepError) -> str:
+    """The Lambda's stack trace in its error JSON (the runtime's `stackTrace`), or ""."""
+    try:
+        parsed = json.loads(raw.get("Cause") or "")
+    except (TypeError, ValueError):
+        return ""
+    frames = parsed.get("stackTrace") if isinstance(parsed, dict) else None
+    if not isinstance(frames, list):
+        return ""
+    return "".join(str(frame) for frame in frames)[:_MAX_TRACE_CHARACTERS]
 
 
 def _discard_when_cancelled(runtime: Runtime, download_id: str) -> None:

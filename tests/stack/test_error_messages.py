@@ -74,3 +74,10 @@ def test_a_download_failed_by_an_aws_error_shows_a_generic_message_and_logs_the_
         line["level"] == "ERROR" and line.get("download_id") == download_id and ROLE_ARN in line["message"]
         for line in logged
     ), logged
+    # And where the step raised it, from the Lambda's stack trace in the Cause.
+    assert any(
+        line["level"] == "ERROR"
+        and "where the failing step raised it" in line["message"]
+        and "in denied" in line["message"]
+        for line in logged
+    ), logged
