@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import downloadtypes
 from chalicelib.core import clock, observability
@@ -367,30 +367,28 @@ def fail(runtime: Runtime, event: FailInput) -> Failed:
     return {"download_id": download_id, "state": state.value if state else None, "error": as_json(error)}
 
 
+def _lambda_error(raw: StepError) -> dict[str, Any]:
+    """The Cause as the Lambda's error JSON ({errorType, errorMessage, stackTrace}), or {}."""
+    try:
+        parsed = json.loads(raw.get("Cause") or "")
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _error_info(raw: StepError) -> ErrorInfo:
     """Step Functions hands over {Error, Cause}; Cause is the Lambda's error JSON when it has one."""
     code = str(raw.get("Error") or "UnknownError")
-    cause = raw.get("Cause") or ""
-    message = cause
-    try:
-        parsed = json.loads(cause)
-        if isinstance(parsed, dict) and parsed.get("errorMessage"):
-            message = str(parsed["errorMessage"])
-    except (TypeError, ValueError):
-        pass
+    message = _lambda_error(raw).get("errorMessage") or raw.get("Cause") or ""
     return ErrorInfo(code=code, message=str(message)[:_MAX_ERROR_MESSAGE] or code)
 
 
 def _stack_trace(raw: StepError) -> str:
-    """The Lambda's stack trace in its error JSON (the runtime's `stackTrace`), or ""."""
-    try:
-        parsed = json.loads(raw.get("Cause") or "")
-    except (TypeError, ValueError):
-        return ""
-    frames = parsed.get("stackTrace") if isinstance(parsed, dict) else None
+    """The Lambda's stack trace (the runtime's `stackTrace`), its innermost frames kept, or ""."""
+    frames = _lambda_error(raw).get("stackTrace")
     if not isinstance(frames, list):
         return ""
-    return "".join(str(frame) for frame in frames)[:_MAX_TRACE_CHARACTERS]
+    return "".join(str(frame) for frame in frames)[-_MAX_TRACE_CHARACTERS:]
 
 
 def _discard_when_cancelled(runtime: Runtime, download_id: str) -> None:
