@@ -4,6 +4,10 @@ moto (without Docker) answers every Invoke with a canned payload. Patched here, 
 resolves the function in moto, imports its `Handler` string (`app.build`: the same string
 packaging emits) and calls it. An exception answers as the AWS Python runtime does, so
 the state machine's Catch and Retry see the exception's class name as the error.
+
+Lambda runs one invocation at a time in a process; this process runs many at once, on
+moto's threads (a Map's iterations, the event sources). What the handlers do on their first
+call must then be safe on two threads at once: see `_list_middleware`.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import uuid
 from typing import Any
 from unittest import mock
 
+from chalice.app import EventSourceHandler
 from moto.awslambda.models import LambdaFunction
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 _installed = threading.Lock()
+_listing = threading.Lock()
 _patches: list[Any] = []
 _active = 0
 _active_changed = threading.Condition()
@@ -43,10 +49,25 @@ class Context:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def _list_middleware(entry: object) -> None:
+    """Chalice keeps an event handler's middleware as a generator until the handler's first
+    call (`Chalice._get_middleware_handlers`: middleware registered later still counts),
+    and that call builds the chain from it (`EventSourceHandler.__call__`). Two first calls
+    at once, as a Map's first segments make, iterated that one generator together: one
+    raised "generator already executing" (the invocation failed), or built its chain from
+    what the other had left of it, none (that call, and every later one, ran without
+    Satchel's middleware). Listed once, under a lock, before any call builds from it."""
+    if isinstance(entry, EventSourceHandler) and not isinstance(entry.middleware_handlers, list):
+        with _listing:
+            if not isinstance(entry.middleware_handlers, list):
+                entry.middleware_handlers = list(entry.middleware_handlers)
+
+
 def run_handler(handler: str, function_name: str, body: Any, timeout: int) -> tuple[bytes, bool]:
     """Call `module.attribute` with the decoded event; return (payload, failed)."""
     module_name, _, attribute = handler.rpartition(".")
     entry = getattr(importlib.import_module(module_name), attribute)
+    _list_middleware(entry)
     if isinstance(body, bytes | bytearray):
         body = body.decode("utf-8")
     event = json.loads(body) if body else {}
