@@ -147,11 +147,11 @@ def _resumed_upload() -> Saved:
     return Saved(upload_id="upload", parts=[], size=0, held=b"", part_size=8 * MIB)
 
 
-def _over_https(parts: list[bytes]) -> Any:
+def _over_https(parts: list[bytes], *, drain_only: bool = False) -> Any:
     """An S3 client for an HTTPS endpoint whose requests never leave botocore: each
     UploadPart's body, as botocore would send it to S3 on AWS (aws-chunked, its CRC-32 in a
     trailer), is read a few KiB at a time; `parts` gets the part decoded, once its trailer is
-    checked against it, unless `drain_only` is set on the client."""
+    checked against it, unless the body is only to be drained (`drain_only`)."""
     import boto3
     from botocore.awsrequest import AWSResponse
 
@@ -174,9 +174,9 @@ def _over_https(parts: list[bytes]) -> Any:
         assert request.headers["Content-Encoding"] == b"aws-chunked"
         body, encoded = request.body, bytearray()
         while block := body.read(64 * 1024):
-            if not client.drain_only:
+            if not drain_only:
                 encoded += block
-        if not client.drain_only:
+        if not drain_only:
             decoded, rest = bytearray(), bytes(encoded)
             while True:
                 size_line, rest = rest.split(b"\r\n", 1)
@@ -192,7 +192,6 @@ def _over_https(parts: list[bytes]) -> Any:
             parts.append(bytes(decoded))
         return AWSResponse(request.url, 200, {"ETag": f'"{len(parts)}"'}, Empty())
 
-    client.drain_only = False
     client.meta.events.register("before-send.s3.UploadPart", send)
     return client
 
@@ -211,8 +210,9 @@ def test_a_part_is_sent_to_s3_over_https_as_its_bytes_with_their_crc32_and_never
     writer.flush()
     assert sent == [data[: 8 * MIB], b"tail"]
 
-    client.drain_only = True
-    writer = MultipartWriter(client, "bucket", "k", 8 * MIB, "application/zip", _resumed_upload())
+    writer = MultipartWriter(
+        _over_https(sent, drain_only=True), "bucket", "k", 8 * MIB, "application/zip", _resumed_upload()
+    )
     part = os.urandom(8 * MIB)
     tracemalloc.start()
     try:
