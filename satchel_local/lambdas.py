@@ -55,8 +55,9 @@ def _list_middleware(entry: object) -> None:
     and that call builds the chain from it (`EventSourceHandler.__call__`). Two first calls
     at once, as a Map's first segments make, iterated that one generator together: one
     raised "generator already executing" (the invocation failed), or built its chain from
-    what the other had left of it, none (that call, and every later one, ran without
-    Satchel's middleware). Listed once, under a lock, before any call builds from it."""
+    what the other had left of it, possibly nothing: a chain without Satchel's middleware,
+    kept for every later call if it was the one stored last. Listed once, under a lock,
+    before any call builds from it."""
     if isinstance(entry, EventSourceHandler) and not isinstance(entry.middleware_handlers, list):
         with _listing:
             if not isinstance(entry.middleware_handlers, list):
