@@ -133,13 +133,13 @@ class ChunkedDeflate:
         self._primer = carried.primer if carried else b""
         self.stopped = False
 
-    @property
+    @functools.cached_property
     def workers(self) -> int:
         # Asked only once a member has a second chunk: most members are one chunk, compressed
         # in the calling thread, which need no pool and no system call (sched_getaffinity).
         return self._workers or cores()
 
-    @property
+    @functools.cached_property
     def in_flight(self) -> int:
         return self._in_flight or 2 * self.workers
 
@@ -153,7 +153,6 @@ class ChunkedDeflate:
         set and no final block; `carried()` then tells a later run where to go on from."""
         module = self.engine.module()
         pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
-        workers = in_flight = 0  # known at the second chunk
         held: bytes | None = None  # one chunk held back: only the next one tells if it is the last
         primer = self._primer
         submitted = 0
@@ -163,13 +162,11 @@ class ChunkedDeflate:
                     if submitted and stop is not None and stop():
                         self.stopped = True
                         break
-                    if not workers:
-                        workers, in_flight = self.workers, self.in_flight
-                    future = _pool(workers).submit(compress_chunk, self.engine, held, primer, False)
+                    future = _pool(self.workers).submit(compress_chunk, self.engine, held, primer, False)
                     pending.append((future, len(held)))
                     submitted += 1
                     primer = held[-WINDOW_BYTES:]
-                    while len(pending) >= in_flight:
+                    while len(pending) >= self.in_flight:
                         yield from self._settle(module, *pending.popleft())
                 held = chunk
             if self.stopped:  # `held` and what follows it are read again by the next run
@@ -179,7 +176,7 @@ class ChunkedDeflate:
                 return
             last = held if held is not None else b""
             if pending:
-                final = _pool(workers).submit(compress_chunk, self.engine, last, primer, True)
+                final = _pool(self.workers).submit(compress_chunk, self.engine, last, primer, True)
                 pending.append((final, len(last)))
                 while pending:
                     yield from self._settle(module, *pending.popleft())

@@ -335,8 +335,9 @@ def fail(runtime: Runtime, event: FailInput) -> Failed:
     """
     download_id = event["download_id"]
     raw = event.get("error") or StepError()
-    error = shown_error(_error_info(raw), download_id)
-    if error.code == INTERNAL_ERROR and (trace := _stack_trace(raw)):
+    lambda_error = _lambda_error(raw)
+    error = shown_error(_error_info(raw, lambda_error), download_id)
+    if error.code == INTERNAL_ERROR and (trace := _stack_trace(lambda_error)):
         # Beside the message shown_error logged: where the failing step raised it, which a
         # log holds nowhere else (Step Functions keeps it in the execution's history only).
         log.error("download %s: where the failing step raised it:\n%s", download_id, trace)
@@ -376,16 +377,17 @@ def _lambda_error(raw: StepError) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _error_info(raw: StepError) -> ErrorInfo:
-    """Step Functions hands over {Error, Cause}; Cause is the Lambda's error JSON when it has one."""
+def _error_info(raw: StepError, lambda_error: dict[str, Any]) -> ErrorInfo:
+    """Step Functions hands over {Error, Cause}; Cause is the Lambda's error JSON when it has
+    one (`lambda_error`, parsed)."""
     code = str(raw.get("Error") or "UnknownError")
-    message = _lambda_error(raw).get("errorMessage") or raw.get("Cause") or ""
+    message = lambda_error.get("errorMessage") or raw.get("Cause") or ""
     return ErrorInfo(code=code, message=str(message)[:_MAX_ERROR_MESSAGE] or code)
 
 
-def _stack_trace(raw: StepError) -> str:
+def _stack_trace(lambda_error: dict[str, Any]) -> str:
     """The Lambda's stack trace (the runtime's `stackTrace`), its innermost frames kept, or ""."""
-    frames = _lambda_error(raw).get("stackTrace")
+    frames = lambda_error.get("stackTrace")
     if not isinstance(frames, list):
         return ""
     return "".join(str(frame) for frame in frames)[-_MAX_TRACE_CHARACTERS:]
